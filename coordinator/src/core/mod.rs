@@ -1,0 +1,504 @@
+//! The scheduling core: a pure state machine.
+//!
+//! `Scheduler::handle(now, input)` turns one [`Input`] into state changes and a list of
+//! [`Action`]s for the caller to perform. No tokio, no clocks, no sockets: time is an input, ids
+//! are chosen by the caller, so any sequence of inputs can be replayed and property-tested.
+//!
+//! Rules it owns:
+//! - every test of a session ends with exactly one outcome (one final `TestFinished` event);
+//! - a worker never holds more assignments than `slots * (1 + prefetch)`;
+//! - a result counts only for the test's live attempt on the worker that holds it;
+//! - a lost worker's tests are requeued at the front with a new attempt, or end `lost` after
+//!   `max_worker_losses` losses.
+
+mod model;
+mod session;
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+pub use model::*;
+use session::{Session, TestState};
+
+/// Tunables of the scheduler.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Extra assignments per slot a worker may hold beyond its running ones, so that a slot that
+    /// frees never waits on a round-trip.
+    pub prefetch_per_slot: u32,
+    /// A worker silent for this long is lost.
+    pub liveness_timeout_ms: u64,
+    /// How often a test's worker may be lost before the test ends `lost`.
+    pub max_worker_losses: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { prefetch_per_slot: 1, liveness_timeout_ms: 5_000, max_worker_losses: 2 }
+    }
+}
+
+struct Worker {
+    spec: WorkerSpec,
+    held: BTreeSet<AssignmentKey>,
+    last_seen: Millis,
+    connected_at: Millis,
+}
+
+impl Worker {
+    fn capacity(&self, prefetch_per_slot: u32) -> usize {
+        (self.spec.slots as usize).saturating_mul(1 + prefetch_per_slot as usize)
+    }
+}
+
+/// The scheduler's whole state.
+pub struct Scheduler {
+    config: Config,
+    sessions: HashMap<SessionId, Session>,
+    /// Unfinished sessions in submission order: the order in which they are served.
+    active: Vec<SessionId>,
+    /// All sessions in submission order (for listing).
+    order: Vec<SessionId>,
+    workers: BTreeMap<WorkerId, Worker>,
+}
+
+impl Scheduler {
+    pub fn new(config: Config) -> Self {
+        Scheduler {
+            config,
+            sessions: HashMap::new(),
+            active: Vec::new(),
+            order: Vec::new(),
+            workers: BTreeMap::new(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Apply one input; return what must be done because of it.
+    pub fn handle(&mut self, now: Millis, input: Input) -> Vec<Action> {
+        let mut out = Vec::new();
+        match input {
+            Input::Submit { id, spec } => {
+                self.submit(now, id, spec, &mut out);
+                self.dispatch_all(&mut out);
+            }
+            Input::WorkerJoined { id, spec } => {
+                self.workers.insert(
+                    id,
+                    Worker { spec, held: BTreeSet::new(), last_seen: now, connected_at: now },
+                );
+                self.dispatch_all(&mut out);
+            }
+            Input::WorkerLost { id, reason } => {
+                self.lose_worker(now, id, &reason, &mut out);
+                self.dispatch_all(&mut out);
+            }
+            Input::Heartbeat { worker } => {
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    w.last_seen = now;
+                }
+            }
+            Input::Started { worker, key } => self.started(now, worker, key, &mut out),
+            Input::Finished { worker, key, report } => {
+                self.finished(now, worker, key, report, &mut out);
+                self.dispatch_all(&mut out);
+            }
+            Input::Cancel { session, reason } => {
+                self.cancel(now, session, reason, &mut out);
+                self.dispatch_all(&mut out);
+            }
+            Input::Tick => {
+                self.tick(now, &mut out);
+                self.dispatch_all(&mut out);
+            }
+        }
+        out
+    }
+
+    fn submit(&mut self, now: Millis, id: SessionId, spec: SessionSpec, out: &mut Vec<Action>) {
+        if self.sessions.contains_key(&id) {
+            return;
+        }
+        let session = Session::new(id, Arc::new(spec), now);
+        out.push(Action::Emit {
+            session: id,
+            event: Event::Created {
+                name: session.spec.name.clone(),
+                paths: session.spec.tests.clone(),
+            },
+        });
+        let empty = session.tests.is_empty();
+        self.sessions.insert(id, session);
+        self.order.push(id);
+        self.active.push(id);
+        if empty {
+            self.finish_session_if_done(now, id, out);
+        }
+    }
+
+    fn started(&mut self, now: Millis, worker: WorkerId, key: AssignmentKey, out: &mut Vec<Action>) {
+        let Some(w) = self.workers.get_mut(&worker) else { return };
+        w.last_seen = now;
+        if !w.held.contains(&key) {
+            return;
+        }
+        let name = w.spec.name.clone();
+        let Some(session) = self.sessions.get_mut(&key.session) else { return };
+        let Some(test) = session.tests.get_mut(key.test as usize) else { return };
+        if let TestState::Assigned { worker: holder, started } = &mut test.state {
+            if *holder == worker && test.attempt == key.attempt && !*started {
+                *started = true;
+                session.running += 1;
+                out.push(Action::Emit {
+                    session: key.session,
+                    event: Event::TestStarted { test: key.test, attempt: key.attempt, worker: name },
+                });
+            }
+        }
+    }
+
+    fn finished(
+        &mut self,
+        now: Millis,
+        worker: WorkerId,
+        key: AssignmentKey,
+        report: Report,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(w) = self.workers.get_mut(&worker) else { return };
+        w.last_seen = now;
+        let held = w.held.remove(&key);
+        let worker_name = w.spec.name.clone();
+        let Some(session) = self.sessions.get_mut(&key.session) else { return };
+        let retries = session.spec.retries;
+        let Some(test) = session.tests.get_mut(key.test as usize) else { return };
+        let live = held
+            && test.attempt == key.attempt
+            && matches!(test.state, TestState::Assigned { worker: holder, .. } if holder == worker);
+        if !live {
+            // A cancelled test's late report is expected and says nothing new.
+            let expected = matches!(test.state, TestState::Done(Outcome::Cancelled));
+            if !expected {
+                let reason = if !held {
+                    format!("worker {worker_name} does not hold attempt {}", key.attempt)
+                } else {
+                    format!("attempt {} is no longer live (current attempt {})", key.attempt, test.attempt)
+                };
+                out.push(Action::Emit {
+                    session: key.session,
+                    event: Event::ResultDiscarded { test: key.test, attempt: key.attempt, reason },
+                });
+            }
+            return;
+        }
+        if let TestState::Assigned { started: true, .. } = test.state {
+            session.running = session.running.saturating_sub(1);
+        }
+        let final_outcome = match report.outcome {
+            Outcome::Passed | Outcome::Skipped | Outcome::Flaky => {
+                Some(if test.failures > 0 { Outcome::Flaky } else { Outcome::Passed })
+            }
+            Outcome::Failed | Outcome::TimedOut => {
+                if test.failures < retries {
+                    None
+                } else {
+                    Some(report.outcome)
+                }
+            }
+            Outcome::Error | Outcome::Lost => Some(Outcome::Error),
+            Outcome::Cancelled => {
+                // The worker gave the test back without being asked (it is shutting down):
+                // run it again elsewhere; this is not the test's fault nor a worker loss.
+                test.attempt += 1;
+                test.state = TestState::Queued;
+                session.queue.push_front(key.test);
+                out.push(Action::Emit {
+                    session: key.session,
+                    event: Event::TestRequeued {
+                        test: key.test,
+                        attempt: test.attempt,
+                        reason: format!("worker {worker_name} handed it back"),
+                    },
+                });
+                return;
+            }
+        };
+        match final_outcome {
+            Some(outcome) => {
+                test.state = TestState::Done(outcome);
+                session.totals.count(outcome);
+                out.push(Action::Emit {
+                    session: key.session,
+                    event: Event::TestFinished {
+                        test: key.test,
+                        attempt: key.attempt,
+                        worker: worker_name,
+                        is_final: true,
+                        outcome,
+                        report,
+                    },
+                });
+                self.finish_session_if_done(now, key.session, out);
+            }
+            None => {
+                test.failures += 1;
+                test.attempt += 1;
+                test.state = TestState::Queued;
+                session.queue.push_back(key.test);
+                out.push(Action::Emit {
+                    session: key.session,
+                    event: Event::TestFinished {
+                        test: key.test,
+                        attempt: key.attempt,
+                        worker: worker_name,
+                        is_final: false,
+                        outcome: report.outcome,
+                        report,
+                    },
+                });
+            }
+        }
+    }
+
+    fn lose_worker(&mut self, now: Millis, id: WorkerId, reason: &str, out: &mut Vec<Action>) {
+        let Some(w) = self.workers.remove(&id) else { return };
+        let default_max = self.config.max_worker_losses;
+        let mut touched = BTreeSet::new();
+        for key in w.held {
+            let Some(session) = self.sessions.get_mut(&key.session) else { continue };
+            let max_losses = match session.spec.max_worker_losses {
+                0 => default_max,
+                n => n,
+            };
+            let Some(test) = session.tests.get_mut(key.test as usize) else { continue };
+            let TestState::Assigned { worker, started } = test.state else { continue };
+            if worker != id || test.attempt != key.attempt {
+                continue;
+            }
+            if started {
+                session.running = session.running.saturating_sub(1);
+            }
+            test.losses += 1;
+            if test.losses > max_losses {
+                test.state = TestState::Done(Outcome::Lost);
+                session.totals.count(Outcome::Lost);
+                out.push(Action::Emit {
+                    session: key.session,
+                    event: Event::TestFinished {
+                        test: key.test,
+                        attempt: key.attempt,
+                        worker: w.spec.name.clone(),
+                        is_final: true,
+                        outcome: Outcome::Lost,
+                        report: Report::synthetic(
+                            Outcome::Lost,
+                            format!(
+                                "its worker was lost {} times (limit {max_losses}); last: {} ({reason})",
+                                test.losses, w.spec.name
+                            ),
+                        ),
+                    },
+                });
+                touched.insert(key.session);
+            } else {
+                test.attempt += 1;
+                test.state = TestState::Queued;
+                session.queue.push_front(key.test);
+                out.push(Action::Emit {
+                    session: key.session,
+                    event: Event::TestRequeued {
+                        test: key.test,
+                        attempt: test.attempt,
+                        reason: format!("worker {} lost: {reason}", w.spec.name),
+                    },
+                });
+            }
+        }
+        for session in touched {
+            self.finish_session_if_done(now, session, out);
+        }
+    }
+
+    fn cancel(&mut self, now: Millis, id: SessionId, reason: String, out: &mut Vec<Action>) {
+        let Some(session) = self.sessions.get_mut(&id) else { return };
+        if session.finished_at.is_some() || session.cancel_reason.is_some() {
+            return;
+        }
+        session.cancel_reason = Some(reason.clone());
+        session.queue.clear();
+        session.running = 0;
+        out.push(Action::Emit { session: id, event: Event::Cancelled { reason: reason.clone() } });
+        for (index, test) in session.tests.iter_mut().enumerate() {
+            let worker_name = match test.state {
+                TestState::Done(_) => continue,
+                TestState::Queued => String::new(),
+                TestState::Assigned { worker, .. } => {
+                    // The worker keeps the slot until it reports; only the outcome is decided now.
+                    let key = AssignmentKey { session: id, test: index as u32, attempt: test.attempt };
+                    out.push(Action::CancelAssignment { worker, key, reason: reason.clone() });
+                    self.workers.get(&worker).map(|w| w.spec.name.clone()).unwrap_or_default()
+                }
+            };
+            test.state = TestState::Done(Outcome::Cancelled);
+            session.totals.count(Outcome::Cancelled);
+            out.push(Action::Emit {
+                session: id,
+                event: Event::TestFinished {
+                    test: index as u32,
+                    attempt: test.attempt,
+                    worker: worker_name,
+                    is_final: true,
+                    outcome: Outcome::Cancelled,
+                    report: Report::synthetic(Outcome::Cancelled, reason.clone()),
+                },
+            });
+        }
+        self.finish_session_if_done(now, id, out);
+    }
+
+    fn tick(&mut self, now: Millis, out: &mut Vec<Action>) {
+        let expired: Vec<(SessionId, u64)> = self
+            .active
+            .iter()
+            .filter_map(|id| {
+                let s = self.sessions.get(id)?;
+                let timeout = s.spec.session_timeout_ms;
+                (timeout > 0 && now >= s.created_at.saturating_add(timeout)).then_some((*id, timeout))
+            })
+            .collect();
+        for (id, timeout) in expired {
+            let reason = format!(
+                "session timeout of {} passed",
+                humantime::format_duration(std::time::Duration::from_millis(timeout))
+            );
+            self.cancel(now, id, reason, out);
+        }
+        let timeout = self.config.liveness_timeout_ms;
+        let silent: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| now.saturating_sub(w.last_seen) > timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in silent {
+            let reason = format!("silent for more than {timeout} ms");
+            out.push(Action::DisconnectWorker { worker: id, reason: reason.clone() });
+            self.lose_worker(now, id, &reason, out);
+        }
+    }
+
+    fn finish_session_if_done(&mut self, now: Millis, id: SessionId, out: &mut Vec<Action>) {
+        let Some(session) = self.sessions.get_mut(&id) else { return };
+        if session.finished_at.is_some() || session.totals.ended() < session.totals.total {
+            return;
+        }
+        session.finished_at = Some(now);
+        self.active.retain(|s| *s != id);
+        out.push(Action::Emit {
+            session: id,
+            event: Event::Finished { totals: session.totals, cancel_reason: session.cancel_reason.clone() },
+        });
+    }
+
+    /// Hand queued tests to workers with free capacity: first up to one per slot across all
+    /// workers (so work spreads), then the prefetch.
+    fn dispatch_all(&mut self, out: &mut Vec<Action>) {
+        if self.active.is_empty() {
+            return;
+        }
+        let worker_ids: Vec<WorkerId> = self.workers.keys().copied().collect();
+        for prefetch in [0, self.config.prefetch_per_slot] {
+            loop {
+                let mut progressed = false;
+                for id in &worker_ids {
+                    if self.dispatch_one(*id, prefetch, out) {
+                        progressed = true;
+                    }
+                }
+                if !progressed {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Give one queued test to `worker` if it has room under `prefetch`; true if it did.
+    fn dispatch_one(&mut self, worker: WorkerId, prefetch: u32, out: &mut Vec<Action>) -> bool {
+        let Some(w) = self.workers.get_mut(&worker) else { return false };
+        if w.held.len() >= w.capacity(prefetch) {
+            return false;
+        }
+        for sid in &self.active {
+            let Some(session) = self.sessions.get_mut(sid) else { continue };
+            if session.queue.is_empty() || !labels_match(&session.spec.required_labels, &w.spec.labels) {
+                continue;
+            }
+            let Some(index) = session.queue.pop_front() else { continue };
+            let test = &mut session.tests[index as usize];
+            test.state = TestState::Assigned { worker, started: false };
+            let key = AssignmentKey { session: *sid, test: index, attempt: test.attempt };
+            w.held.insert(key);
+            out.push(Action::Assign {
+                worker,
+                assignment: Assignment {
+                    key,
+                    path: session.spec.tests[index as usize].clone(),
+                    spec: Arc::clone(&session.spec),
+                },
+            });
+            return true;
+        }
+        false
+    }
+
+    /// One session's state and totals.
+    pub fn session(&self, id: SessionId) -> Option<SessionView> {
+        self.sessions.get(&id).map(Session::view)
+    }
+
+    /// Every session, newest first.
+    pub fn sessions(&self) -> Vec<SessionView> {
+        self.order.iter().rev().filter_map(|id| self.session(*id)).collect()
+    }
+
+    /// Every connected worker.
+    pub fn workers(&self) -> Vec<WorkerView> {
+        self.workers
+            .iter()
+            .map(|(id, w)| WorkerView {
+                id: *id,
+                spec: w.spec.clone(),
+                held: w.held.iter().copied().collect(),
+                running_tests: w
+                    .held
+                    .iter()
+                    .filter_map(|key| {
+                        let session = self.sessions.get(&key.session)?;
+                        let test = session.tests.get(key.test as usize)?;
+                        matches!(test.state, TestState::Assigned { started: true, worker } if worker == *id)
+                            .then(|| session.spec.tests[key.test as usize].clone())
+                    })
+                    .collect(),
+                last_seen: w.last_seen,
+                connected_at: w.connected_at,
+            })
+            .collect()
+    }
+
+    /// How many tests wait in queues, over all sessions.
+    pub fn queued(&self) -> usize {
+        self.active.iter().filter_map(|id| self.sessions.get(id)).map(|s| s.queue.len()).sum()
+    }
+}
+
+fn labels_match(required: &BTreeMap<String, String>, have: &BTreeMap<String, String>) -> bool {
+    required.iter().all(|(k, v)| have.get(k) == Some(v))
+}

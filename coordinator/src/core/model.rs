@@ -1,0 +1,238 @@
+//! The scheduling core's vocabulary: ids, specs, inputs, actions and events.
+//!
+//! Everything here is plain data (serialisable, no `Option`s forced on us by protobuf), so that a
+//! sequence of inputs can be recorded, persisted and replayed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Milliseconds since the UNIX epoch. Time is an input of the core, never read inside it.
+pub type Millis = u64;
+
+/// A session's id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SessionId(pub Uuid);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A worker connection's id. A worker that reconnects gets a new one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct WorkerId(pub Uuid);
+
+impl fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// One attempt of one test of one session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AssignmentKey {
+    pub session: SessionId,
+    pub test: u32,
+    pub attempt: u32,
+}
+
+/// How a test ended (or, in a report, how one attempt ended).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Outcome {
+    Passed,
+    Failed,
+    Flaky,
+    TimedOut,
+    Lost,
+    Cancelled,
+    Error,
+    Skipped,
+}
+
+impl Outcome {
+    /// Whether the outcome counts as a pass for the exit code.
+    pub fn is_success(self) -> bool {
+        matches!(self, Outcome::Passed | Outcome::Flaky | Outcome::Skipped)
+    }
+}
+
+/// One test case's result inside a test unit (warm runners report these).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseResult {
+    pub name: String,
+    pub classname: String,
+    pub outcome: Outcome,
+    pub duration_ms: u64,
+    pub message: String,
+    pub output: Vec<u8>,
+}
+
+/// What one attempt produced, as the worker reported it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub outcome: Outcome,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub duration_ms: u64,
+    pub output: Vec<u8>,
+    pub output_dropped_bytes: u64,
+    pub message: String,
+    pub cases: Vec<CaseResult>,
+}
+
+impl Report {
+    /// A report for an attempt that never reached a worker's executor.
+    pub fn synthetic(outcome: Outcome, message: impl Into<String>) -> Self {
+        Report {
+            outcome,
+            exit_code: None,
+            signal: None,
+            duration_ms: 0,
+            output: Vec::new(),
+            output_dropped_bytes: 0,
+            message: message.into(),
+            cases: Vec::new(),
+        }
+    }
+}
+
+/// Everything the coordinator needs to run a session (validated at the service edge).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSpec {
+    pub name: String,
+    pub tests: Vec<String>,
+    pub framework: String,
+    pub command_template: String,
+    pub env: BTreeMap<String, String>,
+    pub test_timeout_ms: u64,
+    pub retries: u32,
+    pub required_labels: BTreeMap<String, String>,
+    pub session_timeout_ms: u64,
+    /// 0: the scheduler's default.
+    pub max_worker_losses: u32,
+}
+
+/// What a worker says about itself when it joins.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerSpec {
+    pub name: String,
+    pub slots: u32,
+    pub labels: BTreeMap<String, String>,
+    pub version: String,
+}
+
+/// Everything that can happen to the scheduler.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Input {
+    /// A new session. The id is chosen by the caller so that inputs replay deterministically.
+    Submit { id: SessionId, spec: SessionSpec },
+    /// A worker registered on a new stream.
+    WorkerJoined { id: WorkerId, spec: WorkerSpec },
+    /// A worker's stream ended or errored.
+    WorkerLost { id: WorkerId, reason: String },
+    /// A worker proved it is alive.
+    Heartbeat { worker: WorkerId },
+    /// A worker's slot began an assignment.
+    Started { worker: WorkerId, key: AssignmentKey },
+    /// A worker finished an assignment.
+    Finished { worker: WorkerId, key: AssignmentKey, report: Report },
+    /// Cancel a session.
+    Cancel { session: SessionId, reason: String },
+    /// Time passed: check deadlines and liveness.
+    Tick,
+}
+
+/// One test attempt handed to a worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    pub key: AssignmentKey,
+    pub path: String,
+    pub spec: Arc<SessionSpec>,
+}
+
+/// Everything the scheduler wants done; the service layer performs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send an assignment to a worker.
+    Assign { worker: WorkerId, assignment: Assignment },
+    /// Tell a worker to stop an assignment it holds.
+    CancelAssignment { worker: WorkerId, key: AssignmentKey, reason: String },
+    /// Append an event to a session's log.
+    Emit { session: SessionId, event: Event },
+    /// Close a worker's stream (it was declared lost without its stream ending).
+    DisconnectWorker { worker: WorkerId, reason: String },
+}
+
+/// Per-outcome counts of a session's tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub total: u32,
+    pub passed: u32,
+    pub failed: u32,
+    pub flaky: u32,
+    pub timed_out: u32,
+    pub lost: u32,
+    pub cancelled: u32,
+    pub error: u32,
+}
+
+impl Totals {
+    pub fn count(&mut self, outcome: Outcome) {
+        let slot = match outcome {
+            Outcome::Passed | Outcome::Skipped => &mut self.passed,
+            Outcome::Failed => &mut self.failed,
+            Outcome::Flaky => &mut self.flaky,
+            Outcome::TimedOut => &mut self.timed_out,
+            Outcome::Lost => &mut self.lost,
+            Outcome::Cancelled => &mut self.cancelled,
+            Outcome::Error => &mut self.error,
+        };
+        *slot += 1;
+    }
+
+    /// How many tests have an outcome.
+    pub fn ended(&self) -> u32 {
+        self.passed + self.failed + self.flaky + self.timed_out + self.lost + self.cancelled + self.error
+    }
+}
+
+/// What a session's log records. The service numbers them and serves them to watchers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Created { name: String, paths: Vec<String> },
+    TestStarted { test: u32, attempt: u32, worker: String },
+    TestFinished { test: u32, attempt: u32, worker: String, is_final: bool, outcome: Outcome, report: Report },
+    TestRequeued { test: u32, attempt: u32, reason: String },
+    ResultDiscarded { test: u32, attempt: u32, reason: String },
+    Cancelled { reason: String },
+    Finished { totals: Totals, cancel_reason: Option<String> },
+}
+
+/// A session as the service shows it (`Get`, `List`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionView {
+    pub id: SessionId,
+    pub name: String,
+    pub finished: bool,
+    pub totals: Totals,
+    pub running: u32,
+    pub created_at: Millis,
+    pub finished_at: Option<Millis>,
+    pub cancel_reason: Option<String>,
+}
+
+/// A worker as the service shows it (`ListWorkers`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerView {
+    pub id: WorkerId,
+    pub spec: WorkerSpec,
+    pub held: Vec<AssignmentKey>,
+    pub running_tests: Vec<String>,
+    pub last_seen: Millis,
+    pub connected_at: Millis,
+}

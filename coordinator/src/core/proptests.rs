@@ -1,0 +1,243 @@
+//! Property tests: for any interleaving of submit, worker join and leave, start, result (live or
+//! stale), cancel and time passing, the scheduler keeps its invariants, and once workers drain
+//! the queues every test has ended with exactly one outcome.
+
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+
+use super::tests::{report, sid, spec, wid, worker};
+use super::*;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Submit { tests: usize, retries: u32, timeout: bool },
+    Join { slots: u32 },
+    Leave { worker: usize },
+    Start { pick: usize },
+    Result { pick: usize, outcome: Outcome },
+    Stale { session: usize, test: u32, attempt: u32, worker: usize },
+    Cancel { session: usize },
+    Tick { advance: u64 },
+}
+
+fn outcome() -> impl Strategy<Value = Outcome> {
+    prop_oneof![
+        4 => Just(Outcome::Passed),
+        2 => Just(Outcome::Failed),
+        1 => Just(Outcome::TimedOut),
+        1 => Just(Outcome::Error),
+        1 => Just(Outcome::Cancelled),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        2 => (0usize..6, 0u32..3, any::<bool>()).prop_map(|(tests, retries, timeout)| Op::Submit { tests, retries, timeout }),
+        2 => (1u32..4).prop_map(|slots| Op::Join { slots }),
+        1 => any::<usize>().prop_map(|worker| Op::Leave { worker }),
+        3 => any::<usize>().prop_map(|pick| Op::Start { pick }),
+        6 => (any::<usize>(), outcome()).prop_map(|(pick, outcome)| Op::Result { pick, outcome }),
+        1 => (any::<usize>(), 0u32..6, 0u32..4, any::<usize>())
+            .prop_map(|(session, test, attempt, worker)| Op::Stale { session, test, attempt, worker }),
+        1 => any::<usize>().prop_map(|session| Op::Cancel { session }),
+        1 => (0u64..4_000).prop_map(|advance| Op::Tick { advance }),
+    ]
+}
+
+/// Drives a scheduler and checks every action it returns.
+struct Harness {
+    s: Scheduler,
+    now: Millis,
+    sessions: Vec<SessionId>,
+    workers: Vec<WorkerId>,
+    next_id: u128,
+    /// Final outcomes seen per (session, test).
+    finals: HashMap<(SessionId, u32), Vec<Outcome>>,
+    finished_sessions: HashMap<SessionId, Totals>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Harness {
+            s: Scheduler::new(Config { prefetch_per_slot: 1, liveness_timeout_ms: 5_000, max_worker_losses: 2 }),
+            now: 0,
+            sessions: Vec::new(),
+            workers: Vec::new(),
+            next_id: 1,
+            finals: HashMap::new(),
+            finished_sessions: HashMap::new(),
+        }
+    }
+
+    fn held_keys(&self) -> Vec<(WorkerId, AssignmentKey)> {
+        self.s.workers.iter().flat_map(|(id, w)| w.held.iter().map(move |k| (*id, *k))).collect()
+    }
+
+    fn is_live(&self, worker: WorkerId, key: AssignmentKey) -> bool {
+        let held = self.s.workers.get(&worker).is_some_and(|w| w.held.contains(&key));
+        let test = self.s.sessions.get(&key.session).and_then(|s| s.tests.get(key.test as usize));
+        held && test.is_some_and(|t| {
+            t.attempt == key.attempt && matches!(t.state, TestState::Assigned { worker: h, .. } if h == worker)
+        })
+    }
+
+    fn apply(&mut self, input: Input) {
+        let stale_result = match &input {
+            Input::Finished { worker, key, .. } => (!self.is_live(*worker, *key)).then_some(*key),
+            _ => None,
+        };
+        let actions = self.s.handle(self.now, input);
+        for action in &actions {
+            match action {
+                Action::Emit { session, event: Event::TestFinished { test, is_final, outcome, .. } } => {
+                    if let Some(key) = stale_result {
+                        // Only a cancel can end tests during a stale result's handling, and it
+                        // cannot: a result never cancels. So no test may end here at all.
+                        panic!("stale result {key:?} produced a TestFinished for test {test}");
+                    }
+                    if *is_final {
+                        self.finals.entry((*session, *test)).or_default().push(*outcome);
+                    }
+                }
+                Action::Emit { session, event: Event::Finished { totals, .. } } => {
+                    assert!(
+                        self.finished_sessions.insert(*session, *totals).is_none(),
+                        "session finished twice"
+                    );
+                }
+                Action::Assign { worker, assignment } => {
+                    assert!(self.s.workers.contains_key(worker), "assigned to an unknown worker");
+                    assert!(self.is_live(*worker, assignment.key), "assignment is not the live attempt");
+                }
+                _ => {}
+            }
+        }
+        self.check_invariants();
+    }
+
+    fn check_invariants(&self) {
+        let prefetch = self.s.config.prefetch_per_slot;
+        let mut holders: HashMap<(SessionId, u32), WorkerId> = HashMap::new();
+        for (id, w) in &self.s.workers {
+            assert!(w.held.len() <= w.capacity(prefetch), "worker over capacity");
+            for key in &w.held {
+                if self.is_live(*id, *key) {
+                    let prev = holders.insert((key.session, key.test), *id);
+                    assert!(prev.is_none(), "test {key:?} live on two workers");
+                }
+            }
+        }
+        for session in self.s.sessions.values() {
+            let queued = session.queue.len();
+            let states = session.tests.iter().filter(|t| t.state == TestState::Queued).count();
+            assert_eq!(queued, states, "queue and queued states disagree");
+            for (i, t) in session.tests.iter().enumerate() {
+                if let TestState::Assigned { worker, .. } = t.state {
+                    let key = AssignmentKey { session: session.id, test: i as u32, attempt: t.attempt };
+                    assert!(self.is_live(worker, key), "assigned test not held by its worker");
+                }
+            }
+        }
+    }
+
+    fn step(&mut self, op: Op) {
+        match op {
+            Op::Submit { tests, retries, timeout } => {
+                let id = sid(self.next_id);
+                self.next_id += 1;
+                let mut sp = spec(tests);
+                sp.retries = retries;
+                sp.session_timeout_ms = if timeout { 10_000 } else { 0 };
+                self.sessions.push(id);
+                self.apply(Input::Submit { id, spec: sp });
+            }
+            Op::Join { slots } => {
+                let id = wid(self.next_id);
+                self.next_id += 1;
+                self.workers.push(id);
+                self.apply(Input::WorkerJoined { id, spec: worker(slots) });
+            }
+            Op::Leave { worker } => {
+                if !self.workers.is_empty() {
+                    let id = self.workers.remove(worker % self.workers.len());
+                    self.apply(Input::WorkerLost { id, reason: "gone".into() });
+                }
+            }
+            Op::Start { pick } => {
+                let held = self.held_keys();
+                if !held.is_empty() {
+                    let (worker, key) = held[pick % held.len()];
+                    self.apply(Input::Started { worker, key });
+                }
+            }
+            Op::Result { pick, outcome } => {
+                let held = self.held_keys();
+                if !held.is_empty() {
+                    let (worker, key) = held[pick % held.len()];
+                    self.apply(Input::Finished { worker, key, report: report(outcome) });
+                }
+            }
+            Op::Stale { session, test, attempt, worker } => {
+                if !self.sessions.is_empty() && !self.workers.is_empty() {
+                    let key = AssignmentKey { session: self.sessions[session % self.sessions.len()], test, attempt };
+                    let worker = self.workers[worker % self.workers.len()];
+                    self.apply(Input::Finished { worker, key, report: report(Outcome::Passed) });
+                }
+            }
+            Op::Cancel { session } => {
+                if !self.sessions.is_empty() {
+                    let session = self.sessions[session % self.sessions.len()];
+                    self.apply(Input::Cancel { session, reason: "test".into() });
+                }
+            }
+            Op::Tick { advance } => {
+                self.now += advance;
+                // Keep the workers the harness believes in alive; silence is tested separately.
+                for id in self.workers.clone() {
+                    self.apply(Input::Heartbeat { worker: id });
+                }
+                self.apply(Input::Tick);
+            }
+        }
+    }
+
+    /// Add a fresh worker and pass everything it (or anyone) holds until all sessions end.
+    fn drain(&mut self) {
+        self.step(Op::Join { slots: 4 });
+        for _ in 0..1_000 {
+            let held = self.held_keys();
+            if held.is_empty() {
+                break;
+            }
+            for (worker, key) in held {
+                self.apply(Input::Finished { worker, key, report: report(Outcome::Passed) });
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn every_test_ends_with_exactly_one_outcome(ops in proptest::collection::vec(op(), 0..80)) {
+        let mut h = Harness::new();
+        for op in ops {
+            h.step(op);
+        }
+        h.drain();
+        for id in &h.sessions {
+            let session = &h.s.sessions[id];
+            let totals = h.finished_sessions.get(id).copied();
+            prop_assert!(totals.is_some(), "session {id} never finished");
+            let mut counted = Totals { total: session.tests.len() as u32, ..Totals::default() };
+            for test in 0..session.tests.len() as u32 {
+                let outcomes = h.finals.get(&(*id, test)).cloned().unwrap_or_default();
+                prop_assert_eq!(outcomes.len(), 1, "test {} of {} has outcomes {:?}", test, id, outcomes);
+                counted.count(outcomes[0]);
+            }
+            prop_assert_eq!(totals, Some(counted));
+        }
+    }
+}

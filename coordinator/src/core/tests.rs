@@ -1,0 +1,332 @@
+//! One test per transition of the scheduler.
+
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
+use super::*;
+
+pub(super) fn sid(n: u128) -> SessionId {
+    SessionId(Uuid::from_u128(n))
+}
+
+pub(super) fn wid(n: u128) -> WorkerId {
+    WorkerId(Uuid::from_u128(1 << 64 | n))
+}
+
+pub(super) fn spec(tests: usize) -> SessionSpec {
+    SessionSpec {
+        name: "t".into(),
+        tests: (0..tests).map(|i| format!("t{i}.sh")).collect(),
+        framework: "shell".into(),
+        command_template: "sh {}".into(),
+        env: BTreeMap::new(),
+        test_timeout_ms: 0,
+        retries: 0,
+        required_labels: BTreeMap::new(),
+        session_timeout_ms: 0,
+        max_worker_losses: 0,
+    }
+}
+
+pub(super) fn worker(slots: u32) -> WorkerSpec {
+    WorkerSpec { name: format!("w{slots}"), slots, labels: BTreeMap::new(), version: "0".into() }
+}
+
+pub(super) fn report(outcome: Outcome) -> Report {
+    Report::synthetic(outcome, "")
+}
+
+fn assigned(actions: &[Action]) -> Vec<(WorkerId, AssignmentKey)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Assign { worker, assignment } => Some((*worker, assignment.key)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn finals(actions: &[Action]) -> Vec<(u32, Outcome)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Emit { event: Event::TestFinished { test, is_final: true, outcome, .. }, .. } => {
+                Some((*test, *outcome))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn finished_totals(actions: &[Action]) -> Option<Totals> {
+    actions.iter().find_map(|a| match a {
+        Action::Emit { event: Event::Finished { totals, .. }, .. } => Some(*totals),
+        _ => None,
+    })
+}
+
+fn key(session: SessionId, test: u32, attempt: u32) -> AssignmentKey {
+    AssignmentKey { session, test, attempt }
+}
+
+fn no_prefetch() -> Scheduler {
+    Scheduler::new(Config { prefetch_per_slot: 0, ..Config::default() })
+}
+
+#[test]
+fn submit_emits_created_and_waits_for_workers() {
+    let mut s = Scheduler::new(Config::default());
+    let out = s.handle(0, Input::Submit { id: sid(1), spec: spec(3) });
+    assert!(matches!(&out[0], Action::Emit { event: Event::Created { paths, .. }, .. } if paths.len() == 3));
+    assert!(assigned(&out).is_empty());
+    assert_eq!(s.queued(), 3);
+}
+
+#[test]
+fn empty_session_finishes_at_once() {
+    let mut s = Scheduler::new(Config::default());
+    let out = s.handle(0, Input::Submit { id: sid(1), spec: spec(0) });
+    assert_eq!(finished_totals(&out), Some(Totals::default()));
+    assert!(s.session(sid(1)).is_some_and(|v| v.finished));
+}
+
+#[test]
+fn joining_worker_gets_one_per_slot_plus_prefetch() {
+    let mut s = Scheduler::new(Config { prefetch_per_slot: 1, ..Config::default() });
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(10) });
+    let out = s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(2) });
+    let keys = assigned(&out);
+    assert_eq!(keys.len(), 4, "2 slots + 2 prefetched");
+    assert_eq!(keys.iter().map(|(_, k)| k.test).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+    assert!(keys.iter().all(|(_, k)| k.attempt == 1));
+}
+
+#[test]
+fn work_spreads_over_workers_before_prefetch() {
+    let mut s = Scheduler::new(Config { prefetch_per_slot: 1, ..Config::default() });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(2), spec: worker(1) });
+    let out = s.handle(0, Input::Submit { id: sid(1), spec: spec(2) });
+    let workers: BTreeSet<WorkerId> = assigned(&out).iter().map(|(w, _)| *w).collect();
+    assert_eq!(workers.len(), 2, "each worker runs one rather than one running and one queued");
+}
+
+#[test]
+fn finished_result_frees_the_slot_and_pulls_the_next_test() {
+    let mut s = no_prefetch();
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(2) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(1, Input::Started { worker: wid(1), key: key(sid(1), 0, 1) });
+    let out = s.handle(2, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Passed) });
+    assert_eq!(finals(&out), vec![(0, Outcome::Passed)]);
+    assert_eq!(assigned(&out), vec![(wid(1), key(sid(1), 1, 1))]);
+    let out = s.handle(3, Input::Finished { worker: wid(1), key: key(sid(1), 1, 1), report: report(Outcome::Failed) });
+    assert_eq!(finals(&out), vec![(1, Outcome::Failed)]);
+    let totals = finished_totals(&out).expect("session finished");
+    assert_eq!((totals.total, totals.passed, totals.failed), (2, 1, 1));
+}
+
+#[test]
+fn started_emits_once_and_counts_running() {
+    let mut s = no_prefetch();
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    let out = s.handle(1, Input::Started { worker: wid(1), key: key(sid(1), 0, 1) });
+    assert_eq!(out.len(), 1);
+    assert_eq!(s.session(sid(1)).map(|v| v.running), Some(1));
+    let again = s.handle(1, Input::Started { worker: wid(1), key: key(sid(1), 0, 1) });
+    assert!(again.is_empty());
+    assert_eq!(s.workers()[0].running_tests, vec!["t0.sh".to_string()]);
+}
+
+#[test]
+fn failed_test_is_retried_and_becomes_flaky_when_it_passes() {
+    let mut s = no_prefetch();
+    let mut sp = spec(1);
+    sp.retries = 2;
+    s.handle(0, Input::Submit { id: sid(1), spec: sp });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    let out = s.handle(1, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Failed) });
+    assert!(finals(&out).is_empty());
+    assert_eq!(assigned(&out), vec![(wid(1), key(sid(1), 0, 2))]);
+    let out = s.handle(2, Input::Finished { worker: wid(1), key: key(sid(1), 0, 2), report: report(Outcome::Passed) });
+    assert_eq!(finals(&out), vec![(0, Outcome::Flaky)]);
+}
+
+#[test]
+fn retries_run_out() {
+    let mut s = no_prefetch();
+    let mut sp = spec(1);
+    sp.retries = 1;
+    s.handle(0, Input::Submit { id: sid(1), spec: sp });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(1, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::TimedOut) });
+    let out = s.handle(2, Input::Finished { worker: wid(1), key: key(sid(1), 0, 2), report: report(Outcome::TimedOut) });
+    assert_eq!(finals(&out), vec![(0, Outcome::TimedOut)]);
+}
+
+#[test]
+fn error_is_final_without_retry() {
+    let mut s = no_prefetch();
+    let mut sp = spec(1);
+    sp.retries = 3;
+    s.handle(0, Input::Submit { id: sid(1), spec: sp });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    let out = s.handle(1, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Error) });
+    assert_eq!(finals(&out), vec![(0, Outcome::Error)]);
+}
+
+#[test]
+fn lost_worker_requeues_at_front_with_new_attempt() {
+    let mut s = no_prefetch();
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(3) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    let out = s.handle(1, Input::WorkerLost { id: wid(1), reason: "stream ended".into() });
+    assert!(out.iter().any(|a| matches!(a, Action::Emit { event: Event::TestRequeued { test: 0, attempt: 2, .. }, .. })));
+    let out = s.handle(2, Input::WorkerJoined { id: wid(2), spec: worker(1) });
+    assert_eq!(assigned(&out), vec![(wid(2), key(sid(1), 0, 2))], "requeued test goes first");
+}
+
+#[test]
+fn late_result_from_superseded_attempt_is_discarded() {
+    let mut s = no_prefetch();
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(1, Input::WorkerLost { id: wid(1), reason: "silent".into() });
+    s.handle(2, Input::WorkerJoined { id: wid(2), spec: worker(1) });
+    // wid(1) is gone: its result is ignored entirely.
+    let out = s.handle(3, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Passed) });
+    assert!(finals(&out).is_empty());
+    // wid(2) reports the stale attempt number: discarded and recorded.
+    let out = s.handle(3, Input::Finished { worker: wid(2), key: key(sid(1), 0, 1), report: report(Outcome::Passed) });
+    assert!(finals(&out).is_empty());
+    assert!(out.iter().any(|a| matches!(a, Action::Emit { event: Event::ResultDiscarded { .. }, .. })));
+    let out = s.handle(4, Input::Finished { worker: wid(2), key: key(sid(1), 0, 2), report: report(Outcome::Passed) });
+    assert_eq!(finals(&out), vec![(0, Outcome::Passed)]);
+}
+
+#[test]
+fn result_for_a_test_another_worker_holds_is_discarded() {
+    let mut s = no_prefetch();
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(2), spec: worker(1) });
+    let out = s.handle(1, Input::Finished { worker: wid(2), key: key(sid(1), 0, 1), report: report(Outcome::Passed) });
+    assert!(finals(&out).is_empty());
+    let out = s.handle(1, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Passed) });
+    assert_eq!(finals(&out), vec![(0, Outcome::Passed)]);
+}
+
+#[test]
+fn test_ends_lost_after_too_many_worker_losses() {
+    let mut s = no_prefetch();
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
+    for n in 1..=3 {
+        s.handle(n, Input::WorkerJoined { id: wid(n as u128), spec: worker(1) });
+        let out = s.handle(n, Input::WorkerLost { id: wid(n as u128), reason: "crash".into() });
+        if n == 3 {
+            assert_eq!(finals(&out), vec![(0, Outcome::Lost)]);
+            assert_eq!(finished_totals(&out).map(|t| t.lost), Some(1));
+        } else {
+            assert!(finals(&out).is_empty());
+        }
+    }
+}
+
+#[test]
+fn cancel_ends_every_unfinished_test_and_cancels_running_ones() {
+    let mut s = no_prefetch();
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(3) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    let out = s.handle(1, Input::Cancel { session: sid(1), reason: "user".into() });
+    assert_eq!(finals(&out).len(), 3);
+    assert!(out.iter().any(|a| matches!(a, Action::CancelAssignment { worker, .. } if *worker == wid(1))));
+    assert_eq!(finished_totals(&out).map(|t| t.cancelled), Some(3));
+    // The cancelled test's report arrives later: silently ignored, and the slot frees.
+    let out = s.handle(2, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Cancelled) });
+    assert!(out.is_empty());
+    assert!(s.workers()[0].held.is_empty());
+    // Cancelling twice changes nothing.
+    assert!(s.handle(3, Input::Cancel { session: sid(1), reason: "again".into() }).is_empty());
+}
+
+#[test]
+fn cancelled_slot_is_not_reused_before_the_worker_reports() {
+    let mut s = no_prefetch();
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(1, Input::Cancel { session: sid(1), reason: "user".into() });
+    let out = s.handle(2, Input::Submit { id: sid(2), spec: spec(1) });
+    assert!(assigned(&out).is_empty(), "the slot still runs the cancelled test");
+    let out = s.handle(3, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Cancelled) });
+    assert_eq!(assigned(&out), vec![(wid(1), key(sid(2), 0, 1))]);
+}
+
+#[test]
+fn worker_handing_a_test_back_requeues_it_without_a_loss() {
+    let mut s = no_prefetch();
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    let out = s.handle(1, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Cancelled) });
+    assert!(finals(&out).is_empty());
+    assert_eq!(assigned(&out), vec![(wid(1), key(sid(1), 0, 2))]);
+}
+
+#[test]
+fn session_timeout_cancels_on_tick() {
+    let mut s = no_prefetch();
+    let mut sp = spec(2);
+    sp.session_timeout_ms = 1_000;
+    s.handle(0, Input::Submit { id: sid(1), spec: sp });
+    assert!(finals(&s.handle(999, Input::Tick)).is_empty());
+    let out = s.handle(1_000, Input::Tick);
+    assert_eq!(finals(&out).len(), 2);
+    let view = s.session(sid(1)).expect("session exists");
+    assert!(view.cancel_reason.is_some_and(|r| r.contains("session timeout")));
+}
+
+#[test]
+fn silent_worker_is_disconnected_and_lost_on_tick() {
+    let mut s = Scheduler::new(Config { liveness_timeout_ms: 5_000, prefetch_per_slot: 0, ..Config::default() });
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(4_000, Input::Heartbeat { worker: wid(1) });
+    assert!(s.handle(9_000, Input::Tick).is_empty());
+    let out = s.handle(9_001, Input::Tick);
+    assert!(out.iter().any(|a| matches!(a, Action::DisconnectWorker { worker, .. } if *worker == wid(1))));
+    assert!(s.workers().is_empty());
+    assert_eq!(s.queued(), 1);
+}
+
+#[test]
+fn required_labels_pick_the_worker() {
+    let mut s = no_prefetch();
+    let mut sp = spec(1);
+    sp.required_labels.insert("os".into(), "mac".into());
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    let mut mac = worker(1);
+    mac.labels.insert("os".into(), "mac".into());
+    s.handle(0, Input::WorkerJoined { id: wid(2), spec: mac });
+    let out = s.handle(0, Input::Submit { id: sid(1), spec: sp });
+    assert_eq!(assigned(&out), vec![(wid(2), key(sid(1), 0, 1))]);
+}
+
+#[test]
+fn sessions_are_served_in_submission_order_and_listed_newest_first() {
+    let mut s = no_prefetch();
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
+    s.handle(0, Input::Submit { id: sid(2), spec: spec(1) });
+    let out = s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    assert_eq!(assigned(&out), vec![(wid(1), key(sid(1), 0, 1))]);
+    let ids: Vec<SessionId> = s.sessions().iter().map(|v| v.id).collect();
+    assert_eq!(ids, vec![sid(2), sid(1)]);
+}
+
+#[test]
+fn inputs_serialise_for_replay() {
+    let input = Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Passed) };
+    let json = serde_json::to_string(&input).expect("inputs are plain data");
+    let back: Input = serde_json::from_str(&json).expect("round trip");
+    assert_eq!(back, input);
+}

@@ -1,0 +1,9 @@
+//! The testgrid coordinator.
+//!
+//! - [`core`]: the pure scheduling state machine (no I/O).
+//! - [`service`]: gRPC handlers, the task that owns the core, HTTP health and metrics.
+//! - [`store`]: session event logs that watchers read and resume from.
+
+pub mod core;
+pub mod service;
+pub mod store;
