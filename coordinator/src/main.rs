@@ -1,1 +1,114 @@
-fn main() {}
+//! `testgrid-coordinator`: parse flags, set up logging, serve.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use testgrid_coordinator::{core, service};
+use tokio_util::sync::CancellationToken;
+
+/// The testgrid coordinator: schedules sessions' tests onto workers.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Address for gRPC (workers and clients).
+    #[arg(long, env = "TESTGRID_LISTEN", default_value = "0.0.0.0:7700")]
+    listen: SocketAddr,
+    /// Address for HTTP (/healthz, /metrics).
+    #[arg(long, env = "TESTGRID_HTTP", default_value = "0.0.0.0:7701")]
+    http: SocketAddr,
+    /// Directory for the coordinator's state (created if missing).
+    #[arg(long, env = "TESTGRID_DATA_DIR", default_value = "./testgrid-data")]
+    data_dir: PathBuf,
+    /// How often workers heartbeat.
+    #[arg(long, env = "TESTGRID_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    heartbeat_interval: Duration,
+    /// A worker silent for this long is lost and its tests requeued.
+    #[arg(long, env = "TESTGRID_LIVENESS_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    liveness_timeout: Duration,
+    /// Assignments queued on a worker per slot beyond the running one.
+    #[arg(long, env = "TESTGRID_PREFETCH", default_value_t = 1)]
+    prefetch: u32,
+    /// A test whose worker is lost more than this many times ends `lost`.
+    #[arg(long, env = "TESTGRID_MAX_WORKER_LOSSES", default_value_t = 2)]
+    max_worker_losses: u32,
+    /// Log format.
+    #[arg(long, env = "TESTGRID_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TESTGRID_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let grpc = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (gRPC); is another coordinator running? pick another --listen", args.listen))?;
+    let http = tokio::net::TcpListener::bind(args.http)
+        .await
+        .with_context(|| format!("cannot listen on {} (HTTP); pick another --http", args.http))?;
+    let config = service::Config {
+        core: core::Config {
+            prefetch_per_slot: args.prefetch,
+            liveness_timeout_ms: args.liveness_timeout.as_millis() as u64,
+            max_worker_losses: args.max_worker_losses,
+        },
+        heartbeat_interval: args.heartbeat_interval,
+        data_dir: Some(args.data_dir),
+    };
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        stop.cancel();
+    });
+    service::serve(grpc, Some(http), config, shutdown).await?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! The coordinator's I/O edge: gRPC services, the engine task that owns the core, HTTP health
+//! and metrics. [`serve`] runs them all until the shutdown token is cancelled.
+
+mod admin;
+pub mod convert;
+pub mod engine;
+mod http;
+pub mod metrics;
+mod session;
+mod worker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use testgrid_proto as pb;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::core::{self, Scheduler};
+use crate::store::EventStore;
+
+/// The largest message the coordinator accepts (a submission of very many tests, or a worker's
+/// result with its bounded output and case results).
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Everything `serve` needs besides its listeners.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub core: core::Config,
+    /// How often workers must heartbeat.
+    pub heartbeat_interval: Duration,
+    /// Where state lives (created if missing). Sessions are in memory for now.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { core: core::Config::default(), heartbeat_interval: Duration::from_secs(1), data_dir: None }
+    }
+}
+
+/// Why the coordinator could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("HTTP server failed: {0}")]
+    Http(std::io::Error),
+    #[error("cannot build gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Serve gRPC on `grpc` and, if given, HTTP on `http`, until `shutdown` is cancelled.
+pub async fn serve(
+    grpc: TcpListener,
+    http: Option<TcpListener>,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    if let Some(dir) = &config.data_dir {
+        std::fs::create_dir_all(dir).map_err(|source| Error::DataDir { path: dir.clone(), source })?;
+    }
+    let store = Arc::new(EventStore::new());
+    let metrics = Arc::new(metrics::Metrics::default());
+    let liveness_timeout = Duration::from_millis(config.core.liveness_timeout_ms);
+    let prefetch_per_slot = config.core.prefetch_per_slot;
+    let (engine, engine_task) =
+        engine::spawn(Scheduler::new(config.core), Arc::clone(&store), Arc::clone(&metrics), shutdown.clone());
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<pb::worker_service_server::WorkerServiceServer<worker::WorkerSvc>>().await;
+    health_reporter.set_serving::<pb::session_service_server::SessionServiceServer<session::SessionSvc>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::v1::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let worker_svc = worker::WorkerSvc {
+        engine: engine.clone(),
+        heartbeat_interval: config.heartbeat_interval,
+        liveness_timeout,
+        prefetch_per_slot,
+    };
+    let session_svc = session::SessionSvc { engine: engine.clone(), store };
+    let admin_svc = admin::AdminSvc { engine };
+
+    let http_task = match http {
+        Some(listener) => {
+            info!(addr = %listener.local_addr().map_err(Error::Http)?, "HTTP listening (/healthz, /metrics)");
+            let router = http::router(metrics);
+            let stop = shutdown.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await
+            }))
+        }
+        None => None,
+    };
+
+    if let Ok(addr) = grpc.local_addr() {
+        info!(%addr, "gRPC listening");
+    }
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(liveness_timeout))
+        .http2_keepalive_timeout(Some(liveness_timeout))
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            pb::worker_service_server::WorkerServiceServer::new(worker_svc)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            pb::session_service_server::SessionServiceServer::new(session_svc)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(pb::admin_service_server::AdminServiceServer::new(admin_svc))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown.clone().cancelled_owned())
+        .await?;
+    shutdown.cancel();
+    let _ = engine_task.await;
+    if let Some(task) = http_task {
+        match task.await {
+            Ok(Err(e)) => return Err(Error::Http(e)),
+            Ok(Ok(())) | Err(_) => {}
+        }
+    }
+    Ok(())
+}

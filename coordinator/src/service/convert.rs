@@ -1,0 +1,306 @@
+//! Conversions between protobuf messages and the core's types. Proto types stop here: the core
+//! never sees the `Option`s and defaults that protobuf forces on us.
+
+use std::collections::BTreeMap;
+
+use testgrid_proto as pb;
+use uuid::Uuid;
+
+use crate::core::{
+    AssignmentKey, CaseResult, Event, Outcome, Report, SessionId, SessionSpec, SessionView, Totals,
+    WorkerSpec, WorkerView,
+};
+
+/// A message from a client or worker that cannot be used as it is.
+#[derive(Debug, thiserror::Error)]
+pub enum BadMessage {
+    #[error("missing field `{0}`")]
+    Missing(&'static str),
+    #[error("field `{field}`: {problem}")]
+    Invalid { field: &'static str, problem: String },
+}
+
+impl From<BadMessage> for tonic::Status {
+    fn from(e: BadMessage) -> Self {
+        tonic::Status::invalid_argument(e.to_string())
+    }
+}
+
+/// The largest session a coordinator accepts in one submission.
+pub const MAX_TESTS_PER_SESSION: usize = 1_000_000;
+
+pub fn parse_session_id(s: &str) -> Result<SessionId, BadMessage> {
+    Uuid::parse_str(s.trim()).map(SessionId).map_err(|_| BadMessage::Invalid {
+        field: "session_id",
+        problem: format!("`{s}` is not a session id (a UUID, as `testgrid sessions` prints them)"),
+    })
+}
+
+pub fn outcome_from_pb(value: i32) -> Result<Outcome, BadMessage> {
+    use pb::Outcome as P;
+    Ok(match P::try_from(value) {
+        Ok(P::Passed) => Outcome::Passed,
+        Ok(P::Failed) => Outcome::Failed,
+        Ok(P::Flaky) => Outcome::Flaky,
+        Ok(P::TimedOut) => Outcome::TimedOut,
+        Ok(P::Lost) => Outcome::Lost,
+        Ok(P::Cancelled) => Outcome::Cancelled,
+        Ok(P::Error) => Outcome::Error,
+        Ok(P::Skipped) => Outcome::Skipped,
+        Ok(P::Unspecified) | Err(_) => {
+            return Err(BadMessage::Invalid { field: "outcome", problem: format!("unknown outcome {value}") });
+        }
+    })
+}
+
+pub fn outcome_to_pb(outcome: Outcome) -> pb::Outcome {
+    match outcome {
+        Outcome::Passed => pb::Outcome::Passed,
+        Outcome::Failed => pb::Outcome::Failed,
+        Outcome::Flaky => pb::Outcome::Flaky,
+        Outcome::TimedOut => pb::Outcome::TimedOut,
+        Outcome::Lost => pb::Outcome::Lost,
+        Outcome::Cancelled => pb::Outcome::Cancelled,
+        Outcome::Error => pb::Outcome::Error,
+        Outcome::Skipped => pb::Outcome::Skipped,
+    }
+}
+
+impl TryFrom<&pb::AssignmentRef> for AssignmentKey {
+    type Error = BadMessage;
+    fn try_from(r: &pb::AssignmentRef) -> Result<Self, BadMessage> {
+        Ok(AssignmentKey { session: parse_session_id(&r.session_id)?, test: r.test_index, attempt: r.attempt })
+    }
+}
+
+pub fn key_to_pb(key: &AssignmentKey) -> pb::AssignmentRef {
+    pb::AssignmentRef { session_id: key.session.to_string(), test_index: key.test, attempt: key.attempt }
+}
+
+impl TryFrom<pb::TestReport> for Report {
+    type Error = BadMessage;
+    fn try_from(r: pb::TestReport) -> Result<Self, BadMessage> {
+        let cases = r
+            .cases
+            .into_iter()
+            .map(|c| {
+                Ok(CaseResult {
+                    outcome: outcome_from_pb(c.outcome)?,
+                    name: c.name,
+                    classname: c.classname,
+                    duration_ms: c.duration_ms,
+                    message: c.message,
+                    output: c.output,
+                })
+            })
+            .collect::<Result<_, BadMessage>>()?;
+        Ok(Report {
+            outcome: outcome_from_pb(r.outcome)?,
+            exit_code: r.exit_code,
+            signal: r.signal,
+            duration_ms: r.duration_ms,
+            output: r.output,
+            output_dropped_bytes: r.output_dropped_bytes,
+            message: r.message,
+            cases,
+        })
+    }
+}
+
+pub fn report_to_pb(r: &Report) -> pb::TestReport {
+    pb::TestReport {
+        outcome: outcome_to_pb(r.outcome) as i32,
+        exit_code: r.exit_code,
+        signal: r.signal,
+        duration_ms: r.duration_ms,
+        output: r.output.clone(),
+        output_dropped_bytes: r.output_dropped_bytes,
+        message: r.message.clone(),
+        cases: r
+            .cases
+            .iter()
+            .map(|c| pb::CaseResult {
+                name: c.name.clone(),
+                classname: c.classname.clone(),
+                outcome: outcome_to_pb(c.outcome) as i32,
+                duration_ms: c.duration_ms,
+                message: c.message.clone(),
+                output: c.output.clone(),
+            })
+            .collect(),
+    }
+}
+
+impl TryFrom<pb::Register> for WorkerSpec {
+    type Error = BadMessage;
+    fn try_from(r: pb::Register) -> Result<Self, BadMessage> {
+        if r.slots == 0 || r.slots > 4096 {
+            return Err(BadMessage::Invalid { field: "slots", problem: format!("{} is not in 1..=4096", r.slots) });
+        }
+        let name = if r.name.trim().is_empty() { "worker".to_string() } else { r.name };
+        Ok(WorkerSpec { name, slots: r.slots, labels: r.labels.into_iter().collect(), version: r.version })
+    }
+}
+
+impl TryFrom<pb::SessionSpec> for SessionSpec {
+    type Error = BadMessage;
+    fn try_from(s: pb::SessionSpec) -> Result<Self, BadMessage> {
+        if s.tests.is_empty() {
+            return Err(BadMessage::Invalid { field: "tests", problem: "a session needs at least one test".into() });
+        }
+        if s.tests.len() > MAX_TESTS_PER_SESSION {
+            return Err(BadMessage::Invalid {
+                field: "tests",
+                problem: format!("{} tests is more than the limit of {MAX_TESTS_PER_SESSION}", s.tests.len()),
+            });
+        }
+        if !s.command_template.contains("{}") {
+            return Err(BadMessage::Invalid {
+                field: "command_template",
+                problem: format!("`{}` has no `{{}}` where the test path goes", s.command_template),
+            });
+        }
+        let mut tests = Vec::with_capacity(s.tests.len());
+        for t in s.tests {
+            if t.path.is_empty() || t.path.contains('\0') {
+                return Err(BadMessage::Invalid { field: "tests.path", problem: format!("bad test path {:?}", t.path) });
+            }
+            tests.push(t.path);
+        }
+        for key in s.env.keys() {
+            if key.is_empty() || key.contains('=') || key.contains('\0') {
+                return Err(BadMessage::Invalid { field: "env", problem: format!("bad variable name {key:?}") });
+            }
+        }
+        Ok(SessionSpec {
+            name: s.name,
+            tests,
+            framework: s.framework,
+            command_template: s.command_template,
+            env: s.env.into_iter().collect::<BTreeMap<_, _>>(),
+            test_timeout_ms: s.test_timeout_ms,
+            retries: s.retries,
+            required_labels: s.required_labels.into_iter().collect(),
+            session_timeout_ms: s.session_timeout_ms,
+            max_worker_losses: s.max_worker_losses,
+        })
+    }
+}
+
+pub fn totals_to_pb(t: &Totals) -> pb::Totals {
+    pb::Totals {
+        total: t.total,
+        passed: t.passed,
+        failed: t.failed,
+        flaky: t.flaky,
+        timed_out: t.timed_out,
+        lost: t.lost,
+        cancelled: t.cancelled,
+        error: t.error,
+    }
+}
+
+pub fn session_view_to_pb(v: &SessionView) -> pb::SessionInfo {
+    pb::SessionInfo {
+        session_id: v.id.to_string(),
+        name: v.name.clone(),
+        state: if v.finished { pb::SessionState::Finished } else { pb::SessionState::Running } as i32,
+        totals: Some(totals_to_pb(&v.totals)),
+        created_at_ms: v.created_at,
+        finished_at_ms: v.finished_at.unwrap_or(0),
+        cancel_reason: v.cancel_reason.clone().unwrap_or_default(),
+        running: v.running,
+    }
+}
+
+pub fn worker_view_to_pb(v: &WorkerView) -> pb::WorkerInfo {
+    pb::WorkerInfo {
+        worker_id: v.id.to_string(),
+        name: v.spec.name.clone(),
+        slots: v.spec.slots,
+        labels: v.spec.labels.clone().into_iter().collect(),
+        assignments: v.held.iter().map(key_to_pb).collect(),
+        last_heartbeat_ms: v.last_seen,
+        connected_at_ms: v.connected_at,
+        version: v.spec.version.clone(),
+        running_tests: v.running_tests.clone(),
+    }
+}
+
+/// The proto form of a core event; the store adds the sequence number and time.
+pub fn event_to_pb(event: &Event) -> pb::session_event::Kind {
+    use pb::session_event::Kind;
+    match event {
+        Event::Created { name, paths } => Kind::Created(pb::SessionCreated {
+            name: name.clone(),
+            total: paths.len() as u32,
+            test_paths: paths.clone(),
+        }),
+        Event::TestStarted { test, attempt, worker } => {
+            Kind::TestStarted(pb::TestStartedEvent { test_index: *test, attempt: *attempt, worker: worker.clone() })
+        }
+        Event::TestFinished { test, attempt, worker, is_final, outcome, report } => {
+            Kind::TestFinished(pb::TestFinishedEvent {
+                test_index: *test,
+                attempt: *attempt,
+                worker: worker.clone(),
+                r#final: *is_final,
+                outcome: outcome_to_pb(*outcome) as i32,
+                report: Some(report_to_pb(report)),
+            })
+        }
+        Event::TestRequeued { test, attempt, reason } => {
+            Kind::TestRequeued(pb::TestRequeued { test_index: *test, attempt: *attempt, reason: reason.clone() })
+        }
+        Event::ResultDiscarded { test, attempt, reason } => {
+            Kind::ResultDiscarded(pb::ResultDiscarded { test_index: *test, attempt: *attempt, reason: reason.clone() })
+        }
+        Event::Cancelled { reason } => Kind::Cancelled(pb::SessionCancelled { reason: reason.clone() }),
+        Event::Finished { totals, cancel_reason } => Kind::Finished(pb::SessionFinished {
+            totals: Some(totals_to_pb(totals)),
+            cancel_reason: cancel_reason.clone().unwrap_or_default(),
+        }),
+    }
+}
+
+/// Expand a command template: every `{}` becomes the shell-quoted test path.
+pub fn expand_command(template: &str, path: &str) -> String {
+    let quoted = shell_quote(path);
+    template.replace("{}", &quoted)
+}
+
+fn shell_quote(s: &str) -> String {
+    // Paths with NUL are rejected when the session is submitted, so quoting cannot fail; fall
+    // back to an empty quoted word rather than panic if that ever changes.
+    shlex::try_quote(s).map(|q| q.into_owned()).unwrap_or_else(|_| "''".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expand_quotes_paths_for_sh() {
+        assert_eq!(expand_command("sh {}", "a/b.sh"), "sh a/b.sh");
+        assert_eq!(expand_command("sh {}", "with space.sh"), "sh 'with space.sh'");
+        assert_eq!(expand_command("sh {}", "it's"), r#"sh "it's""#);
+        assert_eq!(expand_command("x {}", "$(rm -rf /)"), "x '$(rm -rf /)'");
+    }
+
+    #[test]
+    fn bad_session_ids_name_the_field() {
+        let e = parse_session_id("nope").expect_err("not a uuid");
+        assert!(e.to_string().contains("session_id"));
+    }
+
+    #[test]
+    fn spec_without_placeholder_is_rejected() {
+        let spec = pb::SessionSpec {
+            tests: vec![pb::TestSpec { path: "a".into() }],
+            command_template: "true".into(),
+            ..Default::default()
+        };
+        let e = SessionSpec::try_from(spec).expect_err("no {}");
+        assert!(e.to_string().contains("command_template"));
+    }
+}

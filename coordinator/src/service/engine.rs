@@ -1,0 +1,223 @@
+//! The one task that owns the scheduling core. gRPC handlers send it [`Command`]s; it feeds the
+//! core, performs the core's actions (send to a worker, append to a session log) and answers
+//! queries. It never awaits on a peer: worker channels are bounded and sized so that a full
+//! channel means the worker stopped reading, which is treated as a lost worker.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use testgrid_proto as pb;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use tracing::{debug, info, warn};
+
+use super::convert::{event_to_pb, expand_command, key_to_pb};
+use super::metrics::Metrics;
+use crate::core::{
+    Action, Event, Input, Millis, Scheduler, SessionId, SessionSpec, SessionView, WorkerId, WorkerSpec,
+    WorkerView,
+};
+use crate::store::EventStore;
+
+/// What flows to a worker's `Attach` response stream.
+pub type WorkerTx = mpsc::Sender<Result<pb::CoordinatorMessage, Status>>;
+
+/// Requests to the engine task.
+pub enum Command {
+    /// Feed the core an input that needs no answer.
+    Input(Input),
+    Submit { spec: SessionSpec, reply: oneshot::Sender<SessionId> },
+    /// `None` in the reply: no such session; `Some(false)`: it had already finished.
+    Cancel { session: SessionId, reason: String, reply: oneshot::Sender<Option<bool>> },
+    Get { session: SessionId, reply: oneshot::Sender<Option<SessionView>> },
+    List { reply: oneshot::Sender<Vec<SessionView>> },
+    Workers { reply: oneshot::Sender<Vec<WorkerView>> },
+    /// A worker registered: keep its channel and tell the core.
+    Attach { id: WorkerId, spec: WorkerSpec, tx: WorkerTx },
+    /// A worker's stream ended.
+    Detach { id: WorkerId, reason: String },
+}
+
+/// A cheap handle to send commands to the engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+/// The engine task stopped (the coordinator is shutting down).
+#[derive(Debug, thiserror::Error)]
+#[error("the coordinator is shutting down")]
+pub struct EngineGone;
+
+impl From<EngineGone> for Status {
+    fn from(e: EngineGone) -> Self {
+        Status::unavailable(e.to_string())
+    }
+}
+
+impl EngineHandle {
+    pub async fn send(&self, command: Command) -> Result<(), EngineGone> {
+        self.tx.send(command).await.map_err(|_| EngineGone)
+    }
+
+    /// Send a command built around a reply channel and wait for the reply.
+    pub async fn ask<T>(&self, build: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, EngineGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(build(reply)).await?;
+        rx.await.map_err(|_| EngineGone)
+    }
+}
+
+pub fn now_ms() -> Millis {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// How often the engine gives the core a `Tick` (deadlines, liveness).
+const TICK: Duration = Duration::from_millis(200);
+
+/// Start the engine task; it runs until `shutdown` is cancelled.
+pub fn spawn(
+    scheduler: Scheduler,
+    store: Arc<EventStore>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> (EngineHandle, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(4096);
+    let engine = Engine { scheduler, store, metrics, workers: HashMap::new() };
+    let task = tokio::spawn(engine.run(rx, shutdown));
+    (EngineHandle { tx }, task)
+}
+
+struct Engine {
+    scheduler: Scheduler,
+    store: Arc<EventStore>,
+    metrics: Arc<Metrics>,
+    workers: HashMap<WorkerId, WorkerTx>,
+}
+
+impl Engine {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                command = rx.recv() => match command {
+                    Some(command) => self.command(command),
+                    None => break,
+                },
+                _ = tick.tick() => self.input(Input::Tick),
+            }
+        }
+        // Dropping the worker channels ends their streams; workers reconnect to the next coordinator.
+        self.workers.clear();
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Input(input) => self.input(input),
+            Command::Submit { spec, reply } => {
+                let id = SessionId(uuid::Uuid::new_v4());
+                info!(session_id = %id, tests = spec.tests.len(), name = %spec.name, "session submitted");
+                self.metrics.sessions_submitted.inc();
+                // Create the log before anyone can learn the id, so `Watch` always finds it.
+                self.store.log(id);
+                self.input(Input::Submit { id, spec });
+                // The submitter may have gone away; the session runs regardless.
+                let _ = reply.send(id);
+            }
+            Command::Cancel { session, reason, reply } => {
+                let answer = self.scheduler.session(session).map(|view| !view.finished);
+                if answer == Some(true) {
+                    info!(session_id = %session, %reason, "session cancelled");
+                    self.input(Input::Cancel { session, reason });
+                }
+                let _ = reply.send(answer);
+            }
+            Command::Get { session, reply } => {
+                let _ = reply.send(self.scheduler.session(session));
+            }
+            Command::List { reply } => {
+                let _ = reply.send(self.scheduler.sessions());
+            }
+            Command::Workers { reply } => {
+                let _ = reply.send(self.scheduler.workers());
+            }
+            Command::Attach { id, spec, tx } => {
+                info!(worker = %spec.name, worker_id = %id, slots = spec.slots, "worker joined");
+                self.workers.insert(id, tx);
+                self.input(Input::WorkerJoined { id, spec });
+            }
+            Command::Detach { id, reason } => {
+                if self.workers.remove(&id).is_some() {
+                    info!(worker_id = %id, %reason, "worker lost");
+                    self.input(Input::WorkerLost { id, reason });
+                }
+            }
+        }
+    }
+
+    fn input(&mut self, input: Input) {
+        let now = now_ms();
+        let mut pending = vec![input];
+        while let Some(input) = pending.pop() {
+            let actions = self.scheduler.handle(now, input);
+            for action in actions {
+                self.perform(now, action, &mut pending);
+            }
+        }
+        self.metrics.observe(&self.scheduler, self.workers.len());
+    }
+
+    /// Perform one action. A worker whose channel is closed or full is lost: that becomes a new
+    /// input, handled after this batch.
+    fn perform(&mut self, now: Millis, action: Action, pending: &mut Vec<Input>) {
+        match action {
+            Action::Assign { worker, assignment } => {
+                let spec = &assignment.spec;
+                let msg = pb::coordinator_message::Kind::Assign(pb::Assign {
+                    assignment: Some(key_to_pb(&assignment.key)),
+                    test_path: assignment.path.clone(),
+                    command: expand_command(&spec.command_template, &assignment.path),
+                    env: spec.env.clone().into_iter().collect(),
+                    timeout_ms: spec.test_timeout_ms,
+                    framework: spec.framework.clone(),
+                });
+                debug!(worker_id = %worker, session_id = %assignment.key.session, test = %assignment.path,
+                       attempt = assignment.key.attempt, "assign");
+                self.metrics.assignments.inc();
+                self.send_worker(worker, msg, pending);
+            }
+            Action::CancelAssignment { worker, key, reason } => {
+                let msg = pb::coordinator_message::Kind::Cancel(pb::Cancel { assignment: Some(key_to_pb(&key)), reason });
+                self.send_worker(worker, msg, pending);
+            }
+            Action::Emit { session, event } => {
+                if let Event::TestFinished { is_final: true, outcome, .. } = &event {
+                    self.metrics.test_finished(*outcome);
+                }
+                self.store.log(session).append(now, event_to_pb(&event));
+            }
+            Action::DisconnectWorker { worker, reason } => {
+                if let Some(tx) = self.workers.remove(&worker) {
+                    warn!(worker_id = %worker, %reason, "worker lost");
+                    let _ = tx.try_send(Err(Status::unavailable(format!("worker declared lost: {reason}"))));
+                }
+            }
+        }
+    }
+
+    fn send_worker(&mut self, worker: WorkerId, kind: pb::coordinator_message::Kind, pending: &mut Vec<Input>) {
+        let Some(tx) = self.workers.get(&worker) else { return };
+        if let Err(e) = tx.try_send(Ok(pb::CoordinatorMessage { kind: Some(kind) })) {
+            let reason = match e {
+                mpsc::error::TrySendError::Full(_) => "stopped reading its stream",
+                mpsc::error::TrySendError::Closed(_) => "stream closed",
+            };
+            self.workers.remove(&worker);
+            pending.push(Input::WorkerLost { id: worker, reason: reason.to_string() });
+        }
+    }
+}

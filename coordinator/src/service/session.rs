@@ -1,0 +1,95 @@
+//! `SessionService`: submit, watch (resumable), cancel, get, list.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use testgrid_proto as pb;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::convert::{parse_session_id, session_view_to_pb};
+use super::engine::{Command, EngineHandle};
+use crate::core::{SessionId, SessionSpec};
+use crate::store::EventStore;
+
+pub struct SessionSvc {
+    pub engine: EngineHandle,
+    pub store: Arc<EventStore>,
+}
+
+fn not_found(id: SessionId) -> Status {
+    Status::not_found(format!("no session {id} on this coordinator; `testgrid sessions` lists the sessions it knows"))
+}
+
+/// How many events a watcher reads from the log at once.
+const WATCH_BATCH: usize = 256;
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::SessionEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::session_service_server::SessionService for SessionSvc {
+    type WatchStream = WatchStream;
+
+    async fn submit(&self, request: Request<pb::SubmitRequest>) -> Result<Response<pb::SubmitResponse>, Status> {
+        let spec = request.into_inner().spec.ok_or_else(|| Status::invalid_argument("missing field `spec`"))?;
+        let spec = SessionSpec::try_from(spec)?;
+        let id = self.engine.ask(|reply| Command::Submit { spec, reply }).await?;
+        Ok(Response::new(pb::SubmitResponse { session_id: id.to_string() }))
+    }
+
+    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<WatchStream>, Status> {
+        let request = request.into_inner();
+        let id = parse_session_id(&request.session_id)?;
+        let log = self.store.get(id).ok_or_else(|| not_found(id))?;
+        let (tx, rx) = mpsc::channel(WATCH_BATCH);
+        tokio::spawn(async move {
+            let mut changed = log.subscribe();
+            let mut next = request.from_seq.max(1);
+            loop {
+                let (batch, finished) = log.read_from(next, WATCH_BATCH);
+                if batch.is_empty() {
+                    if finished {
+                        break;
+                    }
+                    if changed.changed().await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                for event in batch {
+                    next = event.seq + 1;
+                    if tx.send(Ok(event.as_ref().clone())).await.is_err() {
+                        // The watcher went away; the session goes on without it.
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn cancel(&self, request: Request<pb::CancelRequest>) -> Result<Response<pb::CancelResponse>, Status> {
+        let request = request.into_inner();
+        let session = parse_session_id(&request.session_id)?;
+        let reason = if request.reason.trim().is_empty() { "cancelled by request".to_string() } else { request.reason };
+        match self.engine.ask(|reply| Command::Cancel { session, reason, reply }).await? {
+            None => Err(not_found(session)),
+            Some(cancelled) => Ok(Response::new(pb::CancelResponse { cancelled })),
+        }
+    }
+
+    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::SessionInfo>, Status> {
+        let session = parse_session_id(&request.into_inner().session_id)?;
+        match self.engine.ask(|reply| Command::Get { session, reply }).await? {
+            None => Err(not_found(session)),
+            Some(view) => Ok(Response::new(session_view_to_pb(&view))),
+        }
+    }
+
+    async fn list(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+        let views = self.engine.ask(|reply| Command::List { reply }).await?;
+        Ok(Response::new(pb::ListResponse { sessions: views.iter().map(session_view_to_pb).collect() }))
+    }
+}

@@ -1,0 +1,122 @@
+//! `WorkerService.Attach`: one stream per worker. The first message must be `Register`; after
+//! `Welcome`, everything the worker says becomes a core input, and the stream ending makes the
+//! worker lost.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use testgrid_proto as pb;
+use testgrid_proto::worker_message::Kind;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::warn;
+
+use super::convert::BadMessage;
+use super::engine::{Command, EngineHandle};
+use crate::core::{AssignmentKey, Input, Outcome, Report, WorkerId, WorkerSpec};
+
+/// How long a new stream may take to send `Register`.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct WorkerSvc {
+    pub engine: EngineHandle,
+    pub heartbeat_interval: Duration,
+    pub liveness_timeout: Duration,
+    pub prefetch_per_slot: u32,
+}
+
+type AttachStream = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::worker_service_server::WorkerService for WorkerSvc {
+    type AttachStream = AttachStream;
+
+    async fn attach(&self, request: Request<Streaming<pb::WorkerMessage>>) -> Result<Response<AttachStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.next())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Register message within 10s of opening Attach"))?;
+        let register = match first {
+            Some(Ok(pb::WorkerMessage { kind: Some(Kind::Register(r)) })) => r,
+            Some(Ok(_)) => return Err(Status::invalid_argument("the first message on Attach must be Register")),
+            Some(Err(status)) => return Err(status),
+            None => return Err(Status::cancelled("stream closed before Register")),
+        };
+        let spec = WorkerSpec::try_from(register)?;
+        let id = WorkerId(uuid::Uuid::new_v4());
+        // The core never lets a worker hold more than slots * (1 + prefetch) assignments, and sends
+        // at most one cancel per held assignment, so this bound is only reached by a worker that
+        // stopped reading.
+        let capacity = (spec.slots as usize) * (1 + self.prefetch_per_slot as usize) * 2 + 16;
+        let (tx, rx) = mpsc::channel(capacity);
+        let welcome = pb::CoordinatorMessage {
+            kind: Some(pb::coordinator_message::Kind::Welcome(pb::Welcome {
+                worker_id: id.to_string(),
+                heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u64,
+                liveness_timeout_ms: self.liveness_timeout.as_millis() as u64,
+            })),
+        };
+        tx.try_send(Ok(welcome)).map_err(|_| Status::internal("cannot queue Welcome"))?;
+        self.engine.send(Command::Attach { id, spec: spec.clone(), tx }).await?;
+        let engine = self.engine.clone();
+        tokio::spawn(async move {
+            let reason = read_worker(id, &spec.name, &mut inbound, &engine).await;
+            // If the engine is gone the coordinator is stopping and nobody needs to know.
+            let _ = engine.send(Command::Detach { id, reason }).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Feed the worker's messages to the engine until the stream ends; return why it ended.
+async fn read_worker(
+    id: WorkerId,
+    name: &str,
+    inbound: &mut Streaming<pb::WorkerMessage>,
+    engine: &EngineHandle,
+) -> String {
+    loop {
+        let message = match inbound.next().await {
+            None => return "stream ended".to_string(),
+            Some(Err(status)) => return format!("stream error: {}", status.message()),
+            Some(Ok(pb::WorkerMessage { kind: None })) => continue,
+            Some(Ok(pb::WorkerMessage { kind: Some(kind) })) => kind,
+        };
+        let input = match to_input(id, message) {
+            Ok(input) => input,
+            Err(e) => {
+                warn!(worker = name, worker_id = %id, error = %e, "ignoring a malformed message from a worker");
+                continue;
+            }
+        };
+        if engine.send(Command::Input(input)).await.is_err() {
+            return "coordinator shutting down".to_string();
+        }
+    }
+}
+
+fn to_input(worker: WorkerId, kind: Kind) -> Result<Input, BadMessage> {
+    Ok(match kind {
+        Kind::Register(_) => {
+            return Err(BadMessage::Invalid { field: "register", problem: "sent twice on one stream".into() });
+        }
+        Kind::Heartbeat(_) => Input::Heartbeat { worker },
+        Kind::TestStarted(s) => {
+            let key = AssignmentKey::try_from(s.assignment.as_ref().ok_or(BadMessage::Missing("assignment"))?)?;
+            Input::Started { worker, key }
+        }
+        Kind::TestFinished(f) => {
+            let key = AssignmentKey::try_from(f.assignment.as_ref().ok_or(BadMessage::Missing("assignment"))?)?;
+            // A result we cannot read still ends the attempt: better an `error` outcome naming
+            // the problem than a test that waits forever.
+            let report = match f.report.map(Report::try_from) {
+                Some(Ok(report)) => report,
+                Some(Err(e)) => Report::synthetic(Outcome::Error, format!("the worker sent an unreadable result: {e}")),
+                None => Report::synthetic(Outcome::Error, "the worker sent a result without a report"),
+            };
+            Input::Finished { worker, key, report }
+        }
+    })
+}
