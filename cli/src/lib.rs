@@ -1,0 +1,428 @@
+//! The `testgrid` command line: discover tests, submit them to a grid (or an embedded local
+//! one), show results live, write reports, and exit with a status CI can trust.
+//!
+//! - [`discover`]: frameworks, patterns, test files.
+//! - [`grid`]: the gRPC client (submit, watch with resume, cancel, list).
+//! - [`live`]: the live view; [`report`]: summary and JUnit.
+//! - [`local`]: the embedded grid of local mode.
+//! - [`error`]: errors and the one place they become exit codes.
+
+pub mod discover;
+pub mod error;
+pub mod grid;
+pub mod live;
+pub mod local;
+pub mod report;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use testgrid_proto as pb;
+
+use crate::discover::Framework;
+use crate::error::{Error, exit};
+use crate::grid::Grid;
+use crate::live::{Live, Mode};
+
+/// testgrid: run test suites across a grid of workers.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Discover tests and run them on the grid (or on a local one), showing results live.
+    Run(RunArgs),
+    /// Re-attach to a session and follow it to the end.
+    Watch(WatchArgs),
+    /// Cancel a session: queued tests end `cancelled`, running ones are killed.
+    Cancel(SessionArgs),
+    /// List the grid's sessions.
+    Sessions(GridArgs),
+    /// List the grid's workers and what they run.
+    Workers(GridArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct GridArgs {
+    /// The coordinator's gRPC address (`http://host:7700`).
+    #[arg(long, env = "TESTGRID_GRID")]
+    pub grid: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SessionArgs {
+    /// The session's id (as `testgrid run --detach` or `testgrid sessions` prints it).
+    pub session: String,
+    #[command(flatten)]
+    pub grid: GridArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// The session's id.
+    pub session: String,
+    /// The coordinator's gRPC address.
+    #[arg(long, env = "TESTGRID_GRID")]
+    pub grid: Option<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct OutputArgs {
+    /// Write a JUnit XML report here.
+    #[arg(long, env = "TESTGRID_JUNIT")]
+    pub junit: Option<PathBuf>,
+    /// One JSON event per line on stdout, nothing else there.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Files or folders to search for tests (default: the current folder).
+    pub paths: Vec<PathBuf>,
+    /// The coordinator's gRPC address; without it (and without TESTGRID_GRID) an embedded grid
+    /// runs here.
+    #[arg(long, env = "TESTGRID_GRID")]
+    pub grid: Option<String>,
+    /// Local mode: how many local workers (one slot each; default: the number of CPUs).
+    #[arg(long)]
+    pub local: Option<u32>,
+    /// The tests' framework; `auto` detects it from the project's files.
+    #[arg(long, value_enum, default_value = "auto", env = "TESTGRID_FRAMEWORK")]
+    pub framework: Framework,
+    /// The command that runs one test; `{}` becomes its path, shell-quoted. Runs with `sh -c` in
+    /// the workspace root.
+    #[arg(long, env = "TESTGRID_COMMAND")]
+    pub command: Option<String>,
+    /// Which files are tests: globs relative to the workspace root (`**` crosses folders).
+    /// Repeat for more. Default: the framework's patterns.
+    #[arg(long = "pattern")]
+    pub patterns: Vec<String>,
+    /// Run a failed or timed-out test again up to N times; passing on a retry makes it `flaky`.
+    #[arg(long, default_value_t = 0, env = "TESTGRID_RETRIES")]
+    pub retries: u32,
+    /// Kill a test that runs longer than this (`30s`, `10m`; `0` for none).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, env = "TESTGRID_TIMEOUT")]
+    pub timeout: Duration,
+    /// Cancel the whole session when it runs longer than this (off by default).
+    #[arg(long, value_parser = humantime::parse_duration, env = "TESTGRID_SESSION_TIMEOUT")]
+    pub session_timeout: Option<Duration>,
+    /// Only workers with this label run the tests, `key=value`; repeat for more.
+    #[arg(long = "label", value_parser = parse_key_value)]
+    pub labels: Vec<(String, String)>,
+    /// An environment variable for every test, `NAME=value`; repeat for more.
+    #[arg(long = "env", value_parser = parse_key_value)]
+    pub env: Vec<(String, String)>,
+    /// The workspace root: test paths are relative to it and commands run in it (default: the
+    /// enclosing git checkout, else the current folder).
+    #[arg(long, env = "TESTGRID_ROOT")]
+    pub root: Option<PathBuf>,
+    /// Submit and print the session id without waiting (needs a grid).
+    #[arg(long)]
+    pub detach: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("`{s}` is not key=value")),
+    }
+}
+
+/// Run the CLI; every error becomes its documented exit code here.
+pub fn run(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::INFRA);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run_session(args).await,
+            Command::Watch(args) => watch(args).await,
+            Command::Cancel(args) => cancel(args).await,
+            Command::Sessions(args) => sessions(args).await,
+            Command::Workers(args) => workers(args).await,
+        }
+    });
+    // Anything still running in the background (a local grid's tasks) must not delay the exit.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn need_grid(grid: Option<String>, what: &str) -> Result<String, Error> {
+    grid.ok_or_else(|| Error::Usage(format!("`testgrid {what}` needs a grid: set --grid or TESTGRID_GRID")))
+}
+
+/// The enclosing git checkout of `dir`, else `dir`.
+fn default_root(dir: &Path) -> PathBuf {
+    dir.ancestors().find(|d| d.join(".git").exists()).unwrap_or(dir).to_path_buf()
+}
+
+async fn run_session(args: RunArgs) -> Result<u8, Error> {
+    let cwd = std::env::current_dir().map_err(|e| Error::Usage(format!("cannot read the current directory: {e}")))?;
+    let root = match &args.root {
+        Some(root) => root.canonicalize().map_err(|e| Error::Usage(format!("--root {}: {e}", root.display())))?,
+        None => default_root(&cwd.canonicalize().unwrap_or(cwd)),
+    };
+    if args.local == Some(0) {
+        return Err(Error::Usage("--local needs at least 1 worker".into()));
+    }
+    if args.grid.is_some() && args.local.is_some() {
+        return Err(Error::Usage("--local runs an embedded grid; it cannot be combined with --grid/TESTGRID_GRID".into()));
+    }
+    if args.detach && args.grid.is_none() {
+        return Err(Error::Usage("--detach needs a grid to leave the session on: set --grid or TESTGRID_GRID".into()));
+    }
+    if let Some(command) = &args.command {
+        if !command.contains("{}") {
+            return Err(Error::Usage(format!("--command `{command}` has no `{{}}` where the test path goes")));
+        }
+    }
+    let found = discover::discover(&discover::Request {
+        root: root.clone(),
+        paths: args.paths.clone(),
+        framework: args.framework,
+        patterns: args.patterns.clone(),
+    })?;
+    if found.tests.is_empty() {
+        let searched: Vec<String> = if args.paths.is_empty() {
+            vec![".".into()]
+        } else {
+            args.paths.iter().map(|p| p.display().to_string()).collect()
+        };
+        return Err(Error::NoTests(format!(
+            "no tests found in {} matching {} (framework {}); pass other paths, --pattern GLOB or --framework",
+            searched.join(", "),
+            found.patterns.join(", "),
+            found.framework.name()
+        )));
+    }
+    let command = args.command.clone().unwrap_or_else(|| found.framework.command().to_string());
+    let framework = if args.command.is_some() { "custom" } else { found.framework.name() };
+    let spec = pb::SessionSpec {
+        name: session_name(&args.paths),
+        tests: found.tests.iter().map(|p| pb::TestSpec { path: p.clone() }).collect(),
+        framework: framework.to_string(),
+        command_template: command,
+        env: args.env.iter().cloned().collect(),
+        test_timeout_ms: args.timeout.as_millis() as u64,
+        retries: args.retries,
+        required_labels: args.labels.iter().cloned().collect::<BTreeMap<_, _>>().into_iter().collect(),
+        session_timeout_ms: args.session_timeout.map(|d| d.as_millis() as u64).unwrap_or(0),
+        max_worker_losses: 0,
+    };
+
+    let (grid, local) = match &args.grid {
+        Some(url) => (Grid::connect(url).await?, None),
+        None => {
+            let n = args.local.unwrap_or_else(testgrid_worker::default_slots);
+            let local = local::start(n, root.clone()).await?;
+            (Grid::connect(&local.url).await?, Some((local, n)))
+        }
+    };
+    let session = grid.submit(spec).await?;
+    if args.detach {
+        println!("{session}");
+        eprintln!("session {session} submitted: {} tests; follow it with `testgrid watch {session}`", found.tests.len());
+        return Ok(exit::PASSED);
+    }
+    let mode = Mode::pick(args.output.json);
+    if mode != Mode::Json {
+        let place = match &local {
+            Some((_, n)) => format!("a local grid of {n} worker{}", if *n == 1 { "" } else { "s" }),
+            None => grid.url.clone(),
+        };
+        eprintln!("testgrid: {} {} tests on {place} (session {session})", found.tests.len(), found.framework.name(), );
+    }
+    let result = follow(&grid, &session, mode, &args.output).await;
+    if let Some((local, _)) = local {
+        local.stop().await;
+    }
+    result
+}
+
+fn session_name(paths: &[PathBuf]) -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "someone".into());
+    let host = testgrid_worker::default_name();
+    let what = if paths.is_empty() {
+        ".".to_string()
+    } else {
+        paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ")
+    };
+    format!("{user}@{host}: {what}")
+}
+
+/// Watch a session to its end with Ctrl-C handling, print the summary, write the JUnit report,
+/// and return the exit code.
+async fn follow(grid: &Grid, session: &str, mode: Mode, output: &OutputArgs) -> Result<u8, Error> {
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let ctrl_c = tokio::spawn(handle_ctrl_c(grid.clone(), session.to_string(), Arc::clone(&interrupted), mode));
+    let mut live = Live::new(mode, session);
+    let watched = grid.watch(session, 1, |event| live.on_event(event)).await;
+    ctrl_c.abort();
+    live.clear();
+    watched?;
+    let tracker = &live.tracker;
+    if let Some(path) = &output.junit {
+        report::write_junit(tracker, path)?;
+    }
+    if mode == Mode::Json {
+        eprintln!("{}", report::summary(tracker, 0).trim_end().lines().find(|l| l.starts_with("Summary")).unwrap_or(""));
+    } else {
+        print!("{}", report::summary(tracker, 15));
+        if let Some(path) = &output.junit {
+            println!("  JUnit report: {}", path.display());
+        }
+    }
+    if interrupted.load(Ordering::SeqCst) {
+        return Ok(exit::INTERRUPTED);
+    }
+    Ok(if tracker.all_passed() { exit::PASSED } else { exit::FAILED })
+}
+
+/// First Ctrl-C: cancel the session and let the watch show how it ends. Second: leave at once,
+/// killing the tests this process runs itself (local mode).
+async fn handle_ctrl_c(grid: Grid, session: String, interrupted: Arc<AtomicBool>, mode: Mode) {
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    interrupted.store(true, Ordering::SeqCst);
+    if mode != Mode::Json {
+        eprintln!("\ninterrupted: cancelling session {session} (Ctrl-C again to quit at once)");
+    }
+    let cancel = {
+        let grid = grid.clone();
+        let session = session.clone();
+        tokio::spawn(async move { grid.cancel(&session, "interrupted by the user (Ctrl-C)").await })
+    };
+    if tokio::signal::ctrl_c().await.is_ok() {
+        testgrid_worker::executor::kill_all_running();
+        std::process::exit(i32::from(exit::INTERRUPTED));
+    }
+    let _ = cancel.await;
+}
+
+async fn watch(args: WatchArgs) -> Result<u8, Error> {
+    let grid = Grid::connect(&need_grid(args.grid, "watch")?).await?;
+    follow(&grid, args.session.trim(), Mode::pick(args.output.json), &args.output).await
+}
+
+async fn cancel(args: SessionArgs) -> Result<u8, Error> {
+    let grid = Grid::connect(&need_grid(args.grid.grid, "cancel")?).await?;
+    let session = args.session.trim();
+    if grid.cancel(session, "cancelled with `testgrid cancel`").await? {
+        println!("cancelled session {session}");
+    } else {
+        println!("session {session} had already finished");
+    }
+    Ok(exit::PASSED)
+}
+
+async fn sessions(args: GridArgs) -> Result<u8, Error> {
+    let grid = Grid::connect(&need_grid(args.grid, "sessions")?).await?;
+    let sessions = grid.list().await?;
+    if args.json {
+        for s in &sessions {
+            let t = s.totals.unwrap_or_default();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "session": s.session_id, "name": s.name,
+                    "state": if s.state == pb::SessionState::Finished as i32 { "finished" } else { "running" },
+                    "total": t.total, "passed": t.passed, "failed": t.failed, "flaky": t.flaky,
+                    "timed_out": t.timed_out, "lost": t.lost, "cancelled": t.cancelled, "error": t.error,
+                    "running": s.running, "created_at_ms": s.created_at_ms, "finished_at_ms": s.finished_at_ms,
+                    "cancel_reason": s.cancel_reason,
+                })
+            );
+        }
+        return Ok(exit::PASSED);
+    }
+    if sessions.is_empty() {
+        println!("no sessions on {}", grid.url);
+        return Ok(exit::PASSED);
+    }
+    println!("{:<36}  {:<9}  {:>5}  {:>6}  {:>8}  {:>7}  NAME", "SESSION", "STATE", "TESTS", "PASSED", "NOT PASS", "RUNNING");
+    for s in &sessions {
+        let t = s.totals.unwrap_or_default();
+        let state = if s.state == pb::SessionState::Finished as i32 {
+            if s.cancel_reason.is_empty() { "finished" } else { "cancelled" }
+        } else {
+            "running"
+        };
+        let not_passed = t.failed + t.timed_out + t.lost + t.cancelled + t.error;
+        println!(
+            "{:<36}  {:<9}  {:>5}  {:>6}  {:>8}  {:>7}  {}",
+            s.session_id, state, t.total, t.passed + t.flaky, not_passed, s.running, s.name
+        );
+    }
+    Ok(exit::PASSED)
+}
+
+async fn workers(args: GridArgs) -> Result<u8, Error> {
+    let grid = Grid::connect(&need_grid(args.grid, "workers")?).await?;
+    let workers = grid.workers().await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    if args.json {
+        for w in &workers {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "worker_id": w.worker_id, "name": w.name, "slots": w.slots, "labels": w.labels,
+                    "running": w.running_tests, "held": w.assignments.len(),
+                    "last_heartbeat_ms": w.last_heartbeat_ms, "connected_at_ms": w.connected_at_ms,
+                    "version": w.version,
+                })
+            );
+        }
+        return Ok(exit::PASSED);
+    }
+    if workers.is_empty() {
+        println!("no workers connected to {}", grid.url);
+        return Ok(exit::PASSED);
+    }
+    println!("{:<20}  {:>5}  {:>7}  {:>6}  {:<20}  RUNNING TESTS", "NAME", "SLOTS", "RUNNING", "SEEN", "LABELS");
+    for w in &workers {
+        let mut labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        labels.sort();
+        let seen = report::format_duration(now.saturating_sub(w.last_heartbeat_ms));
+        println!(
+            "{:<20}  {:>5}  {:>7}  {:>6}  {:<20}  {}",
+            w.name,
+            w.slots,
+            w.running_tests.len(),
+            seen,
+            if labels.is_empty() { "-".to_string() } else { labels.join(",") },
+            w.running_tests.join(" ")
+        );
+    }
+    Ok(exit::PASSED)
+}

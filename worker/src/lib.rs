@@ -1,0 +1,78 @@
+//! The testgrid worker: connects to a coordinator, runs the tests it is assigned and reports.
+//!
+//! - [`connection`]: the `Attach` stream, heartbeats, reconnects.
+//! - [`executor`]: how one assignment runs (a child process per test today).
+//! - [`output`]: bounded head-and-tail output capture.
+
+pub mod connection;
+pub mod executor;
+pub mod output;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+/// How a worker runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The coordinator's gRPC address (`http://host:7700`).
+    pub grid: String,
+    /// Tests run at once.
+    pub slots: u32,
+    /// The worker's name as the grid shows it.
+    pub name: String,
+    /// Labels sessions can require.
+    pub labels: BTreeMap<String, String>,
+    /// The workspace root: tests run with this as their working directory.
+    pub root: PathBuf,
+    /// Output kept per test, in bytes (head and tail).
+    pub output_limit: usize,
+    /// Time between SIGTERM and SIGKILL when a test is stopped.
+    pub kill_grace: Duration,
+}
+
+/// The default output limit per test: 1 MiB.
+pub const DEFAULT_OUTPUT_LIMIT: usize = 1024 * 1024;
+
+/// Why a worker could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("bad grid address `{grid}`: {problem}; expected something like http://host:7700")]
+    BadGrid { grid: String, problem: String },
+    #[error("workspace root {path}: {source}; set --root to the checkout the tests live in")]
+    Root { path: PathBuf, source: std::io::Error },
+}
+
+/// The number of CPUs, the default slot count.
+pub fn default_slots() -> u32 {
+    std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
+}
+
+/// The host name, the default worker name.
+pub fn default_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_string())
+}
+
+/// Run a worker until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    let root = config.root.canonicalize().map_err(|source| Error::Root { path: config.root.clone(), source })?;
+    if !root.is_dir() {
+        return Err(Error::Root {
+            path: root,
+            source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
+        });
+    }
+    let executor = Arc::new(executor::ProcessExecutor {
+        root: root.clone(),
+        output_limit: config.output_limit,
+        kill_grace: config.kill_grace,
+    });
+    connection::run(Config { root, ..config }, executor, shutdown).await
+}

@@ -1,1 +1,115 @@
-fn main() {}
+//! `testgrid-worker`: parse flags, set up logging, run.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+/// A testgrid worker: runs the tests a coordinator assigns to it.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// The coordinator's gRPC address.
+    #[arg(long, env = "TESTGRID_GRID")]
+    grid: String,
+    /// Tests to run at once (default: the number of CPUs).
+    #[arg(long, env = "TESTGRID_SLOTS")]
+    slots: Option<u32>,
+    /// The worker's name (default: the host name).
+    #[arg(long, env = "TESTGRID_WORKER_NAME")]
+    name: Option<String>,
+    /// A label sessions can require, `key=value`; repeat for more.
+    #[arg(long = "label", env = "TESTGRID_LABELS", value_delimiter = ',', value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// The workspace root: the checkout the tests live in (baked into the image, or a volume).
+    #[arg(long, env = "TESTGRID_ROOT", default_value = ".")]
+    root: PathBuf,
+    /// Output kept per test in bytes (head and tail; the middle is dropped).
+    #[arg(long, env = "TESTGRID_OUTPUT_LIMIT", default_value_t = testgrid_worker::DEFAULT_OUTPUT_LIMIT)]
+    output_limit: usize,
+    /// Time between SIGTERM and SIGKILL when a test is stopped.
+    #[arg(long, env = "TESTGRID_KILL_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    kill_grace: Duration,
+    /// Log format.
+    #[arg(long, env = "TESTGRID_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(format!("`{s}` is not a label; write key=value")),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TESTGRID_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    if args.slots == Some(0) {
+        eprintln!("error: --slots must be at least 1");
+        return ExitCode::from(2);
+    }
+    let config = testgrid_worker::Config {
+        grid: args.grid,
+        slots: args.slots.unwrap_or_else(testgrid_worker::default_slots),
+        name: args.name.unwrap_or_else(testgrid_worker::default_name),
+        labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
+        root: args.root,
+        output_limit: args.output_limit.max(2),
+        kill_grace: args.kill_grace,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let shutdown = CancellationToken::new();
+    let result = runtime.block_on(async {
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("stopping: killing running tests and handing them back");
+            stop.cancel();
+        });
+        testgrid_worker::run(config, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! Finding test units: which framework a project uses, which files are its tests, and the
+//! command that runs one of them.
+//!
+//! A test unit is a file by default (a package directory for Go). Paths are relative to the
+//! workspace root, which is also where the command runs. Patterns are globs relative to that
+//! root where `*` stays inside one folder and `**` crosses folders.
+
+use std::path::{Path, PathBuf};
+
+use globset::{GlobSet, GlobSetBuilder};
+
+use crate::error::Error;
+
+/// The frameworks testgrid knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Framework {
+    /// Detect from the project's files.
+    Auto,
+    /// Shell scripts, each run with `sh`.
+    Shell,
+    /// pytest test files.
+    Pytest,
+    /// Rust integration test files (`tests/*.rs`), each run with `cargo test --test`.
+    Cargo,
+    /// Go packages with `_test.go` files, each run with `go test`.
+    Go,
+    /// Jest test files.
+    Jest,
+    /// Vitest test files.
+    Vitest,
+}
+
+impl Framework {
+    pub fn name(self) -> &'static str {
+        match self {
+            Framework::Auto => "auto",
+            Framework::Shell => "shell",
+            Framework::Pytest => "pytest",
+            Framework::Cargo => "cargo",
+            Framework::Go => "go",
+            Framework::Jest => "jest",
+            Framework::Vitest => "vitest",
+        }
+    }
+
+    /// The default test patterns.
+    pub fn patterns(self) -> &'static [&'static str] {
+        const JS: &[&str] = &[
+            "**/*.test.{js,jsx,ts,tsx,mjs,cjs,mts,cts}",
+            "**/*.spec.{js,jsx,ts,tsx,mjs,cjs,mts,cts}",
+            "**/__tests__/**/*.{js,jsx,ts,tsx,mjs,cjs,mts,cts}",
+        ];
+        match self {
+            Framework::Auto => &[],
+            Framework::Shell => &["**/*.sh"],
+            Framework::Pytest => &["**/test_*.py", "**/*_test.py"],
+            Framework::Cargo => &["tests/*.rs", "**/tests/*.rs"],
+            Framework::Go => &["**/*_test.go"],
+            Framework::Jest | Framework::Vitest => JS,
+        }
+    }
+
+    /// The default command template; `{}` is the test's quoted path.
+    pub fn command(self) -> &'static str {
+        match self {
+            Framework::Auto | Framework::Shell => "sh {}",
+            Framework::Pytest => "python3 -m pytest -q {}",
+            Framework::Cargo => r#"cd "$(dirname {})/.." && cargo test --test "$(basename {} .rs)""#,
+            Framework::Go => "go test ./{}",
+            Framework::Jest => "npx jest --ci {}",
+            Framework::Vitest => "npx vitest run {}",
+        }
+    }
+
+    /// Go runs packages, not files: a unit is the folder of its test files.
+    fn unit_is_folder(self) -> bool {
+        self == Framework::Go
+    }
+}
+
+/// What to look for.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// The workspace root (absolute).
+    pub root: PathBuf,
+    /// Files or folders to search, absolute or relative to the current directory.
+    pub paths: Vec<PathBuf>,
+    pub framework: Framework,
+    /// Patterns from `--pattern`; empty: the framework's defaults.
+    pub patterns: Vec<String>,
+}
+
+/// What was found.
+#[derive(Clone, Debug)]
+pub struct Found {
+    pub framework: Framework,
+    pub patterns: Vec<String>,
+    /// Test paths relative to the root, in the order they should start (largest first: the
+    /// cheapest guess at longest first until durations are known).
+    pub tests: Vec<String>,
+}
+
+/// Folders never searched: dependencies and build output, even when not gitignored.
+const SKIP_DIRS: &[&str] = &["node_modules", "target", ".git", "__pycache__", ".venv", "venv", ".tox", "vendor"];
+
+pub fn discover(request: &Request) -> Result<Found, Error> {
+    let cwd = std::env::current_dir().map_err(|e| Error::Usage(format!("cannot read the current directory: {e}")))?;
+    let mut roots = Vec::new();
+    for path in &request.paths {
+        let absolute = if path.is_absolute() { path.clone() } else { cwd.join(path) };
+        let absolute = absolute
+            .canonicalize()
+            .map_err(|e| Error::Usage(format!("{}: {e}; pass files or folders that exist", path.display())))?;
+        if !absolute.starts_with(&request.root) {
+            return Err(Error::Usage(format!(
+                "{} is outside the workspace root {}; run from inside it or set --root",
+                path.display(),
+                request.root.display()
+            )));
+        }
+        roots.push(absolute);
+    }
+    if roots.is_empty() {
+        roots.push(cwd.canonicalize().unwrap_or(cwd));
+    }
+    let framework = match request.framework {
+        Framework::Auto => detect(&request.root, &roots),
+        f => f,
+    };
+    let patterns: Vec<String> = if request.patterns.is_empty() {
+        framework.patterns().iter().map(|p| p.to_string()).collect()
+    } else {
+        request.patterns.clone()
+    };
+    let set = glob_set(&patterns)?;
+
+    let mut tests: Vec<(u64, String)> = Vec::new();
+    for root in &roots {
+        if root.is_file() {
+            // A file named on the command line is a test, whatever the patterns say.
+            tests.push((file_size(root), relative(&request.root, root)?));
+            continue;
+        }
+        for path in walk(root) {
+            let rel = relative(&request.root, &path)?;
+            if set.is_match(&rel) {
+                tests.push((file_size(&path), rel));
+            }
+        }
+    }
+    if framework.unit_is_folder() {
+        tests = tests
+            .into_iter()
+            .map(|(size, rel)| {
+                let dir = Path::new(&rel).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+                (size, if dir.is_empty() { ".".to_string() } else { dir })
+            })
+            .collect();
+    }
+    tests.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let mut seen = std::collections::HashSet::new();
+    let tests = tests.into_iter().map(|(_, p)| p).filter(|p| seen.insert(p.clone())).collect();
+    Ok(Found { framework, patterns, tests })
+}
+
+fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+fn glob_set(patterns: &[String]) -> Result<GlobSet, Error> {
+    let mut builder = GlobSetBuilder::new();
+    for pattern in patterns {
+        let glob = globset::GlobBuilder::new(pattern.trim_start_matches("./"))
+            .literal_separator(true)
+            .build()
+            .map_err(|e| Error::Usage(format!("bad --pattern `{pattern}`: {e}")))?;
+        builder.add(glob);
+    }
+    builder.build().map_err(|e| Error::Usage(format!("bad --pattern: {e}")))
+}
+
+/// The path relative to the root, with `/` separators.
+fn relative(root: &Path, path: &Path) -> Result<String, Error> {
+    let rel = path.strip_prefix(root).map_err(|_| {
+        Error::Usage(format!("{} is outside the workspace root {}", path.display(), root.display()))
+    })?;
+    let text = rel.to_str().ok_or_else(|| {
+        Error::Usage(format!("{}: test paths must be valid UTF-8 to be sent to workers", path.display()))
+    })?;
+    Ok(if text.is_empty() { ".".to_string() } else { text.to_string() })
+}
+
+/// Every file under `dir`, honouring .gitignore, skipping hidden and dependency folders.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = ignore::WalkBuilder::new(dir)
+        .hidden(true)
+        .git_ignore(true)
+        .require_git(false)
+        .filter_entry(|entry| {
+            !(entry.file_type().is_some_and(|t| t.is_dir())
+                && entry.file_name().to_str().is_some_and(|name| SKIP_DIRS.contains(&name)))
+        })
+        .build()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_some_and(|t| t.is_file()))
+        .map(|e| e.into_path())
+        .collect();
+    files.sort();
+    files
+}
+
+/// Pick the framework from marker files in the searched folders (then the root), then from
+/// which framework's test files exist there; shell when nothing else matches.
+fn detect(root: &Path, searched: &[PathBuf]) -> Framework {
+    let mut places: Vec<&Path> = searched.iter().map(|p| p.as_path()).filter(|p| p.is_dir()).collect();
+    for place in &places {
+        if let Some(f) = markers(place) {
+            return f;
+        }
+    }
+    let files: Vec<PathBuf> = searched
+        .iter()
+        .flat_map(|p| if p.is_file() { vec![p.clone()] } else { walk(p) })
+        .collect();
+    let rels: Vec<String> = files.iter().filter_map(|f| relative(root, f).ok()).collect();
+    for candidate in [Framework::Pytest, Framework::Go, Framework::Vitest, Framework::Shell] {
+        let Ok(set) = glob_set(&candidate.patterns().iter().map(|s| s.to_string()).collect::<Vec<_>>()) else {
+            continue;
+        };
+        if rels.iter().any(|r| set.is_match(r)) {
+            if candidate == Framework::Vitest {
+                places.push(root);
+                return js_framework(&places);
+            }
+            return candidate;
+        }
+    }
+    markers(root).unwrap_or(Framework::Shell)
+}
+
+fn markers(dir: &Path) -> Option<Framework> {
+    if dir.join("package.json").is_file() {
+        return Some(js_framework(&[dir]));
+    }
+    if ["pytest.ini", "conftest.py", "tox.ini"].iter().any(|m| dir.join(m).is_file())
+        || std::fs::read_to_string(dir.join("pyproject.toml")).is_ok_and(|s| s.contains("[tool.pytest"))
+    {
+        return Some(Framework::Pytest);
+    }
+    if dir.join("go.mod").is_file() {
+        return Some(Framework::Go);
+    }
+    if dir.join("Cargo.toml").is_file() {
+        return Some(Framework::Cargo);
+    }
+    None
+}
+
+/// vitest when a package.json nearby mentions it, jest otherwise.
+fn js_framework(dirs: &[&Path]) -> Framework {
+    let vitest = dirs.iter().any(|d| {
+        std::fs::read_to_string(d.join("package.json")).is_ok_and(|s| s.contains("\"vitest\""))
+            || ["vitest.config.ts", "vitest.config.js", "vitest.config.mjs"].iter().any(|f| d.join(f).is_file())
+    });
+    if vitest { Framework::Vitest } else { Framework::Jest }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(root: &Path, rel: &str, bytes: usize) {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
+        std::fs::write(path, vec![b'#'; bytes]).expect("write");
+    }
+
+    fn find(root: &Path, framework: Framework, patterns: &[&str]) -> Found {
+        let root = root.canonicalize().expect("root exists");
+        discover(&Request {
+            root: root.clone(),
+            paths: vec![root],
+            framework,
+            patterns: patterns.iter().map(|s| s.to_string()).collect(),
+        })
+        .expect("discovery works")
+    }
+
+    #[test]
+    fn shell_files_largest_first_skipping_dependencies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        touch(dir.path(), "a.sh", 1);
+        touch(dir.path(), "sub/b c.sh", 10);
+        touch(dir.path(), "node_modules/x.sh", 1);
+        touch(dir.path(), "notes.txt", 1);
+        let found = find(dir.path(), Framework::Auto, &[]);
+        assert_eq!(found.framework, Framework::Shell);
+        assert_eq!(found.tests, vec!["sub/b c.sh".to_string(), "a.sh".to_string()]);
+    }
+
+    #[test]
+    fn single_star_stays_in_one_folder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        touch(dir.path(), "t/a.sh", 1);
+        touch(dir.path(), "t/deep/b.sh", 1);
+        assert_eq!(find(dir.path(), Framework::Shell, &["t/*.sh"]).tests, vec!["t/a.sh".to_string()]);
+        assert_eq!(find(dir.path(), Framework::Shell, &["t/**/*.sh"]).tests.len(), 2);
+    }
+
+    #[test]
+    fn detects_pytest_go_and_vitest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        touch(dir.path(), "tests/test_x.py", 1);
+        touch(dir.path(), "tests/helper.py", 1);
+        let found = find(dir.path(), Framework::Auto, &[]);
+        assert_eq!((found.framework, found.tests), (Framework::Pytest, vec!["tests/test_x.py".to_string()]));
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        touch(dir.path(), "go.mod", 1);
+        touch(dir.path(), "pkg/a/a_test.go", 1);
+        touch(dir.path(), "pkg/a/b_test.go", 1);
+        let found = find(dir.path(), Framework::Auto, &[]);
+        assert_eq!((found.framework, found.tests), (Framework::Go, vec!["pkg/a".to_string()]));
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("package.json"), r#"{"devDependencies":{"vitest":"3"}}"#).expect("write");
+        touch(dir.path(), "src/a.test.ts", 1);
+        assert_eq!(find(dir.path(), Framework::Auto, &[]).framework, Framework::Vitest);
+    }
+
+    #[test]
+    fn bad_pattern_is_a_usage_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().canonicalize().expect("root");
+        let err = discover(&Request { root: root.clone(), paths: vec![root], framework: Framework::Shell, patterns: vec!["a[".into()] })
+            .expect_err("bad glob");
+        assert!(matches!(err, Error::Usage(m) if m.contains("--pattern")));
+    }
+}

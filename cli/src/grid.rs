@@ -1,0 +1,147 @@
+//! Talking to a grid: connect, submit, watch (resuming after a dropped stream), cancel, list.
+
+use std::time::{Duration, Instant};
+
+use testgrid_proto as pb;
+use tokio_stream::StreamExt;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::Error;
+
+/// How long `watch` keeps trying to get its stream back after the grid went away.
+const RECONNECT_FOR: Duration = Duration::from_secs(60);
+
+/// A connection to a coordinator.
+#[derive(Clone)]
+pub struct Grid {
+    pub url: String,
+    channel: Channel,
+}
+
+/// `host:port` means `http://host:port`.
+pub fn normalize_url(grid: &str) -> String {
+    let grid = grid.trim();
+    if grid.contains("://") { grid.to_string() } else { format!("http://{grid}") }
+}
+
+impl Grid {
+    pub async fn connect(url: &str) -> Result<Grid, Error> {
+        let url = normalize_url(url);
+        let endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| Error::Usage(format!("bad grid address `{url}`: {e}; expected http://host:7700")))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(10));
+        let channel = endpoint.connect().await.map_err(|e| {
+            Error::Infra(format!(
+                "cannot reach grid at {url}: {}; is testgrid-coordinator running? set --grid or TESTGRID_GRID",
+                testgrid_worker::connection::error_chain(&e)
+            ))
+        })?;
+        Ok(Grid { url, channel })
+    }
+
+    fn sessions(&self) -> pb::session_service_client::SessionServiceClient<Channel> {
+        pb::session_service_client::SessionServiceClient::new(self.channel.clone())
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024)
+    }
+
+    pub async fn submit(&self, spec: pb::SessionSpec) -> Result<String, Error> {
+        let response = self
+            .sessions()
+            .submit(pb::SubmitRequest { spec: Some(spec) })
+            .await
+            .map_err(|s| Error::from_status(&self.url, "submit", &s))?;
+        Ok(response.into_inner().session_id)
+    }
+
+    pub async fn cancel(&self, session: &str, reason: &str) -> Result<bool, Error> {
+        let response = self
+            .sessions()
+            .cancel(pb::CancelRequest { session_id: session.to_string(), reason: reason.to_string() })
+            .await
+            .map_err(|s| Error::from_status(&self.url, "cancel", &s))?;
+        Ok(response.into_inner().cancelled)
+    }
+
+    pub async fn list(&self) -> Result<Vec<pb::SessionInfo>, Error> {
+        let response =
+            self.sessions().list(pb::ListRequest {}).await.map_err(|s| Error::from_status(&self.url, "list sessions", &s))?;
+        Ok(response.into_inner().sessions)
+    }
+
+    pub async fn workers(&self) -> Result<Vec<pb::WorkerInfo>, Error> {
+        let response = pb::admin_service_client::AdminServiceClient::new(self.channel.clone())
+            .list_workers(pb::ListWorkersRequest {})
+            .await
+            .map_err(|s| Error::from_status(&self.url, "list workers", &s))?;
+        Ok(response.into_inner().workers)
+    }
+
+    /// Follow a session's events from `from_seq`, calling `on_event` for each, until the
+    /// `SessionFinished` event. A dropped stream is reopened from the next unseen sequence number.
+    pub async fn watch(
+        &self,
+        session: &str,
+        from_seq: u64,
+        mut on_event: impl FnMut(pb::SessionEvent),
+    ) -> Result<(), Error> {
+        let mut next = from_seq.max(1);
+        let mut broken_since: Option<Instant> = None;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let opened = self
+                .sessions()
+                .watch(pb::WatchRequest { session_id: session.to_string(), from_seq: next })
+                .await;
+            let problem = match opened {
+                Ok(response) => {
+                    let mut stream = response.into_inner();
+                    let mut problem = None;
+                    while let Some(item) = stream.next().await {
+                        match item {
+                            Ok(event) => {
+                                broken_since = None;
+                                delay = Duration::from_millis(100);
+                                let finished = matches!(event.kind, Some(pb::session_event::Kind::Finished(_)));
+                                next = event.seq + 1;
+                                on_event(event);
+                                if finished {
+                                    return Ok(());
+                                }
+                            }
+                            Err(status) => {
+                                problem = Some(status);
+                                break;
+                            }
+                        }
+                    }
+                    problem.unwrap_or_else(|| tonic::Status::unavailable("the event stream ended early"))
+                }
+                Err(status) if status.code() == tonic::Code::NotFound && next > 1 => {
+                    return Err(Error::Infra(format!(
+                        "session {session} lost: the grid at {} no longer knows it (was the coordinator restarted?)",
+                        self.url
+                    )));
+                }
+                Err(status) if status.code() != tonic::Code::Unavailable => {
+                    return Err(Error::from_status(&self.url, "watch", &status));
+                }
+                Err(status) => status,
+            };
+            let since = *broken_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > RECONNECT_FOR {
+                return Err(Error::Infra(format!(
+                    "lost the grid at {} while watching session {session}: {}; resume with `testgrid watch {session}`",
+                    self.url,
+                    problem.message()
+                )));
+            }
+            tracing::warn!("event stream broke ({}); resuming from event {next}", problem.message());
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The live view of a session: a progress bar and a line per finished test on a terminal, plain
+//! lines otherwise, or one JSON object per event (`--json`).
+
+use std::io::{IsTerminal, Write};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{Value, json};
+use testgrid_proto as pb;
+use testgrid_proto::session_event::Kind;
+
+use crate::report::{Tracker, format_duration, outcome_word, why};
+
+/// How the session is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Terminal,
+    Plain,
+    Json,
+}
+
+impl Mode {
+    pub fn pick(json: bool) -> Mode {
+        if json {
+            Mode::Json
+        } else if std::io::stdout().is_terminal() {
+            Mode::Terminal
+        } else {
+            Mode::Plain
+        }
+    }
+}
+
+/// Renders events as they arrive and keeps the [`Tracker`] up to date.
+pub struct Live {
+    mode: Mode,
+    bar: Option<ProgressBar>,
+    pub tracker: Tracker,
+}
+
+impl Live {
+    pub fn new(mode: Mode, session_id: &str) -> Self {
+        Live { mode, bar: None, tracker: Tracker::new(session_id) }
+    }
+
+    pub fn on_event(&mut self, event: pb::SessionEvent) {
+        self.tracker.apply(&event);
+        match self.mode {
+            Mode::Json => {
+                let mut stdout = std::io::stdout().lock();
+                // A closed stdout (`| head`) must not kill the session; the exit code still matters.
+                let _ = writeln!(stdout, "{}", json_event(&self.tracker, &event));
+                let _ = stdout.flush();
+            }
+            Mode::Terminal | Mode::Plain => self.human(&event),
+        }
+    }
+
+    fn human(&mut self, event: &pb::SessionEvent) {
+        let Some(kind) = &event.kind else { return };
+        let line = match kind {
+            Kind::Created(c) => {
+                if self.mode == Mode::Terminal {
+                    let bar = ProgressBar::with_draw_target(Some(c.total as u64), ProgressDrawTarget::stderr());
+                    let style = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar());
+                    bar.set_style(style);
+                    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+                    self.bar = Some(bar);
+                }
+                None
+            }
+            Kind::TestFinished(f) => {
+                let path = self.tracker.path(f.test_index).to_string();
+                let outcome = pb::Outcome::try_from(f.outcome).unwrap_or(pb::Outcome::Unspecified);
+                let duration = f.report.as_ref().map(|r| r.duration_ms).unwrap_or(0);
+                if f.r#final {
+                    if let Some(bar) = &self.bar {
+                        bar.inc(1);
+                    }
+                    let detail = if crate::report::is_success(outcome) {
+                        String::new()
+                    } else {
+                        let test = &self.tracker.tests[f.test_index as usize];
+                        format!("  ({})", why(test, false))
+                    };
+                    Some(format!("{} [{:>7}] {path}{detail}", label(outcome, self.mode), format_duration(duration)))
+                } else {
+                    Some(format!(
+                        "{} [{:>7}] {path}  (attempt {} {}; retrying)",
+                        paint(self.mode, "33", "  RETRY"),
+                        format_duration(duration),
+                        f.attempt,
+                        outcome_word(outcome)
+                    ))
+                }
+            }
+            Kind::TestRequeued(r) => Some(format!(
+                "{} {}  (attempt {}: {})",
+                paint(self.mode, "33", "REQUEUE"),
+                self.tracker.path(r.test_index),
+                r.attempt,
+                r.reason
+            )),
+            Kind::Cancelled(c) => Some(format!("{} {}", paint(self.mode, "33", "CANCEL "), c.reason)),
+            Kind::Finished(_) => {
+                if let Some(bar) = self.bar.take() {
+                    bar.finish_and_clear();
+                }
+                None
+            }
+            Kind::TestStarted(_) | Kind::ResultDiscarded(_) => None,
+        };
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!("{} running", self.tracker.running));
+        }
+        if let Some(line) = line {
+            match &self.bar {
+                Some(bar) => bar.suspend(|| println_ignoring_epipe(&line)),
+                None => println_ignoring_epipe(&line),
+            }
+        }
+    }
+
+    /// Stop drawing (before printing anything else).
+    pub fn clear(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn println_ignoring_epipe(line: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
+}
+
+fn paint(mode: Mode, color: &str, text: &str) -> String {
+    if mode == Mode::Terminal && std::env::var_os("NO_COLOR").is_none() {
+        format!("\x1b[{color}m{text}\x1b[0m")
+    } else {
+        text.to_string()
+    }
+}
+
+fn label(outcome: pb::Outcome, mode: Mode) -> String {
+    let (color, word) = match outcome {
+        pb::Outcome::Passed => ("32", "   PASS"),
+        pb::Outcome::Flaky => ("33", "  FLAKY"),
+        pb::Outcome::Failed => ("31", "   FAIL"),
+        pb::Outcome::TimedOut => ("31", "TIMEOUT"),
+        pb::Outcome::Lost => ("31", "   LOST"),
+        pb::Outcome::Cancelled => ("33", " CANCEL"),
+        pb::Outcome::Error => ("31", "  ERROR"),
+        pb::Outcome::Skipped => ("36", "   SKIP"),
+        pb::Outcome::Unspecified => ("31", "  ?????"),
+    };
+    paint(mode, color, word)
+}
+
+fn outcome_key(value: i32) -> &'static str {
+    match pb::Outcome::try_from(value).unwrap_or(pb::Outcome::Unspecified) {
+        pb::Outcome::Passed => "passed",
+        pb::Outcome::Failed => "failed",
+        pb::Outcome::Flaky => "flaky",
+        pb::Outcome::TimedOut => "timed_out",
+        pb::Outcome::Lost => "lost",
+        pb::Outcome::Cancelled => "cancelled",
+        pb::Outcome::Error => "error",
+        pb::Outcome::Skipped => "skipped",
+        pb::Outcome::Unspecified => "unknown",
+    }
+}
+
+fn totals_json(t: &pb::Totals) -> Value {
+    json!({
+        "total": t.total, "passed": t.passed, "failed": t.failed, "flaky": t.flaky,
+        "timed_out": t.timed_out, "lost": t.lost, "cancelled": t.cancelled, "error": t.error,
+    })
+}
+
+/// One event as a JSON object: `{"seq", "time_ms", "session", "event", ...}`.
+pub fn json_event(tracker: &Tracker, event: &pb::SessionEvent) -> Value {
+    let mut v = json!({ "seq": event.seq, "time_ms": event.time_ms, "session": tracker.session_id });
+    let fields = match &event.kind {
+        None => json!({ "event": "unknown" }),
+        Some(Kind::Created(c)) => json!({ "event": "created", "name": c.name, "total": c.total, "tests": c.test_paths }),
+        Some(Kind::TestStarted(s)) => json!({
+            "event": "test_started", "test": tracker.path(s.test_index), "index": s.test_index,
+            "attempt": s.attempt, "worker": s.worker,
+        }),
+        Some(Kind::TestFinished(f)) => {
+            let r = f.report.clone().unwrap_or_default();
+            json!({
+                "event": "test_finished", "test": tracker.path(f.test_index), "index": f.test_index,
+                "attempt": f.attempt, "worker": f.worker, "final": f.r#final, "outcome": outcome_key(f.outcome),
+                "attempt_outcome": outcome_key(r.outcome), "exit_code": r.exit_code, "signal": r.signal,
+                "duration_ms": r.duration_ms, "message": r.message,
+                "output": String::from_utf8_lossy(&r.output), "output_dropped_bytes": r.output_dropped_bytes,
+                "cases": r.cases.iter().map(|c| json!({
+                    "name": c.name, "classname": c.classname, "outcome": outcome_key(c.outcome),
+                    "duration_ms": c.duration_ms, "message": c.message,
+                    "output": String::from_utf8_lossy(&c.output),
+                })).collect::<Vec<_>>(),
+            })
+        }
+        Some(Kind::TestRequeued(r)) => json!({
+            "event": "test_requeued", "test": tracker.path(r.test_index), "index": r.test_index,
+            "attempt": r.attempt, "reason": r.reason,
+        }),
+        Some(Kind::ResultDiscarded(r)) => json!({
+            "event": "result_discarded", "test": tracker.path(r.test_index), "index": r.test_index,
+            "attempt": r.attempt, "reason": r.reason,
+        }),
+        Some(Kind::Cancelled(c)) => json!({ "event": "cancelled", "reason": c.reason }),
+        Some(Kind::Finished(f)) => json!({
+            "event": "finished",
+            "totals": f.totals.as_ref().map(totals_json),
+            "cancel_reason": (!f.cancel_reason.is_empty()).then_some(&f.cancel_reason),
+        }),
+    };
+    if let (Value::Object(base), Value::Object(extra)) = (&mut v, fields) {
+        base.extend(extra);
+    }
+    v
+}

@@ -1,0 +1,64 @@
+//! Local mode: an embedded coordinator and `N` workers in this process, talking real gRPC over
+//! loopback: the very code path of a remote grid.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+
+/// A running embedded grid. Stop it with [`Local::stop`].
+pub struct Local {
+    pub url: String,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+/// Start a coordinator on an OS-chosen loopback port and `workers` one-slot workers rooted at `root`.
+pub async fn start(workers: u32, root: PathBuf) -> Result<Local, Error> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| Error::Infra(format!("cannot open a loopback port for the local grid: {e}")))?;
+    let addr = listener.local_addr().map_err(|e| Error::Infra(format!("local grid: {e}")))?;
+    let url = format!("http://{addr}");
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        if let Err(e) = testgrid_coordinator::service::serve(listener, None, Default::default(), stop).await {
+            tracing::error!("local coordinator stopped: {e}");
+        }
+    });
+    for i in 0..workers {
+        let config = testgrid_worker::Config {
+            grid: url.clone(),
+            slots: 1,
+            name: format!("local-{}", i + 1),
+            labels: Default::default(),
+            root: root.clone(),
+            output_limit: testgrid_worker::DEFAULT_OUTPUT_LIMIT,
+            kill_grace: Duration::from_secs(5),
+        };
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = testgrid_worker::run(config, stop).await {
+                tracing::error!("local worker stopped: {e}");
+            }
+        });
+    }
+    Ok(Local { url, shutdown, tasks })
+}
+
+impl Local {
+    /// Stop the workers (killing anything they still run) and the coordinator.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        let all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(10), all).await.is_err() {
+            testgrid_worker::executor::kill_all_running();
+        }
+    }
+}

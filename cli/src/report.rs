@@ -1,0 +1,395 @@
+//! What a session produced, gathered from its events, and the reports made from it: the final
+//! summary and the JUnit XML file.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use quick_junit::{NonSuccessKind, Property, TestCase, TestCaseStatus, TestRerun, TestSuite};
+use testgrid_proto as pb;
+use testgrid_proto::session_event::Kind;
+
+use crate::error::Error;
+
+/// One attempt of a test as the events told it.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    pub attempt: u32,
+    pub worker: String,
+    pub outcome: pb::Outcome,
+    pub report: pb::TestReport,
+    pub time_ms: u64,
+}
+
+/// Everything known about one test.
+#[derive(Clone, Debug, Default)]
+pub struct TestRecord {
+    pub path: String,
+    /// The test's outcome, once it has one.
+    pub outcome: Option<pb::Outcome>,
+    /// Every attempt that ended, the last one being the final one when `outcome` is set.
+    pub attempts: Vec<Attempt>,
+}
+
+/// A session as gathered from its events.
+#[derive(Clone, Debug, Default)]
+pub struct Tracker {
+    pub session_id: String,
+    pub name: String,
+    pub tests: Vec<TestRecord>,
+    pub created_ms: u64,
+    pub finished_ms: Option<u64>,
+    pub cancel_reason: Option<String>,
+    pub totals: Option<pb::Totals>,
+    pub running: usize,
+}
+
+impl Tracker {
+    pub fn new(session_id: &str) -> Self {
+        Tracker { session_id: session_id.to_string(), ..Tracker::default() }
+    }
+
+    pub fn path(&self, index: u32) -> &str {
+        self.tests.get(index as usize).map(|t| t.path.as_str()).unwrap_or("?")
+    }
+
+    pub fn apply(&mut self, event: &pb::SessionEvent) {
+        let Some(kind) = &event.kind else { return };
+        match kind {
+            Kind::Created(c) => {
+                self.name = c.name.clone();
+                self.created_ms = event.time_ms;
+                self.tests =
+                    c.test_paths.iter().map(|p| TestRecord { path: p.clone(), ..TestRecord::default() }).collect();
+            }
+            Kind::TestStarted(_) => self.running += 1,
+            Kind::TestFinished(f) => {
+                let Some(test) = self.tests.get_mut(f.test_index as usize) else { return };
+                let outcome = pb::Outcome::try_from(f.outcome).unwrap_or(pb::Outcome::Unspecified);
+                let report = f.report.clone().unwrap_or_default();
+                // A cancelled test that never started has no attempt worth keeping, but it
+                // still needs one to carry its message.
+                if !f.worker.is_empty() || test.attempts.is_empty() || f.r#final {
+                    if !f.worker.is_empty() {
+                        self.running = self.running.saturating_sub(1);
+                    }
+                    test.attempts.push(Attempt {
+                        attempt: f.attempt,
+                        worker: f.worker.clone(),
+                        outcome: pb::Outcome::try_from(report.outcome).unwrap_or(outcome),
+                        report,
+                        time_ms: event.time_ms,
+                    });
+                }
+                if f.r#final {
+                    test.outcome = Some(outcome);
+                }
+            }
+            Kind::TestRequeued(_) => self.running = self.running.saturating_sub(1),
+            Kind::ResultDiscarded(_) => {}
+            Kind::Cancelled(c) => self.cancel_reason = Some(c.reason.clone()),
+            Kind::Finished(f) => {
+                self.finished_ms = Some(event.time_ms);
+                self.totals = f.totals;
+                if !f.cancel_reason.is_empty() {
+                    self.cancel_reason = Some(f.cancel_reason.clone());
+                }
+                self.running = 0;
+            }
+        }
+    }
+
+    pub fn finished(&self) -> usize {
+        self.tests.iter().filter(|t| t.outcome.is_some()).count()
+    }
+
+    /// True when every test passed (flaky counts as passed).
+    pub fn all_passed(&self) -> bool {
+        !self.tests.is_empty() && self.tests.iter().all(|t| matches!(t.outcome, Some(o) if is_success(o)))
+    }
+}
+
+pub fn is_success(outcome: pb::Outcome) -> bool {
+    matches!(outcome, pb::Outcome::Passed | pb::Outcome::Flaky | pb::Outcome::Skipped)
+}
+
+/// The word a line or summary uses for an outcome.
+pub fn outcome_word(outcome: pb::Outcome) -> &'static str {
+    match outcome {
+        pb::Outcome::Passed => "passed",
+        pb::Outcome::Failed => "failed",
+        pb::Outcome::Flaky => "flaky",
+        pb::Outcome::TimedOut => "timed out",
+        pb::Outcome::Lost => "lost",
+        pb::Outcome::Cancelled => "cancelled",
+        pb::Outcome::Error => "error",
+        pb::Outcome::Skipped => "skipped",
+        pb::Outcome::Unspecified => "unknown",
+    }
+}
+
+/// Seconds with two decimals under a minute, humantime-like above.
+pub fn format_duration(ms: u64) -> String {
+    if ms < 60_000 {
+        format!("{:.2}s", ms as f64 / 1000.0)
+    } else {
+        humantime::format_duration(Duration::from_secs(ms / 1000)).to_string()
+    }
+}
+
+fn format_time(ms: u64) -> String {
+    use chrono::{Local, TimeZone};
+    match Local.timestamp_millis_opt(ms as i64).single() {
+        Some(t) => t.format("%Y-%m-%d %H:%M:%S %Z").to_string(),
+        None => ms.to_string(),
+    }
+}
+
+/// The last `lines` lines of a test's output, lossily decoded, each cut to a readable width.
+pub fn output_tail(output: &[u8], lines: usize) -> Vec<String> {
+    let text = String::from_utf8_lossy(output);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|l| {
+            let clean: String = l.chars().map(|c| if c.is_control() && c != '\t' { '\u{fffd}' } else { c }).collect();
+            if clean.chars().count() > 240 { clean.chars().take(240).collect::<String>() + "…" } else { clean }
+        })
+        .collect()
+}
+
+/// What the last attempt says about why a test did not pass.
+pub fn why(test: &TestRecord, with_duration: bool) -> String {
+    let Some(last) = test.attempts.last() else { return String::new() };
+    let mut parts = Vec::new();
+    if !last.report.message.is_empty() {
+        parts.push(last.report.message.clone());
+    }
+    if with_duration && (last.report.duration_ms > 0 || !last.worker.is_empty()) {
+        parts.push(format_duration(last.report.duration_ms));
+    }
+    if !last.worker.is_empty() {
+        parts.push(format!("on {}", last.worker));
+    }
+    if test.attempts.len() > 1 {
+        parts.push(format!("{} attempts", test.attempts.len()));
+    }
+    parts.join(", ")
+}
+
+/// The final summary: totals, success rate, times, and every test that did not pass with the
+/// tail of its output.
+pub fn summary(tracker: &Tracker, tail_lines: usize) -> String {
+    let mut out = String::new();
+    let total = tracker.tests.len();
+    let mut counts: Vec<(pb::Outcome, usize)> = Vec::new();
+    for outcome in [
+        pb::Outcome::Passed,
+        pb::Outcome::Flaky,
+        pb::Outcome::Failed,
+        pb::Outcome::TimedOut,
+        pb::Outcome::Error,
+        pb::Outcome::Lost,
+        pb::Outcome::Cancelled,
+    ] {
+        let n = tracker.tests.iter().filter(|t| t.outcome == Some(outcome)).count();
+        if n > 0 {
+            counts.push((outcome, n));
+        }
+    }
+    let passed = tracker.tests.iter().filter(|t| t.outcome.is_some_and(is_success)).count();
+    let wall = tracker.finished_ms.unwrap_or(tracker.created_ms).saturating_sub(tracker.created_ms);
+
+    let failures: Vec<&TestRecord> = tracker.tests.iter().filter(|t| !t.outcome.is_some_and(is_success)).collect();
+    let flaky: Vec<&TestRecord> = tracker.tests.iter().filter(|t| t.outcome == Some(pb::Outcome::Flaky)).collect();
+    if !flaky.is_empty() {
+        let _ = writeln!(out, "\nFlaky (failed, then passed on a retry):");
+        for t in &flaky {
+            let _ = writeln!(out, "  FLAKY {} ({} attempts)", t.path, t.attempts.len());
+        }
+    }
+    if !failures.is_empty() {
+        let _ = writeln!(out, "\nNot passed:");
+        for t in &failures {
+            let word = t.outcome.map(outcome_word).unwrap_or("unfinished").to_uppercase();
+            let _ = writeln!(out, "\n  {word} {} ({})", t.path, why(t, true));
+            if let Some(last) = t.attempts.last() {
+                for line in output_tail(&last.report.output, tail_lines) {
+                    let _ = writeln!(out, "    │ {line}");
+                }
+            }
+        }
+    }
+    let _ = writeln!(out);
+    let breakdown: Vec<String> = counts.iter().map(|(o, n)| format!("{n} {}", outcome_word(*o))).collect();
+    let _ = writeln!(
+        out,
+        "Summary: {total} test{} in {}: {}",
+        if total == 1 { "" } else { "s" },
+        format_duration(wall),
+        if breakdown.is_empty() { "nothing ran".to_string() } else { breakdown.join(", ") }
+    );
+    let rate = if total == 0 { 0.0 } else { passed as f64 * 100.0 / total as f64 };
+    let _ = writeln!(out, "  success rate {rate:.1}% ({passed} of {total})");
+    let _ = writeln!(
+        out,
+        "  started {}, ended {}, wall time {}",
+        format_time(tracker.created_ms),
+        format_time(tracker.finished_ms.unwrap_or(tracker.created_ms)),
+        format_duration(wall)
+    );
+    if let Some(reason) = &tracker.cancel_reason {
+        let _ = writeln!(out, "  cancelled: {reason}");
+    }
+    let _ = writeln!(out, "  session {}", tracker.session_id);
+    out
+}
+
+/// Write the JUnit XML report: one testsuite for the session, one testcase per test.
+pub fn write_junit(tracker: &Tracker, path: &Path) -> Result<(), Error> {
+    let mut report = quick_junit::Report::new("testgrid");
+    let mut suite = TestSuite::new(if tracker.name.is_empty() { "testgrid" } else { tracker.name.as_str() });
+    suite.add_property(Property::new("session_id", tracker.session_id.as_str()));
+    if let Some(reason) = &tracker.cancel_reason {
+        suite.add_property(Property::new("cancelled", reason.as_str()));
+    }
+    let wall = tracker.finished_ms.unwrap_or(tracker.created_ms).saturating_sub(tracker.created_ms);
+    suite.set_time(Duration::from_millis(wall));
+    report.set_time(Duration::from_millis(wall));
+    if let Some(t) = chrono::DateTime::from_timestamp_millis(tracker.created_ms as i64) {
+        suite.set_timestamp(t.fixed_offset());
+        report.set_timestamp(t.fixed_offset());
+    }
+    for test in &tracker.tests {
+        suite.add_test_case(test_case(test));
+    }
+    report.add_test_suite(suite);
+    let xml = report.to_string().map_err(|e| Error::Infra(format!("cannot build the JUnit report: {e}")))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Usage(format!("cannot create {} for the JUnit report: {e}", dir.display())))?;
+    }
+    std::fs::write(path, xml).map_err(|e| Error::Usage(format!("cannot write the JUnit report {}: {e}", path.display())))
+}
+
+fn rerun(attempt: &Attempt) -> TestRerun {
+    let kind = if attempt.outcome == pb::Outcome::Error { NonSuccessKind::Error } else { NonSuccessKind::Failure };
+    let mut rerun = TestRerun::new(kind);
+    rerun
+        .set_type(outcome_word(attempt.outcome))
+        .set_message(attempt.report.message.as_str())
+        .set_time(Duration::from_millis(attempt.report.duration_ms))
+        .set_system_out_lossy(&attempt.report.output);
+    rerun
+}
+
+fn test_case(test: &TestRecord) -> TestCase {
+    let last = test.attempts.last();
+    let earlier: Vec<TestRerun> =
+        test.attempts.iter().take(test.attempts.len().saturating_sub(1)).filter(|a| !is_success(a.outcome)).map(rerun).collect();
+    let outcome = test.outcome.unwrap_or(pb::Outcome::Cancelled);
+    let status = match outcome {
+        pb::Outcome::Passed | pb::Outcome::Skipped => TestCaseStatus::success(),
+        pb::Outcome::Flaky => TestCaseStatus::Success { flaky_runs: earlier },
+        other => {
+            let kind = match other {
+                pb::Outcome::Failed | pb::Outcome::TimedOut => NonSuccessKind::Failure,
+                _ => NonSuccessKind::Error,
+            };
+            let mut status = TestCaseStatus::non_success(kind);
+            let message = last.map(|a| a.report.message.clone()).filter(|m| !m.is_empty());
+            status.set_type(outcome_word(other));
+            status.set_message(message.unwrap_or_else(|| outcome_word(other).to_string()));
+            if let Some(a) = last {
+                status.set_description(output_tail(&a.report.output, 50).join("\n"));
+            }
+            status.add_reruns(earlier);
+            status
+        }
+    };
+    let mut case = TestCase::new(test.path.as_str(), status);
+    let classname = match test.path.rsplit_once('/') {
+        Some((dir, _)) => dir.replace('/', "."),
+        None => "tests".to_string(),
+    };
+    case.set_classname(classname);
+    if let Some(a) = last {
+        case.set_time(Duration::from_millis(a.report.duration_ms));
+        case.set_system_out_lossy(&a.report.output);
+        if !a.worker.is_empty() {
+            case.add_property(Property::new("worker", a.worker.as_str()));
+        }
+        case.add_property(Property::new("attempts", test.attempts.len().to_string()));
+    }
+    case
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finished(index: u32, attempt: u32, outcome: pb::Outcome, is_final: bool, output: &[u8]) -> pb::SessionEvent {
+        pb::SessionEvent {
+            seq: 0,
+            time_ms: 1_000,
+            kind: Some(Kind::TestFinished(pb::TestFinishedEvent {
+                test_index: index,
+                attempt,
+                worker: "w1".into(),
+                r#final: is_final,
+                outcome: outcome as i32,
+                report: Some(pb::TestReport {
+                    outcome: if outcome == pb::Outcome::Flaky { pb::Outcome::Passed } else { outcome } as i32,
+                    output: output.to_vec(),
+                    message: format!("{outcome:?}"),
+                    duration_ms: 10,
+                    ..Default::default()
+                }),
+            })),
+        }
+    }
+
+    fn tracker() -> Tracker {
+        let mut t = Tracker::new("s-1");
+        t.apply(&pb::SessionEvent {
+            seq: 1,
+            time_ms: 0,
+            kind: Some(Kind::Created(pb::SessionCreated {
+                name: "demo".into(),
+                total: 3,
+                test_paths: vec!["a/pass.sh".into(), "a/fail.sh".into(), "flaky.sh".into()],
+            })),
+        });
+        t.apply(&finished(0, 1, pb::Outcome::Passed, true, b"ok\n"));
+        t.apply(&finished(1, 1, pb::Outcome::Failed, true, b"line1\nboom \xff\x00\n"));
+        t.apply(&finished(2, 1, pb::Outcome::Failed, false, b"first try\n"));
+        t.apply(&finished(2, 2, pb::Outcome::Flaky, true, b"second try\n"));
+        t
+    }
+
+    #[test]
+    fn summary_names_failures_with_output_tail() {
+        let t = tracker();
+        assert!(!t.all_passed());
+        let text = summary(&t, 10);
+        assert!(text.contains("FAILED a/fail.sh"), "{text}");
+        assert!(text.contains("│ boom \u{fffd}\u{fffd}"), "{text}");
+        assert!(text.contains("FLAKY flaky.sh (2 attempts)"), "{text}");
+        assert!(text.contains("1 passed, 1 flaky, 1 failed"), "{text}");
+        assert!(text.contains("success rate 66.7% (2 of 3)"), "{text}");
+    }
+
+    #[test]
+    fn junit_has_failure_and_flaky_elements() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("out/report.xml");
+        write_junit(&tracker(), &path).expect("written");
+        let xml = std::fs::read_to_string(path).expect("read");
+        assert!(xml.contains(r#"tests="3""#), "{xml}");
+        assert!(xml.contains(r#"failures="1""#), "{xml}");
+        assert!(xml.contains("<flakyFailure"), "{xml}");
+        assert!(xml.contains(r#"classname="a""#), "{xml}");
+        assert!(xml.contains(r#"name="worker" value="w1""#), "{xml}");
+        assert!(!xml.contains('\u{0}'));
+    }
+}

@@ -1,0 +1,242 @@
+//! How a slot runs one assignment. [`Executor`] is the seam: [`ProcessExecutor`] starts one
+//! child process per test; warm runners (one long-lived framework process per slot, reporting
+//! per-case results) implement the same trait.
+//!
+//! A test runs as `sh -c COMMAND` in the workspace root, in its own process group, with stdout
+//! and stderr on one pipe (interleaved as written), stdin closed. On timeout or cancel the whole
+//! group gets SIGTERM, then SIGKILL after a grace period; when the test's main process exits,
+//! whatever it left running in its group is killed too.
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use testgrid_proto as pb;
+use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::output::Capture;
+
+/// One assignment as the executor sees it.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub assignment: pb::AssignmentRef,
+    pub path: String,
+    pub command: String,
+    pub env: BTreeMap<String, String>,
+    pub timeout: Option<Duration>,
+    pub framework: String,
+}
+
+/// Runs jobs. `run` must end soon after `cancel` fires, and report `Cancelled` then.
+pub trait Executor: Send + Sync + 'static {
+    fn run(&self, job: &Job, cancel: CancellationToken) -> impl Future<Output = pb::TestReport> + Send;
+}
+
+/// Settings of the process executor.
+#[derive(Clone, Debug)]
+pub struct ProcessExecutor {
+    /// The workspace root: tests run here.
+    pub root: PathBuf,
+    /// Output kept per test (head + tail).
+    pub output_limit: usize,
+    /// Time between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+}
+
+/// How long to keep reading output after the test's process group is gone, for descendants that
+/// escaped into their own group with the pipe still open.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
+
+/// Process groups of tests running now, so that a worker that must exit at once can kill them.
+static RUNNING_GROUPS: LazyLock<Mutex<HashSet<i32>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
+
+fn running_groups() -> std::sync::MutexGuard<'static, HashSet<i32>> {
+    // Insert and remove cannot leave the set half-changed, so a poisoned lock is safe to reuse.
+    RUNNING_GROUPS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Kill every running test's process group now (SIGKILL). For a process that must exit at once
+/// (a second Ctrl-C) and must not leave tests behind.
+pub fn kill_all_running() {
+    for pgid in running_groups().drain() {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+}
+
+enum End {
+    Exited(std::io::Result<ExitStatus>),
+    TimedOut,
+    Cancelled,
+}
+
+fn report(outcome: pb::Outcome, message: String, started: Instant) -> pb::TestReport {
+    pb::TestReport {
+        outcome: outcome as i32,
+        duration_ms: started.elapsed().as_millis() as u64,
+        message,
+        ..Default::default()
+    }
+}
+
+impl ProcessExecutor {
+    async fn spawn_and_wait(&self, job: &Job, cancel: CancellationToken) -> pb::TestReport {
+        let started = Instant::now();
+        let (reader, writer) = match std::io::pipe() {
+            Ok(pair) => pair,
+            Err(e) => return report(pb::Outcome::Error, format!("cannot create an output pipe: {e}"), started),
+        };
+        let writer2 = match writer.try_clone() {
+            Ok(w) => w,
+            Err(e) => return report(pb::Outcome::Error, format!("cannot create an output pipe: {e}"), started),
+        };
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg(&job.command)
+            .current_dir(&self.root)
+            .envs(&job.env)
+            .env("TESTGRID_TEST", &job.path)
+            .env("TESTGRID_SESSION", &job.assignment.session_id)
+            .env("TESTGRID_ATTEMPT", job.assignment.attempt.to_string())
+            .stdin(Stdio::null())
+            .stdout(writer2)
+            .stderr(writer)
+            .process_group(0)
+            .kill_on_drop(true);
+        let spawned = cmd.spawn();
+        // The command holds the pipe's write ends; drop them so the reader sees EOF.
+        drop(cmd);
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                return report(
+                    pb::Outcome::Error,
+                    format!("cannot start `sh -c` in {}: {e}", self.root.display()),
+                    started,
+                );
+            }
+        };
+        let Some(pid) = child.id().map(|id| id as i32) else {
+            return report(pb::Outcome::Error, "the test process vanished at start".into(), started);
+        };
+        running_groups().insert(pid);
+
+        let output = tokio::spawn(read_output(OwnedFd::from(reader), self.output_limit));
+        let timeout = async {
+            match job.timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let end = tokio::select! {
+            status = child.wait() => End::Exited(status),
+            () = timeout => End::TimedOut,
+            () = cancel.cancelled() => End::Cancelled,
+        };
+        let kind = end_kind(&end);
+        let status = match end {
+            End::Exited(status) => status,
+            End::TimedOut | End::Cancelled => {
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
+                match tokio::time::timeout(self.kill_grace, child.wait()).await {
+                    Ok(status) => status,
+                    Err(_) => {
+                        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                        child.wait().await
+                    }
+                }
+            }
+        };
+        // Whatever the test left running in its group goes with it.
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        running_groups().remove(&pid);
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let (output, output_dropped_bytes) = match tokio::time::timeout(OUTPUT_DRAIN, output).await {
+            Ok(Ok(captured)) => captured,
+            // The reader task cannot panic; a pipe held open by an escaped process ends the wait.
+            _ => (b"[testgrid: output incomplete: a process outside the test's group kept the pipe open]\n".to_vec(), 0),
+        };
+
+        let (outcome, exit_code, signal, message) = match (kind, status) {
+            (Kind::TimedOut, _) => (
+                pb::Outcome::TimedOut,
+                None,
+                None,
+                format!("killed after the {} timeout", humantime::format_duration(job.timeout.unwrap_or_default())),
+            ),
+            (Kind::Cancelled, _) => (pb::Outcome::Cancelled, None, None, "cancelled".to_string()),
+            (Kind::Exited, Err(e)) => (pb::Outcome::Error, None, None, format!("cannot wait for the test process: {e}")),
+            (Kind::Exited, Ok(status)) => classify(status),
+        };
+        pb::TestReport {
+            outcome: outcome as i32,
+            exit_code,
+            signal,
+            duration_ms,
+            output,
+            output_dropped_bytes,
+            message,
+            cases: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Exited,
+    TimedOut,
+    Cancelled,
+}
+
+fn end_kind(end: &End) -> Kind {
+    match end {
+        End::Exited(_) => Kind::Exited,
+        End::TimedOut => Kind::TimedOut,
+        End::Cancelled => Kind::Cancelled,
+    }
+}
+
+/// Outcome of a process that exited on its own.
+fn classify(status: ExitStatus) -> (pb::Outcome, Option<i32>, Option<i32>, String) {
+    if let Some(code) = status.code() {
+        return match code {
+            0 => (pb::Outcome::Passed, Some(0), None, String::new()),
+            // `sh` says 126/127 when the command cannot be executed or is not found: the test
+            // never ran, which is an error of the setup, not a test failure.
+            126 => (pb::Outcome::Error, Some(code), None, "the command could not be executed (exit 126: not executable?)".into()),
+            127 => (pb::Outcome::Error, Some(code), None, "the command was not found (exit 127); is it installed on the worker's PATH?".into()),
+            _ => (pb::Outcome::Failed, Some(code), None, format!("exit code {code}")),
+        };
+    }
+    let signal = status.signal().unwrap_or(0);
+    let name = Signal::try_from(signal).map(|s| s.as_str().to_string()).unwrap_or_else(|_| format!("signal {signal}"));
+    (pb::Outcome::Failed, None, Some(signal), format!("killed by {name}"))
+}
+
+async fn read_output(fd: OwnedFd, limit: usize) -> (Vec<u8>, u64) {
+    let mut capture = Capture::new(limit);
+    let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
+        return (b"[testgrid: cannot read the test's output pipe]\n".to_vec(), 0);
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => capture.push(&buf[..n]),
+        }
+    }
+    capture.finish()
+}
+
+impl Executor for ProcessExecutor {
+    fn run(&self, job: &Job, cancel: CancellationToken) -> impl Future<Output = pb::TestReport> + Send {
+        self.spawn_and_wait(job, cancel)
+    }
+}
