@@ -78,6 +78,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let http = tokio::net::TcpListener::bind(args.http)
         .await
         .with_context(|| format!("cannot listen on {} (HTTP); pick another --http", args.http))?;
+    // One line on stdout with the bound addresses, for scripts and tests that listen on port 0.
+    let grpc_addr = grpc.local_addr().context("cannot read the gRPC listener's address")?;
+    let http_addr = http.local_addr().context("cannot read the HTTP listener's address")?;
+    println!("testgrid-coordinator listening grpc={grpc_addr} http={http_addr}");
     let config = service::Config {
         core: core::Config {
             prefetch_per_slot: args.prefetch,

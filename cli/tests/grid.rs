@@ -1,0 +1,259 @@
+//! End to end with the real binaries: a `testgrid-coordinator` and two `testgrid-worker`
+//! processes on OS-chosen loopback ports, sessions submitted with the real `testgrid` CLI.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{Grid, Workspace, events, final_outcomes, stderr, stdout, testgrid, wait_for};
+
+#[test]
+fn failing_test_exits_1_with_junit_and_every_test_runs_once() {
+    let ws = Workspace::new();
+    for i in 0..6 {
+        ws.test(&format!("t/pass_{i}.sh"), "echo fine");
+    }
+    ws.test("t/fail.sh", "echo 'about to fail'; echo 'expected 5, got 4' >&2; exit 3");
+    let grid = Grid::start(&ws.root(), 2);
+    let junit = ws.root().join("out/junit.xml");
+    let out = grid.cli(&["run", "t", "--junit", junit.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(1), "stdout: {}\nstderr: {}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("FAIL") && text.contains("t/fail.sh"), "{text}");
+    assert!(text.contains("expected 5, got 4"), "summary shows the output tail: {text}");
+    assert!(text.contains("6 passed, 1 failed"), "{text}");
+    assert!(text.contains("success rate 85.7%"), "{text}");
+
+    let runs = ws.runs();
+    assert_eq!(runs.len(), 7, "{runs:?}");
+    assert!(runs.values().all(|&n| n == 1), "each test ran exactly once: {runs:?}");
+
+    let xml = std::fs::read_to_string(&junit).expect("JUnit written");
+    assert!(xml.contains(r#"tests="7""#) && xml.contains(r#"failures="1""#), "{xml}");
+    assert!(xml.contains(r#"<testcase name="t/fail.sh" classname="t""#), "{xml}");
+    assert!(xml.contains(r#"<failure message="exit code 3" type="failed">"#), "{xml}");
+    assert!(xml.contains(r#"<property name="worker" value="w"#), "{xml}");
+    assert_eq!(xml.matches("<testcase ").count(), 7);
+}
+
+#[test]
+fn all_passing_exits_0_and_work_spreads_over_both_workers() {
+    let ws = Workspace::new();
+    for i in 0..8 {
+        ws.test(&format!("ok_{i}.sh"), "sleep 0.2");
+    }
+    let grid = Grid::start(&ws.root(), 2);
+    let out = grid.cli(&["run", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let events = events(&out);
+    let outcomes = final_outcomes(&events);
+    assert_eq!(outcomes.len(), 8);
+    assert!(outcomes.values().all(|o| o == "passed"));
+    let workers: std::collections::BTreeSet<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "test_finished")
+        .filter_map(|e| e["worker"].as_str())
+        .collect();
+    assert_eq!(workers.len(), 2, "both workers ran tests: {workers:?}");
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().expect("seq")).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "events are numbered without gaps");
+}
+
+#[test]
+fn hanging_test_times_out_and_its_process_group_is_killed() {
+    let ws = Workspace::new();
+    let pidfile = ws.root().join("child.pid");
+    ws.test("hang.sh", &format!("sleep 300 & echo $! > '{}'; wait", pidfile.display()));
+    ws.test("quick.sh", "true");
+    let grid = Grid::start(&ws.root(), 2);
+    let started = Instant::now();
+    let out = grid.cli(&["run", "--timeout", "1s", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(30), "the timeout cut the hang short");
+    let outcomes = final_outcomes(&events(&out));
+    assert_eq!(outcomes["hang.sh"], "timed_out");
+    assert_eq!(outcomes["quick.sh"], "passed");
+    let pid = std::fs::read_to_string(&pidfile).expect("pid written").trim().to_string();
+    wait_for("the test's background child to be killed", || {
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    });
+}
+
+#[test]
+fn non_utf8_output_and_file_names_with_spaces() {
+    let ws = Workspace::new();
+    ws.test("dir with space/a test.sh", "printf 'bytes: \\377\\376 end\\n'; exit 1");
+    ws.test("it's quoted.sh", "echo quoted ok");
+    let grid = Grid::start(&ws.root(), 2);
+    let junit = ws.root().join("junit.xml");
+    let out = grid.cli(&["run", "--json", "--junit", junit.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let events = events(&out);
+    let outcomes = final_outcomes(&events);
+    assert_eq!(outcomes["dir with space/a test.sh"], "failed");
+    assert_eq!(outcomes["it's quoted.sh"], "passed");
+    let failed = events
+        .iter()
+        .find(|e| e["event"] == "test_finished" && e["test"] == "dir with space/a test.sh")
+        .expect("finished event");
+    assert_eq!(failed["output"], "bytes: \u{fffd}\u{fffd} end\n");
+    let xml = std::fs::read_to_string(&junit).expect("JUnit written");
+    assert!(xml.contains("bytes: \u{fffd}\u{fffd} end"), "{xml}");
+    assert_eq!(ws.runs().values().sum::<usize>(), 2);
+}
+
+#[test]
+fn human_output_on_non_utf8_and_summary() {
+    let ws = Workspace::new();
+    ws.test("bin.sh", "printf '\\377\\000\\033[31m red\\n'; exit 1");
+    let grid = Grid::start(&ws.root(), 1);
+    let out = grid.cli(&["run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.contains("FAILED bin.sh (exit code 1"), "{text}");
+    assert!(!text.contains('\u{1b}'), "no raw escapes from test output reach the terminal: {text:?}");
+}
+
+#[test]
+fn zero_tests_found_exits_4() {
+    let ws = Workspace::new();
+    std::fs::write(ws.root().join("notes.txt"), "not a test").expect("write");
+    let grid = Grid::start(&ws.root(), 1);
+    let out = grid.cli(&["run", "--framework", "shell"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(stderr(&out).contains("no tests found"), "{}", stderr(&out));
+    let out = grid.cli(&["run", "--pattern", "nothing/**/*.sh"]);
+    assert_eq!(out.status.code(), Some(4));
+}
+
+#[test]
+fn unknown_session_for_watch_and_cancel_exits_2() {
+    let ws = Workspace::new();
+    let grid = Grid::start(&ws.root(), 0);
+    for verb in ["watch", "cancel"] {
+        let out = grid.cli(&[verb, "6b1e0f5e-0000-4000-8000-000000000000"]);
+        assert_eq!(out.status.code(), Some(2), "{verb}: {}", stderr(&out));
+        assert!(stderr(&out).contains("no session 6b1e0f5e-0000-4000-8000-000000000000"), "{}", stderr(&out));
+        let out = grid.cli(&[verb, "not-a-session"]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(stderr(&out).contains("not a session id"), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn unreachable_grid_exits_3_with_a_clear_message() {
+    let ws = Workspace::new();
+    ws.test("a.sh", "true");
+    // Bind then drop: nothing listens on this port any more.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let url = format!("http://127.0.0.1:{port}");
+    for args in [vec!["run", "--grid", url.as_str()], vec!["sessions", "--grid", url.as_str()]] {
+        let out = testgrid(&ws.root()).args(&args).output().expect("runs");
+        assert_eq!(out.status.code(), Some(3), "{args:?}");
+        let err = stderr(&out);
+        assert!(err.contains(&format!("cannot reach grid at {url}")), "{err}");
+        assert!(err.contains("refused") && err.contains("TESTGRID_GRID"), "{err}");
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let ws = Workspace::new();
+    ws.test("a.sh", "true");
+    for args in [
+        vec!["run", "--command", "echo no placeholder"],
+        vec!["run", "no/such/path"],
+        vec!["run", "--pattern", "a["],
+        vec!["run", "--detach"],
+        vec!["run", "--local", "0"],
+        vec!["run", "--timeout", "soon"],
+        vec!["sessions"],
+    ] {
+        let out = testgrid(&ws.root()).args(&args).output().expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(!stderr(&out).is_empty(), "{args:?} explains itself");
+    }
+}
+
+#[test]
+fn retries_make_a_flaky_test_that_counts_as_passed() {
+    let ws = Workspace::new();
+    let marker = ws.root().join("seen");
+    ws.test("flaky.sh", &format!("if [ -e '{0}' ]; then exit 0; fi; touch '{0}'; echo first; exit 1", marker.display()));
+    let grid = Grid::start(&ws.root(), 2);
+    let junit = ws.root().join("junit.xml");
+    let out = grid.cli(&["run", "--retries", "2", "--junit", junit.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("FLAKY flaky.sh (2 attempts)"), "{}", stdout(&out));
+    let xml = std::fs::read_to_string(&junit).expect("JUnit");
+    assert!(xml.contains("<flakyFailure"), "{xml}");
+    assert_eq!(ws.runs()["flaky.sh"], 2);
+}
+
+#[test]
+fn session_timeout_cancels_and_says_why() {
+    let ws = Workspace::new();
+    ws.test("long.sh", "sleep 60");
+    ws.test("short.sh", "true");
+    let grid = Grid::start(&ws.root(), 2);
+    let started = Instant::now();
+    let out = grid.cli(&["run", "--session-timeout", "2s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let text = stdout(&out);
+    assert!(text.contains("cancelled: session timeout of 2s passed"), "{text}");
+    assert!(text.contains("CANCELLED long.sh"), "{text}");
+}
+
+#[test]
+fn detach_then_watch_cancel_sessions_and_workers() {
+    let ws = Workspace::new();
+    let pidfile = ws.root().join("pid");
+    ws.test("slow.sh", &format!("echo $$ > '{}'; sleep 120", pidfile.display()));
+    ws.test("quick.sh", "true");
+    let grid = Grid::start(&ws.root(), 2);
+    let out = grid.cli(&["run", "--detach"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let session = stdout(&out).trim().to_string();
+
+    let pid = wait_for("slow.sh to start", || std::fs::read_to_string(&pidfile).ok().filter(|s| !s.trim().is_empty()));
+    let workers = grid.cli(&["workers"]);
+    assert!(stdout(&workers).contains("slow.sh"), "workers shows running tests: {}", stdout(&workers));
+    let sessions = grid.cli(&["sessions"]);
+    assert!(stdout(&sessions).contains(&session) && stdout(&sessions).contains("running"), "{}", stdout(&sessions));
+
+    let cancelled_at = Instant::now();
+    let out = grid.cli(&["cancel", &session]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    wait_for("the cancelled test to be killed", || {
+        (!std::path::Path::new(&format!("/proc/{}", pid.trim())).exists()).then_some(())
+    });
+    assert!(cancelled_at.elapsed() < Duration::from_secs(10));
+
+    // Re-attaching to a finished session replays it from the start.
+    let out = grid.cli(&["watch", &session, "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let outcomes = final_outcomes(&events(&out));
+    assert_eq!(outcomes["slow.sh"], "cancelled");
+    assert_eq!(outcomes["quick.sh"], "passed");
+
+    let out = grid.cli(&["cancel", &session]);
+    assert!(stdout(&out).contains("already finished"));
+    let metrics = support::http_get(&grid.http, "/metrics").expect("metrics served");
+    assert!(metrics.contains("testgrid_tests_finished_total{outcome=\"cancelled\"} 1"), "{metrics}");
+}
+
+#[test]
+fn local_mode_runs_without_a_grid() {
+    let ws = Workspace::new();
+    for i in 0..5 {
+        ws.test(&format!("l{i}.sh"), "true");
+    }
+    ws.test("bad.sh", "exit 1");
+    let out = testgrid(&ws.root()).args(["run", "--local", "2", "--json"]).output().expect("runs");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let outcomes = final_outcomes(&events(&out));
+    assert_eq!(outcomes.len(), 6);
+    assert_eq!(outcomes["bad.sh"], "failed");
+    assert!(ws.runs().values().all(|&n| n == 1));
+}

@@ -1,0 +1,223 @@
+//! Test support: start the real `testgrid-coordinator` and `testgrid-worker` binaries on
+//! OS-chosen loopback ports, wait for readiness on events (health endpoint, worker list), run the
+//! real `testgrid` CLI, and clean up every process on drop.
+
+#![allow(dead_code, reason = "each test binary uses a different part of the support module")]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Generous: these machines are shared and slow.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The directory holding the workspace's binaries, building them once if they are missing
+/// (`cargo test -p testgrid-cli` alone does not build the other packages' binaries).
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let testgrid = PathBuf::from(env!("CARGO_BIN_EXE_testgrid"));
+        let dir = testgrid.parent().expect("binaries live in a directory").to_path_buf();
+        if !dir.join("testgrid-coordinator").exists() || !dir.join("testgrid-worker").exists() {
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "--bins", "-p", "testgrid-coordinator", "-p", "testgrid-worker"])
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building the coordinator and worker binaries failed");
+        }
+        dir
+    })
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}
+
+/// Wait until `check` returns Some, or panic with `what` after the deadline.
+pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A child process killed (whole group) when dropped.
+pub struct Proc {
+    pub child: Child,
+}
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill").args([&format!("-{signal}"), &self.pid().to_string()]).status();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A coordinator with its workers.
+pub struct Grid {
+    pub url: String,
+    pub http: String,
+    pub coordinator: Proc,
+    pub workers: Vec<Proc>,
+    pub root: PathBuf,
+}
+
+/// `GET path` on the HTTP port; the body when the status is 200.
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+impl Grid {
+    /// Start a coordinator and `workers` one-slot workers rooted at `root`.
+    pub fn start(root: &Path, workers: usize) -> Grid {
+        Self::start_with(root, workers, &[])
+    }
+
+    pub fn start_with(root: &Path, workers: usize, coordinator_args: &[&str]) -> Grid {
+        let data = tempfile::tempdir().expect("tempdir").keep();
+        let mut child = Command::new(bin("testgrid-coordinator"))
+            .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .args(coordinator_args)
+            .env("TESTGRID_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("coordinator starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let coordinator = Proc { child };
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("coordinator prints its addresses");
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")).map(str::to_string))
+                .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
+        };
+        let (grpc, http) = (field("grpc"), field("http"));
+        wait_for("coordinator health", || http_get(&http, "/healthz"));
+        let mut grid = Grid { url: format!("http://{grpc}"), http, coordinator, workers: Vec::new(), root: root.to_path_buf() };
+        for i in 0..workers {
+            grid.add_worker(&format!("w{}", i + 1), 1);
+        }
+        grid.wait_workers(workers);
+        grid
+    }
+
+    pub fn add_worker(&mut self, name: &str, slots: u32) {
+        let child = Command::new(bin("testgrid-worker"))
+            .args(["--grid", &self.url, "--name", name, "--slots", &slots.to_string(), "--kill-grace", "1s", "--root"])
+            .arg(&self.root)
+            .env("TESTGRID_LOG", "warn")
+            .spawn()
+            .expect("worker starts");
+        self.workers.push(Proc { child });
+    }
+
+    /// Wait until exactly `n` workers are connected.
+    pub fn wait_workers(&self, n: usize) {
+        wait_for(&format!("{n} workers"), || {
+            let out = self.cli(&["workers", "--json"]);
+            let count = String::from_utf8_lossy(&out.stdout).lines().count();
+            (out.status.success() && count == n).then_some(())
+        });
+    }
+
+    /// `testgrid ARGS --grid URL`, run in the grid's root.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        testgrid(&self.root).args(args).env("TESTGRID_GRID", &self.url).output().expect("testgrid runs")
+    }
+}
+
+/// A `testgrid` command in `dir`, with no grid from the environment.
+pub fn testgrid(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_testgrid"));
+    cmd.current_dir(dir).env_remove("TESTGRID_GRID").env("NO_COLOR", "1").stdin(Stdio::null());
+    cmd
+}
+
+/// A workspace of test files in a temp dir. Each test appends its name to `runs.log`, so tests
+/// can check that every test ran exactly once.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Workspace {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A .git marker makes this folder the workspace root, whatever encloses it.
+        std::fs::create_dir(dir.path().join(".git")).expect("mkdir .git");
+        Workspace { dir }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().canonicalize().expect("root exists")
+    }
+
+    /// Write a shell test whose body runs after it logs its run.
+    pub fn test(&self, rel: &str, body: &str) -> &Self {
+        let path = self.dir.path().join(rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        let script = format!("echo \"$TESTGRID_TEST\" >> \"{}/runs.log\"\n{body}\n", self.root().display());
+        std::fs::write(path, script).expect("write test");
+        self
+    }
+
+    /// How often each test ran.
+    pub fn runs(&self) -> std::collections::BTreeMap<String, usize> {
+        let log = std::fs::read_to_string(self.root().join("runs.log")).unwrap_or_default();
+        let mut counts = std::collections::BTreeMap::new();
+        for line in log.lines() {
+            *counts.entry(line.to_string()).or_insert(0) += 1;
+        }
+        counts
+    }
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The JSON events of a `--json` run.
+pub fn events(out: &Output) -> Vec<serde_json::Value> {
+    stdout(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// Final outcome per test path from `--json` events, asserting there is exactly one each.
+pub fn final_outcomes(events: &[serde_json::Value]) -> std::collections::BTreeMap<String, String> {
+    let mut outcomes = std::collections::BTreeMap::new();
+    for e in events.iter().filter(|e| e["event"] == "test_finished" && e["final"] == true) {
+        let test = e["test"].as_str().expect("test path").to_string();
+        let prev = outcomes.insert(test.clone(), e["outcome"].as_str().expect("outcome").to_string());
+        assert!(prev.is_none(), "{test} has two outcomes");
+    }
+    outcomes
+}
