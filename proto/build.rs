@@ -4,12 +4,8 @@
 
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &[
-    "testgrid/v1/common.proto",
-    "testgrid/v1/worker.proto",
-    "testgrid/v1/session.proto",
-    "testgrid/v1/admin.proto",
-];
+const PROTOS: &[&str] =
+    &["testgrid/v1/common.proto", "testgrid/v1/worker.proto", "testgrid/v1/session.proto", "testgrid/v1/admin.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {
@@ -17,13 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let fds = protox::compile(PROTOS, ["."])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(
-        out_dir.join("testgrid_descriptor.bin"),
-        prost::Message::encode_to_vec(&fds),
-    )?;
-    tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
-        .compile_fds(fds)?;
+    std::fs::write(out_dir.join("testgrid_descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;
     Ok(())
 }

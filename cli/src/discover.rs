@@ -181,9 +181,9 @@ fn glob_set(patterns: &[String]) -> Result<GlobSet, Error> {
 
 /// The path relative to the root, with `/` separators.
 fn relative(root: &Path, path: &Path) -> Result<String, Error> {
-    let rel = path.strip_prefix(root).map_err(|_| {
-        Error::Usage(format!("{} is outside the workspace root {}", path.display(), root.display()))
-    })?;
+    let rel = path
+        .strip_prefix(root)
+        .map_err(|_| Error::Usage(format!("{} is outside the workspace root {}", path.display(), root.display())))?;
     let text = rel.to_str().ok_or_else(|| {
         Error::Usage(format!("{}: test paths must be valid UTF-8 to be sent to workers", path.display()))
     })?;
@@ -218,10 +218,8 @@ fn detect(root: &Path, searched: &[PathBuf]) -> Framework {
             return f;
         }
     }
-    let files: Vec<PathBuf> = searched
-        .iter()
-        .flat_map(|p| if p.is_file() { vec![p.clone()] } else { walk(p) })
-        .collect();
+    let files: Vec<PathBuf> =
+        searched.iter().flat_map(|p| if p.is_file() { vec![p.clone()] } else { walk(p) }).collect();
     let rels: Vec<String> = files.iter().filter_map(|f| relative(root, f).ok()).collect();
     for candidate in [Framework::Pytest, Framework::Go, Framework::Vitest, Framework::Shell] {
         let Ok(set) = glob_set(&candidate.patterns().iter().map(|s| s.to_string()).collect::<Vec<_>>()) else {
@@ -332,8 +330,13 @@ mod tests {
     fn bad_pattern_is_a_usage_error() {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().canonicalize().expect("root");
-        let err = discover(&Request { root: root.clone(), paths: vec![root], framework: Framework::Shell, patterns: vec!["a[".into()] })
-            .expect_err("bad glob");
+        let err = discover(&Request {
+            root: root.clone(),
+            paths: vec![root],
+            framework: Framework::Shell,
+            patterns: vec!["a[".into()],
+        })
+        .expect_err("bad glob");
         assert!(matches!(err, Error::Usage(m) if m.contains("--pattern")));
     }
 }

@@ -67,8 +67,11 @@ impl Grid {
     }
 
     pub async fn list(&self) -> Result<Vec<pb::SessionInfo>, Error> {
-        let response =
-            self.sessions().list(pb::ListRequest {}).await.map_err(|s| Error::from_status(&self.url, "list sessions", &s))?;
+        let response = self
+            .sessions()
+            .list(pb::ListRequest {})
+            .await
+            .map_err(|s| Error::from_status(&self.url, "list sessions", &s))?;
         Ok(response.into_inner().sessions)
     }
 
@@ -92,10 +95,8 @@ impl Grid {
         let mut broken_since: Option<Instant> = None;
         let mut delay = Duration::from_millis(100);
         loop {
-            let opened = self
-                .sessions()
-                .watch(pb::WatchRequest { session_id: session.to_string(), from_seq: next })
-                .await;
+            let opened =
+                self.sessions().watch(pb::WatchRequest { session_id: session.to_string(), from_seq: next }).await;
             let problem = match opened {
                 Ok(response) => {
                     let mut stream = response.into_inner();

@@ -193,15 +193,17 @@ async fn run_session(args: RunArgs) -> Result<u8, Error> {
         return Err(Error::Usage("--local needs at least 1 worker".into()));
     }
     if args.grid.is_some() && args.local.is_some() {
-        return Err(Error::Usage("--local runs an embedded grid; it cannot be combined with --grid/TESTGRID_GRID".into()));
+        return Err(Error::Usage(
+            "--local runs an embedded grid; it cannot be combined with --grid/TESTGRID_GRID".into(),
+        ));
     }
     if args.detach && args.grid.is_none() {
         return Err(Error::Usage("--detach needs a grid to leave the session on: set --grid or TESTGRID_GRID".into()));
     }
-    if let Some(command) = &args.command {
-        if !command.contains("{}") {
-            return Err(Error::Usage(format!("--command `{command}` has no `{{}}` where the test path goes")));
-        }
+    if let Some(command) = &args.command
+        && !command.contains("{}")
+    {
+        return Err(Error::Usage(format!("--command `{command}` has no `{{}}` where the test path goes")));
     }
     let found = discover::discover(&discover::Request {
         root: root.clone(),
@@ -248,7 +250,10 @@ async fn run_session(args: RunArgs) -> Result<u8, Error> {
     let session = grid.submit(spec).await?;
     if args.detach {
         println!("{session}");
-        eprintln!("session {session} submitted: {} tests; follow it with `testgrid watch {session}`", found.tests.len());
+        eprintln!(
+            "session {session} submitted: {} tests; follow it with `testgrid watch {session}`",
+            found.tests.len()
+        );
         return Ok(exit::PASSED);
     }
     let mode = Mode::pick(args.output.json);
@@ -257,7 +262,7 @@ async fn run_session(args: RunArgs) -> Result<u8, Error> {
             Some((_, n)) => format!("a local grid of {n} worker{}", if *n == 1 { "" } else { "s" }),
             None => grid.url.clone(),
         };
-        eprintln!("testgrid: {} {} tests on {place} (session {session})", found.tests.len(), found.framework.name(), );
+        eprintln!("testgrid: {} {} tests on {place} (session {session})", found.tests.len(), found.framework.name(),);
     }
     let result = follow(&grid, &session, mode, &args.output).await;
     if let Some((local, _)) = local {
@@ -292,7 +297,10 @@ async fn follow(grid: &Grid, session: &str, mode: Mode, output: &OutputArgs) -> 
         report::write_junit(tracker, path)?;
     }
     if mode == Mode::Json {
-        eprintln!("{}", report::summary(tracker, 0).trim_end().lines().find(|l| l.starts_with("Summary")).unwrap_or(""));
+        eprintln!(
+            "{}",
+            report::summary(tracker, 0).trim_end().lines().find(|l| l.starts_with("Summary")).unwrap_or("")
+        );
     } else {
         print!("{}", report::summary(tracker, 15));
         if let Some(path) = &output.junit {
@@ -367,7 +375,10 @@ async fn sessions(args: GridArgs) -> Result<u8, Error> {
         println!("no sessions on {}", grid.url);
         return Ok(exit::PASSED);
     }
-    println!("{:<36}  {:<9}  {:>5}  {:>6}  {:>8}  {:>7}  NAME", "SESSION", "STATE", "TESTS", "PASSED", "NOT PASS", "RUNNING");
+    println!(
+        "{:<36}  {:<9}  {:>5}  {:>6}  {:>8}  {:>7}  NAME",
+        "SESSION", "STATE", "TESTS", "PASSED", "NOT PASS", "RUNNING"
+    );
     for s in &sessions {
         let t = s.totals.unwrap_or_default();
         let state = if s.state == pb::SessionState::Finished as i32 {
@@ -378,7 +389,13 @@ async fn sessions(args: GridArgs) -> Result<u8, Error> {
         let not_passed = t.failed + t.timed_out + t.lost + t.cancelled + t.error;
         println!(
             "{:<36}  {:<9}  {:>5}  {:>6}  {:>8}  {:>7}  {}",
-            s.session_id, state, t.total, t.passed + t.flaky, not_passed, s.running, s.name
+            s.session_id,
+            state,
+            t.total,
+            t.passed + t.flaky,
+            not_passed,
+            s.running,
+            s.name
         );
     }
     Ok(exit::PASSED)
@@ -387,10 +404,8 @@ async fn sessions(args: GridArgs) -> Result<u8, Error> {
 async fn workers(args: GridArgs) -> Result<u8, Error> {
     let grid = Grid::connect(&need_grid(args.grid, "workers")?).await?;
     let workers = grid.workers().await?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     if args.json {
         for w in &workers {
             println!(

@@ -61,8 +61,9 @@ impl Live {
             Kind::Created(c) => {
                 if self.mode == Mode::Terminal {
                     let bar = ProgressBar::with_draw_target(Some(c.total as u64), ProgressDrawTarget::stderr());
-                    let style = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar());
+                    let style =
+                        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
+                            .unwrap_or_else(|_| ProgressStyle::default_bar());
                     bar.set_style(style);
                     bar.enable_steady_tick(std::time::Duration::from_millis(120));
                     self.bar = Some(bar);
@@ -184,7 +185,9 @@ pub fn json_event(tracker: &Tracker, event: &pb::SessionEvent) -> Value {
     let mut v = json!({ "seq": event.seq, "time_ms": event.time_ms, "session": tracker.session_id });
     let fields = match &event.kind {
         None => json!({ "event": "unknown" }),
-        Some(Kind::Created(c)) => json!({ "event": "created", "name": c.name, "total": c.total, "tests": c.test_paths }),
+        Some(Kind::Created(c)) => {
+            json!({ "event": "created", "name": c.name, "total": c.total, "tests": c.test_paths })
+        }
         Some(Kind::TestStarted(s)) => json!({
             "event": "test_started", "test": tracker.path(s.test_index), "index": s.test_index,
             "attempt": s.attempt, "worker": s.worker,

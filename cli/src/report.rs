@@ -269,7 +269,8 @@ pub fn write_junit(tracker: &Tracker, path: &Path) -> Result<(), Error> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::Usage(format!("cannot create {} for the JUnit report: {e}", dir.display())))?;
     }
-    std::fs::write(path, xml).map_err(|e| Error::Usage(format!("cannot write the JUnit report {}: {e}", path.display())))
+    std::fs::write(path, xml)
+        .map_err(|e| Error::Usage(format!("cannot write the JUnit report {}: {e}", path.display())))
 }
 
 fn rerun(attempt: &Attempt) -> TestRerun {
@@ -285,8 +286,13 @@ fn rerun(attempt: &Attempt) -> TestRerun {
 
 fn test_case(test: &TestRecord) -> TestCase {
     let last = test.attempts.last();
-    let earlier: Vec<TestRerun> =
-        test.attempts.iter().take(test.attempts.len().saturating_sub(1)).filter(|a| !is_success(a.outcome)).map(rerun).collect();
+    let earlier: Vec<TestRerun> = test
+        .attempts
+        .iter()
+        .take(test.attempts.len().saturating_sub(1))
+        .filter(|a| !is_success(a.outcome))
+        .map(rerun)
+        .collect();
     let outcome = test.outcome.unwrap_or(pb::Outcome::Cancelled);
     let status = match outcome {
         pb::Outcome::Passed | pb::Outcome::Skipped => TestCaseStatus::success(),

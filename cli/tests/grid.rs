@@ -49,11 +49,8 @@ fn all_passing_exits_0_and_work_spreads_over_both_workers() {
     let outcomes = final_outcomes(&events);
     assert_eq!(outcomes.len(), 8);
     assert!(outcomes.values().all(|o| o == "passed"));
-    let workers: std::collections::BTreeSet<&str> = events
-        .iter()
-        .filter(|e| e["event"] == "test_finished")
-        .filter_map(|e| e["worker"].as_str())
-        .collect();
+    let workers: std::collections::BTreeSet<&str> =
+        events.iter().filter(|e| e["event"] == "test_finished").filter_map(|e| e["worker"].as_str()).collect();
     assert_eq!(workers.len(), 2, "both workers ran tests: {workers:?}");
     let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().expect("seq")).collect();
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "events are numbered without gaps");
@@ -179,7 +176,10 @@ fn usage_errors_exit_2() {
 fn retries_make_a_flaky_test_that_counts_as_passed() {
     let ws = Workspace::new();
     let marker = ws.root().join("seen");
-    ws.test("flaky.sh", &format!("if [ -e '{0}' ]; then exit 0; fi; touch '{0}'; echo first; exit 1", marker.display()));
+    ws.test(
+        "flaky.sh",
+        &format!("if [ -e '{0}' ]; then exit 0; fi; touch '{0}'; echo first; exit 1", marker.display()),
+    );
     let grid = Grid::start(&ws.root(), 2);
     let junit = ws.root().join("junit.xml");
     let out = grid.cli(&["run", "--retries", "2", "--junit", junit.to_str().expect("utf-8")]);

@@ -72,9 +72,11 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     use anyhow::Context;
-    let grpc = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (gRPC); is another coordinator running? pick another --listen", args.listen))?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create --data-dir {}", args.data_dir.display()))?;
+    let grpc = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
+        format!("cannot listen on {} (gRPC); is another coordinator running? pick another --listen", args.listen)
+    })?;
     let http = tokio::net::TcpListener::bind(args.http)
         .await
         .with_context(|| format!("cannot listen on {} (HTTP); pick another --http", args.http))?;

@@ -75,14 +75,17 @@ fn round_ms(d: Duration) -> Duration {
 /// The full chain of an error's causes, since tonic's top-level messages say little
 /// ("transport error") on their own.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
+    let mut parts = vec![e.to_string()];
     let mut source = e.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let part = cause.to_string();
+        // Layers often repeat their cause's words ("tcp connect error: tcp connect error").
+        if !parts.iter().any(|p| p.contains(&part)) {
+            parts.push(part);
+        }
         source = cause.source();
     }
-    text
+    parts.join(": ")
 }
 
 /// Exponential backoff with jitter: 100 ms doubling to 5 s, each delay drawn from [d/2, d].
@@ -132,8 +135,8 @@ async fn attach<E: Executor>(
     shutdown: &CancellationToken,
     backoff: &mut Backoff,
 ) -> Result<(), String> {
-    let mut client = pb::worker_service_client::WorkerServiceClient::new(channel)
-        .max_decoding_message_size(64 * 1024 * 1024);
+    let mut client =
+        pb::worker_service_client::WorkerServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
     let (out_tx, out_rx) = mpsc::channel::<pb::WorkerMessage>(1024);
     let register = pb::Register {
         name: config.name.clone(),
@@ -165,7 +168,14 @@ async fn attach<E: Executor>(
     let job_rx = Arc::new(tokio::sync::Mutex::new(job_rx));
     let mut slots = tokio::task::JoinSet::new();
     for slot in 0..config.slots {
-        slots.spawn(run_slot(slot, Arc::clone(&job_rx), Arc::clone(&held), Arc::clone(&executor), out_tx.clone(), conn.clone()));
+        slots.spawn(run_slot(
+            slot,
+            Arc::clone(&job_rx),
+            Arc::clone(&held),
+            Arc::clone(&executor),
+            out_tx.clone(),
+            conn.clone(),
+        ));
     }
 
     let heartbeat_every = Duration::from_millis(welcome.heartbeat_interval_ms.max(50));
@@ -312,7 +322,11 @@ fn cancelled_report(message: &str) -> pb::TestReport {
 
 /// Report a result. If the stream is gone the coordinator has requeued the test already, so the
 /// result has nowhere useful to go.
-async fn send_finished(out_tx: &mpsc::Sender<pb::WorkerMessage>, assignment: pb::AssignmentRef, report: pb::TestReport) {
+async fn send_finished(
+    out_tx: &mpsc::Sender<pb::WorkerMessage>,
+    assignment: pb::AssignmentRef,
+    report: pb::TestReport,
+) {
     let finished = pb::TestFinished { assignment: Some(assignment), report: Some(report) };
     let _ = out_tx.send(pb::WorkerMessage { kind: Some(ToCoordinator::TestFinished(finished)) }).await;
 }

@@ -161,7 +161,9 @@ impl ProcessExecutor {
         let (output, output_dropped_bytes) = match tokio::time::timeout(OUTPUT_DRAIN, output).await {
             Ok(Ok(captured)) => captured,
             // The reader task cannot panic; a pipe held open by an escaped process ends the wait.
-            _ => (b"[testgrid: output incomplete: a process outside the test's group kept the pipe open]\n".to_vec(), 0),
+            _ => {
+                (b"[testgrid: output incomplete: a process outside the test's group kept the pipe open]\n".to_vec(), 0)
+            }
         };
 
         let (outcome, exit_code, signal, message) = match (kind, status) {
@@ -172,7 +174,9 @@ impl ProcessExecutor {
                 format!("killed after the {} timeout", humantime::format_duration(job.timeout.unwrap_or_default())),
             ),
             (Kind::Cancelled, _) => (pb::Outcome::Cancelled, None, None, "cancelled".to_string()),
-            (Kind::Exited, Err(e)) => (pb::Outcome::Error, None, None, format!("cannot wait for the test process: {e}")),
+            (Kind::Exited, Err(e)) => {
+                (pb::Outcome::Error, None, None, format!("cannot wait for the test process: {e}"))
+            }
             (Kind::Exited, Ok(status)) => classify(status),
         };
         pb::TestReport {
@@ -210,8 +214,18 @@ fn classify(status: ExitStatus) -> (pb::Outcome, Option<i32>, Option<i32>, Strin
             0 => (pb::Outcome::Passed, Some(0), None, String::new()),
             // `sh` says 126/127 when the command cannot be executed or is not found: the test
             // never ran, which is an error of the setup, not a test failure.
-            126 => (pb::Outcome::Error, Some(code), None, "the command could not be executed (exit 126: not executable?)".into()),
-            127 => (pb::Outcome::Error, Some(code), None, "the command was not found (exit 127); is it installed on the worker's PATH?".into()),
+            126 => (
+                pb::Outcome::Error,
+                Some(code),
+                None,
+                "the command could not be executed (exit 126: not executable?)".into(),
+            ),
+            127 => (
+                pb::Outcome::Error,
+                Some(code),
+                None,
+                "the command was not found (exit 127); is it installed on the worker's PATH?".into(),
+            ),
             _ => (pb::Outcome::Failed, Some(code), None, format!("exit code {code}")),
         };
     }

@@ -43,7 +43,9 @@ impl Capture {
     pub fn finish(self) -> (Vec<u8>, u64) {
         let mut out = self.head;
         if self.dropped > 0 {
-            out.extend_from_slice(format!("\n[... testgrid dropped {} bytes of output ...]\n", self.dropped).as_bytes());
+            out.extend_from_slice(
+                format!("\n[... testgrid dropped {} bytes of output ...]\n", self.dropped).as_bytes(),
+            );
         }
         out.extend(self.tail);
         (out, self.dropped)

@@ -117,7 +117,8 @@ impl Grid {
         };
         let (grpc, http) = (field("grpc"), field("http"));
         wait_for("coordinator health", || http_get(&http, "/healthz"));
-        let mut grid = Grid { url: format!("http://{grpc}"), http, coordinator, workers: Vec::new(), root: root.to_path_buf() };
+        let mut grid =
+            Grid { url: format!("http://{grpc}"), http, coordinator, workers: Vec::new(), root: root.to_path_buf() };
         for i in 0..workers {
             grid.add_worker(&format!("w{}", i + 1), 1);
         }

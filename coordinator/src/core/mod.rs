@@ -69,13 +69,7 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub fn new(config: Config) -> Self {
-        Scheduler {
-            config,
-            sessions: HashMap::new(),
-            active: Vec::new(),
-            order: Vec::new(),
-            workers: BTreeMap::new(),
-        }
+        Scheduler { config, sessions: HashMap::new(), active: Vec::new(), order: Vec::new(), workers: BTreeMap::new() }
     }
 
     pub fn config(&self) -> &Config {
@@ -91,10 +85,7 @@ impl Scheduler {
                 self.dispatch_all(&mut out);
             }
             Input::WorkerJoined { id, spec } => {
-                self.workers.insert(
-                    id,
-                    Worker { spec, held: BTreeSet::new(), last_seen: now, connected_at: now },
-                );
+                self.workers.insert(id, Worker { spec, held: BTreeSet::new(), last_seen: now, connected_at: now });
                 self.dispatch_all(&mut out);
             }
             Input::WorkerLost { id, reason } => {
@@ -130,10 +121,7 @@ impl Scheduler {
         let session = Session::new(id, Arc::new(spec), now);
         out.push(Action::Emit {
             session: id,
-            event: Event::Created {
-                name: session.spec.name.clone(),
-                paths: session.spec.tests.clone(),
-            },
+            event: Event::Created { name: session.spec.name.clone(), paths: session.spec.tests.clone() },
         });
         let empty = session.tests.is_empty();
         self.sessions.insert(id, session);
@@ -153,26 +141,21 @@ impl Scheduler {
         let name = w.spec.name.clone();
         let Some(session) = self.sessions.get_mut(&key.session) else { return };
         let Some(test) = session.tests.get_mut(key.test as usize) else { return };
-        if let TestState::Assigned { worker: holder, started } = &mut test.state {
-            if *holder == worker && test.attempt == key.attempt && !*started {
-                *started = true;
-                session.running += 1;
-                out.push(Action::Emit {
-                    session: key.session,
-                    event: Event::TestStarted { test: key.test, attempt: key.attempt, worker: name },
-                });
-            }
+        if let TestState::Assigned { worker: holder, started } = &mut test.state
+            && *holder == worker
+            && test.attempt == key.attempt
+            && !*started
+        {
+            *started = true;
+            session.running += 1;
+            out.push(Action::Emit {
+                session: key.session,
+                event: Event::TestStarted { test: key.test, attempt: key.attempt, worker: name },
+            });
         }
     }
 
-    fn finished(
-        &mut self,
-        now: Millis,
-        worker: WorkerId,
-        key: AssignmentKey,
-        report: Report,
-        out: &mut Vec<Action>,
-    ) {
+    fn finished(&mut self, now: Millis, worker: WorkerId, key: AssignmentKey, report: Report, out: &mut Vec<Action>) {
         let Some(w) = self.workers.get_mut(&worker) else { return };
         w.last_seen = now;
         let held = w.held.remove(&key);
@@ -382,12 +365,8 @@ impl Scheduler {
             self.cancel(now, id, reason, out);
         }
         let timeout = self.config.liveness_timeout_ms;
-        let silent: Vec<WorkerId> = self
-            .workers
-            .iter()
-            .filter(|(_, w)| now.saturating_sub(w.last_seen) > timeout)
-            .map(|(id, _)| *id)
-            .collect();
+        let silent: Vec<WorkerId> =
+            self.workers.iter().filter(|(_, w)| now.saturating_sub(w.last_seen) > timeout).map(|(id, _)| *id).collect();
         for id in silent {
             let reason = format!("silent for more than {timeout} ms");
             out.push(Action::DisconnectWorker { worker: id, reason: reason.clone() });

@@ -101,10 +101,7 @@ impl Harness {
                     }
                 }
                 Action::Emit { session, event: Event::Finished { totals, .. } } => {
-                    assert!(
-                        self.finished_sessions.insert(*session, *totals).is_none(),
-                        "session finished twice"
-                    );
+                    assert!(self.finished_sessions.insert(*session, *totals).is_none(), "session finished twice");
                 }
                 Action::Assign { worker, assignment } => {
                     assert!(self.s.workers.contains_key(worker), "assigned to an unknown worker");

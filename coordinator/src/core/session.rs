@@ -39,9 +39,7 @@ impl Session {
         let n = spec.tests.len();
         Session {
             id,
-            tests: (0..n)
-                .map(|_| TestEntry { attempt: 1, state: TestState::Queued, losses: 0, failures: 0 })
-                .collect(),
+            tests: (0..n).map(|_| TestEntry { attempt: 1, state: TestState::Queued, losses: 0, failures: 0 }).collect(),
             queue: (0..n as u32).collect(),
             totals: Totals { total: n as u32, ..Totals::default() },
             running: 0,

@@ -162,7 +162,8 @@ fn retries_run_out() {
     s.handle(0, Input::Submit { id: sid(1), spec: sp });
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
     s.handle(1, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::TimedOut) });
-    let out = s.handle(2, Input::Finished { worker: wid(1), key: key(sid(1), 0, 2), report: report(Outcome::TimedOut) });
+    let out =
+        s.handle(2, Input::Finished { worker: wid(1), key: key(sid(1), 0, 2), report: report(Outcome::TimedOut) });
     assert_eq!(finals(&out), vec![(0, Outcome::TimedOut)]);
 }
 
@@ -183,7 +184,9 @@ fn lost_worker_requeues_at_front_with_new_attempt() {
     s.handle(0, Input::Submit { id: sid(1), spec: spec(3) });
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
     let out = s.handle(1, Input::WorkerLost { id: wid(1), reason: "stream ended".into() });
-    assert!(out.iter().any(|a| matches!(a, Action::Emit { event: Event::TestRequeued { test: 0, attempt: 2, .. }, .. })));
+    assert!(
+        out.iter().any(|a| matches!(a, Action::Emit { event: Event::TestRequeued { test: 0, attempt: 2, .. }, .. }))
+    );
     let out = s.handle(2, Input::WorkerJoined { id: wid(2), spec: worker(1) });
     assert_eq!(assigned(&out), vec![(wid(2), key(sid(1), 0, 2))], "requeued test goes first");
 }
@@ -244,7 +247,8 @@ fn cancel_ends_every_unfinished_test_and_cancels_running_ones() {
     assert!(out.iter().any(|a| matches!(a, Action::CancelAssignment { worker, .. } if *worker == wid(1))));
     assert_eq!(finished_totals(&out).map(|t| t.cancelled), Some(3));
     // The cancelled test's report arrives later: silently ignored, and the slot frees.
-    let out = s.handle(2, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Cancelled) });
+    let out =
+        s.handle(2, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Cancelled) });
     assert!(out.is_empty());
     assert!(s.workers()[0].held.is_empty());
     // Cancelling twice changes nothing.
@@ -259,7 +263,8 @@ fn cancelled_slot_is_not_reused_before_the_worker_reports() {
     s.handle(1, Input::Cancel { session: sid(1), reason: "user".into() });
     let out = s.handle(2, Input::Submit { id: sid(2), spec: spec(1) });
     assert!(assigned(&out).is_empty(), "the slot still runs the cancelled test");
-    let out = s.handle(3, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Cancelled) });
+    let out =
+        s.handle(3, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Cancelled) });
     assert_eq!(assigned(&out), vec![(wid(1), key(sid(2), 0, 1))]);
 }
 
@@ -268,7 +273,8 @@ fn worker_handing_a_test_back_requeues_it_without_a_loss() {
     let mut s = no_prefetch();
     s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
-    let out = s.handle(1, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Cancelled) });
+    let out =
+        s.handle(1, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Cancelled) });
     assert!(finals(&out).is_empty());
     assert_eq!(assigned(&out), vec![(wid(1), key(sid(1), 0, 2))]);
 }

@@ -7,8 +7,8 @@ use testgrid_proto as pb;
 use uuid::Uuid;
 
 use crate::core::{
-    AssignmentKey, CaseResult, Event, Outcome, Report, SessionId, SessionSpec, SessionView, Totals,
-    WorkerSpec, WorkerView,
+    AssignmentKey, CaseResult, Event, Outcome, Report, SessionId, SessionSpec, SessionView, Totals, WorkerSpec,
+    WorkerView,
 };
 
 /// A message from a client or worker that cannot be used as it is.
@@ -163,7 +163,10 @@ impl TryFrom<pb::SessionSpec> for SessionSpec {
         let mut tests = Vec::with_capacity(s.tests.len());
         for t in s.tests {
             if t.path.is_empty() || t.path.contains('\0') {
-                return Err(BadMessage::Invalid { field: "tests.path", problem: format!("bad test path {:?}", t.path) });
+                return Err(BadMessage::Invalid {
+                    field: "tests.path",
+                    problem: format!("bad test path {:?}", t.path),
+                });
             }
             tests.push(t.path);
         }

@@ -16,8 +16,7 @@ use tracing::{debug, info, warn};
 use super::convert::{event_to_pb, expand_command, key_to_pb};
 use super::metrics::Metrics;
 use crate::core::{
-    Action, Event, Input, Millis, Scheduler, SessionId, SessionSpec, SessionView, WorkerId, WorkerSpec,
-    WorkerView,
+    Action, Event, Input, Millis, Scheduler, SessionId, SessionSpec, SessionView, WorkerId, WorkerSpec, WorkerView,
 };
 use crate::store::EventStore;
 
@@ -28,16 +27,37 @@ pub type WorkerTx = mpsc::Sender<Result<pb::CoordinatorMessage, Status>>;
 pub enum Command {
     /// Feed the core an input that needs no answer.
     Input(Input),
-    Submit { spec: SessionSpec, reply: oneshot::Sender<SessionId> },
+    Submit {
+        spec: SessionSpec,
+        reply: oneshot::Sender<SessionId>,
+    },
     /// `None` in the reply: no such session; `Some(false)`: it had already finished.
-    Cancel { session: SessionId, reason: String, reply: oneshot::Sender<Option<bool>> },
-    Get { session: SessionId, reply: oneshot::Sender<Option<SessionView>> },
-    List { reply: oneshot::Sender<Vec<SessionView>> },
-    Workers { reply: oneshot::Sender<Vec<WorkerView>> },
+    Cancel {
+        session: SessionId,
+        reason: String,
+        reply: oneshot::Sender<Option<bool>>,
+    },
+    Get {
+        session: SessionId,
+        reply: oneshot::Sender<Option<SessionView>>,
+    },
+    List {
+        reply: oneshot::Sender<Vec<SessionView>>,
+    },
+    Workers {
+        reply: oneshot::Sender<Vec<WorkerView>>,
+    },
     /// A worker registered: keep its channel and tell the core.
-    Attach { id: WorkerId, spec: WorkerSpec, tx: WorkerTx },
+    Attach {
+        id: WorkerId,
+        spec: WorkerSpec,
+        tx: WorkerTx,
+    },
     /// A worker's stream ended.
-    Detach { id: WorkerId, reason: String },
+    Detach {
+        id: WorkerId,
+        reason: String,
+    },
 }
 
 /// A cheap handle to send commands to the engine.
@@ -191,7 +211,8 @@ impl Engine {
                 self.send_worker(worker, msg, pending);
             }
             Action::CancelAssignment { worker, key, reason } => {
-                let msg = pb::coordinator_message::Kind::Cancel(pb::Cancel { assignment: Some(key_to_pb(&key)), reason });
+                let msg =
+                    pb::coordinator_message::Kind::Cancel(pb::Cancel { assignment: Some(key_to_pb(&key)), reason });
                 self.send_worker(worker, msg, pending);
             }
             Action::Emit { session, event } => {

@@ -123,11 +123,10 @@ pub async fn serve(
         .await?;
     shutdown.cancel();
     let _ = engine_task.await;
-    if let Some(task) = http_task {
-        match task.await {
-            Ok(Err(e)) => return Err(Error::Http(e)),
-            Ok(Ok(())) | Err(_) => {}
-        }
+    if let Some(task) = http_task
+        && let Ok(Err(e)) = task.await
+    {
+        return Err(Error::Http(e));
     }
     Ok(())
 }
