@@ -2,7 +2,8 @@
 //! child process per test; warm runners (one long-lived framework process per slot, reporting
 //! per-case results) implement the same trait.
 //!
-//! A test runs as `sh -c COMMAND` in the workspace root, in its own process group, with stdout
+//! A test runs as `sh -c COMMAND` (or, for a plain program and arguments, directly: see
+//! [`crate::command`]) in the workspace root, in its own process group, with stdout
 //! and stderr on one pipe (interleaved as written), stdin closed. On timeout or cancel the whole
 //! group gets SIGTERM, then SIGKILL after a grace period; when the test's main process exits,
 //! whatever it left running in its group is killed too.
@@ -97,10 +98,19 @@ impl ProcessExecutor {
             Ok(w) => w,
             Err(e) => return report(pb::Outcome::Error, format!("cannot create an output pipe: {e}"), started),
         };
-        let mut cmd = tokio::process::Command::new("sh");
-        cmd.arg("-c")
-            .arg(&job.command)
-            .current_dir(&self.root)
+        let mut cmd = match crate::command::direct_argv(&job.command) {
+            Some(argv) => {
+                let mut cmd = tokio::process::Command::new(&argv[0]);
+                cmd.args(&argv[1..]);
+                cmd
+            }
+            None => {
+                let mut cmd = tokio::process::Command::new("sh");
+                cmd.arg("-c").arg(&job.command);
+                cmd
+            }
+        };
+        cmd.current_dir(&self.root)
             .envs(&job.env)
             .env("TESTGRID_TEST", &job.path)
             .env("TESTGRID_SESSION", &job.assignment.session_id)
@@ -118,7 +128,7 @@ impl ProcessExecutor {
             Err(e) => {
                 return report(
                     pb::Outcome::Error,
-                    format!("cannot start `sh -c` in {}: {e}", self.root.display()),
+                    format!("cannot start `{}` in {}: {e}", job.command, self.root.display()),
                     started,
                 );
             }

@@ -4,6 +4,7 @@
 //! - [`executor`]: how one assignment runs (a child process per test today).
 //! - [`output`]: bounded head-and-tail output capture.
 
+pub mod command;
 pub mod connection;
 pub mod executor;
 pub mod output;
