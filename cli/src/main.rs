@@ -16,6 +16,11 @@ fn main() -> ExitCode {
     // The embedded grid of local mode logs only what the user must see.
     let filter = tracing_subscriber::EnvFilter::try_from_env("TESTGRID_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
     testgrid_cli::run(cli)
 }

@@ -49,7 +49,10 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("TESTGRID_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -100,8 +103,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         stop.cancel();
     });
-    service::serve(grpc, Some(http), config, shutdown).await?;
-    Ok(())
+    let serve = service::serve(grpc, Some(http), config, shutdown.clone());
+    tokio::pin!(serve);
+    tokio::select! {
+        result = &mut serve => return Ok(result?),
+        () = shutdown.cancelled() => {}
+    }
+    // Give open streams a moment to end cleanly, but never hang on a peer that does not let go.
+    match tokio::time::timeout(std::time::Duration::from_secs(5), serve).await {
+        Ok(result) => Ok(result?),
+        Err(_) => {
+            tracing::warn!("some connections did not close within 5s; exiting anyway");
+            Ok(())
+        }
+    }
 }
 
 async fn wait_for_signal() {

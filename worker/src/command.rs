@@ -66,8 +66,7 @@ fn is_executable(program: &str) -> bool {
         // so its error messages and lookup rules apply unchanged.
         return Path::new(program).is_absolute() && runnable(Path::new(program));
     }
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| runnable(&dir.join(program))))
+    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| runnable(&dir.join(program))))
 }
 
 #[cfg(test)]
@@ -77,10 +76,7 @@ mod tests {
     #[test]
     fn simple_commands_run_directly() {
         assert_eq!(direct_argv("sh tests/a.sh"), Some(vec!["sh".into(), "tests/a.sh".into()]));
-        assert_eq!(
-            direct_argv("sh 'dir with space/a b.sh'"),
-            Some(vec!["sh".into(), "dir with space/a b.sh".into()])
-        );
+        assert_eq!(direct_argv("sh 'dir with space/a b.sh'"), Some(vec!["sh".into(), "dir with space/a b.sh".into()]));
         assert_eq!(direct_argv(r#"sh "it's.sh""#), Some(vec!["sh".into(), "it's.sh".into()]));
         assert_eq!(direct_argv("sh '$(not expanded).sh'"), Some(vec!["sh".into(), "$(not expanded).sh".into()]));
     }

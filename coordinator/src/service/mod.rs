@@ -85,7 +85,7 @@ pub async fn serve(
         liveness_timeout,
         prefetch_per_slot,
     };
-    let session_svc = session::SessionSvc { engine: engine.clone(), store };
+    let session_svc = session::SessionSvc { engine: engine.clone(), store, shutdown: shutdown.clone() };
     let admin_svc = admin::AdminSvc { engine };
 
     let http_task = match http {

@@ -7,6 +7,7 @@ use testgrid_proto as pb;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::convert::{parse_session_id, session_view_to_pb};
@@ -17,6 +18,8 @@ use crate::store::EventStore;
 pub struct SessionSvc {
     pub engine: EngineHandle,
     pub store: Arc<EventStore>,
+    /// Ends open `Watch` streams when the coordinator stops, so that it can stop.
+    pub shutdown: CancellationToken,
 }
 
 fn not_found(id: SessionId) -> Status {
@@ -44,6 +47,7 @@ impl pb::session_service_server::SessionService for SessionSvc {
         let id = parse_session_id(&request.session_id)?;
         let log = self.store.get(id).ok_or_else(|| not_found(id))?;
         let (tx, rx) = mpsc::channel(WATCH_BATCH);
+        let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             let mut changed = log.subscribe();
             let mut next = request.from_seq.max(1);
@@ -53,8 +57,13 @@ impl pb::session_service_server::SessionService for SessionSvc {
                     if finished {
                         break;
                     }
-                    if changed.changed().await.is_err() {
-                        break;
+                    tokio::select! {
+                        changed = changed.changed() => if changed.is_err() { break },
+                        () = shutdown.cancelled() => {
+                            let status = Status::unavailable("the coordinator is shutting down");
+                            let _ = tx.send(Err(status)).await;
+                            break;
+                        }
                     }
                     continue;
                 }
