@@ -247,6 +247,9 @@ async fn run_session(args: RunArgs) -> Result<u8, Error> {
             (Grid::connect(&local.url).await?, Some((local, n)))
         }
     };
+    // Take over SIGINT before the session exists, so no Ctrl-C can fall between submitting and
+    // being ready to cancel.
+    let signals = take_signals()?;
     let session = grid.submit(spec).await?;
     if args.detach {
         println!("{session}");
@@ -264,10 +267,15 @@ async fn run_session(args: RunArgs) -> Result<u8, Error> {
         };
         eprintln!("testgrid: {} {} tests on {place} (session {session})", found.tests.len(), found.framework.name(),);
     }
-    let result = follow(&grid, &session, mode, &args.output).await;
+    // Ctrl-C stays handled until the very end: stopping a local grid can wait on tests that
+    // ignore SIGTERM, and a second Ctrl-C must still quit at once then.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let ctrl_c = tokio::spawn(handle_ctrl_c(signals, grid.clone(), session.clone(), Arc::clone(&interrupted), mode));
+    let result = follow(&grid, &session, mode, &args.output, &interrupted).await;
     if let Some((local, _)) = local {
         local.stop().await;
     }
+    ctrl_c.abort();
     result
 }
 
@@ -284,12 +292,15 @@ fn session_name(paths: &[PathBuf]) -> String {
 
 /// Watch a session to its end with Ctrl-C handling, print the summary, write the JUnit report,
 /// and return the exit code.
-async fn follow(grid: &Grid, session: &str, mode: Mode, output: &OutputArgs) -> Result<u8, Error> {
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let ctrl_c = tokio::spawn(handle_ctrl_c(grid.clone(), session.to_string(), Arc::clone(&interrupted), mode));
+async fn follow(
+    grid: &Grid,
+    session: &str,
+    mode: Mode,
+    output: &OutputArgs,
+    interrupted: &AtomicBool,
+) -> Result<u8, Error> {
     let mut live = Live::new(mode, session);
     let watched = grid.watch(session, 1, |event| live.on_event(event)).await;
-    ctrl_c.abort();
     live.clear();
     watched?;
     let tracker = &live.tracker;
@@ -315,9 +326,36 @@ async fn follow(grid: &Grid, session: &str, mode: Mode, output: &OutputArgs) -> 
 
 /// First Ctrl-C: cancel the session and let the watch show how it ends. Second: leave at once,
 /// killing the tests this process runs itself (local mode).
-async fn handle_ctrl_c(grid: Grid, session: String, interrupted: Arc<AtomicBool>, mode: Mode) {
-    if tokio::signal::ctrl_c().await.is_err() {
-        return;
+/// SIGINT and SIGTERM, taken over from their default (die at once) actions.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+fn take_signals() -> Result<Signals, Error> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let problem = |e: std::io::Error| Error::Infra(format!("cannot handle Ctrl-C: {e}"));
+    Ok(Signals {
+        int: signal(SignalKind::interrupt()).map_err(problem)?,
+        term: signal(SignalKind::terminate()).map_err(problem)?,
+    })
+}
+
+/// Leave at once: kill the tests this process runs itself (local mode) and exit.
+fn quit_now(code: u8) -> ! {
+    testgrid_worker::executor::kill_all_running();
+    std::process::exit(i32::from(code));
+}
+
+/// For `run`. First Ctrl-C: cancel the session and let the watch show how it ends. Second
+/// Ctrl-C: leave at once. SIGTERM (a CI job's timeout): cancel, give it two seconds, leave.
+async fn handle_ctrl_c(mut signals: Signals, grid: Grid, session: String, interrupted: Arc<AtomicBool>, mode: Mode) {
+    tokio::select! {
+        _ = signals.int.recv() => {}
+        _ = signals.term.recv() => {
+            let _ = tokio::time::timeout(Duration::from_secs(2), grid.cancel(&session, "testgrid was terminated (SIGTERM)")).await;
+            quit_now(exit::INTERRUPTED);
+        }
     }
     interrupted.store(true, Ordering::SeqCst);
     if mode != Mode::Json {
@@ -328,16 +366,33 @@ async fn handle_ctrl_c(grid: Grid, session: String, interrupted: Arc<AtomicBool>
         let session = session.clone();
         tokio::spawn(async move { grid.cancel(&session, "interrupted by the user (Ctrl-C)").await })
     };
-    if tokio::signal::ctrl_c().await.is_ok() {
-        testgrid_worker::executor::kill_all_running();
-        std::process::exit(i32::from(exit::INTERRUPTED));
+    tokio::select! {
+        _ = signals.int.recv() => quit_now(exit::INTERRUPTED),
+        _ = signals.term.recv() => quit_now(exit::INTERRUPTED),
+        _ = cancel => {}
     }
-    let _ = cancel.await;
+    // The cancel went through; a second Ctrl-C still means "stop waiting".
+    tokio::select! {
+        _ = signals.int.recv() => quit_now(exit::INTERRUPTED),
+        _ = signals.term.recv() => quit_now(exit::INTERRUPTED),
+    }
 }
 
+/// `watch` only follows: Ctrl-C stops following and leaves the session running.
 async fn watch(args: WatchArgs) -> Result<u8, Error> {
     let grid = Grid::connect(&need_grid(args.grid, "watch")?).await?;
-    follow(&grid, args.session.trim(), Mode::pick(args.output.json), &args.output).await
+    let session = args.session.trim().to_string();
+    let mode = Mode::pick(args.output.json);
+    let mut signals = take_signals()?;
+    let never = AtomicBool::new(false);
+    tokio::select! {
+        result = follow(&grid, &session, mode, &args.output, &never) => result,
+        _ = signals.int.recv() => {
+            eprintln!("\nstopped watching; session {session} goes on (`testgrid watch {session}` to follow it again, `testgrid cancel {session}` to stop it)");
+            Ok(exit::INTERRUPTED)
+        }
+        _ = signals.term.recv() => Ok(exit::INTERRUPTED),
+    }
 }
 
 async fn cancel(args: SessionArgs) -> Result<u8, Error> {

@@ -257,3 +257,65 @@ fn local_mode_runs_without_a_grid() {
     assert_eq!(outcomes["bad.sh"], "failed");
     assert!(ws.runs().values().all(|&n| n == 1));
 }
+
+fn wait_exit(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(start.elapsed() < within, "testgrid did not exit within {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn sigint(child: &std::process::Child) {
+    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+}
+
+#[test]
+fn ctrl_c_cancels_the_session_kills_its_tests_and_exits_130() {
+    let ws = Workspace::new();
+    let pidfile = ws.root().join("pid");
+    ws.test("slow.sh", &format!("echo $$ > '{}'; sleep 120", pidfile.display()));
+    let mut child = testgrid(&ws.root())
+        .args(["run", "--local", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let pid = wait_for("slow.sh to start", || std::fs::read_to_string(&pidfile).ok().filter(|s| !s.trim().is_empty()));
+    sigint(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(130));
+    let out = child.wait_with_output().expect("output");
+    assert!(stdout(&out).contains("CANCELLED slow.sh"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("interrupted by the user"), "{}", stdout(&out));
+    assert!(!std::path::Path::new(&format!("/proc/{}", pid.trim())).exists(), "the test was killed");
+}
+
+#[test]
+fn second_ctrl_c_quits_at_once_and_still_kills_the_tests() {
+    let ws = Workspace::new();
+    let pidfile = ws.root().join("pid");
+    // The test ignores SIGTERM, so the first Ctrl-C's polite kill would wait out the grace period.
+    ws.test("stubborn.sh", &format!("trap '' TERM; echo $$ > '{}'; sleep 120", pidfile.display()));
+    let mut child = testgrid(&ws.root())
+        .args(["run", "--local", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starts");
+    let pid =
+        wait_for("stubborn.sh to start", || std::fs::read_to_string(&pidfile).ok().filter(|s| !s.trim().is_empty()));
+    sigint(&child);
+    std::thread::sleep(Duration::from_millis(300));
+    sigint(&child);
+    // Within the 5 s grace the first Ctrl-C would have waited.
+    let status = wait_exit(&mut child, Duration::from_secs(4));
+    assert_eq!(status.code(), Some(130));
+    wait_for("the stubborn test to be killed", || {
+        (!std::path::Path::new(&format!("/proc/{}", pid.trim())).exists()).then_some(())
+    });
+}
