@@ -319,3 +319,37 @@ fn second_ctrl_c_quits_at_once_and_still_kills_the_tests() {
         (!std::path::Path::new(&format!("/proc/{}", pid.trim())).exists()).then_some(())
     });
 }
+
+#[test]
+fn sigterm_on_a_worker_hands_its_test_back_and_the_session_still_passes() {
+    let ws = Workspace::new();
+    let marker = ws.root().join("started");
+    ws.test("long.sh", &format!("touch '{}'; sleep 3", marker.display()));
+    let mut grid = Grid::start(&ws.root(), 2);
+    let mut run = support::testgrid(&ws.root())
+        .args(["run", "--json"])
+        .env("TESTGRID_GRID", &grid.url)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("starts");
+    wait_for("long.sh to start", || marker.exists().then_some(()));
+    let holder = wait_for("a worker to report long.sh running", || {
+        let out = grid.cli(&["workers", "--json"]);
+        support::stdout(&out).lines().find_map(|l| {
+            let w: serde_json::Value = serde_json::from_str(l).ok()?;
+            let running = w["running"].as_array()?.iter().any(|t| t == "long.sh");
+            running.then(|| w["name"].as_str().map(str::to_string)).flatten()
+        })
+    });
+    let index: usize = holder.trim_start_matches('w').parse::<usize>().expect("worker names are wN") - 1;
+    grid.workers[index].signal("TERM");
+    let worker_status = wait_exit(&mut grid.workers[index].child, Duration::from_secs(30));
+    assert_eq!(worker_status.code(), Some(0), "a worker stopped by SIGTERM exits 0");
+    let status = wait_exit(&mut run, Duration::from_secs(60));
+    let out = run.wait_with_output().expect("output");
+    assert_eq!(status.code(), Some(0), "{}", stdout(&out));
+    let events = events(&out);
+    assert_eq!(final_outcomes(&events)["long.sh"], "passed");
+    let requeue = events.iter().find(|e| e["event"] == "test_requeued").expect("the test was handed back");
+    assert!(requeue["reason"].as_str().is_some_and(|r| r.contains("handed it back")), "{requeue}");
+}

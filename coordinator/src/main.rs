@@ -34,6 +34,9 @@ struct Args {
     /// A test whose worker is lost more than this many times ends `lost`.
     #[arg(long, env = "TESTGRID_MAX_WORKER_LOSSES", default_value_t = 2)]
     max_worker_losses: u32,
+    /// Finished sessions kept for `testgrid sessions` and `testgrid watch`; older ones are forgotten.
+    #[arg(long, env = "TESTGRID_KEEP_SESSIONS", default_value_t = 1000)]
+    keep_sessions: usize,
     /// Log format.
     #[arg(long, env = "TESTGRID_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -92,6 +95,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             prefetch_per_slot: args.prefetch,
             liveness_timeout_ms: args.liveness_timeout.as_millis() as u64,
             max_worker_losses: args.max_worker_losses,
+            keep_finished_sessions: args.keep_sessions,
         },
         heartbeat_interval: args.heartbeat_interval,
         data_dir: Some(args.data_dir),

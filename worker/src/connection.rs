@@ -218,6 +218,12 @@ async fn attach<E: Executor>(
         }
     }
     drop(out_tx);
+    if result.is_ok() {
+        // Our half of the stream is closed; the coordinator ends its half once it has read
+        // everything we sent (the hand-backs above), so wait for that before the process exits.
+        let flushed = async { while let Some(Ok(_)) = inbound.next().await {} };
+        let _ = tokio::time::timeout(Duration::from_secs(3), flushed).await;
+    }
     result
 }
 

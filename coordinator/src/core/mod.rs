@@ -35,11 +35,13 @@ pub struct Config {
     pub liveness_timeout_ms: u64,
     /// How often a test's worker may be lost before the test ends `lost`.
     pub max_worker_losses: u32,
+    /// Finished sessions kept for `Get`, `List` and `Watch`; older ones are forgotten.
+    pub keep_finished_sessions: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { prefetch_per_slot: 1, liveness_timeout_ms: 5_000, max_worker_losses: 2 }
+        Config { prefetch_per_slot: 1, liveness_timeout_ms: 5_000, max_worker_losses: 2, keep_finished_sessions: 1_000 }
     }
 }
 
@@ -436,6 +438,31 @@ impl Scheduler {
             return true;
         }
         false
+    }
+
+    /// Forget the oldest finished sessions beyond `keep_finished_sessions`; returns their ids so
+    /// the caller can drop their logs. A worker may still hold a cancelled test of a forgotten
+    /// session: its report then finds no session and only frees the slot.
+    pub fn forget_old_sessions(&mut self) -> Vec<SessionId> {
+        let finished = self.order.len() - self.active.len();
+        let excess = finished.saturating_sub(self.config.keep_finished_sessions);
+        if excess == 0 {
+            return Vec::new();
+        }
+        let mut forgotten = Vec::with_capacity(excess);
+        for id in &self.order {
+            if forgotten.len() == excess {
+                break;
+            }
+            if self.sessions.get(id).is_some_and(|s| s.finished_at.is_some()) {
+                forgotten.push(*id);
+            }
+        }
+        for id in &forgotten {
+            self.sessions.remove(id);
+        }
+        self.order.retain(|id| self.sessions.contains_key(id));
+        forgotten
     }
 
     /// One session's state and totals.

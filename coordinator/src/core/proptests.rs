@@ -60,7 +60,12 @@ struct Harness {
 impl Harness {
     fn new() -> Self {
         Harness {
-            s: Scheduler::new(Config { prefetch_per_slot: 1, liveness_timeout_ms: 5_000, max_worker_losses: 2 }),
+            s: Scheduler::new(Config {
+                prefetch_per_slot: 1,
+                liveness_timeout_ms: 5_000,
+                max_worker_losses: 2,
+                keep_finished_sessions: usize::MAX,
+            }),
             now: 0,
             sessions: Vec::new(),
             workers: Vec::new(),

@@ -336,3 +336,29 @@ fn inputs_serialise_for_replay() {
     let back: Input = serde_json::from_str(&json).expect("round trip");
     assert_eq!(back, input);
 }
+
+#[test]
+fn oldest_finished_sessions_are_forgotten_beyond_the_limit() {
+    let mut s = Scheduler::new(Config { keep_finished_sessions: 2, prefetch_per_slot: 0, ..Config::default() });
+    for n in 1..=4 {
+        s.handle(0, Input::Submit { id: sid(n), spec: spec(0) });
+    }
+    s.handle(0, Input::Submit { id: sid(5), spec: spec(1) });
+    assert_eq!(s.forget_old_sessions(), vec![sid(1), sid(2)]);
+    let ids: Vec<SessionId> = s.sessions().iter().map(|v| v.id).collect();
+    assert_eq!(ids, vec![sid(5), sid(4), sid(3)], "the running session is never forgotten");
+    assert!(s.forget_old_sessions().is_empty());
+}
+
+#[test]
+fn report_for_a_forgotten_session_frees_the_slot() {
+    let mut s = Scheduler::new(Config { keep_finished_sessions: 0, prefetch_per_slot: 0, ..Config::default() });
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(1, Input::Cancel { session: sid(1), reason: "user".into() });
+    assert_eq!(s.forget_old_sessions(), vec![sid(1)]);
+    s.handle(2, Input::Submit { id: sid(2), spec: spec(1) });
+    let out =
+        s.handle(3, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Cancelled) });
+    assert_eq!(assigned(&out), vec![(wid(1), key(sid(2), 0, 1))]);
+}

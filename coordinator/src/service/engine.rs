@@ -128,7 +128,12 @@ impl Engine {
                     Some(command) => self.command(command),
                     None => break,
                 },
-                _ = tick.tick() => self.input(Input::Tick),
+                _ = tick.tick() => {
+                    self.input(Input::Tick);
+                    for id in self.scheduler.forget_old_sessions() {
+                        self.store.remove(id);
+                    }
+                }
             }
         }
         // Dropping the worker channels ends their streams; workers reconnect to the next coordinator.

@@ -94,6 +94,11 @@ impl EventStore {
         Arc::clone(self.logs().entry(id).or_insert_with(|| Arc::new(SessionLog::new())))
     }
 
+    /// Drop a forgotten session's log. Watchers already reading it keep their copy.
+    pub fn remove(&self, id: SessionId) {
+        self.logs().remove(&id);
+    }
+
     /// The session's log if the session exists.
     pub fn get(&self, id: SessionId) -> Option<Arc<SessionLog>> {
         self.logs().get(&id).cloned()
