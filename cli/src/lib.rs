@@ -134,6 +134,13 @@ pub struct RunArgs {
     /// Submit and print the session id without waiting (needs a grid).
     #[arg(long)]
     pub detach: bool,
+    /// Cancel the session if this CLI goes away (no client watches it for the grid's liveness
+    /// timeout). Default: the session runs on and `testgrid watch` can re-attach.
+    #[arg(long, env = "TESTGRID_CANCEL_ON_DISCONNECT")]
+    pub cancel_on_disconnect: bool,
+    /// A test whose worker is lost more than this many times ends `lost` (default: the grid's, 2).
+    #[arg(long, env = "TESTGRID_MAX_WORKER_LOSSES")]
+    pub max_worker_losses: Option<u32>,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -197,6 +204,12 @@ async fn run_session(args: RunArgs) -> Result<u8, Error> {
             "--local runs an embedded grid; it cannot be combined with --grid/TESTGRID_GRID".into(),
         ));
     }
+    if args.max_worker_losses == Some(0) {
+        return Err(Error::Usage("--max-worker-losses must be at least 1".into()));
+    }
+    if args.detach && args.cancel_on_disconnect {
+        return Err(Error::Usage("--detach leaves the session without a watcher; drop --cancel-on-disconnect".into()));
+    }
     if args.detach && args.grid.is_none() {
         return Err(Error::Usage("--detach needs a grid to leave the session on: set --grid or TESTGRID_GRID".into()));
     }
@@ -236,7 +249,8 @@ async fn run_session(args: RunArgs) -> Result<u8, Error> {
         retries: args.retries,
         required_labels: args.labels.iter().cloned().collect::<BTreeMap<_, _>>().into_iter().collect(),
         session_timeout_ms: args.session_timeout.map(|d| d.as_millis() as u64).unwrap_or(0),
-        max_worker_losses: 0,
+        max_worker_losses: args.max_worker_losses.unwrap_or(0),
+        cancel_on_disconnect: args.cancel_on_disconnect,
     };
 
     let (grid, local) = match &args.grid {
@@ -469,7 +483,7 @@ async fn workers(args: GridArgs) -> Result<u8, Error> {
                     "worker_id": w.worker_id, "name": w.name, "slots": w.slots, "labels": w.labels,
                     "running": w.running_tests, "held": w.assignments.len(),
                     "last_heartbeat_ms": w.last_heartbeat_ms, "connected_at_ms": w.connected_at_ms,
-                    "version": w.version,
+                    "version": w.version, "draining": w.draining,
                 })
             );
         }
@@ -479,14 +493,18 @@ async fn workers(args: GridArgs) -> Result<u8, Error> {
         println!("no workers connected to {}", grid.url);
         return Ok(exit::PASSED);
     }
-    println!("{:<20}  {:>5}  {:>7}  {:>6}  {:<20}  RUNNING TESTS", "NAME", "SLOTS", "RUNNING", "SEEN", "LABELS");
+    println!(
+        "{:<20}  {:<8}  {:>5}  {:>7}  {:>6}  {:<20}  RUNNING TESTS",
+        "NAME", "STATE", "SLOTS", "RUNNING", "SEEN", "LABELS"
+    );
     for w in &workers {
         let mut labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         labels.sort();
         let seen = report::format_duration(now.saturating_sub(w.last_heartbeat_ms));
         println!(
-            "{:<20}  {:>5}  {:>7}  {:>6}  {:<20}  {}",
+            "{:<20}  {:<8}  {:>5}  {:>7}  {:>6}  {:<20}  {}",
             w.name,
+            if w.draining { "draining" } else { "ready" },
             w.slots,
             w.running_tests.len(),
             seen,

@@ -40,9 +40,10 @@ pub async fn start(workers: u32, root: PathBuf) -> Result<Local, Error> {
             labels: Default::default(),
             root: root.clone(),
             output_limit: testgrid_worker::DEFAULT_OUTPUT_LIMIT,
-            kill_grace: Duration::from_secs(5),
+            kill_grace: Duration::from_secs(1),
+            drain_timeout: Duration::ZERO,
         };
-        let stop = shutdown.clone();
+        let stop = testgrid_worker::Stop { drain: CancellationToken::new(), now: shutdown.clone() };
         tasks.spawn(async move {
             if let Err(e) = testgrid_worker::run(config, stop).await {
                 tracing::error!("local worker stopped: {e}");

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{Grid, Workspace, events, final_outcomes, stderr, stdout, testgrid, wait_for};
+use support::{Grid, Workspace, events, final_outcomes, stderr, stdout, testgrid, wait_exit, wait_for};
 
 #[test]
 fn failing_test_exits_1_with_junit_and_every_test_runs_once() {
@@ -258,17 +258,6 @@ fn local_mode_runs_without_a_grid() {
     assert!(ws.runs().values().all(|&n| n == 1));
 }
 
-fn wait_exit(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        assert!(start.elapsed() < within, "testgrid did not exit within {within:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn sigint(child: &std::process::Child) {
     let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill");
     assert!(status.success());
@@ -318,38 +307,4 @@ fn second_ctrl_c_quits_at_once_and_still_kills_the_tests() {
     wait_for("the stubborn test to be killed", || {
         (!std::path::Path::new(&format!("/proc/{}", pid.trim())).exists()).then_some(())
     });
-}
-
-#[test]
-fn sigterm_on_a_worker_hands_its_test_back_and_the_session_still_passes() {
-    let ws = Workspace::new();
-    let marker = ws.root().join("started");
-    ws.test("long.sh", &format!("touch '{}'; sleep 3", marker.display()));
-    let mut grid = Grid::start(&ws.root(), 2);
-    let mut run = support::testgrid(&ws.root())
-        .args(["run", "--json"])
-        .env("TESTGRID_GRID", &grid.url)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("starts");
-    wait_for("long.sh to start", || marker.exists().then_some(()));
-    let holder = wait_for("a worker to report long.sh running", || {
-        let out = grid.cli(&["workers", "--json"]);
-        support::stdout(&out).lines().find_map(|l| {
-            let w: serde_json::Value = serde_json::from_str(l).ok()?;
-            let running = w["running"].as_array()?.iter().any(|t| t == "long.sh");
-            running.then(|| w["name"].as_str().map(str::to_string)).flatten()
-        })
-    });
-    let index: usize = holder.trim_start_matches('w').parse::<usize>().expect("worker names are wN") - 1;
-    grid.workers[index].signal("TERM");
-    let worker_status = wait_exit(&mut grid.workers[index].child, Duration::from_secs(30));
-    assert_eq!(worker_status.code(), Some(0), "a worker stopped by SIGTERM exits 0");
-    let status = wait_exit(&mut run, Duration::from_secs(60));
-    let out = run.wait_with_output().expect("output");
-    assert_eq!(status.code(), Some(0), "{}", stdout(&out));
-    let events = events(&out);
-    assert_eq!(final_outcomes(&events)["long.sh"], "passed");
-    let requeue = events.iter().find(|e| e["event"] == "test_requeued").expect("the test was handed back");
-    assert!(requeue["reason"].as_str().is_some_and(|r| r.contains("handed it back")), "{requeue}");
 }

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::time::Instant;
+
 use rand::Rng;
 use testgrid_proto as pb;
 use testgrid_proto::coordinator_message::Kind as FromCoordinator;
@@ -20,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::executor::{Executor, Job};
-use crate::{Config, Error};
+use crate::{Config, Error, Stop};
 
 /// An assignment as the worker tracks it: (session, test, attempt).
 type Key = (String, u32, u32);
@@ -33,8 +35,12 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// Connect and serve until `shutdown`; reconnect whenever the coordinator goes away.
-pub async fn run<E: Executor>(config: Config, executor: Arc<E>, shutdown: CancellationToken) -> Result<(), Error> {
+/// How long connecting, attaching and receiving `Welcome` may take before the worker gives up
+/// on this attempt (a coordinator behind a black-holing network accepts TCP and says nothing).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connect and serve until told to stop; reconnect whenever the coordinator goes away.
+pub async fn run<E: Executor>(config: Config, executor: Arc<E>, stop: Stop) -> Result<(), Error> {
     let endpoint = tonic::transport::Endpoint::from_shared(config.grid.clone())
         .map_err(|e| Error::BadGrid { grid: config.grid.clone(), problem: e.to_string() })?
         .connect_timeout(Duration::from_secs(5))
@@ -44,23 +50,29 @@ pub async fn run<E: Executor>(config: Config, executor: Arc<E>, shutdown: Cancel
         .keep_alive_while_idle(true);
     let mut backoff = Backoff::new();
     loop {
-        if shutdown.is_cancelled() {
+        if stop.requested() {
             return Ok(());
         }
         let outcome = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            channel = endpoint.connect() => match channel {
-                Ok(channel) => attach(&config, channel, Arc::clone(&executor), &shutdown, &mut backoff).await,
-                Err(e) => Err(format!("cannot reach the coordinator at {}: {}", config.grid, error_chain(&e))),
+            () = stop.drain.cancelled() => return Ok(()),
+            () = stop.now.cancelled() => return Ok(()),
+            channel = tokio::time::timeout(HANDSHAKE_TIMEOUT, endpoint.connect()) => match channel {
+                Ok(Ok(channel)) => attach(&config, channel, Arc::clone(&executor), &stop, &mut backoff).await,
+                Ok(Err(e)) => Err(format!("cannot reach the coordinator at {}: {}", config.grid, error_chain(&e))),
+                Err(_) => Err(format!("cannot reach the coordinator at {}: no answer within {}s", config.grid, HANDSHAKE_TIMEOUT.as_secs())),
             },
         };
         match outcome {
             Ok(()) => return Ok(()),
             Err(problem) => {
+                if stop.requested() {
+                    return Ok(());
+                }
                 let delay = backoff.next_delay();
                 warn!("{problem}; retrying in {}", humantime::format_duration(round_ms(delay)));
                 tokio::select! {
-                    () = shutdown.cancelled() => return Ok(()),
+                    () = stop.drain.cancelled() => return Ok(()),
+                    () = stop.now.cancelled() => return Ok(()),
                     () = tokio::time::sleep(delay) => {}
                 }
             }
@@ -132,7 +144,7 @@ async fn attach<E: Executor>(
     config: &Config,
     channel: tonic::transport::Channel,
     executor: Arc<E>,
-    shutdown: &CancellationToken,
+    stop: &Stop,
     backoff: &mut Backoff,
 ) -> Result<(), String> {
     let mut client =
@@ -148,21 +160,29 @@ async fn attach<E: Executor>(
         .send(pb::WorkerMessage { kind: Some(ToCoordinator::Register(register)) })
         .await
         .map_err(|_| "internal: outbound queue closed".to_string())?;
-    let mut inbound = client
-        .attach(ReceiverStream::new(out_rx))
-        .await
-        .map_err(|s| format!("the coordinator at {} refused the worker: {}", config.grid, s.message()))?
-        .into_inner();
-    let welcome = match inbound.next().await {
-        Some(Ok(pb::CoordinatorMessage { kind: Some(FromCoordinator::Welcome(w)) })) => w,
-        Some(Ok(_)) => return Err("the coordinator did not answer Register with Welcome".into()),
-        Some(Err(s)) => return Err(format!("the coordinator closed the stream: {}", s.message())),
-        None => return Err("the coordinator closed the stream before Welcome".into()),
+    let handshake = async {
+        let mut inbound = client
+            .attach(ReceiverStream::new(out_rx))
+            .await
+            .map_err(|s| format!("the coordinator at {} refused the worker: {}", config.grid, s.message()))?
+            .into_inner();
+        match inbound.next().await {
+            Some(Ok(pb::CoordinatorMessage { kind: Some(FromCoordinator::Welcome(w)) })) => Ok((inbound, w)),
+            Some(Ok(_)) => Err("the coordinator did not answer Register with Welcome".to_string()),
+            Some(Err(s)) => Err(format!("the coordinator closed the stream: {}", s.message())),
+            None => Err("the coordinator closed the stream before Welcome".to_string()),
+        }
     };
+    let (mut inbound, welcome) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await.map_err(|_| {
+        format!("no Welcome from the coordinator at {} within {}s", config.grid, HANDSHAKE_TIMEOUT.as_secs())
+    })??;
     backoff.reset();
     info!(grid = %config.grid, worker_id = %welcome.worker_id, slots = config.slots, "registered");
 
-    let conn = shutdown.child_token();
+    // `conn` ends with this connection and kills what runs; `taking` ends when slots must stop
+    // taking new work (draining).
+    let conn = stop.now.child_token();
+    let taking = conn.child_token();
     let held = Arc::new(Held { jobs: Mutex::new(HashMap::new()) });
     let (job_tx, job_rx) = mpsc::unbounded_channel::<Job>();
     let job_rx = Arc::new(tokio::sync::Mutex::new(job_rx));
@@ -174,18 +194,50 @@ async fn attach<E: Executor>(
             Arc::clone(&held),
             Arc::clone(&executor),
             out_tx.clone(),
-            conn.clone(),
+            taking.clone(),
         ));
     }
 
     let heartbeat_every = Duration::from_millis(welcome.heartbeat_interval_ms.max(50));
+    let liveness = Duration::from_millis(welcome.liveness_timeout_ms.max(heartbeat_every.as_millis() as u64 * 2));
     let mut heartbeat = tokio::time::interval(heartbeat_every);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    let mut drain_deadline: Option<Instant> = None;
 
     let result = loop {
+        let deadline = drain_deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
-            () = shutdown.cancelled() => break Ok(()),
+            () = stop.now.cancelled() => break Ok(()),
+            () = stop.drain.cancelled(), if drain_deadline.is_none() => {
+                drain_deadline = Some(Instant::now() + config.drain_timeout);
+                taking.cancel();
+                let drain = pb::Drain { reason: "worker stopping".into(), drain_timeout_ms: config.drain_timeout.as_millis() as u64 };
+                if out_tx.send(pb::WorkerMessage { kind: Some(ToCoordinator::Drain(drain)) }).await.is_err() {
+                    break Ok(());
+                }
+                let handed = hand_back_queued(&job_rx, &held, &out_tx, "worker draining").await;
+                info!(
+                    running = held.lock().len(),
+                    handed_back = handed,
+                    "draining: no new work; running tests have {} to finish",
+                    humantime::format_duration(config.drain_timeout)
+                );
+            }
+            () = tokio::time::sleep_until(deadline), if drain_deadline.is_some() => {
+                warn!(running = held.lock().len(), "drain timeout passed; killing what still runs and handing it back");
+                break Ok(());
+            }
+            done = slots.join_next(), if drain_deadline.is_some() => {
+                if done.is_none() {
+                    info!("drained: every running test finished");
+                    break Ok(());
+                }
+            }
             _ = heartbeat.tick() => {
+                if last_heard.elapsed() > liveness {
+                    break Err(format!("no word from the coordinator for {}s", liveness.as_secs()));
+                }
                 let count = held.lock().len() as u32;
                 if out_tx.send(pb::WorkerMessage { kind: Some(ToCoordinator::Heartbeat(pb::Heartbeat { held: count })) }).await.is_err() {
                     break Err("the stream to the coordinator closed".to_string());
@@ -194,9 +246,11 @@ async fn attach<E: Executor>(
             message = inbound.next() => match message {
                 None => break Err("the coordinator ended the stream".to_string()),
                 Some(Err(s)) => break Err(format!("lost the coordinator: {}", s.message())),
-                Some(Ok(pb::CoordinatorMessage { kind: None })) => {}
-                Some(Ok(pb::CoordinatorMessage { kind: Some(kind) })) => {
-                    handle_message(kind, &held, &job_tx, &out_tx, &conn).await;
+                Some(Ok(pb::CoordinatorMessage { kind })) => {
+                    last_heard = Instant::now();
+                    if let Some(kind) = kind {
+                        handle_message(kind, &held, &job_tx, &out_tx, &conn, drain_deadline.is_some()).await;
+                    }
                 }
             },
         }
@@ -206,17 +260,11 @@ async fn attach<E: Executor>(
     // out, so that the coordinator requeues them at once instead of waiting for the stream to end.
     conn.cancel();
     drop(job_tx);
-    let drain = async { while slots.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(30), drain).await.is_err() {
+    let all_stopped = async { while slots.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(30), all_stopped).await.is_err() {
         warn!("some tests did not stop within 30s of being killed");
     }
-    // Assignments still queued here never started: hand them back.
-    let mut queued = job_rx.lock().await;
-    while let Ok(job) = queued.try_recv() {
-        if held.lock().remove(&key_of(&job.assignment)).is_some() {
-            send_finished(&out_tx, job.assignment, cancelled_report("worker shutting down")).await;
-        }
-    }
+    hand_back_queued(&job_rx, &held, &out_tx, "worker shutting down").await;
     drop(out_tx);
     if result.is_ok() {
         // Our half of the stream is closed; the coordinator ends its half once it has read
@@ -227,20 +275,46 @@ async fn attach<E: Executor>(
     result
 }
 
+/// Report every assignment still queued (not started) as cancelled, so the coordinator requeues
+/// it elsewhere without counting a loss. Returns how many.
+async fn hand_back_queued(
+    job_rx: &tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>,
+    held: &Held,
+    out_tx: &mpsc::Sender<pb::WorkerMessage>,
+    why: &str,
+) -> usize {
+    let mut handed = 0;
+    let mut queued = job_rx.lock().await;
+    while let Ok(job) = queued.try_recv() {
+        if held.lock().remove(&key_of(&job.assignment)).is_some() {
+            send_finished(out_tx, job.assignment, cancelled_report(why)).await;
+            handed += 1;
+        }
+    }
+    handed
+}
+
 async fn handle_message(
     kind: FromCoordinator,
     held: &Held,
     job_tx: &mpsc::UnboundedSender<Job>,
     out_tx: &mpsc::Sender<pb::WorkerMessage>,
     conn: &CancellationToken,
+    draining: bool,
 ) {
     match kind {
         FromCoordinator::Welcome(_) => warn!("ignoring a second Welcome"),
+        FromCoordinator::Ping(_) => {}
         FromCoordinator::Assign(a) => {
             let Some(assignment) = a.assignment else {
                 warn!("ignoring an Assign without an assignment");
                 return;
             };
+            if draining {
+                // Sent before the coordinator read our Drain: give it straight back.
+                send_finished(out_tx, assignment, cancelled_report("worker draining")).await;
+                return;
+            }
             debug!(test = %a.test_path, attempt = assignment.attempt, "assigned");
             held.lock().insert(key_of(&assignment), (conn.child_token(), false));
             let job = Job {
@@ -283,13 +357,14 @@ async fn run_slot<E: Executor>(
     held: Arc<Held>,
     executor: Arc<E>,
     out_tx: mpsc::Sender<pb::WorkerMessage>,
-    conn: CancellationToken,
+    taking: CancellationToken,
 ) {
     loop {
         let job = {
             let mut rx = jobs.lock().await;
             tokio::select! {
-                () = conn.cancelled() => None,
+                biased;
+                () = taking.cancelled() => None,
                 job = rx.recv() => job,
             }
         };
@@ -306,8 +381,9 @@ async fn run_slot<E: Executor>(
                 }
             }
         };
-        if conn.is_cancelled() {
-            // The connection is going away before this test started; hand it back untouched.
+        if taking.is_cancelled() {
+            // The worker is draining or the connection is going away before this test started:
+            // hand it back untouched.
             held.lock().remove(&key);
             send_finished(&out_tx, job.assignment, cancelled_report("worker shutting down")).await;
             continue;
@@ -316,6 +392,7 @@ async fn run_slot<E: Executor>(
         let started = pb::TestStarted { assignment: Some(job.assignment.clone()), started_at_ms: now_ms() };
         let _ = out_tx.send(pb::WorkerMessage { kind: Some(ToCoordinator::TestStarted(started)) }).await;
         // The token is a child of the connection's: a connection that goes away cancels it too.
+        // Draining does not: a running test may finish.
         let report = executor.run(&job, token).await;
         held.lock().remove(&key);
         send_finished(&out_tx, job.assignment, report).await;

@@ -33,6 +33,24 @@ pub struct Config {
     pub output_limit: usize,
     /// Time between SIGTERM and SIGKILL when a test is stopped.
     pub kill_grace: Duration,
+    /// How long a draining worker lets running tests finish before it kills and hands them back.
+    pub drain_timeout: Duration,
+}
+
+/// How a worker is told to stop.
+#[derive(Clone, Debug, Default)]
+pub struct Stop {
+    /// Drain: take no new work, hand back what has not started, let running tests finish within
+    /// the drain timeout (then kill and hand them back), and return.
+    pub drain: CancellationToken,
+    /// Stop now: kill running tests, hand everything back, and return.
+    pub now: CancellationToken,
+}
+
+impl Stop {
+    pub fn requested(&self) -> bool {
+        self.drain.is_cancelled() || self.now.is_cancelled()
+    }
 }
 
 /// The default output limit per test: 1 MiB.
@@ -61,8 +79,8 @@ pub fn default_name() -> String {
         .unwrap_or_else(|| "worker".to_string())
 }
 
-/// Run a worker until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+/// Run a worker until told to stop.
+pub async fn run(config: Config, stop: Stop) -> Result<(), Error> {
     let root = config.root.canonicalize().map_err(|source| Error::Root { path: config.root.clone(), source })?;
     if !root.is_dir() {
         return Err(Error::Root {
@@ -75,5 +93,5 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         output_limit: config.output_limit,
         kill_grace: config.kill_grace,
     });
-    connection::run(Config { root, ..config }, executor, shutdown).await
+    connection::run(Config { root, ..config }, executor, stop).await
 }

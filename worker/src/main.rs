@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 
 /// A testgrid worker: runs the tests a coordinator assigns to it.
 #[derive(Parser, Debug)]
@@ -30,9 +29,12 @@ struct Args {
     /// Output kept per test in bytes (head and tail; the middle is dropped).
     #[arg(long, env = "TESTGRID_OUTPUT_LIMIT", default_value_t = testgrid_worker::DEFAULT_OUTPUT_LIMIT)]
     output_limit: usize,
-    /// Time between SIGTERM and SIGKILL when a test is stopped.
-    #[arg(long, env = "TESTGRID_KILL_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    /// Time between SIGTERM and SIGKILL when a test is stopped (timeout, cancel).
+    #[arg(long, env = "TESTGRID_KILL_GRACE", default_value = "1s", value_parser = humantime::parse_duration)]
     kill_grace: Duration,
+    /// On SIGTERM, how long running tests may finish before they are killed and handed back.
+    #[arg(long, env = "TESTGRID_DRAIN_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
     /// Log format.
     #[arg(long, env = "TESTGRID_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -75,6 +77,7 @@ fn main() -> ExitCode {
         root: args.root,
         output_limit: args.output_limit.max(2),
         kill_grace: args.kill_grace,
+        drain_timeout: args.drain_timeout,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -83,15 +86,22 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    let shutdown = CancellationToken::new();
+    let stop = testgrid_worker::Stop::default();
     let result = runtime.block_on(async {
-        let stop = shutdown.clone();
+        let signals = stop.clone();
         tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("stopping: killing running tests and handing them back");
-            stop.cancel();
+            // First SIGTERM (or Ctrl-C): drain. Second: stop now.
+            if wait_for_signal().await.is_err() {
+                return;
+            }
+            tracing::info!("stopping: draining (signal again to stop at once)");
+            signals.drain.cancel();
+            if wait_for_signal().await.is_ok() {
+                tracing::info!("stopping now: killing running tests and handing them back");
+            }
+            signals.now.cancel();
         });
-        testgrid_worker::run(config, shutdown).await
+        testgrid_worker::run(config, stop).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -102,17 +112,14 @@ fn main() -> ExitCode {
     }
 }
 
-async fn wait_for_signal() {
+/// Wait for SIGTERM or SIGINT.
+async fn wait_for_signal() -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
     }
+    Ok(())
 }

@@ -79,6 +79,46 @@ pub struct Grid {
     pub root: PathBuf,
 }
 
+/// Start a coordinator; wait until it is healthy; return it with its gRPC and HTTP addresses.
+pub fn spawn_coordinator(grpc: &str, http: &str, args: &[&str]) -> (Proc, String, String) {
+    let data = tempfile::tempdir().expect("tempdir").keep();
+    let mut child = Command::new(bin("testgrid-coordinator"))
+        .args(["--listen", grpc, "--http", http, "--data-dir"])
+        .arg(&data)
+        .args(args)
+        .env("TESTGRID_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("coordinator starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let coordinator = Proc { child };
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("coordinator prints its addresses");
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")).map(str::to_string))
+            .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
+    };
+    let (grpc, http) = (field("grpc"), field("http"));
+    wait_for("coordinator health", || http_get(&http, "/healthz"));
+    (coordinator, grpc, http)
+}
+
+/// Start a worker with `--slots 1` unless `extra` says otherwise.
+pub fn spawn_worker(grid_url: &str, name: &str, root: &Path, extra: &[&str]) -> Proc {
+    let slots: &[&str] = if extra.contains(&"--slots") { &[] } else { &["--slots", "1"] };
+    let child = Command::new(bin("testgrid-worker"))
+        .args(["--grid", grid_url, "--name", name, "--kill-grace", "1s"])
+        .args(slots)
+        .arg("--root")
+        .arg(root)
+        .args(extra)
+        .env("TESTGRID_LOG", "warn")
+        .spawn()
+        .expect("worker starts");
+    Proc { child }
+}
+
 /// `GET path` on the HTTP port; the body when the status is 200.
 pub fn http_get(addr: &str, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect(addr).ok()?;
@@ -97,26 +137,7 @@ impl Grid {
     }
 
     pub fn start_with(root: &Path, workers: usize, coordinator_args: &[&str]) -> Grid {
-        let data = tempfile::tempdir().expect("tempdir").keep();
-        let mut child = Command::new(bin("testgrid-coordinator"))
-            .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir"])
-            .arg(&data)
-            .args(coordinator_args)
-            .env("TESTGRID_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("coordinator starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let coordinator = Proc { child };
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("coordinator prints its addresses");
-        let field = |name: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(&format!("{name}=")).map(str::to_string))
-                .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
-        };
-        let (grpc, http) = (field("grpc"), field("http"));
-        wait_for("coordinator health", || http_get(&http, "/healthz"));
+        let (coordinator, grpc, http) = spawn_coordinator("127.0.0.1:0", "127.0.0.1:0", coordinator_args);
         let mut grid =
             Grid { url: format!("http://{grpc}"), http, coordinator, workers: Vec::new(), root: root.to_path_buf() };
         for i in 0..workers {
@@ -127,13 +148,8 @@ impl Grid {
     }
 
     pub fn add_worker(&mut self, name: &str, slots: u32) {
-        let child = Command::new(bin("testgrid-worker"))
-            .args(["--grid", &self.url, "--name", name, "--slots", &slots.to_string(), "--kill-grace", "1s", "--root"])
-            .arg(&self.root)
-            .env("TESTGRID_LOG", "warn")
-            .spawn()
-            .expect("worker starts");
-        self.workers.push(Proc { child });
+        let worker = spawn_worker(&self.url, name, &self.root, &["--slots", &slots.to_string()]);
+        self.workers.push(worker);
     }
 
     /// Wait until exactly `n` workers are connected.
@@ -221,4 +237,161 @@ pub fn final_outcomes(events: &[serde_json::Value]) -> std::collections::BTreeMa
         assert!(prev.is_none(), "{test} has two outcomes");
     }
     outcomes
+}
+
+impl Grid {
+    /// Start a worker with extra flags.
+    pub fn add_worker_with(&mut self, name: &str, grid_url: &str, extra: &[&str]) {
+        let worker = spawn_worker(grid_url, name, &self.root, extra);
+        self.workers.push(worker);
+    }
+
+    /// Kill the coordinator and start a new one on the same ports (all state is lost).
+    pub fn restart_coordinator(&mut self) {
+        self.coordinator.signal("KILL");
+        let _ = self.coordinator.child.wait();
+        let grpc = self.url.trim_start_matches("http://").to_string();
+        let (coordinator, grpc_bound, http) = spawn_coordinator(&grpc, &self.http, &[]);
+        assert_eq!(grpc_bound, grpc);
+        self.coordinator = coordinator;
+        self.http = http;
+    }
+
+    /// The worker process named `wN` (as `start` names them).
+    pub fn worker(&mut self, name: &str) -> &mut Proc {
+        let index: usize = name.trim_start_matches('w').parse::<usize>().expect("worker names are wN") - 1;
+        &mut self.workers[index]
+    }
+
+    /// The name of the worker that reports `test` running, waiting for one to.
+    pub fn holder_of(&self, test: &str) -> String {
+        wait_for(&format!("a worker to report {test} running"), || {
+            let out = self.cli(&["workers", "--json"]);
+            stdout(&out).lines().find_map(|line| {
+                let w: serde_json::Value = serde_json::from_str(line).ok()?;
+                let running = w["running"].as_array()?.iter().any(|t| t == test);
+                if running { w["name"].as_str().map(str::to_string) } else { None }
+            })
+        })
+    }
+
+    /// Start `testgrid run ARGS --json` against this grid in the background.
+    pub fn spawn_run(&self, args: &[&str]) -> Run {
+        let mut cmd = testgrid(&self.root);
+        cmd.arg("run").args(args).arg("--json").env("TESTGRID_GRID", &self.url);
+        Run::spawn(cmd)
+    }
+}
+
+/// A CLI running in the background. Its output goes to files, not pipes: nobody reads a pipe
+/// while it runs, and a full pipe would block it.
+pub struct Run {
+    pub child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Run {
+    pub fn spawn(mut cmd: Command) -> Run {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = std::fs::File::create(dir.path().join("stdout")).expect("create");
+        let err = std::fs::File::create(dir.path().join("stderr")).expect("create");
+        let child = cmd.stdout(out).stderr(err).spawn().expect("testgrid starts");
+        Run { child, dir }
+    }
+
+    /// Wait for the exit; return the status with everything it printed.
+    pub fn wait(mut self, within: Duration) -> Output {
+        let status = wait_exit(&mut self.child, within);
+        let read = |name: &str| std::fs::read(self.dir.path().join(name)).unwrap_or_default();
+        Output { status, stdout: read("stdout"), stderr: read("stderr") }
+    }
+}
+
+/// Wait for a child to exit, within `within`.
+pub fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(start.elapsed() < within, "process {} did not exit within {within:?}", child.id());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The current time on the same clock the coordinator stamps events with.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// A TCP proxy on an OS-chosen loopback port that can black-hole traffic (a network cut: both
+/// sides stay connected and hear nothing) or reset every connection.
+pub struct Proxy {
+    pub addr: String,
+    blackhole: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    pub fn start(upstream: &str) -> Proxy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let blackhole = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
+        let upstream = upstream.to_string();
+        let (bh, cs) = (Arc::clone(&blackhole), Arc::clone(&conns));
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(&upstream) else { continue };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                if let (Ok(c), Ok(s)) = (client.try_clone(), server.try_clone()) {
+                    let mut list = cs.lock().expect("proxy list");
+                    list.push(c);
+                    list.push(s);
+                }
+                for (mut from, mut to) in
+                    [(client.try_clone().expect("clone"), server.try_clone().expect("clone")), (server, client)]
+                {
+                    let bh = Arc::clone(&bh);
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            // Cut: the bytes vanish, as on a dead network path.
+                            if bh.load(Ordering::SeqCst) {
+                                continue;
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { addr, blackhole, conns }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn cut(&self, cut: bool) {
+        self.blackhole.store(cut, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Close every connection made so far (both ends see a reset or EOF).
+    pub fn reset(&self) {
+        for conn in self.conns.lock().expect("proxy list").drain(..) {
+            let _ = conn.shutdown(std::net::Shutdown::Both);
+        }
+    }
 }

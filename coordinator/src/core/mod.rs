@@ -50,6 +50,7 @@ struct Worker {
     held: BTreeSet<AssignmentKey>,
     last_seen: Millis,
     connected_at: Millis,
+    draining: bool,
 }
 
 impl Worker {
@@ -87,7 +88,10 @@ impl Scheduler {
                 self.dispatch_all(&mut out);
             }
             Input::WorkerJoined { id, spec } => {
-                self.workers.insert(id, Worker { spec, held: BTreeSet::new(), last_seen: now, connected_at: now });
+                self.workers.insert(
+                    id,
+                    Worker { spec, held: BTreeSet::new(), last_seen: now, connected_at: now, draining: false },
+                );
                 self.dispatch_all(&mut out);
             }
             Input::WorkerLost { id, reason } => {
@@ -107,6 +111,26 @@ impl Scheduler {
             Input::Cancel { session, reason } => {
                 self.cancel(now, session, reason, &mut out);
                 self.dispatch_all(&mut out);
+            }
+            Input::Draining { worker } => {
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    w.draining = true;
+                    w.last_seen = now;
+                }
+            }
+            Input::WatchStarted { session } => {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.watchers += 1;
+                    s.unwatched_since = None;
+                }
+            }
+            Input::WatchEnded { session } => {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.watchers = s.watchers.saturating_sub(1);
+                    if s.watchers == 0 {
+                        s.unwatched_since = Some(now);
+                    }
+                }
             }
             Input::Tick => {
                 self.tick(now, &mut out);
@@ -158,7 +182,11 @@ impl Scheduler {
     }
 
     fn finished(&mut self, now: Millis, worker: WorkerId, key: AssignmentKey, report: Report, out: &mut Vec<Action>) {
-        let Some(w) = self.workers.get_mut(&worker) else { return };
+        let Some(w) = self.workers.get_mut(&worker) else {
+            // A worker declared lost (frozen, cut off) reporting late, on its old stream.
+            self.discard(key, "from a worker that was declared lost; the test was requeued".to_string(), out);
+            return;
+        };
         w.last_seen = now;
         let held = w.held.remove(&key);
         let worker_name = w.spec.name.clone();
@@ -169,19 +197,12 @@ impl Scheduler {
             && test.attempt == key.attempt
             && matches!(test.state, TestState::Assigned { worker: holder, .. } if holder == worker);
         if !live {
-            // A cancelled test's late report is expected and says nothing new.
-            let expected = matches!(test.state, TestState::Done(Outcome::Cancelled));
-            if !expected {
-                let reason = if !held {
-                    format!("worker {worker_name} does not hold attempt {}", key.attempt)
-                } else {
-                    format!("attempt {} is no longer live (current attempt {})", key.attempt, test.attempt)
-                };
-                out.push(Action::Emit {
-                    session: key.session,
-                    event: Event::ResultDiscarded { test: key.test, attempt: key.attempt, reason },
-                });
-            }
+            let reason = if !held {
+                format!("worker {worker_name} does not hold attempt {}", key.attempt)
+            } else {
+                format!("attempt {} is no longer live (current attempt {})", key.attempt, test.attempt)
+            };
+            self.discard(key, reason, out);
             return;
         }
         if let TestState::Assigned { started: true, .. } = test.state {
@@ -235,6 +256,7 @@ impl Scheduler {
             }
             None => {
                 test.failures += 1;
+                test.avoid = Some(worker);
                 test.attempt += 1;
                 test.state = TestState::Queued;
                 session.queue.push_back(key.test);
@@ -251,6 +273,21 @@ impl Scheduler {
                 });
             }
         }
+    }
+
+    /// Record that a result was not counted (unless the test was cancelled: then a late report
+    /// is expected and says nothing new).
+    fn discard(&mut self, key: AssignmentKey, reason: String, out: &mut Vec<Action>) {
+        let Some(session) = self.sessions.get(&key.session) else { return };
+        let Some(test) = session.tests.get(key.test as usize) else { return };
+        // `Finished` is always a session's last event; after it nothing can change anyway.
+        if session.finished_at.is_some() || matches!(test.state, TestState::Done(Outcome::Cancelled)) {
+            return;
+        }
+        out.push(Action::Emit {
+            session: key.session,
+            event: Event::ResultDiscarded { test: key.test, attempt: key.attempt, reason },
+        });
     }
 
     fn lose_worker(&mut self, now: Millis, id: WorkerId, reason: &str, out: &mut Vec<Action>) {
@@ -271,6 +308,9 @@ impl Scheduler {
             if started {
                 session.running = session.running.saturating_sub(1);
             }
+            // Counted whether or not we heard it start: a test that crashes its worker at once
+            // takes its own `TestStarted` down with it. Bystanders are protected differently:
+            // a test with a loss on record runs alone on its next worker (see `pick`).
             test.losses += 1;
             if test.losses > max_losses {
                 test.state = TestState::Done(Outcome::Lost);
@@ -366,6 +406,24 @@ impl Scheduler {
             );
             self.cancel(now, id, reason, out);
         }
+        let grace = self.config.liveness_timeout_ms;
+        let abandoned: Vec<SessionId> = self
+            .active
+            .iter()
+            .filter(|id| {
+                self.sessions.get(id).is_some_and(|s| {
+                    s.spec.cancel_on_disconnect && s.unwatched_since.is_some_and(|t| now.saturating_sub(t) >= grace)
+                })
+            })
+            .copied()
+            .collect();
+        for id in abandoned {
+            let reason = format!(
+                "no client watched the session for {} (--cancel-on-disconnect)",
+                humantime::format_duration(std::time::Duration::from_millis(grace))
+            );
+            self.cancel(now, id, reason, out);
+        }
         let timeout = self.config.liveness_timeout_ms;
         let silent: Vec<WorkerId> =
             self.workers.iter().filter(|(_, w)| now.saturating_sub(w.last_seen) > timeout).map(|(id, _)| *id).collect();
@@ -413,31 +471,74 @@ impl Scheduler {
 
     /// Give one queued test to `worker` if it has room under `prefetch`; true if it did.
     fn dispatch_one(&mut self, worker: WorkerId, prefetch: u32, out: &mut Vec<Action>) -> bool {
-        let Some(w) = self.workers.get_mut(&worker) else { return false };
-        if w.held.len() >= w.capacity(prefetch) {
+        let Some(w) = self.workers.get(&worker) else { return false };
+        if w.draining || w.held.len() >= w.capacity(prefetch) || w.held.iter().any(|k| self.is_suspect(k)) {
             return false;
         }
+        let Some((sid, position)) = self.pick(worker, w) else { return false };
+        let Some(session) = self.sessions.get_mut(&sid) else { return false };
+        let Some(index) = session.queue.remove(position) else { return false };
+        let test = &mut session.tests[index as usize];
+        test.state = TestState::Assigned { worker, started: false };
+        let key = AssignmentKey { session: sid, test: index, attempt: test.attempt };
+        out.push(Action::Assign {
+            worker,
+            assignment: Assignment {
+                key,
+                path: session.spec.tests[index as usize].clone(),
+                spec: Arc::clone(&session.spec),
+            },
+        });
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.held.insert(key);
+        }
+        true
+    }
+
+    /// Whether the live attempt `key` is of a test whose worker was lost before: such a test may
+    /// be what crashes workers, so it runs alone on a worker (no prefetch beside it, nothing else
+    /// on that worker), and an innocent test is never lost twice alongside it.
+    fn is_suspect(&self, key: &AssignmentKey) -> bool {
+        self.sessions
+            .get(&key.session)
+            .and_then(|s| s.tests.get(key.test as usize))
+            .is_some_and(|t| t.losses > 0 && t.attempt == key.attempt && matches!(t.state, TestState::Assigned { .. }))
+    }
+
+    /// Which queued test `worker` should run next: the first session (in submission order) whose
+    /// labels it matches, and in it the first queued test, except that a retry skips the worker
+    /// its last attempt failed on while another connected worker could run it, and a test with
+    /// a worker loss on record only goes to a worker that holds nothing.
+    fn pick(&self, worker: WorkerId, w: &Worker) -> Option<(SessionId, usize)> {
+        /// How far into a queue to look for a test this worker may take.
+        const LOOKAHEAD: usize = 64;
         for sid in &self.active {
-            let Some(session) = self.sessions.get_mut(sid) else { continue };
+            let Some(session) = self.sessions.get(sid) else { continue };
             if session.queue.is_empty() || !labels_match(&session.spec.required_labels, &w.spec.labels) {
                 continue;
             }
-            let Some(index) = session.queue.pop_front() else { continue };
-            let test = &mut session.tests[index as usize];
-            test.state = TestState::Assigned { worker, started: false };
-            let key = AssignmentKey { session: *sid, test: index, attempt: test.attempt };
-            w.held.insert(key);
-            out.push(Action::Assign {
-                worker,
-                assignment: Assignment {
-                    key,
-                    path: session.spec.tests[index as usize].clone(),
-                    spec: Arc::clone(&session.spec),
-                },
-            });
-            return true;
+            let mut others: Option<bool> = None;
+            for (position, index) in session.queue.iter().take(LOOKAHEAD).enumerate() {
+                let test = &session.tests[*index as usize];
+                if test.losses > 0 && !w.held.is_empty() {
+                    continue;
+                }
+                if test.avoid != Some(worker) {
+                    return Some((*sid, position));
+                }
+                let others = *others.get_or_insert_with(|| {
+                    self.workers.iter().any(|(id, other)| {
+                        *id != worker
+                            && !other.draining
+                            && labels_match(&session.spec.required_labels, &other.spec.labels)
+                    })
+                });
+                if !others {
+                    return Some((*sid, position));
+                }
+            }
         }
-        false
+        None
     }
 
     /// Forget the oldest finished sessions beyond `keep_finished_sessions`; returns their ids so
@@ -495,6 +596,7 @@ impl Scheduler {
                     .collect(),
                 last_seen: w.last_seen,
                 connected_at: w.connected_at,
+                draining: w.draining,
             })
             .collect()
     }

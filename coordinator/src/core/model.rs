@@ -115,6 +115,9 @@ pub struct SessionSpec {
     pub session_timeout_ms: u64,
     /// 0: the scheduler's default.
     pub max_worker_losses: u32,
+    /// Cancel the session once no client has watched it for the liveness timeout.
+    #[serde(default)]
+    pub cancel_on_disconnect: bool,
 }
 
 /// What a worker says about itself when it joins.
@@ -143,6 +146,12 @@ pub enum Input {
     Finished { worker: WorkerId, key: AssignmentKey, report: Report },
     /// Cancel a session.
     Cancel { session: SessionId, reason: String },
+    /// A worker is shutting down: no new work for it; it hands back what it has not started.
+    Draining { worker: WorkerId },
+    /// A client began following a session's events.
+    WatchStarted { session: SessionId },
+    /// A client stopped following a session's events.
+    WatchEnded { session: SessionId },
     /// Time passed: check deadlines and liveness.
     Tick,
 }
@@ -235,4 +244,5 @@ pub struct WorkerView {
     pub running_tests: Vec<String>,
     pub last_seen: Millis,
     pub connected_at: Millis,
+    pub draining: bool,
 }

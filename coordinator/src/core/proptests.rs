@@ -11,14 +11,49 @@ use super::*;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Submit { tests: usize, retries: u32, timeout: bool },
-    Join { slots: u32 },
-    Leave { worker: usize },
-    Start { pick: usize },
-    Result { pick: usize, outcome: Outcome },
-    Stale { session: usize, test: u32, attempt: u32, worker: usize },
-    Cancel { session: usize },
-    Tick { advance: u64 },
+    Submit {
+        tests: usize,
+        retries: u32,
+        timeout: bool,
+        on_disconnect: bool,
+    },
+    Join {
+        slots: u32,
+    },
+    Leave {
+        worker: usize,
+    },
+    Start {
+        pick: usize,
+    },
+    Result {
+        pick: usize,
+        outcome: Outcome,
+    },
+    Stale {
+        session: usize,
+        test: u32,
+        attempt: u32,
+        worker: usize,
+    },
+    Cancel {
+        session: usize,
+    },
+    Tick {
+        advance: u64,
+    },
+    Drain {
+        worker: usize,
+    },
+    /// A result arriving late from a worker that was already lost.
+    Late {
+        pick: usize,
+        outcome: Outcome,
+    },
+    Watch {
+        session: usize,
+        start: bool,
+    },
 }
 
 fn outcome() -> impl Strategy<Value = Outcome> {
@@ -33,7 +68,8 @@ fn outcome() -> impl Strategy<Value = Outcome> {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        2 => (0usize..6, 0u32..3, any::<bool>()).prop_map(|(tests, retries, timeout)| Op::Submit { tests, retries, timeout }),
+        2 => (0usize..6, 0u32..3, any::<bool>(), any::<bool>())
+            .prop_map(|(tests, retries, timeout, on_disconnect)| Op::Submit { tests, retries, timeout, on_disconnect }),
         2 => (1u32..4).prop_map(|slots| Op::Join { slots }),
         1 => any::<usize>().prop_map(|worker| Op::Leave { worker }),
         3 => any::<usize>().prop_map(|pick| Op::Start { pick }),
@@ -42,6 +78,9 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(session, test, attempt, worker)| Op::Stale { session, test, attempt, worker }),
         1 => any::<usize>().prop_map(|session| Op::Cancel { session }),
         1 => (0u64..4_000).prop_map(|advance| Op::Tick { advance }),
+        1 => any::<usize>().prop_map(|worker| Op::Drain { worker }),
+        2 => (any::<usize>(), outcome()).prop_map(|(pick, outcome)| Op::Late { pick, outcome }),
+        1 => (any::<usize>(), any::<bool>()).prop_map(|(session, start)| Op::Watch { session, start }),
     ]
 }
 
@@ -55,6 +94,8 @@ struct Harness {
     /// Final outcomes seen per (session, test).
     finals: HashMap<(SessionId, u32), Vec<Outcome>>,
     finished_sessions: HashMap<SessionId, Totals>,
+    /// Assignments that workers held when they were lost, for late results.
+    lost_keys: Vec<(WorkerId, AssignmentKey)>,
 }
 
 impl Harness {
@@ -72,6 +113,7 @@ impl Harness {
             next_id: 1,
             finals: HashMap::new(),
             finished_sessions: HashMap::new(),
+            lost_keys: Vec::new(),
         }
     }
 
@@ -105,6 +147,9 @@ impl Harness {
                         self.finals.entry((*session, *test)).or_default().push(*outcome);
                     }
                 }
+                Action::Emit { session, .. } if self.finished_sessions.contains_key(session) => {
+                    panic!("an event after session {session} finished: {action:?}");
+                }
                 Action::Emit { session, event: Event::Finished { totals, .. } } => {
                     assert!(self.finished_sessions.insert(*session, *totals).is_none(), "session finished twice");
                 }
@@ -123,6 +168,9 @@ impl Harness {
         let mut holders: HashMap<(SessionId, u32), WorkerId> = HashMap::new();
         for (id, w) in &self.s.workers {
             assert!(w.held.len() <= w.capacity(prefetch), "worker over capacity");
+            if w.held.iter().any(|k| self.s.is_suspect(k)) {
+                assert_eq!(w.held.len(), 1, "a test with a worker loss on record runs alone");
+            }
             for key in &w.held {
                 if self.is_live(*id, *key) {
                     let prev = holders.insert((key.session, key.test), *id);
@@ -145,12 +193,13 @@ impl Harness {
 
     fn step(&mut self, op: Op) {
         match op {
-            Op::Submit { tests, retries, timeout } => {
+            Op::Submit { tests, retries, timeout, on_disconnect } => {
                 let id = sid(self.next_id);
                 self.next_id += 1;
                 let mut sp = spec(tests);
                 sp.retries = retries;
                 sp.session_timeout_ms = if timeout { 10_000 } else { 0 };
+                sp.cancel_on_disconnect = on_disconnect;
                 self.sessions.push(id);
                 self.apply(Input::Submit { id, spec: sp });
             }
@@ -163,6 +212,9 @@ impl Harness {
             Op::Leave { worker } => {
                 if !self.workers.is_empty() {
                     let id = self.workers.remove(worker % self.workers.len());
+                    if let Some(w) = self.s.workers.get(&id) {
+                        self.lost_keys.extend(w.held.iter().map(|k| (id, *k)));
+                    }
                     self.apply(Input::WorkerLost { id, reason: "gone".into() });
                 }
             }
@@ -191,6 +243,24 @@ impl Harness {
                 if !self.sessions.is_empty() {
                     let session = self.sessions[session % self.sessions.len()];
                     self.apply(Input::Cancel { session, reason: "test".into() });
+                }
+            }
+            Op::Drain { worker } => {
+                if !self.workers.is_empty() {
+                    let id = self.workers[worker % self.workers.len()];
+                    self.apply(Input::Draining { worker: id });
+                }
+            }
+            Op::Late { pick, outcome } => {
+                if !self.lost_keys.is_empty() {
+                    let (worker, key) = self.lost_keys[pick % self.lost_keys.len()];
+                    self.apply(Input::Finished { worker, key, report: report(outcome) });
+                }
+            }
+            Op::Watch { session, start } => {
+                if !self.sessions.is_empty() {
+                    let session = self.sessions[session % self.sessions.len()];
+                    self.apply(if start { Input::WatchStarted { session } } else { Input::WatchEnded { session } });
                 }
             }
             Op::Tick { advance } => {

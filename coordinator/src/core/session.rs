@@ -20,6 +20,8 @@ pub(super) struct TestEntry {
     pub losses: u32,
     /// How many attempts failed or timed out (retries used).
     pub failures: u32,
+    /// The worker its last failed attempt ran on: a retry goes elsewhere when it can.
+    pub avoid: Option<WorkerId>,
 }
 
 pub(super) struct Session {
@@ -32,6 +34,10 @@ pub(super) struct Session {
     pub created_at: Millis,
     pub finished_at: Option<Millis>,
     pub cancel_reason: Option<String>,
+    /// Clients following the session now.
+    pub watchers: u32,
+    /// Since when no client has followed it (`None` while one does).
+    pub unwatched_since: Option<Millis>,
 }
 
 impl Session {
@@ -39,13 +45,17 @@ impl Session {
         let n = spec.tests.len();
         Session {
             id,
-            tests: (0..n).map(|_| TestEntry { attempt: 1, state: TestState::Queued, losses: 0, failures: 0 }).collect(),
+            tests: (0..n)
+                .map(|_| TestEntry { attempt: 1, state: TestState::Queued, losses: 0, failures: 0, avoid: None })
+                .collect(),
             queue: (0..n as u32).collect(),
             totals: Totals { total: n as u32, ..Totals::default() },
             running: 0,
             created_at: now,
             finished_at: None,
             cancel_reason: None,
+            watchers: 0,
+            unwatched_since: Some(now),
             spec,
         }
     }

@@ -26,6 +26,7 @@ pub(super) fn spec(tests: usize) -> SessionSpec {
         required_labels: BTreeMap::new(),
         session_timeout_ms: 0,
         max_worker_losses: 0,
+        cancel_on_disconnect: false,
     }
 }
 
@@ -227,6 +228,7 @@ fn test_ends_lost_after_too_many_worker_losses() {
     s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
     for n in 1..=3 {
         s.handle(n, Input::WorkerJoined { id: wid(n as u128), spec: worker(1) });
+        s.handle(n, Input::Started { worker: wid(n as u128), key: key(sid(1), 0, n as u32) });
         let out = s.handle(n, Input::WorkerLost { id: wid(n as u128), reason: "crash".into() });
         if n == 3 {
             assert_eq!(finals(&out), vec![(0, Outcome::Lost)]);
@@ -361,4 +363,99 @@ fn report_for_a_forgotten_session_frees_the_slot() {
     let out =
         s.handle(3, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Cancelled) });
     assert_eq!(assigned(&out), vec![(wid(1), key(sid(2), 0, 1))]);
+}
+
+#[test]
+fn a_test_that_lost_a_worker_runs_alone_so_bystanders_are_not_lost_with_it() {
+    let mut s = Scheduler::new(Config { prefetch_per_slot: 1, max_worker_losses: 1, ..Config::default() });
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(3) });
+    // A worker holding tests 0 and 1 (1 slot + 1 prefetched) dies: both have a loss on record.
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(0, Input::WorkerLost { id: wid(1), reason: "crash".into() });
+    // The next worker gets one of them alone, no prefetch beside it.
+    let out = s.handle(1, Input::WorkerJoined { id: wid(2), spec: worker(1) });
+    assert_eq!(assigned(&out).len(), 1, "{out:?}");
+    let crasher = assigned(&out)[0].1;
+    // It crashes again: only it reaches the limit.
+    let out = s.handle(2, Input::WorkerLost { id: wid(2), reason: "crash".into() });
+    assert_eq!(finals(&out), vec![(crasher.test, Outcome::Lost)]);
+    // The bystander, alone on a fresh worker, passes.
+    let out = s.handle(3, Input::WorkerJoined { id: wid(3), spec: worker(1) });
+    let bystander = assigned(&out)[0].1;
+    assert_ne!(bystander.test, crasher.test);
+    assert_eq!(assigned(&out).len(), 1, "still alone: {out:?}");
+    let out = s.handle(4, Input::Finished { worker: wid(3), key: bystander, report: report(Outcome::Passed) });
+    assert_eq!(finals(&out), vec![(bystander.test, Outcome::Passed)]);
+}
+
+#[test]
+fn a_retry_prefers_another_worker() {
+    let mut s = no_prefetch();
+    let mut sp = spec(1);
+    sp.retries = 1;
+    s.handle(0, Input::Submit { id: sid(1), spec: sp });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(2), spec: worker(1) });
+    // wid(1) got the test (first in order) and fails it; the idle wid(2) must get the retry.
+    let out = s.handle(1, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Failed) });
+    assert_eq!(assigned(&out), vec![(wid(2), key(sid(1), 0, 2))]);
+}
+
+#[test]
+fn a_retry_waits_for_another_worker_while_one_exists_and_runs_where_it_can_when_none_does() {
+    let mut s = no_prefetch();
+    let mut sp = spec(2);
+    sp.retries = 1;
+    s.handle(0, Input::Submit { id: sid(1), spec: sp });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(2), spec: worker(1) });
+    let out = s.handle(1, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Failed) });
+    assert!(assigned(&out).is_empty(), "wid(2) is busy with test 1; wid(1) does not take its own retry");
+    let out = s.handle(2, Input::WorkerLost { id: wid(2), reason: "gone".into() });
+    let keys: Vec<AssignmentKey> = assigned(&out).iter().map(|(_, k)| *k).collect();
+    assert_eq!(keys.len(), 1, "with wid(2) gone, wid(1) is the only one left and runs a test: {keys:?}");
+}
+
+#[test]
+fn a_draining_worker_gets_no_new_work() {
+    let mut s = no_prefetch();
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(2) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(1, Input::Draining { worker: wid(1) });
+    let out = s.handle(2, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Passed) });
+    assert_eq!(finals(&out), vec![(0, Outcome::Passed)]);
+    assert!(assigned(&out).is_empty());
+    assert!(s.workers()[0].draining);
+}
+
+#[test]
+fn a_late_result_from_a_lost_worker_is_recorded_as_discarded() {
+    let mut s = no_prefetch();
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(1, Input::WorkerLost { id: wid(1), reason: "silent".into() });
+    let out = s.handle(2, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Passed) });
+    assert!(finals(&out).is_empty());
+    assert!(out.iter().any(|a| matches!(a, Action::Emit { event: Event::ResultDiscarded { attempt: 1, .. }, .. })));
+}
+
+#[test]
+fn cancel_on_disconnect_waits_for_the_grace_and_only_when_asked() {
+    let mut s = Scheduler::new(Config { liveness_timeout_ms: 1_000, ..Config::default() });
+    let mut sp = spec(1);
+    sp.cancel_on_disconnect = true;
+    s.handle(0, Input::Submit { id: sid(1), spec: sp });
+    s.handle(0, Input::Submit { id: sid(2), spec: spec(1) });
+    s.handle(100, Input::WatchStarted { session: sid(1) });
+    s.handle(100, Input::WatchStarted { session: sid(2) });
+    assert!(finals(&s.handle(5_000, Input::Tick)).is_empty(), "watched: nothing happens");
+    s.handle(5_000, Input::WatchEnded { session: sid(1) });
+    s.handle(5_000, Input::WatchEnded { session: sid(2) });
+    assert!(finals(&s.handle(5_999, Input::Tick)).is_empty(), "within the grace");
+    s.handle(5_500, Input::WatchStarted { session: sid(1) });
+    assert!(finals(&s.handle(7_000, Input::Tick)).is_empty(), "a client came back");
+    s.handle(7_000, Input::WatchEnded { session: sid(1) });
+    let out = s.handle(8_000, Input::Tick);
+    assert_eq!(finals(&out), vec![(0, Outcome::Cancelled)]);
+    assert!(out.iter().all(|a| !matches!(a, Action::Emit { session, .. } if *session == sid(2))));
 }

@@ -186,6 +186,7 @@ impl TryFrom<pb::SessionSpec> for SessionSpec {
             required_labels: s.required_labels.into_iter().collect(),
             session_timeout_ms: s.session_timeout_ms,
             max_worker_losses: s.max_worker_losses,
+            cancel_on_disconnect: s.cancel_on_disconnect,
         })
     }
 }
@@ -227,6 +228,7 @@ pub fn worker_view_to_pb(v: &WorkerView) -> pb::WorkerInfo {
         connected_at_ms: v.connected_at,
         version: v.spec.version.clone(),
         running_tests: v.running_tests.clone(),
+        draining: v.draining,
     }
 }
 

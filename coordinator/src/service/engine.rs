@@ -102,10 +102,11 @@ pub fn spawn(
     scheduler: Scheduler,
     store: Arc<EventStore>,
     metrics: Arc<Metrics>,
+    ping_every: Duration,
     shutdown: CancellationToken,
 ) -> (EngineHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(4096);
-    let engine = Engine { scheduler, store, metrics, workers: HashMap::new() };
+    let engine = Engine { scheduler, store, metrics, workers: HashMap::new(), ping_every };
     let task = tokio::spawn(engine.run(rx, shutdown));
     (EngineHandle { tx }, task)
 }
@@ -115,12 +116,16 @@ struct Engine {
     store: Arc<EventStore>,
     metrics: Arc<Metrics>,
     workers: HashMap<WorkerId, WorkerTx>,
+    /// How often every worker hears from us, so that it can tell a dead coordinator.
+    ping_every: Duration,
 }
 
 impl Engine {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ping = tokio::time::interval(self.ping_every);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -128,6 +133,7 @@ impl Engine {
                     Some(command) => self.command(command),
                     None => break,
                 },
+                _ = ping.tick() => self.ping_all(),
                 _ = tick.tick() => {
                     self.input(Input::Tick);
                     for id in self.scheduler.forget_old_sessions() {
@@ -181,6 +187,18 @@ impl Engine {
                     self.input(Input::WorkerLost { id, reason });
                 }
             }
+        }
+    }
+
+    fn ping_all(&mut self) {
+        let time_ms = now_ms();
+        let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
+        let mut pending = Vec::new();
+        for id in ids {
+            self.send_worker(id, pb::coordinator_message::Kind::Ping(pb::Ping { time_ms }), &mut pending);
+        }
+        for input in pending {
+            self.input(input);
         }
     }
 

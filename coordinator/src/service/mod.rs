@@ -69,8 +69,13 @@ pub async fn serve(
     let metrics = Arc::new(metrics::Metrics::default());
     let liveness_timeout = Duration::from_millis(config.core.liveness_timeout_ms);
     let prefetch_per_slot = config.core.prefetch_per_slot;
-    let (engine, engine_task) =
-        engine::spawn(Scheduler::new(config.core), Arc::clone(&store), Arc::clone(&metrics), shutdown.clone());
+    let (engine, engine_task) = engine::spawn(
+        Scheduler::new(config.core),
+        Arc::clone(&store),
+        Arc::clone(&metrics),
+        config.heartbeat_interval,
+        shutdown.clone(),
+    );
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<pb::worker_service_server::WorkerServiceServer<worker::WorkerSvc>>().await;

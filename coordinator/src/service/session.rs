@@ -12,8 +12,8 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{parse_session_id, session_view_to_pb};
 use super::engine::{Command, EngineHandle};
-use crate::core::{SessionId, SessionSpec};
-use crate::store::EventStore;
+use crate::core::{Input, SessionId, SessionSpec};
+use crate::store::{EventStore, SessionLog};
 
 pub struct SessionSvc {
     pub engine: EngineHandle,
@@ -30,6 +30,41 @@ fn not_found(id: SessionId) -> Status {
 const WATCH_BATCH: usize = 256;
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::SessionEvent, Status>> + Send>>;
+
+/// Send a log's events from `next` on until the session finishes, the watcher goes away, or the
+/// coordinator stops.
+async fn follow_log(
+    log: &SessionLog,
+    mut next: u64,
+    tx: &mpsc::Sender<Result<pb::SessionEvent, Status>>,
+    shutdown: &CancellationToken,
+) {
+    let mut changed = log.subscribe();
+    loop {
+        let (batch, finished) = log.read_from(next, WATCH_BATCH);
+        if batch.is_empty() {
+            if finished {
+                return;
+            }
+            tokio::select! {
+                changed = changed.changed() => if changed.is_err() { return },
+                // The client hung up: notice now, not at the next event.
+                () = tx.closed() => return,
+                () = shutdown.cancelled() => {
+                    let _ = tx.send(Err(Status::unavailable("the coordinator is shutting down"))).await;
+                    return;
+                }
+            }
+            continue;
+        }
+        for event in batch {
+            next = event.seq + 1;
+            if tx.send(Ok(event.as_ref().clone())).await.is_err() {
+                return;
+            }
+        }
+    }
+}
 
 #[tonic::async_trait]
 impl pb::session_service_server::SessionService for SessionSvc {
@@ -48,33 +83,12 @@ impl pb::session_service_server::SessionService for SessionSvc {
         let log = self.store.get(id).ok_or_else(|| not_found(id))?;
         let (tx, rx) = mpsc::channel(WATCH_BATCH);
         let shutdown = self.shutdown.clone();
+        let engine = self.engine.clone();
+        engine.send(Command::Input(Input::WatchStarted { session: id })).await?;
         tokio::spawn(async move {
-            let mut changed = log.subscribe();
-            let mut next = request.from_seq.max(1);
-            loop {
-                let (batch, finished) = log.read_from(next, WATCH_BATCH);
-                if batch.is_empty() {
-                    if finished {
-                        break;
-                    }
-                    tokio::select! {
-                        changed = changed.changed() => if changed.is_err() { break },
-                        () = shutdown.cancelled() => {
-                            let status = Status::unavailable("the coordinator is shutting down");
-                            let _ = tx.send(Err(status)).await;
-                            break;
-                        }
-                    }
-                    continue;
-                }
-                for event in batch {
-                    next = event.seq + 1;
-                    if tx.send(Ok(event.as_ref().clone())).await.is_err() {
-                        // The watcher went away; the session goes on without it.
-                        return;
-                    }
-                }
-            }
+            follow_log(&log, request.from_seq.max(1), &tx, &shutdown).await;
+            // Counted for --cancel-on-disconnect; if the engine is gone nobody needs to know.
+            let _ = engine.send(Command::Input(Input::WatchEnded { session: id })).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

@@ -17,6 +17,10 @@ use super::convert::BadMessage;
 use super::engine::{Command, EngineHandle};
 use crate::core::{AssignmentKey, Input, Outcome, Report, WorkerId, WorkerSpec};
 
+/// Room in a worker's channel for pings beyond assignments and cancels: a worker that has not
+/// read this many pings (one per heartbeat interval) has stopped reading.
+const PING_ROOM: usize = 64;
+
 /// How long a new stream may take to send `Register`.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -49,7 +53,7 @@ impl pb::worker_service_server::WorkerService for WorkerSvc {
         // The core never lets a worker hold more than slots * (1 + prefetch) assignments, and sends
         // at most one cancel per held assignment, so this bound is only reached by a worker that
         // stopped reading.
-        let capacity = (spec.slots as usize) * (1 + self.prefetch_per_slot as usize) * 2 + 16;
+        let capacity = (spec.slots as usize) * (1 + self.prefetch_per_slot as usize) * 2 + PING_ROOM;
         let (tx, rx) = mpsc::channel(capacity);
         let welcome = pb::CoordinatorMessage {
             kind: Some(pb::coordinator_message::Kind::Welcome(pb::Welcome {
@@ -103,6 +107,7 @@ fn to_input(worker: WorkerId, kind: Kind) -> Result<Input, BadMessage> {
             return Err(BadMessage::Invalid { field: "register", problem: "sent twice on one stream".into() });
         }
         Kind::Heartbeat(_) => Input::Heartbeat { worker },
+        Kind::Drain(_) => Input::Draining { worker },
         Kind::TestStarted(s) => {
             let key = AssignmentKey::try_from(s.assignment.as_ref().ok_or(BadMessage::Missing("assignment"))?)?;
             Input::Started { worker, key }
