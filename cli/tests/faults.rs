@@ -88,7 +88,8 @@ fn frozen_worker_is_lost_after_the_liveness_timeout_and_its_late_results_do_not_
     assert_eq!(requeued.len(), 1, "{requeued:?}");
     assert!(requeued[0]["reason"].as_str().is_some_and(|r| r.contains("silent")), "{}", requeued[0]);
     let detected = requeued[0]["time_ms"].as_u64().expect("time") - frozen_at;
-    assert!(detected >= 2_000, "not before the liveness timeout ({detected} ms)");
+    // Silence is measured from the last heartbeat, up to one interval before the freeze.
+    assert!(detected >= 1_500, "not before the liveness timeout ({detected} ms)");
     assert!(detected < 15_000, "detected {detected} ms after the freeze");
     let finals = of_kind(&events, "test_finished", "slow.sh");
     let counted: Vec<&&Value> = finals.iter().filter(|e| e["final"] == true).collect();
@@ -129,7 +130,8 @@ fn worker_cut_off_from_the_network_is_lost_and_comes_back_when_the_cut_heals() {
     // which then drops the connection.
     assert!(requeued[0]["reason"].as_str().is_some_and(|r| r.contains("lost")), "{}", requeued[0]);
     let detected = requeued[0]["time_ms"].as_u64().expect("time") - cut_at;
-    assert!((2_000..15_000).contains(&detected), "detected {detected} ms after the cut");
+    // Silence is measured from the last message heard, up to one heartbeat before the cut.
+    assert!((1_500..15_000).contains(&detected), "detected {detected} ms after the cut");
     assert!(final_outcomes(&events).values().all(|o| o == "passed"));
     // The worker notices the silence itself and reconnects once the path works again.
     grid.wait_workers(2);
