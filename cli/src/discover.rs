@@ -142,10 +142,12 @@ pub fn discover(request: &Request) -> Result<Found, Error> {
             continue;
         }
         for path in walk(root) {
-            let rel = relative(&request.root, &path)?;
-            if set.is_match(&rel) {
-                tests.push((file_size(&path), rel));
+            // Match on a lossy form first: a file that is not a test may have any name.
+            let Ok(rel_path) = path.strip_prefix(&request.root) else { continue };
+            if !set.is_match(rel_path.to_string_lossy().as_ref()) {
+                continue;
             }
+            tests.push((file_size(&path), relative(&request.root, &path)?));
         }
     }
     if framework.unit_is_folder() {
@@ -220,7 +222,8 @@ fn detect(root: &Path, searched: &[PathBuf]) -> Framework {
     }
     let files: Vec<PathBuf> =
         searched.iter().flat_map(|p| if p.is_file() { vec![p.clone()] } else { walk(p) }).collect();
-    let rels: Vec<String> = files.iter().filter_map(|f| relative(root, f).ok()).collect();
+    let rels: Vec<String> =
+        files.iter().filter_map(|f| f.strip_prefix(root).ok().map(|r| r.to_string_lossy().into_owned())).collect();
     for candidate in [Framework::Pytest, Framework::Go, Framework::Vitest, Framework::Shell] {
         let Ok(set) = glob_set(&candidate.patterns().iter().map(|s| s.to_string()).collect::<Vec<_>>()) else {
             continue;
@@ -324,6 +327,15 @@ mod tests {
         std::fs::write(dir.path().join("package.json"), r#"{"devDependencies":{"vitest":"3"}}"#).expect("write");
         touch(dir.path(), "src/a.test.ts", 1);
         assert_eq!(find(dir.path(), Framework::Auto, &[]).framework, Framework::Vitest);
+    }
+
+    #[test]
+    fn a_non_utf8_name_that_is_not_a_test_is_ignored() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        touch(dir.path(), "ok.sh", 1);
+        std::fs::write(dir.path().join(std::ffi::OsStr::from_bytes(b"data\xff.bin")), b"x").expect("write");
+        assert_eq!(find(dir.path(), Framework::Shell, &[]).tests, vec!["ok.sh".to_string()]);
     }
 
     #[test]

@@ -7,6 +7,22 @@
 //! - [`local`]: the embedded grid of local mode.
 //! - [`error`]: errors and the one place they become exit codes.
 
+/// `println!` that ignores a closed stdout (`testgrid … | head`): the exit code still matters.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
+/// `eprintln!` that ignores a closed stderr.
+macro_rules! err {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($t)*);
+    }};
+}
+
 pub mod discover;
 pub mod error;
 pub mod grid;
@@ -99,7 +115,7 @@ pub struct RunArgs {
     #[arg(long, env = "TESTGRID_GRID")]
     pub grid: Option<String>,
     /// Local mode: how many local workers (one slot each; default: the number of CPUs).
-    #[arg(long)]
+    #[arg(long, env = "TESTGRID_LOCAL")]
     pub local: Option<u32>,
     /// The tests' framework; `auto` detects it from the project's files.
     #[arg(long, value_enum, default_value = "auto", env = "TESTGRID_FRAMEWORK")]
@@ -122,7 +138,7 @@ pub struct RunArgs {
     #[arg(long, value_parser = humantime::parse_duration, env = "TESTGRID_SESSION_TIMEOUT")]
     pub session_timeout: Option<Duration>,
     /// Only workers with this label run the tests, `key=value`; repeat for more.
-    #[arg(long = "label", value_parser = parse_key_value)]
+    #[arg(long = "label", value_parser = parse_key_value, env = "TESTGRID_LABELS", value_delimiter = ',')]
     pub labels: Vec<(String, String)>,
     /// An environment variable for every test, `NAME=value`; repeat for more.
     #[arg(long = "env", value_parser = parse_key_value)]
@@ -157,7 +173,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            err!("error: cannot start the async runtime: {e}");
             return ExitCode::from(exit::INFRA);
         }
     };
@@ -175,14 +191,19 @@ pub fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e}");
+            err!("error: {e}");
             e.exit_code()
         }
     }
 }
 
+/// The grid address, treating an empty one (`TESTGRID_GRID=`) as unset.
+fn grid_of(grid: &Option<String>) -> Option<String> {
+    grid.as_ref().map(|g| g.trim().to_string()).filter(|g| !g.is_empty())
+}
+
 fn need_grid(grid: Option<String>, what: &str) -> Result<String, Error> {
-    grid.ok_or_else(|| Error::Usage(format!("`testgrid {what}` needs a grid: set --grid or TESTGRID_GRID")))
+    grid_of(&grid).ok_or_else(|| Error::Usage(format!("`testgrid {what}` needs a grid: set --grid or TESTGRID_GRID")))
 }
 
 /// The enclosing git checkout of `dir`, else `dir`.
@@ -190,7 +211,14 @@ fn default_root(dir: &Path) -> PathBuf {
     dir.ancestors().find(|d| d.join(".git").exists()).unwrap_or(dir).to_path_buf()
 }
 
-async fn run_session(args: RunArgs) -> Result<u8, Error> {
+/// A duration in whole milliseconds for the protocol, where anything non-zero stays non-zero
+/// (0 means "none").
+fn millis(d: Duration) -> u64 {
+    if d.is_zero() { 0 } else { (d.as_millis() as u64).max(1) }
+}
+
+async fn run_session(mut args: RunArgs) -> Result<u8, Error> {
+    args.grid = grid_of(&args.grid);
     let cwd = std::env::current_dir().map_err(|e| Error::Usage(format!("cannot read the current directory: {e}")))?;
     let root = match &args.root {
         Some(root) => root.canonicalize().map_err(|e| Error::Usage(format!("--root {}: {e}", root.display())))?,
@@ -210,6 +238,11 @@ async fn run_session(args: RunArgs) -> Result<u8, Error> {
     if args.detach && args.cancel_on_disconnect {
         return Err(Error::Usage("--detach leaves the session without a watcher; drop --cancel-on-disconnect".into()));
     }
+    if args.grid.is_none() && !args.labels.is_empty() {
+        return Err(Error::Usage(
+            "--label picks workers of a shared grid; the local grid's workers have no labels (drop --label or set --grid)".into(),
+        ));
+    }
     if args.detach && args.grid.is_none() {
         return Err(Error::Usage("--detach needs a grid to leave the session on: set --grid or TESTGRID_GRID".into()));
     }
@@ -217,6 +250,9 @@ async fn run_session(args: RunArgs) -> Result<u8, Error> {
         && !command.contains("{}")
     {
         return Err(Error::Usage(format!("--command `{command}` has no `{{}}` where the test path goes")));
+    }
+    if let Some(path) = &args.output.junit {
+        report::check_writable(path)?;
     }
     let found = discover::discover(&discover::Request {
         root: root.clone(),
@@ -231,10 +267,12 @@ async fn run_session(args: RunArgs) -> Result<u8, Error> {
             args.paths.iter().map(|p| p.display().to_string()).collect()
         };
         return Err(Error::NoTests(format!(
-            "no tests found in {} matching {} (framework {}); pass other paths, --pattern GLOB or --framework",
+            "no tests found in {} matching {} (framework {}; patterns are relative to the workspace root {}); \
+             pass other paths, --pattern GLOB or --framework",
             searched.join(", "),
             found.patterns.join(", "),
-            found.framework.name()
+            found.framework.name(),
+            root.display()
         )));
     }
     let command = args.command.clone().unwrap_or_else(|| found.framework.command().to_string());
@@ -245,10 +283,10 @@ async fn run_session(args: RunArgs) -> Result<u8, Error> {
         framework: framework.to_string(),
         command_template: command,
         env: args.env.iter().cloned().collect(),
-        test_timeout_ms: args.timeout.as_millis() as u64,
+        test_timeout_ms: millis(args.timeout),
         retries: args.retries,
         required_labels: args.labels.iter().cloned().collect::<BTreeMap<_, _>>().into_iter().collect(),
-        session_timeout_ms: args.session_timeout.map(|d| d.as_millis() as u64).unwrap_or(0),
+        session_timeout_ms: args.session_timeout.map(millis).unwrap_or(0),
         max_worker_losses: args.max_worker_losses.unwrap_or(0),
         cancel_on_disconnect: args.cancel_on_disconnect,
     };
@@ -266,20 +304,24 @@ async fn run_session(args: RunArgs) -> Result<u8, Error> {
     let signals = take_signals()?;
     let session = grid.submit(spec).await?;
     if args.detach {
-        println!("{session}");
-        eprintln!(
-            "session {session} submitted: {} tests; follow it with `testgrid watch {session}`",
-            found.tests.len()
-        );
+        if args.output.json {
+            out!("{}", serde_json::json!({ "session": session, "tests": found.tests.len() }));
+            return Ok(exit::PASSED);
+        }
+        out!("{session}");
+        err!("session {session} submitted: {} tests; follow it with `testgrid watch {session}`", found.tests.len());
         return Ok(exit::PASSED);
     }
     let mode = Mode::pick(args.output.json);
+    if !args.labels.is_empty() && mode != Mode::Json {
+        warn_if_no_worker_matches(&grid, &args.labels).await;
+    }
     if mode != Mode::Json {
         let place = match &local {
             Some((_, n)) => format!("a local grid of {n} worker{}", if *n == 1 { "" } else { "s" }),
             None => grid.url.clone(),
         };
-        eprintln!("testgrid: {} {} tests on {place} (session {session})", found.tests.len(), found.framework.name(),);
+        err!("testgrid: {} {} tests on {place} (session {session})", found.tests.len(), found.framework.name(),);
     }
     // Ctrl-C stays handled until the very end: stopping a local grid can wait on tests that
     // ignore SIGTERM, and a second Ctrl-C must still quit at once then.
@@ -291,6 +333,20 @@ async fn run_session(args: RunArgs) -> Result<u8, Error> {
     }
     ctrl_c.abort();
     result
+}
+
+/// A session whose labels no connected worker has waits until one connects: say so.
+async fn warn_if_no_worker_matches(grid: &Grid, labels: &[(String, String)]) {
+    let Ok(workers) = grid.workers().await else { return };
+    let matches = workers.iter().filter(|w| labels.iter().all(|(k, v)| w.labels.get(k) == Some(v))).count();
+    if matches == 0 {
+        let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        err!(
+            "testgrid: none of the {} connected workers has {}; the session waits until one connects",
+            workers.len(),
+            wanted.join(", ")
+        );
+    }
 }
 
 fn session_name(paths: &[PathBuf]) -> String {
@@ -318,18 +374,16 @@ async fn follow(
     live.clear();
     watched?;
     let tracker = &live.tracker;
+    if mode == Mode::Json {
+        err!("{}", report::summary(tracker, 0).trim_end().lines().find(|l| l.starts_with("Summary")).unwrap_or(""));
+    } else {
+        out!("{}", report::summary(tracker, 15).trim_end());
+    }
+    // After the summary, so that a report that cannot be written never hides the results.
     if let Some(path) = &output.junit {
         report::write_junit(tracker, path)?;
-    }
-    if mode == Mode::Json {
-        eprintln!(
-            "{}",
-            report::summary(tracker, 0).trim_end().lines().find(|l| l.starts_with("Summary")).unwrap_or("")
-        );
-    } else {
-        print!("{}", report::summary(tracker, 15));
-        if let Some(path) = &output.junit {
-            println!("  JUnit report: {}", path.display());
+        if mode != Mode::Json {
+            out!("  JUnit report: {}", path.display());
         }
     }
     if interrupted.load(Ordering::SeqCst) {
@@ -338,8 +392,6 @@ async fn follow(
     Ok(if tracker.all_passed() { exit::PASSED } else { exit::FAILED })
 }
 
-/// First Ctrl-C: cancel the session and let the watch show how it ends. Second: leave at once,
-/// killing the tests this process runs itself (local mode).
 /// SIGINT and SIGTERM, taken over from their default (die at once) actions.
 struct Signals {
     int: tokio::signal::unix::Signal,
@@ -373,7 +425,7 @@ async fn handle_ctrl_c(mut signals: Signals, grid: Grid, session: String, interr
     }
     interrupted.store(true, Ordering::SeqCst);
     if mode != Mode::Json {
-        eprintln!("\ninterrupted: cancelling session {session} (Ctrl-C again to quit at once)");
+        err!("\ninterrupted: cancelling session {session} (Ctrl-C again to quit at once)");
     }
     let cancel = {
         let grid = grid.clone();
@@ -402,7 +454,7 @@ async fn watch(args: WatchArgs) -> Result<u8, Error> {
     tokio::select! {
         result = follow(&grid, &session, mode, &args.output, &never) => result,
         _ = signals.int.recv() => {
-            eprintln!("\nstopped watching; session {session} goes on (`testgrid watch {session}` to follow it again, `testgrid cancel {session}` to stop it)");
+            err!("\nstopped watching; session {session} goes on (`testgrid watch {session}` to follow it again, `testgrid cancel {session}` to stop it)");
             Ok(exit::INTERRUPTED)
         }
         _ = signals.term.recv() => Ok(exit::INTERRUPTED),
@@ -412,10 +464,13 @@ async fn watch(args: WatchArgs) -> Result<u8, Error> {
 async fn cancel(args: SessionArgs) -> Result<u8, Error> {
     let grid = Grid::connect(&need_grid(args.grid.grid, "cancel")?).await?;
     let session = args.session.trim();
-    if grid.cancel(session, "cancelled with `testgrid cancel`").await? {
-        println!("cancelled session {session}");
+    let cancelled = grid.cancel(session, "cancelled with `testgrid cancel`").await?;
+    if args.grid.json {
+        out!("{}", serde_json::json!({ "session": session, "cancelled": cancelled }));
+    } else if cancelled {
+        out!("cancelled session {session}");
     } else {
-        println!("session {session} had already finished");
+        out!("session {session} had already finished");
     }
     Ok(exit::PASSED)
 }
@@ -426,7 +481,7 @@ async fn sessions(args: GridArgs) -> Result<u8, Error> {
     if args.json {
         for s in &sessions {
             let t = s.totals.unwrap_or_default();
-            println!(
+            out!(
                 "{}",
                 serde_json::json!({
                     "session": s.session_id, "name": s.name,
@@ -441,12 +496,17 @@ async fn sessions(args: GridArgs) -> Result<u8, Error> {
         return Ok(exit::PASSED);
     }
     if sessions.is_empty() {
-        println!("no sessions on {}", grid.url);
+        out!("no sessions on {}", grid.url);
         return Ok(exit::PASSED);
     }
-    println!(
+    out!(
         "{:<36}  {:<9}  {:>5}  {:>6}  {:>8}  {:>7}  NAME",
-        "SESSION", "STATE", "TESTS", "PASSED", "NOT PASS", "RUNNING"
+        "SESSION",
+        "STATE",
+        "TESTS",
+        "PASSED",
+        "NOT PASS",
+        "RUNNING"
     );
     for s in &sessions {
         let t = s.totals.unwrap_or_default();
@@ -456,7 +516,7 @@ async fn sessions(args: GridArgs) -> Result<u8, Error> {
             "running"
         };
         let not_passed = t.failed + t.timed_out + t.lost + t.cancelled + t.error;
-        println!(
+        out!(
             "{:<36}  {:<9}  {:>5}  {:>6}  {:>8}  {:>7}  {}",
             s.session_id,
             state,
@@ -477,7 +537,7 @@ async fn workers(args: GridArgs) -> Result<u8, Error> {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     if args.json {
         for w in &workers {
-            println!(
+            out!(
                 "{}",
                 serde_json::json!({
                     "worker_id": w.worker_id, "name": w.name, "slots": w.slots, "labels": w.labels,
@@ -490,18 +550,23 @@ async fn workers(args: GridArgs) -> Result<u8, Error> {
         return Ok(exit::PASSED);
     }
     if workers.is_empty() {
-        println!("no workers connected to {}", grid.url);
+        out!("no workers connected to {}", grid.url);
         return Ok(exit::PASSED);
     }
-    println!(
+    out!(
         "{:<20}  {:<8}  {:>5}  {:>7}  {:>6}  {:<20}  RUNNING TESTS",
-        "NAME", "STATE", "SLOTS", "RUNNING", "SEEN", "LABELS"
+        "NAME",
+        "STATE",
+        "SLOTS",
+        "RUNNING",
+        "SEEN",
+        "LABELS"
     );
     for w in &workers {
         let mut labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         labels.sort();
         let seen = report::format_duration(now.saturating_sub(w.last_heartbeat_ms));
-        println!(
+        out!(
             "{:<20}  {:<8}  {:>5}  {:>7}  {:>6}  {:<20}  {}",
             w.name,
             if w.draining { "draining" } else { "ready" },

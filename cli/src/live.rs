@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use testgrid_proto as pb;
 use testgrid_proto::session_event::Kind;
 
-use crate::report::{Tracker, format_duration, outcome_word, why};
+use crate::report::{Tracker, display_path, format_duration, outcome_word, why};
 
 /// How the session is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,7 +71,7 @@ impl Live {
                 None
             }
             Kind::TestFinished(f) => {
-                let path = self.tracker.path(f.test_index).to_string();
+                let path = display_path(self.tracker.path(f.test_index));
                 let outcome = pb::Outcome::try_from(f.outcome).unwrap_or(pb::Outcome::Unspecified);
                 let duration = f.report.as_ref().map(|r| r.duration_ms).unwrap_or(0);
                 if f.r#final {
@@ -81,8 +81,8 @@ impl Live {
                     let detail = if crate::report::is_success(outcome) {
                         String::new()
                     } else {
-                        let test = &self.tracker.tests[f.test_index as usize];
-                        format!("  ({})", why(test, false))
+                        let detail = self.tracker.tests.get(f.test_index as usize).map(|t| why(t, false));
+                        format!("  ({})", detail.unwrap_or_default())
                     };
                     Some(format!("{} [{:>7}] {path}{detail}", label(outcome, self.mode), format_duration(duration)))
                 } else {
@@ -98,7 +98,7 @@ impl Live {
             Kind::TestRequeued(r) => Some(format!(
                 "{} {}  (attempt {}: {})",
                 paint(self.mode, "33", "REQUEUE"),
-                self.tracker.path(r.test_index),
+                display_path(self.tracker.path(r.test_index)),
                 r.attempt,
                 r.reason
             )),

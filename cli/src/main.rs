@@ -19,6 +19,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A closed stderr must not turn a log line into a panic.
+        .log_internal_errors(false)
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();

@@ -128,6 +128,15 @@ pub fn outcome_word(outcome: pb::Outcome) -> &'static str {
     }
 }
 
+/// A test path as a terminal or report shows it: control characters (a newline or an escape
+/// sequence in a file name) are written out as escapes, never sent raw.
+pub fn display_path(path: &str) -> String {
+    if !path.chars().any(char::is_control) {
+        return path.to_string();
+    }
+    path.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
 /// Seconds with two decimals under a minute, humantime-like above.
 pub fn format_duration(ms: u64) -> String {
     if ms < 60_000 {
@@ -205,14 +214,14 @@ pub fn summary(tracker: &Tracker, tail_lines: usize) -> String {
     if !flaky.is_empty() {
         let _ = writeln!(out, "\nFlaky (failed, then passed on a retry):");
         for t in &flaky {
-            let _ = writeln!(out, "  FLAKY {} ({} attempts)", t.path, t.attempts.len());
+            let _ = writeln!(out, "  FLAKY {} ({} attempts)", display_path(&t.path), t.attempts.len());
         }
     }
     if !failures.is_empty() {
         let _ = writeln!(out, "\nNot passed:");
         for t in &failures {
             let word = t.outcome.map(outcome_word).unwrap_or("unfinished").to_uppercase();
-            let _ = writeln!(out, "\n  {word} {} ({})", t.path, why(t, true));
+            let _ = writeln!(out, "\n  {word} {} ({})", display_path(&t.path), why(t, true));
             if let Some(last) = t.attempts.last() {
                 for line in output_tail(&last.report.output, tail_lines) {
                     let _ = writeln!(out, "    │ {line}");
@@ -243,6 +252,20 @@ pub fn summary(tracker: &Tracker, tail_lines: usize) -> String {
     }
     let _ = writeln!(out, "  session {}", tracker.session_id);
     out
+}
+
+/// Fail early, before any test runs, when the JUnit report could not be written later.
+pub fn check_writable(path: &Path) -> Result<(), Error> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Usage(format!("--junit {}: cannot create {}: {e}", path.display(), dir.display())))?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map(drop)
+        .map_err(|e| Error::Usage(format!("--junit {}: cannot write there: {e}", path.display())))
 }
 
 /// Write the JUnit XML report: one testsuite for the session, one testcase per test.
@@ -313,8 +336,9 @@ fn test_case(test: &TestRecord) -> TestCase {
             status
         }
     };
-    let mut case = TestCase::new(test.path.as_str(), status);
-    let classname = match test.path.rsplit_once('/') {
+    let path = display_path(&test.path);
+    let mut case = TestCase::new(path.as_str(), status);
+    let classname = match path.rsplit_once('/') {
         Some((dir, _)) => dir.replace('/', "."),
         None => "tests".to_string(),
     };

@@ -42,16 +42,24 @@ fn of_kind<'a>(events: &'a [Value], kind: &str, test: &str) -> Vec<&'a Value> {
 #[test]
 fn killed_worker_has_its_tests_rerun_elsewhere_at_once() {
     let ws = Workspace::new();
+    let pids = ws.root().join("pids");
     for i in 0..4 {
-        ws.test(&format!("t{i}.sh"), "sleep 1");
+        ws.test(&format!("t{i}.sh"), &format!("echo \"$TESTGRID_TEST $$\" >> '{}'; sleep 1", pids.display()));
     }
     // A liveness timeout far beyond the test's patience: only the stream ending explains a
     // fast requeue.
     let mut grid = Grid::start_with(&ws.root(), 2, &["--liveness-timeout", "120s"]);
     let run = grid.spawn_run(&[]);
     let holder = grid.holder_of("t0.sh");
+    let first = wait_for("t0.sh's pid", || {
+        std::fs::read_to_string(&pids).ok()?.lines().find_map(|l| l.strip_prefix("t0.sh ").map(str::to_string))
+    });
     let killed_at = now_ms();
     grid.worker(&holder).signal("KILL");
+    // The test process dies with its worker: its attempt is requeued, it must not run on.
+    wait_for("the killed worker's test to die with it", || {
+        (!std::path::Path::new(&format!("/proc/{first}")).exists()).then_some(())
+    });
     let events = finish(run, 0);
     let requeued = of_kind(&events, "test_requeued", "t0.sh");
     assert_eq!(requeued.len(), 1, "{requeued:?}");

@@ -193,7 +193,7 @@ fn retries_make_a_flaky_test_that_counts_as_passed() {
 #[test]
 fn session_timeout_cancels_and_says_why() {
     let ws = Workspace::new();
-    ws.test("long.sh", "sleep 60");
+    ws.test("long.sh", "echo 'waiting for the network'; sleep 60");
     ws.test("short.sh", "true");
     let grid = Grid::start(&ws.root(), 2);
     let started = Instant::now();
@@ -203,6 +203,7 @@ fn session_timeout_cancels_and_says_why() {
     let text = stdout(&out);
     assert!(text.contains("cancelled: session timeout of 2s passed"), "{text}");
     assert!(text.contains("CANCELLED long.sh"), "{text}");
+    assert!(text.contains("│ waiting for the network"), "the output up to the kill is kept: {text}");
 }
 
 #[test]
@@ -307,4 +308,32 @@ fn second_ctrl_c_quits_at_once_and_still_kills_the_tests() {
     wait_for("the stubborn test to be killed", || {
         (!std::path::Path::new(&format!("/proc/{}", pid.trim())).exists()).then_some(())
     });
+}
+
+#[test]
+fn a_closed_stdout_does_not_change_the_exit_code() {
+    let ws = Workspace::new();
+    for i in 0..20 {
+        ws.test(&format!("t{i}.sh"), "exit 1");
+    }
+    let mut child = testgrid(&ws.root())
+        .args(["run", "--local", "2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starts");
+    // Like `testgrid run | head -0`: the reader goes away at once.
+    drop(child.stdout.take());
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "no panic (101) on a broken pipe");
+}
+
+#[test]
+fn odd_file_names_run_as_files() {
+    let ws = Workspace::new();
+    ws.test("-e.sh", "echo dash");
+    let grid = Grid::start(&ws.root(), 1);
+    let out = grid.cli(&["run", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert_eq!(final_outcomes(&events(&out))["-e.sh"], "passed");
 }

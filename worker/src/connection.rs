@@ -58,13 +58,14 @@ pub async fn run<E: Executor>(config: Config, executor: Arc<E>, stop: Stop) -> R
             () = stop.now.cancelled() => return Ok(()),
             channel = tokio::time::timeout(HANDSHAKE_TIMEOUT, endpoint.connect()) => match channel {
                 Ok(Ok(channel)) => attach(&config, channel, Arc::clone(&executor), &stop, &mut backoff).await,
-                Ok(Err(e)) => Err(format!("cannot reach the coordinator at {}: {}", config.grid, error_chain(&e))),
-                Err(_) => Err(format!("cannot reach the coordinator at {}: no answer within {}s", config.grid, HANDSHAKE_TIMEOUT.as_secs())),
+                Ok(Err(e)) => Err(Problem::Retry(format!("cannot reach the coordinator at {}: {}", config.grid, error_chain(&e)))),
+                Err(_) => Err(Problem::Retry(format!("cannot reach the coordinator at {}: no answer within {}s", config.grid, HANDSHAKE_TIMEOUT.as_secs()))),
             },
         };
         match outcome {
             Ok(()) => return Ok(()),
-            Err(problem) => {
+            Err(Problem::Refused(why)) => return Err(Error::Refused { grid: config.grid.clone(), why }),
+            Err(Problem::Retry(problem)) => {
                 if stop.requested() {
                     return Ok(());
                 }
@@ -138,15 +139,29 @@ impl Held {
     }
 }
 
-/// One connection's life. `Ok` when the worker is shutting down; `Err` (why) when the
-/// connection was lost and the caller should reconnect.
+/// Why a connection ended.
+enum Problem {
+    /// Lost or unreachable: try again after a backoff.
+    Retry(String),
+    /// The coordinator rejected this worker's registration: retrying cannot help.
+    Refused(String),
+}
+
+impl From<String> for Problem {
+    fn from(s: String) -> Self {
+        Problem::Retry(s)
+    }
+}
+
+/// One connection's life. `Ok` when the worker is shutting down; `Err` when the connection was
+/// lost (reconnect) or refused (give up).
 async fn attach<E: Executor>(
     config: &Config,
     channel: tonic::transport::Channel,
     executor: Arc<E>,
     stop: &Stop,
     backoff: &mut Backoff,
-) -> Result<(), String> {
+) -> Result<(), Problem> {
     let mut client =
         pb::worker_service_client::WorkerServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
     let (out_tx, out_rx) = mpsc::channel::<pb::WorkerMessage>(1024);
@@ -159,22 +174,28 @@ async fn attach<E: Executor>(
     out_tx
         .send(pb::WorkerMessage { kind: Some(ToCoordinator::Register(register)) })
         .await
-        .map_err(|_| "internal: outbound queue closed".to_string())?;
+        .map_err(|_| Problem::Retry("internal: outbound queue closed".to_string()))?;
+    let refused = |s: tonic::Status| match s.code() {
+        tonic::Code::InvalidArgument | tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => {
+            Problem::Refused(s.message().to_string())
+        }
+        _ => Problem::Retry(format!("the coordinator at {} did not take the worker: {}", config.grid, s.message())),
+    };
     let handshake = async {
-        let mut inbound = client
-            .attach(ReceiverStream::new(out_rx))
-            .await
-            .map_err(|s| format!("the coordinator at {} refused the worker: {}", config.grid, s.message()))?
-            .into_inner();
+        let mut inbound = client.attach(ReceiverStream::new(out_rx)).await.map_err(refused)?.into_inner();
         match inbound.next().await {
             Some(Ok(pb::CoordinatorMessage { kind: Some(FromCoordinator::Welcome(w)) })) => Ok((inbound, w)),
-            Some(Ok(_)) => Err("the coordinator did not answer Register with Welcome".to_string()),
-            Some(Err(s)) => Err(format!("the coordinator closed the stream: {}", s.message())),
-            None => Err("the coordinator closed the stream before Welcome".to_string()),
+            Some(Ok(_)) => Err(Problem::Retry("the coordinator did not answer Register with Welcome".to_string())),
+            Some(Err(s)) => Err(refused(s)),
+            None => Err(Problem::Retry("the coordinator closed the stream before Welcome".to_string())),
         }
     };
     let (mut inbound, welcome) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await.map_err(|_| {
-        format!("no Welcome from the coordinator at {} within {}s", config.grid, HANDSHAKE_TIMEOUT.as_secs())
+        Problem::Retry(format!(
+            "no Welcome from the coordinator at {} within {}s",
+            config.grid,
+            HANDSHAKE_TIMEOUT.as_secs()
+        ))
     })??;
     backoff.reset();
     info!(grid = %config.grid, worker_id = %welcome.worker_id, slots = config.slots, "registered");
@@ -205,7 +226,7 @@ async fn attach<E: Executor>(
     let mut last_heard = Instant::now();
     let mut drain_deadline: Option<Instant> = None;
 
-    let result = loop {
+    let result: Result<(), String> = loop {
         let deadline = drain_deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             () = stop.now.cancelled() => break Ok(()),
@@ -272,7 +293,7 @@ async fn attach<E: Executor>(
         let flushed = async { while let Some(Ok(_)) = inbound.next().await {} };
         let _ = tokio::time::timeout(Duration::from_secs(3), flushed).await;
     }
-    result
+    result.map_err(Problem::Retry)
 }
 
 /// Report every assignment still queued (not started) as cancelled, so the coordinator requeues

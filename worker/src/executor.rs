@@ -14,7 +14,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
@@ -72,6 +72,28 @@ pub fn kill_all_running() {
     }
 }
 
+/// A test must not outlive a worker that is killed outright (`kill -9`, OOM): its attempt is
+/// requeued elsewhere, and the orphan would run it twice. The kernel sends the test SIGKILL when
+/// the thread that started it dies; that thread is a tokio runtime worker, which lives as long
+/// as the worker process (executors never spawn from the blocking pool, whose threads retire).
+#[expect(unsafe_code, reason = "pre_exec runs between fork and exec; see the SAFETY note")]
+fn die_with_worker(cmd: &mut tokio::process::Command) {
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // calls are allowed: it makes two system calls (prctl, getppid) and allocates nothing.
+    let worker = Pid::this();
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            // The worker may have died between fork and prctl; then nobody will signal us.
+            if nix::unistd::getppid() != worker {
+                // An errno, not a message: allocating here could deadlock on the allocator's lock.
+                return Err(std::io::Error::from(nix::errno::Errno::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
 enum End {
     Exited(std::io::Result<ExitStatus>),
     TimedOut,
@@ -120,6 +142,7 @@ impl ProcessExecutor {
             .stderr(writer)
             .process_group(0)
             .kill_on_drop(true);
+        die_with_worker(&mut cmd);
         let spawned = cmd.spawn();
         // The command holds the pipe's write ends; drop them so the reader sees EOF.
         drop(cmd);
@@ -138,7 +161,8 @@ impl ProcessExecutor {
         };
         running_groups().insert(pid);
 
-        let output = tokio::spawn(read_output(OwnedFd::from(reader), self.output_limit));
+        let capture = Arc::new(Mutex::new(Capture::new(self.output_limit)));
+        let mut output = tokio::spawn(read_output(OwnedFd::from(reader), Arc::clone(&capture)));
         let timeout = async {
             match job.timeout {
                 Some(t) => tokio::time::sleep(t).await,
@@ -168,14 +192,19 @@ impl ProcessExecutor {
         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         running_groups().remove(&pid);
         let duration_ms = started.elapsed().as_millis() as u64;
-        let (output, output_dropped_bytes) = match tokio::time::timeout(OUTPUT_DRAIN, output).await {
-            Ok(Ok(captured)) => captured,
-            // The reader task cannot panic; a pipe held open by an escaped process ends the wait.
-            _ => {
-                (b"[testgrid: output incomplete: a process outside the test's group kept the pipe open]\n".to_vec(), 0)
-            }
-        };
-
+        // Normally the pipe is at EOF once the group is dead; a process that escaped the group
+        // (setsid) may hold it open, and then what was read so far is what we report.
+        let complete = tokio::time::timeout(OUTPUT_DRAIN, &mut output).await.is_ok();
+        if !complete {
+            output.abort();
+        }
+        let captured = std::mem::replace(&mut *lock(&capture), Capture::new(0));
+        let (mut output, output_dropped_bytes) = captured.finish();
+        if !complete {
+            output.extend_from_slice(
+                b"\n[testgrid: output cut short: a process outside the test's group kept its output pipe open]\n",
+            );
+        }
         let (outcome, exit_code, signal, message) = match (kind, status) {
             (Kind::TimedOut, _) => (
                 pb::Outcome::TimedOut,
@@ -220,43 +249,39 @@ fn end_kind(end: &End) -> Kind {
 /// Outcome of a process that exited on its own.
 fn classify(status: ExitStatus) -> (pb::Outcome, Option<i32>, Option<i32>, String) {
     if let Some(code) = status.code() {
-        return match code {
-            0 => (pb::Outcome::Passed, Some(0), None, String::new()),
-            // `sh` says 126/127 when the command cannot be executed or is not found: the test
-            // never ran, which is an error of the setup, not a test failure.
-            126 => (
-                pb::Outcome::Error,
-                Some(code),
-                None,
-                "the command could not be executed (exit 126: not executable?)".into(),
-            ),
-            127 => (
-                pb::Outcome::Error,
-                Some(code),
-                None,
-                "the command was not found (exit 127); is it installed on the worker's PATH?".into(),
-            ),
-            _ => (pb::Outcome::Failed, Some(code), None, format!("exit code {code}")),
+        let message = match code {
+            0 => return (pb::Outcome::Passed, Some(0), None, String::new()),
+            // From `sh`, 126/127 mean "not executable" / "not found"; a script can also exit
+            // with them on purpose, so they stay failures, with a hint.
+            126 => "exit code 126 (a command was not executable?)".to_string(),
+            127 => "exit code 127 (a command was not found on the worker's PATH?)".to_string(),
+            _ => format!("exit code {code}"),
         };
+        return (pb::Outcome::Failed, Some(code), None, message);
     }
     let signal = status.signal().unwrap_or(0);
     let name = Signal::try_from(signal).map(|s| s.as_str().to_string()).unwrap_or_else(|_| format!("signal {signal}"));
     (pb::Outcome::Failed, None, Some(signal), format!("killed by {name}"))
 }
 
-async fn read_output(fd: OwnedFd, limit: usize) -> (Vec<u8>, u64) {
-    let mut capture = Capture::new(limit);
+fn lock(capture: &Mutex<Capture>) -> std::sync::MutexGuard<'_, Capture> {
+    // Pushing bytes cannot leave the capture half-updated, so a poisoned lock is safe to reuse.
+    capture.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Read the test's output pipe into `capture` until EOF.
+async fn read_output(fd: OwnedFd, capture: Arc<Mutex<Capture>>) {
     let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
-        return (b"[testgrid: cannot read the test's output pipe]\n".to_vec(), 0);
+        lock(&capture).push(b"[testgrid: cannot read the test's output pipe]\n");
+        return;
     };
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match pipe.read(&mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => capture.push(&buf[..n]),
+            Ok(n) => lock(&capture).push(&buf[..n]),
         }
     }
-    capture.finish()
 }
 
 impl Executor for ProcessExecutor {

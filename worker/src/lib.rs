@@ -61,6 +61,8 @@ pub const DEFAULT_OUTPUT_LIMIT: usize = 1024 * 1024;
 pub enum Error {
     #[error("bad grid address `{grid}`: {problem}; expected something like http://host:7700")]
     BadGrid { grid: String, problem: String },
+    #[error("the coordinator at {grid} refused this worker: {why}")]
+    Refused { grid: String, why: String },
     #[error("workspace root {path}: {source}; set --root to the checkout the tests live in")]
     Root { path: PathBuf, source: std::io::Error },
 }
@@ -78,6 +80,9 @@ pub fn default_name() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "worker".to_string())
 }
+
+/// The most slots a worker may offer (the coordinator enforces the same bound).
+pub const MAX_SLOTS: u32 = 4096;
 
 /// Run a worker until told to stop.
 pub async fn run(config: Config, stop: Stop) -> Result<(), Error> {

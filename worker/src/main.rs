@@ -60,13 +60,17 @@ fn main() -> ExitCode {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A closed stderr must not turn a log line into a panic.
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
-    if args.slots == Some(0) {
-        eprintln!("error: --slots must be at least 1");
+    if let Some(slots) = args.slots
+        && !(1..=testgrid_worker::MAX_SLOTS).contains(&slots)
+    {
+        eprintln!("error: --slots {slots} is not in 1..={}", testgrid_worker::MAX_SLOTS);
         return ExitCode::from(2);
     }
     let config = testgrid_worker::Config {

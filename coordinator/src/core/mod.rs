@@ -25,6 +25,10 @@ use std::sync::Arc;
 pub use model::*;
 use session::{Session, TestState};
 
+/// How often workers may hand a test back (shutting down) before it ends `error`: a guard
+/// against a broken worker build that refuses everything.
+const MAX_HANDBACKS: u32 = 10;
+
 /// Tunables of the scheduler.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -195,7 +199,12 @@ impl Scheduler {
         let Some(test) = session.tests.get_mut(key.test as usize) else { return };
         let live = held
             && test.attempt == key.attempt
-            && matches!(test.state, TestState::Assigned { worker: holder, .. } if holder == worker);
+            && match test.state {
+                TestState::Assigned { worker: holder, .. } | TestState::Cancelling { worker: holder } => {
+                    holder == worker
+                }
+                TestState::Queued | TestState::Done(_) => false,
+            };
         if !live {
             let reason = if !held {
                 format!("worker {worker_name} does not hold attempt {}", key.attempt)
@@ -203,6 +212,26 @@ impl Scheduler {
                 format!("attempt {} is no longer live (current attempt {})", key.attempt, test.attempt)
             };
             self.discard(key, reason, out);
+            return;
+        }
+        if let TestState::Cancelling { .. } = test.state {
+            // The kill we asked for, with the output up to it.
+            let reason = session.cancel_reason.clone().unwrap_or_else(|| "session cancelled".into());
+            let report = Report { outcome: Outcome::Cancelled, message: reason, ..report };
+            test.state = TestState::Done(Outcome::Cancelled);
+            session.totals.count(Outcome::Cancelled);
+            out.push(Action::Emit {
+                session: key.session,
+                event: Event::TestFinished {
+                    test: key.test,
+                    attempt: key.attempt,
+                    worker: worker_name,
+                    is_final: true,
+                    outcome: Outcome::Cancelled,
+                    report,
+                },
+            });
+            self.finish_session_if_done(now, key.session, out);
             return;
         }
         if let TestState::Assigned { started: true, .. } = test.state {
@@ -220,9 +249,11 @@ impl Scheduler {
                 }
             }
             Outcome::Error | Outcome::Lost => Some(Outcome::Error),
-            Outcome::Cancelled => {
-                // The worker gave the test back without being asked (it is shutting down):
-                // run it again elsewhere; this is not the test's fault nor a worker loss.
+            Outcome::Cancelled if test.handbacks < MAX_HANDBACKS => {
+                // The worker gave the test back without being asked: it is shutting down. Run
+                // the test elsewhere; this is neither the test's fault nor a worker loss, and the
+                // worker gets no more work.
+                test.handbacks += 1;
                 test.attempt += 1;
                 test.state = TestState::Queued;
                 session.queue.push_front(key.test);
@@ -234,8 +265,12 @@ impl Scheduler {
                         reason: format!("worker {worker_name} handed it back"),
                     },
                 });
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    w.draining = true;
+                }
                 return;
             }
+            Outcome::Cancelled => Some(Outcome::Error),
         };
         match final_outcome {
             Some(outcome) => {
@@ -301,8 +336,32 @@ impl Scheduler {
                 n => n,
             };
             let Some(test) = session.tests.get_mut(key.test as usize) else { continue };
+            if test.attempt != key.attempt {
+                continue;
+            }
+            if test.state == (TestState::Cancelling { worker: id }) {
+                test.state = TestState::Done(Outcome::Cancelled);
+                session.totals.count(Outcome::Cancelled);
+                let cancelled = session.cancel_reason.clone().unwrap_or_else(|| "session cancelled".into());
+                out.push(Action::Emit {
+                    session: key.session,
+                    event: Event::TestFinished {
+                        test: key.test,
+                        attempt: key.attempt,
+                        worker: w.spec.name.clone(),
+                        is_final: true,
+                        outcome: Outcome::Cancelled,
+                        report: Report::synthetic(
+                            Outcome::Cancelled,
+                            format!("{cancelled}; its worker was lost while stopping it ({reason})"),
+                        ),
+                    },
+                });
+                touched.insert(key.session);
+                continue;
+            }
             let TestState::Assigned { worker, started } = test.state else { continue };
-            if worker != id || test.attempt != key.attempt {
+            if worker != id {
                 continue;
             }
             if started {
@@ -362,16 +421,21 @@ impl Scheduler {
         session.running = 0;
         out.push(Action::Emit { session: id, event: Event::Cancelled { reason: reason.clone() } });
         for (index, test) in session.tests.iter_mut().enumerate() {
-            let worker_name = match test.state {
-                TestState::Done(_) => continue,
-                TestState::Queued => String::new(),
-                TestState::Assigned { worker, .. } => {
-                    // The worker keeps the slot until it reports; only the outcome is decided now.
-                    let key = AssignmentKey { session: id, test: index as u32, attempt: test.attempt };
+            let key = AssignmentKey { session: id, test: index as u32, attempt: test.attempt };
+            match test.state {
+                TestState::Done(_) | TestState::Cancelling { .. } => continue,
+                TestState::Queued => {}
+                TestState::Assigned { worker, started } => {
+                    // The worker keeps the slot until it reports the kill.
                     out.push(Action::CancelAssignment { worker, key, reason: reason.clone() });
-                    self.workers.get(&worker).map(|w| w.spec.name.clone()).unwrap_or_default()
+                    if started {
+                        // Its outcome waits for the worker's report, which carries the output
+                        // up to the kill: often the very thing a user cancels to look at.
+                        test.state = TestState::Cancelling { worker };
+                        continue;
+                    }
                 }
-            };
+            }
             test.state = TestState::Done(Outcome::Cancelled);
             session.totals.count(Outcome::Cancelled);
             out.push(Action::Emit {
@@ -379,7 +443,7 @@ impl Scheduler {
                 event: Event::TestFinished {
                     test: index as u32,
                     attempt: test.attempt,
-                    worker: worker_name,
+                    worker: String::new(),
                     is_final: true,
                     outcome: Outcome::Cancelled,
                     report: Report::synthetic(Outcome::Cancelled, reason.clone()),
@@ -590,8 +654,13 @@ impl Scheduler {
                     .filter_map(|key| {
                         let session = self.sessions.get(&key.session)?;
                         let test = session.tests.get(key.test as usize)?;
-                        matches!(test.state, TestState::Assigned { started: true, worker } if worker == *id)
-                            .then(|| session.spec.tests[key.test as usize].clone())
+                        let running = match test.state {
+                            TestState::Assigned { started: true, worker } | TestState::Cancelling { worker } => {
+                                worker == *id && test.attempt == key.attempt
+                            }
+                            _ => false,
+                        };
+                        running.then(|| session.spec.tests[key.test as usize].clone())
                     })
                     .collect(),
                 last_seen: w.last_seen,

@@ -125,7 +125,8 @@ impl Harness {
         let held = self.s.workers.get(&worker).is_some_and(|w| w.held.contains(&key));
         let test = self.s.sessions.get(&key.session).and_then(|s| s.tests.get(key.test as usize));
         held && test.is_some_and(|t| {
-            t.attempt == key.attempt && matches!(t.state, TestState::Assigned { worker: h, .. } if h == worker)
+            t.attempt == key.attempt
+                && matches!(t.state, TestState::Assigned { worker: h, .. } | TestState::Cancelling { worker: h } if h == worker)
         })
     }
 
@@ -183,7 +184,7 @@ impl Harness {
             let states = session.tests.iter().filter(|t| t.state == TestState::Queued).count();
             assert_eq!(queued, states, "queue and queued states disagree");
             for (i, t) in session.tests.iter().enumerate() {
-                if let TestState::Assigned { worker, .. } = t.state {
+                if let TestState::Assigned { worker, .. } | TestState::Cancelling { worker } = t.state {
                     let key = AssignmentKey { session: session.id, test: i as u32, attempt: t.attempt };
                     assert!(self.is_live(worker, key), "assigned test not held by its worker");
                 }

@@ -8,7 +8,15 @@ use super::model::{Millis, Outcome, SessionId, SessionSpec, SessionView, Totals,
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum TestState {
     Queued,
-    Assigned { worker: WorkerId, started: bool },
+    Assigned {
+        worker: WorkerId,
+        started: bool,
+    },
+    /// The session was cancelled while the test ran: it ends `cancelled` when its worker
+    /// reports the kill (with the output so far) or is lost.
+    Cancelling {
+        worker: WorkerId,
+    },
     Done(Outcome),
 }
 
@@ -22,6 +30,8 @@ pub(super) struct TestEntry {
     pub failures: u32,
     /// The worker its last failed attempt ran on: a retry goes elsewhere when it can.
     pub avoid: Option<WorkerId>,
+    /// How often a worker handed it back unstarted or unfinished (shutting down).
+    pub handbacks: u32,
 }
 
 pub(super) struct Session {
@@ -46,7 +56,14 @@ impl Session {
         Session {
             id,
             tests: (0..n)
-                .map(|_| TestEntry { attempt: 1, state: TestState::Queued, losses: 0, failures: 0, avoid: None })
+                .map(|_| TestEntry {
+                    attempt: 1,
+                    state: TestState::Queued,
+                    losses: 0,
+                    failures: 0,
+                    avoid: None,
+                    handbacks: 0,
+                })
                 .collect(),
             queue: (0..n as u32).collect(),
             totals: Totals { total: n as u32, ..Totals::default() },

@@ -278,7 +278,7 @@ fn worker_handing_a_test_back_requeues_it_without_a_loss() {
     let out =
         s.handle(1, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Cancelled) });
     assert!(finals(&out).is_empty());
-    assert_eq!(assigned(&out), vec![(wid(1), key(sid(1), 0, 2))]);
+    assert!(out.iter().any(|a| matches!(a, Action::Emit { event: Event::TestRequeued { attempt: 2, .. }, .. })));
 }
 
 #[test]
@@ -458,4 +458,56 @@ fn cancel_on_disconnect_waits_for_the_grace_and_only_when_asked() {
     let out = s.handle(8_000, Input::Tick);
     assert_eq!(finals(&out), vec![(0, Outcome::Cancelled)]);
     assert!(out.iter().all(|a| !matches!(a, Action::Emit { session, .. } if *session == sid(2))));
+}
+
+#[test]
+fn a_running_test_of_a_cancelled_session_ends_with_the_output_up_to_the_kill() {
+    let mut s = no_prefetch();
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(2) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(1, Input::Started { worker: wid(1), key: key(sid(1), 0, 1) });
+    let out = s.handle(2, Input::Cancel { session: sid(1), reason: "user".into() });
+    assert_eq!(finals(&out), vec![(1, Outcome::Cancelled)], "the queued test ends at once");
+    assert!(finished_totals(&out).is_none(), "the running one waits for its worker");
+    let mut killed = report(Outcome::Cancelled);
+    killed.output = b"stuck here".to_vec();
+    killed.duration_ms = 1_500;
+    let out = s.handle(3, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: killed });
+    let event = out.iter().find_map(|a| match a {
+        Action::Emit { event: Event::TestFinished { is_final: true, outcome, report, .. }, .. } => {
+            Some((*outcome, report.clone()))
+        }
+        _ => None,
+    });
+    let (outcome, report) = event.expect("a final event");
+    assert_eq!(
+        (outcome, report.output.as_slice(), report.duration_ms),
+        (Outcome::Cancelled, &b"stuck here"[..], 1_500)
+    );
+    assert_eq!(report.message, "user");
+    assert_eq!(finished_totals(&out).map(|t| t.cancelled), Some(2));
+}
+
+#[test]
+fn a_cancelled_running_test_whose_worker_dies_still_ends() {
+    let mut s = no_prefetch();
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(1, Input::Started { worker: wid(1), key: key(sid(1), 0, 1) });
+    s.handle(2, Input::Cancel { session: sid(1), reason: "user".into() });
+    let out = s.handle(3, Input::WorkerLost { id: wid(1), reason: "crash".into() });
+    assert_eq!(finals(&out), vec![(0, Outcome::Cancelled)]);
+    assert!(finished_totals(&out).is_some());
+}
+
+#[test]
+fn a_worker_that_hands_work_back_gets_no_more() {
+    let mut s = no_prefetch();
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(2) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    let out =
+        s.handle(1, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Cancelled) });
+    assert!(assigned(&out).is_empty(), "{out:?}");
+    let out = s.handle(2, Input::WorkerJoined { id: wid(2), spec: worker(1) });
+    assert_eq!(assigned(&out), vec![(wid(2), key(sid(1), 0, 2))]);
 }

@@ -270,7 +270,9 @@ pub fn event_to_pb(event: &Event) -> pb::session_event::Kind {
 
 /// Expand a command template: every `{}` becomes the shell-quoted test path.
 pub fn expand_command(template: &str, path: &str) -> String {
-    let quoted = shell_quote(path);
+    // A path like `-x.sh` would read as an option to the command.
+    let path = if path.starts_with('-') { format!("./{path}") } else { path.to_string() };
+    let quoted = shell_quote(&path);
     template.replace("{}", &quoted)
 }
 
@@ -290,6 +292,7 @@ mod tests {
         assert_eq!(expand_command("sh {}", "with space.sh"), "sh 'with space.sh'");
         assert_eq!(expand_command("sh {}", "it's"), r#"sh "it's""#);
         assert_eq!(expand_command("x {}", "$(rm -rf /)"), "x '$(rm -rf /)'");
+        assert_eq!(expand_command("sh {}", "-e.sh"), "sh ./-e.sh");
     }
 
     #[test]

@@ -94,6 +94,26 @@ pub fn now_ms() -> Millis {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// Output kept in the event log for a test that passed: the tail, enough to see how it ended.
+const KEEP_PASSED_OUTPUT: usize = 16 * 1024;
+/// Output a session may keep in full (failures first come, first kept) before later failures
+/// keep only their tail: the log lives in the coordinator's memory.
+const SESSION_OUTPUT_BUDGET: u64 = 256 * 1024 * 1024;
+const KEEP_OUTPUT_OVER_BUDGET: usize = 64 * 1024;
+
+/// Keep the last `keep` bytes of a report's output, counting what goes.
+fn keep_tail(report: &mut crate::core::Report, keep: usize) {
+    let len = report.output.len();
+    if len <= keep {
+        return;
+    }
+    let cut = len - keep;
+    report.output.drain(..cut);
+    report.output_dropped_bytes += cut as u64;
+    let marker = format!("[... testgrid kept the last {keep} bytes of this output ...]\n");
+    report.output.splice(0..0, marker.into_bytes());
+}
+
 /// How often the engine gives the core a `Tick` (deadlines, liveness).
 const TICK: Duration = Duration::from_millis(200);
 
@@ -106,7 +126,8 @@ pub fn spawn(
     shutdown: CancellationToken,
 ) -> (EngineHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(4096);
-    let engine = Engine { scheduler, store, metrics, workers: HashMap::new(), ping_every };
+    let engine =
+        Engine { scheduler, store, metrics, workers: HashMap::new(), ping_every, output_bytes: HashMap::new() };
     let task = tokio::spawn(engine.run(rx, shutdown));
     (EngineHandle { tx }, task)
 }
@@ -118,6 +139,8 @@ struct Engine {
     workers: HashMap<WorkerId, WorkerTx>,
     /// How often every worker hears from us, so that it can tell a dead coordinator.
     ping_every: Duration,
+    /// Output bytes stored per running session, against `SESSION_OUTPUT_BUDGET`.
+    output_bytes: HashMap<SessionId, u64>,
 }
 
 impl Engine {
@@ -238,9 +261,24 @@ impl Engine {
                     pb::coordinator_message::Kind::Cancel(pb::Cancel { assignment: Some(key_to_pb(&key)), reason });
                 self.send_worker(worker, msg, pending);
             }
-            Action::Emit { session, event } => {
-                if let Event::TestFinished { is_final: true, outcome, .. } = &event {
-                    self.metrics.test_finished(*outcome);
+            Action::Emit { session, mut event } => {
+                if let Event::TestFinished { is_final, outcome, report, .. } = &mut event {
+                    if *is_final {
+                        self.metrics.test_finished(*outcome);
+                    }
+                    let stored = self.output_bytes.entry(session).or_default();
+                    let keep = if *is_final && outcome.is_success() {
+                        KEEP_PASSED_OUTPUT
+                    } else if *stored > SESSION_OUTPUT_BUDGET {
+                        KEEP_OUTPUT_OVER_BUDGET
+                    } else {
+                        usize::MAX
+                    };
+                    keep_tail(report, keep);
+                    *stored += report.output.len() as u64;
+                }
+                if matches!(event, Event::Finished { .. }) {
+                    self.output_bytes.remove(&session);
                 }
                 self.store.log(session).append(now, event_to_pb(&event));
             }
@@ -263,5 +301,26 @@ impl Engine {
             self.workers.remove(&worker);
             pending.push(Input::WorkerLost { id: worker, reason: reason.to_string() });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Outcome, Report};
+
+    #[test]
+    fn keep_tail_counts_what_it_drops() {
+        let mut report = Report::synthetic(Outcome::Passed, "");
+        report.output = b"0123456789".to_vec();
+        report.output_dropped_bytes = 5;
+        keep_tail(&mut report, 4);
+        assert!(report.output.ends_with(b"6789"));
+        assert!(report.output.starts_with(b"[... testgrid kept the last 4 bytes"));
+        assert_eq!(report.output_dropped_bytes, 11);
+        let mut small = Report::synthetic(Outcome::Passed, "");
+        small.output = b"abc".to_vec();
+        keep_tail(&mut small, 4);
+        assert_eq!(small.output, b"abc");
     }
 }
