@@ -94,6 +94,24 @@ pub fn now_ms() -> Millis {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// The core's clock: wall-clock milliseconds at start plus monotonic time since, so that event
+/// times read as dates while a wall-clock step (NTP) can neither expire every worker's liveness
+/// at once nor stretch a session deadline.
+struct Clock {
+    wall_at_start: Millis,
+    start: std::time::Instant,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Clock { wall_at_start: now_ms(), start: std::time::Instant::now() }
+    }
+
+    fn now(&self) -> Millis {
+        self.wall_at_start + self.start.elapsed().as_millis() as u64
+    }
+}
+
 /// Output kept in the event log for a test that passed: the tail, enough to see how it ended.
 const KEEP_PASSED_OUTPUT: usize = 16 * 1024;
 /// Output a session may keep in full (failures first come, first kept) before later failures
@@ -126,8 +144,15 @@ pub fn spawn(
     shutdown: CancellationToken,
 ) -> (EngineHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(4096);
-    let engine =
-        Engine { scheduler, store, metrics, workers: HashMap::new(), ping_every, output_bytes: HashMap::new() };
+    let engine = Engine {
+        scheduler,
+        store,
+        metrics,
+        workers: HashMap::new(),
+        ping_every,
+        output_bytes: HashMap::new(),
+        clock: Clock::new(),
+    };
     let task = tokio::spawn(engine.run(rx, shutdown));
     (EngineHandle { tx }, task)
 }
@@ -141,6 +166,7 @@ struct Engine {
     ping_every: Duration,
     /// Output bytes stored per running session, against `SESSION_OUTPUT_BUDGET`.
     output_bytes: HashMap<SessionId, u64>,
+    clock: Clock,
 }
 
 impl Engine {
@@ -214,7 +240,7 @@ impl Engine {
     }
 
     fn ping_all(&mut self) {
-        let time_ms = now_ms();
+        let time_ms = self.clock.now();
         let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
         let mut pending = Vec::new();
         for id in ids {
@@ -226,7 +252,7 @@ impl Engine {
     }
 
     fn input(&mut self, input: Input) {
-        let now = now_ms();
+        let now = self.clock.now();
         let mut pending = vec![input];
         while let Some(input) = pending.pop() {
             let actions = self.scheduler.handle(now, input);
