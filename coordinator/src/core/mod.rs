@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 pub use model::*;
-use session::{Session, TestState};
+use session::{Session, TestState, conclude};
 
 /// How often workers may hand a test back (shutting down) before it ends `error`: a guard
 /// against a broken worker build that refuses everything.
@@ -218,19 +218,7 @@ impl Scheduler {
             // The kill we asked for, with the output up to it.
             let reason = session.cancel_reason.clone().unwrap_or_else(|| "session cancelled".into());
             let report = Report { outcome: Outcome::Cancelled, message: reason, ..report };
-            test.state = TestState::Done(Outcome::Cancelled);
-            session.totals.count(Outcome::Cancelled);
-            out.push(Action::Emit {
-                session: key.session,
-                event: Event::TestFinished {
-                    test: key.test,
-                    attempt: key.attempt,
-                    worker: worker_name,
-                    is_final: true,
-                    outcome: Outcome::Cancelled,
-                    report,
-                },
-            });
+            out.push(conclude(test, &mut session.totals, key, worker_name, Outcome::Cancelled, report));
             self.finish_session_if_done(now, key.session, out);
             return;
         }
@@ -274,19 +262,7 @@ impl Scheduler {
         };
         match final_outcome {
             Some(outcome) => {
-                test.state = TestState::Done(outcome);
-                session.totals.count(outcome);
-                out.push(Action::Emit {
-                    session: key.session,
-                    event: Event::TestFinished {
-                        test: key.test,
-                        attempt: key.attempt,
-                        worker: worker_name,
-                        is_final: true,
-                        outcome,
-                        report,
-                    },
-                });
+                out.push(conclude(test, &mut session.totals, key, worker_name, outcome, report));
                 self.finish_session_if_done(now, key.session, out);
             }
             None => {
@@ -340,23 +316,12 @@ impl Scheduler {
                 continue;
             }
             if test.state == (TestState::Cancelling { worker: id }) {
-                test.state = TestState::Done(Outcome::Cancelled);
-                session.totals.count(Outcome::Cancelled);
                 let cancelled = session.cancel_reason.clone().unwrap_or_else(|| "session cancelled".into());
-                out.push(Action::Emit {
-                    session: key.session,
-                    event: Event::TestFinished {
-                        test: key.test,
-                        attempt: key.attempt,
-                        worker: w.spec.name.clone(),
-                        is_final: true,
-                        outcome: Outcome::Cancelled,
-                        report: Report::synthetic(
-                            Outcome::Cancelled,
-                            format!("{cancelled}; its worker was lost while stopping it ({reason})"),
-                        ),
-                    },
-                });
+                let report = Report::synthetic(
+                    Outcome::Cancelled,
+                    format!("{cancelled}; its worker was lost while stopping it ({reason})"),
+                );
+                out.push(conclude(test, &mut session.totals, key, w.spec.name.clone(), Outcome::Cancelled, report));
                 touched.insert(key.session);
                 continue;
             }
@@ -372,25 +337,14 @@ impl Scheduler {
             // a test with a loss on record runs alone on its next worker (see `pick`).
             test.losses += 1;
             if test.losses > max_losses {
-                test.state = TestState::Done(Outcome::Lost);
-                session.totals.count(Outcome::Lost);
-                out.push(Action::Emit {
-                    session: key.session,
-                    event: Event::TestFinished {
-                        test: key.test,
-                        attempt: key.attempt,
-                        worker: w.spec.name.clone(),
-                        is_final: true,
-                        outcome: Outcome::Lost,
-                        report: Report::synthetic(
-                            Outcome::Lost,
-                            format!(
-                                "its worker was lost {} times (limit {max_losses}); last: {} ({reason})",
-                                test.losses, w.spec.name
-                            ),
-                        ),
-                    },
-                });
+                let report = Report::synthetic(
+                    Outcome::Lost,
+                    format!(
+                        "its worker was lost {} times (limit {max_losses}); last: {} ({reason})",
+                        test.losses, w.spec.name
+                    ),
+                );
+                out.push(conclude(test, &mut session.totals, key, w.spec.name.clone(), Outcome::Lost, report));
                 touched.insert(key.session);
             } else {
                 test.attempt += 1;
@@ -436,19 +390,8 @@ impl Scheduler {
                     }
                 }
             }
-            test.state = TestState::Done(Outcome::Cancelled);
-            session.totals.count(Outcome::Cancelled);
-            out.push(Action::Emit {
-                session: id,
-                event: Event::TestFinished {
-                    test: index as u32,
-                    attempt: test.attempt,
-                    worker: String::new(),
-                    is_final: true,
-                    outcome: Outcome::Cancelled,
-                    report: Report::synthetic(Outcome::Cancelled, reason.clone()),
-                },
-            });
+            let report = Report::synthetic(Outcome::Cancelled, reason.clone());
+            out.push(conclude(test, &mut session.totals, key, String::new(), Outcome::Cancelled, report));
         }
         self.finish_session_if_done(now, id, out);
     }

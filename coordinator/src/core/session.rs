@@ -3,7 +3,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::model::{Millis, Outcome, SessionId, SessionSpec, SessionView, Totals, WorkerId};
+use super::model::{
+    Action, AssignmentKey, Event, Millis, Outcome, Report, SessionId, SessionSpec, SessionView, Totals, WorkerId,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum TestState {
@@ -88,5 +90,23 @@ impl Session {
             finished_at: self.finished_at,
             cancel_reason: self.cancel_reason.clone(),
         }
+    }
+}
+
+/// End a test with its outcome: the one place a test gets its final event, so that the state,
+/// the totals and the event log cannot disagree.
+pub(super) fn conclude(
+    test: &mut TestEntry,
+    totals: &mut Totals,
+    key: AssignmentKey,
+    worker: String,
+    outcome: Outcome,
+    report: Report,
+) -> Action {
+    test.state = TestState::Done(outcome);
+    totals.count(outcome);
+    Action::Emit {
+        session: key.session,
+        event: Event::TestFinished { test: key.test, attempt: key.attempt, worker, is_final: true, outcome, report },
     }
 }
