@@ -42,6 +42,10 @@ pub async fn start(workers: u32, root: PathBuf) -> Result<Local, Error> {
             output_limit: testgrid_worker::DEFAULT_OUTPUT_LIMIT,
             kill_grace: Duration::from_secs(1),
             drain_timeout: Duration::ZERO,
+            // This process owns the tests and kills them on every exit it can see (Ctrl-C,
+            // SIGTERM, the end of the session); the per-test cost of the kernel guard is not
+            // worth it for what is left (a SIGKILL of the CLI itself).
+            die_with_worker: false,
         };
         let stop = testgrid_worker::Stop { drain: CancellationToken::new(), now: shutdown.clone() };
         tasks.spawn(async move {

@@ -50,6 +50,8 @@ pub struct ProcessExecutor {
     pub output_limit: usize,
     /// Time between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
+    /// Have the kernel kill each test when the worker dies ([`die_with_worker`]).
+    pub die_with_worker: bool,
 }
 
 /// How long to keep reading output after the test's process group is gone, for descendants that
@@ -76,6 +78,9 @@ pub fn kill_all_running() {
 /// requeued elsewhere, and the orphan would run it twice. The kernel sends the test SIGKILL when
 /// the thread that started it dies; that thread is a tokio runtime worker, which lives as long
 /// as the worker process (executors never spawn from the blocking pool, whose threads retire).
+///
+/// The price: a `pre_exec` hook makes the standard library fork instead of `posix_spawn`, about
+/// 0.4 ms more per test for a worker of a few tens of MiB (docs/benchmarks.md).
 #[expect(unsafe_code, reason = "pre_exec runs between fork and exec; see the SAFETY note")]
 fn die_with_worker(cmd: &mut tokio::process::Command) {
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
@@ -142,7 +147,9 @@ impl ProcessExecutor {
             .stderr(writer)
             .process_group(0)
             .kill_on_drop(true);
-        die_with_worker(&mut cmd);
+        if self.die_with_worker {
+            die_with_worker(&mut cmd);
+        }
         let spawned = cmd.spawn();
         // The command holds the pipe's write ends; drop them so the reader sees EOF.
         drop(cmd);

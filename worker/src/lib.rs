@@ -35,6 +35,8 @@ pub struct Config {
     pub kill_grace: Duration,
     /// How long a draining worker lets running tests finish before it kills and hands them back.
     pub drain_timeout: Duration,
+    /// Have the kernel kill running tests if the worker process dies outright.
+    pub die_with_worker: bool,
 }
 
 /// How a worker is told to stop.
@@ -97,6 +99,7 @@ pub async fn run(config: Config, stop: Stop) -> Result<(), Error> {
         root: root.clone(),
         output_limit: config.output_limit,
         kill_grace: config.kill_grace,
+        die_with_worker: config.die_with_worker,
     });
     connection::run(Config { root, ..config }, executor, stop).await
 }

@@ -35,6 +35,10 @@ struct Args {
     /// On SIGTERM, how long running tests may finish before they are killed and handed back.
     #[arg(long, env = "TESTGRID_DRAIN_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
+    /// Let tests outlive a worker that is killed outright. By default the kernel kills them with
+    /// it, since their attempts are requeued elsewhere; this saves about 0.9 ms per test start.
+    #[arg(long, env = "TESTGRID_ORPHANS_SURVIVE")]
+    orphans_survive: bool,
     /// Log format.
     #[arg(long, env = "TESTGRID_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -82,6 +86,7 @@ fn main() -> ExitCode {
         output_limit: args.output_limit.max(2),
         kill_grace: args.kill_grace,
         drain_timeout: args.drain_timeout,
+        die_with_worker: !args.orphans_survive,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
