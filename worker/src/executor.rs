@@ -80,7 +80,7 @@ pub fn kill_all_running() {
 /// as the worker process (executors never spawn from the blocking pool, whose threads retire).
 ///
 /// The price: a `pre_exec` hook makes the standard library fork instead of `posix_spawn`, about
-/// 0.4 ms more per test for a worker of a few tens of MiB (docs/benchmarks.md).
+/// 0.9 ms more per test for a worker of a few tens of MiB (docs/benchmarks.md).
 #[expect(unsafe_code, reason = "pre_exec runs between fork and exec; see the SAFETY note")]
 fn die_with_worker(cmd: &mut tokio::process::Command) {
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
