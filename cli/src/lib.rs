@@ -150,6 +150,11 @@ pub struct RunArgs {
     /// Submit and print the session id without waiting (needs a grid).
     #[arg(long)]
     pub detach: bool,
+    /// How tests are kept apart: `warm` runs a framework's tests in one long-lived process per
+    /// slot where testgrid has a warm runner for it (pytest); `file` starts a process per test
+    /// file; `test` a process per test.
+    #[arg(long, value_enum, default_value = "warm", env = "TESTGRID_ISOLATION")]
+    pub isolation: Isolation,
     /// Cancel the session if this CLI goes away (no client watches it for the grid's liveness
     /// timeout). Default: the session runs on and `testgrid watch` can re-attach.
     #[arg(long, env = "TESTGRID_CANCEL_ON_DISCONNECT")]
@@ -159,6 +164,24 @@ pub struct RunArgs {
     pub max_worker_losses: Option<u32>,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// How tests are kept apart from each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Isolation {
+    Warm,
+    File,
+    Test,
+}
+
+impl Isolation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Isolation::Warm => "warm",
+            Isolation::File => "file",
+            Isolation::Test => "test",
+        }
+    }
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -289,6 +312,7 @@ async fn run_session(mut args: RunArgs) -> Result<u8, Error> {
         session_timeout_ms: args.session_timeout.map(millis).unwrap_or(0),
         max_worker_losses: args.max_worker_losses.unwrap_or(0),
         cancel_on_disconnect: args.cancel_on_disconnect,
+        isolation: args.isolation.name().to_string(),
     };
 
     let (grid, local) = match &args.grid {

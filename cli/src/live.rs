@@ -84,7 +84,21 @@ impl Live {
                         let detail = self.tracker.tests.get(f.test_index as usize).map(|t| why(t, false));
                         format!("  ({})", detail.unwrap_or_default())
                     };
-                    Some(format!("{} [{:>7}] {path}{detail}", label(outcome, self.mode), format_duration(duration)))
+                    let mut line =
+                        format!("{} [{:>7}] {path}{detail}", label(outcome, self.mode), format_duration(duration));
+                    // A warm runner's file: name each case that did not pass under it.
+                    for c in f.report.iter().flat_map(|r| r.cases.iter()) {
+                        let case_outcome = pb::Outcome::try_from(c.outcome).unwrap_or(pb::Outcome::Error);
+                        if !matches!(case_outcome, pb::Outcome::Passed | pb::Outcome::Skipped) {
+                            line.push_str(&format!(
+                                "\n{}           {}  {}",
+                                label(case_outcome, self.mode),
+                                display_path(&c.name),
+                                c.message
+                            ));
+                        }
+                    }
+                    Some(line)
                 } else {
                     Some(format!(
                         "{} [{:>7}] {path}  (attempt {} {}; retrying)",

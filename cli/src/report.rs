@@ -240,6 +240,14 @@ pub fn summary(tracker: &Tracker, tail_lines: usize) -> String {
     );
     let rate = if total == 0 { 0.0 } else { passed as f64 * 100.0 / total as f64 };
     let _ = writeln!(out, "  success rate {rate:.1}% ({passed} of {total})");
+    if let Some(cases) = case_counts(tracker) {
+        let words: Vec<String> = cases.by_outcome.iter().map(|(o, n)| format!("{n} {}", outcome_word(*o))).collect();
+        let xfail = match cases.xfail {
+            0 => String::new(),
+            n => format!(" ({n} expected failures among the passed)"),
+        };
+        let _ = writeln!(out, "  {} test cases: {}{xfail}", cases.total, words.join(", "));
+    }
     let _ = writeln!(
         out,
         "  started {}, ended {}, wall time {}",
@@ -284,7 +292,17 @@ pub fn write_junit(tracker: &Tracker, path: &Path) -> Result<(), Error> {
         report.set_timestamp(t.fixed_offset());
     }
     for test in &tracker.tests {
-        suite.add_test_case(test_case(test));
+        // A test unit that reported its cases (a warm runner) becomes one testcase per case.
+        match test.attempts.last().filter(|a| !a.report.cases.is_empty()) {
+            Some(last) => {
+                for c in &last.report.cases {
+                    suite.add_test_case(case_test_case(c, &last.worker));
+                }
+            }
+            None => {
+                suite.add_test_case(test_case(test));
+            }
+        }
     }
     report.add_test_suite(suite);
     let xml = report.to_string().map_err(|e| Error::Infra(format!("cannot build the JUnit report: {e}")))?;
@@ -305,6 +323,68 @@ fn rerun(attempt: &Attempt) -> TestRerun {
         .set_time(Duration::from_millis(attempt.report.duration_ms))
         .set_system_out_lossy(&attempt.report.output);
     rerun
+}
+
+fn case_test_case(c: &pb::CaseResult, worker: &str) -> TestCase {
+    let outcome = pb::Outcome::try_from(c.outcome).unwrap_or(pb::Outcome::Error);
+    let status = match outcome {
+        pb::Outcome::Passed => TestCaseStatus::success(),
+        pb::Outcome::Skipped => {
+            let mut status = TestCaseStatus::skipped();
+            status.set_message(c.message.as_str());
+            status
+        }
+        other => {
+            let kind = if other == pb::Outcome::Error { NonSuccessKind::Error } else { NonSuccessKind::Failure };
+            let mut status = TestCaseStatus::non_success(kind);
+            status.set_type(outcome_word(other));
+            status.set_message(if c.message.is_empty() { outcome_word(other) } else { c.message.as_str() });
+            status.set_description(String::from_utf8_lossy(&c.output).into_owned());
+            status
+        }
+    };
+    let name = display_path(&c.name);
+    let mut case = TestCase::new(name.as_str(), status);
+    case.set_classname(display_path(&c.classname));
+    case.set_time(Duration::from_millis(c.duration_ms));
+    if !c.output.is_empty() && outcome == pb::Outcome::Passed {
+        case.set_system_out_lossy(&c.output);
+    }
+    if c.message.starts_with("xfail") {
+        // Kept visible: an expected failure that passes as "success" would hide it.
+        case.add_property(Property::new("xfail", c.message.as_str()));
+    }
+    if !worker.is_empty() {
+        case.add_property(Property::new("worker", worker));
+    }
+    case
+}
+
+/// How the cases reported by the tests' final attempts ended.
+pub struct CaseCounts {
+    pub total: usize,
+    pub by_outcome: Vec<(pb::Outcome, usize)>,
+    pub xfail: usize,
+}
+
+/// Per-outcome counts of the cases reported by the tests' final attempts.
+pub fn case_counts(tracker: &Tracker) -> Option<CaseCounts> {
+    let cases: Vec<&pb::CaseResult> =
+        tracker.tests.iter().filter_map(|t| t.attempts.last()).flat_map(|a| a.report.cases.iter()).collect();
+    if cases.is_empty() {
+        return None;
+    }
+    let mut counts = Vec::new();
+    for outcome in
+        [pb::Outcome::Passed, pb::Outcome::Failed, pb::Outcome::Error, pb::Outcome::TimedOut, pb::Outcome::Skipped]
+    {
+        let n = cases.iter().filter(|c| c.outcome == outcome as i32).count();
+        if n > 0 {
+            counts.push((outcome, n));
+        }
+    }
+    let xfail = cases.iter().filter(|c| c.message.starts_with("xfail")).count();
+    Some(CaseCounts { total: cases.len(), by_outcome: counts, xfail })
 }
 
 fn test_case(test: &TestRecord) -> TestCase {

@@ -345,6 +345,7 @@ async fn handle_message(
                 env: a.env.into_iter().collect(),
                 timeout: (a.timeout_ms > 0).then(|| Duration::from_millis(a.timeout_ms)),
                 framework: a.framework,
+                isolation: a.isolation,
             };
             // The receiver lives as long as the slots, which outlive this loop.
             let _ = job_tx.send(job);
@@ -414,7 +415,7 @@ async fn run_slot<E: Executor>(
         let _ = out_tx.send(pb::WorkerMessage { kind: Some(ToCoordinator::TestStarted(started)) }).await;
         // The token is a child of the connection's: a connection that goes away cancels it too.
         // Draining does not: a running test may finish.
-        let report = executor.run(&job, token).await;
+        let report = executor.run(slot, &job, token).await;
         held.lock().remove(&key);
         send_finished(&out_tx, job.assignment, report).await;
     }

@@ -34,11 +34,30 @@ pub struct Job {
     pub env: BTreeMap<String, String>,
     pub timeout: Option<Duration>,
     pub framework: String,
+    /// `warm` (or empty), `file` or `test`.
+    pub isolation: String,
 }
 
-/// Runs jobs. `run` must end soon after `cancel` fires, and report `Cancelled` then.
+/// Picks each job's executor from its session's framework and isolation.
+pub struct Executors {
+    pub process: std::sync::Arc<ProcessExecutor>,
+    pub pytest: crate::pytest::PytestExecutor,
+}
+
+impl Executor for Executors {
+    async fn run(&self, slot: u32, job: &Job, cancel: CancellationToken) -> pb::TestReport {
+        let warm = matches!(job.isolation.as_str(), "" | "warm");
+        match job.framework.as_str() {
+            "pytest" if warm => self.pytest.run(slot, job, cancel).await,
+            _ => self.process.run(slot, job, cancel).await,
+        }
+    }
+}
+
+/// Runs jobs. `run` must end soon after `cancel` fires, and report `Cancelled` then. `slot`
+/// says which of the worker's slots runs the job, for executors that keep a process per slot.
 pub trait Executor: Send + Sync + 'static {
-    fn run(&self, job: &Job, cancel: CancellationToken) -> impl Future<Output = pb::TestReport> + Send;
+    fn run(&self, slot: u32, job: &Job, cancel: CancellationToken) -> impl Future<Output = pb::TestReport> + Send;
 }
 
 /// Settings of the process executor.
@@ -52,6 +71,19 @@ pub struct ProcessExecutor {
     pub kill_grace: Duration,
     /// Have the kernel kill each test when the worker dies ([`die_with_worker`]).
     pub die_with_worker: bool,
+}
+
+impl ProcessExecutor {
+    /// The command every test process starts from: working directory, stdin closed, its own
+    /// process group, and the kernel guard when configured.
+    pub fn base_command(&self, program: &str) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.current_dir(&self.root).stdin(Stdio::null()).process_group(0).kill_on_drop(true);
+        if self.die_with_worker {
+            die_with_worker(&mut cmd);
+        }
+        cmd
+    }
 }
 
 /// How long to keep reading output after the test's process group is gone, for descendants that
@@ -82,7 +114,7 @@ pub fn kill_all_running() {
 /// The price: a `pre_exec` hook makes the standard library fork instead of `posix_spawn`, about
 /// 0.9 ms more per test for a worker of a few tens of MiB (docs/benchmarks.md).
 #[expect(unsafe_code, reason = "pre_exec runs between fork and exec; see the SAFETY note")]
-fn die_with_worker(cmd: &mut tokio::process::Command) {
+pub fn die_with_worker(cmd: &mut tokio::process::Command) {
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
     // calls are allowed: it makes two system calls (prctl, getppid) and allocates nothing.
     let worker = Pid::this();
@@ -277,7 +309,7 @@ fn lock(capture: &Mutex<Capture>) -> std::sync::MutexGuard<'_, Capture> {
 }
 
 /// Read the test's output pipe into `capture` until EOF.
-async fn read_output(fd: OwnedFd, capture: Arc<Mutex<Capture>>) {
+pub(crate) async fn read_output(fd: OwnedFd, capture: Arc<Mutex<Capture>>) {
     let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
         lock(&capture).push(b"[testgrid: cannot read the test's output pipe]\n");
         return;
@@ -292,7 +324,24 @@ async fn read_output(fd: OwnedFd, capture: Arc<Mutex<Capture>>) {
 }
 
 impl Executor for ProcessExecutor {
-    fn run(&self, job: &Job, cancel: CancellationToken) -> impl Future<Output = pb::TestReport> + Send {
+    fn run(&self, _slot: u32, job: &Job, cancel: CancellationToken) -> impl Future<Output = pb::TestReport> + Send {
         self.spawn_and_wait(job, cancel)
+    }
+}
+
+/// Kill a whole process group: SIGTERM, then SIGKILL after `grace` unless `exited` resolves.
+pub async fn kill_group(pgid: i32, grace: Duration, exited: impl Future<Output = ()>) {
+    let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
+    if tokio::time::timeout(grace, exited).await.is_err() {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+}
+
+/// Register a process group as running (for [`kill_all_running`]) or forget it.
+pub fn track_group(pgid: i32, running: bool) {
+    if running {
+        running_groups().insert(pgid);
+    } else {
+        running_groups().remove(&pgid);
     }
 }

@@ -8,6 +8,7 @@ pub mod command;
 pub mod connection;
 pub mod executor;
 pub mod output;
+pub mod pytest;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -95,11 +96,14 @@ pub async fn run(config: Config, stop: Stop) -> Result<(), Error> {
             source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
         });
     }
-    let executor = Arc::new(executor::ProcessExecutor {
+    let process = Arc::new(executor::ProcessExecutor {
         root: root.clone(),
         output_limit: config.output_limit,
         kill_grace: config.kill_grace,
         die_with_worker: config.die_with_worker,
     });
+    let python = std::env::var("TESTGRID_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let executor =
+        Arc::new(executor::Executors { pytest: pytest::PytestExecutor::new(Arc::clone(&process), python), process });
     connection::run(Config { root, ..config }, executor, stop).await
 }

@@ -118,6 +118,9 @@ pub struct SessionSpec {
     /// Cancel the session once no client has watched it for the liveness timeout.
     #[serde(default)]
     pub cancel_on_disconnect: bool,
+    /// `warm`, `file` or `test` (empty: `warm`).
+    #[serde(default)]
+    pub isolation: String,
 }
 
 /// What a worker says about itself when it joins.

@@ -187,6 +187,15 @@ impl TryFrom<pb::SessionSpec> for SessionSpec {
             session_timeout_ms: s.session_timeout_ms,
             max_worker_losses: s.max_worker_losses,
             cancel_on_disconnect: s.cancel_on_disconnect,
+            isolation: match s.isolation.as_str() {
+                "" | "warm" | "file" | "test" => s.isolation,
+                other => {
+                    return Err(BadMessage::Invalid {
+                        field: "isolation",
+                        problem: format!("`{other}` is not one of warm, file, test"),
+                    });
+                }
+            },
         })
     }
 }

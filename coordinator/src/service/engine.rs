@@ -276,6 +276,7 @@ impl Engine {
                     env: spec.env.clone().into_iter().collect(),
                     timeout_ms: spec.test_timeout_ms,
                     framework: spec.framework.clone(),
+                    isolation: spec.isolation.clone(),
                 });
                 debug!(worker_id = %worker, session_id = %assignment.key.session, test = %assignment.path,
                        attempt = assignment.key.attempt, "assign");

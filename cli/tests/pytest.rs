@@ -1,0 +1,251 @@
+//! The warm pytest runner end to end: real pytest (installed by the test into a venv under the
+//! target directory), real coordinator and workers, per-case results compared with pytest's own.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use support::{Workspace, events, final_outcomes, spawn_coordinator, stderr, stdout, testgrid};
+
+/// A venv with pytest, made once per test binary.
+fn venv() -> &'static Path {
+    static VENV: OnceLock<PathBuf> = OnceLock::new();
+    VENV.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pytest-venv");
+        let python = dir.join("bin/python");
+        let ready = Command::new(&python).args(["-c", "import pytest"]).output().is_ok_and(|o| o.status.success());
+        if !ready {
+            let made = Command::new("python3").arg("-m").arg("venv").arg(&dir).status().expect("python3 runs");
+            assert!(made.success(), "python3 -m venv failed");
+            let pip = Command::new(&python)
+                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "pytest>=8,<10"])
+                .status()
+                .expect("pip runs");
+            assert!(pip.success(), "pip install pytest failed");
+        }
+        dir
+    })
+}
+
+/// PATH with the venv's bin first, so that `python3` is the venv's.
+fn path_with_venv() -> String {
+    format!("{}:{}", venv().join("bin").display(), std::env::var("PATH").unwrap_or_default())
+}
+
+const SUITE: &[(&str, &str)] = &[
+    (
+        "tests/test_mixed.py",
+        r#"
+import pytest
+
+@pytest.fixture(scope="module")
+def resource():
+    yield 42
+
+def test_pass(resource):
+    print("some output")
+    assert resource == 42
+
+def test_fail():
+    assert 1 + 1 == 3, "arithmetic"
+
+@pytest.mark.skip(reason="not here")
+def test_skip():
+    pass
+
+@pytest.mark.xfail(reason="known bug")
+def test_xfail():
+    assert False
+
+@pytest.fixture
+def broken():
+    raise RuntimeError("setup exploded")
+
+def test_setup_error(broken):
+    pass
+
+class TestGroup:
+    def test_in_class(self):
+        assert True
+"#,
+    ),
+    ("tests/test_other.py", "def test_one():\n    assert True\n\ndef test_two():\n    assert 'a' in 'abc'\n"),
+    ("tests/test_broken_import.py", "import module_that_does_not_exist\n\ndef test_never():\n    pass\n"),
+];
+
+fn write_suite(ws: &Workspace) {
+    for (path, body) in SUITE {
+        let full = ws.root().join(path);
+        std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
+        std::fs::write(full, body).expect("write");
+    }
+}
+
+/// Case outcomes from `--json` events: case name -> outcome word.
+fn case_outcomes(events: &[serde_json::Value]) -> BTreeMap<String, String> {
+    let mut cases = BTreeMap::new();
+    for e in events.iter().filter(|e| e["event"] == "test_finished" && e["final"] == true) {
+        for c in e["cases"].as_array().expect("cases") {
+            let name = c["name"].as_str().expect("name").to_string();
+            let outcome = c["outcome"].as_str().expect("outcome").to_string();
+            assert!(cases.insert(name.clone(), outcome).is_none(), "{name} reported twice");
+        }
+    }
+    cases
+}
+
+/// pytest's own verdicts, from its JUnit report: nodeid-like name -> outcome word.
+fn pytest_outcomes(root: &Path) -> BTreeMap<String, String> {
+    let xml = root.join("reference.xml");
+    let status = Command::new(venv().join("bin/python"))
+        .args([
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_mixed.py",
+            "tests/test_other.py",
+            "--junitxml",
+        ])
+        .arg(&xml)
+        .current_dir(root)
+        .output()
+        .expect("pytest runs");
+    assert!(status.status.code().is_some(), "pytest ran");
+    // Read pytest's report with Python's own XML parser; classname + name back to node ids.
+    const READ: &str = r#"
+import json, os, sys, xml.etree.ElementTree as ET
+out = {}
+for case in ET.parse(sys.argv[1]).iter("testcase"):
+    parts = case.get("classname").split(".")
+    for cut in range(len(parts), 0, -1):
+        if os.path.exists("/".join(parts[:cut]) + ".py"):
+            break
+    node = "/".join(parts[:cut]) + ".py" + "".join("::" + p for p in parts[cut:]) + "::" + case.get("name")
+    tags = {child.tag: child for child in case}
+    if "failure" in tags:
+        outcome = "failed"
+    elif "error" in tags:
+        outcome = "error"
+    elif "skipped" in tags:
+        outcome = "passed" if tags["skipped"].get("type") == "pytest.xfail" else "skipped"
+    else:
+        outcome = "passed"
+    out[node] = outcome
+print(json.dumps(out))
+"#;
+    let read = Command::new(venv().join("bin/python"))
+        .args(["-c", READ])
+        .arg(&xml)
+        .current_dir(root)
+        .output()
+        .expect("python runs");
+    serde_json::from_slice(&read.stdout).unwrap_or_else(|e| panic!("reading pytest's report: {e}: {}", stderr(&read)))
+}
+
+fn check_run(out: &std::process::Output, root: &Path) {
+    assert_eq!(out.status.code(), Some(1), "stdout: {}\nstderr: {}", stdout(out), stderr(out));
+    let events = events(out);
+    let files = final_outcomes(&events);
+    assert_eq!(files["tests/test_mixed.py"], "failed");
+    assert_eq!(files["tests/test_other.py"], "passed");
+    assert_eq!(files["tests/test_broken_import.py"], "error", "a collection error is an error for that file");
+    let ours = case_outcomes(&events);
+    let theirs = pytest_outcomes(root);
+    assert_eq!(ours, theirs, "the same per-case outcomes as pytest's own run");
+    let xfail = events
+        .iter()
+        .flat_map(|e| e["cases"].as_array().cloned().unwrap_or_default())
+        .find(|c| c["name"] == "tests/test_mixed.py::test_xfail")
+        .expect("xfail case");
+    assert!(xfail["message"].as_str().is_some_and(|m| m.starts_with("xfail")), "{xfail}");
+}
+
+#[test]
+fn warm_runner_in_local_mode_matches_pytest() {
+    let ws = Workspace::new();
+    write_suite(&ws);
+    let out = testgrid(&ws.root())
+        .args(["run", "--local", "2", "--framework", "pytest", "--json"])
+        .env("PATH", path_with_venv())
+        .output()
+        .expect("runs");
+    check_run(&out, &ws.root());
+}
+
+#[test]
+fn warm_runner_on_a_real_grid_matches_pytest_and_writes_junit_per_case() {
+    let ws = Workspace::new();
+    write_suite(&ws);
+    let (coordinator, grpc, _http) = spawn_coordinator("127.0.0.1:0", "127.0.0.1:0", &[]);
+    let url = format!("http://{grpc}");
+    // The workers find pytest through their own PATH, as a worker image would.
+    let path = path_with_venv();
+    let mut procs = Vec::new();
+    for i in 1..=2 {
+        let child = Command::new(support::bin("testgrid-worker"))
+            .args(["--grid", &url, "--name", &format!("w{i}"), "--slots", "1", "--root"])
+            .arg(ws.root())
+            .env("PATH", &path)
+            .env("TESTGRID_LOG", "warn")
+            .spawn()
+            .expect("worker starts");
+        procs.push(support::Proc { child });
+    }
+    let junit = ws.root().join("junit.xml");
+    let out = testgrid(&ws.root())
+        .args(["run", "--grid", &url, "--framework", "pytest", "--json", "--junit"])
+        .arg(&junit)
+        .output()
+        .expect("runs");
+    check_run(&out, &ws.root());
+    let xml = std::fs::read_to_string(&junit).expect("JUnit");
+    assert!(xml.contains(r#"name="tests/test_mixed.py::test_fail""#), "{xml}");
+    assert!(xml.contains("<skipped"), "skips stay visible: {xml}");
+    assert!(xml.contains(r#"name="xfail""#), "xfail stays visible: {xml}");
+    drop(procs);
+    drop(coordinator);
+}
+
+#[test]
+fn a_runner_that_dies_hangs_or_segfaults_is_reported_and_the_rest_still_runs() {
+    let ws = Workspace::new();
+    let files: &[(&str, &str)] = &[
+        ("tests/test_exit.py", "import os\n\ndef test_exits():\n    os._exit(3)\n\ndef test_after_exit():\n    pass\n"),
+        ("tests/test_hang.py", "import time\n\ndef test_hangs():\n    time.sleep(600)\n"),
+        ("tests/test_segv.py", "import ctypes\n\ndef test_segfaults():\n    ctypes.string_at(0)\n"),
+        ("tests/test_fine_1.py", "def test_a():\n    pass\n"),
+        ("tests/test_fine_2.py", "def test_b():\n    pass\n"),
+        ("tests/test_fine_3.py", "def test_c():\n    pass\n"),
+    ];
+    for (path, body) in files {
+        let full = ws.root().join(path);
+        std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
+        std::fs::write(full, body).expect("write");
+    }
+    let out = testgrid(&ws.root())
+        .args(["run", "--local", "2", "--framework", "pytest", "--json", "--timeout", "3s"])
+        .env("PATH", path_with_venv())
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let events = events(&out);
+    let files = final_outcomes(&events);
+    assert_eq!(files["tests/test_exit.py"], "failed");
+    assert_eq!(files["tests/test_segv.py"], "failed");
+    assert_eq!(files["tests/test_hang.py"], "timed_out");
+    for fine in ["tests/test_fine_1.py", "tests/test_fine_2.py", "tests/test_fine_3.py"] {
+        assert_eq!(files[fine], "passed", "{fine} still ran");
+    }
+    let cases = case_outcomes(&events);
+    assert_eq!(cases["tests/test_exit.py::test_exits"], "failed");
+    assert_eq!(cases["tests/test_segv.py::test_segfaults"], "failed");
+    assert_eq!(cases["tests/test_hang.py::test_hangs"], "timed_out");
+    let segv =
+        events.iter().find(|e| e["event"] == "test_finished" && e["test"] == "tests/test_segv.py").expect("segv event");
+    assert!(segv["message"].as_str().is_some_and(|m| m.contains("crashed (signal 11)")), "{segv}");
+}

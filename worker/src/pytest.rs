@@ -1,0 +1,360 @@
+//! The warm pytest executor: one long-lived pytest process per slot and session, fed test files
+//! on demand over a private Unix socket (never the tests' stdout), reporting per-case results.
+//!
+//! Starting Python and importing the project under test costs far more than most test files
+//! take to run; a warm runner pays it once per slot. The plugin it loads is shipped inside this
+//! binary (`runners/testgrid_pytest.py`, which documents the line protocol).
+//!
+//! A runner that dies mid-file fails the test it was running ("runner crashed") and is replaced
+//! for the next file; after [`MAX_CRASHES`] crashes in a session the slot falls back to a process
+//! per file. A timeout or cancel kills the runner's process group.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use testgrid_proto as pb;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::net::UnixListener;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::executor::{Executor, Job, ProcessExecutor, kill_group, track_group};
+use crate::output::Capture;
+
+/// The plugin the runner loads, written next to its socket at start.
+const PLUGIN: &str = include_str!("runners/testgrid_pytest.py");
+
+/// Crashes of a session's runners on this worker before its files run one process each.
+pub const MAX_CRASHES: u32 = 5;
+
+/// How long Python may take to start, import pytest and the conftest files, and connect.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the runner's own stdout and stderr keep (for "runner crashed" diagnostics).
+const RUNNER_LOG_LIMIT: usize = 64 * 1024;
+
+#[derive(Deserialize, Debug)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum FromRunner {
+    Ready,
+    Collected,
+    Started { test: String },
+    Case { test: String, outcome: String, duration_ms: u64, message: String, output: String, xfail: bool },
+    Done { error: Option<String> },
+}
+
+struct Runner {
+    session: String,
+    child: tokio::process::Child,
+    pgid: i32,
+    lines: Lines<BufReader<OwnedReadHalf>>,
+    writer: OwnedWriteHalf,
+    log: Arc<Mutex<Capture>>,
+    next_unit: u64,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        // Whatever the tests started goes with the runner.
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.pgid), nix::sys::signal::Signal::SIGKILL);
+        track_group(self.pgid, false);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Map and buffer updates cannot be left half-done; a poisoned lock is safe to reuse.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Warm pytest runners, one per slot.
+pub struct PytestExecutor {
+    pub process: Arc<ProcessExecutor>,
+    /// The Python to run (`python3` on PATH unless the session sets `TESTGRID_PYTHON`).
+    pub python: String,
+    runners: Mutex<HashMap<u32, Runner>>,
+    crashes: Mutex<HashMap<String, u32>>,
+}
+
+impl PytestExecutor {
+    pub fn new(process: Arc<ProcessExecutor>, python: String) -> Self {
+        PytestExecutor { process, python, runners: Mutex::new(HashMap::new()), crashes: Mutex::new(HashMap::new()) }
+    }
+
+    fn crashes(&self, session: &str) -> u32 {
+        lock(&self.crashes).get(session).copied().unwrap_or(0)
+    }
+
+    async fn start(&self, job: &Job) -> Result<Runner, String> {
+        let dir = tempfile::tempdir().map_err(|e| format!("cannot create a runner directory: {e}"))?;
+        std::fs::write(dir.path().join("testgrid_pytest.py"), PLUGIN)
+            .map_err(|e| format!("cannot write the runner plugin: {e}"))?;
+        let socket = dir.path().join("runner.sock");
+        let listener = UnixListener::bind(&socket).map_err(|e| format!("cannot open the runner socket: {e}"))?;
+        let python = job.env.get("TESTGRID_PYTHON").cloned().unwrap_or_else(|| self.python.clone());
+        let mut pythonpath = dir.path().display().to_string();
+        if let Some(existing) = job.env.get("PYTHONPATH").cloned().or_else(|| std::env::var("PYTHONPATH").ok()) {
+            pythonpath = format!("{pythonpath}:{existing}");
+        }
+        let (reader, writer) = std::io::pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
+        let writer2 = writer.try_clone().map_err(|e| format!("cannot create a pipe: {e}"))?;
+        let mut cmd = self.process.base_command(&python);
+        cmd.args(["-m", "pytest", "-p", "testgrid_pytest", "-q", "-p", "no:cacheprovider"])
+            .envs(&job.env)
+            .env("PYTHONPATH", pythonpath)
+            .env("TESTGRID_RUNNER_SOCKET", &socket)
+            .env("TESTGRID_SESSION", &job.assignment.session_id)
+            .stdout(writer2)
+            .stderr(writer);
+        let spawned = cmd.spawn();
+        drop(cmd);
+        let mut child = spawned.map_err(|e| format!("cannot start `{python} -m pytest`: {e}"))?;
+        let pgid = child.id().map(|id| id as i32).ok_or("the pytest runner vanished at start")?;
+        track_group(pgid, true);
+        let log = Arc::new(Mutex::new(Capture::new(RUNNER_LOG_LIMIT)));
+        tokio::spawn(crate::executor::read_output(std::os::fd::OwnedFd::from(reader), Arc::clone(&log)));
+        let connected = tokio::select! {
+            accepted = tokio::time::timeout(START_TIMEOUT, listener.accept()) => accepted.ok().and_then(Result::ok),
+            status = child.wait() => {
+                let _ = status;
+                None
+            }
+        };
+        let Some((stream, _)) = connected else {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGKILL);
+            track_group(pgid, false);
+            let tail =
+                String::from_utf8_lossy(&std::mem::replace(&mut *lock(&log), Capture::new(0)).finish().0).into_owned();
+            return Err(format!("the pytest runner did not start (is pytest installed for `{python}`?):\n{tail}"));
+        };
+        let (read, writer) = stream.into_split();
+        let mut runner = Runner {
+            session: job.assignment.session_id.clone(),
+            child,
+            pgid,
+            lines: BufReader::new(read).lines(),
+            writer,
+            log,
+            next_unit: 0,
+            _dir: dir,
+        };
+        match tokio::time::timeout(START_TIMEOUT, runner.lines.next_line()).await {
+            Ok(Ok(Some(line))) if matches!(serde_json::from_str(&line), Ok(FromRunner::Ready)) => Ok(runner),
+            _ => Err("the pytest runner did not say it was ready".to_string()),
+        }
+    }
+
+    async fn run_warm(&self, slot: u32, job: &Job, cancel: CancellationToken) -> pb::TestReport {
+        let started = Instant::now();
+        let existing = lock(&self.runners).remove(&slot).filter(|r| r.session == job.assignment.session_id);
+        let mut runner = match existing {
+            Some(runner) => runner,
+            None => match self.start(job).await {
+                Ok(runner) => {
+                    info!(slot, session = %job.assignment.session_id, "pytest runner started");
+                    runner
+                }
+                Err(message) => {
+                    return pb::TestReport {
+                        outcome: pb::Outcome::Error as i32,
+                        duration_ms: started.elapsed().as_millis() as u64,
+                        message,
+                        ..Default::default()
+                    };
+                }
+            },
+        };
+        let unit = runner.next_unit;
+        runner.next_unit += 1;
+        let command = serde_json::json!({ "op": "run", "unit": unit, "path": job.path }).to_string() + "\n";
+        let mut cases: Vec<pb::CaseResult> = Vec::new();
+        let mut current: Option<String> = None;
+        if runner.writer.write_all(command.as_bytes()).await.is_err() {
+            return self.crashed(runner, job, cases, current, started).await;
+        }
+        let timeout = async {
+            match job.timeout {
+                Some(t) => tokio::time::sleep_until((started + t).into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(timeout);
+        loop {
+            tokio::select! {
+                line = runner.lines.next_line() => {
+                    let Ok(Some(line)) = line else {
+                        return self.crashed(runner, job, cases, current, started).await;
+                    };
+                    match serde_json::from_str::<FromRunner>(&line) {
+                        Ok(FromRunner::Started { test }) => current = Some(test),
+                        Ok(FromRunner::Case { test, outcome, duration_ms, message, output, xfail }) => {
+                            current = None;
+                            cases.push(case(&job.path, test, &outcome, duration_ms, message, output, xfail));
+                        }
+                        Ok(FromRunner::Done { error }) => {
+                            lock(&self.runners).insert(slot, runner);
+                            return unit_report(cases, error, started, self.process.output_limit);
+                        }
+                        Ok(FromRunner::Ready | FromRunner::Collected) => {}
+                        Err(e) => warn!("ignoring a line the pytest runner sent: {e}"),
+                    }
+                }
+                () = &mut timeout => {
+                    self.stop(runner).await;
+                    if let Some(test) = current {
+                        let limit = humantime::format_duration(job.timeout.unwrap_or_default());
+                        cases.push(case(&job.path, test, "timed_out", 0, format!("killed after the {limit} timeout"), String::new(), false));
+                    }
+                    let mut report = unit_report(cases, None, started, self.process.output_limit);
+                    report.outcome = pb::Outcome::TimedOut as i32;
+                    report.message = format!("killed after the {} timeout", humantime::format_duration(job.timeout.unwrap_or_default()));
+                    return report;
+                }
+                () = cancel.cancelled() => {
+                    self.stop(runner).await;
+                    let mut report = unit_report(cases, None, started, self.process.output_limit);
+                    report.outcome = pb::Outcome::Cancelled as i32;
+                    report.message = "cancelled".into();
+                    return report;
+                }
+            }
+        }
+    }
+
+    async fn stop(&self, mut runner: Runner) {
+        let pgid = runner.pgid;
+        kill_group(pgid, self.process.kill_grace, async {
+            let _ = runner.child.wait().await;
+        })
+        .await;
+    }
+
+    /// The runner died mid-file: the test it ran fails with the runner's last words.
+    async fn crashed(
+        &self,
+        mut runner: Runner,
+        job: &Job,
+        mut cases: Vec<pb::CaseResult>,
+        current: Option<String>,
+        started: Instant,
+    ) -> pb::TestReport {
+        let status = tokio::time::timeout(Duration::from_secs(5), runner.child.wait()).await.ok().and_then(Result::ok);
+        let how = match status {
+            Some(s) => match (std::os::unix::process::ExitStatusExt::signal(&s), s.code()) {
+                (Some(sig), _) => format!("signal {sig}"),
+                (None, Some(code)) => format!("exit code {code}"),
+                _ => "unknown".to_string(),
+            },
+            None => "no exit status".to_string(),
+        };
+        let tail = String::from_utf8_lossy(&std::mem::replace(&mut *lock(&runner.log), Capture::new(0)).finish().0)
+            .into_owned();
+        let message = format!("the pytest runner crashed ({how})");
+        *lock(&self.crashes).entry(job.assignment.session_id.clone()).or_default() += 1;
+        warn!(session = %job.assignment.session_id, test = %job.path, "{message}");
+        if let Some(test) = current {
+            cases.push(case(&job.path, test, "failed", 0, message.clone(), tail.clone(), false));
+        }
+        drop(runner);
+        let mut report = unit_report(cases, None, started, self.process.output_limit);
+        report.outcome = pb::Outcome::Failed as i32;
+        report.message = message;
+        if report.output.is_empty() {
+            report.output = tail.into_bytes();
+        }
+        report
+    }
+}
+
+impl Executor for PytestExecutor {
+    async fn run(&self, slot: u32, job: &Job, cancel: CancellationToken) -> pb::TestReport {
+        if self.crashes(&job.assignment.session_id) >= MAX_CRASHES {
+            return self.process.run(slot, job, cancel).await;
+        }
+        self.run_warm(slot, job, cancel).await
+    }
+}
+
+fn outcome_of(outcome: &str) -> pb::Outcome {
+    match outcome {
+        "passed" => pb::Outcome::Passed,
+        "failed" => pb::Outcome::Failed,
+        "skipped" => pb::Outcome::Skipped,
+        "timed_out" => pb::Outcome::TimedOut,
+        _ => pb::Outcome::Error,
+    }
+}
+
+fn case(
+    path: &str,
+    name: String,
+    outcome: &str,
+    duration_ms: u64,
+    message: String,
+    output: String,
+    xfail: bool,
+) -> pb::CaseResult {
+    let classname = path.trim_end_matches(".py").replace('/', ".");
+    let message = if xfail && !message.starts_with("xfail") { format!("xfail: {message}") } else { message };
+    pb::CaseResult {
+        name,
+        classname,
+        outcome: outcome_of(outcome) as i32,
+        duration_ms,
+        message,
+        output: output.into_bytes(),
+    }
+}
+
+/// The file's report from its cases: failed when any case failed or errored, with their output.
+fn unit_report(cases: Vec<pb::CaseResult>, error: Option<String>, started: Instant, limit: usize) -> pb::TestReport {
+    let duration_ms = started.elapsed().as_millis() as u64;
+    if let Some(error) = error {
+        return pb::TestReport {
+            outcome: pb::Outcome::Error as i32,
+            duration_ms,
+            message: "collection failed".into(),
+            output: error.into_bytes(),
+            cases,
+            ..Default::default()
+        };
+    }
+    let bad: Vec<&pb::CaseResult> = cases
+        .iter()
+        .filter(|c| {
+            matches!(
+                pb::Outcome::try_from(c.outcome),
+                Ok(pb::Outcome::Failed | pb::Outcome::Error | pb::Outcome::TimedOut)
+            )
+        })
+        .collect();
+    let mut capture = Capture::new(limit);
+    for c in &bad {
+        capture.push(format!("_____ {} _____\n", c.name).as_bytes());
+        capture.push(&c.output);
+        capture.push(b"\n");
+    }
+    let (output, output_dropped_bytes) = capture.finish();
+    let skipped = cases.iter().filter(|c| c.outcome == pb::Outcome::Skipped as i32).count();
+    let message = if bad.is_empty() {
+        format!(
+            "{} passed{}",
+            cases.len() - skipped,
+            if skipped > 0 { format!(", {skipped} skipped") } else { String::new() }
+        )
+    } else {
+        format!("{} of {} cases did not pass", bad.len(), cases.len())
+    };
+    pb::TestReport {
+        outcome: if bad.is_empty() { pb::Outcome::Passed } else { pb::Outcome::Failed } as i32,
+        duration_ms,
+        message,
+        output,
+        output_dropped_bytes,
+        cases,
+        ..Default::default()
+    }
+}
