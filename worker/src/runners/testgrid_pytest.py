@@ -60,14 +60,18 @@ def pytest_collection(session):
 
 
 class _CollectErrors:
-    """Records collection failures, which pytest reports through pytest_collectreport."""
+    """Records collection failures and skips (a module-level `pytest.skip` or `importorskip`),
+    which pytest reports through pytest_collectreport."""
 
     def __init__(self):
         self.failures = []
+        self.skips = []
 
     def pytest_collectreport(self, report):
         if report.failed:
             self.failures.append(report.longreprtext or str(report.longrepr))
+        elif report.skipped:
+            self.skips.append((report.nodeid, _skip_reason(report)))
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -87,6 +91,7 @@ def pytest_runtestloop(session):
             continue
         unit = command["unit"]
         collect_errors.failures.clear()
+        collect_errors.skips.clear()
         session.testsfailed = 0
         try:
             items = session.perform_collect([command["path"]])
@@ -97,6 +102,10 @@ def pytest_runtestloop(session):
             channel.send(op="done", unit=unit, error="\n".join(collect_errors.failures))
             continue
         channel.send(op="collected", unit=unit, tests=[item.nodeid for item in items])
+        # A skipped module counts as one skipped case, as in pytest's own totals.
+        for nodeid, reason in collect_errors.skips:
+            channel.send(op="case", unit=unit, test=nodeid, outcome="skipped", phase="collect",
+                         duration_ms=0, message=reason, output="", xfail=False)
         config._testgrid_unit = unit
         for index, item in enumerate(items):
             nextitem = items[index + 1] if index + 1 < len(items) else None
