@@ -33,6 +33,11 @@ pub const MAX_CRASHES: u32 = 5;
 /// How long Python may take to start, import pytest and the conftest files, and connect.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A runner is replaced after this many files, or when its memory grows past
+/// [`RECYCLE_RSS_BYTES`]: a long-lived interpreter accumulates whatever the tests leak.
+pub const RECYCLE_AFTER_FILES: u64 = 500;
+pub const RECYCLE_RSS_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
 /// What the runner's own stdout and stderr keep (for "runner crashed" diagnostics).
 const RUNNER_LOG_LIMIT: usize = 64 * 1024;
 
@@ -195,7 +200,12 @@ impl PytestExecutor {
                             cases.push(case(&job.path, test, &outcome, duration_ms, message, output, xfail));
                         }
                         Ok(FromRunner::Done { error }) => {
-                            lock(&self.runners).insert(slot, runner);
+                            if runner.next_unit >= RECYCLE_AFTER_FILES || rss_bytes(runner.pgid) > RECYCLE_RSS_BYTES {
+                                info!(slot, files = runner.next_unit, "recycling the pytest runner");
+                                self.stop(runner).await;
+                            } else {
+                                lock(&self.runners).insert(slot, runner);
+                            }
                             return unit_report(cases, error, started, self.process.output_limit);
                         }
                         Ok(FromRunner::Ready | FromRunner::Collected) => {}
@@ -278,6 +288,17 @@ impl Executor for PytestExecutor {
     }
 }
 
+/// Resident memory of a process, from /proc (0 when unknown).
+fn rss_bytes(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .unwrap_or(0)
+}
+
 fn outcome_of(outcome: &str) -> pb::Outcome {
     match outcome {
         "passed" => pb::Outcome::Passed,
@@ -356,5 +377,38 @@ fn unit_report(cases: Vec<pb::CaseResult>, error: Option<String>, started: Insta
         output_dropped_bytes,
         cases,
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rss_of_this_process_is_known_and_of_nobody_is_zero() {
+        assert!(rss_bytes(std::process::id() as i32) > 0);
+        assert_eq!(rss_bytes(i32::MAX), 0);
+    }
+
+    #[test]
+    fn a_file_fails_when_a_case_fails_and_names_it() {
+        let cases = vec![
+            case("t/test_a.py", "t/test_a.py::ok".into(), "passed", 1, String::new(), String::new(), false),
+            case("t/test_a.py", "t/test_a.py::bad".into(), "failed", 1, "boom".into(), "trace".into(), false),
+            case("t/test_a.py", "t/test_a.py::skip".into(), "skipped", 0, "later".into(), String::new(), false),
+        ];
+        let report = unit_report(cases, None, Instant::now(), 1024);
+        assert_eq!(report.outcome, pb::Outcome::Failed as i32);
+        assert_eq!(report.message, "1 of 3 cases did not pass");
+        let text = String::from_utf8_lossy(&report.output);
+        assert!(text.contains("t/test_a.py::bad") && text.contains("trace"), "{text}");
+        assert_eq!(report.cases[0].classname, "t.test_a");
+    }
+
+    #[test]
+    fn a_collection_error_is_an_error_for_the_file() {
+        let report = unit_report(Vec::new(), Some("ImportError".into()), Instant::now(), 1024);
+        assert_eq!(report.outcome, pb::Outcome::Error as i32);
+        assert_eq!(report.output, b"ImportError");
     }
 }
