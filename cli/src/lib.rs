@@ -396,8 +396,19 @@ async fn follow(
     let mut live = Live::new(mode, session);
     let watched = grid.watch(session, 1, |event| live.on_event(event)).await;
     live.clear();
-    watched?;
     let tracker = &live.tracker;
+    if let Err(e) = watched {
+        // What did finish is still worth a summary and a report; the rest are named as unknown.
+        if !tracker.tests.is_empty() {
+            if mode != Mode::Json {
+                out!("{}", report::summary(tracker, 15).trim_end());
+            }
+            if let Some(path) = &output.junit {
+                report::write_junit(tracker, path)?;
+            }
+        }
+        return Err(e);
+    }
     if mode == Mode::Json {
         err!("{}", report::summary(tracker, 0).trim_end().lines().find(|l| l.starts_with("Summary")).unwrap_or(""));
     } else {

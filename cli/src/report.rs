@@ -29,6 +29,8 @@ pub struct TestRecord {
     pub outcome: Option<pb::Outcome>,
     /// Every attempt that ended, the last one being the final one when `outcome` is set.
     pub attempts: Vec<Attempt>,
+    /// An attempt of it is running now.
+    pub running: bool,
 }
 
 /// A session as gathered from its events.
@@ -62,17 +64,24 @@ impl Tracker {
                 self.tests =
                     c.test_paths.iter().map(|p| TestRecord { path: p.clone(), ..TestRecord::default() }).collect();
             }
-            Kind::TestStarted(_) => self.running += 1,
+            Kind::TestStarted(s) => {
+                if let Some(test) = self.tests.get_mut(s.test_index as usize)
+                    && !test.running
+                {
+                    test.running = true;
+                    self.running += 1;
+                }
+            }
             Kind::TestFinished(f) => {
                 let Some(test) = self.tests.get_mut(f.test_index as usize) else { return };
                 let outcome = pb::Outcome::try_from(f.outcome).unwrap_or(pb::Outcome::Unspecified);
                 let report = f.report.clone().unwrap_or_default();
                 // A cancelled test that never started has no attempt worth keeping, but it
                 // still needs one to carry its message.
+                if std::mem::take(&mut test.running) {
+                    self.running = self.running.saturating_sub(1);
+                }
                 if !f.worker.is_empty() || test.attempts.is_empty() || f.r#final {
-                    if !f.worker.is_empty() {
-                        self.running = self.running.saturating_sub(1);
-                    }
                     test.attempts.push(Attempt {
                         attempt: f.attempt,
                         worker: f.worker.clone(),
@@ -85,7 +94,13 @@ impl Tracker {
                     test.outcome = Some(outcome);
                 }
             }
-            Kind::TestRequeued(_) => self.running = self.running.saturating_sub(1),
+            Kind::TestRequeued(r) => {
+                if let Some(test) = self.tests.get_mut(r.test_index as usize)
+                    && std::mem::take(&mut test.running)
+                {
+                    self.running = self.running.saturating_sub(1);
+                }
+            }
             Kind::ResultDiscarded(_) => {}
             Kind::Cancelled(c) => self.cancel_reason = Some(c.reason.clone()),
             Kind::Finished(f) => {
@@ -264,16 +279,19 @@ pub fn summary(tracker: &Tracker, tail_lines: usize) -> String {
 
 /// Fail early, before any test runs, when the JUnit report could not be written later.
 pub fn check_writable(path: &Path) -> Result<(), Error> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::Usage(format!("--junit {}: cannot create {}: {e}", path.display(), dir.display())))?;
-    }
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::Usage(format!("--junit {}: cannot create {}: {e}", path.display(), dir.display())))?;
+    // Try a scratch file beside it, so that an old report is neither truncated nor left
+    // looking current before this run has results.
+    tempfile::NamedTempFile::new_in(dir)
         .map(drop)
-        .map_err(|e| Error::Usage(format!("--junit {}: cannot write there: {e}", path.display())))
+        .map_err(|e| Error::Usage(format!("--junit {}: cannot write in {}: {e}", path.display(), dir.display())))?;
+    if path.exists() {
+        std::fs::remove_file(path)
+            .map_err(|e| Error::Usage(format!("--junit {}: cannot replace the old report: {e}", path.display())))?;
+    }
+    Ok(())
 }
 
 /// Write the JUnit XML report: one testsuite for the session, one testcase per test.
@@ -396,7 +414,17 @@ fn test_case(test: &TestRecord) -> TestCase {
         .filter(|a| !is_success(a.outcome))
         .map(rerun)
         .collect();
-    let outcome = test.outcome.unwrap_or(pb::Outcome::Cancelled);
+    let Some(outcome) = test.outcome else {
+        // The session was lost before this test ended.
+        let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
+        status.set_type("unfinished").set_message("no outcome: the session was lost before this test ended");
+        let mut case = TestCase::new(display_path(&test.path).as_str(), status);
+        case.set_classname(match test.path.rsplit_once('/') {
+            Some((dir, _)) => dir.replace('/', "."),
+            None => "tests".to_string(),
+        });
+        return case;
+    };
     let status = match outcome {
         pb::Outcome::Passed | pb::Outcome::Skipped => TestCaseStatus::success(),
         pb::Outcome::Flaky => TestCaseStatus::Success { flaky_runs: earlier },

@@ -73,13 +73,21 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(3)
+            // Flags that cannot work are a configuration error; everything else is the machine's.
+            ExitCode::from(if e.to_string().starts_with("--") { 2 } else { 3 })
         }
     }
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
     use anyhow::Context;
+    if args.heartbeat_interval.is_zero() || args.heartbeat_interval >= args.liveness_timeout {
+        anyhow::bail!(
+            "--heartbeat-interval ({}) must be above zero and below --liveness-timeout ({}), or every worker looks silent",
+            humantime::format_duration(args.heartbeat_interval),
+            humantime::format_duration(args.liveness_timeout)
+        );
+    }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create --data-dir {}", args.data_dir.display()))?;
     let grpc = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {

@@ -51,7 +51,9 @@ impl Default for Config {
 
 struct Worker {
     spec: WorkerSpec,
-    held: BTreeSet<AssignmentKey>,
+    /// Assignments it holds, with the order they were handed out (its queue is first in, first
+    /// out), so that a loss can tell which ones may have been running.
+    held: BTreeMap<AssignmentKey, u64>,
     last_seen: Millis,
     connected_at: Millis,
     draining: bool,
@@ -72,11 +74,23 @@ pub struct Scheduler {
     /// All sessions in submission order (for listing).
     order: Vec<SessionId>,
     workers: BTreeMap<WorkerId, Worker>,
+    /// Counts assignments handed out, to order each worker's held ones.
+    next_seq: u64,
+    /// When the last `Tick` came: a long gap means the coordinator itself stalled.
+    last_tick: Option<Millis>,
 }
 
 impl Scheduler {
     pub fn new(config: Config) -> Self {
-        Scheduler { config, sessions: HashMap::new(), active: Vec::new(), order: Vec::new(), workers: BTreeMap::new() }
+        Scheduler {
+            config,
+            sessions: HashMap::new(),
+            active: Vec::new(),
+            order: Vec::new(),
+            workers: BTreeMap::new(),
+            next_seq: 0,
+            last_tick: None,
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -94,7 +108,7 @@ impl Scheduler {
             Input::WorkerJoined { id, spec } => {
                 self.workers.insert(
                     id,
-                    Worker { spec, held: BTreeSet::new(), last_seen: now, connected_at: now, draining: false },
+                    Worker { spec, held: BTreeMap::new(), last_seen: now, connected_at: now, draining: false },
                 );
                 self.dispatch_all(&mut out);
             }
@@ -165,7 +179,7 @@ impl Scheduler {
     fn started(&mut self, now: Millis, worker: WorkerId, key: AssignmentKey, out: &mut Vec<Action>) {
         let Some(w) = self.workers.get_mut(&worker) else { return };
         w.last_seen = now;
-        if !w.held.contains(&key) {
+        if !w.held.contains_key(&key) {
             return;
         }
         let name = w.spec.name.clone();
@@ -188,11 +202,11 @@ impl Scheduler {
     fn finished(&mut self, now: Millis, worker: WorkerId, key: AssignmentKey, report: Report, out: &mut Vec<Action>) {
         let Some(w) = self.workers.get_mut(&worker) else {
             // A worker declared lost (frozen, cut off) reporting late, on its old stream.
-            self.discard(key, "from a worker that was declared lost; the test was requeued".to_string(), out);
+            self.discard(key, "from a worker that had been declared lost".to_string(), out);
             return;
         };
         w.last_seen = now;
-        let held = w.held.remove(&key);
+        let held = w.held.remove(&key).is_some();
         let worker_name = w.spec.name.clone();
         let Some(session) = self.sessions.get_mut(&key.session) else { return };
         let retries = session.spec.retries;
@@ -305,7 +319,11 @@ impl Scheduler {
         let Some(w) = self.workers.remove(&id) else { return };
         let default_max = self.config.max_worker_losses;
         let mut touched = BTreeSet::new();
-        for key in w.held {
+        let maybe_running = self.maybe_running(&w);
+        // Latest first: each goes to the front of its queue, so they keep their order there.
+        let mut held: Vec<(u64, AssignmentKey)> = w.held.iter().map(|(k, seq)| (*seq, *k)).collect();
+        held.sort_by(|a, b| b.cmp(a));
+        for (_, key) in held {
             let Some(session) = self.sessions.get_mut(&key.session) else { continue };
             let max_losses = match session.spec.max_worker_losses {
                 0 => default_max,
@@ -332,10 +350,11 @@ impl Scheduler {
             if started {
                 session.running = session.running.saturating_sub(1);
             }
-            // Counted whether or not we heard it start: a test that crashes its worker at once
-            // takes its own `TestStarted` down with it. Bystanders are protected differently:
-            // a test with a loss on record runs alone on its next worker (see `pick`).
-            test.losses += 1;
+            // Only a test that was (or may have been) running can have taken its worker down; one
+            // merely queued there is requeued without counting against it.
+            if maybe_running.contains(&key) {
+                test.losses += 1;
+            }
             if test.losses > max_losses {
                 let report = Report::synthetic(
                     Outcome::Lost,
@@ -363,6 +382,27 @@ impl Scheduler {
         for session in touched {
             self.finish_session_if_done(now, session, out);
         }
+    }
+
+    /// Which of a worker's assignments may have been running when it was lost: those it said it
+    /// started, and, for each slot with nothing started that we know of, the next one in the
+    /// order they were handed out (a test that crashes its worker at once takes its own
+    /// `TestStarted` down with it). A draining worker starts nothing new.
+    fn maybe_running(&self, w: &Worker) -> BTreeSet<AssignmentKey> {
+        let started = |key: &AssignmentKey| {
+            self.sessions.get(&key.session).and_then(|s| s.tests.get(key.test as usize)).is_some_and(|t| {
+                t.attempt == key.attempt && matches!(t.state, TestState::Assigned { started: true, .. })
+            })
+        };
+        let mut running: BTreeSet<AssignmentKey> = w.held.keys().filter(|k| started(k)).copied().collect();
+        if !w.draining {
+            let free = (w.spec.slots as usize).saturating_sub(running.len());
+            let mut unstarted: Vec<(u64, AssignmentKey)> =
+                w.held.iter().filter(|(k, _)| !running.contains(k)).map(|(k, seq)| (*seq, *k)).collect();
+            unstarted.sort();
+            running.extend(unstarted.into_iter().take(free).map(|(_, k)| k));
+        }
+        running
     }
 
     fn cancel(&mut self, now: Millis, id: SessionId, reason: String, out: &mut Vec<Action>) {
@@ -432,6 +472,14 @@ impl Scheduler {
             self.cancel(now, id, reason, out);
         }
         let timeout = self.config.liveness_timeout_ms;
+        // A long gap between ticks means this process stalled (paused, swapped, starved), not
+        // the workers: their messages are waiting unread, so give everyone a fresh window.
+        if self.last_tick.is_some_and(|prev| now.saturating_sub(prev) > timeout / 2) {
+            for w in self.workers.values_mut() {
+                w.last_seen = w.last_seen.max(now);
+            }
+        }
+        self.last_tick = Some(now);
         let silent: Vec<WorkerId> =
             self.workers.iter().filter(|(_, w)| now.saturating_sub(w.last_seen) > timeout).map(|(id, _)| *id).collect();
         for id in silent {
@@ -479,7 +527,7 @@ impl Scheduler {
     /// Give one queued test to `worker` if it has room under `prefetch`; true if it did.
     fn dispatch_one(&mut self, worker: WorkerId, prefetch: u32, out: &mut Vec<Action>) -> bool {
         let Some(w) = self.workers.get(&worker) else { return false };
-        if w.draining || w.held.len() >= w.capacity(prefetch) || w.held.iter().any(|k| self.is_suspect(k)) {
+        if w.draining || w.held.len() >= w.capacity(prefetch) || w.held.keys().any(|k| self.is_suspect(k)) {
             return false;
         }
         let Some((sid, position)) = self.pick(worker, w) else { return false };
@@ -496,26 +544,53 @@ impl Scheduler {
                 spec: Arc::clone(&session.spec),
             },
         });
+        self.next_seq += 1;
+        let seq = self.next_seq;
         if let Some(w) = self.workers.get_mut(&worker) {
-            w.held.insert(key);
+            w.held.insert(key, seq);
         }
         true
     }
 
-    /// Whether the live attempt `key` is of a test whose worker was lost before: such a test may
-    /// be what crashes workers, so it runs alone on a worker (no prefetch beside it, nothing else
-    /// on that worker), and an innocent test is never lost twice alongside it.
+    /// How often a session's tests may lose their worker.
+    fn max_losses(&self, session: &Session) -> u32 {
+        match session.spec.max_worker_losses {
+            0 => self.config.max_worker_losses,
+            n => n,
+        }
+    }
+
+    /// Whether a test is on its last chance: one more worker loss ends it `lost`. Such a test
+    /// runs alone on a worker (nothing beside it), so that if it crashes its worker again it is
+    /// surely the culprit, and an innocent test that shared a worker with a crasher is never
+    /// lost with it.
+    fn last_chance(&self, session: &Session, test: &session::TestEntry) -> bool {
+        test.losses > 0 && test.losses >= self.max_losses(session)
+    }
+
+    /// Whether the live attempt `key` is a last-chance test running alone (see `last_chance`).
     fn is_suspect(&self, key: &AssignmentKey) -> bool {
-        self.sessions
-            .get(&key.session)
-            .and_then(|s| s.tests.get(key.test as usize))
-            .is_some_and(|t| t.losses > 0 && t.attempt == key.attempt && matches!(t.state, TestState::Assigned { .. }))
+        self.sessions.get(&key.session).is_some_and(|s| {
+            s.tests.get(key.test as usize).is_some_and(|t| {
+                self.last_chance(s, t) && t.attempt == key.attempt && matches!(t.state, TestState::Assigned { .. })
+            })
+        })
+    }
+
+    /// The worker that stops taking work so that it empties for a last-chance test: the eligible
+    /// one holding the least (ties by id).
+    fn reserved_for(&self, session: &Session) -> Option<WorkerId> {
+        self.workers
+            .iter()
+            .filter(|(_, w)| !w.draining && labels_match(&session.spec.required_labels, &w.spec.labels))
+            .min_by_key(|(id, w)| (w.held.len(), **id))
+            .map(|(id, _)| *id)
     }
 
     /// Which queued test `worker` should run next: the first session (in submission order) whose
     /// labels it matches, and in it the first queued test, except that a retry skips the worker
-    /// its last attempt failed on while another connected worker could run it, and a test with
-    /// a worker loss on record only goes to a worker that holds nothing.
+    /// its last attempt failed on while another connected worker could run it, and a test on its
+    /// last chance only goes to a worker that holds nothing.
     fn pick(&self, worker: WorkerId, w: &Worker) -> Option<(SessionId, usize)> {
         /// How far into a queue to look for a test this worker may take.
         const LOOKAHEAD: usize = 64;
@@ -527,7 +602,15 @@ impl Scheduler {
             let mut others: Option<bool> = None;
             for (position, index) in session.queue.iter().take(LOOKAHEAD).enumerate() {
                 let test = &session.tests[*index as usize];
-                if test.losses > 0 && !w.held.is_empty() {
+                if self.last_chance(session, test) {
+                    if w.held.is_empty() {
+                        return Some((*sid, position));
+                    }
+                    // One worker takes nothing more until it is empty and can run it alone;
+                    // the others go on with the rest of the queue.
+                    if self.reserved_for(session) == Some(worker) {
+                        return None;
+                    }
                     continue;
                 }
                 if test.avoid != Some(worker) {
@@ -590,10 +673,10 @@ impl Scheduler {
             .map(|(id, w)| WorkerView {
                 id: *id,
                 spec: w.spec.clone(),
-                held: w.held.iter().copied().collect(),
+                held: w.held.keys().copied().collect(),
                 running_tests: w
                     .held
-                    .iter()
+                    .keys()
                     .filter_map(|key| {
                         let session = self.sessions.get(&key.session)?;
                         let test = session.tests.get(key.test as usize)?;

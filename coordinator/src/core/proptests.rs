@@ -118,11 +118,11 @@ impl Harness {
     }
 
     fn held_keys(&self) -> Vec<(WorkerId, AssignmentKey)> {
-        self.s.workers.iter().flat_map(|(id, w)| w.held.iter().map(move |k| (*id, *k))).collect()
+        self.s.workers.iter().flat_map(|(id, w)| w.held.keys().map(move |k| (*id, *k))).collect()
     }
 
     fn is_live(&self, worker: WorkerId, key: AssignmentKey) -> bool {
-        let held = self.s.workers.get(&worker).is_some_and(|w| w.held.contains(&key));
+        let held = self.s.workers.get(&worker).is_some_and(|w| w.held.contains_key(&key));
         let test = self.s.sessions.get(&key.session).and_then(|s| s.tests.get(key.test as usize));
         held && test.is_some_and(|t| {
             t.attempt == key.attempt
@@ -169,10 +169,10 @@ impl Harness {
         let mut holders: HashMap<(SessionId, u32), WorkerId> = HashMap::new();
         for (id, w) in &self.s.workers {
             assert!(w.held.len() <= w.capacity(prefetch), "worker over capacity");
-            if w.held.iter().any(|k| self.s.is_suspect(k)) {
+            if w.held.keys().any(|k| self.s.is_suspect(k)) {
                 assert_eq!(w.held.len(), 1, "a test with a worker loss on record runs alone");
             }
-            for key in &w.held {
+            for key in w.held.keys() {
                 if self.is_live(*id, *key) {
                     let prev = holders.insert((key.session, key.test), *id);
                     assert!(prev.is_none(), "test {key:?} live on two workers");
@@ -214,7 +214,7 @@ impl Harness {
                 if !self.workers.is_empty() {
                     let id = self.workers.remove(worker % self.workers.len());
                     if let Some(w) = self.s.workers.get(&id) {
-                        self.lost_keys.extend(w.held.iter().map(|k| (id, *k)));
+                        self.lost_keys.extend(w.held.keys().map(|k| (id, *k)));
                     }
                     self.apply(Input::WorkerLost { id, reason: "gone".into() });
                 }

@@ -367,26 +367,61 @@ fn report_for_a_forgotten_session_frees_the_slot() {
 }
 
 #[test]
-fn a_test_that_lost_a_worker_runs_alone_so_bystanders_are_not_lost_with_it() {
+fn only_a_test_that_may_have_been_running_counts_a_loss_and_its_last_chance_runs_alone() {
     let mut s = Scheduler::new(Config { prefetch_per_slot: 1, max_worker_losses: 1, ..Config::default() });
     s.handle(0, Input::Submit { id: sid(1), spec: spec(3) });
-    // A worker holding tests 0 and 1 (1 slot + 1 prefetched) dies: both have a loss on record.
+    // A one-slot worker holds test 0 (first handed out: maybe running) and test 1 (prefetched).
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
-    s.handle(0, Input::WorkerLost { id: wid(1), reason: "crash".into() });
-    // The next worker gets one of them alone, no prefetch beside it.
+    let out = s.handle(0, Input::WorkerLost { id: wid(1), reason: "crash".into() });
+    assert!(finals(&out).is_empty());
+    // Test 0 is on its last chance: the next worker runs it alone, nothing prefetched beside it.
     let out = s.handle(1, Input::WorkerJoined { id: wid(2), spec: worker(1) });
-    assert_eq!(assigned(&out).len(), 1, "{out:?}");
-    let crasher = assigned(&out)[0].1;
-    // It crashes again: only it reaches the limit.
+    assert_eq!(assigned(&out), vec![(wid(2), key(sid(1), 0, 2))]);
+    // It crashes that worker too: it ends lost, and only it.
     let out = s.handle(2, Input::WorkerLost { id: wid(2), reason: "crash".into() });
-    assert_eq!(finals(&out), vec![(crasher.test, Outcome::Lost)]);
-    // The bystander, alone on a fresh worker, passes.
+    assert_eq!(finals(&out), vec![(0, Outcome::Lost)]);
+    // Test 1 was only queued on the first worker: no loss, normal dispatch (with prefetch).
     let out = s.handle(3, Input::WorkerJoined { id: wid(3), spec: worker(1) });
-    let bystander = assigned(&out)[0].1;
-    assert_ne!(bystander.test, crasher.test);
-    assert_eq!(assigned(&out).len(), 1, "still alone: {out:?}");
-    let out = s.handle(4, Input::Finished { worker: wid(3), key: bystander, report: report(Outcome::Passed) });
-    assert_eq!(finals(&out), vec![(bystander.test, Outcome::Passed)]);
+    assert_eq!(assigned(&out).len(), 2, "{out:?}");
+    let out = s.handle(4, Input::Finished { worker: wid(3), key: key(sid(1), 1, 2), report: report(Outcome::Passed) });
+    assert_eq!(finals(&out), vec![(1, Outcome::Passed)]);
+}
+
+#[test]
+fn a_last_chance_test_gets_an_emptied_worker_while_others_keep_working() {
+    let mut s = Scheduler::new(Config { prefetch_per_slot: 0, max_worker_losses: 1, ..Config::default() });
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(6) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(2), spec: worker(2) });
+    // wid(1) runs test 0 and dies: test 0 is on its last chance; wid(2) is busy with 1 and 2.
+    s.handle(1, Input::Started { worker: wid(1), key: key(sid(1), 0, 1) });
+    s.handle(1, Input::WorkerLost { id: wid(1), reason: "crash".into() });
+    // wid(2) is the only worker: it takes no more work until it is empty...
+    let out = s.handle(2, Input::Finished { worker: wid(2), key: key(sid(1), 1, 1), report: report(Outcome::Passed) });
+    assert!(assigned(&out).is_empty(), "{out:?}");
+    // ...then runs test 0 alone.
+    let out = s.handle(3, Input::Finished { worker: wid(2), key: key(sid(1), 2, 1), report: report(Outcome::Passed) });
+    assert_eq!(assigned(&out), vec![(wid(2), key(sid(1), 0, 2))]);
+}
+
+#[test]
+fn a_coordinator_stall_does_not_make_every_worker_lost() {
+    let mut s = no_prefetch();
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(100, Input::Tick);
+    // The coordinator was paused for 30 s: the worker's heartbeats wait unread in its socket.
+    let out = s.handle(30_100, Input::Tick);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(s.workers().len(), 1);
+    // A worker that then stays silent is still lost, once the engine's regular ticks resume.
+    let mut lost_at = None;
+    for now in (30_300..=36_000).step_by(200) {
+        if s.handle(now, Input::Tick).iter().any(|a| matches!(a, Action::DisconnectWorker { .. })) {
+            lost_at = Some(now);
+            break;
+        }
+    }
+    assert_eq!(lost_at, Some(35_300), "5 s of silence after the stall");
 }
 
 #[test]

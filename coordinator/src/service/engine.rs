@@ -171,6 +171,9 @@ struct Engine {
 
 impl Engine {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+        // If this task ends for any reason, a panic included, the whole coordinator stops rather
+        // than serve on with nobody scheduling.
+        let _stop_all = shutdown.clone().drop_guard();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ping = tokio::time::interval(self.ping_every);

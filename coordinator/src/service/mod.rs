@@ -51,6 +51,8 @@ pub enum Error {
     Grpc(#[from] tonic::transport::Error),
     #[error("HTTP server failed: {0}")]
     Http(std::io::Error),
+    #[error("the scheduling engine stopped unexpectedly ({0}); this is a bug, please report it")]
+    Engine(String),
     #[error("cannot build gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
 }
@@ -127,7 +129,11 @@ pub async fn serve(
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown.clone().cancelled_owned())
         .await?;
     shutdown.cancel();
-    let _ = engine_task.await;
+    if let Err(e) = engine_task.await
+        && e.is_panic()
+    {
+        return Err(Error::Engine(format!("{e}")));
+    }
     if let Some(task) = http_task
         && let Ok(Err(e)) = task.await
     {

@@ -84,7 +84,8 @@ async fn read_worker(
     loop {
         let message = match inbound.next().await {
             None => return "stream ended".to_string(),
-            Some(Err(status)) => return format!("stream error: {}", status.message()),
+            // The transport's own words ("h2 protocol error: ...") mean nothing to a user.
+            Some(Err(_)) => return "its connection broke".to_string(),
             Some(Ok(pb::WorkerMessage { kind: None })) => continue,
             Some(Ok(pb::WorkerMessage { kind: Some(kind) })) => kind,
         };
