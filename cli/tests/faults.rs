@@ -208,14 +208,19 @@ fn coordinator_restart_workers_reconnect_and_the_watcher_says_what_was_lost() {
     ws.test("long.sh", "sleep 60");
     ws.test("quick.sh", "true");
     let mut grid = Grid::start(&ws.root(), 2);
-    let run = grid.spawn_run(&["long.sh"]);
+    let junit = ws.root().join("report.xml");
+    std::fs::write(&junit, "<testsuites name=\"an old green run\"/>").expect("write");
+    let run = grid.spawn_run(&["long.sh", "--junit", junit.to_str().expect("utf-8")]);
     grid.holder_of("long.sh");
+    assert!(!junit.exists(), "the old report is gone before the new run has results");
     grid.restart_coordinator();
     grid.wait_workers(2);
     let out = run.wait(Duration::from_secs(120));
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("lost: the grid at"), "{}", stderr(&out));
     assert!(stderr(&out).contains("restarted"), "{}", stderr(&out));
+    let xml = std::fs::read_to_string(&junit).expect("a report even for a lost session");
+    assert!(xml.contains(r#"name="long.sh""#) && xml.contains("session was lost"), "{xml}");
     // The restarted grid works.
     let out = grid.cli(&["run", "quick.sh"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
