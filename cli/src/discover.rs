@@ -106,7 +106,22 @@ const SKIP_DIRS: &[&str] = &["node_modules", "target", ".git", "__pycache__", ".
 pub fn discover(request: &Request) -> Result<Found, Error> {
     let cwd = std::env::current_dir().map_err(|e| Error::Usage(format!("cannot read the current directory: {e}")))?;
     let mut roots = Vec::new();
+    // `file::case` names test cases inside a file (pytest node ids): they run as given.
+    let mut cases: Vec<String> = Vec::new();
     for path in &request.paths {
+        let text = path.to_string_lossy();
+        if let Some((file, case)) = text.split_once("::")
+            && !path.exists()
+        {
+            let file_path = Path::new(file);
+            let absolute = if file_path.is_absolute() { file_path.to_path_buf() } else { cwd.join(file_path) };
+            let absolute = absolute
+                .canonicalize()
+                .map_err(|e| Error::Usage(format!("{file}: {e}; pass FILE::CASE with a file that exists")))?;
+            cases.push(format!("{}::{case}", relative(&request.root, &absolute)?));
+            roots.push(absolute);
+            continue;
+        }
         let absolute = if path.is_absolute() { path.clone() } else { cwd.join(path) };
         let absolute = absolute
             .canonicalize()
@@ -135,7 +150,14 @@ pub fn discover(request: &Request) -> Result<Found, Error> {
     let set = glob_set(&patterns)?;
 
     let mut tests: Vec<(u64, String)> = Vec::new();
+    let case_files: Vec<String> = cases.iter().filter_map(|c| c.split_once("::").map(|(f, _)| f.to_string())).collect();
+    for case in &cases {
+        tests.push((0, case.clone()));
+    }
     for root in &roots {
+        if root.is_file() && relative(&request.root, root).is_ok_and(|r| case_files.contains(&r)) {
+            continue;
+        }
         if root.is_file() {
             // A file named on the command line is a test, whatever the patterns say.
             tests.push((file_size(root), relative(&request.root, root)?));
@@ -336,6 +358,22 @@ mod tests {
         touch(dir.path(), "ok.sh", 1);
         std::fs::write(dir.path().join(std::ffi::OsStr::from_bytes(b"data\xff.bin")), b"x").expect("write");
         assert_eq!(find(dir.path(), Framework::Shell, &[]).tests, vec!["ok.sh".to_string()]);
+    }
+
+    #[test]
+    fn file_colon_colon_case_names_a_single_case() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        touch(dir.path(), "tests/test_x.py", 1);
+        touch(dir.path(), "tests/test_y.py", 1);
+        let root = dir.path().canonicalize().expect("root");
+        let found = discover(&Request {
+            root: root.clone(),
+            paths: vec![root.join("tests/test_x.py::test_one"), root.join("tests/test_y.py")],
+            framework: Framework::Pytest,
+            patterns: Vec::new(),
+        })
+        .expect("discovery works");
+        assert_eq!(found.tests, vec!["tests/test_y.py".to_string(), "tests/test_x.py::test_one".to_string()]);
     }
 
     #[test]

@@ -59,6 +59,8 @@ struct Runner {
     writer: OwnedWriteHalf,
     log: Arc<Mutex<Capture>>,
     next_unit: u64,
+    /// When it finished its last file (for reaping idle runners).
+    idle_since: Instant,
     _dir: tempfile::TempDir,
 }
 
@@ -80,13 +82,39 @@ pub struct PytestExecutor {
     pub process: Arc<ProcessExecutor>,
     /// The Python to run (`python3` on PATH unless the session sets `TESTGRID_PYTHON`).
     pub python: String,
-    runners: Mutex<HashMap<u32, Runner>>,
+    runners: Arc<Mutex<HashMap<u32, Runner>>>,
     crashes: Mutex<HashMap<String, u32>>,
+    reaper: std::sync::Once,
 }
+
+/// A runner idle this long is stopped: its session has most likely ended, and it holds an
+/// interpreter's memory.
+const IDLE_LIMIT: Duration = Duration::from_secs(60);
 
 impl PytestExecutor {
     pub fn new(process: Arc<ProcessExecutor>, python: String) -> Self {
-        PytestExecutor { process, python, runners: Mutex::new(HashMap::new()), crashes: Mutex::new(HashMap::new()) }
+        PytestExecutor {
+            process,
+            python,
+            runners: Arc::new(Mutex::new(HashMap::new())),
+            crashes: Mutex::new(HashMap::new()),
+            reaper: std::sync::Once::new(),
+        }
+    }
+
+    /// Start (once) the task that stops idle runners. Needs a runtime, hence not in `new`.
+    fn start_reaper(&self) {
+        self.reaper.call_once(|| {
+            let runners = Arc::downgrade(&self.runners);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(IDLE_LIMIT / 4).await;
+                    let Some(runners) = runners.upgrade() else { return };
+                    // Dropping a runner kills its process group.
+                    lock(&runners).retain(|_, r| r.idle_since.elapsed() < IDLE_LIMIT);
+                }
+            });
+        });
     }
 
     fn crashes(&self, session: &str) -> u32 {
@@ -144,6 +172,7 @@ impl PytestExecutor {
             writer,
             log,
             next_unit: 0,
+            idle_since: Instant::now(),
             _dir: dir,
         };
         match tokio::time::timeout(START_TIMEOUT, runner.lines.next_line()).await {
@@ -153,6 +182,7 @@ impl PytestExecutor {
     }
 
     async fn run_warm(&self, slot: u32, job: &Job, cancel: CancellationToken) -> pb::TestReport {
+        self.start_reaper();
         let started = Instant::now();
         let existing = lock(&self.runners).remove(&slot).filter(|r| r.session == job.assignment.session_id);
         let mut runner = match existing {
@@ -204,6 +234,7 @@ impl PytestExecutor {
                                 info!(slot, files = runner.next_unit, "recycling the pytest runner");
                                 self.stop(runner).await;
                             } else {
+                                runner.idle_since = Instant::now();
                                 lock(&self.runners).insert(slot, runner);
                             }
                             return unit_report(cases, error, started, self.process.output_limit);
