@@ -249,3 +249,18 @@ fn a_runner_that_dies_hangs_or_segfaults_is_reported_and_the_rest_still_runs() {
         events.iter().find(|e| e["event"] == "test_finished" && e["test"] == "tests/test_segv.py").expect("segv event");
     assert!(segv["message"].as_str().is_some_and(|m| m.contains("crashed (signal 11)")), "{segv}");
 }
+
+#[test]
+fn a_single_case_can_be_asked_for() {
+    let ws = Workspace::new();
+    write_suite(&ws);
+    let out = testgrid(&ws.root())
+        .args(["run", "--local", "1", "--json", "tests/test_other.py::test_two", "tests/test_mixed.py::TestGroup"])
+        .env("PATH", path_with_venv())
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let cases = case_outcomes(&events(&out));
+    let names: Vec<&str> = cases.keys().map(String::as_str).collect();
+    assert_eq!(names, vec!["tests/test_mixed.py::TestGroup::test_in_class", "tests/test_other.py::test_two"]);
+}
