@@ -85,10 +85,12 @@ impl Grid {
 
     /// Follow a session's events from `from_seq`, calling `on_event` for each, until the
     /// `SessionFinished` event. A dropped stream is reopened from the next unseen sequence number.
+    /// `submitted`: this client created the session, so "not found" means the grid lost it.
     pub async fn watch(
         &self,
         session: &str,
         from_seq: u64,
+        submitted: bool,
         mut on_event: impl FnMut(pb::SessionEvent),
     ) -> Result<(), Error> {
         let mut next = from_seq.max(1);
@@ -121,7 +123,7 @@ impl Grid {
                     }
                     problem.unwrap_or_else(|| tonic::Status::unavailable("the event stream ended early"))
                 }
-                Err(status) if status.code() == tonic::Code::NotFound && next > 1 => {
+                Err(status) if status.code() == tonic::Code::NotFound && (submitted || next > 1) => {
                     return Err(Error::Infra(format!(
                         "session {session} lost: the grid at {} no longer knows it (was the coordinator restarted?)",
                         self.url

@@ -351,7 +351,7 @@ async fn run_session(mut args: RunArgs) -> Result<u8, Error> {
     // ignore SIGTERM, and a second Ctrl-C must still quit at once then.
     let interrupted = Arc::new(AtomicBool::new(false));
     let ctrl_c = tokio::spawn(handle_ctrl_c(signals, grid.clone(), session.clone(), Arc::clone(&interrupted), mode));
-    let result = follow(&grid, &session, mode, &args.output, &interrupted).await;
+    let result = follow(&grid, &session, true, mode, &args.output, &interrupted).await;
     if let Some((local, _)) = local {
         local.stop().await;
     }
@@ -389,12 +389,13 @@ fn session_name(paths: &[PathBuf]) -> String {
 async fn follow(
     grid: &Grid,
     session: &str,
+    submitted: bool,
     mode: Mode,
     output: &OutputArgs,
     interrupted: &AtomicBool,
 ) -> Result<u8, Error> {
     let mut live = Live::new(mode, session);
-    let watched = grid.watch(session, 1, |event| live.on_event(event)).await;
+    let watched = grid.watch(session, 1, submitted, |event| live.on_event(event)).await;
     live.clear();
     let tracker = &live.tracker;
     if let Err(e) = watched {
@@ -487,7 +488,7 @@ async fn watch(args: WatchArgs) -> Result<u8, Error> {
     let mut signals = take_signals()?;
     let never = AtomicBool::new(false);
     tokio::select! {
-        result = follow(&grid, &session, mode, &args.output, &never) => result,
+        result = follow(&grid, &session, false, mode, &args.output, &never) => result,
         _ = signals.int.recv() => {
             err!("\nstopped watching; session {session} goes on (`testgrid watch {session}` to follow it again, `testgrid cancel {session}` to stop it)");
             Ok(exit::INTERRUPTED)
