@@ -108,6 +108,8 @@ pub fn discover(request: &Request) -> Result<Found, Error> {
     let mut roots = Vec::new();
     // `file::case` names test cases inside a file (pytest node ids): they run as given.
     let mut cases: Vec<String> = Vec::new();
+    // Roots pushed only so that detection sees the case's file; not searched for tests.
+    let mut case_roots: Vec<usize> = Vec::new();
     for path in &request.paths {
         let text = path.to_string_lossy();
         if let Some((file, case)) = text.split_once("::")
@@ -119,6 +121,7 @@ pub fn discover(request: &Request) -> Result<Found, Error> {
                 .canonicalize()
                 .map_err(|e| Error::Usage(format!("{file}: {e}; pass FILE::CASE with a file that exists")))?;
             cases.push(format!("{}::{case}", relative(&request.root, &absolute)?));
+            case_roots.push(roots.len());
             roots.push(absolute);
             continue;
         }
@@ -150,12 +153,11 @@ pub fn discover(request: &Request) -> Result<Found, Error> {
     let set = glob_set(&patterns)?;
 
     let mut tests: Vec<(u64, String)> = Vec::new();
-    let case_files: Vec<String> = cases.iter().filter_map(|c| c.split_once("::").map(|(f, _)| f.to_string())).collect();
     for case in &cases {
         tests.push((0, case.clone()));
     }
-    for root in &roots {
-        if root.is_file() && relative(&request.root, root).is_ok_and(|r| case_files.contains(&r)) {
+    for (index, root) in roots.iter().enumerate() {
+        if case_roots.contains(&index) {
             continue;
         }
         if root.is_file() {

@@ -245,6 +245,7 @@ fn a_runner_that_dies_hangs_or_segfaults_is_reported_and_the_rest_still_runs() {
     assert_eq!(cases["tests/test_exit.py::test_exits"], "failed");
     assert_eq!(cases["tests/test_segv.py::test_segfaults"], "failed");
     assert_eq!(cases["tests/test_hang.py::test_hangs"], "timed_out");
+    assert_eq!(cases["tests/test_exit.py::test_after_exit"], "error", "a case the crash kept from running is named");
     let segv =
         events.iter().find(|e| e["event"] == "test_finished" && e["test"] == "tests/test_segv.py").expect("segv event");
     assert!(segv["message"].as_str().is_some_and(|m| m.contains("crashed (signal 11)")), "{segv}");
@@ -263,4 +264,45 @@ fn a_single_case_can_be_asked_for() {
     let cases = case_outcomes(&events(&out));
     let names: Vec<&str> = cases.keys().map(String::as_str).collect();
     assert_eq!(names, vec!["tests/test_mixed.py::TestGroup::test_in_class", "tests/test_other.py::test_two"]);
+}
+
+#[test]
+fn addopts_stop_early_and_chatty_tests_keep_every_file_and_case_accounted_for() {
+    let ws = Workspace::new();
+    let files: &[(&str, &str)] = &[
+        ("pytest.ini", "[pytest]\naddopts = -x\n"),
+        ("tests/test_a.py", "def test_first():\n    assert False\n\ndef test_second():\n    pass\n"),
+        ("tests/test_b.py", "def test_b():\n    pass\n"),
+        (
+            "tests/test_big.py",
+            "def test_chatty():\n    for i in range(300000):\n        print('x' * 100, i)\n    assert False, 'after all that'\n",
+        ),
+    ];
+    for (path, body) in files {
+        let full = ws.root().join(path);
+        std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
+        std::fs::write(full, body).expect("write");
+    }
+    let out = testgrid(&ws.root())
+        .args(["run", "--local", "1", "--framework", "pytest", "--json"])
+        .env("PATH", path_with_venv())
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let events = events(&out);
+    let files = final_outcomes(&events);
+    assert_eq!(files["tests/test_b.py"], "passed", "-x in one file does not stop the next");
+    assert_eq!(files["tests/test_big.py"], "failed", "a chatty file is reported, not lost");
+    let cases = case_outcomes(&events);
+    assert_eq!(cases["tests/test_a.py::test_first"], "failed");
+    assert_eq!(cases["tests/test_a.py::test_second"], "skipped", "stopped early, still named");
+    let big = events
+        .iter()
+        .flat_map(|e| e["cases"].as_array().cloned().unwrap_or_default())
+        .find(|c| c["name"] == "tests/test_big.py::test_chatty")
+        .expect("chatty case");
+    assert!(
+        big["output"].as_str().is_some_and(|o| o.len() < 200_000 && o.contains("after all that")),
+        "bounded, tail kept"
+    );
 }

@@ -45,7 +45,7 @@ const RUNNER_LOG_LIMIT: usize = 64 * 1024;
 #[serde(tag = "op", rename_all = "snake_case")]
 enum FromRunner {
     Ready,
-    Collected,
+    Collected { tests: Vec<String> },
     Started { test: String },
     Case { test: String, outcome: String, duration_ms: u64, message: String, output: String, xfail: bool },
     Done { error: Option<String> },
@@ -106,12 +106,20 @@ impl PytestExecutor {
     fn start_reaper(&self) {
         self.reaper.call_once(|| {
             let runners = Arc::downgrade(&self.runners);
+            let grace = self.process.kill_grace;
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(IDLE_LIMIT / 4).await;
                     let Some(runners) = runners.upgrade() else { return };
-                    // Dropping a runner kills its process group.
-                    lock(&runners).retain(|_, r| r.idle_since.elapsed() < IDLE_LIMIT);
+                    let idle: Vec<Runner> = {
+                        let mut map = lock(&runners);
+                        let slots: Vec<u32> =
+                            map.iter().filter(|(_, r)| r.idle_since.elapsed() >= IDLE_LIMIT).map(|(s, _)| *s).collect();
+                        slots.into_iter().filter_map(|s| map.remove(&s)).collect()
+                    };
+                    for runner in idle {
+                        retire(runner, grace).await;
+                    }
                 }
             });
         });
@@ -135,7 +143,7 @@ impl PytestExecutor {
         let (reader, writer) = std::io::pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
         let writer2 = writer.try_clone().map_err(|e| format!("cannot create a pipe: {e}"))?;
         let mut cmd = self.process.base_command(&python);
-        cmd.args(["-m", "pytest", "-p", "testgrid_pytest", "-q", "-p", "no:cacheprovider"])
+        cmd.args(["-m", "pytest", "-p", "testgrid_pytest", "-q"])
             .envs(&job.env)
             .env("PYTHONPATH", pythonpath)
             .env("TESTGRID_RUNNER_SOCKET", &socket)
@@ -161,7 +169,12 @@ impl PytestExecutor {
             track_group(pgid, false);
             let tail =
                 String::from_utf8_lossy(&std::mem::replace(&mut *lock(&log), Capture::new(0)).finish().0).into_owned();
-            return Err(format!("the pytest runner did not start (is pytest installed for `{python}`?):\n{tail}"));
+            let hint = if tail.contains("No module named pytest") || tail.contains("No such file") {
+                format!(" (is pytest installed for `{python}`? set TESTGRID_PYTHON to pick another Python)")
+            } else {
+                String::new()
+            };
+            return Err(format!("the pytest runner did not start{hint}:\n{tail}"));
         };
         let (read, writer) = stream.into_split();
         let mut runner = Runner {
@@ -184,7 +197,16 @@ impl PytestExecutor {
     async fn run_warm(&self, slot: u32, job: &Job, cancel: CancellationToken) -> pb::TestReport {
         self.start_reaper();
         let started = Instant::now();
-        let existing = lock(&self.runners).remove(&slot).filter(|r| r.session == job.assignment.session_id);
+        let existing = lock(&self.runners).remove(&slot);
+        let existing = match existing {
+            Some(runner) if runner.session == job.assignment.session_id => Some(runner),
+            Some(other) => {
+                // Another session's runner: let it finish its session hooks in the background.
+                tokio::spawn(retire(other, self.process.kill_grace));
+                None
+            }
+            None => None,
+        };
         let mut runner = match existing {
             Some(runner) => runner,
             None => match self.start(job).await {
@@ -202,14 +224,16 @@ impl PytestExecutor {
                 }
             },
         };
+        // Crash diagnostics should show this file's last words, not an earlier file's.
+        *lock(&runner.log) = Capture::new(RUNNER_LOG_LIMIT);
         let unit = runner.next_unit;
         runner.next_unit += 1;
         let command = serde_json::json!({ "op": "run", "unit": unit, "path": job.path }).to_string() + "\n";
-        let mut cases: Vec<pb::CaseResult> = Vec::new();
-        let mut current: Option<String> = None;
+        let mut acc = Unit::new(&job.path);
         if runner.writer.write_all(command.as_bytes()).await.is_err() {
-            return self.crashed(runner, job, cases, current, started).await;
+            return self.crashed(runner, job, acc, started).await;
         }
+        let limit = humantime::format_duration(job.timeout.unwrap_or_default()).to_string();
         let timeout = async {
             match job.timeout {
                 Some(t) => tokio::time::sleep_until((started + t).into()).await,
@@ -221,42 +245,47 @@ impl PytestExecutor {
             tokio::select! {
                 line = runner.lines.next_line() => {
                     let Ok(Some(line)) = line else {
-                        return self.crashed(runner, job, cases, current, started).await;
+                        return self.crashed(runner, job, acc, started).await;
                     };
                     match serde_json::from_str::<FromRunner>(&line) {
-                        Ok(FromRunner::Started { test }) => current = Some(test),
+                        Ok(FromRunner::Collected { tests }) => acc.collected = tests,
+                        Ok(FromRunner::Started { test }) => acc.current = Some(test),
                         Ok(FromRunner::Case { test, outcome, duration_ms, message, output, xfail }) => {
-                            current = None;
-                            cases.push(case(&job.path, test, &outcome, duration_ms, message, output, xfail));
+                            acc.current = None;
+                            acc.add(test, &outcome, duration_ms, message, output, xfail);
                         }
                         Ok(FromRunner::Done { error }) => {
                             if runner.next_unit >= RECYCLE_AFTER_FILES || rss_bytes(runner.pgid) > RECYCLE_RSS_BYTES {
                                 info!(slot, files = runner.next_unit, "recycling the pytest runner");
-                                self.stop(runner).await;
+                                tokio::spawn(retire(runner, self.process.kill_grace));
                             } else {
                                 runner.idle_since = Instant::now();
                                 lock(&self.runners).insert(slot, runner);
                             }
-                            return unit_report(cases, error, started, self.process.output_limit);
+                            acc.not_run("skipped", "not run: pytest stopped early (-x, --maxfail or pytest.exit)");
+                            return unit_report(acc.cases, error, started, self.process.output_limit);
                         }
-                        Ok(FromRunner::Ready | FromRunner::Collected) => {}
+                        Ok(FromRunner::Ready) => {}
                         Err(e) => warn!("ignoring a line the pytest runner sent: {e}"),
                     }
                 }
                 () = &mut timeout => {
                     self.stop(runner).await;
-                    if let Some(test) = current {
-                        let limit = humantime::format_duration(job.timeout.unwrap_or_default());
-                        cases.push(case(&job.path, test, "timed_out", 0, format!("killed after the {limit} timeout"), String::new(), false));
+                    let message = format!("killed after the {limit} timeout");
+                    if let Some(test) = acc.current.take() {
+                        acc.add(test, "timed_out", 0, message.clone(), String::new(), false);
                     }
-                    let mut report = unit_report(cases, None, started, self.process.output_limit);
+                    acc.not_run("error", &format!("not run: the file was killed after the {limit} timeout"));
+                    let mut report = unit_report(acc.cases, None, started, self.process.output_limit);
                     report.outcome = pb::Outcome::TimedOut as i32;
-                    report.message = format!("killed after the {} timeout", humantime::format_duration(job.timeout.unwrap_or_default()));
+                    report.message = message;
                     return report;
                 }
                 () = cancel.cancelled() => {
                     self.stop(runner).await;
-                    let mut report = unit_report(cases, None, started, self.process.output_limit);
+                    acc.current = None;
+                    acc.not_run("cancelled", "cancelled");
+                    let mut report = unit_report(acc.cases, None, started, self.process.output_limit);
                     report.outcome = pb::Outcome::Cancelled as i32;
                     report.message = "cancelled".into();
                     return report;
@@ -265,6 +294,7 @@ impl PytestExecutor {
         }
     }
 
+    /// Kill a runner now (timeout, cancel): its process group goes.
     async fn stop(&self, mut runner: Runner) {
         let pgid = runner.pgid;
         kill_group(pgid, self.process.kill_grace, async {
@@ -274,39 +304,102 @@ impl PytestExecutor {
     }
 
     /// The runner died mid-file: the test it ran fails with the runner's last words.
-    async fn crashed(
-        &self,
-        mut runner: Runner,
-        job: &Job,
-        mut cases: Vec<pb::CaseResult>,
-        current: Option<String>,
-        started: Instant,
-    ) -> pb::TestReport {
+    async fn crashed(&self, mut runner: Runner, job: &Job, mut acc: Unit, started: Instant) -> pb::TestReport {
         let status = tokio::time::timeout(Duration::from_secs(5), runner.child.wait()).await.ok().and_then(Result::ok);
-        let how = match status {
-            Some(s) => match (std::os::unix::process::ExitStatusExt::signal(&s), s.code()) {
-                (Some(sig), _) => format!("signal {sig}"),
-                (None, Some(code)) => format!("exit code {code}"),
-                _ => "unknown".to_string(),
-            },
-            None => "no exit status".to_string(),
+        let signal = status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s));
+        let exit_code = status.and_then(|s| s.code());
+        let how = match (signal, exit_code) {
+            (Some(sig), _) => format!("signal {sig}"),
+            (None, Some(code)) => format!("exit code {code}"),
+            _ => "no exit status".to_string(),
         };
         let tail = String::from_utf8_lossy(&std::mem::replace(&mut *lock(&runner.log), Capture::new(0)).finish().0)
             .into_owned();
         let message = format!("the pytest runner crashed ({how})");
         *lock(&self.crashes).entry(job.assignment.session_id.clone()).or_default() += 1;
         warn!(session = %job.assignment.session_id, test = %job.path, "{message}");
-        if let Some(test) = current {
-            cases.push(case(&job.path, test, "failed", 0, message.clone(), tail.clone(), false));
+        if let Some(test) = acc.current.take() {
+            acc.add(test, "failed", 0, message.clone(), tail.clone(), false);
         }
+        acc.not_run("error", &format!("not run: {message} before it"));
         drop(runner);
-        let mut report = unit_report(cases, None, started, self.process.output_limit);
+        let mut report = unit_report(acc.cases, None, started, self.process.output_limit);
         report.outcome = pb::Outcome::Failed as i32;
         report.message = message;
+        report.exit_code = exit_code;
+        report.signal = signal;
         if report.output.is_empty() {
             report.output = tail.into_bytes();
         }
         report
+    }
+}
+
+/// Ask a runner to finish its session (so `pytest_sessionfinish`, `--junitxml` and coverage
+/// plugins write their files), then kill whatever is left of its process group.
+async fn retire(mut runner: Runner, grace: Duration) {
+    let _ = runner.writer.write_all(b"{\"op\": \"stop\"}\n").await;
+    let _ = runner.writer.shutdown().await;
+    let finished = tokio::time::timeout(RETIRE_TIMEOUT, runner.child.wait()).await.is_ok();
+    if !finished {
+        let pgid = runner.pgid;
+        kill_group(pgid, grace, async {
+            let _ = runner.child.wait().await;
+        })
+        .await;
+    }
+}
+
+/// How long a runner may take to run its session-end hooks when it is retired.
+const RETIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Per-case output kept by the worker (head and tail), and per file across its cases: a chatty
+/// suite must not produce a result too large to send.
+const CASE_OUTPUT_LIMIT: usize = 64 * 1024;
+const UNIT_CASE_OUTPUT_BUDGET: usize = 4 * 1024 * 1024;
+
+/// One file's cases as they arrive.
+struct Unit {
+    path: String,
+    collected: Vec<String>,
+    cases: Vec<pb::CaseResult>,
+    current: Option<String>,
+    output_left: usize,
+}
+
+impl Unit {
+    fn new(path: &str) -> Self {
+        Unit {
+            path: path.to_string(),
+            collected: Vec::new(),
+            cases: Vec::new(),
+            current: None,
+            output_left: UNIT_CASE_OUTPUT_BUDGET,
+        }
+    }
+
+    fn add(&mut self, name: String, outcome: &str, duration_ms: u64, message: String, output: String, xfail: bool) {
+        // Output is kept for what did not pass (bounded); a passing case's output is noise.
+        let keep = !matches!(outcome, "passed" | "skipped") && self.output_left > 0;
+        let output = if keep {
+            let mut capture = Capture::new(CASE_OUTPUT_LIMIT.min(self.output_left));
+            capture.push(output.as_bytes());
+            let (bytes, _) = capture.finish();
+            self.output_left = self.output_left.saturating_sub(bytes.len());
+            bytes
+        } else {
+            Vec::new()
+        };
+        self.cases.push(case(&self.path, name, outcome, duration_ms, message, output, xfail));
+    }
+
+    /// Record every collected case that got no result.
+    fn not_run(&mut self, outcome: &str, message: &str) {
+        let reported: std::collections::HashSet<String> = self.cases.iter().map(|c| c.name.clone()).collect();
+        let missing: Vec<String> = self.collected.iter().filter(|id| !reported.contains(*id)).cloned().collect();
+        for id in missing {
+            self.cases.push(case(&self.path, id, outcome, 0, message.to_string(), Vec::new(), false));
+        }
     }
 }
 
@@ -346,19 +439,13 @@ fn case(
     outcome: &str,
     duration_ms: u64,
     message: String,
-    output: String,
+    output: Vec<u8>,
     xfail: bool,
 ) -> pb::CaseResult {
-    let classname = path.trim_end_matches(".py").replace('/', ".");
+    let file = path.split_once("::").map(|(f, _)| f).unwrap_or(path);
+    let classname = file.trim_end_matches(".py").replace('/', ".");
     let message = if xfail && !message.starts_with("xfail") { format!("xfail: {message}") } else { message };
-    pb::CaseResult {
-        name,
-        classname,
-        outcome: outcome_of(outcome) as i32,
-        duration_ms,
-        message,
-        output: output.into_bytes(),
-    }
+    pb::CaseResult { name, classname, outcome: outcome_of(outcome) as i32, duration_ms, message, output }
 }
 
 /// The file's report from its cases: failed when any case failed or errored, with their output.
@@ -424,9 +511,9 @@ mod tests {
     #[test]
     fn a_file_fails_when_a_case_fails_and_names_it() {
         let cases = vec![
-            case("t/test_a.py", "t/test_a.py::ok".into(), "passed", 1, String::new(), String::new(), false),
-            case("t/test_a.py", "t/test_a.py::bad".into(), "failed", 1, "boom".into(), "trace".into(), false),
-            case("t/test_a.py", "t/test_a.py::skip".into(), "skipped", 0, "later".into(), String::new(), false),
+            case("t/test_a.py", "t/test_a.py::ok".into(), "passed", 1, String::new(), Vec::new(), false),
+            case("t/test_a.py", "t/test_a.py::bad".into(), "failed", 1, "boom".into(), b"trace".to_vec(), false),
+            case("t/test_a.py", "t/test_a.py::skip".into(), "skipped", 0, "later".into(), Vec::new(), false),
         ];
         let report = unit_report(cases, None, Instant::now(), 1024);
         assert_eq!(report.outcome, pb::Outcome::Failed as i32);
@@ -434,6 +521,22 @@ mod tests {
         let text = String::from_utf8_lossy(&report.output);
         assert!(text.contains("t/test_a.py::bad") && text.contains("trace"), "{text}");
         assert_eq!(report.cases[0].classname, "t.test_a");
+    }
+
+    #[test]
+    fn cases_that_never_ran_are_reported_and_output_is_bounded() {
+        let mut unit = Unit::new("t/test_a.py::TestX");
+        unit.collected =
+            vec!["t/test_a.py::TestX::a".into(), "t/test_a.py::TestX::b".into(), "t/test_a.py::TestX::c".into()];
+        unit.add("t/test_a.py::TestX::a".into(), "failed", 1, "boom".into(), "x".repeat(1_000_000), false);
+        unit.add("t/test_a.py::TestX::b".into(), "passed", 1, String::new(), "noise".into(), false);
+        unit.not_run("error", "not run: the runner crashed before it");
+        let names: Vec<&str> = unit.cases.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, vec!["t/test_a.py::TestX::a", "t/test_a.py::TestX::b", "t/test_a.py::TestX::c"]);
+        assert!(unit.cases[0].output.len() <= CASE_OUTPUT_LIMIT + 100, "capped");
+        assert!(unit.cases[1].output.is_empty(), "a passing case's output is dropped");
+        assert_eq!(unit.cases[2].outcome, pb::Outcome::Error as i32);
+        assert_eq!(unit.cases[0].classname, "t.test_a", "the class name comes from the file part");
     }
 
     #[test]

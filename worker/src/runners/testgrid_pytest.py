@@ -92,7 +92,14 @@ def pytest_runtestloop(session):
         unit = command["unit"]
         collect_errors.failures.clear()
         collect_errors.skips.clear()
+        # Each file is a fresh start: `-x` or `--maxfail` from a previous file must not stop it.
         session.testsfailed = 0
+        # pytest's setters refuse to clear these once set; the private fields hold them.
+        for name in ("shouldfail", "shouldstop"):
+            if hasattr(session, "_" + name):
+                setattr(session, "_" + name, False)
+            else:
+                setattr(session, name, False)
         try:
             items = session.perform_collect([command["path"]])
         except Exception as e:
@@ -131,17 +138,25 @@ def pytest_runtest_makereport(item, call):
 def _report_case(channel, unit, nodeid, case):
     outcome, phase, message, xfail = "passed", "call", "", False
     output = []
-    for report in case["reports"]:
-        for name, content in report.sections:
+    reports = case["reports"]
+    # Each phase's report repeats the captured sections of the phases before it: the last one
+    # has them all, once.
+    if reports:
+        for name, content in reports[-1].sections:
             if content.strip():
                 output.append("----- %s -----\n%s" % (name, content))
+    for report in reports:
         if report.failed:
             if report.when == "call":
                 if outcome == "passed":
                     outcome, phase = "failed", "call"
+                message = message or _first_line(report)
+            elif outcome == "failed":
+                # The call failed and then its teardown did too: still a failure, both named.
+                message = "%s; then %s failed: %s" % (message, report.when, _first_line(report))
             else:
                 outcome, phase = "error", report.when
-            message = message or _first_line(report)
+                message = message or _first_line(report)
             output.append(report.longreprtext or "")
         elif report.skipped:
             if hasattr(report, "wasxfail"):
