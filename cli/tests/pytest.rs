@@ -76,12 +76,26 @@ class TestGroup:
     ("tests/test_broken_import.py", "import module_that_does_not_exist\n\ndef test_never():\n    pass\n"),
 ];
 
-fn write_suite(ws: &Workspace) {
-    for (path, body) in SUITE {
+fn write_files(ws: &Workspace, files: &[(&str, &str)]) {
+    for (path, body) in files {
         let full = ws.root().join(path);
         std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
         std::fs::write(full, body).expect("write");
     }
+}
+
+fn write_suite(ws: &Workspace) {
+    write_files(ws, SUITE);
+}
+
+/// `testgrid run --framework pytest --json ARGS` in the workspace, with pytest on PATH.
+fn run_pytest(ws: &Workspace, args: &[&str]) -> std::process::Output {
+    testgrid(&ws.root())
+        .args(["run", "--framework", "pytest", "--json"])
+        .args(args)
+        .env("PATH", path_with_venv())
+        .output()
+        .expect("runs")
 }
 
 /// Case outcomes from `--json` events: case name -> outcome word.
@@ -169,11 +183,7 @@ fn check_run(out: &std::process::Output, root: &Path) {
 fn warm_runner_in_local_mode_matches_pytest() {
     let ws = Workspace::new();
     write_suite(&ws);
-    let out = testgrid(&ws.root())
-        .args(["run", "--local", "2", "--framework", "pytest", "--json"])
-        .env("PATH", path_with_venv())
-        .output()
-        .expect("runs");
+    let out = run_pytest(&ws, &["--local", "2"]);
     check_run(&out, &ws.root());
 }
 
@@ -222,16 +232,8 @@ fn a_runner_that_dies_hangs_or_segfaults_is_reported_and_the_rest_still_runs() {
         ("tests/test_fine_2.py", "def test_b():\n    pass\n"),
         ("tests/test_fine_3.py", "def test_c():\n    pass\n"),
     ];
-    for (path, body) in files {
-        let full = ws.root().join(path);
-        std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
-        std::fs::write(full, body).expect("write");
-    }
-    let out = testgrid(&ws.root())
-        .args(["run", "--local", "2", "--framework", "pytest", "--json", "--timeout", "3s"])
-        .env("PATH", path_with_venv())
-        .output()
-        .expect("runs");
+    write_files(&ws, files);
+    let out = run_pytest(&ws, &["--local", "2", "--timeout", "3s"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let events = events(&out);
     let files = final_outcomes(&events);
@@ -255,11 +257,7 @@ fn a_runner_that_dies_hangs_or_segfaults_is_reported_and_the_rest_still_runs() {
 fn a_single_case_can_be_asked_for() {
     let ws = Workspace::new();
     write_suite(&ws);
-    let out = testgrid(&ws.root())
-        .args(["run", "--local", "1", "--json", "tests/test_other.py::test_two", "tests/test_mixed.py::TestGroup"])
-        .env("PATH", path_with_venv())
-        .output()
-        .expect("runs");
+    let out = run_pytest(&ws, &["--local", "1", "tests/test_other.py::test_two", "tests/test_mixed.py::TestGroup"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let cases = case_outcomes(&events(&out));
     let names: Vec<&str> = cases.keys().map(String::as_str).collect();
@@ -278,16 +276,8 @@ fn addopts_stop_early_and_chatty_tests_keep_every_file_and_case_accounted_for() 
             "def test_chatty():\n    for i in range(300000):\n        print('x' * 100, i)\n    assert False, 'after all that'\n",
         ),
     ];
-    for (path, body) in files {
-        let full = ws.root().join(path);
-        std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
-        std::fs::write(full, body).expect("write");
-    }
-    let out = testgrid(&ws.root())
-        .args(["run", "--local", "1", "--framework", "pytest", "--json"])
-        .env("PATH", path_with_venv())
-        .output()
-        .expect("runs");
+    write_files(&ws, files);
+    let out = run_pytest(&ws, &["--local", "1"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let events = events(&out);
     let files = final_outcomes(&events);
