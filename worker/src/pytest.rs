@@ -156,7 +156,8 @@ impl PytestExecutor {
         let pgid = child.id().map(|id| id as i32).ok_or("the pytest runner vanished at start")?;
         track_group(pgid, true);
         let log = Arc::new(Mutex::new(Capture::new(RUNNER_LOG_LIMIT)));
-        tokio::spawn(crate::executor::read_output(std::os::fd::OwnedFd::from(reader), Arc::clone(&log)));
+        let mut log_reader =
+            tokio::spawn(crate::executor::read_output(std::os::fd::OwnedFd::from(reader), Arc::clone(&log)));
         let connected = tokio::select! {
             accepted = tokio::time::timeout(START_TIMEOUT, listener.accept()) => accepted.ok().and_then(Result::ok),
             status = child.wait() => {
@@ -167,6 +168,8 @@ impl PytestExecutor {
         let Some((stream, _)) = connected else {
             let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGKILL);
             track_group(pgid, false);
+            // Let the reader take in what the runner said before it died.
+            let _ = tokio::time::timeout(Duration::from_secs(1), &mut log_reader).await;
             let tail =
                 String::from_utf8_lossy(&std::mem::replace(&mut *lock(&log), Capture::new(0)).finish().0).into_owned();
             let hint = if tail.contains("No module named pytest") || tail.contains("No such file") {

@@ -25,6 +25,9 @@ import time
 
 import pytest
 
+# Characters of output sent per case at most (head and tail kept).
+_OUTPUT_LIMIT = 256 * 1024
+
 
 class _Channel:
     def __init__(self, path):
@@ -167,6 +170,10 @@ def _report_case(channel, unit, nodeid, case):
                 message = message or _skip_reason(report)
         elif report.passed and hasattr(report, "wasxfail") and report.when == "call":
             message = message or "xpass"
+    text = "\n".join(o for o in output if o)
+    if len(text) > _OUTPUT_LIMIT:
+        # The worker keeps less than this anyway; never ship megabytes over the socket.
+        text = text[: _OUTPUT_LIMIT // 4] + "\n[... cut by the testgrid runner ...]\n" + text[-(_OUTPUT_LIMIT * 3 // 4):]
     channel.send(
         op="case",
         unit=unit,
@@ -175,7 +182,7 @@ def _report_case(channel, unit, nodeid, case):
         phase=phase,
         duration_ms=int((time.monotonic() - case["start"]) * 1000),
         message=message,
-        output="\n".join(o for o in output if o),
+        output=text,
         xfail=xfail,
     )
 
