@@ -314,7 +314,14 @@ pub fn write_junit(tracker: &Tracker, path: &Path) -> Result<(), Error> {
         match test.attempts.last().filter(|a| !a.report.cases.is_empty()) {
             Some(last) => {
                 for c in &last.report.cases {
-                    suite.add_test_case(case_test_case(c, &last.worker));
+                    // The same case in earlier attempts (a retried file) that did not pass.
+                    let earlier: Vec<TestRerun> = test.attempts[..test.attempts.len() - 1]
+                        .iter()
+                        .flat_map(|a| a.report.cases.iter())
+                        .filter(|e| e.name == c.name && !is_success(outcome_of(e.outcome)))
+                        .map(case_rerun)
+                        .collect();
+                    suite.add_test_case(case_test_case(c, &last.worker, earlier));
                 }
             }
             None => {
@@ -343,10 +350,28 @@ fn rerun(attempt: &Attempt) -> TestRerun {
     rerun
 }
 
-fn case_test_case(c: &pb::CaseResult, worker: &str) -> TestCase {
-    let outcome = pb::Outcome::try_from(c.outcome).unwrap_or(pb::Outcome::Error);
+fn outcome_of(value: i32) -> pb::Outcome {
+    pb::Outcome::try_from(value).unwrap_or(pb::Outcome::Error)
+}
+
+fn case_rerun(c: &pb::CaseResult) -> TestRerun {
+    let outcome = outcome_of(c.outcome);
+    let kind = if outcome == pb::Outcome::Error { NonSuccessKind::Error } else { NonSuccessKind::Failure };
+    let mut rerun = TestRerun::new(kind);
+    rerun
+        .set_type(outcome_word(outcome))
+        .set_message(c.message.as_str())
+        .set_time(Duration::from_millis(c.duration_ms))
+        .set_system_out_lossy(&c.output);
+    rerun
+}
+
+fn case_test_case(c: &pb::CaseResult, worker: &str, earlier: Vec<TestRerun>) -> TestCase {
+    let outcome = outcome_of(c.outcome);
+    let attempts = earlier.len() + 1;
     let status = match outcome {
-        pb::Outcome::Passed => TestCaseStatus::success(),
+        // Failed before, passed now: flaky, with its failed runs as `flakyFailure`s.
+        pb::Outcome::Passed => TestCaseStatus::Success { flaky_runs: earlier },
         pb::Outcome::Skipped => {
             let mut status = TestCaseStatus::skipped();
             status.set_message(c.message.as_str());
@@ -358,6 +383,7 @@ fn case_test_case(c: &pb::CaseResult, worker: &str) -> TestCase {
             status.set_type(outcome_word(other));
             status.set_message(if c.message.is_empty() { outcome_word(other) } else { c.message.as_str() });
             status.set_description(String::from_utf8_lossy(&c.output).into_owned());
+            status.add_reruns(earlier);
             status
         }
     };
@@ -374,6 +400,9 @@ fn case_test_case(c: &pb::CaseResult, worker: &str) -> TestCase {
     }
     if !worker.is_empty() {
         case.add_property(Property::new("worker", worker));
+    }
+    if attempts > 1 {
+        case.add_property(Property::new("attempts", attempts.to_string()));
     }
     case
 }
@@ -515,6 +544,42 @@ mod tests {
         assert!(text.contains("FLAKY flaky.sh (2 attempts)"), "{text}");
         assert!(text.contains("1 passed, 1 flaky, 1 failed"), "{text}");
         assert!(text.contains("success rate 66.7% (2 of 3)"), "{text}");
+    }
+
+    #[test]
+    fn junit_keeps_a_retried_case_flaky() {
+        let case = |outcome: pb::Outcome| pb::CaseResult {
+            name: "t/test_x.py::test_once".into(),
+            classname: "t.test_x".into(),
+            outcome: outcome as i32,
+            message: format!("{outcome:?}"),
+            ..Default::default()
+        };
+        let mut t = Tracker::new("s-2");
+        t.apply(&pb::SessionEvent {
+            seq: 1,
+            time_ms: 0,
+            kind: Some(Kind::Created(pb::SessionCreated {
+                name: "warm".into(),
+                total: 1,
+                test_paths: vec!["t/test_x.py".into()],
+            })),
+        });
+        for (attempt, outcome, is_final) in [(1, pb::Outcome::Failed, false), (2, pb::Outcome::Flaky, true)] {
+            let mut event = finished(0, attempt, outcome, is_final, b"");
+            if let Some(Kind::TestFinished(f)) = &mut event.kind {
+                let report = f.report.as_mut().expect("report");
+                report.cases = vec![case(if attempt == 1 { pb::Outcome::Failed } else { pb::Outcome::Passed })];
+            }
+            t.apply(&event);
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.xml");
+        write_junit(&t, &path).expect("written");
+        let xml = std::fs::read_to_string(path).expect("read");
+        assert!(xml.contains(r#"name="t/test_x.py::test_once""#), "{xml}");
+        assert!(xml.contains("<flakyFailure"), "{xml}");
+        assert!(xml.contains(r#"name="attempts" value="2""#), "{xml}");
     }
 
     #[test]
