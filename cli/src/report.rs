@@ -434,6 +434,14 @@ pub fn case_counts(tracker: &Tracker) -> Option<CaseCounts> {
     Some(CaseCounts { total: cases.len(), by_outcome: counts, xfail })
 }
 
+/// A test file's JUnit classname: its folder, dotted (`tests` at the root).
+fn classname_of(path: &str) -> String {
+    match path.rsplit_once('/') {
+        Some((dir, _)) => dir.replace('/', "."),
+        None => "tests".to_string(),
+    }
+}
+
 fn test_case(test: &TestRecord) -> TestCase {
     let last = test.attempts.last();
     let earlier: Vec<TestRerun> = test
@@ -448,10 +456,7 @@ fn test_case(test: &TestRecord) -> TestCase {
         let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
         status.set_type("unfinished").set_message("no outcome: the session was lost before this test ended");
         let mut case = TestCase::new(display_path(&test.path).as_str(), status);
-        case.set_classname(match test.path.rsplit_once('/') {
-            Some((dir, _)) => dir.replace('/', "."),
-            None => "tests".to_string(),
-        });
+        case.set_classname(classname_of(&display_path(&test.path)));
         return case;
     };
     let status = match outcome {
@@ -475,11 +480,7 @@ fn test_case(test: &TestRecord) -> TestCase {
     };
     let path = display_path(&test.path);
     let mut case = TestCase::new(path.as_str(), status);
-    let classname = match path.rsplit_once('/') {
-        Some((dir, _)) => dir.replace('/', "."),
-        None => "tests".to_string(),
-    };
-    case.set_classname(classname);
+    case.set_classname(classname_of(&path));
     if let Some(a) = last {
         case.set_time(Duration::from_millis(a.report.duration_ms));
         case.set_system_out_lossy(&a.report.output);

@@ -134,8 +134,7 @@ struct Held {
 
 impl Held {
     fn lock(&self) -> MutexGuard<'_, HashMap<Key, (CancellationToken, bool)>> {
-        // Map operations cannot leave it half-changed; a poisoned lock is safe to reuse.
-        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+        crate::executor::lock(&self.jobs)
     }
 }
 

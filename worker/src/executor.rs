@@ -94,8 +94,13 @@ const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 static RUNNING_GROUPS: LazyLock<Mutex<HashSet<i32>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
 
 fn running_groups() -> std::sync::MutexGuard<'static, HashSet<i32>> {
-    // Insert and remove cannot leave the set half-changed, so a poisoned lock is safe to reuse.
-    RUNNING_GROUPS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    lock(&RUNNING_GROUPS)
+}
+
+/// Lock a mutex, reusing it if a panic poisoned it: every value the worker guards this way
+/// (sets, maps, output buffers) is changed by single calls that cannot leave it half-updated.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Kill every running test's process group now (SIGKILL). For a process that must exit at once
@@ -198,7 +203,7 @@ impl ProcessExecutor {
         let Some(pid) = child.id().map(|id| id as i32) else {
             return report(pb::Outcome::Error, "the test process vanished at start".into(), started);
         };
-        running_groups().insert(pid);
+        track_group(pid, true);
 
         let capture = Arc::new(Mutex::new(Capture::new(self.output_limit)));
         let mut output = tokio::spawn(read_output(OwnedFd::from(reader), Arc::clone(&capture)));
@@ -217,19 +222,17 @@ impl ProcessExecutor {
         let status = match end {
             End::Exited(status) => status,
             End::TimedOut | End::Cancelled => {
-                let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
-                match tokio::time::timeout(self.kill_grace, child.wait()).await {
-                    Ok(status) => status,
-                    Err(_) => {
-                        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-                        child.wait().await
-                    }
-                }
+                kill_group(pid, self.kill_grace, async {
+                    let _ = child.wait().await;
+                })
+                .await;
+                // Already reaped or dead by now: this returns its status.
+                child.wait().await
             }
         };
         // Whatever the test left running in its group goes with it.
         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-        running_groups().remove(&pid);
+        track_group(pid, false);
         let duration_ms = started.elapsed().as_millis() as u64;
         // Normally the pipe is at EOF once the group is dead; a process that escaped the group
         // (setsid) may hold it open, and then what was read so far is what we report.
@@ -301,11 +304,6 @@ fn classify(status: ExitStatus) -> (pb::Outcome, Option<i32>, Option<i32>, Strin
     let signal = status.signal().unwrap_or(0);
     let name = Signal::try_from(signal).map(|s| s.as_str().to_string()).unwrap_or_else(|_| format!("signal {signal}"));
     (pb::Outcome::Failed, None, Some(signal), format!("killed by {name}"))
-}
-
-fn lock(capture: &Mutex<Capture>) -> std::sync::MutexGuard<'_, Capture> {
-    // Pushing bytes cannot leave the capture half-updated, so a poisoned lock is safe to reuse.
-    capture.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Read the test's output pipe into `capture` until EOF.

@@ -10,7 +10,7 @@
 //! per file. A timeout or cancel kills the runner's process group.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -21,7 +21,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::executor::{Executor, Job, ProcessExecutor, kill_group, track_group};
+use crate::executor::{Executor, Job, ProcessExecutor, kill_group, lock, track_group};
 use crate::output::Capture;
 
 /// The plugin the runner loads, written next to its socket at start.
@@ -70,11 +70,6 @@ impl Drop for Runner {
         let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.pgid), nix::sys::signal::Signal::SIGKILL);
         track_group(self.pgid, false);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Map and buffer updates cannot be left half-done; a poisoned lock is safe to reuse.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Warm pytest runners, one per slot.
