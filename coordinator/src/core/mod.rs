@@ -350,8 +350,7 @@ impl Scheduler {
             if started {
                 session.running = session.running.saturating_sub(1);
             }
-            // Only a test that was (or may have been) running can have taken its worker down; one
-            // merely queued there is requeued without counting against it.
+            // Only a test that was (or may have been) running can have taken its worker down.
             if maybe_running.contains(&key) {
                 test.losses += 1;
             }
@@ -384,25 +383,24 @@ impl Scheduler {
         }
     }
 
-    /// Which of a worker's assignments may have been running when it was lost: those it said it
-    /// started, and, for each slot with nothing started that we know of, the next one in the
-    /// order they were handed out (a test that crashes its worker at once takes its own
-    /// `TestStarted` down with it). A draining worker starts nothing new.
+    /// Which of a worker's assignments may have been running when it was lost: every one it held,
+    /// unless it was draining (a draining worker starts nothing new, so only those it said it
+    /// started). Ordering cannot narrow this down: a test that kills its worker at once takes
+    /// its own `TestStarted` with it, and often the `TestFinished` of the quick tests its slot
+    /// ran just before, so the coordinator cannot tell "queued" from "ran and finished, then the
+    /// next one started". An innocent test charged this way is safe: on its last chance it runs
+    /// alone on an emptied worker, so only a loss there, where nothing else could be to blame,
+    /// ends it `lost`.
     fn maybe_running(&self, w: &Worker) -> BTreeSet<AssignmentKey> {
+        if !w.draining {
+            return w.held.keys().copied().collect();
+        }
         let started = |key: &AssignmentKey| {
             self.sessions.get(&key.session).and_then(|s| s.tests.get(key.test as usize)).is_some_and(|t| {
                 t.attempt == key.attempt && matches!(t.state, TestState::Assigned { started: true, .. })
             })
         };
-        let mut running: BTreeSet<AssignmentKey> = w.held.keys().filter(|k| started(k)).copied().collect();
-        if !w.draining {
-            let free = (w.spec.slots as usize).saturating_sub(running.len());
-            let mut unstarted: Vec<(u64, AssignmentKey)> =
-                w.held.iter().filter(|(k, _)| !running.contains(k)).map(|(k, seq)| (*seq, *k)).collect();
-            unstarted.sort();
-            running.extend(unstarted.into_iter().take(free).map(|(_, k)| k));
-        }
-        running
+        w.held.keys().filter(|k| started(k)).copied().collect()
     }
 
     fn cancel(&mut self, now: Millis, id: SessionId, reason: String, out: &mut Vec<Action>) {

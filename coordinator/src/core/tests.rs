@@ -367,24 +367,43 @@ fn report_for_a_forgotten_session_frees_the_slot() {
 }
 
 #[test]
-fn only_a_test_that_may_have_been_running_counts_a_loss_and_its_last_chance_runs_alone() {
+fn every_test_a_lost_worker_held_counts_a_loss_and_on_its_last_chance_runs_alone() {
     let mut s = Scheduler::new(Config { prefetch_per_slot: 1, max_worker_losses: 1, ..Config::default() });
     s.handle(0, Input::Submit { id: sid(1), spec: spec(3) });
-    // A one-slot worker holds test 0 (first handed out: maybe running) and test 1 (prefetched).
+    // A one-slot worker holds test 0 and test 1 (prefetched). Either may have been running: test
+    // 0 may have finished with its report lost in the crash, and test 1 started and crashed it.
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
     let out = s.handle(0, Input::WorkerLost { id: wid(1), reason: "crash".into() });
     assert!(finals(&out).is_empty());
-    // Test 0 is on its last chance: the next worker runs it alone, nothing prefetched beside it.
+    // Both are on their last chance: the next worker runs test 0 alone, nothing prefetched.
     let out = s.handle(1, Input::WorkerJoined { id: wid(2), spec: worker(1) });
     assert_eq!(assigned(&out), vec![(wid(2), key(sid(1), 0, 2))]);
     // It crashes that worker too: it ends lost, and only it.
     let out = s.handle(2, Input::WorkerLost { id: wid(2), reason: "crash".into() });
     assert_eq!(finals(&out), vec![(0, Outcome::Lost)]);
-    // Test 1 was only queued on the first worker: no loss, normal dispatch (with prefetch).
+    // Test 1 runs alone as well, passes, and then normal dispatch (with prefetch) resumes.
     let out = s.handle(3, Input::WorkerJoined { id: wid(3), spec: worker(1) });
-    assert_eq!(assigned(&out).len(), 2, "{out:?}");
+    assert_eq!(assigned(&out), vec![(wid(3), key(sid(1), 1, 2))]);
     let out = s.handle(4, Input::Finished { worker: wid(3), key: key(sid(1), 1, 2), report: report(Outcome::Passed) });
     assert_eq!(finals(&out), vec![(1, Outcome::Passed)]);
+    assert_eq!(assigned(&out), vec![(wid(3), key(sid(1), 2, 1))]);
+}
+
+#[test]
+fn a_draining_worker_lost_counts_only_what_it_started() {
+    let mut s = Scheduler::new(Config { prefetch_per_slot: 1, max_worker_losses: 1, ..Config::default() });
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(3) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(1, Input::Started { worker: wid(1), key: key(sid(1), 0, 1) });
+    s.handle(2, Input::Draining { worker: wid(1) });
+    s.handle(3, Input::WorkerLost { id: wid(1), reason: "crash".into() });
+    // Test 0 had started: it is on its last chance and runs alone.
+    let out = s.handle(4, Input::WorkerJoined { id: wid(2), spec: worker(1) });
+    assert_eq!(assigned(&out), vec![(wid(2), key(sid(1), 0, 2))]);
+    // Test 1 was never started by the draining worker: no loss, so it is dispatched with a
+    // prefetch beside it.
+    let out = s.handle(5, Input::Finished { worker: wid(2), key: key(sid(1), 0, 2), report: report(Outcome::Passed) });
+    assert_eq!(assigned(&out), vec![(wid(2), key(sid(1), 1, 2)), (wid(2), key(sid(1), 2, 1))]);
 }
 
 #[test]
