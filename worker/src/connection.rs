@@ -345,6 +345,7 @@ async fn handle_message(
                 timeout: (a.timeout_ms > 0).then(|| Duration::from_millis(a.timeout_ms)),
                 framework: a.framework,
                 isolation: a.isolation,
+                dir: None,
             };
             // The receiver lives as long as the slots, which outlive this loop.
             let _ = job_tx.send(job);

@@ -36,6 +36,9 @@ pub struct Job {
     pub framework: String,
     /// `warm` (or empty), `file` or `test`.
     pub isolation: String,
+    /// Where the test runs, when not the workspace root (a Rust test binary runs in its
+    /// package's folder, a Go test in its package's).
+    pub dir: Option<PathBuf>,
 }
 
 /// Picks each job's executor from its session's framework and isolation.
@@ -174,7 +177,8 @@ impl ProcessExecutor {
                 cmd
             }
         };
-        cmd.current_dir(&self.root)
+        let dir = job.dir.as_deref().unwrap_or(&self.root);
+        cmd.current_dir(dir)
             .envs(&job.env)
             .env("TESTGRID_TEST", &job.path)
             .env("TESTGRID_SESSION", &job.assignment.session_id)
@@ -195,7 +199,7 @@ impl ProcessExecutor {
             Err(e) => {
                 return report(
                     pb::Outcome::Error,
-                    format!("cannot start `{}` in {}: {e}", job.command, self.root.display()),
+                    format!("cannot start `{}` in {}: {e}", job.command, dir.display()),
                     started,
                 );
             }
