@@ -23,6 +23,7 @@ macro_rules! err {
     }};
 }
 
+pub mod cargo;
 pub mod discover;
 pub mod error;
 pub mod grid;
@@ -277,12 +278,21 @@ async fn run_session(mut args: RunArgs) -> Result<u8, Error> {
     if let Some(path) = &args.output.junit {
         report::check_writable(path)?;
     }
-    let found = discover::discover(&discover::Request {
+    let mut found = discover::discover(&discover::Request {
         root: root.clone(),
         paths: args.paths.clone(),
         framework: args.framework,
         patterns: args.patterns.clone(),
     })?;
+    let mut env: BTreeMap<String, String> = args.env.iter().cloned().collect();
+    if found.framework == Framework::Cargo {
+        let cwd = std::env::current_dir()
+            .and_then(|d| d.canonicalize())
+            .map_err(|e| Error::Usage(format!("cannot read the current directory: {e}")))?;
+        let rust = cargo::discover(&root, &cwd, &args.paths, &args.patterns, &env).await?;
+        found.tests = rust.tests;
+        env.extend(rust.env);
+    }
     if found.tests.is_empty() {
         let searched: Vec<String> = if args.paths.is_empty() {
             vec![".".into()]
@@ -305,7 +315,7 @@ async fn run_session(mut args: RunArgs) -> Result<u8, Error> {
         tests: found.tests.iter().map(|p| pb::TestSpec { path: p.clone() }).collect(),
         framework: framework.to_string(),
         command_template: command,
-        env: args.env.iter().cloned().collect(),
+        env: env.into_iter().collect(),
         test_timeout_ms: millis(args.timeout),
         retries: args.retries,
         required_labels: args.labels.iter().cloned().collect::<BTreeMap<_, _>>().into_iter().collect(),

@@ -86,8 +86,11 @@ impl Live {
                     };
                     let mut line =
                         format!("{} [{:>7}] {path}{detail}", label(outcome, self.mode), format_duration(duration));
-                    // A warm runner's file: name each case that did not pass under it.
-                    for c in f.report.iter().flat_map(|r| r.cases.iter()) {
+                    // A warm runner's file: name each case that did not pass under it (a test that
+                    // is a single case, as a Rust test is, has said it all already).
+                    let cases = f.report.as_ref().map(|r| r.cases.as_slice()).unwrap_or_default();
+                    let single = matches!(cases, [c] if path.ends_with(&format!("::{}", c.name)));
+                    for c in cases.iter().filter(|_| !single) {
                         let case_outcome = pb::Outcome::try_from(c.outcome).unwrap_or(pb::Outcome::Error);
                         if !matches!(case_outcome, pb::Outcome::Passed | pb::Outcome::Skipped) {
                             line.push_str(&format!(

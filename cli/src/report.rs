@@ -209,6 +209,7 @@ pub fn summary(tracker: &Tracker, tail_lines: usize) -> String {
     let mut counts: Vec<(pb::Outcome, usize)> = Vec::new();
     for outcome in [
         pb::Outcome::Passed,
+        pb::Outcome::Skipped,
         pb::Outcome::Flaky,
         pb::Outcome::Failed,
         pb::Outcome::TimedOut,

@@ -45,6 +45,7 @@ pub struct Job {
 pub struct Executors {
     pub process: std::sync::Arc<ProcessExecutor>,
     pub pytest: crate::pytest::PytestExecutor,
+    pub cargo: crate::cargo::CargoExecutor,
 }
 
 impl Executor for Executors {
@@ -52,6 +53,8 @@ impl Executor for Executors {
         let warm = matches!(job.isolation.as_str(), "" | "warm");
         match job.framework.as_str() {
             "pytest" if warm => self.pytest.run(slot, job, cancel).await,
+            // A process per test whatever the isolation: Rust tests start in a millisecond.
+            "cargo" => self.cargo.run(slot, job, cancel).await,
             _ => self.process.run(slot, job, cancel).await,
         }
     }

@@ -4,6 +4,7 @@
 //! - [`executor`]: how one assignment runs (a child process per test today).
 //! - [`output`]: bounded head-and-tail output capture.
 
+pub mod cargo;
 pub mod command;
 pub mod connection;
 pub mod executor;
@@ -103,7 +104,10 @@ pub async fn run(config: Config, stop: Stop) -> Result<(), Error> {
         die_with_worker: config.die_with_worker,
     });
     let python = std::env::var("TESTGRID_PYTHON").unwrap_or_else(|_| "python3".to_string());
-    let executor =
-        Arc::new(executor::Executors { pytest: pytest::PytestExecutor::new(Arc::clone(&process), python), process });
+    let executor = Arc::new(executor::Executors {
+        pytest: pytest::PytestExecutor::new(Arc::clone(&process), python),
+        cargo: cargo::CargoExecutor::new(Arc::clone(&process)),
+        process,
+    });
     connection::run(Config { root, ..config }, executor, stop).await
 }

@@ -240,6 +240,8 @@ impl Scheduler {
             session.running = session.running.saturating_sub(1);
         }
         let final_outcome = match report.outcome {
+            // A test that skipped itself (an ignored Rust test) says so, unless it failed before.
+            Outcome::Skipped if test.failures == 0 => Some(Outcome::Skipped),
             Outcome::Passed | Outcome::Skipped | Outcome::Flaky => {
                 Some(if test.failures > 0 { Outcome::Flaky } else { Outcome::Passed })
             }

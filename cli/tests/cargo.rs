@@ -1,0 +1,293 @@
+//! Rust suites end to end: a real crate from crates.io (semver, fetched by the test) and a small
+//! crate of our own with failures, ignored tests and a hang, run through `--local 2` and through a
+//! real coordinator with two workers, with per-case outcomes compared to `cargo test`'s own.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use support::{events, spawn_coordinator, stderr, stdout, testgrid};
+
+/// One target folder for every crate these tests build, kept between runs.
+fn target_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cargo-suites-target")
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.env("CARGO_TARGET_DIR", target_dir());
+    cmd
+}
+
+/// Copy a folder tree (files and folders only).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// semver's published source, tests included, fetched through cargo from crates.io once per
+/// test binary. Its only dev-dependency (criterion) serves its benchmarks, which `cargo test`
+/// does not build: it is dropped so the suite builds in seconds.
+fn semver_crate() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("semver-suite");
+        let dir = base.join("semver");
+        if dir.join("Cargo.toml").is_file() {
+            return dir;
+        }
+        let fetcher = base.join("fetcher");
+        std::fs::create_dir_all(fetcher.join("src")).expect("mkdir");
+        std::fs::write(
+            fetcher.join("Cargo.toml"),
+            "[package]\nname = \"fetcher\"\nversion = \"0.0.0\"\nedition = \"2021\"\n\n[dependencies]\nsemver = \"=1.0.28\"\n\n[workspace]\n",
+        )
+        .expect("write");
+        std::fs::write(fetcher.join("src/lib.rs"), "").expect("write");
+        let meta = cargo()
+            .args(["metadata", "--format-version", "1", "--manifest-path"])
+            .arg(fetcher.join("Cargo.toml"))
+            .output()
+            .expect("cargo metadata runs");
+        assert!(meta.status.success(), "cargo metadata: {}", stderr(&meta));
+        let meta: serde_json::Value = serde_json::from_slice(&meta.stdout).expect("metadata is JSON");
+        let manifest = meta["packages"]
+            .as_array()
+            .expect("packages")
+            .iter()
+            .find(|p| p["name"] == "semver")
+            .and_then(|p| p["manifest_path"].as_str())
+            .expect("semver is a dependency");
+        let source = Path::new(manifest).parent().expect("a manifest has a folder");
+        let staging = base.join("staging");
+        let _ = std::fs::remove_dir_all(&staging);
+        copy_tree(source, &staging);
+        let toml = std::fs::read_to_string(staging.join("Cargo.toml")).expect("read");
+        let cut = toml.find("[target.\"cfg(not(miri))\".dev-dependencies.criterion]").expect("criterion section");
+        let bench = toml.find("[[bench]]").expect("bench section");
+        let end = toml[bench..].find("\n\n").map(|i| bench + i).unwrap_or(toml.len());
+        // `[workspace]`: a crate of its own, even inside our target folder.
+        let toml = format!("{}{}\n[workspace]\n", &toml[..bench], &toml[end..cut]);
+        std::fs::write(staging.join("Cargo.toml"), toml).expect("write");
+        std::fs::create_dir(staging.join(".git")).expect("mkdir .git");
+        std::fs::rename(&staging, &dir).expect("rename");
+        dir
+    })
+}
+
+/// A small crate with what a real suite has: failures, panics, ignored and should_panic tests,
+/// a test reading a file relative to its package, a nested module, and a test that hangs when
+/// `HANG` is set.
+fn our_crate() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    std::fs::create_dir(root.join(".git")).expect("mkdir");
+    let files: &[(&str, &str)] = &[
+        ("Cargo.toml", "[package]\nname = \"mini\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n"),
+        ("data/x.txt", "hello\n"),
+        (
+            "src/lib.rs",
+            r#"
+pub fn add(a: u64, b: u64) -> u64 { a + b }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test] fn works() { assert_eq!(add(2, 2), 4); }
+    #[test] fn fails() { assert_eq!(add(2, 2), 5, "math is hard"); }
+    #[test] #[ignore] fn slow() {}
+    #[test] #[should_panic(expected = "boom")] fn panics_as_expected() { panic!("boom") }
+    #[test] fn reads_a_file_of_its_package() {
+        assert_eq!(std::fs::read_to_string("data/x.txt").unwrap(), "hello\n");
+        assert!(std::env::var("CARGO_MANIFEST_DIR").unwrap().len() > 1);
+    }
+    #[test] fn hangs_when_asked() {
+        while std::env::var("HANG").is_ok() { std::thread::sleep(std::time::Duration::from_millis(50)); }
+    }
+    mod nested { #[test] fn deep() {} }
+}
+"#,
+        ),
+        (
+            "tests/api.rs",
+            "#[test] fn api_ok() { assert_eq!(mini::add(1, 1), 2); }\n\
+             #[test] fn exits_badly() { println!(\"some output\"); if std::env::var(\"CRASH\").is_ok() { std::process::exit(3) } panic!(\"bad\") }\n",
+        ),
+    ];
+    for (path, body) in files {
+        let full = root.join(path);
+        std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
+        std::fs::write(full, body).expect("write");
+    }
+    dir
+}
+
+/// `cargo test`'s own verdicts: `SRC::NAME` -> passed | failed | skipped.
+fn cargo_outcomes(dir: &Path) -> BTreeMap<String, String> {
+    let out = cargo()
+        .args(["test", "--no-fail-fast", "--tests"])
+        .current_dir(dir)
+        .env_remove("HANG")
+        .output()
+        .expect("cargo test runs");
+    // Which binary's results follow: `Running unittests src/lib.rs (…)` / `Running tests/x.rs (…)`.
+    let text = format!("{}\n{}", stdout(&out), stderr(&out));
+    let mut outcomes = BTreeMap::new();
+    let mut src = String::new();
+    // stdout and stderr are read apart, so tie each result line to its binary by test name
+    // order instead: cargo prints one binary's results in one block on stdout, in the order of
+    // the `Running` lines on stderr.
+    let sources: Vec<String> = stderr(&out)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Running "))
+        .map(|l| l.trim_start_matches("unittests ").split(" (").next().unwrap_or_default().to_string())
+        .collect();
+    let mut blocks = sources.into_iter();
+    for line in stdout(&out).lines() {
+        if line.starts_with("running ") {
+            src = blocks.next().unwrap_or_else(|| panic!("more result blocks than binaries:\n{text}"));
+            continue;
+        }
+        let Some(rest) = line.strip_prefix("test ") else { continue };
+        let Some((name, verdict)) = rest.rsplit_once(" ... ") else { continue };
+        let name = name.trim_end_matches(" - should panic");
+        let outcome = match verdict {
+            "ok" => "passed",
+            "FAILED" => "failed",
+            v if v.starts_with("ignored") => "skipped",
+            _ => continue,
+        };
+        outcomes.insert(format!("{src}::{name}"), outcome.to_string());
+    }
+    assert!(!outcomes.is_empty(), "cargo test printed no results:\n{text}");
+    outcomes
+}
+
+/// Our verdicts from `--json` events: test -> its one case's outcome, checking that each test is
+/// exactly one case named like the test.
+fn our_outcomes(out: &Output) -> BTreeMap<String, String> {
+    let mut outcomes = BTreeMap::new();
+    for e in events(out).iter().filter(|e| e["event"] == "test_finished" && e["final"] == true) {
+        let test = e["test"].as_str().expect("test").to_string();
+        let cases = e["cases"].as_array().expect("cases");
+        assert_eq!(cases.len(), 1, "{test}: {cases:?}");
+        assert!(test.ends_with(&format!("::{}", cases[0]["name"].as_str().expect("name"))), "{test}: {cases:?}");
+        let outcome = cases[0]["outcome"].as_str().expect("outcome").to_string();
+        assert!(outcomes.insert(test.clone(), outcome).is_none(), "{test} finished twice");
+    }
+    outcomes
+}
+
+fn run_local(dir: &Path, args: &[&str]) -> Output {
+    testgrid(dir)
+        .args(["run", "--local", "2", "--framework", "cargo", "--json"])
+        .args(args)
+        .env("CARGO_TARGET_DIR", target_dir())
+        .output()
+        .expect("testgrid runs")
+}
+
+#[test]
+fn a_crates_io_suite_in_local_mode_matches_cargo_test() {
+    let dir = semver_crate();
+    let out = run_local(dir, &[]);
+    assert_eq!(out.status.code(), Some(0), "stdout: {}\nstderr: {}", stdout(&out), stderr(&out));
+    let ours = our_outcomes(&out);
+    let theirs = cargo_outcomes(dir);
+    assert_eq!(ours, theirs, "the same per-case outcomes as cargo test");
+    assert!(ours.len() >= 30, "semver 1.0.28 has 34 tests: {ours:?}");
+}
+
+#[test]
+fn our_crate_in_local_mode_matches_cargo_test_and_writes_junit_per_case() {
+    let dir = our_crate();
+    let junit = dir.path().join("report.xml");
+    let out = run_local(dir.path(), &["--junit", junit.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(1), "stdout: {}\nstderr: {}", stdout(&out), stderr(&out));
+    let ours = our_outcomes(&out);
+    assert_eq!(ours["src/lib.rs::tests::fails"], "failed");
+    assert_eq!(ours["src/lib.rs::tests::slow"], "skipped");
+    assert_eq!(ours["tests/api.rs::exits_badly"], "failed");
+    assert_eq!(ours, cargo_outcomes(dir.path()), "the same per-case outcomes as cargo test");
+    let xml = std::fs::read_to_string(&junit).expect("JUnit written");
+    assert!(xml.contains(r#"<testcase name="tests::fails" classname="mini""#), "{xml}");
+    assert!(xml.contains(r#"<testcase name="exits_badly" classname="mini::api""#), "{xml}");
+    assert!(xml.contains("math is hard"), "a failure keeps the test's own output: {xml}");
+}
+
+#[test]
+fn single_tests_modules_and_targets_can_be_picked() {
+    let dir = our_crate();
+    let out = run_local(dir.path(), &["src/lib.rs::tests::nested", "tests/api.rs"]);
+    let ours = our_outcomes(&out);
+    let names: Vec<&str> = ours.keys().map(String::as_str).collect();
+    assert_eq!(names, vec!["src/lib.rs::tests::nested::deep", "tests/api.rs::api_ok", "tests/api.rs::exits_badly"]);
+    let out = run_local(dir.path(), &["src/lib.rs::tests::works"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(our_outcomes(&out).len(), 1);
+}
+
+#[test]
+fn a_hanging_test_times_out_and_a_broken_build_says_so() {
+    let dir = our_crate();
+    let out = testgrid(dir.path())
+        .args(["run", "--local", "2", "--framework", "cargo", "--json", "--timeout", "3s", "--env", "HANG=1"])
+        .arg("src/lib.rs::tests::hangs_when_asked")
+        .env("CARGO_TARGET_DIR", target_dir())
+        .output()
+        .expect("testgrid runs");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(our_outcomes(&out)["src/lib.rs::tests::hangs_when_asked"], "timed_out");
+
+    std::fs::write(dir.path().join("tests/api.rs"), "#[test] fn broken() { let x: u32 = \"no\"; }\n").expect("write");
+    let out = run_local(dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(2), "a build that fails is reported before anything runs");
+    let err = stderr(&out);
+    assert!(err.contains("mismatched types") && err.contains("fix the build"), "{err}");
+}
+
+#[test]
+fn a_crates_io_suite_on_a_real_grid_matches_cargo_test() {
+    let dir = semver_crate();
+    let (coordinator, grpc, _http) = spawn_coordinator("127.0.0.1:0", "127.0.0.1:0", &[]);
+    let url = format!("http://{grpc}");
+    // Each worker builds the session's tree itself (cargo finds it already built here).
+    let workers: Vec<support::Proc> = (1..=2)
+        .map(|i| support::Proc {
+            child: Command::new(support::bin("testgrid-worker"))
+                .args(["--grid", &url, "--name", &format!("w{i}"), "--slots", "1", "--root"])
+                .arg(dir)
+                .env("CARGO_TARGET_DIR", target_dir())
+                .env("TESTGRID_LOG", "warn")
+                .spawn()
+                .expect("worker starts"),
+        })
+        .collect();
+    let out = testgrid(dir)
+        .args(["run", "--framework", "cargo", "--json", "--grid", &url])
+        .env("CARGO_TARGET_DIR", target_dir())
+        .output()
+        .expect("testgrid runs");
+    assert_eq!(out.status.code(), Some(0), "stdout: {}\nstderr: {}", stdout(&out), stderr(&out));
+    let ours = our_outcomes(&out);
+    assert_eq!(ours, cargo_outcomes(dir), "the same per-case outcomes as cargo test");
+    let hosts: std::collections::BTreeSet<String> = events(&out)
+        .iter()
+        .filter(|e| e["event"] == "test_finished")
+        .filter_map(|e| e["worker"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(hosts.len(), 2, "both workers ran tests: {hosts:?}");
+    drop(workers);
+    drop(coordinator);
+}
