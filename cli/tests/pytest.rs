@@ -16,12 +16,13 @@ fn venv() -> &'static Path {
     VENV.get_or_init(|| {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pytest-venv");
         let python = dir.join("bin/python");
-        let ready = Command::new(&python).args(["-c", "import pytest"]).output().is_ok_and(|o| o.status.success());
+        let ready =
+            Command::new(&python).args(["-c", "import pytest, toolz"]).output().is_ok_and(|o| o.status.success());
         if !ready {
             let made = Command::new("python3").arg("-m").arg("venv").arg(&dir).status().expect("python3 runs");
             assert!(made.success(), "python3 -m venv failed");
             let pip = Command::new(&python)
-                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "pytest>=8,<10"])
+                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "pytest>=8,<10", THIRD_PARTY])
                 .status()
                 .expect("pip runs");
             assert!(pip.success(), "pip install pytest failed");
@@ -29,6 +30,9 @@ fn venv() -> &'static Path {
         dir
     })
 }
+
+/// A small pure-Python library whose wheel ships its own tests (`toolz/tests`).
+const THIRD_PARTY: &str = "toolz==1.2.0";
 
 /// PATH with the venv's bin first, so that `python3` is the venv's.
 fn path_with_venv() -> String {
@@ -112,19 +116,12 @@ fn case_outcomes(events: &[serde_json::Value]) -> BTreeMap<String, String> {
 }
 
 /// pytest's own verdicts, from its JUnit report: nodeid-like name -> outcome word.
-fn pytest_outcomes(root: &Path) -> BTreeMap<String, String> {
+fn pytest_outcomes(root: &Path, paths: &[&str]) -> BTreeMap<String, String> {
     let xml = root.join("reference.xml");
     let status = Command::new(venv().join("bin/python"))
-        .args([
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "tests/test_mixed.py",
-            "tests/test_other.py",
-            "--junitxml",
-        ])
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .args(paths)
+        .arg("--junitxml")
         .arg(&xml)
         .current_dir(root)
         .output()
@@ -169,7 +166,7 @@ fn check_run(out: &std::process::Output, root: &Path) {
     assert_eq!(files["tests/test_other.py"], "passed");
     assert_eq!(files["tests/test_broken_import.py"], "error", "a collection error is an error for that file");
     let ours = case_outcomes(&events);
-    let theirs = pytest_outcomes(root);
+    let theirs = pytest_outcomes(root, &["tests/test_mixed.py", "tests/test_other.py"]);
     assert_eq!(ours, theirs, "the same per-case outcomes as pytest's own run");
     let xfail = events
         .iter()
@@ -295,4 +292,56 @@ fn addopts_stop_early_and_chatty_tests_keep_every_file_and_case_accounted_for() 
         big["output"].as_str().is_some_and(|o| o.len() < 200_000 && o.contains("after all that")),
         "bounded, tail kept"
     );
+}
+
+/// toolz's own suite, copied out of the venv into a workspace.
+fn third_party_workspace() -> Workspace {
+    let ws = Workspace::new();
+    let out = Command::new(venv().join("bin/python"))
+        .args(["-c", "import os, toolz; print(os.path.dirname(toolz.__file__))"])
+        .output()
+        .expect("python runs");
+    let source = PathBuf::from(stdout(&out).trim());
+    let copied = Command::new("cp").arg("-r").arg(&source).arg(ws.root().join("toolz")).status().expect("cp runs");
+    assert!(copied.success(), "copying {} failed", source.display());
+    ws
+}
+
+#[test]
+fn a_third_party_suite_in_local_mode_matches_pytest() {
+    let ws = third_party_workspace();
+    let out = run_pytest(&ws, &["--local", "2", "toolz"]);
+    let ours = case_outcomes(&events(&out));
+    let theirs = pytest_outcomes(&ws.root(), &["toolz"]);
+    assert!(theirs.len() > 100, "toolz has hundreds of tests: {theirs:?}");
+    assert_eq!(ours, theirs, "the same per-case outcomes as pytest's own run\n{}", stderr(&out));
+    let expected = if theirs.values().all(|o| o == "passed" || o == "skipped") { 0 } else { 1 };
+    assert_eq!(out.status.code(), Some(expected), "{}", stderr(&out));
+}
+
+#[test]
+fn a_third_party_suite_on_a_real_grid_matches_pytest() {
+    let ws = third_party_workspace();
+    let (coordinator, grpc, _http) = spawn_coordinator("127.0.0.1:0", "127.0.0.1:0", &[]);
+    let url = format!("http://{grpc}");
+    let workers: Vec<support::Proc> = (1..=2)
+        .map(|i| support::Proc {
+            child: Command::new(support::bin("testgrid-worker"))
+                .args(["--grid", &url, "--name", &format!("w{i}"), "--slots", "1", "--root"])
+                .arg(ws.root())
+                .env("PATH", path_with_venv())
+                .env("TESTGRID_LOG", "warn")
+                .spawn()
+                .expect("worker starts"),
+        })
+        .collect();
+    let out = run_pytest(&ws, &["--grid", &url, "toolz"]);
+    let events = events(&out);
+    let ours = case_outcomes(&events);
+    assert_eq!(ours, pytest_outcomes(&ws.root(), &["toolz"]), "{}", stderr(&out));
+    let workers_used: std::collections::BTreeSet<&str> =
+        events.iter().filter(|e| e["event"] == "test_finished").filter_map(|e| e["worker"].as_str()).collect();
+    assert_eq!(workers_used.len(), 2, "both workers ran files: {workers_used:?}");
+    drop(workers);
+    drop(coordinator);
 }
