@@ -194,6 +194,54 @@ pub fn discover(request: &Request) -> Result<Found, Error> {
     Ok(Found { framework, patterns, tests })
 }
 
+/// `--isolation test` for pytest: every file becomes its test cases (`pytest --collect-only`),
+/// so that each case runs in a process of its own. A file that yields no case (a collection
+/// error, say) stays a unit, so its error is reported when it runs.
+pub fn pytest_cases(
+    root: &Path,
+    tests: &[String],
+    env: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<String>, Error> {
+    let python = env
+        .get("TESTGRID_PYTHON")
+        .cloned()
+        .or_else(|| std::env::var("TESTGRID_PYTHON").ok())
+        .unwrap_or_else(|| "python3".into());
+    let output = std::process::Command::new(&python)
+        .args(["-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "--"])
+        .args(tests)
+        .current_dir(root)
+        .envs(env)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| {
+            Error::Usage(format!("cannot run `{python} -m pytest --collect-only`: {e} (set TESTGRID_PYTHON)"))
+        })?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let ids: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).filter(|l| l.contains("::")).collect();
+    if ids.is_empty() && !matches!(output.status.code(), Some(0 | 1 | 2 | 5)) {
+        return Err(Error::Usage(format!(
+            "`{python} -m pytest --collect-only` failed ({}): {}{}",
+            output.status,
+            text.trim(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    let mut units = Vec::new();
+    for test in tests {
+        let prefix = format!("{test}::");
+        let mut found: Vec<String> =
+            ids.iter().filter(|id| **id == test || id.starts_with(&prefix)).map(|id| id.to_string()).collect();
+        if found.is_empty() {
+            found.push(test.clone());
+        }
+        units.extend(found);
+    }
+    let mut seen = std::collections::HashSet::new();
+    units.retain(|u| seen.insert(u.clone()));
+    Ok(units)
+}
+
 fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }

@@ -152,8 +152,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub detach: bool,
     /// How tests are kept apart: `warm` runs a framework's tests in one long-lived process per
-    /// slot where testgrid has a warm runner for it (pytest); `file` starts a process per test
-    /// file; `test` a process per test.
+    /// slot where testgrid has a warm runner for it (pytest); `file` starts a fresh one per test
+    /// file; `test` one per test case (pytest cases are collected first). Rust tests always run
+    /// a process per test.
     #[arg(long, value_enum, default_value = "warm", env = "TESTGRID_ISOLATION")]
     pub isolation: Isolation,
     /// Cancel the session if this CLI goes away (no client watches it for the grid's liveness
@@ -292,6 +293,9 @@ async fn run_session(mut args: RunArgs) -> Result<u8, Error> {
         let rust = cargo::discover(&root, &cwd, &args.paths, &args.patterns, &env).await?;
         found.tests = rust.tests;
         env.extend(rust.env);
+    }
+    if found.framework == Framework::Pytest && args.isolation == Isolation::Test && args.command.is_none() {
+        found.tests = discover::pytest_cases(&root, &found.tests, &env)?;
     }
     if found.tests.is_empty() {
         let searched: Vec<String> = if args.paths.is_empty() {

@@ -89,7 +89,7 @@ impl Live {
                     // A warm runner's file: name each case that did not pass under it (a test that
                     // is a single case, as a Rust test is, has said it all already).
                     let cases = f.report.as_ref().map(|r| r.cases.as_slice()).unwrap_or_default();
-                    let single = matches!(cases, [c] if path.ends_with(&format!("::{}", c.name)));
+                    let single = matches!(cases, [c] if c.name == path || path.ends_with(&format!("::{}", c.name)));
                     for c in cases.iter().filter(|_| !single) {
                         let case_outcome = pb::Outcome::try_from(c.outcome).unwrap_or(pb::Outcome::Error);
                         if !matches!(case_outcome, pb::Outcome::Passed | pb::Outcome::Skipped) {

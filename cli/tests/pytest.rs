@@ -345,3 +345,25 @@ fn a_third_party_suite_on_a_real_grid_matches_pytest() {
     drop(workers);
     drop(coordinator);
 }
+
+#[test]
+fn isolation_test_runs_each_case_on_its_own_and_file_a_fresh_runner_per_file_with_the_same_verdicts() {
+    let ws = Workspace::new();
+    write_suite(&ws);
+    let theirs = pytest_outcomes(&ws.root(), &["tests/test_mixed.py", "tests/test_other.py"]);
+    for isolation in ["test", "file"] {
+        let out = run_pytest(&ws, &["--local", "2", "--isolation", isolation]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let events = events(&out);
+        let ours = case_outcomes(&events);
+        assert_eq!(ours, theirs, "--isolation {isolation}: the same per-case outcomes as pytest");
+        let units = final_outcomes(&events);
+        if isolation == "test" {
+            assert!(units.contains_key("tests/test_mixed.py::test_fail"), "one unit per case: {units:?}");
+            assert_eq!(units["tests/test_mixed.py::test_skip"], "skipped");
+            assert_eq!(units["tests/test_broken_import.py"], "error", "a file that does not collect stays a unit");
+        } else {
+            assert_eq!(units.len(), 3, "one unit per file: {units:?}");
+        }
+    }
+}

@@ -50,9 +50,9 @@ pub struct Executors {
 
 impl Executor for Executors {
     async fn run(&self, slot: u32, job: &Job, cancel: CancellationToken) -> pb::TestReport {
-        let warm = matches!(job.isolation.as_str(), "" | "warm");
         match job.framework.as_str() {
-            "pytest" if warm => self.pytest.run(slot, job, cancel).await,
+            // `file` and `test` isolation get a fresh runner per unit (see `PytestExecutor`).
+            "pytest" => self.pytest.run(slot, job, cancel).await,
             // A process per test whatever the isolation: Rust tests start in a millisecond.
             "cargo" => self.cargo.run(slot, job, cancel).await,
             _ => self.process.run(slot, job, cancel).await,

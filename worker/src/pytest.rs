@@ -195,9 +195,11 @@ impl PytestExecutor {
     async fn run_warm(&self, slot: u32, job: &Job, cancel: CancellationToken) -> pb::TestReport {
         self.start_reaper();
         let started = Instant::now();
+        // `--isolation file|test`: a fresh runner for every unit, retired right after it.
+        let fresh = !matches!(job.isolation.as_str(), "" | "warm");
         let existing = lock(&self.runners).remove(&slot);
         let existing = match existing {
-            Some(runner) if runner.session == job.assignment.session_id => Some(runner),
+            Some(runner) if runner.session == job.assignment.session_id && !fresh => Some(runner),
             Some(other) => {
                 // Another session's runner: let it finish its session hooks in the background.
                 tokio::spawn(retire(other, self.process.kill_grace));
@@ -253,7 +255,11 @@ impl PytestExecutor {
                             acc.add(test, &outcome, duration_ms, message, output, xfail);
                         }
                         Ok(FromRunner::Done { error }) => {
-                            if runner.next_unit >= RECYCLE_AFTER_FILES || rss_bytes(runner.pgid) > RECYCLE_RSS_BYTES {
+                            if fresh {
+                                tokio::spawn(retire(runner, self.process.kill_grace));
+                            } else if runner.next_unit >= RECYCLE_AFTER_FILES
+                                || rss_bytes(runner.pgid) > RECYCLE_RSS_BYTES
+                            {
                                 info!(slot, files = runner.next_unit, "recycling the pytest runner");
                                 tokio::spawn(retire(runner, self.process.kill_grace));
                             } else {
@@ -485,8 +491,15 @@ fn unit_report(cases: Vec<pb::CaseResult>, error: Option<String>, started: Insta
     } else {
         format!("{} of {} cases did not pass", bad.len(), cases.len())
     };
+    let outcome = if !bad.is_empty() {
+        pb::Outcome::Failed
+    } else if skipped > 0 && skipped == cases.len() {
+        pb::Outcome::Skipped
+    } else {
+        pb::Outcome::Passed
+    };
     pb::TestReport {
-        outcome: if bad.is_empty() { pb::Outcome::Passed } else { pb::Outcome::Failed } as i32,
+        outcome: outcome as i32,
         duration_ms,
         message,
         output,
