@@ -129,7 +129,18 @@ impl Grid {
                         self.url
                     )));
                 }
-                Err(status) if status.code() != tonic::Code::Unavailable => {
+                // A connection that died under the request (the coordinator restarted, the
+                // pool had not noticed yet) comes back as Cancelled or Unknown: retry those too.
+                Err(status)
+                    if !matches!(
+                        status.code(),
+                        tonic::Code::Unavailable
+                            | tonic::Code::Cancelled
+                            | tonic::Code::Unknown
+                            | tonic::Code::DeadlineExceeded
+                            | tonic::Code::Aborted
+                    ) =>
+                {
                     return Err(Error::from_status(&self.url, "watch", &status));
                 }
                 Err(status) => status,

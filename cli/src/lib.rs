@@ -365,7 +365,7 @@ async fn run_session(mut args: RunArgs) -> Result<u8, Error> {
     // ignore SIGTERM, and a second Ctrl-C must still quit at once then.
     let interrupted = Arc::new(AtomicBool::new(false));
     let ctrl_c = tokio::spawn(handle_ctrl_c(signals, grid.clone(), session.clone(), Arc::clone(&interrupted), mode));
-    let result = follow(&grid, &session, true, mode, &args.output, &interrupted).await;
+    let result = follow(&grid, &session, &found.tests, mode, &args.output, &interrupted).await;
     if let Some((local, _)) = local {
         local.stop().await;
     }
@@ -400,16 +400,19 @@ fn session_name(paths: &[PathBuf]) -> String {
 
 /// Watch a session to its end with Ctrl-C handling, print the summary, write the JUnit report,
 /// and return the exit code.
+/// Follow a session to its end. `submitted`: the tests of a session this client just submitted
+/// (empty for `watch`), so that even a session lost before its first event gets a report.
 async fn follow(
     grid: &Grid,
     session: &str,
-    submitted: bool,
+    submitted: &[String],
     mode: Mode,
     output: &OutputArgs,
     interrupted: &AtomicBool,
 ) -> Result<u8, Error> {
     let mut live = Live::new(mode, session);
-    let watched = grid.watch(session, 1, submitted, |event| live.on_event(event)).await;
+    live.tracker.expect(submitted);
+    let watched = grid.watch(session, 1, !submitted.is_empty(), |event| live.on_event(event)).await;
     live.clear();
     let tracker = &live.tracker;
     if let Err(e) = watched {
@@ -502,7 +505,7 @@ async fn watch(args: WatchArgs) -> Result<u8, Error> {
     let mut signals = take_signals()?;
     let never = AtomicBool::new(false);
     tokio::select! {
-        result = follow(&grid, &session, false, mode, &args.output, &never) => result,
+        result = follow(&grid, &session, &[], mode, &args.output, &never) => result,
         _ = signals.int.recv() => {
             err!("\nstopped watching; session {session} goes on (`testgrid watch {session}` to follow it again, `testgrid cancel {session}` to stop it)");
             Ok(exit::INTERRUPTED)

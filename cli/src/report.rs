@@ -51,6 +51,17 @@ impl Tracker {
         Tracker { session_id: session_id.to_string(), ..Tracker::default() }
     }
 
+    /// The tests this client submitted, known before the session's first event arrives.
+    pub fn expect(&mut self, paths: &[String]) {
+        if self.tests.is_empty() && !paths.is_empty() {
+            self.tests = paths.iter().map(|p| TestRecord { path: p.clone(), ..TestRecord::default() }).collect();
+            self.created_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+        }
+    }
+
     pub fn path(&self, index: u32) -> &str {
         self.tests.get(index as usize).map(|t| t.path.as_str()).unwrap_or("?")
     }
@@ -546,6 +557,19 @@ mod tests {
         assert!(text.contains("FLAKY flaky.sh (2 attempts)"), "{text}");
         assert!(text.contains("1 passed, 1 flaky, 1 failed"), "{text}");
         assert!(text.contains("success rate 66.7% (2 of 3)"), "{text}");
+    }
+
+    #[test]
+    fn a_session_lost_before_its_first_event_still_names_its_tests() {
+        let mut t = Tracker::new("s-3");
+        t.expect(&["a.sh".to_string(), "b.sh".to_string()]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.xml");
+        write_junit(&t, &path).expect("written");
+        let xml = std::fs::read_to_string(path).expect("read");
+        assert!(xml.contains(r#"name="a.sh""#) && xml.contains(r#"name="b.sh""#), "{xml}");
+        assert!(xml.contains("the session was lost"), "{xml}");
+        assert!(!t.all_passed());
     }
 
     #[test]
