@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use testgrid_worker::cargo as rust;
 
-use crate::discover::{glob_set, relative};
+use crate::discover::{glob_set, project_dir, relative};
 use crate::error::Error;
 
 /// What a cargo session needs: its tests, and the variables that let workers build the same.
@@ -68,24 +68,11 @@ pub async fn discover(
 /// Where cargo runs: the nearest folder with a `Cargo.toml` at or above everything asked for,
 /// inside the workspace root, as `cargo test` run from there would pick.
 fn cargo_dir(root: &Path, places: &[PathBuf]) -> Result<PathBuf, Error> {
-    let mut common = places.first().cloned().unwrap_or_else(|| root.to_path_buf());
-    for place in places {
-        while !place.starts_with(&common) {
-            if !common.pop() {
-                break;
-            }
-        }
-    }
-    common
-        .ancestors()
-        .filter(|d| d.starts_with(root))
-        .find(|d| d.join("Cargo.toml").is_file())
-        .map(Path::to_path_buf)
-        .ok_or_else(|| {
-            Error::Usage(format!(
-                "no Cargo.toml at or above {} inside the workspace root {}; run from a Rust project or set --root",
-                common.display(),
-                root.display()
-            ))
-        })
+    project_dir(root, places, "Cargo.toml").ok_or_else(|| {
+        Error::Usage(format!(
+            "no Cargo.toml at or above {} inside the workspace root {}; run from a Rust project or set --root",
+            places.first().unwrap_or(&root.to_path_buf()).display(),
+            root.display()
+        ))
+    })
 }

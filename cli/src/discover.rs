@@ -242,6 +242,20 @@ pub fn pytest_cases(
     Ok(units)
 }
 
+/// The nearest folder holding `marker` (`Cargo.toml`, `package.json`) at or above every one of
+/// `places` (absolute), inside `root`.
+pub fn project_dir(root: &Path, places: &[PathBuf], marker: &str) -> Option<PathBuf> {
+    let mut common = places.first().cloned().unwrap_or_else(|| root.to_path_buf());
+    for place in places {
+        while !place.starts_with(&common) {
+            if !common.pop() {
+                break;
+            }
+        }
+    }
+    common.ancestors().filter(|d| d.starts_with(root)).find(|d| d.join(marker).is_file()).map(Path::to_path_buf)
+}
+
 fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }

@@ -294,6 +294,24 @@ async fn run_session(mut args: RunArgs) -> Result<u8, Error> {
         found.tests = rust.tests;
         env.extend(rust.env);
     }
+    if matches!(found.framework, Framework::Jest | Framework::Vitest) {
+        // The warm runner starts where the project's package.json is, so its config applies.
+        let cwd = std::env::current_dir().and_then(|d| d.canonicalize()).unwrap_or_else(|_| root.clone());
+        let places: Vec<PathBuf> = if args.paths.is_empty() {
+            vec![cwd]
+        } else {
+            args.paths
+                .iter()
+                .map(|p| {
+                    let text = p.to_string_lossy();
+                    let file = text.split_once("::").map(|(f, _)| PathBuf::from(f)).unwrap_or_else(|| p.clone());
+                    cwd.join(file).canonicalize().unwrap_or_else(|_| cwd.clone())
+                })
+                .collect()
+        };
+        let dir = discover::project_dir(&root, &places, "package.json").unwrap_or_else(|| root.clone());
+        env.insert(testgrid_worker::warm::JS_DIR_VAR.to_string(), discover::relative(&root, &dir)?);
+    }
     if found.framework == Framework::Pytest && args.isolation == Isolation::Test && args.command.is_none() {
         found.tests = discover::pytest_cases(&root, &found.tests, &env)?;
     }

@@ -97,7 +97,7 @@ impl Live {
                                 "\n{}           {}  {}",
                                 label(case_outcome, self.mode),
                                 display_path(&c.name),
-                                c.message
+                                c.message.lines().find(|l| !l.trim().is_empty()).unwrap_or_default()
                             ));
                         }
                     }

@@ -44,15 +44,15 @@ pub struct Job {
 /// Picks each job's executor from its session's framework and isolation.
 pub struct Executors {
     pub process: std::sync::Arc<ProcessExecutor>,
-    pub pytest: crate::pytest::PytestExecutor,
+    pub warm: crate::warm::WarmExecutor,
     pub cargo: crate::cargo::CargoExecutor,
 }
 
 impl Executor for Executors {
     async fn run(&self, slot: u32, job: &Job, cancel: CancellationToken) -> pb::TestReport {
         match job.framework.as_str() {
-            // `file` and `test` isolation get a fresh runner per unit (see `PytestExecutor`).
-            "pytest" => self.pytest.run(slot, job, cancel).await,
+            // `file` and `test` isolation get a fresh runner per unit (see `WarmExecutor`).
+            "pytest" | "vitest" | "jest" => self.warm.run(slot, job, cancel).await,
             // A process per test whatever the isolation: Rust tests start in a millisecond.
             "cargo" => self.cargo.run(slot, job, cancel).await,
             _ => self.process.run(slot, job, cancel).await,

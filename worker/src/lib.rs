@@ -1,7 +1,8 @@
 //! The testgrid worker: connects to a coordinator, runs the tests it is assigned and reports.
 //!
 //! - [`connection`]: the `Attach` stream, heartbeats, reconnects.
-//! - [`executor`]: how one assignment runs (a child process per test today).
+//! - [`executor`]: how one assignment runs: a child process per test, or through
+//!   [`warm`] runners (pytest, vitest, jest) and [`cargo`] (Rust test binaries).
 //! - [`output`]: bounded head-and-tail output capture.
 
 pub mod cargo;
@@ -9,7 +10,7 @@ pub mod command;
 pub mod connection;
 pub mod executor;
 pub mod output;
-pub mod pytest;
+pub mod warm;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -104,8 +105,9 @@ pub async fn run(config: Config, stop: Stop) -> Result<(), Error> {
         die_with_worker: config.die_with_worker,
     });
     let python = std::env::var("TESTGRID_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let node = std::env::var("TESTGRID_NODE").unwrap_or_else(|_| "node".to_string());
     let executor = Arc::new(executor::Executors {
-        pytest: pytest::PytestExecutor::new(Arc::clone(&process), python),
+        warm: warm::WarmExecutor::new(Arc::clone(&process), python, node),
         cargo: cargo::CargoExecutor::new(Arc::clone(&process)),
         process,
     });

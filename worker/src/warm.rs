@@ -1,9 +1,11 @@
-//! The warm pytest executor: one long-lived pytest process per slot and session, fed test files
-//! on demand over a private Unix socket (never the tests' stdout), reporting per-case results.
+//! Warm runners: one long-lived framework process (pytest, vitest, jest) per slot and session,
+//! fed test files on demand over a private Unix socket (never the tests' stdout), reporting
+//! per-case results.
 //!
-//! Starting Python and importing the project under test costs far more than most test files
-//! take to run; a warm runner pays it once per slot. The plugin it loads is shipped inside this
-//! binary (`runners/testgrid_pytest.py`, which documents the line protocol).
+//! Starting Python or Node and loading the framework and the project under test costs far more
+//! than most test files take to run; a warm runner pays it once per slot. The runners are
+//! shipped inside this binary (`runners/testgrid_pytest.py`, `testgrid_vitest.mjs`,
+//! `testgrid_jest.cjs`); they speak one line protocol (docs/runners.md).
 //!
 //! A runner that dies mid-file fails the test it was running ("runner crashed") and is replaced
 //! for the next file; after [`MAX_CRASHES`] crashes in a session the slot falls back to a process
@@ -24,13 +26,68 @@ use tracing::{info, warn};
 use crate::executor::{Executor, Job, ProcessExecutor, kill_group, lock, track_group};
 use crate::output::Capture;
 
-/// The plugin the runner loads, written next to its socket at start.
-const PLUGIN: &str = include_str!("runners/testgrid_pytest.py");
+/// Which framework a warm runner drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Pytest,
+    Vitest,
+    Jest,
+}
+
+impl Kind {
+    /// The warm runner for a session's framework, if there is one.
+    pub fn of(framework: &str) -> Option<Kind> {
+        match framework {
+            "pytest" => Some(Kind::Pytest),
+            "vitest" => Some(Kind::Vitest),
+            "jest" => Some(Kind::Jest),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Pytest => "pytest",
+            Kind::Vitest => "vitest",
+            Kind::Jest => "jest",
+        }
+    }
+
+    /// The runner's file name and text, written next to its socket at start.
+    fn runner(self) -> (&'static str, &'static str) {
+        match self {
+            Kind::Pytest => ("testgrid_pytest.py", include_str!("runners/testgrid_pytest.py")),
+            Kind::Vitest => ("testgrid_vitest.mjs", include_str!("runners/testgrid_vitest.mjs")),
+            Kind::Jest => ("testgrid_jest.cjs", include_str!("runners/testgrid_jest.cjs")),
+        }
+    }
+
+    /// What a case is filed under in JUnit: the dotted module for Python (as pytest's own
+    /// JUnit), the file for JavaScript (as vitest's and jest-junit's).
+    fn classname(self, file: &str) -> String {
+        match self {
+            Kind::Pytest => file.trim_end_matches(".py").replace('/', "."),
+            Kind::Vitest | Kind::Jest => file.to_string(),
+        }
+    }
+
+    /// Why collected cases got no result when the file ended normally.
+    fn stopped_early(self) -> &'static str {
+        match self {
+            Kind::Pytest => "not run: pytest stopped early (-x, --maxfail or pytest.exit)",
+            Kind::Vitest | Kind::Jest => "not run: the file ended before it",
+        }
+    }
+}
+
+/// The session variable naming the JavaScript project's folder (where its `package.json` is),
+/// relative to the workspace root; its runners start there.
+pub const JS_DIR_VAR: &str = "TESTGRID_JS_DIR";
 
 /// Crashes of a session's runners on this worker before its files run one process each.
 pub const MAX_CRASHES: u32 = 5;
 
-/// How long Python may take to start, import pytest and the conftest files, and connect.
+/// How long a runner may take to start, load its framework and the project's config, and connect.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A runner is replaced after this many files, or when its memory grows past
@@ -53,6 +110,7 @@ enum FromRunner {
 
 struct Runner {
     session: String,
+    kind: Kind,
     child: tokio::process::Child,
     pgid: i32,
     lines: Lines<BufReader<OwnedReadHalf>>,
@@ -72,11 +130,13 @@ impl Drop for Runner {
     }
 }
 
-/// Warm pytest runners, one per slot.
-pub struct PytestExecutor {
+/// Warm runners, one per slot.
+pub struct WarmExecutor {
     pub process: Arc<ProcessExecutor>,
     /// The Python to run (`python3` on PATH unless the session sets `TESTGRID_PYTHON`).
     pub python: String,
+    /// The Node to run (`node` on PATH unless the session sets `TESTGRID_NODE`).
+    pub node: String,
     runners: Arc<Mutex<HashMap<u32, Runner>>>,
     crashes: Mutex<HashMap<String, u32>>,
     reaper: std::sync::Once,
@@ -86,11 +146,12 @@ pub struct PytestExecutor {
 /// interpreter's memory.
 const IDLE_LIMIT: Duration = Duration::from_secs(60);
 
-impl PytestExecutor {
-    pub fn new(process: Arc<ProcessExecutor>, python: String) -> Self {
-        PytestExecutor {
+impl WarmExecutor {
+    pub fn new(process: Arc<ProcessExecutor>, python: String, node: String) -> Self {
+        WarmExecutor {
             process,
             python,
+            node,
             runners: Arc::new(Mutex::new(HashMap::new())),
             crashes: Mutex::new(HashMap::new()),
             reaper: std::sync::Once::new(),
@@ -124,31 +185,47 @@ impl PytestExecutor {
         lock(&self.crashes).get(session).copied().unwrap_or(0)
     }
 
-    async fn start(&self, job: &Job) -> Result<Runner, String> {
+    async fn start(&self, kind: Kind, job: &Job) -> Result<Runner, String> {
         let dir = tempfile::tempdir().map_err(|e| format!("cannot create a runner directory: {e}"))?;
-        std::fs::write(dir.path().join("testgrid_pytest.py"), PLUGIN)
-            .map_err(|e| format!("cannot write the runner plugin: {e}"))?;
+        let (file, text) = kind.runner();
+        std::fs::write(dir.path().join(file), text)
+            .map_err(|e| format!("cannot write the {} runner: {e}", kind.name()))?;
         let socket = dir.path().join("runner.sock");
         let listener = UnixListener::bind(&socket).map_err(|e| format!("cannot open the runner socket: {e}"))?;
-        let python = job.env.get("TESTGRID_PYTHON").cloned().unwrap_or_else(|| self.python.clone());
-        let mut pythonpath = dir.path().display().to_string();
-        if let Some(existing) = job.env.get("PYTHONPATH").cloned().or_else(|| std::env::var("PYTHONPATH").ok()) {
-            pythonpath = format!("{pythonpath}:{existing}");
-        }
         let (reader, writer) = std::io::pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
         let writer2 = writer.try_clone().map_err(|e| format!("cannot create a pipe: {e}"))?;
-        let mut cmd = self.process.base_command(&python);
-        cmd.args(["-m", "pytest", "-p", "testgrid_pytest", "-q"])
-            .envs(&job.env)
-            .env("PYTHONPATH", pythonpath)
-            .env("TESTGRID_RUNNER_SOCKET", &socket)
+        let (program, shown) = match kind {
+            Kind::Pytest => {
+                let python = job.env.get("TESTGRID_PYTHON").cloned().unwrap_or_else(|| self.python.clone());
+                (python.clone(), format!("{python} -m pytest"))
+            }
+            Kind::Vitest | Kind::Jest => {
+                let node = job.env.get("TESTGRID_NODE").cloned().unwrap_or_else(|| self.node.clone());
+                (node.clone(), format!("{node} {file}"))
+            }
+        };
+        let mut cmd = self.process.base_command(&program);
+        match kind {
+            Kind::Pytest => {
+                let mut pythonpath = dir.path().display().to_string();
+                if let Some(existing) = job.env.get("PYTHONPATH").cloned().or_else(|| std::env::var("PYTHONPATH").ok())
+                {
+                    pythonpath = format!("{pythonpath}:{existing}");
+                }
+                cmd.args(["-m", "pytest", "-p", "testgrid_pytest", "-q"]).envs(&job.env).env("PYTHONPATH", pythonpath);
+            }
+            Kind::Vitest | Kind::Jest => {
+                cmd.arg(dir.path().join(file)).envs(&job.env).current_dir(self.process.root.join(js_dir(job)));
+            }
+        }
+        cmd.env("TESTGRID_RUNNER_SOCKET", &socket)
             .env("TESTGRID_SESSION", &job.assignment.session_id)
             .stdout(writer2)
             .stderr(writer);
         let spawned = cmd.spawn();
         drop(cmd);
-        let mut child = spawned.map_err(|e| format!("cannot start `{python} -m pytest`: {e}"))?;
-        let pgid = child.id().map(|id| id as i32).ok_or("the pytest runner vanished at start")?;
+        let mut child = spawned.map_err(|e| format!("cannot start `{shown}`: {e}"))?;
+        let pgid = child.id().map(|id| id as i32).ok_or("the runner vanished at start")?;
         track_group(pgid, true);
         let log = Arc::new(Mutex::new(Capture::new(RUNNER_LOG_LIMIT)));
         let mut log_reader =
@@ -167,16 +244,24 @@ impl PytestExecutor {
             let _ = tokio::time::timeout(Duration::from_secs(1), &mut log_reader).await;
             let tail =
                 String::from_utf8_lossy(&std::mem::replace(&mut *lock(&log), Capture::new(0)).finish().0).into_owned();
-            let hint = if tail.contains("No module named pytest") || tail.contains("No such file") {
-                format!(" (is pytest installed for `{python}`? set TESTGRID_PYTHON to pick another Python)")
-            } else {
-                String::new()
+            let hint = match kind {
+                Kind::Pytest if tail.contains("No module named pytest") || tail.contains("No such file") => {
+                    format!(" (is pytest installed for `{program}`? set TESTGRID_PYTHON to pick another Python)")
+                }
+                Kind::Vitest | Kind::Jest if tail.contains("Cannot find") || tail.contains("MODULE_NOT_FOUND") => {
+                    format!(
+                        " (is {} installed in the project? run `npm ci` there; set TESTGRID_NODE to pick another Node)",
+                        kind.name()
+                    )
+                }
+                _ => String::new(),
             };
-            return Err(format!("the pytest runner did not start{hint}:\n{tail}"));
+            return Err(format!("the {} runner did not start{hint}:\n{tail}", kind.name()));
         };
         let (read, writer) = stream.into_split();
         let mut runner = Runner {
             session: job.assignment.session_id.clone(),
+            kind,
             child,
             pgid,
             lines: BufReader::new(read).lines(),
@@ -188,18 +273,20 @@ impl PytestExecutor {
         };
         match tokio::time::timeout(START_TIMEOUT, runner.lines.next_line()).await {
             Ok(Ok(Some(line))) if matches!(serde_json::from_str(&line), Ok(FromRunner::Ready)) => Ok(runner),
-            _ => Err("the pytest runner did not say it was ready".to_string()),
+            _ => Err(format!("the {} runner did not say it was ready", kind.name())),
         }
     }
 
-    async fn run_warm(&self, slot: u32, job: &Job, cancel: CancellationToken) -> pb::TestReport {
+    async fn run_warm(&self, kind: Kind, slot: u32, job: &Job, cancel: CancellationToken) -> pb::TestReport {
         self.start_reaper();
         let started = Instant::now();
         // `--isolation file|test`: a fresh runner for every unit, retired right after it.
         let fresh = !matches!(job.isolation.as_str(), "" | "warm");
         let existing = lock(&self.runners).remove(&slot);
         let existing = match existing {
-            Some(runner) if runner.session == job.assignment.session_id && !fresh => Some(runner),
+            Some(runner) if runner.session == job.assignment.session_id && runner.kind == kind && !fresh => {
+                Some(runner)
+            }
             Some(other) => {
                 // Another session's runner: let it finish its session hooks in the background.
                 tokio::spawn(retire(other, self.process.kill_grace));
@@ -209,9 +296,9 @@ impl PytestExecutor {
         };
         let mut runner = match existing {
             Some(runner) => runner,
-            None => match self.start(job).await {
+            None => match self.start(kind, job).await {
                 Ok(runner) => {
-                    info!(slot, session = %job.assignment.session_id, "pytest runner started");
+                    info!(slot, session = %job.assignment.session_id, "{} runner started", kind.name());
                     runner
                 }
                 Err(message) => {
@@ -228,8 +315,18 @@ impl PytestExecutor {
         *lock(&runner.log) = Capture::new(RUNNER_LOG_LIMIT);
         let unit = runner.next_unit;
         runner.next_unit += 1;
-        let command = serde_json::json!({ "op": "run", "unit": unit, "path": job.path }).to_string() + "\n";
-        let mut acc = Unit::new(&job.path);
+        // A JavaScript runner works in its project's folder: paths there are relative to it.
+        let prefix = match kind {
+            Kind::Pytest => String::new(),
+            Kind::Vitest | Kind::Jest => match js_dir(job) {
+                "." | "" => String::new(),
+                dir => format!("{}/", dir.trim_end_matches('/')),
+            },
+        };
+        let path = job.path.strip_prefix(&prefix).unwrap_or(&job.path);
+        let command = serde_json::json!({ "op": "run", "unit": unit, "path": path }).to_string() + "\n";
+        let named = |id: String| if prefix.is_empty() { id } else { format!("{prefix}{id}") };
+        let mut acc = Unit::new(kind, &job.path);
         if runner.writer.write_all(command.as_bytes()).await.is_err() {
             return self.crashed(runner, job, acc, started).await;
         }
@@ -248,11 +345,11 @@ impl PytestExecutor {
                         return self.crashed(runner, job, acc, started).await;
                     };
                     match serde_json::from_str::<FromRunner>(&line) {
-                        Ok(FromRunner::Collected { tests }) => acc.collected = tests,
-                        Ok(FromRunner::Started { test }) => acc.current = Some(test),
+                        Ok(FromRunner::Collected { tests }) => acc.collected = tests.into_iter().map(named).collect(),
+                        Ok(FromRunner::Started { test }) => acc.current = Some(named(test)),
                         Ok(FromRunner::Case { test, outcome, duration_ms, message, output, xfail }) => {
                             acc.current = None;
-                            acc.add(test, &outcome, duration_ms, message, output, xfail);
+                            acc.add(named(test), &outcome, duration_ms, message, output, xfail);
                         }
                         Ok(FromRunner::Done { error }) => {
                             if fresh {
@@ -260,17 +357,17 @@ impl PytestExecutor {
                             } else if runner.next_unit >= RECYCLE_AFTER_FILES
                                 || rss_bytes(runner.pgid) > RECYCLE_RSS_BYTES
                             {
-                                info!(slot, files = runner.next_unit, "recycling the pytest runner");
+                                info!(slot, files = runner.next_unit, "recycling the {} runner", kind.name());
                                 tokio::spawn(retire(runner, self.process.kill_grace));
                             } else {
                                 runner.idle_since = Instant::now();
                                 lock(&self.runners).insert(slot, runner);
                             }
-                            acc.not_run("skipped", "not run: pytest stopped early (-x, --maxfail or pytest.exit)");
+                            acc.not_run("skipped", kind.stopped_early());
                             return unit_report(acc.cases, error, started, self.process.output_limit);
                         }
                         Ok(FromRunner::Ready) => {}
-                        Err(e) => warn!("ignoring a line the pytest runner sent: {e}"),
+                        Err(e) => warn!("ignoring a line the {} runner sent: {e}", kind.name()),
                     }
                 }
                 () = &mut timeout => {
@@ -319,7 +416,7 @@ impl PytestExecutor {
         };
         let tail = String::from_utf8_lossy(&std::mem::replace(&mut *lock(&runner.log), Capture::new(0)).finish().0)
             .into_owned();
-        let message = format!("the pytest runner crashed ({how})");
+        let message = format!("the {} runner crashed ({how})", runner.kind.name());
         *lock(&self.crashes).entry(job.assignment.session_id.clone()).or_default() += 1;
         warn!(session = %job.assignment.session_id, test = %job.path, "{message}");
         if let Some(test) = acc.current.take() {
@@ -364,6 +461,7 @@ const UNIT_CASE_OUTPUT_BUDGET: usize = 4 * 1024 * 1024;
 
 /// One file's cases as they arrive.
 struct Unit {
+    kind: Kind,
     path: String,
     collected: Vec<String>,
     cases: Vec<pb::CaseResult>,
@@ -372,8 +470,9 @@ struct Unit {
 }
 
 impl Unit {
-    fn new(path: &str) -> Self {
+    fn new(kind: Kind, path: &str) -> Self {
         Unit {
+            kind,
             path: path.to_string(),
             collected: Vec::new(),
             cases: Vec::new(),
@@ -394,7 +493,7 @@ impl Unit {
         } else {
             Vec::new()
         };
-        self.cases.push(case(&self.path, name, outcome, duration_ms, message, output, xfail));
+        self.cases.push(case(self.kind, &self.path, name, outcome, duration_ms, message, output, xfail));
     }
 
     /// Record every collected case that got no result.
@@ -402,18 +501,26 @@ impl Unit {
         let reported: std::collections::HashSet<String> = self.cases.iter().map(|c| c.name.clone()).collect();
         let missing: Vec<String> = self.collected.iter().filter(|id| !reported.contains(*id)).cloned().collect();
         for id in missing {
-            self.cases.push(case(&self.path, id, outcome, 0, message.to_string(), Vec::new(), false));
+            self.cases.push(case(self.kind, &self.path, id, outcome, 0, message.to_string(), Vec::new(), false));
         }
     }
 }
 
-impl Executor for PytestExecutor {
+impl Executor for WarmExecutor {
     async fn run(&self, slot: u32, job: &Job, cancel: CancellationToken) -> pb::TestReport {
+        let Some(kind) = Kind::of(&job.framework) else {
+            return self.process.run(slot, job, cancel).await;
+        };
         if self.crashes(&job.assignment.session_id) >= MAX_CRASHES {
             return self.process.run(slot, job, cancel).await;
         }
-        self.run_warm(slot, job, cancel).await
+        self.run_warm(kind, slot, job, cancel).await
     }
+}
+
+/// The JavaScript project's folder of a session, relative to the workspace root.
+fn js_dir(job: &Job) -> &str {
+    job.env.get(JS_DIR_VAR).map(String::as_str).unwrap_or(".")
 }
 
 /// Resident memory of a process, from /proc (0 when unknown).
@@ -437,7 +544,9 @@ fn outcome_of(outcome: &str) -> pb::Outcome {
     }
 }
 
+#[allow(clippy::too_many_arguments, reason = "one case's fields, all different")]
 fn case(
+    kind: Kind,
     path: &str,
     name: String,
     outcome: &str,
@@ -447,7 +556,7 @@ fn case(
     xfail: bool,
 ) -> pb::CaseResult {
     let file = path.split_once("::").map(|(f, _)| f).unwrap_or(path);
-    let classname = file.trim_end_matches(".py").replace('/', ".");
+    let classname = kind.classname(file);
     let message = if xfail && !message.starts_with("xfail") { format!("xfail: {message}") } else { message };
     pb::CaseResult { name, classname, outcome: outcome_of(outcome) as i32, duration_ms, message, output }
 }
@@ -459,7 +568,12 @@ fn unit_report(cases: Vec<pb::CaseResult>, error: Option<String>, started: Insta
         return pb::TestReport {
             outcome: pb::Outcome::Error as i32,
             duration_ms,
-            message: "collection failed".into(),
+            message: if cases.is_empty() {
+                "collection failed"
+            } else {
+                "error outside its tests (a hook, or an unhandled error)"
+            }
+            .into(),
             output: error.into_bytes(),
             cases,
             ..Default::default()
@@ -522,9 +636,27 @@ mod tests {
     #[test]
     fn a_file_fails_when_a_case_fails_and_names_it() {
         let cases = vec![
-            case("t/test_a.py", "t/test_a.py::ok".into(), "passed", 1, String::new(), Vec::new(), false),
-            case("t/test_a.py", "t/test_a.py::bad".into(), "failed", 1, "boom".into(), b"trace".to_vec(), false),
-            case("t/test_a.py", "t/test_a.py::skip".into(), "skipped", 0, "later".into(), Vec::new(), false),
+            case(Kind::Pytest, "t/test_a.py", "t/test_a.py::ok".into(), "passed", 1, String::new(), Vec::new(), false),
+            case(
+                Kind::Pytest,
+                "t/test_a.py",
+                "t/test_a.py::bad".into(),
+                "failed",
+                1,
+                "boom".into(),
+                b"trace".to_vec(),
+                false,
+            ),
+            case(
+                Kind::Pytest,
+                "t/test_a.py",
+                "t/test_a.py::skip".into(),
+                "skipped",
+                0,
+                "later".into(),
+                Vec::new(),
+                false,
+            ),
         ];
         let report = unit_report(cases, None, Instant::now(), 1024);
         assert_eq!(report.outcome, pb::Outcome::Failed as i32);
@@ -536,7 +668,7 @@ mod tests {
 
     #[test]
     fn cases_that_never_ran_are_reported_and_output_is_bounded() {
-        let mut unit = Unit::new("t/test_a.py::TestX");
+        let mut unit = Unit::new(Kind::Pytest, "t/test_a.py::TestX");
         unit.collected =
             vec!["t/test_a.py::TestX::a".into(), "t/test_a.py::TestX::b".into(), "t/test_a.py::TestX::c".into()];
         unit.add("t/test_a.py::TestX::a".into(), "failed", 1, "boom".into(), "x".repeat(1_000_000), false);
