@@ -1,0 +1,203 @@
+//! The warm vitest and jest runners end to end: the fixture projects in `tests/fixtures`, with
+//! the framework installed from npm by the test itself, run through `--local 2` and through a real
+//! coordinator with two workers; per-case outcomes compared with the framework's own JSON report.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use support::{events, final_outcomes, spawn_coordinator, stderr, stdout, testgrid};
+
+/// Copy a folder tree (files and folders only), leaving out `node_modules`.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        if entry.file_name() == "node_modules" {
+            continue;
+        }
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// The fixture project, copied under the target folder with its dependencies installed
+/// (`npm ci`, from its lockfile) once per test binary; its own `.git` makes it the root.
+fn project(name: &str) -> PathBuf {
+    static DONE: OnceLock<std::sync::Mutex<BTreeMap<String, PathBuf>>> = OnceLock::new();
+    let done = DONE.get_or_init(Default::default);
+    let mut done = done.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(dir) = done.get(name) {
+        return dir.clone();
+    }
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("js-fixtures").join(name);
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_tree(&source, &dir);
+    std::fs::create_dir_all(dir.join(".git")).expect("mkdir .git");
+    let npm = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(&dir)
+        .output()
+        .expect("npm runs (Node.js and npm are needed for these tests)");
+    assert!(npm.status.success(), "npm ci in {}: {}", dir.display(), stderr(&npm));
+    done.insert(name.to_string(), dir.clone());
+    dir
+}
+
+/// The framework's own verdicts from its JSON report (vitest's is jest's format): case name ->
+/// passed | failed | skipped, and the files that failed outside any case.
+fn own_outcomes(dir: &Path, framework: &str) -> (BTreeMap<String, String>, Vec<String>) {
+    let report = dir.join("own-report.json");
+    let mut cmd = Command::new("npx");
+    match framework {
+        "vitest" => cmd.args(["vitest", "run", "--reporter=json", "--outputFile"]).arg(&report),
+        _ => cmd.args(["jest", "--ci", "--json", "--outputFile"]).arg(&report),
+    };
+    let out = cmd.current_dir(dir).output().expect("npx runs");
+    let text = std::fs::read_to_string(&report)
+        .unwrap_or_else(|e| panic!("{framework} wrote no report ({e}): {}\n{}", stdout(&out), stderr(&out)));
+    let json: serde_json::Value = serde_json::from_str(&text).expect("a JSON report");
+    let mut cases = BTreeMap::new();
+    let mut file_errors = Vec::new();
+    for file in json["testResults"].as_array().expect("testResults") {
+        let abs = file["name"].as_str().expect("file name");
+        let rel = Path::new(abs).strip_prefix(dir).expect("inside the project").to_string_lossy().into_owned();
+        let assertions = file["assertionResults"].as_array().cloned().unwrap_or_default();
+        let failed_outside =
+            file["status"] == "failed" && assertions.iter().all(|a| a["status"] != "failed") || assertions.is_empty();
+        if failed_outside && file["message"].as_str().is_some_and(|m| !m.is_empty()) {
+            file_errors.push(rel.clone());
+        }
+        for a in assertions {
+            let mut titles: Vec<String> = a["ancestorTitles"]
+                .as_array()
+                .expect("ancestorTitles")
+                .iter()
+                .map(|t| t.as_str().expect("title").to_string())
+                .collect();
+            titles.push(a["title"].as_str().expect("title").to_string());
+            let outcome = match a["status"].as_str().expect("status") {
+                "passed" => "passed",
+                "failed" => "failed",
+                _ => "skipped",
+            };
+            cases.insert(format!("{rel}::{}", titles.join(" > ")), outcome.to_string());
+        }
+    }
+    file_errors.sort();
+    (cases, file_errors)
+}
+
+/// Our verdicts from `--json` events: case name -> outcome, each case reported once.
+fn our_cases(out: &Output) -> BTreeMap<String, String> {
+    let mut cases = BTreeMap::new();
+    for e in events(out).iter().filter(|e| e["event"] == "test_finished" && e["final"] == true) {
+        for c in e["cases"].as_array().expect("cases") {
+            let name = c["name"].as_str().expect("name").to_string();
+            assert!(
+                cases.insert(name.clone(), c["outcome"].as_str().expect("outcome").to_string()).is_none(),
+                "{name}"
+            );
+        }
+    }
+    cases
+}
+
+fn check(out: &Output, dir: &Path, framework: &str) {
+    assert_eq!(out.status.code(), Some(1), "stdout: {}\nstderr: {}", stdout(out), stderr(out));
+    let (theirs, their_errors) = own_outcomes(dir, framework);
+    let ours = our_cases(out);
+    assert_eq!(ours, theirs, "{framework}: the same per-case outcomes as its own run");
+    let files = final_outcomes(&events(out));
+    let mut errors: Vec<String> = files.iter().filter(|(_, o)| *o == "error").map(|(f, _)| f.clone()).collect();
+    errors.sort();
+    for file in &their_errors {
+        assert!(errors.contains(file), "{file} failed outside its tests in {framework}'s own run: ours {errors:?}");
+    }
+    assert_eq!(files["src/math.test.js"], "failed");
+    assert_eq!(files["src/with space.test.js"], "passed");
+}
+
+fn run_local(dir: &Path, framework: &str, args: &[&str]) -> Output {
+    testgrid(dir)
+        .args(["run", "--local", "2", "--framework", framework, "--json"])
+        .args(args)
+        .output()
+        .expect("testgrid runs")
+}
+
+#[test]
+fn vitest_in_local_mode_matches_vitest() {
+    let dir = project("vitest");
+    check(&run_local(&dir, "vitest", &[]), &dir, "vitest");
+}
+
+#[test]
+fn jest_in_local_mode_matches_jest() {
+    let dir = project("jest");
+    check(&run_local(&dir, "jest", &[]), &dir, "jest");
+}
+
+#[test]
+fn vitest_and_jest_on_a_real_grid_match_their_own_runs() {
+    let (coordinator, grpc, _http) = spawn_coordinator("127.0.0.1:0", "127.0.0.1:0", &[]);
+    let url = format!("http://{grpc}");
+    for framework in ["vitest", "jest"] {
+        let dir = project(framework);
+        let workers: Vec<support::Proc> = (1..=2)
+            .map(|i| support::Proc {
+                child: Command::new(support::bin("testgrid-worker"))
+                    .args(["--grid", &url, "--name", &format!("{framework}-{i}"), "--slots", "1", "--root"])
+                    .arg(&dir)
+                    .env("TESTGRID_LOG", "warn")
+                    .spawn()
+                    .expect("worker starts"),
+            })
+            .collect();
+        let junit = dir.join("grid-report.xml");
+        let out = testgrid(&dir)
+            .args(["run", "--grid", &url, "--framework", framework, "--json", "--junit"])
+            .arg(&junit)
+            .output()
+            .expect("testgrid runs");
+        check(&out, &dir, framework);
+        let xml = std::fs::read_to_string(&junit).expect("JUnit written");
+        assert!(xml.contains(r#"name="src/math.test.js::outer &gt; inner &gt; nested fails""#), "{xml}");
+        assert!(xml.contains(r#"classname="src/math.test.js""#), "{xml}");
+        assert!(xml.contains("<skipped"), "skips and todos stay visible: {xml}");
+        drop(workers);
+    }
+    drop(coordinator);
+}
+
+#[test]
+fn a_single_case_runs_alone_and_a_hang_or_exit_is_reported() {
+    for framework in ["vitest", "jest"] {
+        let dir = project(framework);
+        let out = run_local(&dir, framework, &["src/math.test.js::outer > talks"]);
+        assert_eq!(out.status.code(), Some(0), "{framework}: {}", stderr(&out));
+        let cases = our_cases(&out);
+        let ran: Vec<&String> = cases.iter().filter(|(_, o)| *o != "skipped").map(|(n, _)| n).collect();
+        assert_eq!(ran, vec!["src/math.test.js::outer > talks"], "{framework}: {cases:?}");
+
+        let out = testgrid(&dir)
+            .args(["run", "--local", "2", "--framework", framework, "--json", "--timeout", "10s"])
+            .args(["--env", "TESTGRID_FIXTURE_CRASH=1", "crash/hang.test.js", "crash/exit.test.js"])
+            .output()
+            .expect("testgrid runs");
+        assert_eq!(out.status.code(), Some(1), "{framework}: {}", stderr(&out));
+        let files = final_outcomes(&events(&out));
+        assert_eq!(files["crash/hang.test.js"], "timed_out", "{framework}");
+        assert_eq!(files["crash/exit.test.js"], "failed", "{framework}: process.exit fails its test");
+        let cases = our_cases(&out);
+        assert_eq!(cases["crash/exit.test.js::after the exit"], "passed", "{framework}: the runner lives on");
+    }
+}
