@@ -263,16 +263,9 @@ fn a_crates_io_suite_on_a_real_grid_matches_cargo_test() {
     let (coordinator, grpc, _http) = spawn_coordinator("127.0.0.1:0", "127.0.0.1:0", &[]);
     let url = format!("http://{grpc}");
     // Each worker builds the session's tree itself (cargo finds it already built here).
+    let target = target_dir().display().to_string();
     let workers: Vec<support::Proc> = (1..=2)
-        .map(|i| support::Proc {
-            child: Command::new(support::bin("testgrid-worker"))
-                .args(["--grid", &url, "--name", &format!("w{i}"), "--slots", "1", "--root"])
-                .arg(dir)
-                .env("CARGO_TARGET_DIR", target_dir())
-                .env("TESTGRID_LOG", "warn")
-                .spawn()
-                .expect("worker starts"),
-        })
+        .map(|i| support::spawn_worker_env(&url, &format!("w{i}"), dir, &[("CARGO_TARGET_DIR", &target)]))
         .collect();
     let out = testgrid(dir)
         .args(["run", "--framework", "cargo", "--json", "--grid", &url])

@@ -152,16 +152,8 @@ fn vitest_and_jest_on_a_real_grid_match_their_own_runs() {
     let url = format!("http://{grpc}");
     for framework in ["vitest", "jest"] {
         let dir = project(framework);
-        let workers: Vec<support::Proc> = (1..=2)
-            .map(|i| support::Proc {
-                child: Command::new(support::bin("testgrid-worker"))
-                    .args(["--grid", &url, "--name", &format!("{framework}-{i}"), "--slots", "1", "--root"])
-                    .arg(&dir)
-                    .env("TESTGRID_LOG", "warn")
-                    .spawn()
-                    .expect("worker starts"),
-            })
-            .collect();
+        let workers: Vec<support::Proc> =
+            (1..=2).map(|i| support::spawn_worker_env(&url, &format!("{framework}-{i}"), &dir, &[])).collect();
         let junit = dir.join("grid-report.xml");
         let out = testgrid(&dir)
             .args(["run", "--grid", &url, "--framework", framework, "--json", "--junit"])

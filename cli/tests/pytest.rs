@@ -192,17 +192,8 @@ fn warm_runner_on_a_real_grid_matches_pytest_and_writes_junit_per_case() {
     let url = format!("http://{grpc}");
     // The workers find pytest through their own PATH, as a worker image would.
     let path = path_with_venv();
-    let mut procs = Vec::new();
-    for i in 1..=2 {
-        let child = Command::new(support::bin("testgrid-worker"))
-            .args(["--grid", &url, "--name", &format!("w{i}"), "--slots", "1", "--root"])
-            .arg(ws.root())
-            .env("PATH", &path)
-            .env("TESTGRID_LOG", "warn")
-            .spawn()
-            .expect("worker starts");
-        procs.push(support::Proc { child });
-    }
+    let procs: Vec<support::Proc> =
+        (1..=2).map(|i| support::spawn_worker_env(&url, &format!("w{i}"), &ws.root(), &[("PATH", &path)])).collect();
     let junit = ws.root().join("junit.xml");
     let out = testgrid(&ws.root())
         .args(["run", "--grid", &url, "--framework", "pytest", "--json", "--junit"])
@@ -324,17 +315,9 @@ fn a_third_party_suite_on_a_real_grid_matches_pytest() {
     let ws = third_party_workspace();
     let (coordinator, grpc, _http) = spawn_coordinator("127.0.0.1:0", "127.0.0.1:0", &[]);
     let url = format!("http://{grpc}");
-    let workers: Vec<support::Proc> = (1..=2)
-        .map(|i| support::Proc {
-            child: Command::new(support::bin("testgrid-worker"))
-                .args(["--grid", &url, "--name", &format!("w{i}"), "--slots", "1", "--root"])
-                .arg(ws.root())
-                .env("PATH", path_with_venv())
-                .env("TESTGRID_LOG", "warn")
-                .spawn()
-                .expect("worker starts"),
-        })
-        .collect();
+    let path = path_with_venv();
+    let workers: Vec<support::Proc> =
+        (1..=2).map(|i| support::spawn_worker_env(&url, &format!("w{i}"), &ws.root(), &[("PATH", &path)])).collect();
     let out = run_pytest(&ws, &["--grid", &url, "toolz"]);
     let events = events(&out);
     let ours = case_outcomes(&events);

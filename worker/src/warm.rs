@@ -62,6 +62,16 @@ impl Kind {
         }
     }
 
+    /// Files the runner loads from its own folder.
+    fn support_files(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Kind::Pytest => &[],
+            Kind::Vitest | Kind::Jest => {
+                &[("testgrid_runner_common.cjs", include_str!("runners/testgrid_runner_common.cjs"))]
+            }
+        }
+    }
+
     /// What a case is filed under in JUnit: the dotted module for Python (as pytest's own
     /// JUnit), the file for JavaScript (as vitest's and jest-junit's).
     fn classname(self, file: &str) -> String {
@@ -188,8 +198,10 @@ impl WarmExecutor {
     async fn start(&self, kind: Kind, job: &Job) -> Result<Runner, String> {
         let dir = tempfile::tempdir().map_err(|e| format!("cannot create a runner directory: {e}"))?;
         let (file, text) = kind.runner();
-        std::fs::write(dir.path().join(file), text)
-            .map_err(|e| format!("cannot write the {} runner: {e}", kind.name()))?;
+        for (name, text) in std::iter::once(&(file, text)).chain(kind.support_files()) {
+            std::fs::write(dir.path().join(name), text)
+                .map_err(|e| format!("cannot write the {} runner: {e}", kind.name()))?;
+        }
         let socket = dir.path().join("runner.sock");
         let listener = UnixListener::bind(&socket).map_err(|e| format!("cannot open the runner socket: {e}"))?;
         let (reader, writer) = std::io::pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;

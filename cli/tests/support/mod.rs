@@ -119,6 +119,18 @@ pub fn spawn_worker(grid_url: &str, name: &str, root: &Path, extra: &[&str]) -> 
     Proc { child }
 }
 
+/// A one-slot worker with extra environment variables (a PATH with a venv, a target folder).
+pub fn spawn_worker_env(grid_url: &str, name: &str, root: &Path, env: &[(&str, &str)]) -> Proc {
+    let child = Command::new(bin("testgrid-worker"))
+        .args(["--grid", grid_url, "--name", name, "--slots", "1", "--root"])
+        .arg(root)
+        .envs(env.iter().copied())
+        .env("TESTGRID_LOG", "warn")
+        .spawn()
+        .expect("worker starts");
+    Proc { child }
+}
+
 /// `GET path` on the HTTP port; the body when the status is 200.
 pub fn http_get(addr: &str, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect(addr).ok()?;

@@ -27,96 +27,14 @@
 
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
-import net from 'node:net';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
-// Characters of message and output sent per case at most (head and tail kept).
-const OUTPUT_LIMIT = 64 * 1024;
-const MESSAGE_LIMIT = 2000;
+import common from './testgrid_runner_common.cjs';
+
+const { OUTPUT_LIMIT, MESSAGE_LIMIT, cap, plain, escapeRegExp, Channel } = common;
 
 const log = (...args) => process.stderr.write(`[testgrid-vitest] ${args.join(' ')}\n`);
-
-function cap(text, limit = OUTPUT_LIMIT) {
-  if (text.length <= limit) return text;
-  const marker = '\n[... cut by the testgrid runner ...]\n';
-  return text.slice(0, limit / 4) + marker + text.slice(text.length - (limit * 3) / 4 + marker.length);
-}
-
-// eslint-disable-next-line no-control-regex
-const ANSI = /\u001b\[[0-9;?]*[ -/]*[@-~]/g;
-const plain = (text) => String(text ?? '').replace(ANSI, '');
-
-function escapeRegExp(text) {
-  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-}
-
-// ---------------------------------------------------------------------------------------------
-// The socket.
-
-class Channel {
-  constructor(socketPath) {
-    this.socket = net.createConnection(socketPath);
-    this.socket.setEncoding('utf8');
-    this.buffer = '';
-    this.queue = [];
-    this.waiters = [];
-    this.closed = false;
-    this.socket.on('data', (chunk) => {
-      this.buffer += chunk;
-      let newline;
-      while ((newline = this.buffer.indexOf('\n')) >= 0) {
-        const line = this.buffer.slice(0, newline).trim();
-        this.buffer = this.buffer.slice(newline + 1);
-        if (!line) continue;
-        let message;
-        try {
-          message = JSON.parse(line);
-        } catch (e) {
-          log('ignoring a line that is not JSON:', line.slice(0, 200));
-          continue;
-        }
-        this.push(message);
-      }
-    });
-    const end = () => {
-      if (!this.closed) {
-        this.closed = true;
-        this.push(null);
-      }
-    };
-    this.socket.on('end', end);
-    this.socket.on('close', end);
-    this.socket.on('error', (e) => {
-      log('socket error:', e.message);
-      end();
-    });
-  }
-
-  connected() {
-    return new Promise((resolve, reject) => {
-      this.socket.once('connect', resolve);
-      this.socket.once('error', reject);
-    });
-  }
-
-  push(message) {
-    const waiter = this.waiters.shift();
-    if (waiter) waiter(message);
-    else this.queue.push(message);
-  }
-
-  /** The next message, or null at EOF. */
-  receive() {
-    if (this.queue.length) return Promise.resolve(this.queue.shift());
-    if (this.closed) return Promise.resolve(null);
-    return new Promise((resolve) => this.waiters.push(resolve));
-  }
-
-  send(message) {
-    if (this.socket.writable) this.socket.write(JSON.stringify(message) + '\n');
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Formatting vitest's errors.
@@ -412,7 +330,7 @@ async function main() {
     log('uncaught exception:', errorText(error));
     if (current) current.errors.push(`Uncaught exception: ${errorText(error)}`);
   });
-  const channel = new Channel(socketPath);
+  const channel = new Channel(socketPath, log);
   await channel.connected();
   const state = await startVitest();
   channel.send({ op: 'ready', pid: process.pid });

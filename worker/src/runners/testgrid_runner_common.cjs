@@ -1,0 +1,90 @@
+// Shared by testgrid's JavaScript runners (testgrid_vitest.mjs, testgrid_jest.cjs): the line
+// channel to the worker and text helpers. The worker writes this file next to the runner.
+'use strict';
+
+const net = require('node:net');
+
+// Characters of message and output sent per case at most (head and tail kept).
+const OUTPUT_LIMIT = 64 * 1024;
+const MESSAGE_LIMIT = 2000;
+
+function cap(text, limit = OUTPUT_LIMIT) {
+  if (text.length <= limit) return text;
+  const marker = '\n[... cut by the testgrid runner ...]\n';
+  return text.slice(0, limit / 4) + marker + text.slice(text.length - (limit * 3) / 4 + marker.length);
+}
+
+// eslint-disable-next-line no-control-regex
+const ANSI = /\u001b\[[0-9;?]*[ -/]*[@-~]/g;
+const plain = (text) => String(text ?? '').replace(ANSI, '');
+
+function escapeRegExp(text) {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/** One JSON object per line each way over the worker's Unix socket. */
+class Channel {
+  constructor(socketPath, log) {
+    this.socket = net.createConnection(socketPath);
+    this.socket.setEncoding('utf8');
+    this.buffer = '';
+    this.queue = [];
+    this.waiters = [];
+    this.closed = false;
+    this.socket.on('data', (chunk) => {
+      this.buffer += chunk;
+      let newline;
+      while ((newline = this.buffer.indexOf('\n')) >= 0) {
+        const line = this.buffer.slice(0, newline).trim();
+        this.buffer = this.buffer.slice(newline + 1);
+        if (!line) continue;
+        let message;
+        try {
+          message = JSON.parse(line);
+        } catch {
+          log('ignoring a line that is not JSON:', line.slice(0, 200));
+          continue;
+        }
+        this.push(message);
+      }
+    });
+    const end = () => {
+      if (!this.closed) {
+        this.closed = true;
+        this.push(null);
+      }
+    };
+    this.socket.on('end', end);
+    this.socket.on('close', end);
+    this.socket.on('error', (e) => {
+      log('socket error:', e.message);
+      end();
+    });
+  }
+
+  connected() {
+    return new Promise((resolve, reject) => {
+      this.socket.once('connect', resolve);
+      this.socket.once('error', reject);
+    });
+  }
+
+  push(message) {
+    const waiter = this.waiters.shift();
+    if (waiter) waiter(message);
+    else this.queue.push(message);
+  }
+
+  /** The next message, or null at EOF. */
+  receive() {
+    if (this.queue.length) return Promise.resolve(this.queue.shift());
+    if (this.closed) return Promise.resolve(null);
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  send(message) {
+    if (this.socket.writable) this.socket.write(JSON.stringify(message) + '\n');
+  }
+}
+
+module.exports = { OUTPUT_LIMIT, MESSAGE_LIMIT, cap, plain, escapeRegExp, Channel };
