@@ -468,21 +468,21 @@ const RETIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Per-case output kept by the worker (head and tail), and per file across its cases: a chatty
 /// suite must not produce a result too large to send.
-const CASE_OUTPUT_LIMIT: usize = 64 * 1024;
+pub(crate) const CASE_OUTPUT_LIMIT: usize = 64 * 1024;
 const UNIT_CASE_OUTPUT_BUDGET: usize = 4 * 1024 * 1024;
 
 /// One file's cases as they arrive.
-struct Unit {
+pub(crate) struct Unit {
     kind: Kind,
     path: String,
-    collected: Vec<String>,
-    cases: Vec<pb::CaseResult>,
+    pub(crate) collected: Vec<String>,
+    pub(crate) cases: Vec<pb::CaseResult>,
     current: Option<String>,
     output_left: usize,
 }
 
 impl Unit {
-    fn new(kind: Kind, path: &str) -> Self {
+    pub(crate) fn new(kind: Kind, path: &str) -> Self {
         Unit {
             kind,
             path: path.to_string(),
@@ -493,7 +493,15 @@ impl Unit {
         }
     }
 
-    fn add(&mut self, name: String, outcome: &str, duration_ms: u64, message: String, output: String, xfail: bool) {
+    pub(crate) fn add(
+        &mut self,
+        name: String,
+        outcome: &str,
+        duration_ms: u64,
+        message: String,
+        output: String,
+        xfail: bool,
+    ) {
         // Output is kept for what did not pass (bounded); a passing case's output is noise.
         let keep = !matches!(outcome, "passed" | "skipped") && self.output_left > 0;
         let output = if keep {
@@ -509,7 +517,7 @@ impl Unit {
     }
 
     /// Record every collected case that got no result.
-    fn not_run(&mut self, outcome: &str, message: &str) {
+    pub(crate) fn not_run(&mut self, outcome: &str, message: &str) {
         let reported: std::collections::HashSet<String> = self.cases.iter().map(|c| c.name.clone()).collect();
         let missing: Vec<String> = self.collected.iter().filter(|id| !reported.contains(*id)).cloned().collect();
         for id in missing {
@@ -574,7 +582,12 @@ fn case(
 }
 
 /// The file's report from its cases: failed when any case failed or errored, with their output.
-fn unit_report(cases: Vec<pb::CaseResult>, error: Option<String>, started: Instant, limit: usize) -> pb::TestReport {
+pub(crate) fn unit_report(
+    cases: Vec<pb::CaseResult>,
+    error: Option<String>,
+    started: Instant,
+    limit: usize,
+) -> pb::TestReport {
     let duration_ms = started.elapsed().as_millis() as u64;
     if let Some(error) = error {
         return pb::TestReport {
