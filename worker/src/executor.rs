@@ -46,6 +46,7 @@ pub struct Executors {
     pub process: std::sync::Arc<ProcessExecutor>,
     pub warm: crate::warm::WarmExecutor,
     pub cargo: crate::cargo::CargoExecutor,
+    pub go: crate::gotest::GoExecutor,
 }
 
 impl Executor for Executors {
@@ -55,6 +56,8 @@ impl Executor for Executors {
             "pytest" | "vitest" | "jest" => self.warm.run(slot, job, cancel).await,
             // A process per test whatever the isolation: Rust tests start in a millisecond.
             "cargo" => self.cargo.run(slot, job, cancel).await,
+            // Every isolation: a Go package's tests share one test binary, as under `go test`.
+            "go" => self.go.run(slot, job, cancel).await,
             _ => self.process.run(slot, job, cancel).await,
         }
     }

@@ -9,6 +9,7 @@ pub mod cargo;
 pub mod command;
 pub mod connection;
 pub mod executor;
+pub mod gotest;
 pub mod output;
 pub mod warm;
 
@@ -109,6 +110,7 @@ pub async fn run(config: Config, stop: Stop) -> Result<(), Error> {
     let executor = Arc::new(executor::Executors {
         warm: warm::WarmExecutor::new(Arc::clone(&process), python, node),
         cargo: cargo::CargoExecutor::new(Arc::clone(&process)),
+        go: gotest::GoExecutor::new(Arc::clone(&process)),
         process,
     });
     connection::run(Config { root, ..config }, executor, stop).await
