@@ -118,9 +118,9 @@ pub fn discover(request: &Request) -> Result<Found, Error> {
         {
             let file_path = Path::new(file);
             let absolute = if file_path.is_absolute() { file_path.to_path_buf() } else { cwd.join(file_path) };
-            let absolute = absolute
-                .canonicalize()
-                .map_err(|e| Error::Usage(format!("{file}: {e}; pass FILE::CASE with a file that exists")))?;
+            let absolute = absolute.canonicalize().map_err(|e| {
+                Error::Usage(format!("{file}: {e}; pass FILE::CASE with a file (or Go package folder) that exists"))
+            })?;
             cases.push(format!("{}::{case}", relative(&request.root, &absolute)?));
             case_roots.push(roots.len());
             roots.push(absolute);
@@ -183,8 +183,21 @@ pub fn discover(request: &Request) -> Result<Found, Error> {
         tests = tests
             .into_iter()
             .map(|(size, rel)| {
-                let dir = Path::new(&rel).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-                (size, if dir.is_empty() { ".".to_string() } else { dir })
+                // `pkg/a::TestX` names a case of a package and stays; a file before `::` names its folder.
+                let (path, case) = rel.split_once("::").map_or((rel.as_str(), None), |(p, c)| (p, Some(c)));
+                let dir = if request.root.join(path).is_dir() {
+                    path.to_string()
+                } else {
+                    Path::new(path).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()
+                };
+                let dir = if dir.is_empty() { ".".to_string() } else { dir };
+                (
+                    size,
+                    match case {
+                        Some(case) => format!("{dir}::{case}"),
+                        None => dir,
+                    },
+                )
             })
             .collect();
     }
@@ -443,6 +456,29 @@ mod tests {
         })
         .expect("discovery works");
         assert_eq!(found.tests, vec!["tests/test_y.py".to_string(), "tests/test_x.py::test_one".to_string()]);
+    }
+
+    #[test]
+    fn go_cases_name_their_package_folder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        touch(dir.path(), "go.mod", 1);
+        touch(dir.path(), "root_test.go", 1);
+        touch(dir.path(), "pkg/a/a_test.go", 1);
+        let root = dir.path().canonicalize().expect("root");
+        let found = discover(&Request {
+            root: root.clone(),
+            paths: vec![
+                root.join("pkg/a::TestX/sub"),
+                root.join("pkg/a/a_test.go::TestY"),
+                root.join(".::TestRoot"),
+                root.join("pkg"),
+            ],
+            framework: Framework::Auto,
+            patterns: Vec::new(),
+        })
+        .expect("discovery works");
+        assert_eq!(found.framework, Framework::Go);
+        assert_eq!(found.tests, vec!["pkg/a", ".::TestRoot", "pkg/a::TestX/sub", "pkg/a::TestY"]);
     }
 
     #[test]
