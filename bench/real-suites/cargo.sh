@@ -39,12 +39,12 @@ ns=(); ts=()
 for _ in $(seq 1 "$RUNS"); do
     a=$(now_ms); cargo nextest run -j 2 > "$work/nextest.out" 2>&1 || true; b=$(now_ms)
     ns+=("$(( b - a ))")
-    a=$(now_ms); "$testgrid" run --local 2 --framework cargo > /dev/null 2> "$work/tg.err" || true; b=$(now_ms)
+    a=$(now_ms); "$testgrid" run --local 2 --framework cargo > "$work/tg.out" 2>&1 || true; b=$(now_ms)
     ts+=("$(( b - a ))")
 done
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 echo "$CRATE $VERSION, nextest: $(grep -h 'Summary' "$work/nextest.out" | tr -s ' ')"
-echo "testgrid: $(grep -h 'Summary' "$work/tg.err")"
+echo "testgrid: $(grep -h "Summary" "$work/tg.out")"
 echo "cargo nextest run -j 2 (ms):                ${ns[*]}"
 echo "testgrid run --local 2 --framework cargo (ms): ${ts[*]}"
 mn=$(median "${ns[@]}"); mt=$(median "${ts[@]}")
