@@ -269,6 +269,26 @@ pub fn project_dir(root: &Path, places: &[PathBuf], marker: &str) -> Option<Path
     common.ancestors().filter(|d| d.starts_with(root)).find(|d| d.join(marker).is_file()).map(Path::to_path_buf)
 }
 
+/// The JavaScript project of the paths asked for: the folder of the nearest `package.json` at or
+/// above them (the root when there is none), relative to the root.
+pub fn js_project(root: &Path, paths: &[PathBuf]) -> Result<String, Error> {
+    let cwd = std::env::current_dir().and_then(|d| d.canonicalize()).unwrap_or_else(|_| root.to_path_buf());
+    let places: Vec<PathBuf> = if paths.is_empty() {
+        vec![cwd]
+    } else {
+        paths
+            .iter()
+            .map(|p| {
+                let text = p.to_string_lossy();
+                let file = text.split_once("::").map(|(f, _)| PathBuf::from(f)).unwrap_or_else(|| p.clone());
+                cwd.join(file).canonicalize().unwrap_or_else(|_| cwd.clone())
+            })
+            .collect()
+    };
+    let dir = project_dir(root, &places, "package.json").unwrap_or_else(|| root.to_path_buf());
+    relative(root, &dir)
+}
+
 fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
@@ -479,6 +499,22 @@ mod tests {
         .expect("discovery works");
         assert_eq!(found.framework, Framework::Go);
         assert_eq!(found.tests, vec!["pkg/a", ".::TestRoot", "pkg/a::TestX/sub", "pkg/a::TestY"]);
+    }
+
+    #[test]
+    fn the_project_is_the_nearest_marker_above_everything_asked_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().canonicalize().expect("root");
+        touch(&root, "package.json", 1);
+        touch(&root, "web/package.json", 1);
+        touch(&root, "web/src/a.test.js", 1);
+        touch(&root, "web/lib/b.test.js", 1);
+        touch(&root, "api/c.test.js", 1);
+        let web = project_dir(&root, &[root.join("web/src"), root.join("web/lib/b.test.js")], "package.json");
+        assert_eq!(web, Some(root.join("web")));
+        let both = project_dir(&root, &[root.join("web/src"), root.join("api")], "package.json");
+        assert_eq!(both, Some(root.clone()), "paths in two projects: their common one");
+        assert_eq!(project_dir(&root, &[root.join("api")], "Cargo.toml"), None);
     }
 
     #[test]

@@ -296,21 +296,7 @@ async fn run_session(mut args: RunArgs) -> Result<u8, Error> {
     }
     if matches!(found.framework, Framework::Jest | Framework::Vitest) {
         // The warm runner starts where the project's package.json is, so its config applies.
-        let cwd = std::env::current_dir().and_then(|d| d.canonicalize()).unwrap_or_else(|_| root.clone());
-        let places: Vec<PathBuf> = if args.paths.is_empty() {
-            vec![cwd]
-        } else {
-            args.paths
-                .iter()
-                .map(|p| {
-                    let text = p.to_string_lossy();
-                    let file = text.split_once("::").map(|(f, _)| PathBuf::from(f)).unwrap_or_else(|| p.clone());
-                    cwd.join(file).canonicalize().unwrap_or_else(|_| cwd.clone())
-                })
-                .collect()
-        };
-        let dir = discover::project_dir(&root, &places, "package.json").unwrap_or_else(|| root.clone());
-        env.insert(testgrid_worker::warm::JS_DIR_VAR.to_string(), discover::relative(&root, &dir)?);
+        env.insert(testgrid_worker::warm::JS_DIR_VAR.to_string(), discover::js_project(&root, &args.paths)?);
     }
     if found.framework == Framework::Pytest && args.isolation == Isolation::Test && args.command.is_none() {
         found.tests = discover::pytest_cases(&root, &found.tests, &env)?;
@@ -416,10 +402,9 @@ fn session_name(paths: &[PathBuf]) -> String {
     format!("{user}@{host}: {what}")
 }
 
-/// Watch a session to its end with Ctrl-C handling, print the summary, write the JUnit report,
-/// and return the exit code.
-/// Follow a session to its end. `submitted`: the tests of a session this client just submitted
-/// (empty for `watch`), so that even a session lost before its first event gets a report.
+/// Watch a session to its end, print the summary, write the JUnit report, and return the exit
+/// code. `submitted`: the tests of a session this client just submitted (empty for `watch`), so
+/// that even a session lost before its first event gets a report.
 async fn follow(
     grid: &Grid,
     session: &str,
