@@ -350,3 +350,33 @@ fn isolation_test_runs_each_case_on_its_own_and_file_a_fresh_runner_per_file_wit
         }
     }
 }
+
+#[test]
+fn a_worker_recycles_its_warm_runner_after_the_configured_number_of_files() {
+    let ws = Workspace::new();
+    let pids = ws.root().join("pids.log");
+    let body = format!("import os\n\ndef test_pid():\n    open({:?}, 'a').write(f'{{os.getpid()}}\\n')\n", pids);
+    let files: Vec<(String, String)> = (0..4).map(|i| (format!("tests/test_p{i}.py"), body.clone())).collect();
+    let files: Vec<(&str, &str)> = files.iter().map(|(p, b)| (p.as_str(), b.as_str())).collect();
+    write_files(&ws, &files);
+    let (coordinator, grpc, _http) = spawn_coordinator("127.0.0.1:0", "127.0.0.1:0", &[]);
+    let url = format!("http://{grpc}");
+    let path = path_with_venv();
+    for (after, expected) in [("2", 2), ("1000", 1)] {
+        let _ = std::fs::remove_file(&pids);
+        let worker = support::spawn_worker_env(
+            &url,
+            &format!("recycle-{after}"),
+            &ws.root(),
+            &[("PATH", &path), ("TESTGRID_RECYCLE_AFTER_FILES", after)],
+        );
+        let out = run_pytest(&ws, &["--grid", &url]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let log = std::fs::read_to_string(&pids).expect("the tests wrote their pids");
+        let distinct: std::collections::BTreeSet<&str> = log.lines().collect();
+        assert_eq!(log.lines().count(), 4);
+        assert_eq!(distinct.len(), expected, "4 files, recycled after {after}: {log}");
+        drop(worker);
+    }
+    drop(coordinator);
+}

@@ -41,6 +41,22 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Have the kernel kill running tests if the worker process dies outright.
     pub die_with_worker: bool,
+    /// When a warm runner is replaced by a fresh one.
+    pub recycle: Recycle,
+}
+
+/// A warm runner is replaced by a fresh one after this many files, or once its process holds
+/// more than this much memory: a long-lived interpreter accumulates whatever the tests leak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recycle {
+    pub after_files: u64,
+    pub rss_bytes: u64,
+}
+
+impl Default for Recycle {
+    fn default() -> Self {
+        Recycle { after_files: 500, rss_bytes: 2048 * 1024 * 1024 }
+    }
 }
 
 /// How a worker is told to stop.
@@ -108,7 +124,7 @@ pub async fn run(config: Config, stop: Stop) -> Result<(), Error> {
     let python = std::env::var("TESTGRID_PYTHON").unwrap_or_else(|_| "python3".to_string());
     let node = std::env::var("TESTGRID_NODE").unwrap_or_else(|_| "node".to_string());
     let executor = Arc::new(executor::Executors {
-        warm: warm::WarmExecutor::new(Arc::clone(&process), python, node),
+        warm: warm::WarmExecutor::new(Arc::clone(&process), python, node, config.recycle),
         cargo: cargo::CargoExecutor::new(Arc::clone(&process)),
         go: gotest::GoExecutor::new(Arc::clone(&process)),
         process,

@@ -39,6 +39,13 @@ struct Args {
     /// it, since their attempts are requeued elsewhere; this saves about 0.9 ms per test start.
     #[arg(long, env = "TESTGRID_ORPHANS_SURVIVE")]
     orphans_survive: bool,
+    /// Replace a warm runner (pytest, vitest, jest) by a fresh one after it has run this many
+    /// test files.
+    #[arg(long, env = "TESTGRID_RECYCLE_AFTER_FILES", default_value_t = testgrid_worker::Recycle::default().after_files, value_parser = clap::value_parser!(u64).range(1..))]
+    recycle_after_files: u64,
+    /// Replace a warm runner by a fresh one once its memory (RSS) passes this many MiB.
+    #[arg(long, env = "TESTGRID_RECYCLE_RSS_MIB", default_value_t = testgrid_worker::Recycle::default().rss_bytes / (1024 * 1024), value_parser = clap::value_parser!(u64).range(1..))]
+    recycle_rss_mib: u64,
     /// Log format.
     #[arg(long, env = "TESTGRID_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -87,6 +94,10 @@ fn main() -> ExitCode {
         kill_grace: args.kill_grace,
         drain_timeout: args.drain_timeout,
         die_with_worker: !args.orphans_survive,
+        recycle: testgrid_worker::Recycle {
+            after_files: args.recycle_after_files,
+            rss_bytes: args.recycle_rss_mib.saturating_mul(1024 * 1024),
+        },
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

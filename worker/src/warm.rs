@@ -100,11 +100,6 @@ pub const MAX_CRASHES: u32 = 5;
 /// How long a runner may take to start, load its framework and the project's config, and connect.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A runner is replaced after this many files, or when its memory grows past
-/// [`RECYCLE_RSS_BYTES`]: a long-lived interpreter accumulates whatever the tests leak.
-pub const RECYCLE_AFTER_FILES: u64 = 500;
-pub const RECYCLE_RSS_BYTES: u64 = 2 * 1024 * 1024 * 1024;
-
 /// What the runner's own stdout and stderr keep (for "runner crashed" diagnostics).
 const RUNNER_LOG_LIMIT: usize = 64 * 1024;
 
@@ -147,6 +142,7 @@ pub struct WarmExecutor {
     pub python: String,
     /// The Node to run (`node` on PATH unless the session sets `TESTGRID_NODE`).
     pub node: String,
+    pub recycle: crate::Recycle,
     runners: Arc<Mutex<HashMap<u32, Runner>>>,
     crashes: Mutex<HashMap<String, u32>>,
     reaper: std::sync::Once,
@@ -157,11 +153,12 @@ pub struct WarmExecutor {
 const IDLE_LIMIT: Duration = Duration::from_secs(60);
 
 impl WarmExecutor {
-    pub fn new(process: Arc<ProcessExecutor>, python: String, node: String) -> Self {
+    pub fn new(process: Arc<ProcessExecutor>, python: String, node: String, recycle: crate::Recycle) -> Self {
         WarmExecutor {
             process,
             python,
             node,
+            recycle,
             runners: Arc::new(Mutex::new(HashMap::new())),
             crashes: Mutex::new(HashMap::new()),
             reaper: std::sync::Once::new(),
@@ -366,8 +363,8 @@ impl WarmExecutor {
                         Ok(FromRunner::Done { error }) => {
                             if fresh {
                                 tokio::spawn(retire(runner, self.process.kill_grace));
-                            } else if runner.next_unit >= RECYCLE_AFTER_FILES
-                                || rss_bytes(runner.pgid) > RECYCLE_RSS_BYTES
+                            } else if runner.next_unit >= self.recycle.after_files
+                                || rss_bytes(runner.pgid) > self.recycle.rss_bytes
                             {
                                 info!(slot, files = runner.next_unit, "recycling the {} runner", kind.name());
                                 tokio::spawn(retire(runner, self.process.kill_grace));
