@@ -46,7 +46,7 @@ pub async fn start(workers: u32, root: PathBuf) -> Result<Local, Error> {
             // SIGTERM, the end of the session); the per-test cost of the kernel guard is not
             // worth it for what is left (a SIGKILL of the CLI itself).
             die_with_worker: false,
-            recycle: testgrid_worker::Recycle::default(),
+            recycle: testgrid_worker::Recycle::from_env(),
         };
         let stop = testgrid_worker::Stop { drain: CancellationToken::new(), now: shutdown.clone() };
         tasks.spawn(async move {

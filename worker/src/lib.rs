@@ -59,6 +59,21 @@ impl Default for Recycle {
     }
 }
 
+impl Recycle {
+    /// The defaults, changed by `TESTGRID_RECYCLE_AFTER_FILES` and `TESTGRID_RECYCLE_RSS_MIB`
+    /// (the worker binary's flags read the same variables; local mode reads them here).
+    pub fn from_env() -> Self {
+        let number =
+            |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse::<u64>().ok()).filter(|n| *n > 0);
+        let default = Recycle::default();
+        Recycle {
+            after_files: number("TESTGRID_RECYCLE_AFTER_FILES").unwrap_or(default.after_files),
+            rss_bytes: number("TESTGRID_RECYCLE_RSS_MIB")
+                .map_or(default.rss_bytes, |mib| mib.saturating_mul(1024 * 1024)),
+        }
+    }
+}
+
 /// How a worker is told to stop.
 #[derive(Clone, Debug, Default)]
 pub struct Stop {
