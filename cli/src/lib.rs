@@ -151,6 +151,9 @@ pub struct RunArgs {
     /// Submit and print the session id without waiting (needs a grid).
     #[arg(long)]
     pub detach: bool,
+    /// The Python that runs pytest (on every worker; default: `python3` on the worker's PATH).
+    #[arg(long, env = "TESTGRID_PYTHON")]
+    pub python: Option<String>,
     /// How tests are kept apart: `warm` runs a framework's tests in one long-lived process per
     /// slot where testgrid has a warm runner for it (pytest); `file` starts a fresh one per test
     /// file; `test` one per test case (pytest cases are collected first). Rust tests always run
@@ -286,6 +289,9 @@ async fn run_session(mut args: RunArgs) -> Result<u8, Error> {
         patterns: args.patterns.clone(),
     })?;
     let mut env: BTreeMap<String, String> = args.env.iter().cloned().collect();
+    if let Some(python) = &args.python {
+        env.insert("TESTGRID_PYTHON".to_string(), python.clone());
+    }
     if found.framework == Framework::Cargo {
         let cwd = std::env::current_dir()
             .and_then(|d| d.canonicalize())

@@ -35,11 +35,13 @@ pub struct Live {
     mode: Mode,
     bar: Option<ProgressBar>,
     pub tracker: Tracker,
+    /// Cases reported by tests that have ended, for the progress bar.
+    cases_done: usize,
 }
 
 impl Live {
     pub fn new(mode: Mode, session_id: &str) -> Self {
-        Live { mode, bar: None, tracker: Tracker::new(session_id) }
+        Live { mode, bar: None, tracker: Tracker::new(session_id), cases_done: 0 }
     }
 
     pub fn on_event(&mut self, event: pb::SessionEvent) {
@@ -78,6 +80,7 @@ impl Live {
                     if let Some(bar) = &self.bar {
                         bar.inc(1);
                     }
+                    self.cases_done += f.report.as_ref().map_or(0, |r| r.cases.len());
                     let detail = if crate::report::is_success(outcome) {
                         String::new()
                     } else {
@@ -129,7 +132,9 @@ impl Live {
             Kind::TestStarted(_) | Kind::ResultDiscarded(_) => None,
         };
         if let Some(bar) = &self.bar {
-            bar.set_message(format!("{} running", self.tracker.running));
+            // Warm runners report cases: count them too (final attempts, as the summary does).
+            let cases = if self.cases_done > 0 { format!(", {} cases done", self.cases_done) } else { String::new() };
+            bar.set_message(format!("{} running{cases}", self.tracker.running));
         }
         if let Some(line) = line {
             match &self.bar {

@@ -233,7 +233,13 @@ impl WarmExecutor {
             .stderr(writer);
         let spawned = cmd.spawn();
         drop(cmd);
-        let mut child = spawned.map_err(|e| format!("cannot start `{shown}`: {e}"))?;
+        let mut child = spawned.map_err(|e| {
+            let fix = match kind {
+                Kind::Pytest => "pass `testgrid run --python PATH` or set TESTGRID_PYTHON to a Python with pytest",
+                Kind::Vitest | Kind::Jest => "install Node.js on the worker or set TESTGRID_NODE",
+            };
+            format!("cannot start `{shown}`: {e}; {fix}")
+        })?;
         let pgid = child.id().map(|id| id as i32).ok_or("the runner vanished at start")?;
         track_group(pgid, true);
         let log = Arc::new(Mutex::new(Capture::new(RUNNER_LOG_LIMIT)));
