@@ -252,18 +252,17 @@ impl WarmExecutor {
                 None
             }
         };
-        let Some((stream, _)) = connected else {
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGKILL);
-            track_group(pgid, false);
-            // Let the reader take in what the runner said before it died.
-            let _ = tokio::time::timeout(Duration::from_secs(1), &mut log_reader).await;
-            let tail =
-                String::from_utf8_lossy(&std::mem::replace(&mut *lock(&log), Capture::new(0)).finish().0).into_owned();
+        // Why a runner did not start: its last words, and the usual fix.
+        let failure = |tail: String| {
             let hint = match kind {
                 Kind::Pytest if tail.contains("No module named pytest") || tail.contains("No such file") => {
                     format!(" (is pytest installed for `{program}`? set TESTGRID_PYTHON to pick another Python)")
                 }
-                Kind::Vitest | Kind::Jest if tail.contains("Cannot find") || tail.contains("MODULE_NOT_FOUND") => {
+                Kind::Vitest | Kind::Jest
+                    if tail.contains("Cannot find")
+                        || tail.contains("MODULE_NOT_FOUND")
+                        || tail.contains("cannot find") =>
+                {
                     format!(
                         " (is {} installed in the project? run `npm ci` there; set TESTGRID_NODE to pick another Node)",
                         kind.name()
@@ -271,7 +270,14 @@ impl WarmExecutor {
                 }
                 _ => String::new(),
             };
-            return Err(format!("the {} runner did not start{hint}:\n{tail}", kind.name()));
+            format!("the {} runner did not start{hint}:\n{tail}", kind.name())
+        };
+        let Some((stream, _)) = connected else {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGKILL);
+            track_group(pgid, false);
+            // Let the reader take in what the runner said before it died.
+            let _ = tokio::time::timeout(Duration::from_secs(1), &mut log_reader).await;
+            return Err(failure(take_log(&log)));
         };
         let (read, writer) = stream.into_split();
         let mut runner = Runner {
@@ -288,7 +294,13 @@ impl WarmExecutor {
         };
         match tokio::time::timeout(START_TIMEOUT, runner.lines.next_line()).await {
             Ok(Ok(Some(line))) if matches!(serde_json::from_str(&line), Ok(FromRunner::Ready)) => Ok(runner),
-            _ => Err(format!("the {} runner did not say it was ready", kind.name())),
+            _ => {
+                // It connected, then gave up (it could not load its framework, say): wait for it
+                // to finish saying why; dropping the runner kills what is left of it.
+                let _ = tokio::time::timeout(Duration::from_secs(2), runner.child.wait()).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), &mut log_reader).await;
+                Err(failure(take_log(&runner.log)))
+            }
         }
     }
 
@@ -316,11 +328,14 @@ impl WarmExecutor {
                     info!(slot, session = %job.assignment.session_id, "{} runner started", kind.name());
                     runner
                 }
-                Err(message) => {
+                Err(text) => {
+                    // The first line says what happened; the runner's last words go in the output.
+                    let (message, output) = text.split_once('\n').unwrap_or((&text, ""));
                     return pb::TestReport {
                         outcome: pb::Outcome::Error as i32,
                         duration_ms: started.elapsed().as_millis() as u64,
-                        message,
+                        message: message.trim_end_matches(':').to_string(),
+                        output: output.as_bytes().to_vec(),
                         ..Default::default()
                     };
                 }
@@ -449,6 +464,11 @@ impl WarmExecutor {
         }
         report
     }
+}
+
+/// What a runner's log holds, emptying it.
+fn take_log(log: &Mutex<Capture>) -> String {
+    String::from_utf8_lossy(&std::mem::replace(&mut *lock(log), Capture::new(0)).finish().0).into_owned()
 }
 
 /// Ask a runner to finish its session (so `pytest_sessionfinish`, `--junitxml` and coverage
