@@ -345,6 +345,28 @@ pub async fn kill_group(pgid: i32, grace: Duration, exited: impl Future<Output =
     }
 }
 
+/// A running process group: killed (SIGKILL) and forgotten when this is dropped, so that no
+/// early return, cancel or panic leaves the group running or its id registered.
+pub(crate) struct GroupGuard(i32);
+
+impl GroupGuard {
+    pub(crate) fn new(pgid: i32) -> Self {
+        track_group(pgid, true);
+        GroupGuard(pgid)
+    }
+
+    pub(crate) fn pgid(&self) -> i32 {
+        self.0
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        let _ = killpg(Pid::from_raw(self.0), Signal::SIGKILL);
+        track_group(self.0, false);
+    }
+}
+
 /// Register a process group as running (for [`kill_all_running`]) or forget it.
 pub fn track_group(pgid: i32, running: bool) {
     if running {

@@ -29,15 +29,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use serde::Deserialize;
 use testgrid_proto as pb;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{OnceCell, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::executor::{Executor, Job, ProcessExecutor, kill_group, lock, read_output, track_group};
+use crate::executor::{Executor, GroupGuard, Job, ProcessExecutor, kill_group, lock, read_output};
 use crate::output::Capture;
 use crate::warm::{CASE_OUTPUT_LIMIT, Kind, Unit, unit_report};
 
@@ -433,23 +432,6 @@ impl GoExecutor {
 impl Executor for GoExecutor {
     async fn run(&self, _slot: u32, job: &Job, cancel: CancellationToken) -> pb::TestReport {
         self.run_unit(job, cancel).await
-    }
-}
-
-/// Kills (SIGKILL) a process group when dropped: on every way out, including a dropped future.
-struct GroupGuard(i32);
-
-impl GroupGuard {
-    fn new(pgid: i32) -> Self {
-        track_group(pgid, true);
-        GroupGuard(pgid)
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        let _ = killpg(Pid::from_raw(self.0), Signal::SIGKILL);
-        track_group(self.0, false);
     }
 }
 

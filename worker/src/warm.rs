@@ -8,8 +8,8 @@
 //! `testgrid_jest.cjs`); they speak one line protocol (docs/runners.md).
 //!
 //! A runner that dies mid-file fails the test it was running ("runner crashed") and is replaced
-//! for the next file; after [`MAX_CRASHES`] crashes in a session the slot falls back to a process
-//! per file. A timeout or cancel kills the runner's process group.
+//! for the next file; after [`MAX_CRASHES`] crashes in a session every file gets a runner of its own
+//! (no runner is reused). A timeout or cancel kills the runner's process group.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,7 +23,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::executor::{Executor, Job, ProcessExecutor, kill_group, lock, track_group};
+use crate::executor::{Executor, GroupGuard, Job, ProcessExecutor, kill_group, lock};
 use crate::output::Capture;
 
 /// Which framework a warm runner drives.
@@ -94,7 +94,7 @@ impl Kind {
 /// relative to the workspace root; its runners start there.
 pub const JS_DIR_VAR: &str = "TESTGRID_JS_DIR";
 
-/// Crashes of a session's runners on this worker before its files run one process each.
+/// Crashes of a session's runners on this worker before each of its files gets a fresh runner.
 pub const MAX_CRASHES: u32 = 5;
 
 /// How long a runner may take to start, load its framework and the project's config, and connect.
@@ -117,7 +117,8 @@ struct Runner {
     session: String,
     kind: Kind,
     child: tokio::process::Child,
-    pgid: i32,
+    /// Its process group, killed with whatever the tests started when the runner is dropped.
+    group: GroupGuard,
     lines: Lines<BufReader<OwnedReadHalf>>,
     writer: OwnedWriteHalf,
     log: Arc<Mutex<Capture>>,
@@ -125,14 +126,6 @@ struct Runner {
     /// When it finished its last file (for reaping idle runners).
     idle_since: Instant,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        // Whatever the tests started goes with the runner.
-        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.pgid), nix::sys::signal::Signal::SIGKILL);
-        track_group(self.pgid, false);
-    }
 }
 
 /// Warm runners, one per slot.
@@ -240,8 +233,7 @@ impl WarmExecutor {
             };
             format!("cannot start `{shown}`: {e}; {fix}")
         })?;
-        let pgid = child.id().map(|id| id as i32).ok_or("the runner vanished at start")?;
-        track_group(pgid, true);
+        let group = GroupGuard::new(child.id().map(|id| id as i32).ok_or("the runner vanished at start")?);
         let log = Arc::new(Mutex::new(Capture::new(RUNNER_LOG_LIMIT)));
         let mut log_reader =
             tokio::spawn(crate::executor::read_output(std::os::fd::OwnedFd::from(reader), Arc::clone(&log)));
@@ -273,8 +265,7 @@ impl WarmExecutor {
             format!("the {} runner did not start{hint}:\n{tail}", kind.name())
         };
         let Some((stream, _)) = connected else {
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGKILL);
-            track_group(pgid, false);
+            drop(group);
             // Let the reader take in what the runner said before it died.
             let _ = tokio::time::timeout(Duration::from_secs(1), &mut log_reader).await;
             return Err(failure(take_log(&log)));
@@ -284,7 +275,7 @@ impl WarmExecutor {
             session: job.assignment.session_id.clone(),
             kind,
             child,
-            pgid,
+            group,
             lines: BufReader::new(read).lines(),
             writer,
             log,
@@ -307,8 +298,10 @@ impl WarmExecutor {
     async fn run_warm(&self, kind: Kind, slot: u32, job: &Job, cancel: CancellationToken) -> pb::TestReport {
         self.start_reaper();
         let started = Instant::now();
-        // `--isolation file|test`: a fresh runner for every unit, retired right after it.
-        let fresh = !matches!(job.isolation.as_str(), "" | "warm");
+        // `--isolation file|test`: a fresh runner for every unit, retired right after it. So too
+        // once a session's runners have crashed too often on this worker: restarts are capped.
+        let fresh =
+            !matches!(job.isolation.as_str(), "" | "warm") || self.crashes(&job.assignment.session_id) >= MAX_CRASHES;
         let existing = lock(&self.runners).remove(&slot);
         let existing = match existing {
             Some(runner) if runner.session == job.assignment.session_id && runner.kind == kind && !fresh => {
@@ -323,7 +316,19 @@ impl WarmExecutor {
         };
         let mut runner = match existing {
             Some(runner) => runner,
-            None => match self.start(kind, job).await {
+            // A runner that is slow to start (a conftest that sleeps) must not hold up a cancel.
+            // Its start has its own limit (START_TIMEOUT); the test's timeout starts after it.
+            None => match tokio::select! {
+                started = self.start(kind, job) => started,
+                () = cancel.cancelled() => {
+                    return pb::TestReport {
+                        outcome: pb::Outcome::Cancelled as i32,
+                        duration_ms: started.elapsed().as_millis() as u64,
+                        message: "cancelled".into(),
+                        ..Default::default()
+                    };
+                }
+            } {
                 Ok(runner) => {
                     info!(slot, session = %job.assignment.session_id, "{} runner started", kind.name());
                     runner
@@ -341,6 +346,7 @@ impl WarmExecutor {
                 }
             },
         };
+        let ready = Instant::now();
         // Crash diagnostics should show this file's last words, not an earlier file's.
         *lock(&runner.log) = Capture::new(RUNNER_LOG_LIMIT);
         let unit = runner.next_unit;
@@ -363,7 +369,7 @@ impl WarmExecutor {
         let limit = humantime::format_duration(job.timeout.unwrap_or_default()).to_string();
         let timeout = async {
             match job.timeout {
-                Some(t) => tokio::time::sleep_until((started + t).into()).await,
+                Some(t) => tokio::time::sleep_until((ready + t).into()).await,
                 None => std::future::pending().await,
             }
         };
@@ -385,7 +391,7 @@ impl WarmExecutor {
                             if fresh {
                                 tokio::spawn(retire(runner, self.process.kill_grace));
                             } else if runner.next_unit >= self.recycle.after_files
-                                || rss_bytes(runner.pgid) > self.recycle.rss_bytes
+                                || rss_bytes(runner.group.pgid()) > self.recycle.rss_bytes
                             {
                                 info!(slot, files = runner.next_unit, "recycling the {} runner", kind.name());
                                 tokio::spawn(retire(runner, self.process.kill_grace));
@@ -427,7 +433,7 @@ impl WarmExecutor {
 
     /// Kill a runner now (timeout, cancel): its process group goes.
     async fn stop(&self, mut runner: Runner) {
-        let pgid = runner.pgid;
+        let pgid = runner.group.pgid();
         kill_group(pgid, self.process.kill_grace, async {
             let _ = runner.child.wait().await;
         })
@@ -447,7 +453,14 @@ impl WarmExecutor {
         let tail = String::from_utf8_lossy(&std::mem::replace(&mut *lock(&runner.log), Capture::new(0)).finish().0)
             .into_owned();
         let message = format!("the {} runner crashed ({how})", runner.kind.name());
-        *lock(&self.crashes).entry(job.assignment.session_id.clone()).or_default() += 1;
+        {
+            let mut crashes = lock(&self.crashes);
+            // Old sessions' counts are of no use: keep the map small on a long-lived worker.
+            if crashes.len() >= 256 && !crashes.contains_key(&job.assignment.session_id) {
+                crashes.clear();
+            }
+            *crashes.entry(job.assignment.session_id.clone()).or_default() += 1;
+        }
         warn!(session = %job.assignment.session_id, test = %job.path, "{message}");
         if let Some(test) = acc.current.take() {
             acc.add(test, "failed", 0, message.clone(), tail.clone(), false);
@@ -478,7 +491,7 @@ async fn retire(mut runner: Runner, grace: Duration) {
     let _ = runner.writer.shutdown().await;
     let finished = tokio::time::timeout(RETIRE_TIMEOUT, runner.child.wait()).await.is_ok();
     if !finished {
-        let pgid = runner.pgid;
+        let pgid = runner.group.pgid();
         kill_group(pgid, grace, async {
             let _ = runner.child.wait().await;
         })
@@ -554,9 +567,6 @@ impl Executor for WarmExecutor {
         let Some(kind) = Kind::of(&job.framework) else {
             return self.process.run(slot, job, cancel).await;
         };
-        if self.crashes(&job.assignment.session_id) >= MAX_CRASHES {
-            return self.process.run(slot, job, cancel).await;
-        }
         self.run_warm(kind, slot, job, cancel).await
     }
 }
