@@ -14,6 +14,15 @@
 mod model;
 mod session;
 
+/// How a worker was lost, which decides which of its tests may have caused it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Loss {
+    /// Its stream broke: the process died.
+    Abrupt,
+    /// It went silent past the liveness timeout: frozen, or cut off from us.
+    Silent,
+}
+
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
@@ -113,7 +122,7 @@ impl Scheduler {
                 self.dispatch_all(&mut out);
             }
             Input::WorkerLost { id, reason } => {
-                self.lose_worker(now, id, &reason, &mut out);
+                self.lose_worker(now, id, &reason, Loss::Abrupt, &mut out);
                 self.dispatch_all(&mut out);
             }
             Input::Heartbeat { worker } => {
@@ -317,11 +326,11 @@ impl Scheduler {
         });
     }
 
-    fn lose_worker(&mut self, now: Millis, id: WorkerId, reason: &str, out: &mut Vec<Action>) {
+    fn lose_worker(&mut self, now: Millis, id: WorkerId, reason: &str, loss: Loss, out: &mut Vec<Action>) {
         let Some(w) = self.workers.remove(&id) else { return };
         let default_max = self.config.max_worker_losses;
         let mut touched = BTreeSet::new();
-        let maybe_running = self.maybe_running(&w);
+        let maybe_running = self.maybe_running(&w, loss);
         // Latest first: each goes to the front of its queue, so they keep their order there.
         let mut held: Vec<(u64, AssignmentKey)> = w.held.iter().map(|(k, seq)| (*seq, *k)).collect();
         held.sort_by(|a, b| b.cmp(a));
@@ -385,16 +394,20 @@ impl Scheduler {
         }
     }
 
-    /// Which of a worker's assignments may have been running when it was lost: every one it held,
-    /// unless it was draining (a draining worker starts nothing new, so only those it said it
-    /// started). Ordering cannot narrow this down: a test that kills its worker at once takes
-    /// its own `TestStarted` with it, and often the `TestFinished` of the quick tests its slot
-    /// ran just before, so the coordinator cannot tell "queued" from "ran and finished, then the
-    /// next one started". An innocent test charged this way is safe: on its last chance it runs
-    /// alone on an emptied worker, so only a loss there, where nothing else could be to blame,
-    /// ends it `lost`.
-    fn maybe_running(&self, w: &Worker) -> BTreeSet<AssignmentKey> {
-        if !w.draining {
+    /// Which of a worker's assignments may have been running when it was lost.
+    ///
+    /// - A draining worker starts nothing new: only those it said it started.
+    /// - A worker whose stream broke (it died: killed, crashed, OOM) may have been taken down by
+    ///   any test it held. Ordering cannot narrow this down: a test that kills its worker at once
+    ///   takes its own `TestStarted` with it, and often the reports of the quick tests its slot
+    ///   ran just before, so "queued there" and "ran, finished, then the next one started" look
+    ///   the same from here. An innocent test charged this way is safe: on its last chance it
+    ///   runs alone on an emptied worker, so only a loss there ends it `lost`.
+    /// - A worker that went silent (frozen, cut off) was not killed by a test that crashed it;
+    ///   only what it said it started and, for each slot with nothing started that we know of,
+    ///   the next one in the order they were handed out.
+    fn maybe_running(&self, w: &Worker, loss: Loss) -> BTreeSet<AssignmentKey> {
+        if !w.draining && loss == Loss::Abrupt {
             return w.held.keys().copied().collect();
         }
         let started = |key: &AssignmentKey| {
@@ -402,7 +415,15 @@ impl Scheduler {
                 t.attempt == key.attempt && matches!(t.state, TestState::Assigned { started: true, .. })
             })
         };
-        w.held.keys().filter(|k| started(k)).copied().collect()
+        let mut running: BTreeSet<AssignmentKey> = w.held.keys().filter(|k| started(k)).copied().collect();
+        if !w.draining {
+            let free = (w.spec.slots as usize).saturating_sub(running.len());
+            let mut unstarted: Vec<(u64, AssignmentKey)> =
+                w.held.iter().filter(|(k, _)| !running.contains(k)).map(|(k, seq)| (*seq, *k)).collect();
+            unstarted.sort();
+            running.extend(unstarted.into_iter().take(free).map(|(_, k)| k));
+        }
+        running
     }
 
     fn cancel(&mut self, now: Millis, id: SessionId, reason: String, out: &mut Vec<Action>) {
@@ -485,7 +506,7 @@ impl Scheduler {
         for id in silent {
             let reason = format!("silent for more than {timeout} ms");
             out.push(Action::DisconnectWorker { worker: id, reason: reason.clone() });
-            self.lose_worker(now, id, &reason, out);
+            self.lose_worker(now, id, &reason, Loss::Silent, out);
         }
     }
 

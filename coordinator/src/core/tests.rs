@@ -390,6 +390,27 @@ fn every_test_a_lost_worker_held_counts_a_loss_and_on_its_last_chance_runs_alone
 }
 
 #[test]
+fn a_worker_gone_silent_charges_only_the_next_test_of_each_slot() {
+    let config = Config { prefetch_per_slot: 1, max_worker_losses: 1, liveness_timeout_ms: 1_000, ..Config::default() };
+    let mut s = Scheduler::new(config);
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(3) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    // Frozen or cut off: no word, and no broken stream either, until the liveness timeout.
+    let mut lost = false;
+    for now in (200..=2_000).step_by(200) {
+        lost |= s.handle(now, Input::Tick).iter().any(|a| matches!(a, Action::DisconnectWorker { .. }));
+    }
+    assert!(lost);
+    // Test 0 (next in line) is on its last chance and runs alone...
+    let out = s.handle(2_100, Input::WorkerJoined { id: wid(2), spec: worker(1) });
+    assert_eq!(assigned(&out), vec![(wid(2), key(sid(1), 0, 2))]);
+    // ...test 1, only prefetched there, was not charged: it goes with a prefetch beside it.
+    let out =
+        s.handle(2_200, Input::Finished { worker: wid(2), key: key(sid(1), 0, 2), report: report(Outcome::Passed) });
+    assert_eq!(assigned(&out), vec![(wid(2), key(sid(1), 1, 2)), (wid(2), key(sid(1), 2, 1))]);
+}
+
+#[test]
 fn a_draining_worker_lost_counts_only_what_it_started() {
     let mut s = Scheduler::new(Config { prefetch_per_slot: 1, max_worker_losses: 1, ..Config::default() });
     s.handle(0, Input::Submit { id: sid(1), spec: spec(3) });
