@@ -48,19 +48,51 @@ pub async fn discover(
         places.push(cwd.to_path_buf());
     }
     let dir = cargo_dir(root, &places)?;
-    let args_text = std::env::var(rust::ARGS_VAR).unwrap_or_default();
-    let args = rust::extra_args(&args_text).map_err(Error::Usage)?;
+    let mut args = rust::extra_args(&std::env::var(rust::ARGS_VAR).unwrap_or_default()).map_err(Error::Usage)?;
+    // Paths named in a workspace whose root is also a package: `cargo test` there would build
+    // only the root package, and the members' tests asked for would silently be missing.
+    let picks_packages =
+        args.iter().any(|a| matches!(a.as_str(), "-p" | "--workspace" | "--all") || a.starts_with("--package"));
+    let is_workspace = std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|t| t.contains("[workspace]"));
+    if !paths.is_empty() && is_workspace && !picks_packages {
+        args.push("--workspace".into());
+    }
     let build = rust::build(root, &dir, &args, env, true).await.map_err(Error::Usage)?;
     let mut units = rust::all_tests(&build, env).await.map_err(Error::Usage)?;
+    for binary in &build.binaries {
+        if !units.iter().any(|(src, _)| *src == binary.src) {
+            eprintln!(
+                "warning: {} ({}) lists no tests and is not run; a `harness = false` target must answer \
+                 `--list --format terse` as libtest does to run under testgrid",
+                binary.id, binary.src
+            );
+        }
+    }
     if !patterns.is_empty() {
         let set = glob_set(patterns)?;
         units.retain(|(src, _)| set.is_match(src));
     }
+    // Everything asked for by name must find something: a typo must not pass as "0 failed".
+    for file in files.iter().filter(|f| f.as_str() != ".") {
+        if rust::select(&units, std::slice::from_ref(file), &[]).is_empty() {
+            return Err(Error::Usage(format!(
+                "{file}: no Rust test target there (name a target's source file such as src/lib.rs or \
+                 tests/api.rs, or a folder holding some)"
+            )));
+        }
+    }
+    for (file, case) in &cases {
+        if rust::select(&units, &[], &[(file.clone(), case.clone())]).is_empty() {
+            return Err(Error::Usage(format!("{file}::{case}: no such test or module in that target")));
+        }
+    }
     let tests = rust::select(&units, &files, &cases);
     let mut session_env = BTreeMap::new();
     session_env.insert(rust::DIR_VAR.to_string(), relative(root, &dir)?);
-    if !args_text.trim().is_empty() {
-        session_env.insert(rust::ARGS_VAR.to_string(), args_text);
+    if !args.is_empty() {
+        let text = shlex::try_join(args.iter().map(String::as_str))
+            .map_err(|e| Error::Usage(format!("{}: {e}", rust::ARGS_VAR)))?;
+        session_env.insert(rust::ARGS_VAR.to_string(), text);
     }
     Ok(Found { tests, env: session_env })
 }

@@ -179,6 +179,11 @@ pub fn discover(request: &Request) -> Result<Found, Error> {
             tests.push((file_size(&path), relative(&request.root, &path)?));
         }
     }
+    if framework == Framework::Go {
+        // `go test ./...` leaves out testdata folders and names starting with `_` or `.`.
+        let ignored = |c: &str| c == "testdata" || c.starts_with('_') || (c.starts_with('.') && c != ".");
+        tests.retain(|(_, rel)| !rel.split("::").next().unwrap_or_default().split('/').any(ignored));
+    }
     if framework.unit_is_folder() {
         tests = tests
             .into_iter()
@@ -221,7 +226,9 @@ pub fn pytest_cases(
         .or_else(|| std::env::var("TESTGRID_PYTHON").ok())
         .unwrap_or_else(|| "python3".into());
     let output = std::process::Command::new(&python)
-        .args(["-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "--"])
+        // The runners' rootdir is the workspace root: node ids must be relative to it too.
+        .args(["-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "--rootdir", "."])
+        .arg("--")
         .args(tests)
         .current_dir(root)
         .envs(env)
@@ -232,7 +239,9 @@ pub fn pytest_cases(
         })?;
     let text = String::from_utf8_lossy(&output.stdout);
     let ids: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).filter(|l| l.contains("::")).collect();
-    if ids.is_empty() && !matches!(output.status.code(), Some(0 | 1 | 2 | 5)) {
+    // 0: collected; 2: some files did not collect (they stay units, and report their error);
+    // 5: nothing collected. Anything else (pytest missing, a usage error) is not a collection.
+    if !matches!(output.status.code(), Some(0 | 2 | 5)) {
         return Err(Error::Usage(format!(
             "`{python} -m pytest --collect-only` failed ({}): {}{}",
             output.status,
@@ -451,6 +460,16 @@ mod tests {
         std::fs::write(dir.path().join("package.json"), r#"{"devDependencies":{"vitest":"3"}}"#).expect("write");
         touch(dir.path(), "src/a.test.ts", 1);
         assert_eq!(find(dir.path(), Framework::Auto, &[]).framework, Framework::Vitest);
+    }
+
+    #[test]
+    fn go_leaves_out_testdata_and_underscore_folders_as_go_test_does() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        touch(dir.path(), "go.mod", 1);
+        touch(dir.path(), "pkg/a/a_test.go", 1);
+        touch(dir.path(), "pkg/a/testdata/fixture/bad_test.go", 1);
+        touch(dir.path(), "_old/old_test.go", 1);
+        assert_eq!(find(dir.path(), Framework::Go, &[]).tests, vec!["pkg/a".to_string()]);
     }
 
     #[test]

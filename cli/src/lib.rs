@@ -151,8 +151,9 @@ pub struct RunArgs {
     /// Submit and print the session id without waiting (needs a grid).
     #[arg(long)]
     pub detach: bool,
-    /// The Python that runs pytest (on every worker; default: `python3` on the worker's PATH).
-    #[arg(long, env = "TESTGRID_PYTHON")]
+    /// The Python that runs pytest on every worker (default: the worker's own: its
+    /// TESTGRID_PYTHON, or `python3` on its PATH).
+    #[arg(long)]
     pub python: Option<String>,
     /// How tests are kept apart: `warm` runs a framework's tests in one long-lived process per
     /// slot where testgrid has a warm runner for it (pytest); `file` starts a fresh one per test

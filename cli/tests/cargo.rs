@@ -264,9 +264,10 @@ fn a_crates_io_suite_on_a_real_grid_matches_cargo_test() {
     let url = format!("http://{grpc}");
     // Each worker builds the session's tree itself (cargo finds it already built here).
     let target = target_dir().display().to_string();
-    let workers: Vec<support::Proc> = (1..=2)
-        .map(|i| support::spawn_worker_env(&url, &format!("w{i}"), dir, &[("CARGO_TARGET_DIR", &target)]))
-        .collect();
+    let names: Vec<String> = (1..=2).map(|i| format!("w{i}")).collect();
+    let workers: Vec<support::Proc> =
+        names.iter().map(|n| support::spawn_worker_env(&url, n, dir, &[("CARGO_TARGET_DIR", &target)])).collect();
+    support::wait_for_workers(&url, &names);
     let out = testgrid(dir)
         .args(["run", "--framework", "cargo", "--json", "--grid", &url])
         .env("CARGO_TARGET_DIR", target_dir())
@@ -283,4 +284,38 @@ fn a_crates_io_suite_on_a_real_grid_matches_cargo_test() {
     assert_eq!(hosts.len(), 2, "both workers ran tests: {hosts:?}");
     drop(workers);
     drop(coordinator);
+}
+
+#[test]
+fn paths_in_several_workspace_members_all_run_and_a_path_with_no_tests_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    std::fs::create_dir(root.join(".git")).expect("mkdir");
+    let files: &[(&str, &str)] = &[
+        (
+            "Cargo.toml",
+            "[package]\nname = \"top\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\nmembers = [\"crates/x\"]\n",
+        ),
+        ("src/lib.rs", "#[test] fn top_ok() {}\n"),
+        ("crates/x/Cargo.toml", "[package]\nname = \"x\"\nversion = \"0.1.0\"\nedition = \"2021\"\n"),
+        ("crates/x/src/lib.rs", "#[test] fn x_fails() { panic!(\"member failure\") }\n"),
+        ("notes/readme.txt", "not code\n"),
+    ];
+    for (path, body) in files {
+        let full = root.join(path);
+        std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
+        std::fs::write(full, body).expect("write");
+    }
+    let out = run_local(root, &["src", "crates/x"]);
+    assert_eq!(out.status.code(), Some(1), "the member's failure counts: {}", stderr(&out));
+    let ours = our_outcomes(&out);
+    assert_eq!(ours["src/lib.rs::top_ok"], "passed");
+    assert_eq!(ours["crates/x/src/lib.rs::x_fails"], "failed");
+
+    let out = run_local(root, &["notes"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no Rust test target there"), "{}", stderr(&out));
+    let out = run_local(root, &["src/lib.rs::no_such_test"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no such test"), "{}", stderr(&out));
 }

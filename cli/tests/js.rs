@@ -152,8 +152,9 @@ fn vitest_and_jest_on_a_real_grid_match_their_own_runs() {
     let url = format!("http://{grpc}");
     for framework in ["vitest", "jest"] {
         let dir = project(framework);
-        let workers: Vec<support::Proc> =
-            (1..=2).map(|i| support::spawn_worker_env(&url, &format!("{framework}-{i}"), &dir, &[])).collect();
+        let names: Vec<String> = (1..=2).map(|i| format!("{framework}-{i}")).collect();
+        let workers: Vec<support::Proc> = names.iter().map(|n| support::spawn_worker_env(&url, n, &dir, &[])).collect();
+        support::wait_for_workers(&url, &names);
         let junit = dir.join("grid-report.xml");
         let out = testgrid(&dir)
             .args(["run", "--grid", &url, "--framework", framework, "--json", "--junit"])

@@ -192,8 +192,10 @@ fn warm_runner_on_a_real_grid_matches_pytest_and_writes_junit_per_case() {
     let url = format!("http://{grpc}");
     // The workers find pytest through their own PATH, as a worker image would.
     let path = path_with_venv();
+    let names: Vec<String> = (1..=2).map(|i| format!("w{i}")).collect();
     let procs: Vec<support::Proc> =
-        (1..=2).map(|i| support::spawn_worker_env(&url, &format!("w{i}"), &ws.root(), &[("PATH", &path)])).collect();
+        names.iter().map(|n| support::spawn_worker_env(&url, n, &ws.root(), &[("PATH", &path)])).collect();
+    support::wait_for_workers(&url, &names);
     let junit = ws.root().join("junit.xml");
     let out = testgrid(&ws.root())
         .args(["run", "--grid", &url, "--framework", "pytest", "--json", "--junit"])
@@ -316,8 +318,10 @@ fn a_third_party_suite_on_a_real_grid_matches_pytest() {
     let (coordinator, grpc, _http) = spawn_coordinator("127.0.0.1:0", "127.0.0.1:0", &[]);
     let url = format!("http://{grpc}");
     let path = path_with_venv();
+    let names: Vec<String> = (1..=2).map(|i| format!("w{i}")).collect();
     let workers: Vec<support::Proc> =
-        (1..=2).map(|i| support::spawn_worker_env(&url, &format!("w{i}"), &ws.root(), &[("PATH", &path)])).collect();
+        names.iter().map(|n| support::spawn_worker_env(&url, n, &ws.root(), &[("PATH", &path)])).collect();
+    support::wait_for_workers(&url, &names);
     let out = run_pytest(&ws, &["--grid", &url, "toolz"]);
     let events = events(&out);
     let ours = case_outcomes(&events);
@@ -370,6 +374,7 @@ fn a_worker_recycles_its_warm_runner_after_the_configured_number_of_files() {
             &ws.root(),
             &[("PATH", &path), ("TESTGRID_RECYCLE_AFTER_FILES", after)],
         );
+        support::wait_for_workers(&url, &[format!("recycle-{after}")]);
         let out = run_pytest(&ws, &["--grid", &url]);
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         let log = std::fs::read_to_string(&pids).expect("the tests wrote their pids");
@@ -379,4 +384,21 @@ fn a_worker_recycles_its_warm_runner_after_the_configured_number_of_files() {
         drop(worker);
     }
     drop(coordinator);
+}
+
+#[test]
+fn isolation_test_splits_files_under_a_subfolder_with_its_own_pytest_ini() {
+    let ws = Workspace::new();
+    write_files(
+        &ws,
+        &[
+            ("py/pytest.ini", "[pytest]\n"),
+            ("py/tests/test_a.py", "def test_one():\n    pass\n\ndef test_two():\n    pass\n"),
+        ],
+    );
+    let out = run_pytest(&ws, &["--local", "1", "--isolation", "test", "py"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let units = final_outcomes(&events(&out));
+    let names: Vec<&str> = units.keys().map(String::as_str).collect();
+    assert_eq!(names, vec!["py/tests/test_a.py::test_one", "py/tests/test_a.py::test_two"], "one unit per case");
 }

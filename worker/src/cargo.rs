@@ -19,10 +19,15 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
-use crate::executor::{Executor, Job, ProcessExecutor, lock};
+use crate::executor::{Executor, GroupGuard, Job, ProcessExecutor, lock};
 
 /// The session variable naming the folder (relative to the workspace root) cargo runs in.
 pub const DIR_VAR: &str = "TESTGRID_CARGO_DIR";
+/// How long a worker lets a session's build take.
+pub const BUILD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+/// What a worker keeps of a failed build's messages (its tail).
+const BUILD_LOG_LIMIT: usize = 256 * 1024;
+
 /// The session variable with extra `cargo test` arguments (`--workspace --features x`).
 pub const ARGS_VAR: &str = "TESTGRID_CARGO_ARGS";
 
@@ -117,27 +122,54 @@ pub async fn build(
         .stdout(Stdio::piped())
         .stderr(if show_progress { Stdio::inherit() } else { Stdio::piped() })
         .kill_on_drop(true);
+    // On a worker, cargo and the compilers it starts are one process group, killed together if
+    // the build is abandoned (cancel, timeout, worker exit). The CLI keeps it in the terminal's
+    // group instead, so that Ctrl-C reaches cargo directly.
+    if !show_progress {
+        cmd.process_group(0);
+    }
     let shown = format!("cargo test --no-run {}", args.join(" "));
     let mut child =
         cmd.spawn().map_err(|e| format!("cannot start `{shown}` in {}: {e} (is cargo on the PATH?)", dir.display()))?;
+    let _group = if show_progress { None } else { child.id().map(|pid| GroupGuard::new(pid as i32)) };
     let stdout = child.stdout.take().ok_or("cargo's output vanished")?;
     let stderr = child.stderr.take();
     let errors = tokio::spawn(async move {
-        let mut text = Vec::new();
+        let mut tail = crate::output::Capture::new(BUILD_LOG_LIMIT);
         if let Some(mut stderr) = stderr {
-            let _ = stderr.read_to_end(&mut text).await;
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n) = stderr.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                tail.push(&buf[..n]);
+            }
         }
-        text
+        tail.finish().0
     });
-    let mut lines = BufReader::new(stdout).lines();
     let mut build = Build::default();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let Ok(message) = serde_json::from_str::<Message>(&line) else { continue };
-        if let Some(binary) = binary_of(root, message) {
-            build.binaries.push(binary);
+    let work = async {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let Ok(message) = serde_json::from_str::<Message>(&line) else { continue };
+            if let Some(binary) = binary_of(root, message) {
+                build.binaries.push(binary);
+            }
         }
-    }
-    let status = child.wait().await.map_err(|e| format!("cannot wait for cargo: {e}"))?;
+        child.wait().await
+    };
+    let status = if show_progress {
+        work.await
+    } else {
+        tokio::time::timeout(BUILD_TIMEOUT, work).await.map_err(|_| {
+            format!(
+                "`{shown}` in {} took more than {}; it was stopped",
+                dir.display(),
+                humantime::format_duration(BUILD_TIMEOUT)
+            )
+        })?
+    };
+    let status = status.map_err(|e| format!("cannot wait for cargo: {e}"))?;
     let errors = errors.await.unwrap_or_default();
     if !status.success() {
         let text = String::from_utf8_lossy(&errors);

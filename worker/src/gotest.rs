@@ -1096,6 +1096,7 @@ mod tests {
     fn have_go() -> bool {
         let ok = std::process::Command::new("go").arg("version").output().is_ok_and(|o| o.status.success());
         if !ok {
+            assert!(std::env::var_os("CI").is_none(), "CI is set but `go` is not on PATH: .ci/run installs golang-go");
             eprintln!("skipping: `go` is not on PATH (install golang-go to run the Go executor's tests)");
         }
         ok

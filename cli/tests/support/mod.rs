@@ -131,6 +131,23 @@ pub fn spawn_worker_env(grid_url: &str, name: &str, root: &Path, env: &[(&str, &
     Proc { child }
 }
 
+/// Wait until the grid at `url` lists a connected worker by each of `names`.
+pub fn wait_for_workers(url: &str, names: &[String]) {
+    wait_for(&format!("workers {names:?}"), || {
+        let out = Command::new(env!("CARGO_BIN_EXE_testgrid"))
+            .args(["workers", "--json", "--grid", url])
+            .env("NO_COLOR", "1")
+            .output()
+            .ok()?;
+        let listed: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|w| w["name"].as_str().map(str::to_string))
+            .collect();
+        names.iter().all(|n| listed.contains(n)).then_some(())
+    });
+}
+
 /// `GET path` on the HTTP port; the body when the status is 200.
 pub fn http_get(addr: &str, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect(addr).ok()?;
