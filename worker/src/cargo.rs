@@ -291,8 +291,12 @@ impl CargoExecutor {
 
     fn shared(&self, session: &str) -> SharedBuild {
         let mut builds = lock(&self.builds);
-        if let Some((_, shared)) = builds.iter().find(|(s, _)| s == session) {
-            return Arc::clone(shared);
+        if let Some(at) = builds.iter().position(|(s, _)| s == session) {
+            // Most recently used last: the oldest go first.
+            let entry = builds.remove(at);
+            let shared = Arc::clone(&entry.1);
+            builds.push(entry);
+            return shared;
         }
         let shared: SharedBuild = Arc::new(OnceCell::new());
         builds.push((session.to_string(), Arc::clone(&shared)));
