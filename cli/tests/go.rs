@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use support::{Grid, Workspace, events, final_outcomes, stderr, stdout, testgrid};
+use support::{Grid, Workspace, case_outcomes, events, final_outcomes, stderr, stdout, testgrid};
 
 const MODULE_PATH: &str = "example.com/fixture";
 
@@ -223,19 +223,6 @@ fn go_reference(root: &Path) -> Reference {
         }
     }
     Reference { cases, packages }
-}
-
-/// Case outcomes from `--json` events: case name -> outcome word.
-fn case_outcomes(events: &[serde_json::Value]) -> BTreeMap<String, String> {
-    let mut cases = BTreeMap::new();
-    for e in events.iter().filter(|e| e["event"] == "test_finished" && e["final"] == true) {
-        for c in e["cases"].as_array().expect("cases") {
-            let name = c["name"].as_str().expect("name").to_string();
-            let outcome = c["outcome"].as_str().expect("outcome").to_string();
-            assert!(cases.insert(name.clone(), outcome).is_none(), "{name} reported twice");
-        }
-    }
-    cases
 }
 
 /// A whole-module run: units and cases as `go test` sees them, plus what only testgrid names.

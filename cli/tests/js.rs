@@ -98,17 +98,7 @@ fn own_outcomes(dir: &Path, framework: &str) -> (BTreeMap<String, String>, Vec<S
 
 /// Our verdicts from `--json` events: case name -> outcome, each case reported once.
 fn our_cases(out: &Output) -> BTreeMap<String, String> {
-    let mut cases = BTreeMap::new();
-    for e in events(out).iter().filter(|e| e["event"] == "test_finished" && e["final"] == true) {
-        for c in e["cases"].as_array().expect("cases") {
-            let name = c["name"].as_str().expect("name").to_string();
-            assert!(
-                cases.insert(name.clone(), c["outcome"].as_str().expect("outcome").to_string()).is_none(),
-                "{name}"
-            );
-        }
-    }
-    cases
+    support::case_outcomes(&events(out))
 }
 
 fn check(out: &Output, dir: &Path, framework: &str) {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use support::{Workspace, events, final_outcomes, spawn_coordinator, stderr, stdout, testgrid};
+use support::{Workspace, case_outcomes, events, final_outcomes, spawn_coordinator, stderr, stdout, testgrid};
 
 /// A venv with pytest, made once per test binary.
 fn venv() -> &'static Path {
@@ -100,19 +100,6 @@ fn run_pytest(ws: &Workspace, args: &[&str]) -> std::process::Output {
         .env("PATH", path_with_venv())
         .output()
         .expect("runs")
-}
-
-/// Case outcomes from `--json` events: case name -> outcome word.
-fn case_outcomes(events: &[serde_json::Value]) -> BTreeMap<String, String> {
-    let mut cases = BTreeMap::new();
-    for e in events.iter().filter(|e| e["event"] == "test_finished" && e["final"] == true) {
-        for c in e["cases"].as_array().expect("cases") {
-            let name = c["name"].as_str().expect("name").to_string();
-            let outcome = c["outcome"].as_str().expect("outcome").to_string();
-            assert!(cases.insert(name.clone(), outcome).is_none(), "{name} reported twice");
-        }
-    }
-    cases
 }
 
 /// pytest's own verdicts, from its JUnit report: nodeid-like name -> outcome word.

@@ -257,6 +257,19 @@ pub fn events(out: &Output) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Case outcomes from `--json` events: case name -> outcome word, each case reported once.
+pub fn case_outcomes(events: &[serde_json::Value]) -> std::collections::BTreeMap<String, String> {
+    let mut cases = std::collections::BTreeMap::new();
+    for e in events.iter().filter(|e| e["event"] == "test_finished" && e["final"] == true) {
+        for c in e["cases"].as_array().expect("cases") {
+            let name = c["name"].as_str().expect("name").to_string();
+            let outcome = c["outcome"].as_str().expect("outcome").to_string();
+            assert!(cases.insert(name.clone(), outcome).is_none(), "{name} reported twice");
+        }
+    }
+    cases
+}
+
 /// Final outcome per test path from `--json` events, asserting there is exactly one each.
 pub fn final_outcomes(events: &[serde_json::Value]) -> std::collections::BTreeMap<String, String> {
     let mut outcomes = std::collections::BTreeMap::new();
