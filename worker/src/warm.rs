@@ -319,7 +319,7 @@ impl WarmExecutor {
             // A runner that is slow to start (a conftest that sleeps) must not hold up a cancel.
             // Its start has its own limit (START_TIMEOUT); the test's timeout starts after it.
             None => match tokio::select! {
-                started = self.start(kind, job) => started,
+                result = self.start(kind, job) => result,
                 () = cancel.cancelled() => {
                     return pb::TestReport {
                         outcome: pb::Outcome::Cancelled as i32,
