@@ -235,7 +235,7 @@ pub fn pytest_cases(
         .stdin(std::process::Stdio::null())
         .output()
         .map_err(|e| {
-            Error::Usage(format!("cannot run `{python} -m pytest --collect-only`: {e} (set TESTGRID_PYTHON)"))
+            Error::Usage(format!("cannot run `{python} -m pytest --collect-only`: {e}; pass --python PATH"))
         })?;
     let text = String::from_utf8_lossy(&output.stdout);
     let ids: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).filter(|l| l.contains("::")).collect();
