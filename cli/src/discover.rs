@@ -267,6 +267,12 @@ pub fn pytest_cases(
 /// The nearest folder holding `marker` (`Cargo.toml`, `package.json`) at or above every one of
 /// `places` (absolute), inside `root`.
 pub fn project_dir(root: &Path, places: &[PathBuf], marker: &str) -> Option<PathBuf> {
+    nearest(root, places, |d| d.join(marker).is_file())
+}
+
+/// The nearest folder for which `is_project` holds at or above every one of `places`, inside
+/// `root`.
+fn nearest(root: &Path, places: &[PathBuf], is_project: impl Fn(&Path) -> bool) -> Option<PathBuf> {
     let mut common = places.first().cloned().unwrap_or_else(|| root.to_path_buf());
     for place in places {
         while !place.starts_with(&common) {
@@ -275,12 +281,14 @@ pub fn project_dir(root: &Path, places: &[PathBuf], marker: &str) -> Option<Path
             }
         }
     }
-    common.ancestors().filter(|d| d.starts_with(root)).find(|d| d.join(marker).is_file()).map(Path::to_path_buf)
+    common.ancestors().filter(|d| d.starts_with(root)).find(|d| is_project(d)).map(Path::to_path_buf)
 }
 
-/// The JavaScript project of the paths asked for: the folder of the nearest `package.json` at or
-/// above them (the root when there is none), relative to the root.
-pub fn js_project(root: &Path, paths: &[PathBuf]) -> Result<String, Error> {
+/// The project of the paths asked for, for a warm runner to start in: the nearest folder at or
+/// above them that holds the framework's configuration (a `package.json` for JavaScript;
+/// `pytest.ini`, or a `pyproject.toml`, `tox.ini` or `setup.cfg` with a pytest section, for
+/// pytest), or the root when there is none; relative to the root.
+pub fn runner_project(root: &Path, paths: &[PathBuf], framework: Framework) -> Result<String, Error> {
     let cwd = std::env::current_dir().and_then(|d| d.canonicalize()).unwrap_or_else(|_| root.to_path_buf());
     let places: Vec<PathBuf> = if paths.is_empty() {
         vec![cwd]
@@ -294,7 +302,19 @@ pub fn js_project(root: &Path, paths: &[PathBuf]) -> Result<String, Error> {
             })
             .collect()
     };
-    let dir = project_dir(root, &places, "package.json").unwrap_or_else(|| root.to_path_buf());
+    let contains = |dir: &Path, file: &str, section: &str| {
+        std::fs::read_to_string(dir.join(file)).is_ok_and(|text| text.contains(section))
+    };
+    let is_project = |dir: &Path| match framework {
+        Framework::Pytest => {
+            dir.join("pytest.ini").is_file()
+                || contains(dir, "pyproject.toml", "[tool.pytest")
+                || contains(dir, "tox.ini", "[pytest]")
+                || contains(dir, "setup.cfg", "[tool:pytest]")
+        }
+        _ => dir.join("package.json").is_file(),
+    };
+    let dir = nearest(root, &places, is_project).unwrap_or_else(|| root.to_path_buf());
     relative(root, &dir)
 }
 

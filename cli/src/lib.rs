@@ -301,9 +301,10 @@ async fn run_session(mut args: RunArgs) -> Result<u8, Error> {
         found.tests = rust.tests;
         env.extend(rust.env);
     }
-    if matches!(found.framework, Framework::Jest | Framework::Vitest) {
-        // The warm runner starts where the project's package.json is, so its config applies.
-        env.insert(testgrid_worker::warm::JS_DIR_VAR.to_string(), discover::js_project(&root, &args.paths)?);
+    if matches!(found.framework, Framework::Jest | Framework::Vitest | Framework::Pytest) && args.command.is_none() {
+        // Warm runners start in the project's folder, so that its configuration applies.
+        let dir = discover::runner_project(&root, &args.paths, found.framework)?;
+        env.insert(testgrid_worker::warm::PROJECT_DIR_VAR.to_string(), dir);
     }
     if found.framework == Framework::Pytest && args.isolation == Isolation::Test && args.command.is_none() {
         found.tests = discover::pytest_cases(&root, &found.tests, &env)?;

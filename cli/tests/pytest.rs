@@ -389,3 +389,21 @@ fn isolation_test_splits_files_under_a_subfolder_with_its_own_pytest_ini() {
     let names: Vec<&str> = units.keys().map(String::as_str).collect();
     assert_eq!(names, vec!["py/tests/test_a.py::test_one", "py/tests/test_a.py::test_two"], "one unit per case");
 }
+
+#[test]
+fn a_subfolder_with_its_own_pytest_ini_gets_its_configuration_in_warm_runners() {
+    let ws = Workspace::new();
+    write_files(
+        &ws,
+        &[
+            // `pythonpath` only works if this file is the runner's configuration.
+            ("py/pytest.ini", "[pytest]\npythonpath = src\n"),
+            ("py/src/helper.py", "def answer():\n    return 42\n"),
+            ("py/tests/test_a.py", "import helper\n\ndef test_answer():\n    assert helper.answer() == 42\n"),
+        ],
+    );
+    let out = run_pytest(&ws, &["--local", "1", "py"]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));
+    let cases = case_outcomes(&events(&out));
+    assert_eq!(cases["py/tests/test_a.py::test_answer"], "passed", "named from the workspace root: {cases:?}");
+}

@@ -90,9 +90,10 @@ impl Kind {
     }
 }
 
-/// The session variable naming the JavaScript project's folder (where its `package.json` is),
-/// relative to the workspace root; its runners start there.
-pub const JS_DIR_VAR: &str = "TESTGRID_JS_DIR";
+/// The session variable naming the project's folder, relative to the workspace root: where a
+/// JavaScript project's `package.json` is, or a Python project's pytest configuration. Runners
+/// start there, so the project's own configuration applies, and test paths are relative to it.
+pub const PROJECT_DIR_VAR: &str = "TESTGRID_PROJECT_DIR";
 
 /// Crashes of a session's runners on this worker before each of its files gets a fresh runner.
 pub const MAX_CRASHES: u32 = 5;
@@ -214,10 +215,13 @@ impl WarmExecutor {
                 {
                     pythonpath = format!("{pythonpath}:{existing}");
                 }
-                cmd.args(["-m", "pytest", "-p", "testgrid_pytest", "-q"]).envs(&job.env).env("PYTHONPATH", pythonpath);
+                cmd.args(["-m", "pytest", "-p", "testgrid_pytest", "-q"])
+                    .envs(&job.env)
+                    .env("PYTHONPATH", pythonpath)
+                    .current_dir(self.process.root.join(project_dir(job)));
             }
             Kind::Vitest | Kind::Jest => {
-                cmd.arg(dir.path().join(file)).envs(&job.env).current_dir(self.process.root.join(js_dir(job)));
+                cmd.arg(dir.path().join(file)).envs(&job.env).current_dir(self.process.root.join(project_dir(job)));
             }
         }
         cmd.env("TESTGRID_RUNNER_SOCKET", &socket)
@@ -351,13 +355,10 @@ impl WarmExecutor {
         *lock(&runner.log) = Capture::new(RUNNER_LOG_LIMIT);
         let unit = runner.next_unit;
         runner.next_unit += 1;
-        // A JavaScript runner works in its project's folder: paths there are relative to it.
-        let prefix = match kind {
-            Kind::Pytest => String::new(),
-            Kind::Vitest | Kind::Jest => match js_dir(job) {
-                "." | "" => String::new(),
-                dir => format!("{}/", dir.trim_end_matches('/')),
-            },
+        // A runner works in its project's folder: paths there are relative to it.
+        let prefix = match project_dir(job) {
+            "." | "" => String::new(),
+            dir => format!("{}/", dir.trim_end_matches('/')),
         };
         let path = job.path.strip_prefix(&prefix).unwrap_or(&job.path);
         let command = serde_json::json!({ "op": "run", "unit": unit, "path": path }).to_string() + "\n";
@@ -571,9 +572,9 @@ impl Executor for WarmExecutor {
     }
 }
 
-/// The JavaScript project's folder of a session, relative to the workspace root.
-fn js_dir(job: &Job) -> &str {
-    job.env.get(JS_DIR_VAR).map(String::as_str).unwrap_or(".")
+/// The project's folder of a session, relative to the workspace root (see [`PROJECT_DIR_VAR`]).
+fn project_dir(job: &Job) -> &str {
+    job.env.get(PROJECT_DIR_VAR).map(String::as_str).unwrap_or(".")
 }
 
 /// Resident memory of a process, from /proc (0 when unknown).
