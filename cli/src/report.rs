@@ -529,17 +529,22 @@ mod tests {
         }
     }
 
-    fn tracker() -> Tracker {
-        let mut t = Tracker::new("s-1");
-        t.apply(&pb::SessionEvent {
+    /// A session's first event, naming its tests.
+    fn created(name: &str, paths: &[&str]) -> pb::SessionEvent {
+        pb::SessionEvent {
             seq: 1,
             time_ms: 0,
             kind: Some(Kind::Created(pb::SessionCreated {
-                name: "demo".into(),
-                total: 3,
-                test_paths: vec!["a/pass.sh".into(), "a/fail.sh".into(), "flaky.sh".into()],
+                name: name.into(),
+                total: paths.len() as u32,
+                test_paths: paths.iter().map(|p| p.to_string()).collect(),
             })),
-        });
+        }
+    }
+
+    fn tracker() -> Tracker {
+        let mut t = Tracker::new("s-1");
+        t.apply(&created("demo", &["a/pass.sh", "a/fail.sh", "flaky.sh"]));
         t.apply(&finished(0, 1, pb::Outcome::Passed, true, b"ok\n"));
         t.apply(&finished(1, 1, pb::Outcome::Failed, true, b"line1\nboom \xff\x00\n"));
         t.apply(&finished(2, 1, pb::Outcome::Failed, false, b"first try\n"));
@@ -582,15 +587,7 @@ mod tests {
             ..Default::default()
         };
         let mut t = Tracker::new("s-2");
-        t.apply(&pb::SessionEvent {
-            seq: 1,
-            time_ms: 0,
-            kind: Some(Kind::Created(pb::SessionCreated {
-                name: "warm".into(),
-                total: 1,
-                test_paths: vec!["t/test_x.py".into()],
-            })),
-        });
+        t.apply(&created("warm", &["t/test_x.py"]));
         for (attempt, outcome, is_final) in [(1, pb::Outcome::Failed, false), (2, pb::Outcome::Flaky, true)] {
             let mut event = finished(0, attempt, outcome, is_final, b"");
             if let Some(Kind::TestFinished(f)) = &mut event.kind {

@@ -27,10 +27,17 @@
 // "error". A test that calls process.exit fails instead of ending the runner.
 'use strict';
 
-const { createRequire } = require('node:module');
 const path = require('node:path');
 
-const { OUTPUT_LIMIT, MESSAGE_LIMIT, cap, plain, escapeRegExp, Channel } = require('./testgrid_runner_common.cjs');
+const {
+  OUTPUT_LIMIT,
+  MESSAGE_LIMIT,
+  cap,
+  plain,
+  escapeRegExp,
+  Channel,
+  resolveFromProject,
+} = require('./testgrid_runner_common.cjs');
 
 const log = (...args) => process.stderr.write(`[testgrid-jest] ${args.join(' ')}\n`);
 
@@ -186,13 +193,7 @@ module.exports = TestgridReporter;
 // jest itself.
 
 function loadJest() {
-  const require = createRequire(path.join(process.cwd(), 'package.json'));
-  let entry;
-  try {
-    entry = require.resolve('jest');
-  } catch (e) {
-    throw new Error(`cannot find jest from ${process.cwd()} (is it installed? run npm install): ${e.message}`);
-  }
+  const { require, entry } = resolveFromProject('jest', 'jest');
   // eslint-disable-next-line import/no-dynamic-require
   const jest = require(entry);
   let version = '0';

@@ -2,7 +2,9 @@
 // channel to the worker and text helpers. The worker writes this file next to the runner.
 'use strict';
 
+const { createRequire } = require('node:module');
 const net = require('node:net');
+const path = require('node:path');
 
 // Characters of message and output sent per case at most (head and tail kept).
 const OUTPUT_LIMIT = 64 * 1024;
@@ -87,4 +89,17 @@ class Channel {
   }
 }
 
-module.exports = { OUTPUT_LIMIT, MESSAGE_LIMIT, cap, plain, escapeRegExp, Channel };
+/**
+ * The framework as the project in the working directory resolves it (never the runner's own
+ * folder): `require`, bound to the project, and the resolved path of `specifier`.
+ */
+function resolveFromProject(specifier, name) {
+  const require = createRequire(path.join(process.cwd(), 'package.json'));
+  try {
+    return { require, entry: require.resolve(specifier) };
+  } catch (e) {
+    throw new Error(`cannot find ${name} from ${process.cwd()} (is it installed? run npm install): ${e.message}`);
+  }
+}
+
+module.exports = { OUTPUT_LIMIT, MESSAGE_LIMIT, cap, plain, escapeRegExp, Channel, resolveFromProject };

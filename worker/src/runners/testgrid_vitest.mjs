@@ -26,13 +26,12 @@
 // file with "error".
 
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
 import common from './testgrid_runner_common.cjs';
 
-const { OUTPUT_LIMIT, MESSAGE_LIMIT, cap, plain, escapeRegExp, Channel } = common;
+const { OUTPUT_LIMIT, MESSAGE_LIMIT, cap, plain, escapeRegExp, Channel, resolveFromProject } = common;
 
 const log = (...args) => process.stderr.write(`[testgrid-vitest] ${args.join(' ')}\n`);
 
@@ -222,13 +221,7 @@ function finishModule(module) {
 // vitest itself.
 
 async function loadVitest() {
-  const require = createRequire(path.join(process.cwd(), 'package.json'));
-  let entry;
-  try {
-    entry = require.resolve('vitest/node');
-  } catch (e) {
-    throw new Error(`cannot find vitest from ${process.cwd()} (is it installed? run npm install): ${e.message}`);
-  }
+  const { require, entry } = resolveFromProject('vitest/node', 'vitest');
   const api = await import(pathToFileURL(entry).href);
   let version = api.version;
   if (!version) {
