@@ -1,20 +1,36 @@
 //! Finding Rust tests: build the test binaries (`cargo test --no-run`), list each one's tests,
-//! and name every test `SRC::NAME` (see `testgrid_worker::cargo`). Paths on the command line
+//! and name every test `SRC::NAME` (see `testgrid_proto::cargo`). Paths on the command line
 //! pick targets by their source file or folder (`tests/api.rs`, `crates/x`), and
 //! `SRC::NAME` picks one test, or every test under a module path.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use testgrid_worker::cargo as rust;
+use std::collections::HashMap;
+use std::process::Stdio;
+
+use testgrid_proto::cargo::{Binary, binary_from_message, list_args, parse_list, select};
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::discover::{glob_set, project_dir, relative};
 use crate::error::Error;
 
-/// What a cargo session needs: its tests, and the variables that let workers build the same.
+/// The variable with extra `cargo test` arguments (`--workspace --features x`), shell words.
+pub const ARGS_VAR: &str = "TESTGRID_CARGO_ARGS";
+
+/// What a cargo session needs: its tests, and what lets workers build the same.
 pub struct Found {
     pub tests: Vec<String>,
-    pub env: BTreeMap<String, String>,
+    /// Where cargo runs, relative to the workspace root.
+    pub package_dir: String,
+    /// Extra `cargo test` arguments.
+    pub cargo_args: Vec<String>,
+}
+
+/// The extra arguments in `TESTGRID_CARGO_ARGS` (shell words).
+fn extra_args(text: &str) -> Result<Vec<String>, Error> {
+    shlex::split(text)
+        .ok_or_else(|| Error::Usage(format!("{ARGS_VAR} `{text}` is not valid shell words (check its quotes)")))
 }
 
 pub async fn discover(
@@ -48,7 +64,7 @@ pub async fn discover(
         places.push(cwd.to_path_buf());
     }
     let dir = cargo_dir(root, &places)?;
-    let mut args = rust::extra_args(&std::env::var(rust::ARGS_VAR).unwrap_or_default()).map_err(Error::Usage)?;
+    let mut args = extra_args(&std::env::var(ARGS_VAR).unwrap_or_default())?;
     // Paths named in a workspace whose root is also a package: `cargo test` there would build
     // only the root package, and the members' tests asked for would silently be missing.
     let picks_packages =
@@ -57,9 +73,9 @@ pub async fn discover(
     if !paths.is_empty() && is_workspace && !picks_packages {
         args.push("--workspace".into());
     }
-    let build = rust::build(root, &dir, &args, env, true).await.map_err(Error::Usage)?;
-    let mut units = rust::all_tests(&build, env).await.map_err(Error::Usage)?;
-    for binary in &build.binaries {
+    let binaries = build(root, &dir, &args, env).await?;
+    let mut units = all_tests(&binaries, env).await?;
+    for binary in &binaries {
         if !units.iter().any(|(src, _)| *src == binary.src) {
             eprintln!(
                 "warning: {} ({}) lists no tests and is not run; a `harness = false` target must answer \
@@ -74,7 +90,7 @@ pub async fn discover(
     }
     // Everything asked for by name must find something: a typo must not pass as "0 failed".
     for file in files.iter().filter(|f| f.as_str() != ".") {
-        if rust::select(&units, std::slice::from_ref(file), &[]).is_empty() {
+        if select(&units, std::slice::from_ref(file), &[]).is_empty() {
             return Err(Error::Usage(format!(
                 "{file}: no Rust test target there (name a target's source file such as src/lib.rs or \
                  tests/api.rs, or a folder holding some)"
@@ -82,19 +98,12 @@ pub async fn discover(
         }
     }
     for (file, case) in &cases {
-        if rust::select(&units, &[], &[(file.clone(), case.clone())]).is_empty() {
+        if select(&units, &[], &[(file.clone(), case.clone())]).is_empty() {
             return Err(Error::Usage(format!("{file}::{case}: no such test or module in that target")));
         }
     }
-    let tests = rust::select(&units, &files, &cases);
-    let mut session_env = BTreeMap::new();
-    session_env.insert(rust::DIR_VAR.to_string(), relative(root, &dir)?);
-    if !args.is_empty() {
-        let text = shlex::try_join(args.iter().map(String::as_str))
-            .map_err(|e| Error::Usage(format!("{}: {e}", rust::ARGS_VAR)))?;
-        session_env.insert(rust::ARGS_VAR.to_string(), text);
-    }
-    Ok(Found { tests, env: session_env })
+    let tests = select(&units, &files, &cases);
+    Ok(Found { tests, package_dir: relative(root, &dir)?, cargo_args: args })
 }
 
 /// Where cargo runs: the nearest folder with a `Cargo.toml` at or above everything asked for,
@@ -107,4 +116,72 @@ fn cargo_dir(root: &Path, places: &[PathBuf]) -> Result<PathBuf, Error> {
             root.display()
         ))
     })
+}
+
+/// Build the test binaries in `dir` and name them. cargo's own output goes to this terminal (it
+/// stays in the terminal's process group, so that Ctrl-C reaches it directly).
+async fn build(root: &Path, dir: &Path, args: &[String], env: &BTreeMap<String, String>) -> Result<Vec<Binary>, Error> {
+    let shown = format!("cargo test --no-run {}", args.join(" "));
+    let mut child = tokio::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(testgrid_proto::cargo::BUILD_ARGS)
+        .args(args)
+        .current_dir(dir)
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            Error::Usage(format!("cannot start `{shown}` in {}: {e} (is cargo on the PATH?)", dir.display()))
+        })?;
+    let mut binaries = Vec::new();
+    if let Some(stdout) = child.stdout.take() {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            binaries.extend(binary_from_message(root, &line));
+        }
+    }
+    let status = child.wait().await.map_err(|e| Error::Usage(format!("cannot wait for cargo: {e}")))?;
+    if !status.success() {
+        return Err(Error::Usage(format!("`{shown}` failed in {} ({status}); fix the build first", dir.display())));
+    }
+    binaries.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(binaries)
+}
+
+/// Every test of a build as `(SRC, NAME)`, binaries in order.
+async fn all_tests(binaries: &[Binary], env: &BTreeMap<String, String>) -> Result<Vec<(String, String)>, Error> {
+    let mut units = Vec::new();
+    let mut by_src: HashMap<&str, &str> = HashMap::new();
+    for binary in binaries {
+        if let Some(other) = by_src.insert(&binary.src, &binary.id) {
+            return Err(Error::Usage(format!(
+                "{} and {other} are both built from {}: testgrid names Rust tests by their source file",
+                binary.id, binary.src
+            )));
+        }
+        let output = tokio::process::Command::new(&binary.exe)
+            .args(list_args(false))
+            .current_dir(&binary.manifest_dir)
+            .envs(env)
+            .envs(binary.env(std::env::var("LD_LIBRARY_PATH").ok().as_deref()))
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|e| Error::Usage(format!("cannot list the tests of {}: {e}", binary.exe.display())))?;
+        if !output.status.success() {
+            return Err(Error::Usage(format!(
+                "`{} --list` failed ({}): {}",
+                binary.exe.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        units.extend(
+            parse_list(&String::from_utf8_lossy(&output.stdout)).into_iter().map(|name| (binary.src.clone(), name)),
+        );
+    }
+    Ok(units)
 }

@@ -60,16 +60,16 @@ impl Framework {
         }
     }
 
-    /// The default command template; `{}` is the test's quoted path.
-    pub fn command(self) -> &'static str {
+    /// The protocol's framework (`auto` is decided before anything is sent).
+    pub fn typed(self) -> testgrid_proto::frameworks::Framework {
+        use testgrid_proto::frameworks::Framework as F;
         match self {
-            Framework::Auto | Framework::Shell => "sh {}",
-            Framework::Pytest => "python3 -m pytest -q {}",
-            // Not used by the cargo executor; a readable stand-in for `sessions` and logs.
-            Framework::Cargo => "BIN --exact {}",
-            Framework::Go => "go test ./{}",
-            Framework::Jest => "npx jest --ci {}",
-            Framework::Vitest => "npx vitest run {}",
+            Framework::Auto | Framework::Shell => F::Shell,
+            Framework::Pytest => F::Pytest,
+            Framework::Cargo => F::Cargo,
+            Framework::Go => F::Go,
+            Framework::Jest => F::Jest,
+            Framework::Vitest => F::Vitest,
         }
     }
 
@@ -218,11 +218,11 @@ pub fn discover(request: &Request) -> Result<Found, Error> {
 pub fn pytest_cases(
     root: &Path,
     tests: &[String],
+    python: Option<&str>,
     env: &std::collections::BTreeMap<String, String>,
 ) -> Result<Vec<String>, Error> {
-    let python = env
-        .get("TESTGRID_PYTHON")
-        .cloned()
+    let python = python
+        .map(str::to_string)
         .or_else(|| std::env::var("TESTGRID_PYTHON").ok())
         .unwrap_or_else(|| "python3".into());
     let output = std::process::Command::new(&python)

@@ -36,7 +36,7 @@ impl Grid {
         let channel = endpoint.connect().await.map_err(|e| {
             Error::Infra(format!(
                 "cannot reach grid at {url}: {}; is testgrid-coordinator running? set --grid or TESTGRID_GRID",
-                testgrid_worker::connection::error_chain(&e)
+                testgrid_proto::error_chain(&e)
             ))
         })?;
         Ok(Grid { url, channel })

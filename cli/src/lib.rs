@@ -40,6 +40,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use testgrid_proto as pb;
+use testgrid_proto::frameworks;
 
 use crate::discover::Framework;
 use crate::error::{Error, exit};
@@ -190,12 +191,7 @@ impl Isolation {
     }
 }
 
-fn parse_key_value(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
-        _ => Err(format!("`{s}` is not key=value")),
-    }
-}
+use testgrid_proto::parse_key_value;
 
 /// Run the CLI; every error becomes its documented exit code here.
 pub fn run(cli: Cli) -> ExitCode {
@@ -289,25 +285,35 @@ async fn run_session(mut args: RunArgs) -> Result<u8, Error> {
         framework: args.framework,
         patterns: args.patterns.clone(),
     })?;
-    let mut env: BTreeMap<String, String> = args.env.iter().cloned().collect();
-    if let Some(python) = &args.python {
-        env.insert("TESTGRID_PYTHON".to_string(), python.clone());
-    }
-    if found.framework == Framework::Cargo {
-        let cwd = std::env::current_dir()
-            .and_then(|d| d.canonicalize())
-            .map_err(|e| Error::Usage(format!("cannot read the current directory: {e}")))?;
-        let rust = cargo::discover(&root, &cwd, &args.paths, &args.patterns, &env).await?;
-        found.tests = rust.tests;
-        env.extend(rust.env);
-    }
-    if matches!(found.framework, Framework::Jest | Framework::Vitest | Framework::Pytest) && args.command.is_none() {
+    let env: BTreeMap<String, String> = args.env.iter().cloned().collect();
+    let isolation = match args.isolation {
+        Isolation::Warm => frameworks::Isolation::Warm,
+        Isolation::File => frameworks::Isolation::File,
+        Isolation::Test => frameworks::Isolation::Test,
+    };
+    let options = match (&args.command, found.framework) {
+        (Some(template), _) => frameworks::Options::Command { template: template.clone() },
+        (None, Framework::Cargo) => {
+            let cwd = std::env::current_dir()
+                .and_then(|d| d.canonicalize())
+                .map_err(|e| Error::Usage(format!("cannot read the current directory: {e}")))?;
+            let rust = cargo::discover(&root, &cwd, &args.paths, &args.patterns, &env).await?;
+            found.tests = rust.tests;
+            frameworks::Options::Cargo { package_dir: rust.package_dir, cargo_args: rust.cargo_args }
+        }
         // Warm runners start in the project's folder, so that its configuration applies.
-        let dir = discover::runner_project(&root, &args.paths, found.framework)?;
-        env.insert(testgrid_worker::warm::PROJECT_DIR_VAR.to_string(), dir);
-    }
+        (None, Framework::Pytest) => frameworks::Options::Pytest {
+            python: args.python.clone(),
+            project_dir: discover::runner_project(&root, &args.paths, found.framework)?,
+        },
+        (None, Framework::Jest | Framework::Vitest) => {
+            frameworks::Options::Js { project_dir: discover::runner_project(&root, &args.paths, found.framework)? }
+        }
+        (None, Framework::Go) => frameworks::Options::Go,
+        (None, Framework::Auto | Framework::Shell) => frameworks::Options::Command { template: "sh {}".to_string() },
+    };
     if found.framework == Framework::Pytest && args.isolation == Isolation::Test && args.command.is_none() {
-        found.tests = discover::pytest_cases(&root, &found.tests, &env)?;
+        found.tests = discover::pytest_cases(&root, &found.tests, args.python.as_deref(), &env)?;
     }
     if found.tests.is_empty() {
         let searched: Vec<String> = if args.paths.is_empty() {
@@ -324,13 +330,14 @@ async fn run_session(mut args: RunArgs) -> Result<u8, Error> {
             root.display()
         )));
     }
-    let command = args.command.clone().unwrap_or_else(|| found.framework.command().to_string());
-    let framework = if args.command.is_some() { "custom" } else { found.framework.name() };
+    let runner = frameworks::Runner {
+        framework: if args.command.is_some() { frameworks::Framework::Custom } else { found.framework.typed() },
+        isolation,
+        options,
+    };
     let spec = pb::SessionSpec {
         name: session_name(&args.paths),
         tests: found.tests.iter().map(|p| pb::TestSpec { path: p.clone() }).collect(),
-        framework: framework.to_string(),
-        command_template: command,
         env: env.into_iter().collect(),
         test_timeout_ms: millis(args.timeout),
         retries: args.retries,
@@ -338,7 +345,7 @@ async fn run_session(mut args: RunArgs) -> Result<u8, Error> {
         session_timeout_ms: args.session_timeout.map(millis).unwrap_or(0),
         max_worker_losses: args.max_worker_losses.unwrap_or(0),
         cancel_on_disconnect: args.cancel_on_disconnect,
-        isolation: args.isolation.name().to_string(),
+        runner: Some(pb::Runner::from(&runner)),
     };
 
     let (grid, local) = match &args.grid {
@@ -473,7 +480,7 @@ fn take_signals() -> Result<Signals, Error> {
 
 /// Leave at once: kill the tests this process runs itself (local mode) and exit.
 fn quit_now(code: u8) -> ! {
-    testgrid_worker::executor::kill_all_running();
+    testgrid_worker::kill_all_running();
     std::process::exit(i32::from(code));
 }
 

@@ -64,7 +64,7 @@ impl Local {
         self.shutdown.cancel();
         let all = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(Duration::from_secs(10), all).await.is_err() {
-            testgrid_worker::executor::kill_all_running();
+            testgrid_worker::kill_all_running();
         }
     }
 }

@@ -1,11 +1,18 @@
-//! The `testgrid.v1` protocol: messages and services generated from `proto/testgrid/v1/*.proto`.
+//! The `testgrid.v1` protocol and how to speak it.
 //!
-//! The `.proto` files are the contract; read them for what every field means. This crate holds
-//! only generated code and a few conversions that every side needs.
+//! - [`v1`]: messages and services generated from `proto/testgrid/v1/*.proto` (re-exported at
+//!   the crate root). The `.proto` files are the contract; read them for what every field means.
+//! - [`frameworks`]: the typed, validated form of a session's runner (framework, isolation,
+//!   per-framework options), shared by the coordinator and the worker.
+//! - [`client`]: the one way a program opens a channel to a coordinator (CLI and worker).
+//! - [`cargo`]: how Rust test units are named and found in cargo's output, the contract between
+//!   the CLI that lists them and the worker that runs them.
+//! - [`outcome`]: the names of outcomes, one table for every program.
+//! - Small shared pieces: [`error_chain`], [`parse_key_value`], [`logging`], [`now_ms`].
+//!
+//! It must not hold program logic: no scheduling, no executors, no discovery.
 
-#![expect(clippy::all, reason = "generated code")]
-
-/// Generated messages and services of package `testgrid.v1`.
+#[expect(clippy::all, reason = "generated code")]
 pub mod v1 {
     tonic::include_proto!("testgrid.v1");
 
@@ -14,3 +21,93 @@ pub mod v1 {
 }
 
 pub use v1::*;
+
+pub mod cargo;
+pub mod client;
+pub mod frameworks;
+pub mod logging;
+pub mod outcome;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the UNIX epoch, the protocol's unit of time (0 if the clock is before 1970).
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// The chain of an error's causes, joined with `: `, since the top-level messages of tonic and
+/// hyper say little ("transport error") on their own. Causes whose words an earlier part already
+/// holds are left out ("tcp connect error: tcp connect error").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    chain_from(e.to_string(), e.source())
+}
+
+/// A gRPC status in words: its message, then the causes tonic keeps in its source chain (where
+/// the OS error, "connection refused", hides).
+pub fn status_detail(status: &tonic::Status) -> String {
+    chain_from(status.message().to_string(), std::error::Error::source(status))
+}
+
+fn chain_from(top: String, mut source: Option<&dyn std::error::Error>) -> String {
+    let mut parts = vec![top];
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&part)) {
+            parts.push(part);
+        }
+        source = cause.source();
+    }
+    parts.retain(|p| !p.is_empty());
+    parts.join(": ")
+}
+
+/// Parse `key=value` (labels, environment variables): both sides trimmed, the key must not be
+/// empty. One rule for every program, so that `--label "os= linux"` on the CLI matches a worker
+/// started with `--label os=linux`.
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(format!("`{s}` is not key=value (the key must not be empty)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_value_trims_both_sides_and_needs_a_key() {
+        assert_eq!(parse_key_value("os= linux "), Ok(("os".into(), "linux".into())));
+        assert_eq!(parse_key_value(" a =b=c"), Ok(("a".into(), "b=c".into())));
+        assert_eq!(parse_key_value("k="), Ok(("k".into(), String::new())));
+        assert!(parse_key_value("=v").is_err());
+        assert!(parse_key_value("  =v").is_err());
+        assert!(parse_key_value("novalue").is_err());
+    }
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as &(dyn std::error::Error + 'static))
+        }
+    }
+
+    #[test]
+    fn error_chain_keeps_new_words_only() {
+        let e = Layer(
+            "transport error",
+            Some(Box::new(Layer("tcp connect error", Some(Box::new(Layer("tcp connect error", None)))))),
+        );
+        assert_eq!(error_chain(&e), "transport error: tcp connect error");
+        let refused = Layer("connect", Some(Box::new(Layer("Connection refused (os error 111)", None))));
+        assert_eq!(error_chain(&refused), "connect: Connection refused (os error 111)");
+    }
+}

@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 
 use crate::executor::{Executor, Job};
 use crate::{Config, Error, Stop};
+use testgrid_proto::frameworks::Runner;
 
 /// An assignment as the worker tracks it: (session, test, attempt).
 type Key = (String, u32, u32);
@@ -335,6 +336,23 @@ async fn handle_message(
                 send_finished(out_tx, assignment, cancelled_report("worker draining")).await;
                 return;
             }
+            let runner = match a.runner.as_ref().map(Runner::try_from) {
+                Some(Ok(runner)) => runner,
+                problem => {
+                    let why = match problem {
+                        Some(Err(e)) => e.to_string(),
+                        _ => "the assignment has no runner".to_string(),
+                    };
+                    warn!(test = %a.test_path, "refusing an assignment: {why}");
+                    let report = pb::TestReport {
+                        outcome: pb::Outcome::Error as i32,
+                        message: format!("the worker cannot run this assignment: {why}"),
+                        ..Default::default()
+                    };
+                    send_finished(out_tx, assignment, report).await;
+                    return;
+                }
+            };
             debug!(test = %a.test_path, attempt = assignment.attempt, "assigned");
             held.lock().insert(key_of(&assignment), (conn.child_token(), false));
             let job = Job {
@@ -343,8 +361,7 @@ async fn handle_message(
                 command: a.command,
                 env: a.env.into_iter().collect(),
                 timeout: (a.timeout_ms > 0).then(|| Duration::from_millis(a.timeout_ms)),
-                framework: a.framework,
-                isolation: a.isolation,
+                runner,
                 dir: None,
             };
             // The receiver lives as long as the slots, which outlive this loop.

@@ -24,6 +24,7 @@ use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::output::Capture;
+use testgrid_proto::frameworks::{Framework, Runner};
 
 /// One assignment as the executor sees it.
 #[derive(Clone, Debug)]
@@ -33,9 +34,8 @@ pub struct Job {
     pub command: String,
     pub env: BTreeMap<String, String>,
     pub timeout: Option<Duration>,
-    pub framework: String,
-    /// `warm` (or empty), `file` or `test`.
-    pub isolation: String,
+    /// How the session's tests run: framework, isolation and the framework's options.
+    pub runner: Runner,
     /// Where the test runs, when not the workspace root (a Rust test binary runs in its
     /// package's folder, a Go test in its package's).
     pub dir: Option<PathBuf>,
@@ -51,14 +51,14 @@ pub struct Executors {
 
 impl Executor for Executors {
     async fn run(&self, slot: u32, job: &Job, cancel: CancellationToken) -> pb::TestReport {
-        match job.framework.as_str() {
+        match job.runner.framework {
             // `file` and `test` isolation get a fresh runner per unit (see `WarmExecutor`).
-            "pytest" | "vitest" | "jest" => self.warm.run(slot, job, cancel).await,
+            Framework::Pytest | Framework::Vitest | Framework::Jest => self.warm.run(slot, job, cancel).await,
             // A process per test whatever the isolation: Rust tests start in a millisecond.
-            "cargo" => self.cargo.run(slot, job, cancel).await,
+            Framework::Cargo => self.cargo.run(slot, job, cancel).await,
             // Every isolation: a Go package's tests share one test binary, as under `go test`.
-            "go" => self.go.run(slot, job, cancel).await,
-            _ => self.process.run(slot, job, cancel).await,
+            Framework::Go => self.go.run(slot, job, cancel).await,
+            Framework::Shell | Framework::Custom => self.process.run(slot, job, cancel).await,
         }
     }
 }

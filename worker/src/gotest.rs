@@ -1109,8 +1109,11 @@ mod tests {
             command: String::new(),
             env: Default::default(),
             timeout,
-            framework: "go".into(),
-            isolation: "warm".into(),
+            runner: testgrid_proto::frameworks::Runner {
+                framework: testgrid_proto::frameworks::Framework::Go,
+                isolation: Default::default(),
+                options: testgrid_proto::frameworks::Options::Go,
+            },
             dir: None,
         }
     }

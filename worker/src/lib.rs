@@ -13,6 +13,8 @@ pub mod gotest;
 pub mod output;
 pub mod warm;
 
+pub use executor::kill_all_running;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -25,6 +25,7 @@ use tracing::{info, warn};
 
 use crate::executor::{Executor, GroupGuard, Job, ProcessExecutor, kill_group, lock};
 use crate::output::Capture;
+use testgrid_proto::frameworks::{Framework, Isolation, Options};
 
 /// Which framework a warm runner drives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,11 +37,11 @@ pub enum Kind {
 
 impl Kind {
     /// The warm runner for a session's framework, if there is one.
-    pub fn of(framework: &str) -> Option<Kind> {
+    pub fn of(framework: Framework) -> Option<Kind> {
         match framework {
-            "pytest" => Some(Kind::Pytest),
-            "vitest" => Some(Kind::Vitest),
-            "jest" => Some(Kind::Jest),
+            Framework::Pytest => Some(Kind::Pytest),
+            Framework::Vitest => Some(Kind::Vitest),
+            Framework::Jest => Some(Kind::Jest),
             _ => None,
         }
     }
@@ -89,11 +90,6 @@ impl Kind {
         }
     }
 }
-
-/// The session variable naming the project's folder, relative to the workspace root: where a
-/// JavaScript project's `package.json` is, or a Python project's pytest configuration. Runners
-/// start there, so the project's own configuration applies, and test paths are relative to it.
-pub const PROJECT_DIR_VAR: &str = "TESTGRID_PROJECT_DIR";
 
 /// Crashes of a session's runners on this worker before each of its files gets a fresh runner.
 pub const MAX_CRASHES: u32 = 5;
@@ -199,11 +195,14 @@ impl WarmExecutor {
         let writer2 = writer.try_clone().map_err(|e| format!("cannot create a pipe: {e}"))?;
         let (program, shown) = match kind {
             Kind::Pytest => {
-                let python = job.env.get("TESTGRID_PYTHON").cloned().unwrap_or_else(|| self.python.clone());
+                let python = match &job.runner.options {
+                    Options::Pytest { python: Some(python), .. } => python.clone(),
+                    _ => self.python.clone(),
+                };
                 (python.clone(), format!("{python} -m pytest"))
             }
             Kind::Vitest | Kind::Jest => {
-                let node = job.env.get("TESTGRID_NODE").cloned().unwrap_or_else(|| self.node.clone());
+                let node = self.node.clone();
                 (node.clone(), format!("{node} {file}"))
             }
         };
@@ -304,8 +303,7 @@ impl WarmExecutor {
         let started = Instant::now();
         // `--isolation file|test`: a fresh runner for every unit, retired right after it. So too
         // once a session's runners have crashed too often on this worker: restarts are capped.
-        let fresh =
-            !matches!(job.isolation.as_str(), "" | "warm") || self.crashes(&job.assignment.session_id) >= MAX_CRASHES;
+        let fresh = job.runner.isolation != Isolation::Warm || self.crashes(&job.assignment.session_id) >= MAX_CRASHES;
         let existing = lock(&self.runners).remove(&slot);
         let existing = match existing {
             Some(runner) if runner.session == job.assignment.session_id && runner.kind == kind && !fresh => {
@@ -565,16 +563,18 @@ impl Unit {
 
 impl Executor for WarmExecutor {
     async fn run(&self, slot: u32, job: &Job, cancel: CancellationToken) -> pb::TestReport {
-        let Some(kind) = Kind::of(&job.framework) else {
+        let Some(kind) = Kind::of(job.runner.framework) else {
             return self.process.run(slot, job, cancel).await;
         };
         self.run_warm(kind, slot, job, cancel).await
     }
 }
 
-/// The project's folder of a session, relative to the workspace root (see [`PROJECT_DIR_VAR`]).
+/// The project's folder of a session, relative to the workspace root: where a JavaScript
+/// project's `package.json` is, or a Python project's pytest configuration. Runners start there,
+/// so the project's own configuration applies, and test paths are relative to it.
 fn project_dir(job: &Job) -> &str {
-    job.env.get(PROJECT_DIR_VAR).map(String::as_str).unwrap_or(".")
+    job.runner.project_dir()
 }
 
 /// Resident memory of a process, from /proc (0 when unknown).

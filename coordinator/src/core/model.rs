@@ -8,6 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+pub use testgrid_proto::frameworks::{Framework, Isolation, Runner};
 use uuid::Uuid;
 
 /// Milliseconds since the UNIX epoch. Time is an input of the core, never read inside it.
@@ -106,8 +107,8 @@ impl Report {
 pub struct SessionSpec {
     pub name: String,
     pub tests: Vec<String>,
-    pub framework: String,
-    pub command_template: String,
+    /// How the tests run (framework and options); the core passes it on to workers untouched.
+    pub runner: Runner,
     pub env: BTreeMap<String, String>,
     pub test_timeout_ms: u64,
     pub retries: u32,
@@ -118,9 +119,6 @@ pub struct SessionSpec {
     /// Cancel the session once no client has watched it for the liveness timeout.
     #[serde(default)]
     pub cancel_on_disconnect: bool,
-    /// `warm`, `file` or `test` (empty: `warm`).
-    #[serde(default)]
-    pub isolation: String,
 }
 
 /// What a worker says about itself when it joins.

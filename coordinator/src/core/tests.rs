@@ -18,8 +18,7 @@ pub(super) fn spec(tests: usize) -> SessionSpec {
     SessionSpec {
         name: "t".into(),
         tests: (0..tests).map(|i| format!("t{i}.sh")).collect(),
-        framework: "shell".into(),
-        command_template: "sh {}".into(),
+        runner: Runner::command(Framework::Shell, "sh {}"),
         env: BTreeMap::new(),
         test_timeout_ms: 0,
         retries: 0,
@@ -27,7 +26,6 @@ pub(super) fn spec(tests: usize) -> SessionSpec {
         session_timeout_ms: 0,
         max_worker_losses: 0,
         cancel_on_disconnect: false,
-        isolation: String::new(),
     }
 }
 

@@ -7,7 +7,7 @@ use testgrid_proto as pb;
 use uuid::Uuid;
 
 use crate::core::{
-    AssignmentKey, CaseResult, Event, Outcome, Report, SessionId, SessionSpec, SessionView, Totals, WorkerSpec,
+    AssignmentKey, CaseResult, Event, Outcome, Report, Runner, SessionId, SessionSpec, SessionView, Totals, WorkerSpec,
     WorkerView,
 };
 
@@ -18,6 +18,8 @@ pub enum BadMessage {
     Missing(&'static str),
     #[error("field `{field}`: {problem}")]
     Invalid { field: &'static str, problem: String },
+    #[error(transparent)]
+    Runner(#[from] testgrid_proto::frameworks::BadRunner),
 }
 
 impl From<BadMessage> for tonic::Status {
@@ -154,12 +156,8 @@ impl TryFrom<pb::SessionSpec> for SessionSpec {
                 problem: format!("{} tests is more than the limit of {MAX_TESTS_PER_SESSION}", s.tests.len()),
             });
         }
-        if !s.command_template.contains("{}") {
-            return Err(BadMessage::Invalid {
-                field: "command_template",
-                problem: format!("`{}` has no `{{}}` where the test path goes", s.command_template),
-            });
-        }
+        let runner = s.runner.as_ref().ok_or(BadMessage::Missing("runner"))?;
+        let runner = Runner::try_from(runner)?;
         let mut tests = Vec::with_capacity(s.tests.len());
         for t in s.tests {
             if t.path.is_empty() || t.path.contains('\0') {
@@ -178,8 +176,7 @@ impl TryFrom<pb::SessionSpec> for SessionSpec {
         Ok(SessionSpec {
             name: s.name,
             tests,
-            framework: s.framework,
-            command_template: s.command_template,
+            runner,
             env: s.env.into_iter().collect::<BTreeMap<_, _>>(),
             test_timeout_ms: s.test_timeout_ms,
             retries: s.retries,
@@ -187,15 +184,6 @@ impl TryFrom<pb::SessionSpec> for SessionSpec {
             session_timeout_ms: s.session_timeout_ms,
             max_worker_losses: s.max_worker_losses,
             cancel_on_disconnect: s.cancel_on_disconnect,
-            isolation: match s.isolation.as_str() {
-                "" | "warm" | "file" | "test" => s.isolation,
-                other => {
-                    return Err(BadMessage::Invalid {
-                        field: "isolation",
-                        problem: format!("`{other}` is not one of warm, file, test"),
-                    });
-                }
-            },
         })
     }
 }
@@ -314,10 +302,14 @@ mod tests {
     fn spec_without_placeholder_is_rejected() {
         let spec = pb::SessionSpec {
             tests: vec![pb::TestSpec { path: "a".into() }],
-            command_template: "true".into(),
+            runner: Some(pb::Runner {
+                framework: pb::Framework::Custom as i32,
+                options: Some(pb::runner::Options::Command(pb::CommandOptions { template: "true".into() })),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let e = SessionSpec::try_from(spec).expect_err("no {}");
-        assert!(e.to_string().contains("command_template"));
+        assert!(e.to_string().contains("command.template"), "{e}");
     }
 }

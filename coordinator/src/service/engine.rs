@@ -275,11 +275,10 @@ impl Engine {
                 let msg = pb::coordinator_message::Kind::Assign(pb::Assign {
                     assignment: Some(key_to_pb(&assignment.key)),
                     test_path: assignment.path.clone(),
-                    command: expand_command(&spec.command_template, &assignment.path),
+                    command: spec.runner.template().map(|t| expand_command(t, &assignment.path)).unwrap_or_default(),
                     env: spec.env.clone().into_iter().collect(),
                     timeout_ms: spec.test_timeout_ms,
-                    framework: spec.framework.clone(),
-                    isolation: spec.isolation.clone(),
+                    runner: Some(pb::Runner::from(&spec.runner)),
                 });
                 debug!(worker_id = %worker, session_id = %assignment.key.session, test = %assignment.path,
                        attempt = assignment.key.attempt, "assign");
