@@ -4,6 +4,11 @@
 //! - [`service`]: gRPC handlers, the task that owns the core, HTTP health and metrics.
 //! - [`store`]: session event logs that watchers read and resume from.
 
+//! - [`error`]: why it could not run, and its exit codes.
+
 pub mod core;
+pub mod error;
 pub mod service;
 pub mod store;
+
+pub use error::Error;

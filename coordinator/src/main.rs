@@ -1,4 +1,5 @@
-//! `testgrid-coordinator`: parse flags, set up logging, serve.
+//! `testgrid-coordinator`: parse flags, set up logging, serve; errors pick the exit code
+//! ([`Error::exit_code`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,7 +7,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use testgrid_coordinator::{core, service};
+use testgrid_coordinator::{Error, core, service};
+use testgrid_proto::logging::LogFormat;
 use tokio_util::sync::CancellationToken;
 
 /// The testgrid coordinator: schedules sessions' tests onto workers.
@@ -42,63 +44,42 @@ struct Args {
     log_format: LogFormat,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TESTGRID_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        // A closed stderr must not turn a log line into a panic.
-        .log_internal_errors(false)
-        .with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(3);
-        }
-    };
-    match runtime.block_on(run(args)) {
+    testgrid_proto::logging::init("info", args.log_format, true);
+    let result = tokio::runtime::Runtime::new().map_err(Error::Runtime).and_then(|rt| rt.block_on(run(args)));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            // Flags that cannot work are a configuration error; everything else is the machine's.
-            ExitCode::from(if e.to_string().starts_with("--") { 2 } else { 3 })
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    use anyhow::Context;
+async fn run(args: Args) -> Result<(), Error> {
     if args.heartbeat_interval.is_zero() || args.heartbeat_interval >= args.liveness_timeout {
-        anyhow::bail!(
-            "--heartbeat-interval ({}) must be above zero and below --liveness-timeout ({}), or every worker looks silent",
-            humantime::format_duration(args.heartbeat_interval),
-            humantime::format_duration(args.liveness_timeout)
-        );
+        return Err(Error::Liveness {
+            heartbeat: humantime::format_duration(args.heartbeat_interval).to_string(),
+            liveness: humantime::format_duration(args.liveness_timeout).to_string(),
+        });
     }
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("cannot create --data-dir {}", args.data_dir.display()))?;
-    let grpc = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
-        format!("cannot listen on {} (gRPC); is another coordinator running? pick another --listen", args.listen)
+    std::fs::create_dir_all(&args.data_dir).map_err(|source| Error::DataDir { path: args.data_dir.clone(), source })?;
+    let grpc = tokio::net::TcpListener::bind(args.listen).await.map_err(|source| Error::Listen {
+        what: "gRPC",
+        addr: args.listen,
+        hint: "is another coordinator running? pick another --listen",
+        source,
     })?;
-    let http = tokio::net::TcpListener::bind(args.http)
-        .await
-        .with_context(|| format!("cannot listen on {} (HTTP); pick another --http", args.http))?;
+    let http = tokio::net::TcpListener::bind(args.http).await.map_err(|source| Error::Listen {
+        what: "HTTP",
+        addr: args.http,
+        hint: "pick another --http",
+        source,
+    })?;
     // One line on stdout with the bound addresses, for scripts and tests that listen on port 0.
-    let grpc_addr = grpc.local_addr().context("cannot read the gRPC listener's address")?;
-    let http_addr = http.local_addr().context("cannot read the HTTP listener's address")?;
+    let grpc_addr = grpc.local_addr().map_err(|_| Error::LocalAddr("gRPC"))?;
+    let http_addr = http.local_addr().map_err(|_| Error::LocalAddr("HTTP"))?;
     println!("testgrid-coordinator listening grpc={grpc_addr} http={http_addr}");
     let config = service::Config {
         core: core::Config {

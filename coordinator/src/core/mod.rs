@@ -9,30 +9,31 @@
 //! - a worker never holds more assignments than `slots * (1 + prefetch)`;
 //! - a result counts only for the test's live attempt on the worker that holds it;
 //! - a lost worker's tests are requeued at the front with a new attempt, or end `lost` after
-//!   `max_worker_losses` losses.
+//!   `max_worker_losses` losses;
+//! - how much of a test's output the event log keeps (the session's output budget);
+//! - when a finished session is forgotten (`Action::Forget`).
+//!
+//! The rules are split by concern: [`dispatch`](self::dispatch) (who runs what next),
+//! [`loss`](self::loss) (a lost worker's tests), [`session`](self::session) (one session's
+//! tests, outcomes and output budget), [`views`](self::views) (what the service reads).
 
+mod dispatch;
+mod loss;
 mod model;
 mod session;
-
-/// How a worker was lost, which decides which of its tests may have caused it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Loss {
-    /// Its stream broke: the process died.
-    Abrupt,
-    /// It went silent past the liveness timeout: frozen, or cut off from us.
-    Silent,
-}
+mod views;
 
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use loss::Loss;
 pub use model::*;
-use session::{Session, TestState, conclude};
+use session::{Session, TestState, requeue};
 
 /// How often workers may hand a test back (shutting down) before it ends `error`: a guard
 /// against a broken worker build that refuses everything.
@@ -162,6 +163,7 @@ impl Scheduler {
             Input::Tick => {
                 self.tick(now, &mut out);
                 self.dispatch_all(&mut out);
+                out.extend(self.forget_old_sessions().into_iter().map(|session| Action::Forget { session }));
             }
         }
         out
@@ -241,7 +243,7 @@ impl Scheduler {
             // The kill we asked for, with the output up to it.
             let reason = session.cancel_reason.clone().unwrap_or_else(|| "session cancelled".into());
             let report = Report { outcome: Outcome::Cancelled, message: reason, ..report };
-            out.push(conclude(test, &mut session.totals, key, worker_name, Outcome::Cancelled, report));
+            out.push(session.conclude(key, worker_name, Outcome::Cancelled, report));
             self.finish_session_if_done(now, key.session, out);
             return;
         }
@@ -267,17 +269,8 @@ impl Scheduler {
                 // the test elsewhere; this is neither the test's fault nor a worker loss, and the
                 // worker gets no more work.
                 test.handbacks += 1;
-                test.attempt += 1;
-                test.state = TestState::Queued;
-                session.queue.push_front(key.test);
-                out.push(Action::Emit {
-                    session: key.session,
-                    event: Event::TestRequeued {
-                        test: key.test,
-                        attempt: test.attempt,
-                        reason: format!("worker {worker_name} handed it back"),
-                    },
-                });
+                let reason = format!("worker {worker_name} handed it back");
+                out.push(requeue(test, &mut session.queue, key, reason));
                 if let Some(w) = self.workers.get_mut(&worker) {
                     w.draining = true;
                 }
@@ -287,7 +280,7 @@ impl Scheduler {
         };
         match final_outcome {
             Some(outcome) => {
-                out.push(conclude(test, &mut session.totals, key, worker_name, outcome, report));
+                out.push(session.conclude(key, worker_name, outcome, report));
                 self.finish_session_if_done(now, key.session, out);
             }
             None => {
@@ -296,6 +289,8 @@ impl Scheduler {
                 test.attempt += 1;
                 test.state = TestState::Queued;
                 session.queue.push_back(key.test);
+                let mut report = report;
+                session.output.keep(false, report.outcome, &mut report);
                 out.push(Action::Emit {
                     session: key.session,
                     event: Event::TestFinished {
@@ -326,106 +321,6 @@ impl Scheduler {
         });
     }
 
-    fn lose_worker(&mut self, now: Millis, id: WorkerId, reason: &str, loss: Loss, out: &mut Vec<Action>) {
-        let Some(w) = self.workers.remove(&id) else { return };
-        let default_max = self.config.max_worker_losses;
-        let mut touched = BTreeSet::new();
-        let maybe_running = self.maybe_running(&w, loss);
-        // Latest first: each goes to the front of its queue, so they keep their order there.
-        let mut held: Vec<(u64, AssignmentKey)> = w.held.iter().map(|(k, seq)| (*seq, *k)).collect();
-        held.sort_by(|a, b| b.cmp(a));
-        for (_, key) in held {
-            let Some(session) = self.sessions.get_mut(&key.session) else { continue };
-            let max_losses = match session.spec.max_worker_losses {
-                0 => default_max,
-                n => n,
-            };
-            let Some(test) = session.tests.get_mut(key.test as usize) else { continue };
-            if test.attempt != key.attempt {
-                continue;
-            }
-            if test.state == (TestState::Cancelling { worker: id }) {
-                let cancelled = session.cancel_reason.clone().unwrap_or_else(|| "session cancelled".into());
-                let report = Report::synthetic(
-                    Outcome::Cancelled,
-                    format!("{cancelled}; its worker was lost while stopping it ({reason})"),
-                );
-                out.push(conclude(test, &mut session.totals, key, w.spec.name.clone(), Outcome::Cancelled, report));
-                touched.insert(key.session);
-                continue;
-            }
-            let TestState::Assigned { worker, started } = test.state else { continue };
-            if worker != id {
-                continue;
-            }
-            if started {
-                session.running = session.running.saturating_sub(1);
-            }
-            // Only a test that was (or may have been) running can have taken its worker down.
-            if maybe_running.contains(&key) {
-                test.losses += 1;
-            }
-            if test.losses > max_losses {
-                let report = Report::synthetic(
-                    Outcome::Lost,
-                    format!(
-                        "its worker was lost {} times (limit {max_losses}); last: {} ({reason})",
-                        test.losses, w.spec.name
-                    ),
-                );
-                out.push(conclude(test, &mut session.totals, key, w.spec.name.clone(), Outcome::Lost, report));
-                touched.insert(key.session);
-            } else {
-                test.attempt += 1;
-                test.state = TestState::Queued;
-                session.queue.push_front(key.test);
-                out.push(Action::Emit {
-                    session: key.session,
-                    event: Event::TestRequeued {
-                        test: key.test,
-                        attempt: test.attempt,
-                        reason: format!("worker {} lost: {reason}", w.spec.name),
-                    },
-                });
-            }
-        }
-        for session in touched {
-            self.finish_session_if_done(now, session, out);
-        }
-    }
-
-    /// Which of a worker's assignments may have been running when it was lost.
-    ///
-    /// - A draining worker starts nothing new: only those it said it started.
-    /// - A worker whose stream broke (it died: killed, crashed, OOM) may have been taken down by
-    ///   any test it held. Ordering cannot narrow this down: a test that kills its worker at once
-    ///   takes its own `TestStarted` with it, and often the reports of the quick tests its slot
-    ///   ran just before, so "queued there" and "ran, finished, then the next one started" look
-    ///   the same from here. An innocent test charged this way is safe: on its last chance it
-    ///   runs alone on an emptied worker, so only a loss there ends it `lost`.
-    /// - A worker that went silent (frozen, cut off) was not killed by a test that crashed it;
-    ///   only what it said it started and, for each slot with nothing started that we know of,
-    ///   the next one in the order they were handed out.
-    fn maybe_running(&self, w: &Worker, loss: Loss) -> BTreeSet<AssignmentKey> {
-        if !w.draining && loss == Loss::Abrupt {
-            return w.held.keys().copied().collect();
-        }
-        let started = |key: &AssignmentKey| {
-            self.sessions.get(&key.session).and_then(|s| s.tests.get(key.test as usize)).is_some_and(|t| {
-                t.attempt == key.attempt && matches!(t.state, TestState::Assigned { started: true, .. })
-            })
-        };
-        let mut running: BTreeSet<AssignmentKey> = w.held.keys().filter(|k| started(k)).copied().collect();
-        if !w.draining {
-            let free = (w.spec.slots as usize).saturating_sub(running.len());
-            let mut unstarted: Vec<(u64, AssignmentKey)> =
-                w.held.iter().filter(|(k, _)| !running.contains(k)).map(|(k, seq)| (*seq, *k)).collect();
-            unstarted.sort();
-            running.extend(unstarted.into_iter().take(free).map(|(_, k)| k));
-        }
-        running
-    }
-
     fn cancel(&mut self, now: Millis, id: SessionId, reason: String, out: &mut Vec<Action>) {
         let Some(session) = self.sessions.get_mut(&id) else { return };
         if session.finished_at.is_some() || session.cancel_reason.is_some() {
@@ -435,7 +330,8 @@ impl Scheduler {
         session.queue.clear();
         session.running = 0;
         out.push(Action::Emit { session: id, event: Event::Cancelled { reason: reason.clone() } });
-        for (index, test) in session.tests.iter_mut().enumerate() {
+        for index in 0..session.tests.len() {
+            let test = &mut session.tests[index];
             let key = AssignmentKey { session: id, test: index as u32, attempt: test.attempt };
             match test.state {
                 TestState::Done(_) | TestState::Cancelling { .. } => continue,
@@ -452,7 +348,7 @@ impl Scheduler {
                 }
             }
             let report = Report::synthetic(Outcome::Cancelled, reason.clone());
-            out.push(conclude(test, &mut session.totals, key, String::new(), Outcome::Cancelled, report));
+            out.push(session.conclude(key, String::new(), Outcome::Cancelled, report));
         }
         self.finish_session_if_done(now, id, out);
     }
@@ -522,207 +418,4 @@ impl Scheduler {
             event: Event::Finished { totals: session.totals, cancel_reason: session.cancel_reason.clone() },
         });
     }
-
-    /// Hand queued tests to workers with free capacity: first up to one per slot across all
-    /// workers (so work spreads), then the prefetch.
-    fn dispatch_all(&mut self, out: &mut Vec<Action>) {
-        if self.active.is_empty() {
-            return;
-        }
-        let worker_ids: Vec<WorkerId> = self.workers.keys().copied().collect();
-        for prefetch in [0, self.config.prefetch_per_slot] {
-            loop {
-                let mut progressed = false;
-                for id in &worker_ids {
-                    if self.dispatch_one(*id, prefetch, out) {
-                        progressed = true;
-                    }
-                }
-                if !progressed {
-                    break;
-                }
-            }
-        }
-    }
-
-    /// Give one queued test to `worker` if it has room under `prefetch`; true if it did.
-    fn dispatch_one(&mut self, worker: WorkerId, prefetch: u32, out: &mut Vec<Action>) -> bool {
-        let Some(w) = self.workers.get(&worker) else { return false };
-        if w.draining || w.held.len() >= w.capacity(prefetch) || w.held.keys().any(|k| self.is_suspect(k)) {
-            return false;
-        }
-        let Some((sid, position)) = self.pick(worker, w) else { return false };
-        let Some(session) = self.sessions.get_mut(&sid) else { return false };
-        let Some(index) = session.queue.remove(position) else { return false };
-        let test = &mut session.tests[index as usize];
-        test.state = TestState::Assigned { worker, started: false };
-        let key = AssignmentKey { session: sid, test: index, attempt: test.attempt };
-        out.push(Action::Assign {
-            worker,
-            assignment: Assignment {
-                key,
-                path: session.spec.tests[index as usize].clone(),
-                spec: Arc::clone(&session.spec),
-            },
-        });
-        self.next_seq += 1;
-        let seq = self.next_seq;
-        if let Some(w) = self.workers.get_mut(&worker) {
-            w.held.insert(key, seq);
-        }
-        true
-    }
-
-    /// How often a session's tests may lose their worker.
-    fn max_losses(&self, session: &Session) -> u32 {
-        match session.spec.max_worker_losses {
-            0 => self.config.max_worker_losses,
-            n => n,
-        }
-    }
-
-    /// Whether a test is on its last chance: one more worker loss ends it `lost`. Such a test
-    /// runs alone on a worker (nothing beside it), so that if it crashes its worker again it is
-    /// surely the culprit, and an innocent test that shared a worker with a crasher is never
-    /// lost with it.
-    fn last_chance(&self, session: &Session, test: &session::TestEntry) -> bool {
-        test.losses > 0 && test.losses >= self.max_losses(session)
-    }
-
-    /// Whether the live attempt `key` is a last-chance test running alone (see `last_chance`).
-    fn is_suspect(&self, key: &AssignmentKey) -> bool {
-        self.sessions.get(&key.session).is_some_and(|s| {
-            s.tests.get(key.test as usize).is_some_and(|t| {
-                self.last_chance(s, t) && t.attempt == key.attempt && matches!(t.state, TestState::Assigned { .. })
-            })
-        })
-    }
-
-    /// The worker that stops taking work so that it empties for a last-chance test: the eligible
-    /// one holding the least (ties by id).
-    fn reserved_for(&self, session: &Session) -> Option<WorkerId> {
-        self.workers
-            .iter()
-            .filter(|(_, w)| !w.draining && labels_match(&session.spec.required_labels, &w.spec.labels))
-            .min_by_key(|(id, w)| (w.held.len(), **id))
-            .map(|(id, _)| *id)
-    }
-
-    /// Which queued test `worker` should run next: the first session (in submission order) whose
-    /// labels it matches, and in it the first queued test, except that a retry skips the worker
-    /// its last attempt failed on while another connected worker could run it, and a test on its
-    /// last chance only goes to a worker that holds nothing.
-    fn pick(&self, worker: WorkerId, w: &Worker) -> Option<(SessionId, usize)> {
-        /// How far into a queue to look for a test this worker may take.
-        const LOOKAHEAD: usize = 64;
-        for sid in &self.active {
-            let Some(session) = self.sessions.get(sid) else { continue };
-            if session.queue.is_empty() || !labels_match(&session.spec.required_labels, &w.spec.labels) {
-                continue;
-            }
-            let mut others: Option<bool> = None;
-            for (position, index) in session.queue.iter().take(LOOKAHEAD).enumerate() {
-                let test = &session.tests[*index as usize];
-                if self.last_chance(session, test) {
-                    if w.held.is_empty() {
-                        return Some((*sid, position));
-                    }
-                    // One worker takes nothing more until it is empty and can run it alone;
-                    // the others go on with the rest of the queue.
-                    if self.reserved_for(session) == Some(worker) {
-                        return None;
-                    }
-                    continue;
-                }
-                if test.avoid != Some(worker) {
-                    return Some((*sid, position));
-                }
-                let others = *others.get_or_insert_with(|| {
-                    self.workers.iter().any(|(id, other)| {
-                        *id != worker
-                            && !other.draining
-                            && labels_match(&session.spec.required_labels, &other.spec.labels)
-                    })
-                });
-                if !others {
-                    return Some((*sid, position));
-                }
-            }
-        }
-        None
-    }
-
-    /// Forget the oldest finished sessions beyond `keep_finished_sessions`; returns their ids so
-    /// the caller can drop their logs. A worker may still hold a cancelled test of a forgotten
-    /// session: its report then finds no session and only frees the slot.
-    pub fn forget_old_sessions(&mut self) -> Vec<SessionId> {
-        let finished = self.order.len() - self.active.len();
-        let excess = finished.saturating_sub(self.config.keep_finished_sessions);
-        if excess == 0 {
-            return Vec::new();
-        }
-        let mut forgotten = Vec::with_capacity(excess);
-        for id in &self.order {
-            if forgotten.len() == excess {
-                break;
-            }
-            if self.sessions.get(id).is_some_and(|s| s.finished_at.is_some()) {
-                forgotten.push(*id);
-            }
-        }
-        for id in &forgotten {
-            self.sessions.remove(id);
-        }
-        self.order.retain(|id| self.sessions.contains_key(id));
-        forgotten
-    }
-
-    /// One session's state and totals.
-    pub fn session(&self, id: SessionId) -> Option<SessionView> {
-        self.sessions.get(&id).map(Session::view)
-    }
-
-    /// Every session, newest first.
-    pub fn sessions(&self) -> Vec<SessionView> {
-        self.order.iter().rev().filter_map(|id| self.session(*id)).collect()
-    }
-
-    /// Every connected worker.
-    pub fn workers(&self) -> Vec<WorkerView> {
-        self.workers
-            .iter()
-            .map(|(id, w)| WorkerView {
-                id: *id,
-                spec: w.spec.clone(),
-                held: w.held.keys().copied().collect(),
-                running_tests: w
-                    .held
-                    .keys()
-                    .filter_map(|key| {
-                        let session = self.sessions.get(&key.session)?;
-                        let test = session.tests.get(key.test as usize)?;
-                        let running = match test.state {
-                            TestState::Assigned { started: true, worker } | TestState::Cancelling { worker } => {
-                                worker == *id && test.attempt == key.attempt
-                            }
-                            _ => false,
-                        };
-                        running.then(|| session.spec.tests[key.test as usize].clone())
-                    })
-                    .collect(),
-                last_seen: w.last_seen,
-                connected_at: w.connected_at,
-                draining: w.draining,
-            })
-            .collect()
-    }
-
-    /// How many tests wait in queues, over all sessions.
-    pub fn queued(&self) -> usize {
-        self.active.iter().filter_map(|id| self.sessions.get(id)).map(|s| s.queue.len()).sum()
-    }
-}
-
-fn labels_match(required: &BTreeMap<String, String>, have: &BTreeMap<String, String>) -> bool {
-    required.iter().all(|(k, v)| have.get(k) == Some(v))
 }

@@ -176,6 +176,8 @@ pub enum Action {
     Emit { session: SessionId, event: Event },
     /// Close a worker's stream (it was declared lost without its stream ending).
     DisconnectWorker { worker: WorkerId, reason: String },
+    /// The scheduler forgot a finished session (beyond `keep_finished_sessions`): drop its log.
+    Forget { session: SessionId },
 }
 
 /// Per-outcome counts of a session's tests.
@@ -211,8 +213,9 @@ impl Totals {
     }
 }
 
-/// What a session's log records. The service numbers them and serves them to watchers.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What a session's log records, exactly as the core emitted it (output already trimmed to the
+/// session's budget). The store numbers them; the service serves them to watchers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
     Created { name: String, paths: Vec<String> },
     TestStarted { test: u32, attempt: u32, worker: String },

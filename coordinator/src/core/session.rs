@@ -1,4 +1,5 @@
-//! One session's state inside the scheduler.
+//! One session's state inside the scheduler: its tests and their attempts, its queue, its totals,
+//! and how much output its event log keeps.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -42,6 +43,8 @@ pub(super) struct Session {
     pub tests: Vec<TestEntry>,
     pub queue: VecDeque<u32>,
     pub totals: Totals,
+    /// Output kept in the event log so far, against the session's budget.
+    pub output: OutputBudget,
     pub running: u32,
     pub created_at: Millis,
     pub finished_at: Option<Millis>,
@@ -69,6 +72,7 @@ impl Session {
                 .collect(),
             queue: (0..n as u32).collect(),
             totals: Totals { total: n as u32, ..Totals::default() },
+            output: OutputBudget::default(),
             running: 0,
             created_at: now,
             finished_at: None,
@@ -76,6 +80,27 @@ impl Session {
             watchers: 0,
             unwatched_since: Some(now),
             spec,
+        }
+    }
+
+    /// End a test with its outcome: the one place a test gets its final event, so that the
+    /// state, the totals and the event log cannot disagree.
+    pub fn conclude(&mut self, key: AssignmentKey, worker: String, outcome: Outcome, mut report: Report) -> Action {
+        if let Some(test) = self.tests.get_mut(key.test as usize) {
+            test.state = TestState::Done(outcome);
+        }
+        self.totals.count(outcome);
+        self.output.keep(true, outcome, &mut report);
+        Action::Emit {
+            session: key.session,
+            event: Event::TestFinished {
+                test: key.test,
+                attempt: key.attempt,
+                worker,
+                is_final: true,
+                outcome,
+                report,
+            },
         }
     }
 
@@ -93,20 +118,93 @@ impl Session {
     }
 }
 
-/// End a test with its outcome: the one place a test gets its final event, so that the state,
-/// the totals and the event log cannot disagree.
-pub(super) fn conclude(
-    test: &mut TestEntry,
-    totals: &mut Totals,
-    key: AssignmentKey,
-    worker: String,
-    outcome: Outcome,
-    report: Report,
-) -> Action {
-    test.state = TestState::Done(outcome);
-    totals.count(outcome);
-    Action::Emit {
-        session: key.session,
-        event: Event::TestFinished { test: key.test, attempt: key.attempt, worker, is_final: true, outcome, report },
+/// Send a test back to the front of its queue with a new attempt (its worker was lost or handed
+/// it back): neither a failure nor a retry.
+pub(super) fn requeue(test: &mut TestEntry, queue: &mut VecDeque<u32>, key: AssignmentKey, reason: String) -> Action {
+    test.attempt += 1;
+    test.state = TestState::Queued;
+    queue.push_front(key.test);
+    Action::Emit { session: key.session, event: Event::TestRequeued { test: key.test, attempt: test.attempt, reason } }
+}
+
+/// Output kept in the event log for a test that passed: the tail, enough to see how it ended.
+const KEEP_PASSED_OUTPUT: usize = 16 * 1024;
+/// Output a session may keep in full (failures first come, first kept) before later failures
+/// keep only their tail: the log lives in the coordinator's memory.
+const SESSION_OUTPUT_BUDGET: u64 = 256 * 1024 * 1024;
+/// What a failure keeps once the session's budget is spent.
+const KEEP_OUTPUT_OVER_BUDGET: usize = 64 * 1024;
+
+/// How much output a session's event log holds; decides what each attempt's report keeps, so
+/// that the log is exactly what the core emitted.
+#[derive(Debug, Default)]
+pub(super) struct OutputBudget {
+    stored: u64,
+}
+
+impl OutputBudget {
+    /// Trim `report`'s output for the log: a passed test keeps its tail, a failure keeps all of
+    /// it while the session's budget lasts and its tail after that.
+    pub fn keep(&mut self, is_final: bool, outcome: Outcome, report: &mut Report) {
+        let keep = if is_final && outcome.is_success() {
+            KEEP_PASSED_OUTPUT
+        } else if self.stored > SESSION_OUTPUT_BUDGET {
+            KEEP_OUTPUT_OVER_BUDGET
+        } else {
+            usize::MAX
+        };
+        keep_tail(report, keep);
+        self.stored += report.output.len() as u64;
+    }
+}
+
+/// Keep the last `keep` bytes of a report's output, counting what goes.
+fn keep_tail(report: &mut Report, keep: usize) {
+    let len = report.output.len();
+    if len <= keep {
+        return;
+    }
+    let cut = len - keep;
+    report.output.drain(..cut);
+    report.output_dropped_bytes += cut as u64;
+    let marker = format!("[... testgrid kept the last {keep} bytes of this output ...]\n");
+    report.output.splice(0..0, marker.into_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_tail_counts_what_it_drops() {
+        let mut report = Report::synthetic(Outcome::Passed, "");
+        report.output = b"0123456789".to_vec();
+        report.output_dropped_bytes = 5;
+        keep_tail(&mut report, 4);
+        assert!(report.output.ends_with(b"6789"));
+        assert!(report.output.starts_with(b"[... testgrid kept the last 4 bytes"));
+        assert_eq!(report.output_dropped_bytes, 11);
+        let mut small = Report::synthetic(Outcome::Passed, "");
+        small.output = b"abc".to_vec();
+        keep_tail(&mut small, 4);
+        assert_eq!(small.output, b"abc");
+    }
+
+    #[test]
+    fn a_passed_test_keeps_its_tail_and_failures_all_until_the_budget_is_spent() {
+        let mut budget = OutputBudget::default();
+        let mut passed = Report::synthetic(Outcome::Passed, "");
+        passed.output = vec![b'p'; KEEP_PASSED_OUTPUT * 2];
+        budget.keep(true, Outcome::Passed, &mut passed);
+        assert_eq!(passed.output_dropped_bytes, KEEP_PASSED_OUTPUT as u64);
+        let mut failed = Report::synthetic(Outcome::Failed, "");
+        failed.output = vec![b'f'; KEEP_PASSED_OUTPUT * 2];
+        budget.keep(true, Outcome::Failed, &mut failed);
+        assert_eq!(failed.output_dropped_bytes, 0, "a failure keeps all of its output");
+        budget.stored = SESSION_OUTPUT_BUDGET + 1;
+        let mut late = Report::synthetic(Outcome::Failed, "");
+        late.output = vec![b'l'; KEEP_OUTPUT_OVER_BUDGET * 2];
+        budget.keep(false, Outcome::Failed, &mut late);
+        assert_eq!(late.output_dropped_bytes, KEEP_OUTPUT_OVER_BUDGET as u64, "over budget: the tail only");
     }
 }

@@ -1,6 +1,6 @@
 //! One test per transition of the scheduler.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use uuid::Uuid;
 
@@ -584,4 +584,48 @@ fn a_worker_that_hands_work_back_gets_no_more() {
     assert!(assigned(&out).is_empty(), "{out:?}");
     let out = s.handle(2, Input::WorkerJoined { id: wid(2), spec: worker(1) });
     assert_eq!(assigned(&out), vec![(wid(2), key(sid(1), 0, 2))]);
+}
+
+#[test]
+fn a_tick_forgets_old_finished_sessions_through_actions() {
+    let mut s = Scheduler::new(Config { keep_finished_sessions: 1, prefetch_per_slot: 0, ..Config::default() });
+    for n in 1..=3 {
+        s.handle(0, Input::Submit { id: sid(n), spec: spec(0) });
+    }
+    let forgotten = |out: &[Action]| -> Vec<SessionId> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::Forget { session } => Some(*session),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(forgotten(&s.handle(1, Input::Tick)), vec![sid(1), sid(2)]);
+    assert!(forgotten(&s.handle(2, Input::Tick)).is_empty(), "each session is forgotten once");
+    assert!(s.session(sid(1)).is_none() && s.session(sid(3)).is_some());
+}
+
+#[test]
+fn the_log_gets_a_passed_tests_tail_and_a_failures_whole_output() {
+    let mut s = no_prefetch();
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(2) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(2) });
+    let emitted = |out: &[Action]| {
+        out.iter()
+            .find_map(|a| match a {
+                Action::Emit { event: Event::TestFinished { report, .. }, .. } => Some(report.clone()),
+                _ => None,
+            })
+            .expect("a TestFinished event")
+    };
+    let mut passed = report(Outcome::Passed);
+    passed.output = vec![b'x'; 100_000];
+    let out = s.handle(1, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: passed });
+    let kept = emitted(&out);
+    assert!(kept.output.len() < 20_000 && kept.output.ends_with(b"xxx"), "{}", kept.output.len());
+    assert_eq!(kept.output_dropped_bytes, 100_000 - 16 * 1024);
+    let mut failed = report(Outcome::Failed);
+    failed.output = vec![b'y'; 100_000];
+    let out = s.handle(2, Input::Finished { worker: wid(1), key: key(sid(1), 1, 1), report: failed });
+    assert_eq!(emitted(&out).output.len(), 100_000, "a failure keeps all of its output");
 }

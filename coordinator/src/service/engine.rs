@@ -5,20 +5,20 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use testgrid_proto as pb;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
-use super::convert::{event_to_pb, expand_command, key_to_pb};
+use super::convert::{expand_command, key_to_pb};
 use super::metrics::Metrics;
 use crate::core::{
     Action, Event, Input, Millis, Scheduler, SessionId, SessionSpec, SessionView, WorkerId, WorkerSpec, WorkerView,
 };
-use crate::store::EventStore;
+use crate::store::SessionStore;
 
 /// What flows to a worker's `Attach` response stream.
 pub type WorkerTx = mpsc::Sender<Result<pb::CoordinatorMessage, Status>>;
@@ -90,10 +90,6 @@ impl EngineHandle {
     }
 }
 
-pub fn now_ms() -> Millis {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 /// The core's clock: wall-clock milliseconds at start plus monotonic time since, so that event
 /// times read as dates while a wall-clock step (NTP) can neither expire every worker's liveness
 /// at once nor stretch a session deadline.
@@ -104,32 +100,12 @@ struct Clock {
 
 impl Clock {
     fn new() -> Self {
-        Clock { wall_at_start: now_ms(), start: std::time::Instant::now() }
+        Clock { wall_at_start: testgrid_proto::now_ms(), start: std::time::Instant::now() }
     }
 
     fn now(&self) -> Millis {
         self.wall_at_start + self.start.elapsed().as_millis() as u64
     }
-}
-
-/// Output kept in the event log for a test that passed: the tail, enough to see how it ended.
-const KEEP_PASSED_OUTPUT: usize = 16 * 1024;
-/// Output a session may keep in full (failures first come, first kept) before later failures
-/// keep only their tail: the log lives in the coordinator's memory.
-const SESSION_OUTPUT_BUDGET: u64 = 256 * 1024 * 1024;
-const KEEP_OUTPUT_OVER_BUDGET: usize = 64 * 1024;
-
-/// Keep the last `keep` bytes of a report's output, counting what goes.
-fn keep_tail(report: &mut crate::core::Report, keep: usize) {
-    let len = report.output.len();
-    if len <= keep {
-        return;
-    }
-    let cut = len - keep;
-    report.output.drain(..cut);
-    report.output_dropped_bytes += cut as u64;
-    let marker = format!("[... testgrid kept the last {keep} bytes of this output ...]\n");
-    report.output.splice(0..0, marker.into_bytes());
 }
 
 /// How often the engine gives the core a `Tick` (deadlines, liveness).
@@ -138,7 +114,7 @@ const TICK: Duration = Duration::from_millis(200);
 /// Start the engine task; it runs until `shutdown` is cancelled.
 pub fn spawn(
     scheduler: Scheduler,
-    store: Arc<EventStore>,
+    store: Arc<dyn SessionStore>,
     metrics: Arc<Metrics>,
     ping_every: Duration,
     shutdown: CancellationToken,
@@ -150,8 +126,8 @@ pub fn spawn(
         metrics,
         workers: HashMap::new(),
         ping_every,
-        output_bytes: HashMap::new(),
         clock: Clock::new(),
+        stop: shutdown.clone(),
     };
     let task = tokio::spawn(engine.run(rx, shutdown));
     (EngineHandle { tx }, task)
@@ -159,14 +135,14 @@ pub fn spawn(
 
 struct Engine {
     scheduler: Scheduler,
-    store: Arc<EventStore>,
+    store: Arc<dyn SessionStore>,
     metrics: Arc<Metrics>,
     workers: HashMap<WorkerId, WorkerTx>,
     /// How often every worker hears from us, so that it can tell a dead coordinator.
     ping_every: Duration,
-    /// Output bytes stored per running session, against `SESSION_OUTPUT_BUDGET`.
-    output_bytes: HashMap<SessionId, u64>,
     clock: Clock,
+    /// Stops the coordinator when the store fails: it could no longer keep its promises.
+    stop: CancellationToken,
 }
 
 impl Engine {
@@ -186,12 +162,7 @@ impl Engine {
                     None => break,
                 },
                 _ = ping.tick() => self.ping_all(),
-                _ = tick.tick() => {
-                    self.input(Input::Tick);
-                    for id in self.scheduler.forget_old_sessions() {
-                        self.store.remove(id);
-                    }
-                }
+                _ = tick.tick() => self.input(Input::Tick),
             }
         }
         // Dropping the worker channels ends their streams; workers reconnect to the next coordinator.
@@ -206,7 +177,7 @@ impl Engine {
                 info!(session_id = %id, tests = spec.tests.len(), name = %spec.name, "session submitted");
                 self.metrics.sessions_submitted.inc();
                 // Create the log before anyone can learn the id, so `Watch` always finds it.
-                self.store.log(id);
+                self.store.create(id);
                 self.input(Input::Submit { id, spec });
                 // The submitter may have gone away; the session runs regardless.
                 let _ = reply.send(id);
@@ -290,27 +261,17 @@ impl Engine {
                     pb::coordinator_message::Kind::Cancel(pb::Cancel { assignment: Some(key_to_pb(&key)), reason });
                 self.send_worker(worker, msg, pending);
             }
-            Action::Emit { session, mut event } => {
-                if let Event::TestFinished { is_final, outcome, report, .. } = &mut event {
-                    if *is_final {
-                        self.metrics.test_finished(*outcome);
-                    }
-                    let stored = self.output_bytes.entry(session).or_default();
-                    let keep = if *is_final && outcome.is_success() {
-                        KEEP_PASSED_OUTPUT
-                    } else if *stored > SESSION_OUTPUT_BUDGET {
-                        KEEP_OUTPUT_OVER_BUDGET
-                    } else {
-                        usize::MAX
-                    };
-                    keep_tail(report, keep);
-                    *stored += report.output.len() as u64;
+            Action::Emit { session, event } => {
+                if let Event::TestFinished { is_final: true, outcome, .. } = &event {
+                    self.metrics.test_finished(*outcome);
                 }
-                if matches!(event, Event::Finished { .. }) {
-                    self.output_bytes.remove(&session);
+                let log = self.store.log(session).unwrap_or_else(|| self.store.create(session));
+                if let Err(e) = log.append(now, event) {
+                    error!(session_id = %session, error = %e, "stopping: the session store cannot keep events");
+                    self.stop.cancel();
                 }
-                self.store.log(session).append(now, event_to_pb(&event));
             }
+            Action::Forget { session } => self.store.forget(session),
             Action::DisconnectWorker { worker, reason } => {
                 if let Some(tx) = self.workers.remove(&worker) {
                     warn!(worker_id = %worker, %reason, "worker lost");
@@ -330,26 +291,5 @@ impl Engine {
             self.workers.remove(&worker);
             pending.push(Input::WorkerLost { id: worker, reason: reason.to_string() });
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::core::{Outcome, Report};
-
-    #[test]
-    fn keep_tail_counts_what_it_drops() {
-        let mut report = Report::synthetic(Outcome::Passed, "");
-        report.output = b"0123456789".to_vec();
-        report.output_dropped_bytes = 5;
-        keep_tail(&mut report, 4);
-        assert!(report.output.ends_with(b"6789"));
-        assert!(report.output.starts_with(b"[... testgrid kept the last 4 bytes"));
-        assert_eq!(report.output_dropped_bytes, 11);
-        let mut small = Report::synthetic(Outcome::Passed, "");
-        small.output = b"abc".to_vec();
-        keep_tail(&mut small, 4);
-        assert_eq!(small.output, b"abc");
     }
 }

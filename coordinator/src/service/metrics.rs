@@ -6,6 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use super::convert::outcome_to_pb;
 use crate::core::{Outcome, Scheduler};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -42,16 +43,7 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn test_finished(&self, outcome: Outcome) {
-        let outcome = match outcome {
-            Outcome::Passed => "passed",
-            Outcome::Failed => "failed",
-            Outcome::Flaky => "flaky",
-            Outcome::TimedOut => "timed_out",
-            Outcome::Lost => "lost",
-            Outcome::Cancelled => "cancelled",
-            Outcome::Error => "error",
-            Outcome::Skipped => "skipped",
-        };
+        let outcome = outcome_to_pb(outcome).key();
         self.tests_finished.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 

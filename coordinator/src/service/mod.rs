@@ -20,11 +20,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::core::{self, Scheduler};
-use crate::store::EventStore;
+use crate::store::{MemoryStore, SessionStore};
 
 /// The largest message the coordinator accepts (a submission of very many tests, or a worker's
 /// result with its bounded output and case results).
-const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+const MAX_MESSAGE_BYTES: usize = testgrid_proto::client::MAX_MESSAGE_BYTES;
 
 /// Everything `serve` needs besides its listeners.
 #[derive(Clone, Debug)]
@@ -67,7 +67,7 @@ pub async fn serve(
     if let Some(dir) = &config.data_dir {
         std::fs::create_dir_all(dir).map_err(|source| Error::DataDir { path: dir.clone(), source })?;
     }
-    let store = Arc::new(EventStore::new());
+    let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
     let metrics = Arc::new(metrics::Metrics::default());
     let liveness_timeout = Duration::from_millis(config.core.liveness_timeout_ms);
     let prefetch_per_slot = config.core.prefetch_per_slot;

@@ -10,14 +10,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use super::convert::{parse_session_id, session_view_to_pb};
+use super::convert::{event_to_pb, parse_session_id, session_view_to_pb};
 use super::engine::{Command, EngineHandle};
 use crate::core::{Input, SessionId, SessionSpec};
-use crate::store::{EventStore, SessionLog};
+use crate::store::{SessionLog, SessionStore, StoredEvent};
 
 pub struct SessionSvc {
     pub engine: EngineHandle,
-    pub store: Arc<EventStore>,
+    pub store: Arc<dyn SessionStore>,
     /// Ends open `Watch` streams when the coordinator stops, so that it can stop.
     pub shutdown: CancellationToken,
 }
@@ -34,7 +34,7 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::SessionEvent, Status>> +
 /// Send a log's events from `next` on until the session finishes, the watcher goes away, or the
 /// coordinator stops.
 async fn follow_log(
-    log: &SessionLog,
+    log: &dyn SessionLog,
     mut next: u64,
     tx: &mpsc::Sender<Result<pb::SessionEvent, Status>>,
     shutdown: &CancellationToken,
@@ -59,11 +59,16 @@ async fn follow_log(
         }
         for event in batch {
             next = event.seq + 1;
-            if tx.send(Ok(event.as_ref().clone())).await.is_err() {
+            if tx.send(Ok(stored_to_pb(&event))).await.is_err() {
                 return;
             }
         }
     }
+}
+
+/// An event as watchers receive it.
+fn stored_to_pb(stored: &StoredEvent) -> pb::SessionEvent {
+    pb::SessionEvent { seq: stored.seq, time_ms: stored.time_ms, kind: Some(event_to_pb(&stored.event)) }
 }
 
 #[tonic::async_trait]
@@ -80,13 +85,13 @@ impl pb::session_service_server::SessionService for SessionSvc {
     async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<WatchStream>, Status> {
         let request = request.into_inner();
         let id = parse_session_id(&request.session_id)?;
-        let log = self.store.get(id).ok_or_else(|| not_found(id))?;
+        let log = self.store.log(id).ok_or_else(|| not_found(id))?;
         let (tx, rx) = mpsc::channel(WATCH_BATCH);
         let shutdown = self.shutdown.clone();
         let engine = self.engine.clone();
         engine.send(Command::Input(Input::WatchStarted { session: id })).await?;
         tokio::spawn(async move {
-            follow_log(&log, request.from_seq.max(1), &tx, &shutdown).await;
+            follow_log(log.as_ref(), request.from_seq.max(1), &tx, &shutdown).await;
             // Counted for --cancel-on-disconnect; if the engine is gone nobody needs to know.
             let _ = engine.send(Command::Input(Input::WatchEnded { session: id })).await;
         });

@@ -1,0 +1,144 @@
+//! Handing queued tests to workers: who gets what next (sessions in submission order, labels,
+//! retries elsewhere, a last-chance test alone on an emptied worker), within each worker's
+//! capacity. Owns no state of its own.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::session::{self, Session, TestState};
+use super::{Action, Assignment, AssignmentKey, Scheduler, SessionId, Worker, WorkerId};
+
+impl Scheduler {
+    /// Hand queued tests to workers with free capacity: first up to one per slot across all
+    /// workers (so work spreads), then the prefetch.
+    pub(super) fn dispatch_all(&mut self, out: &mut Vec<Action>) {
+        if self.active.is_empty() {
+            return;
+        }
+        let worker_ids: Vec<WorkerId> = self.workers.keys().copied().collect();
+        for prefetch in [0, self.config.prefetch_per_slot] {
+            loop {
+                let mut progressed = false;
+                for id in &worker_ids {
+                    if self.dispatch_one(*id, prefetch, out) {
+                        progressed = true;
+                    }
+                }
+                if !progressed {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Give one queued test to `worker` if it has room under `prefetch`; true if it did.
+    pub(super) fn dispatch_one(&mut self, worker: WorkerId, prefetch: u32, out: &mut Vec<Action>) -> bool {
+        let Some(w) = self.workers.get(&worker) else { return false };
+        if w.draining || w.held.len() >= w.capacity(prefetch) || w.held.keys().any(|k| self.is_suspect(k)) {
+            return false;
+        }
+        let Some((sid, position)) = self.pick(worker, w) else { return false };
+        let Some(session) = self.sessions.get_mut(&sid) else { return false };
+        let Some(index) = session.queue.remove(position) else { return false };
+        let test = &mut session.tests[index as usize];
+        test.state = TestState::Assigned { worker, started: false };
+        let key = AssignmentKey { session: sid, test: index, attempt: test.attempt };
+        out.push(Action::Assign {
+            worker,
+            assignment: Assignment {
+                key,
+                path: session.spec.tests[index as usize].clone(),
+                spec: Arc::clone(&session.spec),
+            },
+        });
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.held.insert(key, seq);
+        }
+        true
+    }
+
+    /// How often a session's tests may lose their worker.
+    pub(super) fn max_losses(&self, session: &Session) -> u32 {
+        match session.spec.max_worker_losses {
+            0 => self.config.max_worker_losses,
+            n => n,
+        }
+    }
+
+    /// Whether a test is on its last chance: one more worker loss ends it `lost`. Such a test
+    /// runs alone on a worker (nothing beside it), so that if it crashes its worker again it is
+    /// surely the culprit, and an innocent test that shared a worker with a crasher is never
+    /// lost with it.
+    pub(super) fn last_chance(&self, session: &Session, test: &session::TestEntry) -> bool {
+        test.losses > 0 && test.losses >= self.max_losses(session)
+    }
+
+    /// Whether the live attempt `key` is a last-chance test running alone (see `last_chance`).
+    pub(super) fn is_suspect(&self, key: &AssignmentKey) -> bool {
+        self.sessions.get(&key.session).is_some_and(|s| {
+            s.tests.get(key.test as usize).is_some_and(|t| {
+                self.last_chance(s, t) && t.attempt == key.attempt && matches!(t.state, TestState::Assigned { .. })
+            })
+        })
+    }
+
+    /// The worker that stops taking work so that it empties for a last-chance test: the eligible
+    /// one holding the least (ties by id).
+    pub(super) fn reserved_for(&self, session: &Session) -> Option<WorkerId> {
+        self.workers
+            .iter()
+            .filter(|(_, w)| !w.draining && labels_match(&session.spec.required_labels, &w.spec.labels))
+            .min_by_key(|(id, w)| (w.held.len(), **id))
+            .map(|(id, _)| *id)
+    }
+
+    /// Which queued test `worker` should run next: the first session (in submission order) whose
+    /// labels it matches, and in it the first queued test, except that a retry skips the worker
+    /// its last attempt failed on while another connected worker could run it, and a test on its
+    /// last chance only goes to a worker that holds nothing.
+    pub(super) fn pick(&self, worker: WorkerId, w: &Worker) -> Option<(SessionId, usize)> {
+        /// How far into a queue to look for a test this worker may take.
+        const LOOKAHEAD: usize = 64;
+        for sid in &self.active {
+            let Some(session) = self.sessions.get(sid) else { continue };
+            if session.queue.is_empty() || !labels_match(&session.spec.required_labels, &w.spec.labels) {
+                continue;
+            }
+            let mut others: Option<bool> = None;
+            for (position, index) in session.queue.iter().take(LOOKAHEAD).enumerate() {
+                let test = &session.tests[*index as usize];
+                if self.last_chance(session, test) {
+                    if w.held.is_empty() {
+                        return Some((*sid, position));
+                    }
+                    // One worker takes nothing more until it is empty and can run it alone;
+                    // the others go on with the rest of the queue.
+                    if self.reserved_for(session) == Some(worker) {
+                        return None;
+                    }
+                    continue;
+                }
+                if test.avoid != Some(worker) {
+                    return Some((*sid, position));
+                }
+                let others = *others.get_or_insert_with(|| {
+                    self.workers.iter().any(|(id, other)| {
+                        *id != worker
+                            && !other.draining
+                            && labels_match(&session.spec.required_labels, &other.spec.labels)
+                    })
+                });
+                if !others {
+                    return Some((*sid, position));
+                }
+            }
+        }
+        None
+    }
+}
+
+fn labels_match(required: &BTreeMap<String, String>, have: &BTreeMap<String, String>) -> bool {
+    required.iter().all(|(k, v)| have.get(k) == Some(v))
+}

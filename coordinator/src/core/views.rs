@@ -1,0 +1,78 @@
+//! What the service reads from the scheduler (`Get`, `List`, `ListWorkers`, metrics), and the
+//! forgetting of old finished sessions. Read-only but for `forget_old_sessions`.
+
+use super::session::{Session, TestState};
+use super::{Scheduler, SessionId, SessionView, WorkerView};
+
+impl Scheduler {
+    /// Forget the oldest finished sessions beyond `keep_finished_sessions` (on every `Tick`,
+    /// announced as `Action::Forget` so that the service drops their logs). A worker may still
+    /// hold a cancelled test of a forgotten session: its report then finds no session and only
+    /// frees the slot.
+    pub(super) fn forget_old_sessions(&mut self) -> Vec<SessionId> {
+        let finished = self.order.len() - self.active.len();
+        let excess = finished.saturating_sub(self.config.keep_finished_sessions);
+        if excess == 0 {
+            return Vec::new();
+        }
+        let mut forgotten = Vec::with_capacity(excess);
+        for id in &self.order {
+            if forgotten.len() == excess {
+                break;
+            }
+            if self.sessions.get(id).is_some_and(|s| s.finished_at.is_some()) {
+                forgotten.push(*id);
+            }
+        }
+        for id in &forgotten {
+            self.sessions.remove(id);
+        }
+        self.order.retain(|id| self.sessions.contains_key(id));
+        forgotten
+    }
+
+    /// One session's state and totals.
+    pub fn session(&self, id: SessionId) -> Option<SessionView> {
+        self.sessions.get(&id).map(Session::view)
+    }
+
+    /// Every session, newest first.
+    pub fn sessions(&self) -> Vec<SessionView> {
+        self.order.iter().rev().filter_map(|id| self.session(*id)).collect()
+    }
+
+    /// Every connected worker.
+    pub fn workers(&self) -> Vec<WorkerView> {
+        self.workers
+            .iter()
+            .map(|(id, w)| WorkerView {
+                id: *id,
+                spec: w.spec.clone(),
+                held: w.held.keys().copied().collect(),
+                running_tests: w
+                    .held
+                    .keys()
+                    .filter_map(|key| {
+                        let session = self.sessions.get(&key.session)?;
+                        let test = session.tests.get(key.test as usize)?;
+                        let running = match test.state {
+                            TestState::Assigned { started: true, worker } | TestState::Cancelling { worker } => {
+                                worker == *id && test.attempt == key.attempt
+                            }
+                            _ => false,
+                        };
+                        running.then(|| session.spec.tests[key.test as usize].clone())
+                    })
+                    .collect(),
+                last_seen: w.last_seen,
+                connected_at: w.connected_at,
+                draining: w.draining,
+            })
+            .collect()
+    }
+
+    /// How many tests wait in queues, over all sessions.
+    pub fn queued(&self) -> usize {
+        self.active.iter().filter_map(|id| self.sessions.get(id)).map(|s| s.queue.len()).sum()
+    }
+}

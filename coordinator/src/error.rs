@@ -1,0 +1,41 @@
+//! Why the coordinator could not run, and the one place that picks its exit code.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::service;
+
+/// Everything that stops `testgrid-coordinator`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Flags that cannot work together: the operator fixes the command line.
+    #[error(
+        "--heartbeat-interval ({heartbeat}) must be above zero and below --liveness-timeout ({liveness}), or every worker looks silent"
+    )]
+    Liveness { heartbeat: String, liveness: String },
+    #[error("cannot create --data-dir {}: {source}", path.display())]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot listen on {addr} ({what}); {hint}")]
+    Listen { what: &'static str, addr: SocketAddr, hint: &'static str, source: std::io::Error },
+    #[error("cannot read the {0} listener's address")]
+    LocalAddr(&'static str),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error(transparent)]
+    Serve(#[from] service::Error),
+}
+
+impl Error {
+    /// `2`: the flags cannot work (a configuration error); `3`: the machine or the network let
+    /// the coordinator down (the documented exit codes).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Liveness { .. } => 2,
+            Error::DataDir { .. }
+            | Error::Listen { .. }
+            | Error::LocalAddr(_)
+            | Error::Runtime(_)
+            | Error::Serve(_) => 3,
+        }
+    }
+}
