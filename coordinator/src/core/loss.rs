@@ -8,7 +8,7 @@ use super::{Action, AssignmentKey, Millis, Outcome, Report, Scheduler, Worker, W
 
 /// How a worker was lost, which decides which of its tests may have caused it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Loss {
+enum Loss {
     /// Its stream broke: the process died.
     Abrupt,
     /// It went silent past the liveness timeout: frozen, or cut off from us.
@@ -16,7 +16,17 @@ pub(super) enum Loss {
 }
 
 impl Scheduler {
-    pub(super) fn lose_worker(&mut self, now: Millis, id: WorkerId, reason: &str, loss: Loss, out: &mut Vec<Action>) {
+    /// A worker's stream broke: the process died (killed, crashed, out of memory).
+    pub(super) fn worker_died(&mut self, now: Millis, id: WorkerId, reason: &str, out: &mut Vec<Action>) {
+        self.lose_worker(now, id, reason, Loss::Abrupt, out);
+    }
+
+    /// A worker was silent past the liveness timeout: frozen, or cut off from us.
+    pub(super) fn worker_went_silent(&mut self, now: Millis, id: WorkerId, reason: &str, out: &mut Vec<Action>) {
+        self.lose_worker(now, id, reason, Loss::Silent, out);
+    }
+
+    fn lose_worker(&mut self, now: Millis, id: WorkerId, reason: &str, loss: Loss, out: &mut Vec<Action>) {
         let Some(w) = self.workers.remove(&id) else { return };
         let default_max = self.config.max_worker_losses;
         let mut touched = BTreeSet::new();
@@ -87,7 +97,7 @@ impl Scheduler {
     /// - A worker that went silent (frozen, cut off) was not killed by a test that crashed it;
     ///   only what it said it started and, for each slot with nothing started that we know of,
     ///   the next one in the order they were handed out.
-    pub(super) fn maybe_running(&self, w: &Worker, loss: Loss) -> BTreeSet<AssignmentKey> {
+    fn maybe_running(&self, w: &Worker, loss: Loss) -> BTreeSet<AssignmentKey> {
         if !w.draining && loss == Loss::Abrupt {
             return w.held.keys().copied().collect();
         }

@@ -31,7 +31,6 @@ mod tests;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use loss::Loss;
 pub use model::*;
 use session::{Session, TestState, requeue};
 
@@ -123,7 +122,7 @@ impl Scheduler {
                 self.dispatch_all(&mut out);
             }
             Input::WorkerLost { id, reason } => {
-                self.lose_worker(now, id, &reason, Loss::Abrupt, &mut out);
+                self.worker_died(now, id, &reason, &mut out);
                 self.dispatch_all(&mut out);
             }
             Input::Heartbeat { worker } => {
@@ -402,7 +401,7 @@ impl Scheduler {
         for id in silent {
             let reason = format!("silent for more than {timeout} ms");
             out.push(Action::DisconnectWorker { worker: id, reason: reason.clone() });
-            self.lose_worker(now, id, &reason, Loss::Silent, out);
+            self.worker_went_silent(now, id, &reason, out);
         }
     }
 

@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::core::{self, Scheduler};
-use crate::store::{MemoryStore, SessionStore};
+use crate::store::SessionStore;
+use crate::store::memory::MemoryStore;
 
 /// The largest message the coordinator accepts (a submission of very many tests, or a worker's
 /// result with its bounded output and case results).

@@ -2,19 +2,17 @@
 //! numbered event log, exactly as the core emitted it, which watchers read and resume from.
 //!
 //! [`SessionStore`] is the seam: the engine appends, `Watch` reads from any sequence number and
-//! waits for more, the scheduler's `Forget` drops a log. [`MemoryStore`] keeps it in memory; a
+//! waits for more, the scheduler's `Forget` drops a log. [`memory::MemoryStore`] keeps it in memory; a
 //! durable store (embedded, or PostgreSQL for a shared grid) implements the same two traits.
 //! Nothing above this module knows how events are kept.
 
-mod memory;
+pub mod memory;
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
 use crate::core::{Event, Millis, SessionId};
-
-pub use memory::MemoryStore;
 
 /// One event of a session's log with its place in it.
 #[derive(Clone, Debug, PartialEq, Eq)]
