@@ -2,11 +2,9 @@
 
 use crate::args::SessionArgs;
 use crate::error::{Error, exit};
-use crate::grid::Grid;
-use crate::settings::need_grid;
 
 pub async fn cancel(args: SessionArgs) -> Result<u8, Error> {
-    let grid = Grid::connect(&need_grid(args.grid.grid.as_deref(), "cancel")?).await?;
+    let grid = super::connect(args.grid.grid.as_deref(), "cancel").await?;
     let session = args.session.trim();
     let cancelled = grid.cancel(session, "cancelled with `testgrid cancel`").await?;
     if args.grid.json {

@@ -4,16 +4,12 @@ use testgrid_proto as pb;
 
 use crate::args::GridArgs;
 use crate::error::{Error, exit};
-use crate::grid::Grid;
-use crate::settings::need_grid;
 
 pub async fn sessions(args: GridArgs) -> Result<u8, Error> {
-    let grid = Grid::connect(&need_grid(args.grid.as_deref(), "sessions")?).await?;
+    let grid = super::connect(args.grid.as_deref(), "sessions").await?;
     let sessions = grid.list().await?;
     if args.json {
-        for s in &sessions {
-            out!("{}", crate::json::session(s));
-        }
+        super::json_lines(&sessions, crate::json::session);
         return Ok(exit::PASSED);
     }
     if sessions.is_empty() {

@@ -6,13 +6,11 @@ use std::sync::atomic::AtomicBool;
 use crate::args::WatchArgs;
 use crate::error::{Error, exit};
 use crate::follow::follow;
-use crate::grid::Grid;
 use crate::live::Mode;
-use crate::settings::need_grid;
 use crate::signals;
 
 pub async fn watch(args: WatchArgs) -> Result<u8, Error> {
-    let grid = Grid::connect(&need_grid(args.grid.as_deref(), "watch")?).await?;
+    let grid = super::connect(args.grid.as_deref(), "watch").await?;
     let session = args.session.trim().to_string();
     let mode = Mode::pick(args.output.json);
     let mut signals = signals::take()?;

@@ -3,17 +3,13 @@
 
 use crate::args::GridArgs;
 use crate::error::{Error, exit};
-use crate::grid::Grid;
 use crate::report::format_duration;
-use crate::settings::need_grid;
 
 pub async fn workers(args: GridArgs) -> Result<u8, Error> {
-    let grid = Grid::connect(&need_grid(args.grid.as_deref(), "workers")?).await?;
+    let grid = super::connect(args.grid.as_deref(), "workers").await?;
     let workers = grid.workers().await?;
     if args.json {
-        for w in &workers {
-            out!("{}", crate::json::worker(w));
-        }
+        super::json_lines(&workers, crate::json::worker);
         return Ok(exit::PASSED);
     }
     if workers.is_empty() {
