@@ -11,7 +11,8 @@ use std::process::{Command, Stdio};
 use testgrid_proto::cargo::{Binary, binary_from_message, list_args, parse_list, select};
 use testgrid_proto::frameworks::Options;
 
-use super::{Search, files, project};
+use super::project;
+use super::search::{Search, relative};
 use crate::error::Error;
 
 /// The variable with extra `cargo test` arguments (`--workspace --features x`), shell words.
@@ -32,12 +33,12 @@ pub fn discover(search: &Search) -> Result<(Vec<String>, Options), Error> {
     let mut cases: Vec<(String, String)> = Vec::new();
     if settings.paths.is_empty() {
         // The current folder, which may lie outside a `--root` given.
-        files.push(files::relative(root, &settings.cwd).unwrap_or_else(|_| ".".into()));
+        files.push(relative(root, &settings.cwd).unwrap_or_else(|_| ".".into()));
     } else {
         for place in &search.places {
             match &place.case {
                 Some(case) => cases.push(case.clone()),
-                None => files.push(files::relative(root, &place.absolute)?),
+                None => files.push(relative(root, &place.absolute)?),
             }
         }
     }
@@ -78,7 +79,7 @@ pub fn discover(search: &Search) -> Result<(Vec<String>, Options), Error> {
         }
     }
     let tests = select(&units, &files, &cases);
-    Ok((tests, Options::Cargo { package_dir: files::relative(root, &dir)?, cargo_args: args }))
+    Ok((tests, Options::Cargo { package_dir: relative(root, &dir)?, cargo_args: args }))
 }
 
 /// Where cargo runs: the nearest folder with a `Cargo.toml` at or above everything asked for,

@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Place, default_patterns, files, js};
+use super::search::Place;
+use super::{cargo, files, go, js, pytest};
 use crate::args::Framework;
 
 pub fn detect(root: &Path, places: &[Place]) -> Framework {
@@ -50,4 +51,16 @@ fn markers(dir: &Path) -> Option<Framework> {
         return Some(Framework::Cargo);
     }
     None
+}
+
+/// The default test patterns of each framework, which detection looks for too.
+pub fn default_patterns(framework: Framework) -> &'static [&'static str] {
+    match framework {
+        Framework::Auto => &[],
+        Framework::Shell => files::SHELL_PATTERNS,
+        Framework::Pytest => pytest::PATTERNS,
+        Framework::Cargo => cargo::PATTERNS,
+        Framework::Go => go::PATTERNS,
+        Framework::Jest | Framework::Vitest => js::PATTERNS,
+    }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use globset::{GlobSet, GlobSetBuilder};
 
-use super::Search;
+use super::search::{Search, relative};
 use crate::error::Error;
 
 /// The default patterns of shell tests.
@@ -72,15 +72,6 @@ pub fn glob_set(patterns: &[String]) -> Result<GlobSet, Error> {
         builder.add(glob);
     }
     builder.build().map_err(Error::BadPatterns)
-}
-
-/// The path relative to the root, with `/` separators.
-pub fn relative(root: &Path, path: &Path) -> Result<String, Error> {
-    let rel = path
-        .strip_prefix(root)
-        .map_err(|_| Error::NotUnderRoot { path: path.to_path_buf(), root: root.to_path_buf() })?;
-    let text = rel.to_str().ok_or_else(|| Error::NotUtf8 { path: path.to_path_buf() })?;
-    Ok(if text.is_empty() { ".".to_string() } else { text.to_string() })
 }
 
 /// Every file under `dir`, honouring .gitignore, skipping hidden and dependency folders.

@@ -5,7 +5,8 @@ use std::path::Path;
 
 use testgrid_proto::frameworks::Options;
 
-use super::{Search, files};
+use super::files;
+use super::search::Search;
 use crate::error::Error;
 
 /// The default patterns of Go tests.

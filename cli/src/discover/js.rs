@@ -5,7 +5,8 @@ use std::path::Path;
 
 use testgrid_proto::frameworks::Options;
 
-use super::{Search, files, project};
+use super::search::Search;
+use super::{files, project};
 use crate::args::Framework;
 use crate::error::Error;
 

@@ -15,12 +15,10 @@ mod go;
 mod js;
 mod project;
 mod pytest;
+mod search;
 #[cfg(test)]
 mod tests;
 
-use std::path::{Path, PathBuf};
-
-use globset::GlobSet;
 use testgrid_proto::frameworks::{self, Options, Runner};
 
 use crate::args::Framework;
@@ -28,6 +26,7 @@ use crate::error::Error;
 use crate::settings::Settings;
 
 pub use project::project_dir;
+use search::{Search, places};
 
 /// What a session will run.
 #[derive(Clone, Debug)]
@@ -41,37 +40,6 @@ pub struct Discovered {
     pub runner: Runner,
 }
 
-/// One path asked for on the command line, resolved.
-#[derive(Clone, Debug)]
-struct Place {
-    /// The file or folder, absolute (for `FILE::CASE`, the file).
-    absolute: PathBuf,
-    /// `FILE::CASE`: the file relative to the root, and the case.
-    case: Option<(String, String)>,
-}
-
-/// A search under way: the settings, the framework decided, the places and patterns resolved.
-struct Search<'a> {
-    settings: &'a Settings,
-    framework: Framework,
-    /// What the command line names, or the current folder when it names nothing.
-    places: Vec<Place>,
-    patterns: Vec<String>,
-    /// The patterns, compiled.
-    set: GlobSet,
-}
-
-impl Search<'_> {
-    fn root(&self) -> &Path {
-        &self.settings.root
-    }
-
-    /// Every place's absolute path (case files included).
-    fn absolute_places(&self) -> Vec<PathBuf> {
-        self.places.iter().map(|p| p.absolute.clone()).collect()
-    }
-}
-
 /// The command a shell test runs with.
 const SHELL_TEMPLATE: &str = "sh {}";
 
@@ -83,7 +51,7 @@ pub fn discover(settings: &Settings) -> Result<Discovered, Error> {
         f => f,
     };
     let patterns: Vec<String> = if settings.patterns.is_empty() {
-        default_patterns(framework).iter().map(|p| p.to_string()).collect()
+        detect::default_patterns(framework).iter().map(|p| p.to_string()).collect()
     } else {
         settings.patterns.clone()
     };
@@ -110,18 +78,6 @@ pub fn discover(settings: &Settings) -> Result<Discovered, Error> {
     Ok(Discovered { framework, tests, runner })
 }
 
-/// The default test patterns of a framework.
-fn default_patterns(framework: Framework) -> &'static [&'static str] {
-    match framework {
-        Framework::Auto => &[],
-        Framework::Shell => files::SHELL_PATTERNS,
-        Framework::Pytest => pytest::PATTERNS,
-        Framework::Cargo => cargo::PATTERNS,
-        Framework::Go => go::PATTERNS,
-        Framework::Jest | Framework::Vitest => js::PATTERNS,
-    }
-}
-
 /// The units of a `--command`: the framework's files (or Go packages), run as the template
 /// says. Rust tests are found by building them, which a custom command does not do: none.
 fn command_units(search: &Search) -> Result<Vec<String>, Error> {
@@ -130,37 +86,6 @@ fn command_units(search: &Search) -> Result<Vec<String>, Error> {
         Framework::Go => go::units(search),
         _ => files::units(search),
     }
-}
-
-/// Resolve the command line's paths against the current folder; `FILE::CASE` names a case in
-/// a file (a pytest node id, a Go package's test) when no file has that very name.
-fn places(settings: &Settings) -> Result<Vec<Place>, Error> {
-    let (root, cwd) = (&settings.root, &settings.cwd);
-    let mut places = Vec::new();
-    for path in &settings.paths {
-        let text = path.to_string_lossy();
-        if let Some((file, case)) = text.split_once("::")
-            && !path.exists()
-        {
-            let absolute = cwd
-                .join(file)
-                .canonicalize()
-                .map_err(|source| Error::MissingCaseFile { file: file.to_string(), source })?;
-            let rel = files::relative(root, &absolute)?;
-            places.push(Place { absolute, case: Some((rel, case.to_string())) });
-            continue;
-        }
-        let absolute =
-            cwd.join(path).canonicalize().map_err(|source| Error::MissingPath { path: path.clone(), source })?;
-        if !absolute.starts_with(root) {
-            return Err(Error::OutsideRoot { path: path.clone(), root: root.clone() });
-        }
-        places.push(Place { absolute, case: None });
-    }
-    if places.is_empty() {
-        places.push(Place { absolute: cwd.clone(), case: None });
-    }
-    Ok(places)
 }
 
 fn no_tests(search: &Search) -> Error {
@@ -173,6 +98,6 @@ fn no_tests(search: &Search) -> Error {
         },
         patterns: search.patterns.clone(),
         framework: search.framework.name(),
-        root: search.root().to_path_buf(),
+        root: search.settings.root.clone(),
     }
 }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Search, files};
+use super::search::{Search, relative};
 use crate::error::Error;
 
 /// The nearest folder holding `marker` (`Cargo.toml`, `package.json`) at or above every one of
@@ -18,7 +18,7 @@ pub fn project_dir(root: &Path, places: &[PathBuf], marker: &str) -> Option<Path
 pub fn runner_project(search: &Search, is_project: impl Fn(&Path) -> bool) -> Result<String, Error> {
     let root = search.root();
     let dir = nearest(root, &search.absolute_places(), is_project).unwrap_or_else(|| root.to_path_buf());
-    files::relative(root, &dir)
+    relative(root, &dir)
 }
 
 /// The nearest folder for which `is_project` holds at or above every one of `places`, inside

@@ -7,7 +7,8 @@ use std::process::{Command, Stdio};
 
 use testgrid_proto::frameworks::Options;
 
-use super::{Search, files, project};
+use super::search::Search;
+use super::{files, project};
 use crate::args::Isolation;
 use crate::error::Error;
 

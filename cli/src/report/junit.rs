@@ -8,7 +8,8 @@ use std::time::Duration;
 use quick_junit::{NonSuccessKind, Property, TestCase, TestCaseStatus, TestRerun, TestSuite};
 use testgrid_proto as pb;
 
-use super::{TestRecord, Tracker, case_outcome, display_path, output_tail};
+use super::text::{case_outcome, display_path, output_tail};
+use super::tracker::{TestRecord, Tracker};
 use crate::error::Error;
 
 /// Fail early, before any test runs, when the JUnit report could not be written later.

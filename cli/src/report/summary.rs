@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 
 use testgrid_proto as pb;
 
-use super::{TestRecord, Tracker, display_path, format_duration, output_tail, why};
+use super::text::{display_path, format_duration, output_tail, why};
+use super::tracker::{TestRecord, Tracker};
 
 /// The final summary: totals, success rate, times, and every test that did not pass with the
 /// tail of its output.

@@ -1,5 +1,6 @@
 //! The tracker, summary and JUnit report on made-up sessions.
 
+use testgrid_proto as pb;
 use testgrid_proto::session_event::Kind;
 
 use super::*;

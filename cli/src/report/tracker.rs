@@ -120,10 +120,6 @@ impl Tracker {
         self.finished_ms.unwrap_or(self.created_ms).saturating_sub(self.created_ms)
     }
 
-    pub fn finished(&self) -> usize {
-        self.tests.iter().filter(|t| t.outcome.is_some()).count()
-    }
-
     /// True when every test passed (flaky counts as passed).
     pub fn all_passed(&self) -> bool {
         !self.tests.is_empty() && self.tests.iter().all(|t| matches!(t.outcome, Some(o) if o.is_success()))
