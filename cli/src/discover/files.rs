@@ -1,6 +1,7 @@
 //! Test files on disk: walking the searched folders (gitignore-aware, dependency folders
 //! skipped), matching them against the patterns, and ordering them largest first. Shell scripts
 //! and custom commands use these units as they are; pytest, JavaScript and Go start from them.
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
