@@ -1,6 +1,9 @@
-//! The CLI's errors and the one place they become exit codes.
+//! The CLI's one error type: a variant per thing that can stop a command before it can report
+//! on tests, carrying what the message needs, and [`Error::exit_code`], the one place a
+//! variant becomes one of the documented exit codes.
 
-use std::process::ExitCode;
+use std::path::PathBuf;
+use std::process::{ExitCode, ExitStatus};
 
 /// Exit codes of `testgrid` (PRODUCT.md).
 pub mod exit {
@@ -15,59 +18,209 @@ pub mod exit {
 /// Everything that stops the CLI before it can report on tests.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Bad flags, paths or ids: the user can fix the command line.
-    #[error("{0}")]
-    Usage(String),
+    // Flags that do not go together (usage).
+    #[error("--local needs at least 1 worker")]
+    NoLocalWorkers,
+    #[error("--local runs an embedded grid; it cannot be combined with --grid/TESTGRID_GRID")]
+    LocalWithGrid,
+    #[error("--max-worker-losses must be at least 1")]
+    NoWorkerLosses,
+    #[error("--detach leaves the session without a watcher; drop --cancel-on-disconnect")]
+    DetachWithCancelOnDisconnect,
+    #[error(
+        "--label picks workers of a shared grid; the local grid's workers have no labels (drop --label or set --grid)"
+    )]
+    LabelsWithoutGrid,
+    #[error("--detach needs a grid to leave the session on: set --grid or TESTGRID_GRID")]
+    DetachWithoutGrid,
+    #[error("--command `{0}` has no `{{}}` where the test path goes")]
+    CommandWithoutPlaceholder(String),
+    /// `watch`, `cancel`, `sessions` and `workers` have no local mode.
+    #[error("`testgrid {0}` needs a grid: set --grid or TESTGRID_GRID")]
+    NeedsGrid(&'static str),
+
+    // Places on this machine (usage).
+    #[error("cannot read the current directory: {0}")]
+    CurrentDir(std::io::Error),
+    #[error("--root {}: {source}", path.display())]
+    Root { path: PathBuf, source: std::io::Error },
+    #[error("--junit {}: cannot create {}: {source}", path.display(), dir.display())]
+    JunitDir { path: PathBuf, dir: PathBuf, source: std::io::Error },
+    #[error("--junit {}: cannot write in {}: {source}", path.display(), dir.display())]
+    JunitDirNotWritable { path: PathBuf, dir: PathBuf, source: std::io::Error },
+    #[error("--junit {}: cannot replace the old report: {source}", path.display())]
+    JunitOld { path: PathBuf, source: std::io::Error },
+    #[error("cannot create {} for the JUnit report: {source}", dir.display())]
+    JunitCreateDir { dir: PathBuf, source: std::io::Error },
+    #[error("cannot write the JUnit report {}: {source}", path.display())]
+    JunitWrite { path: PathBuf, source: std::io::Error },
+
+    // What was asked for on the command line (usage).
+    #[error("{}: {source}; pass files or folders that exist", path.display())]
+    MissingPath { path: PathBuf, source: std::io::Error },
+    #[error("{file}: {source}; pass FILE::CASE with a file (or Go package folder) that exists")]
+    MissingCaseFile { file: String, source: std::io::Error },
+    /// A path asked for lies outside the workspace root.
+    #[error("{} is outside the workspace root {}; run from inside it or set --root", path.display(), root.display())]
+    OutsideRoot { path: PathBuf, root: PathBuf },
+    /// A path found lies outside the workspace root (a case's file, a project folder).
+    #[error("{} is outside the workspace root {}", path.display(), root.display())]
+    NotUnderRoot { path: PathBuf, root: PathBuf },
+    #[error("{}: test paths must be valid UTF-8 to be sent to workers", path.display())]
+    NotUtf8 { path: PathBuf },
+    #[error("bad --pattern `{pattern}`: {source}")]
+    BadPattern { pattern: String, source: globset::Error },
+    #[error("bad --pattern: {0}")]
+    BadPatterns(globset::Error),
+
+    // Asking the framework for its tests (usage: the project or the machine needs fixing).
+    #[error("cannot run `{python} -m pytest --collect-only`: {source}; pass --python PATH")]
+    PytestCannotCollect { python: String, source: std::io::Error },
+    #[error("`{python} -m pytest --collect-only` failed ({status}): {output}")]
+    PytestCollectFailed { python: String, status: ExitStatus, output: String },
+    #[error("{var} `{text}` is not valid shell words (check its quotes)")]
+    CargoArgs { var: &'static str, text: String },
+    #[error(
+        "no Cargo.toml at or above {} inside the workspace root {}; run from a Rust project or set --root",
+        place.display(),
+        root.display()
+    )]
+    NoCargoToml { place: PathBuf, root: PathBuf },
+    #[error("cannot start `{command}` in {}: {source} (is cargo on the PATH?)", dir.display())]
+    CargoCannotStart { command: String, dir: PathBuf, source: std::io::Error },
+    #[error("cannot wait for cargo: {0}")]
+    CargoWait(std::io::Error),
+    #[error("`{command}` failed in {} ({status}); fix the build first", dir.display())]
+    CargoBuild { command: String, dir: PathBuf, status: ExitStatus },
+    #[error("{id} and {other} are both built from {src}: testgrid names Rust tests by their source file")]
+    SameSource { id: String, other: String, src: String },
+    #[error("cannot list the tests of {}: {source}", exe.display())]
+    CannotList { exe: PathBuf, source: std::io::Error },
+    #[error("`{} --list` failed ({status}): {stderr}", exe.display())]
+    ListFailed { exe: PathBuf, status: ExitStatus, stderr: String },
+    #[error(
+        "{file}: no Rust test target there (name a target's source file such as src/lib.rs or tests/api.rs, \
+         or a folder holding some)"
+    )]
+    NoRustTarget { file: String },
+    #[error("{file}::{case}: no such test or module in that target")]
+    NoRustTest { file: String, case: String },
+
     /// Discovery found nothing to run.
-    #[error("{0}")]
-    NoTests(String),
-    /// The grid could not be reached, refused us, or lost the session.
-    #[error("{0}")]
-    Infra(String),
+    #[error(
+        "no tests found in {} matching {} (framework {framework}; patterns are relative to the workspace root {}); \
+         pass other paths, --pattern GLOB or --framework",
+        searched.join(", "),
+        patterns.join(", "),
+        root.display()
+    )]
+    NoTests { searched: Vec<String>, patterns: Vec<String>, framework: &'static str, root: PathBuf },
+
+    // The grid (usage when the request was wrong, infrastructure otherwise).
+    #[error("bad grid address `{url}`: {problem}; expected http://host:7700")]
+    BadGridAddress { url: String, problem: String },
+    #[error("cannot reach grid at {url}: {detail}; is testgrid-coordinator running? set --grid or TESTGRID_GRID")]
+    GridUnreachable { url: String, detail: String },
+    /// The grid said the request was wrong (an unknown session, a bad spec).
+    #[error("{what}: {message}")]
+    Rejected { what: &'static str, message: String },
+    #[error("{what}: the grid at {url} refused us: {message}; check TESTGRID_TOKEN")]
+    Refused { what: &'static str, url: String, message: String },
+    #[error("{what}: the grid at {url} answered {code:?}: {message}")]
+    GridFailed { what: &'static str, url: String, code: tonic::Code, message: String },
+    #[error("session {session} lost: the grid at {url} no longer knows it (was the coordinator restarted?)")]
+    SessionLost { session: String, url: String },
+    #[error(
+        "lost the grid at {url} while watching session {session}: {detail}; resume with `testgrid watch {session}`"
+    )]
+    GridLost { url: String, session: String, detail: String },
+    #[error("cannot build the JUnit report: {0}")]
+    JunitBuild(quick_junit::SerializeError),
+
+    // This process (infrastructure).
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot handle Ctrl-C: {0}")]
+    Signals(std::io::Error),
+    #[error("cannot open a loopback port for the local grid: {0}")]
+    LocalPort(std::io::Error),
+    #[error("local grid: {0}")]
+    LocalAddr(std::io::Error),
 }
 
 impl Error {
-    pub fn exit_code(&self) -> ExitCode {
-        ExitCode::from(match self {
-            Error::Usage(_) => exit::USAGE,
-            Error::NoTests(_) => exit::NO_TESTS,
-            Error::Infra(_) => exit::INFRA,
-        })
+    /// The documented exit code of each error (PRODUCT.md): 2 for what the user can fix on the
+    /// command line or in the project, 4 for nothing to run, 3 for the grid and this machine.
+    pub fn code(&self) -> u8 {
+        use Error::*;
+        match self {
+            NoLocalWorkers
+            | LocalWithGrid
+            | NoWorkerLosses
+            | DetachWithCancelOnDisconnect
+            | LabelsWithoutGrid
+            | DetachWithoutGrid
+            | CommandWithoutPlaceholder(_)
+            | NeedsGrid(_)
+            | CurrentDir(_)
+            | Root { .. }
+            | JunitDir { .. }
+            | JunitDirNotWritable { .. }
+            | JunitOld { .. }
+            | JunitCreateDir { .. }
+            | JunitWrite { .. }
+            | MissingPath { .. }
+            | MissingCaseFile { .. }
+            | OutsideRoot { .. }
+            | NotUnderRoot { .. }
+            | NotUtf8 { .. }
+            | BadPattern { .. }
+            | BadPatterns(_)
+            | PytestCannotCollect { .. }
+            | PytestCollectFailed { .. }
+            | CargoArgs { .. }
+            | NoCargoToml { .. }
+            | CargoCannotStart { .. }
+            | CargoWait(_)
+            | CargoBuild { .. }
+            | SameSource { .. }
+            | CannotList { .. }
+            | ListFailed { .. }
+            | NoRustTarget { .. }
+            | NoRustTest { .. }
+            | BadGridAddress { .. }
+            | Rejected { .. } => exit::USAGE,
+            NoTests { .. } => exit::NO_TESTS,
+            GridUnreachable { .. }
+            | Refused { .. }
+            | GridFailed { .. }
+            | SessionLost { .. }
+            | GridLost { .. }
+            | JunitBuild(_)
+            | Runtime(_)
+            | Signals(_)
+            | LocalPort(_)
+            | LocalAddr(_) => exit::INFRA,
+        }
     }
 
-    /// Classify a gRPC status from the grid.
-    pub fn from_status(grid: &str, what: &str, status: &tonic::Status) -> Self {
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(self.code())
+    }
+
+    /// Classify a gRPC status from the grid at `url`, answering `what` (`submit`, `watch`, ...).
+    pub fn from_status(url: &str, what: &'static str, status: &tonic::Status) -> Self {
         use tonic::Code;
-        let message = status.message();
+        let message = status.message().to_string();
         match status.code() {
             Code::InvalidArgument | Code::NotFound | Code::FailedPrecondition | Code::OutOfRange => {
-                Error::Usage(format!("{what}: {message}"))
+                Error::Rejected { what, message }
             }
-            Code::Unauthenticated | Code::PermissionDenied => {
-                Error::Infra(format!("{what}: the grid at {grid} refused us: {message}; check TESTGRID_TOKEN"))
+            Code::Unauthenticated | Code::PermissionDenied => Error::Refused { what, url: url.to_string(), message },
+            Code::Unavailable => {
+                Error::GridUnreachable { url: url.to_string(), detail: testgrid_proto::status_detail(status) }
             }
-            Code::Unavailable => Error::Infra(format!(
-                "cannot reach grid at {grid}: {}; is testgrid-coordinator running? set --grid or TESTGRID_GRID",
-                detail(status)
-            )),
-            _ => Error::Infra(format!("{what}: the grid at {grid} answered {:?}: {message}", status.code())),
+            code => Error::GridFailed { what, url: url.to_string(), code, message },
         }
     }
-}
-
-/// The most telling part of a status: tonic hides the OS error ("connection refused") in the
-/// source chain.
-fn detail(status: &tonic::Status) -> String {
-    use std::error::Error as _;
-    let mut text = status.message().to_string();
-    let mut source = status.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

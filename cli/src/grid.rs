@@ -1,15 +1,21 @@
 //! Talking to a grid: connect, submit, watch (resuming after a dropped stream), cancel, list.
+//! The channel and its clients come from `testgrid_proto::client`, like the worker's; a gRPC
+//! status becomes an [`Error`] here and nowhere else.
 
 use std::time::{Duration, Instant};
 
 use testgrid_proto as pb;
+use testgrid_proto::client::{self, Target};
 use tokio_stream::StreamExt;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::error::Error;
 
 /// How long `watch` keeps trying to get its stream back after the grid went away.
 const RECONNECT_FOR: Duration = Duration::from_secs(60);
+
+/// HTTP/2 keepalive of the CLI's connection: a dead grid is noticed within twice this.
+const KEEPALIVE: Duration = Duration::from_secs(10);
 
 /// A connection to a coordinator.
 #[derive(Clone)]
@@ -18,68 +24,47 @@ pub struct Grid {
     channel: Channel,
 }
 
-/// `host:port` means `http://host:port`.
-pub fn normalize_url(grid: &str) -> String {
-    let grid = grid.trim();
-    if grid.contains("://") { grid.to_string() } else { format!("http://{grid}") }
-}
-
 impl Grid {
     pub async fn connect(url: &str) -> Result<Grid, Error> {
-        let url = normalize_url(url);
-        let endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|e| Error::Usage(format!("bad grid address `{url}`: {e}; expected http://host:7700")))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(10));
-        let channel = endpoint.connect().await.map_err(|e| {
-            Error::Infra(format!(
-                "cannot reach grid at {url}: {}; is testgrid-coordinator running? set --grid or TESTGRID_GRID",
-                testgrid_proto::error_chain(&e)
-            ))
-        })?;
-        Ok(Grid { url, channel })
+        let target = Target::new(url, KEEPALIVE);
+        let endpoint = target.endpoint().map_err(|e| Error::BadGridAddress { url: e.url, problem: e.problem })?;
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| Error::GridUnreachable { url: target.url.clone(), detail: testgrid_proto::error_chain(&e) })?;
+        Ok(Grid { url: target.url, channel })
     }
 
     fn sessions(&self) -> pb::session_service_client::SessionServiceClient<Channel> {
-        pb::session_service_client::SessionServiceClient::new(self.channel.clone())
-            .max_decoding_message_size(64 * 1024 * 1024)
-            .max_encoding_message_size(64 * 1024 * 1024)
+        client::sessions(self.channel.clone())
+    }
+
+    fn refused(&self, what: &'static str) -> impl FnOnce(tonic::Status) -> Error + '_ {
+        move |status| Error::from_status(&self.url, what, &status)
     }
 
     pub async fn submit(&self, spec: pb::SessionSpec) -> Result<String, Error> {
-        let response = self
-            .sessions()
-            .submit(pb::SubmitRequest { spec: Some(spec) })
-            .await
-            .map_err(|s| Error::from_status(&self.url, "submit", &s))?;
+        let response =
+            self.sessions().submit(pb::SubmitRequest { spec: Some(spec) }).await.map_err(self.refused("submit"))?;
         Ok(response.into_inner().session_id)
     }
 
     pub async fn cancel(&self, session: &str, reason: &str) -> Result<bool, Error> {
-        let response = self
-            .sessions()
-            .cancel(pb::CancelRequest { session_id: session.to_string(), reason: reason.to_string() })
-            .await
-            .map_err(|s| Error::from_status(&self.url, "cancel", &s))?;
+        let request = pb::CancelRequest { session_id: session.to_string(), reason: reason.to_string() };
+        let response = self.sessions().cancel(request).await.map_err(self.refused("cancel"))?;
         Ok(response.into_inner().cancelled)
     }
 
     pub async fn list(&self) -> Result<Vec<pb::SessionInfo>, Error> {
-        let response = self
-            .sessions()
-            .list(pb::ListRequest {})
-            .await
-            .map_err(|s| Error::from_status(&self.url, "list sessions", &s))?;
+        let response = self.sessions().list(pb::ListRequest {}).await.map_err(self.refused("list sessions"))?;
         Ok(response.into_inner().sessions)
     }
 
     pub async fn workers(&self) -> Result<Vec<pb::WorkerInfo>, Error> {
-        let response = pb::admin_service_client::AdminServiceClient::new(self.channel.clone())
+        let response = client::admin(self.channel.clone())
             .list_workers(pb::ListWorkersRequest {})
             .await
-            .map_err(|s| Error::from_status(&self.url, "list workers", &s))?;
+            .map_err(self.refused("list workers"))?;
         Ok(response.into_inner().workers)
     }
 
@@ -124,10 +109,7 @@ impl Grid {
                     problem.unwrap_or_else(|| tonic::Status::unavailable("the event stream ended early"))
                 }
                 Err(status) if status.code() == tonic::Code::NotFound && (submitted || next > 1) => {
-                    return Err(Error::Infra(format!(
-                        "session {session} lost: the grid at {} no longer knows it (was the coordinator restarted?)",
-                        self.url
-                    )));
+                    return Err(Error::SessionLost { session: session.to_string(), url: self.url.clone() });
                 }
                 // A connection that died under the request (the coordinator restarted, the
                 // pool had not noticed yet) comes back as Cancelled or Unknown: retry those too.
@@ -147,11 +129,11 @@ impl Grid {
             };
             let since = *broken_since.get_or_insert_with(Instant::now);
             if since.elapsed() > RECONNECT_FOR {
-                return Err(Error::Infra(format!(
-                    "lost the grid at {} while watching session {session}: {}; resume with `testgrid watch {session}`",
-                    self.url,
-                    problem.message()
-                )));
+                return Err(Error::GridLost {
+                    url: self.url.clone(),
+                    session: session.to_string(),
+                    detail: problem.message().to_string(),
+                });
             }
             tracing::warn!("event stream broke ({}); resuming from event {next}", problem.message());
             tokio::time::sleep(delay).await;

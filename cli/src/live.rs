@@ -1,14 +1,14 @@
 //! The live view of a session: a progress bar and a line per finished test on a terminal, plain
-//! lines otherwise, or one JSON object per event (`--json`).
+//! lines otherwise, or one JSON object per event (`--json`, shaped by [`crate::json`]). It
+//! feeds the [`Tracker`] every event, so the reports see what the view saw.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde_json::{Value, json};
 use testgrid_proto as pb;
 use testgrid_proto::session_event::Kind;
 
-use crate::report::{Tracker, display_path, format_duration, outcome_word, why};
+use crate::report::{Tracker, case_outcome, display_path, format_duration, why};
 
 /// How the session is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,12 +47,8 @@ impl Live {
     pub fn on_event(&mut self, event: pb::SessionEvent) {
         self.tracker.apply(&event);
         match self.mode {
-            Mode::Json => {
-                let mut stdout = std::io::stdout().lock();
-                // A closed stdout (`| head`) must not kill the session; the exit code still matters.
-                let _ = writeln!(stdout, "{}", json_event(&self.tracker, &event));
-                let _ = stdout.flush();
-            }
+            // stdout is line-buffered: every event leaves at once.
+            Mode::Json => out!("{}", crate::json::event(&self.tracker, &event)),
             Mode::Terminal | Mode::Plain => self.human(&event),
         }
     }
@@ -74,14 +70,14 @@ impl Live {
             }
             Kind::TestFinished(f) => {
                 let path = display_path(self.tracker.path(f.test_index));
-                let outcome = pb::Outcome::try_from(f.outcome).unwrap_or(pb::Outcome::Unspecified);
+                let outcome = pb::Outcome::of(f.outcome);
                 let duration = f.report.as_ref().map(|r| r.duration_ms).unwrap_or(0);
                 if f.r#final {
                     if let Some(bar) = &self.bar {
                         bar.inc(1);
                     }
                     self.cases_done += f.report.as_ref().map_or(0, |r| r.cases.len());
-                    let detail = if crate::report::is_success(outcome) {
+                    let detail = if outcome.is_success() {
                         String::new()
                     } else {
                         let detail = self.tracker.tests.get(f.test_index as usize).map(|t| why(t, false));
@@ -94,7 +90,7 @@ impl Live {
                     let cases = f.report.as_ref().map(|r| r.cases.as_slice()).unwrap_or_default();
                     let single = matches!(cases, [c] if c.name == path || path.ends_with(&format!("::{}", c.name)));
                     for c in cases.iter().filter(|_| !single) {
-                        let case_outcome = pb::Outcome::try_from(c.outcome).unwrap_or(pb::Outcome::Error);
+                        let case_outcome = case_outcome(c);
                         if !matches!(case_outcome, pb::Outcome::Passed | pb::Outcome::Skipped) {
                             line.push_str(&format!(
                                 "\n{}           {}  {}",
@@ -111,7 +107,7 @@ impl Live {
                         paint(self.mode, "33", "  RETRY"),
                         format_duration(duration),
                         f.attempt,
-                        outcome_word(outcome)
+                        outcome.word()
                     ))
                 }
             }
@@ -138,8 +134,8 @@ impl Live {
         }
         if let Some(line) = line {
             match &self.bar {
-                Some(bar) => bar.suspend(|| println_ignoring_epipe(&line)),
-                None => println_ignoring_epipe(&line),
+                Some(bar) => bar.suspend(|| out!("{line}")),
+                None => out!("{line}"),
             }
         }
     }
@@ -152,12 +148,6 @@ impl Live {
     }
 }
 
-fn println_ignoring_epipe(line: &str) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "{line}");
-    let _ = stdout.flush();
-}
-
 fn paint(mode: Mode, color: &str, text: &str) -> String {
     if mode == Mode::Terminal && std::env::var_os("NO_COLOR").is_none() {
         format!("\x1b[{color}m{text}\x1b[0m")
@@ -166,6 +156,8 @@ fn paint(mode: Mode, color: &str, text: &str) -> String {
     }
 }
 
+/// The column a line starts with: an outcome as a short, coloured label (the outcome's name is
+/// `pb::Outcome::word`; this is only its look on a line).
 fn label(outcome: pb::Outcome, mode: Mode) -> String {
     let (color, word) = match outcome {
         pb::Outcome::Passed => ("32", "   PASS"),
@@ -179,73 +171,4 @@ fn label(outcome: pb::Outcome, mode: Mode) -> String {
         pb::Outcome::Unspecified => ("31", "  ?????"),
     };
     paint(mode, color, word)
-}
-
-fn outcome_key(value: i32) -> &'static str {
-    match pb::Outcome::try_from(value).unwrap_or(pb::Outcome::Unspecified) {
-        pb::Outcome::Passed => "passed",
-        pb::Outcome::Failed => "failed",
-        pb::Outcome::Flaky => "flaky",
-        pb::Outcome::TimedOut => "timed_out",
-        pb::Outcome::Lost => "lost",
-        pb::Outcome::Cancelled => "cancelled",
-        pb::Outcome::Error => "error",
-        pb::Outcome::Skipped => "skipped",
-        pb::Outcome::Unspecified => "unknown",
-    }
-}
-
-fn totals_json(t: &pb::Totals) -> Value {
-    json!({
-        "total": t.total, "passed": t.passed, "failed": t.failed, "flaky": t.flaky,
-        "timed_out": t.timed_out, "lost": t.lost, "cancelled": t.cancelled, "error": t.error,
-    })
-}
-
-/// One event as a JSON object: `{"seq", "time_ms", "session", "event", ...}`.
-pub fn json_event(tracker: &Tracker, event: &pb::SessionEvent) -> Value {
-    let mut v = json!({ "seq": event.seq, "time_ms": event.time_ms, "session": tracker.session_id });
-    let fields = match &event.kind {
-        None => json!({ "event": "unknown" }),
-        Some(Kind::Created(c)) => {
-            json!({ "event": "created", "name": c.name, "total": c.total, "tests": c.test_paths })
-        }
-        Some(Kind::TestStarted(s)) => json!({
-            "event": "test_started", "test": tracker.path(s.test_index), "index": s.test_index,
-            "attempt": s.attempt, "worker": s.worker,
-        }),
-        Some(Kind::TestFinished(f)) => {
-            let r = f.report.clone().unwrap_or_default();
-            json!({
-                "event": "test_finished", "test": tracker.path(f.test_index), "index": f.test_index,
-                "attempt": f.attempt, "worker": f.worker, "final": f.r#final, "outcome": outcome_key(f.outcome),
-                "attempt_outcome": outcome_key(r.outcome), "exit_code": r.exit_code, "signal": r.signal,
-                "duration_ms": r.duration_ms, "message": r.message,
-                "output": String::from_utf8_lossy(&r.output), "output_dropped_bytes": r.output_dropped_bytes,
-                "cases": r.cases.iter().map(|c| json!({
-                    "name": c.name, "classname": c.classname, "outcome": outcome_key(c.outcome),
-                    "duration_ms": c.duration_ms, "message": c.message,
-                    "output": String::from_utf8_lossy(&c.output),
-                })).collect::<Vec<_>>(),
-            })
-        }
-        Some(Kind::TestRequeued(r)) => json!({
-            "event": "test_requeued", "test": tracker.path(r.test_index), "index": r.test_index,
-            "attempt": r.attempt, "reason": r.reason,
-        }),
-        Some(Kind::ResultDiscarded(r)) => json!({
-            "event": "result_discarded", "test": tracker.path(r.test_index), "index": r.test_index,
-            "attempt": r.attempt, "reason": r.reason,
-        }),
-        Some(Kind::Cancelled(c)) => json!({ "event": "cancelled", "reason": c.reason }),
-        Some(Kind::Finished(f)) => json!({
-            "event": "finished",
-            "totals": f.totals.as_ref().map(totals_json),
-            "cancel_reason": (!f.cancel_reason.is_empty()).then_some(&f.cancel_reason),
-        }),
-    };
-    if let (Value::Object(base), Value::Object(extra)) = (&mut v, fields) {
-        base.extend(extra);
-    }
-    v
 }

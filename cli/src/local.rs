@@ -1,5 +1,6 @@
 //! Local mode: an embedded coordinator and `N` workers in this process, talking real gRPC over
-//! loopback: the very code path of a remote grid.
+//! loopback: the very code path of a remote grid. It uses only the worker crate's root API
+//! (`run`, `Config`, `Stop`, `Recycle`, ...).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,12 +18,11 @@ pub struct Local {
     tasks: JoinSet<()>,
 }
 
-/// Start a coordinator on an OS-chosen loopback port and `workers` one-slot workers rooted at `root`.
-pub async fn start(workers: u32, root: PathBuf) -> Result<Local, Error> {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| Error::Infra(format!("cannot open a loopback port for the local grid: {e}")))?;
-    let addr = listener.local_addr().map_err(|e| Error::Infra(format!("local grid: {e}")))?;
+/// Start a coordinator on an OS-chosen loopback port and `workers` one-slot workers rooted at
+/// `root`, replacing their warm runners as `recycle` says.
+pub async fn start(workers: u32, root: PathBuf, recycle: testgrid_worker::Recycle) -> Result<Local, Error> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(Error::LocalPort)?;
+    let addr = listener.local_addr().map_err(Error::LocalAddr)?;
     let url = format!("http://{addr}");
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -46,7 +46,7 @@ pub async fn start(workers: u32, root: PathBuf) -> Result<Local, Error> {
             // SIGTERM, the end of the session); the per-test cost of the kernel guard is not
             // worth it for what is left (a SIGKILL of the CLI itself).
             die_with_worker: false,
-            recycle: testgrid_worker::Recycle::from_env(),
+            recycle,
         };
         let stop = testgrid_worker::Stop { drain: CancellationToken::new(), now: shutdown.clone() };
         tasks.spawn(async move {

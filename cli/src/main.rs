@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use testgrid_proto::logging::{self, LogFormat};
 
 fn main() -> ExitCode {
     let cli = match testgrid_cli::Cli::try_parse() {
@@ -14,15 +15,6 @@ fn main() -> ExitCode {
         }
     };
     // The embedded grid of local mode logs only what the user must see.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TESTGRID_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        // A closed stderr must not turn a log line into a panic.
-        .log_internal_errors(false)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    logging::init("warn", LogFormat::Text, false);
     testgrid_cli::run(cli)
 }

@@ -1,0 +1,206 @@
+//! The command line as clap sees it: every subcommand, flag and value, with its help text (the
+//! doc comments) and its environment variable. Only parsing lives here: what the values mean
+//! together is `settings`' business, what each command does is `commands`'.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use testgrid_proto::frameworks;
+use testgrid_proto::parse_key_value;
+
+/// testgrid: run test suites across a grid of workers.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+#[expect(clippy::large_enum_variant, reason = "parsed once and moved into its command, never stored")]
+pub enum Command {
+    /// Discover tests and run them on the grid (or on a local one), showing results live.
+    Run(RunArgs),
+    /// Re-attach to a session and follow it to the end.
+    Watch(WatchArgs),
+    /// Cancel a session: queued tests end `cancelled`, running ones are killed.
+    Cancel(SessionArgs),
+    /// List the grid's sessions.
+    Sessions(GridArgs),
+    /// List the grid's workers and what they run.
+    Workers(GridArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct GridArgs {
+    /// The coordinator's gRPC address (`http://host:7700`).
+    #[arg(long, env = "TESTGRID_GRID")]
+    pub grid: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SessionArgs {
+    /// The session's id (as `testgrid run --detach` or `testgrid sessions` prints it).
+    pub session: String,
+    #[command(flatten)]
+    pub grid: GridArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// The session's id.
+    pub session: String,
+    /// The coordinator's gRPC address.
+    #[arg(long, env = "TESTGRID_GRID")]
+    pub grid: Option<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct OutputArgs {
+    /// Write a JUnit XML report here.
+    #[arg(long, env = "TESTGRID_JUNIT")]
+    pub junit: Option<PathBuf>,
+    /// One JSON event per line on stdout, nothing else there.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Files or folders to search for tests (default: the current folder).
+    pub paths: Vec<PathBuf>,
+    /// The coordinator's gRPC address; without it (and without TESTGRID_GRID) an embedded grid
+    /// runs here.
+    #[arg(long, env = "TESTGRID_GRID")]
+    pub grid: Option<String>,
+    /// Local mode: how many local workers (one slot each; default: the number of CPUs).
+    #[arg(long, env = "TESTGRID_LOCAL")]
+    pub local: Option<u32>,
+    /// The tests' framework; `auto` detects it from the project's files.
+    #[arg(long, value_enum, default_value = "auto", env = "TESTGRID_FRAMEWORK")]
+    pub framework: Framework,
+    /// The command that runs one test; `{}` becomes its path, shell-quoted. Runs with `sh -c` in
+    /// the workspace root.
+    #[arg(long, env = "TESTGRID_COMMAND")]
+    pub command: Option<String>,
+    /// Which files are tests: globs relative to the workspace root (`**` crosses folders).
+    /// Repeat for more. Default: the framework's patterns.
+    #[arg(long = "pattern")]
+    pub patterns: Vec<String>,
+    /// Run a failed or timed-out test again up to N times; passing on a retry makes it `flaky`.
+    #[arg(long, default_value_t = 0, env = "TESTGRID_RETRIES")]
+    pub retries: u32,
+    /// Kill a test that runs longer than this (`30s`, `10m`; `0` for none).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, env = "TESTGRID_TIMEOUT")]
+    pub timeout: Duration,
+    /// Cancel the whole session when it runs longer than this (off by default).
+    #[arg(long, value_parser = humantime::parse_duration, env = "TESTGRID_SESSION_TIMEOUT")]
+    pub session_timeout: Option<Duration>,
+    /// Only workers with this label run the tests, `key=value`; repeat for more.
+    #[arg(long = "label", value_parser = parse_key_value, env = "TESTGRID_LABELS", value_delimiter = ',')]
+    pub labels: Vec<(String, String)>,
+    /// An environment variable for every test, `NAME=value`; repeat for more.
+    #[arg(long = "env", value_parser = parse_key_value)]
+    pub env: Vec<(String, String)>,
+    /// The workspace root: test paths are relative to it and commands run in it (default: the
+    /// enclosing git checkout, else the current folder).
+    #[arg(long, env = "TESTGRID_ROOT")]
+    pub root: Option<PathBuf>,
+    /// Submit and print the session id without waiting (needs a grid).
+    #[arg(long)]
+    pub detach: bool,
+    /// The Python that runs pytest on every worker (default: the worker's own: its
+    /// TESTGRID_PYTHON, or `python3` on its PATH).
+    #[arg(long)]
+    pub python: Option<String>,
+    /// How tests are kept apart: `warm` runs a framework's tests in one long-lived process per
+    /// slot where testgrid has a warm runner for it (pytest); `file` starts a fresh one per test
+    /// file; `test` one per test case (pytest cases are collected first). Rust tests always run
+    /// a process per test.
+    #[arg(long, value_enum, default_value = "warm", env = "TESTGRID_ISOLATION")]
+    pub isolation: Isolation,
+    /// Cancel the session if this CLI goes away (no client watches it for the grid's liveness
+    /// timeout). Default: the session runs on and `testgrid watch` can re-attach.
+    #[arg(long, env = "TESTGRID_CANCEL_ON_DISCONNECT")]
+    pub cancel_on_disconnect: bool,
+    /// A test whose worker is lost more than this many times ends `lost` (default: the grid's, 2).
+    #[arg(long, env = "TESTGRID_MAX_WORKER_LOSSES")]
+    pub max_worker_losses: Option<u32>,
+    /// Local mode: replace a warm runner (pytest, vitest, jest) by a fresh one after it has run
+    /// this many test files (as `testgrid-worker --recycle-after-files`).
+    #[arg(long, hide = true, env = "TESTGRID_RECYCLE_AFTER_FILES", default_value_t = testgrid_worker::Recycle::default().after_files, value_parser = clap::value_parser!(u64).range(1..))]
+    pub recycle_after_files: u64,
+    /// Local mode: replace a warm runner by a fresh one once its memory (RSS) passes this many
+    /// MiB (as `testgrid-worker --recycle-rss-mib`).
+    #[arg(long, hide = true, env = "TESTGRID_RECYCLE_RSS_MIB", default_value_t = testgrid_worker::Recycle::default().rss_bytes / (1024 * 1024), value_parser = clap::value_parser!(u64).range(1..))]
+    pub recycle_rss_mib: u64,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// The frameworks testgrid knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Framework {
+    /// Detect from the project's files.
+    Auto,
+    /// Shell scripts, each run with `sh`.
+    Shell,
+    /// pytest test files.
+    Pytest,
+    /// Rust tests: the test binaries are built once, and each test runs on its own.
+    Cargo,
+    /// Go packages with `_test.go` files, each run with `go test`.
+    Go,
+    /// Jest test files.
+    Jest,
+    /// Vitest test files.
+    Vitest,
+}
+
+impl Framework {
+    /// Its name in flags and output (`auto` is decided before anything is shown).
+    pub fn name(self) -> &'static str {
+        match self {
+            Framework::Auto => "auto",
+            other => other.typed().name(),
+        }
+    }
+
+    /// The protocol's framework (`auto` is decided before anything is sent).
+    pub fn typed(self) -> frameworks::Framework {
+        use frameworks::Framework as F;
+        match self {
+            Framework::Auto | Framework::Shell => F::Shell,
+            Framework::Pytest => F::Pytest,
+            Framework::Cargo => F::Cargo,
+            Framework::Go => F::Go,
+            Framework::Jest => F::Jest,
+            Framework::Vitest => F::Vitest,
+        }
+    }
+}
+
+/// How tests are kept apart from each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Isolation {
+    Warm,
+    File,
+    Test,
+}
+
+impl Isolation {
+    /// The protocol's isolation.
+    pub fn typed(self) -> frameworks::Isolation {
+        match self {
+            Isolation::Warm => frameworks::Isolation::Warm,
+            Isolation::File => frameworks::Isolation::File,
+            Isolation::Test => frameworks::Isolation::Test,
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! `testgrid run`: resolve the settings, discover the tests, submit them (to the grid, or to a
+//! local one started here), follow the session to its end and report.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use testgrid_proto as pb;
+
+use crate::args::RunArgs;
+use crate::discover::{self, Discovered};
+use crate::error::{Error, exit};
+use crate::follow::follow;
+use crate::grid::Grid;
+use crate::live::Mode;
+use crate::local;
+use crate::settings::{self, Place, Settings};
+use crate::signals;
+
+pub async fn run(args: RunArgs) -> Result<u8, Error> {
+    let settings = settings::resolve(args)?;
+    let found = discover::discover(&settings)?;
+    let spec = session_spec(&settings, &found);
+
+    let (grid, local) = match &settings.place {
+        Place::Grid(url) => (Grid::connect(url).await?, None),
+        Place::Local { workers, recycle } => {
+            let local = local::start(*workers, settings.root.clone(), *recycle).await?;
+            (Grid::connect(&local.url).await?, Some((local, *workers)))
+        }
+    };
+    // Take over SIGINT before the session exists, so no Ctrl-C can fall between submitting and
+    // being ready to cancel.
+    let signals = signals::take()?;
+    let session = grid.submit(spec).await?;
+    if settings.detach {
+        return Ok(detached(&session, found.tests.len(), settings.output.json));
+    }
+
+    let mode = Mode::pick(settings.output.json);
+    if !settings.labels.is_empty() && mode != Mode::Json {
+        warn_if_no_worker_matches(&grid, &settings.labels).await;
+    }
+    if mode != Mode::Json {
+        let place = match &local {
+            Some((_, n)) => format!("a local grid of {n} worker{}", if *n == 1 { "" } else { "s" }),
+            None => grid.url.clone(),
+        };
+        err!("testgrid: {} {} tests on {place} (session {session})", found.tests.len(), found.framework.name());
+    }
+    // Ctrl-C stays handled until the very end: stopping a local grid can wait on tests that
+    // ignore SIGTERM, and a second Ctrl-C must still quit at once then.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let ctrl_c = tokio::spawn(signals::cancel_on_interrupt(
+        signals,
+        grid.clone(),
+        session.clone(),
+        Arc::clone(&interrupted),
+        mode,
+    ));
+    let result = follow(&grid, &session, &found.tests, mode, &settings.output, &interrupted).await;
+    if let Some((local, _)) = local {
+        local.stop().await;
+    }
+    ctrl_c.abort();
+    result
+}
+
+/// The session to submit: the tests found, how to run them, and the session's own limits.
+fn session_spec(settings: &Settings, found: &Discovered) -> pb::SessionSpec {
+    pb::SessionSpec {
+        name: session_name(&settings.paths),
+        tests: found.tests.iter().map(|p| pb::TestSpec { path: p.clone() }).collect(),
+        env: settings.env.clone().into_iter().collect(),
+        test_timeout_ms: millis(settings.timeout),
+        retries: settings.retries,
+        required_labels: settings.labels.iter().cloned().collect::<BTreeMap<_, _>>().into_iter().collect(),
+        session_timeout_ms: settings.session_timeout.map(millis).unwrap_or(0),
+        max_worker_losses: settings.max_worker_losses.unwrap_or(0),
+        cancel_on_disconnect: settings.cancel_on_disconnect,
+        runner: Some(pb::Runner::from(&found.runner)),
+    }
+}
+
+/// `--detach`: say how to follow the session, and leave it running.
+fn detached(session: &str, tests: usize, json: bool) -> u8 {
+    if json {
+        out!("{}", serde_json::json!({ "session": session, "tests": tests }));
+    } else {
+        out!("{session}");
+        err!("session {session} submitted: {tests} tests; follow it with `testgrid watch {session}`");
+    }
+    exit::PASSED
+}
+
+/// A session whose labels no connected worker has waits until one connects: say so.
+async fn warn_if_no_worker_matches(grid: &Grid, labels: &[(String, String)]) {
+    let Ok(workers) = grid.workers().await else { return };
+    let matches = workers.iter().filter(|w| labels.iter().all(|(k, v)| w.labels.get(k) == Some(v))).count();
+    if matches == 0 {
+        let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        err!(
+            "testgrid: none of the {} connected workers has {}; the session waits until one connects",
+            workers.len(),
+            wanted.join(", ")
+        );
+    }
+}
+
+/// `user@host: paths`, as `testgrid sessions` lists it.
+fn session_name(paths: &[PathBuf]) -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "someone".into());
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_string());
+    let what = if paths.is_empty() {
+        ".".to_string()
+    } else {
+        paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ")
+    };
+    format!("{user}@{host}: {what}")
+}
+
+/// A duration in whole milliseconds for the protocol, where anything non-zero stays non-zero
+/// (0 means "none").
+fn millis(d: Duration) -> u64 {
+    if d.is_zero() { 0 } else { (d.as_millis() as u64).max(1) }
+}

@@ -1,0 +1,151 @@
+//! Rust: build the test binaries (`cargo test --no-run`), list each one's tests, and name every
+//! test `SRC::NAME` (see `testgrid_proto::cargo`). Paths on the command line pick targets by
+//! their source file or folder (`tests/api.rs`, `crates/x`), and `SRC::NAME` picks one test, or
+//! every test under a module path.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use testgrid_proto::cargo::{Binary, binary_from_message, list_args, parse_list, select};
+use testgrid_proto::frameworks::Options;
+
+use super::project;
+use super::search::{Search, relative};
+use crate::error::Error;
+
+/// The variable with extra `cargo test` arguments (`--workspace --features x`), shell words.
+pub const ARGS_VAR: &str = "TESTGRID_CARGO_ARGS";
+
+/// What `--pattern`s match for Rust: the targets' source files.
+pub const PATTERNS: &[&str] = &["**/*.rs"];
+
+/// The extra arguments in `TESTGRID_CARGO_ARGS` (shell words).
+fn extra_args(text: &str) -> Result<Vec<String>, Error> {
+    shlex::split(text).ok_or_else(|| Error::CargoArgs { var: ARGS_VAR, text: text.to_string() })
+}
+
+pub fn discover(search: &Search) -> Result<(Vec<String>, Options), Error> {
+    let settings = search.settings;
+    let root = search.root();
+    let mut files: Vec<String> = Vec::new();
+    let mut cases: Vec<(String, String)> = Vec::new();
+    if settings.paths.is_empty() {
+        // The current folder, which may lie outside a `--root` given.
+        files.push(relative(root, &settings.cwd).unwrap_or_else(|_| ".".into()));
+    } else {
+        for place in &search.places {
+            match &place.case {
+                Some(case) => cases.push(case.clone()),
+                None => files.push(relative(root, &place.absolute)?),
+            }
+        }
+    }
+    let dir = cargo_dir(root, &search.absolute_places())?;
+    let mut args = extra_args(&std::env::var(ARGS_VAR).unwrap_or_default())?;
+    // Paths named in a workspace whose root is also a package: `cargo test` there would build
+    // only the root package, and the members' tests asked for would silently be missing.
+    let picks_packages =
+        args.iter().any(|a| matches!(a.as_str(), "-p" | "--workspace" | "--all") || a.starts_with("--package"));
+    let is_workspace = std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|t| t.contains("[workspace]"));
+    if !settings.paths.is_empty() && is_workspace && !picks_packages {
+        args.push("--workspace".into());
+    }
+    let binaries = build(root, &dir, &args, &settings.env)?;
+    let mut units = all_tests(&binaries, &settings.env)?;
+    for binary in &binaries {
+        if !units.iter().any(|(src, _)| *src == binary.src) {
+            err!(
+                "warning: {} ({}) lists no tests and is not run; a `harness = false` target must answer \
+                 `--list --format terse` as libtest does to run under testgrid",
+                binary.id,
+                binary.src
+            );
+        }
+    }
+    if !settings.patterns.is_empty() {
+        units.retain(|(src, _)| search.set.is_match(src));
+    }
+    // Everything asked for by name must find something: a typo must not pass as "0 failed".
+    for file in files.iter().filter(|f| f.as_str() != ".") {
+        if select(&units, std::slice::from_ref(file), &[]).is_empty() {
+            return Err(Error::NoRustTarget { file: file.clone() });
+        }
+    }
+    for (file, case) in &cases {
+        if select(&units, &[], &[(file.clone(), case.clone())]).is_empty() {
+            return Err(Error::NoRustTest { file: file.clone(), case: case.clone() });
+        }
+    }
+    let tests = select(&units, &files, &cases);
+    Ok((tests, Options::Cargo { package_dir: relative(root, &dir)?, cargo_args: args }))
+}
+
+/// Where cargo runs: the nearest folder with a `Cargo.toml` at or above everything asked for,
+/// inside the workspace root, as `cargo test` run from there would pick.
+fn cargo_dir(root: &Path, places: &[PathBuf]) -> Result<PathBuf, Error> {
+    project::project_dir(root, places, "Cargo.toml").ok_or_else(|| Error::NoCargoToml {
+        place: places.first().cloned().unwrap_or_else(|| root.to_path_buf()),
+        root: root.to_path_buf(),
+    })
+}
+
+/// Build the test binaries in `dir` and name them. cargo's own output goes to this terminal (it
+/// stays in the terminal's process group, so that Ctrl-C reaches it directly).
+fn build(root: &Path, dir: &Path, args: &[String], env: &BTreeMap<String, String>) -> Result<Vec<Binary>, Error> {
+    let shown = format!("cargo test --no-run {}", args.join(" "));
+    let mut child = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(testgrid_proto::cargo::BUILD_ARGS)
+        .args(args)
+        .current_dir(dir)
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|source| Error::CargoCannotStart { command: shown.clone(), dir: dir.to_path_buf(), source })?;
+    let mut binaries = Vec::new();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            binaries.extend(binary_from_message(root, &line));
+        }
+    }
+    let status = child.wait().map_err(Error::CargoWait)?;
+    if !status.success() {
+        return Err(Error::CargoBuild { command: shown, dir: dir.to_path_buf(), status });
+    }
+    binaries.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(binaries)
+}
+
+/// Every test of a build as `(SRC, NAME)`, binaries in order.
+fn all_tests(binaries: &[Binary], env: &BTreeMap<String, String>) -> Result<Vec<(String, String)>, Error> {
+    let mut units = Vec::new();
+    let mut by_src: HashMap<&str, &str> = HashMap::new();
+    for binary in binaries {
+        if let Some(other) = by_src.insert(&binary.src, &binary.id) {
+            return Err(Error::SameSource { id: binary.id.clone(), other: other.to_string(), src: binary.src.clone() });
+        }
+        let output = Command::new(&binary.exe)
+            .args(list_args(false))
+            .current_dir(&binary.manifest_dir)
+            .envs(env)
+            .envs(binary.env(std::env::var("LD_LIBRARY_PATH").ok().as_deref()))
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| Error::CannotList { exe: binary.exe.clone(), source })?;
+        if !output.status.success() {
+            return Err(Error::ListFailed {
+                exe: binary.exe.clone(),
+                status: output.status,
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            });
+        }
+        units.extend(
+            parse_list(&String::from_utf8_lossy(&output.stdout)).into_iter().map(|name| (binary.src.clone(), name)),
+        );
+    }
+    Ok(units)
+}

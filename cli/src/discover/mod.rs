@@ -1,0 +1,103 @@
+//! Finding a session's test units and how to run them: resolve the paths asked for, pick the
+//! framework ([`detect`] for `auto`), then one function per framework ([`files`] for shell
+//! scripts and custom commands, [`pytest`], [`cargo`], [`js`], [`go`]) returns the units and
+//! the framework's typed runner options. Nothing here talks to a grid.
+//!
+//! A test unit is a file by default (a package folder for Go, a single test for Rust, a case
+//! for pytest with `--isolation test`). Paths are relative to the workspace root, which is also
+//! where the command runs. Patterns are globs relative to that root where `*` stays inside one
+//! folder and `**` crosses folders.
+
+mod cargo;
+mod detect;
+mod files;
+mod go;
+mod js;
+mod project;
+mod pytest;
+mod search;
+#[cfg(test)]
+mod tests;
+
+use testgrid_proto::frameworks::{self, Options, Runner};
+
+use crate::args::Framework;
+use crate::error::Error;
+use crate::settings::Settings;
+
+pub use project::project_dir;
+use search::{Search, places};
+
+/// What a session will run.
+#[derive(Clone, Debug)]
+pub struct Discovered {
+    /// The framework, decided (never `auto`).
+    pub framework: Framework,
+    /// Test paths relative to the root, in the order they should start (largest first: the
+    /// cheapest guess at longest first until durations are known).
+    pub tests: Vec<String>,
+    /// How the workers run them.
+    pub runner: Runner,
+}
+
+/// The command a shell test runs with.
+const SHELL_TEMPLATE: &str = "sh {}";
+
+/// Find the tests `settings` ask for and the runner for them.
+pub fn discover(settings: &Settings) -> Result<Discovered, Error> {
+    let places = places(settings)?;
+    let framework = match settings.framework {
+        Framework::Auto => detect::detect(&settings.root, &places),
+        f => f,
+    };
+    let patterns: Vec<String> = if settings.patterns.is_empty() {
+        detect::default_patterns(framework).iter().map(|p| p.to_string()).collect()
+    } else {
+        settings.patterns.clone()
+    };
+    let set = files::glob_set(&patterns)?;
+    let search = Search { settings, framework, places, patterns, set };
+    let (tests, options) = match (&settings.command, framework) {
+        (Some(template), _) => (command_units(&search)?, Options::Command { template: template.clone() }),
+        (None, Framework::Auto | Framework::Shell) => {
+            (files::units(&search)?, Options::Command { template: SHELL_TEMPLATE.to_string() })
+        }
+        (None, Framework::Pytest) => pytest::discover(&search)?,
+        (None, Framework::Cargo) => cargo::discover(&search)?,
+        (None, Framework::Jest | Framework::Vitest) => js::discover(&search)?,
+        (None, Framework::Go) => go::discover(&search)?,
+    };
+    if tests.is_empty() {
+        return Err(no_tests(&search));
+    }
+    let runner = Runner {
+        framework: if settings.command.is_some() { frameworks::Framework::Custom } else { framework.typed() },
+        isolation: settings.isolation.typed(),
+        options,
+    };
+    Ok(Discovered { framework, tests, runner })
+}
+
+/// The units of a `--command`: the framework's files (or Go packages), run as the template
+/// says. Rust tests are found by building them, which a custom command does not do: none.
+fn command_units(search: &Search) -> Result<Vec<String>, Error> {
+    match search.framework {
+        Framework::Cargo => Ok(Vec::new()),
+        Framework::Go => go::units(search),
+        _ => files::units(search),
+    }
+}
+
+fn no_tests(search: &Search) -> Error {
+    let paths = &search.settings.paths;
+    Error::NoTests {
+        searched: if paths.is_empty() {
+            vec![".".into()]
+        } else {
+            paths.iter().map(|p| p.display().to_string()).collect()
+        },
+        patterns: search.patterns.clone(),
+        framework: search.framework.name(),
+        root: search.settings.root.clone(),
+    }
+}

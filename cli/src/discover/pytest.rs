@@ -1,0 +1,89 @@
+//! pytest: test files by pytest's default patterns, the project folder of its configuration for
+//! the warm runner, and with `--isolation test` every file's cases (`pytest --collect-only`).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use testgrid_proto::frameworks::Options;
+
+use super::search::Search;
+use super::{files, project};
+use crate::args::Isolation;
+use crate::error::Error;
+
+/// The default patterns of pytest tests.
+pub const PATTERNS: &[&str] = &["**/test_*.py", "**/*_test.py"];
+
+pub fn discover(search: &Search) -> Result<(Vec<String>, Options), Error> {
+    let settings = search.settings;
+    let tests = files::units(search)?;
+    // Warm runners start in the project's folder, so that its configuration applies.
+    let project_dir = project::runner_project(search, is_project)?;
+    let tests = if settings.isolation == Isolation::Test {
+        cases(&settings.root, &tests, settings.python.as_deref(), &settings.env)?
+    } else {
+        tests
+    };
+    Ok((tests, Options::Pytest { python: settings.python.clone(), project_dir }))
+}
+
+/// A folder with pytest's configuration: `pytest.ini`, or a `pyproject.toml`, `tox.ini` or
+/// `setup.cfg` with a pytest section.
+fn is_project(dir: &Path) -> bool {
+    let contains =
+        |file: &str, section: &str| std::fs::read_to_string(dir.join(file)).is_ok_and(|text| text.contains(section));
+    dir.join("pytest.ini").is_file()
+        || contains("pyproject.toml", "[tool.pytest")
+        || contains("tox.ini", "[pytest]")
+        || contains("setup.cfg", "[tool:pytest]")
+}
+
+/// `--isolation test` for pytest: every file becomes its test cases (`pytest --collect-only`),
+/// so that each case runs in a process of its own. A file that yields no case (a collection
+/// error, say) stays a unit, so its error is reported when it runs.
+fn cases(
+    root: &Path,
+    tests: &[String],
+    python: Option<&str>,
+    env: &BTreeMap<String, String>,
+) -> Result<Vec<String>, Error> {
+    let python = python
+        .map(str::to_string)
+        .or_else(|| std::env::var("TESTGRID_PYTHON").ok())
+        .unwrap_or_else(|| "python3".into());
+    let output = Command::new(&python)
+        // The runners' rootdir is the workspace root: node ids must be relative to it too.
+        .args(["-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "--rootdir", "."])
+        .arg("--")
+        .args(tests)
+        .current_dir(root)
+        .envs(env)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| Error::PytestCannotCollect { python: python.clone(), source })?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let ids: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).filter(|l| l.contains("::")).collect();
+    // 0: collected; 2: some files did not collect (they stay units, and report their error);
+    // 5: nothing collected. Anything else (pytest missing, a usage error) is not a collection.
+    if !matches!(output.status.code(), Some(0 | 2 | 5)) {
+        return Err(Error::PytestCollectFailed {
+            python,
+            status: output.status,
+            output: format!("{}{}", text.trim(), String::from_utf8_lossy(&output.stderr).trim()),
+        });
+    }
+    let mut units = Vec::new();
+    for test in tests {
+        let prefix = format!("{test}::");
+        let mut found: Vec<String> =
+            ids.iter().filter(|id| **id == test || id.starts_with(&prefix)).map(|id| id.to_string()).collect();
+        if found.is_empty() {
+            found.push(test.clone());
+        }
+        units.extend(found);
+    }
+    let mut seen = HashSet::new();
+    units.retain(|u| seen.insert(u.clone()));
+    Ok(units)
+}

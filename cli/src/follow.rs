@@ -1,0 +1,56 @@
+//! Following a session to its end, for `run` and `watch`: the live view while it runs, then
+//! the summary, the JUnit report, and the exit code its outcomes call for.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::args::OutputArgs;
+use crate::error::{Error, exit};
+use crate::grid::Grid;
+use crate::live::{Live, Mode};
+use crate::report;
+
+/// Watch a session to its end, print the summary, write the JUnit report, and return the exit
+/// code. `submitted`: the tests of a session this client just submitted (empty for `watch`), so
+/// that even a session lost before its first event gets a report.
+pub async fn follow(
+    grid: &Grid,
+    session: &str,
+    submitted: &[String],
+    mode: Mode,
+    output: &OutputArgs,
+    interrupted: &AtomicBool,
+) -> Result<u8, Error> {
+    let mut live = Live::new(mode, session);
+    live.tracker.expect(submitted);
+    let watched = grid.watch(session, 1, !submitted.is_empty(), |event| live.on_event(event)).await;
+    live.clear();
+    let tracker = &live.tracker;
+    if let Err(e) = watched {
+        // What did finish is still worth a summary and a report; the rest are named as unknown.
+        if !tracker.tests.is_empty() {
+            if mode != Mode::Json {
+                out!("{}", report::summary(tracker, 15).trim_end());
+            }
+            if let Some(path) = &output.junit {
+                report::write_junit(tracker, path)?;
+            }
+        }
+        return Err(e);
+    }
+    if mode == Mode::Json {
+        err!("{}", report::summary(tracker, 0).trim_end().lines().find(|l| l.starts_with("Summary")).unwrap_or(""));
+    } else {
+        out!("{}", report::summary(tracker, 15).trim_end());
+    }
+    // After the summary, so that a report that cannot be written never hides the results.
+    if let Some(path) = &output.junit {
+        report::write_junit(tracker, path)?;
+        if mode != Mode::Json {
+            out!("  JUnit report: {}", path.display());
+        }
+    }
+    if interrupted.load(Ordering::SeqCst) {
+        return Ok(exit::INTERRUPTED);
+    }
+    Ok(if tracker.all_passed() { exit::PASSED } else { exit::FAILED })
+}

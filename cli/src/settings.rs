@@ -1,0 +1,134 @@
+//! What `testgrid run` was asked to do, resolved and checked before anything is searched or
+//! started: the workspace root, where the session runs (a grid or a local one), and every flag
+//! that does not go with another, each refused with its own [`Error`]. Nothing here touches the
+//! grid or the tests.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::args::{Framework, Isolation, OutputArgs, RunArgs};
+use crate::error::Error;
+use crate::report;
+
+/// Where a session runs.
+#[derive(Clone, Debug)]
+pub enum Place {
+    /// A coordinator at this address.
+    Grid(String),
+    /// An embedded grid of `workers` one-slot workers.
+    Local { workers: u32, recycle: testgrid_worker::Recycle },
+}
+
+/// A checked `testgrid run`.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The workspace root (absolute): test paths are relative to it.
+    pub root: PathBuf,
+    /// The current folder (absolute), where relative paths on the command line start.
+    pub cwd: PathBuf,
+    /// Files, folders or `FILE::CASE`s to search, as given.
+    pub paths: Vec<PathBuf>,
+    pub framework: Framework,
+    /// `--pattern`s; empty: the framework's own.
+    pub patterns: Vec<String>,
+    /// `--command`: a template with `{}` (checked).
+    pub command: Option<String>,
+    pub python: Option<String>,
+    pub isolation: Isolation,
+    /// `--env`, for the tests and for discovery's own runs of the framework.
+    pub env: BTreeMap<String, String>,
+    pub place: Place,
+    /// `--label`s, as given.
+    pub labels: Vec<(String, String)>,
+    pub timeout: Duration,
+    pub session_timeout: Option<Duration>,
+    pub retries: u32,
+    pub max_worker_losses: Option<u32>,
+    pub cancel_on_disconnect: bool,
+    pub detach: bool,
+    pub output: OutputArgs,
+}
+
+/// The grid address, treating an empty one (`TESTGRID_GRID=`) as unset.
+pub fn grid_of(grid: Option<&str>) -> Option<String> {
+    grid.map(|g| g.trim().to_string()).filter(|g| !g.is_empty())
+}
+
+/// The grid address of a command that needs one (`what`: the command's name).
+pub fn need_grid(grid: Option<&str>, what: &'static str) -> Result<String, Error> {
+    grid_of(grid).ok_or(Error::NeedsGrid(what))
+}
+
+/// Check `run`'s flags and resolve its places, in the order a user fixes them: root, flags that
+/// do not go together, the JUnit report's folder.
+pub fn resolve(args: RunArgs) -> Result<Settings, Error> {
+    let grid = grid_of(args.grid.as_deref());
+    let cwd = std::env::current_dir().map_err(Error::CurrentDir)?;
+    let cwd = cwd.canonicalize().unwrap_or(cwd);
+    let root = match &args.root {
+        Some(root) => root.canonicalize().map_err(|source| Error::Root { path: root.clone(), source })?,
+        None => default_root(&cwd),
+    };
+    if args.local == Some(0) {
+        return Err(Error::NoLocalWorkers);
+    }
+    if grid.is_some() && args.local.is_some() {
+        return Err(Error::LocalWithGrid);
+    }
+    if args.max_worker_losses == Some(0) {
+        return Err(Error::NoWorkerLosses);
+    }
+    if args.detach && args.cancel_on_disconnect {
+        return Err(Error::DetachWithCancelOnDisconnect);
+    }
+    if grid.is_none() && !args.labels.is_empty() {
+        return Err(Error::LabelsWithoutGrid);
+    }
+    if args.detach && grid.is_none() {
+        return Err(Error::DetachWithoutGrid);
+    }
+    if let Some(command) = &args.command
+        && !command.contains("{}")
+    {
+        return Err(Error::CommandWithoutPlaceholder(command.clone()));
+    }
+    if let Some(path) = &args.output.junit {
+        report::check_writable(path)?;
+    }
+    let place = match grid {
+        Some(url) => Place::Grid(url),
+        None => Place::Local {
+            workers: args.local.unwrap_or_else(testgrid_worker::default_slots),
+            recycle: testgrid_worker::Recycle {
+                after_files: args.recycle_after_files,
+                rss_bytes: args.recycle_rss_mib.saturating_mul(1024 * 1024),
+            },
+        },
+    };
+    Ok(Settings {
+        root,
+        cwd,
+        paths: args.paths,
+        framework: args.framework,
+        patterns: args.patterns,
+        command: args.command,
+        python: args.python,
+        isolation: args.isolation,
+        env: args.env.into_iter().collect(),
+        place,
+        labels: args.labels,
+        timeout: args.timeout,
+        session_timeout: args.session_timeout,
+        retries: args.retries,
+        max_worker_losses: args.max_worker_losses,
+        cancel_on_disconnect: args.cancel_on_disconnect,
+        detach: args.detach,
+        output: args.output,
+    })
+}
+
+/// The enclosing git checkout of `dir`, else `dir`.
+fn default_root(dir: &Path) -> PathBuf {
+    dir.ancestors().find(|d| d.join(".git").exists()).unwrap_or(dir).to_path_buf()
+}
