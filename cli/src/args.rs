@@ -140,6 +140,13 @@ pub struct RunArgs {
     /// MiB (as `testgrid-worker --recycle-rss-mib`).
     #[arg(long, hide = true, env = "TESTGRID_RECYCLE_RSS_MIB", default_value_t = testgrid_worker::Recycle::default().rss_bytes / (1024 * 1024), value_parser = clap::value_parser!(u64).range(1..))]
     pub recycle_rss_mib: u64,
+    /// The Python that local workers, and the collection of pytest cases, use when `--python`
+    /// is not given (as `testgrid-worker --python`).
+    #[arg(long, hide = true, env = "TESTGRID_PYTHON", default_value = testgrid_worker::DEFAULT_PYTHON)]
+    pub worker_python: String,
+    /// The Node that local workers start (as `testgrid-worker --node`).
+    #[arg(long, hide = true, env = "TESTGRID_NODE", default_value = testgrid_worker::DEFAULT_NODE)]
+    pub worker_node: String,
     #[command(flatten)]
     pub output: OutputArgs,
 }

@@ -10,6 +10,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
+use crate::settings::LocalGrid;
 
 /// A running embedded grid. Stop it with [`Local::stop`].
 pub struct Local {
@@ -18,9 +19,9 @@ pub struct Local {
     tasks: JoinSet<()>,
 }
 
-/// Start a coordinator on an OS-chosen loopback port and `workers` one-slot workers rooted at
-/// `root`, replacing their warm runners as `recycle` says.
-pub async fn start(workers: u32, root: PathBuf, recycle: testgrid_worker::Recycle) -> Result<Local, Error> {
+/// Start a coordinator on an OS-chosen loopback port and `grid.workers` one-slot workers rooted
+/// at `root`.
+pub async fn start(grid: &LocalGrid, root: PathBuf) -> Result<Local, Error> {
     let listener = TcpListener::bind("127.0.0.1:0").await.map_err(Error::LocalPort)?;
     let addr = listener.local_addr().map_err(Error::LocalAddr)?;
     let url = format!("http://{addr}");
@@ -32,21 +33,19 @@ pub async fn start(workers: u32, root: PathBuf, recycle: testgrid_worker::Recycl
             tracing::error!("local coordinator stopped: {e}");
         }
     });
-    for i in 0..workers {
+    for i in 0..grid.workers {
         let config = testgrid_worker::Config {
-            grid: url.clone(),
             slots: 1,
             name: format!("local-{}", i + 1),
-            labels: Default::default(),
-            root: root.clone(),
-            output_limit: testgrid_worker::DEFAULT_OUTPUT_LIMIT,
-            kill_grace: Duration::from_secs(1),
             drain_timeout: Duration::ZERO,
             // This process owns the tests and kills them on every exit it can see (Ctrl-C,
             // SIGTERM, the end of the session); the per-test cost of the kernel guard is not
             // worth it for what is left (a SIGKILL of the CLI itself).
             die_with_worker: false,
-            recycle,
+            recycle: grid.recycle,
+            python: grid.python.clone(),
+            node: grid.node.clone(),
+            ..testgrid_worker::Config::new(url.clone(), root.clone())
         };
         let stop = testgrid_worker::Stop { drain: CancellationToken::new(), now: shutdown.clone() };
         tasks.spawn(async move {

@@ -17,7 +17,18 @@ pub enum Place {
     /// A coordinator at this address.
     Grid(String),
     /// An embedded grid of `workers` one-slot workers.
-    Local { workers: u32, recycle: testgrid_worker::Recycle },
+    Local(LocalGrid),
+}
+
+/// How the embedded grid of local mode runs.
+#[derive(Clone, Debug)]
+pub struct LocalGrid {
+    /// How many one-slot workers.
+    pub workers: u32,
+    pub recycle: testgrid_worker::Recycle,
+    /// The workers' own Python and Node (a session's `--python` wins).
+    pub python: String,
+    pub node: String,
 }
 
 /// A checked `testgrid run`.
@@ -35,6 +46,9 @@ pub struct Settings {
     /// `--command`: a template with `{}` (checked).
     pub command: Option<String>,
     pub python: Option<String>,
+    /// The Python of this machine's workers (`TESTGRID_PYTHON`), for discovery's own pytest runs
+    /// when `--python` is not given.
+    pub worker_python: String,
     pub isolation: Isolation,
     /// `--env`, for the tests and for discovery's own runs of the framework.
     pub env: BTreeMap<String, String>,
@@ -98,13 +112,12 @@ pub fn resolve(args: RunArgs) -> Result<Settings, Error> {
     }
     let place = match grid {
         Some(url) => Place::Grid(url),
-        None => Place::Local {
+        None => Place::Local(LocalGrid {
             workers: args.local.unwrap_or_else(testgrid_worker::default_slots),
-            recycle: testgrid_worker::Recycle {
-                after_files: args.recycle_after_files,
-                rss_bytes: args.recycle_rss_mib.saturating_mul(1024 * 1024),
-            },
-        },
+            recycle: testgrid_worker::Recycle::new(args.recycle_after_files, args.recycle_rss_mib),
+            python: args.worker_python.clone(),
+            node: args.worker_node,
+        }),
     };
     Ok(Settings {
         root,
@@ -114,6 +127,7 @@ pub fn resolve(args: RunArgs) -> Result<Settings, Error> {
         patterns: args.patterns,
         command: args.command,
         python: args.python,
+        worker_python: args.worker_python,
         isolation: args.isolation,
         env: args.env.into_iter().collect(),
         place,

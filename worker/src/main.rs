@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use testgrid_proto::logging::LogFormat;
 
 /// A testgrid worker: runs the tests a coordinator assigns to it.
 #[derive(Parser, Debug)]
@@ -21,7 +22,7 @@ struct Args {
     #[arg(long, env = "TESTGRID_WORKER_NAME")]
     name: Option<String>,
     /// A label sessions can require, `key=value`; repeat for more.
-    #[arg(long = "label", env = "TESTGRID_LABELS", value_delimiter = ',', value_parser = parse_label)]
+    #[arg(long = "label", env = "TESTGRID_LABELS", value_delimiter = ',', value_parser = testgrid_proto::parse_key_value)]
     labels: Vec<(String, String)>,
     /// The workspace root: the checkout the tests live in (baked into the image, or a volume).
     #[arg(long, env = "TESTGRID_ROOT", default_value = ".")]
@@ -44,40 +45,22 @@ struct Args {
     #[arg(long, env = "TESTGRID_RECYCLE_AFTER_FILES", default_value_t = testgrid_worker::Recycle::default().after_files, value_parser = clap::value_parser!(u64).range(1..))]
     recycle_after_files: u64,
     /// Replace a warm runner by a fresh one once its memory (RSS) passes this many MiB.
-    #[arg(long, env = "TESTGRID_RECYCLE_RSS_MIB", default_value_t = testgrid_worker::Recycle::default().rss_bytes / (1024 * 1024), value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "TESTGRID_RECYCLE_RSS_MIB", default_value_t = testgrid_worker::Recycle::default().rss_mib(), value_parser = clap::value_parser!(u64).range(1..))]
     recycle_rss_mib: u64,
+    /// The Python that pytest runners start when a session names none (`testgrid run --python`).
+    #[arg(long, env = "TESTGRID_PYTHON", default_value = testgrid_worker::DEFAULT_PYTHON)]
+    python: String,
+    /// The Node that vitest and jest runners start.
+    #[arg(long, env = "TESTGRID_NODE", default_value = testgrid_worker::DEFAULT_NODE)]
+    node: String,
     /// Log format.
     #[arg(long, env = "TESTGRID_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
-fn parse_label(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
-        _ => Err(format!("`{s}` is not a label; write key=value")),
-    }
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TESTGRID_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        // A closed stderr must not turn a log line into a panic.
-        .log_internal_errors(false)
-        .with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    testgrid_proto::logging::init("info", args.log_format, true);
     if let Some(slots) = args.slots
         && !(1..=testgrid_worker::MAX_SLOTS).contains(&slots)
     {
@@ -94,10 +77,9 @@ fn main() -> ExitCode {
         kill_grace: args.kill_grace,
         drain_timeout: args.drain_timeout,
         die_with_worker: !args.orphans_survive,
-        recycle: testgrid_worker::Recycle {
-            after_files: args.recycle_after_files,
-            rss_bytes: args.recycle_rss_mib.saturating_mul(1024 * 1024),
-        },
+        recycle: testgrid_worker::Recycle::new(args.recycle_after_files, args.recycle_rss_mib),
+        python: args.python,
+        node: args.node,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

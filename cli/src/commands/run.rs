@@ -26,9 +26,9 @@ pub async fn run(args: RunArgs) -> Result<u8, Error> {
 
     let (grid, local) = match &settings.place {
         Place::Grid(url) => (Grid::connect(url).await?, None),
-        Place::Local { workers, recycle } => {
-            let local = local::start(*workers, settings.root.clone(), *recycle).await?;
-            (Grid::connect(&local.url).await?, Some((local, *workers)))
+        Place::Local(local_grid) => {
+            let local = local::start(local_grid, settings.root.clone()).await?;
+            (Grid::connect(&local.url).await?, Some((local, local_grid.workers)))
         }
     };
     // Take over SIGINT before the session exists, so no Ctrl-C can fall between submitting and

@@ -21,7 +21,7 @@ pub fn discover(search: &Search) -> Result<(Vec<String>, Options), Error> {
     // Warm runners start in the project's folder, so that its configuration applies.
     let project_dir = project::runner_project(search, is_project)?;
     let tests = if settings.isolation == Isolation::Test {
-        cases(&settings.root, &tests, settings.python.as_deref(), &settings.env)?
+        cases(&settings.root, &tests, settings.python.as_deref().unwrap_or(&settings.worker_python), &settings.env)?
     } else {
         tests
     };
@@ -42,16 +42,8 @@ fn is_project(dir: &Path) -> bool {
 /// `--isolation test` for pytest: every file becomes its test cases (`pytest --collect-only`),
 /// so that each case runs in a process of its own. A file that yields no case (a collection
 /// error, say) stays a unit, so its error is reported when it runs.
-fn cases(
-    root: &Path,
-    tests: &[String],
-    python: Option<&str>,
-    env: &BTreeMap<String, String>,
-) -> Result<Vec<String>, Error> {
-    let python = python
-        .map(str::to_string)
-        .or_else(|| std::env::var("TESTGRID_PYTHON").ok())
-        .unwrap_or_else(|| "python3".into());
+fn cases(root: &Path, tests: &[String], python: &str, env: &BTreeMap<String, String>) -> Result<Vec<String>, Error> {
+    let python = python.to_string();
     let output = Command::new(&python)
         // The runners' rootdir is the workspace root: node ids must be relative to it too.
         .args(["-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "--rootdir", "."])

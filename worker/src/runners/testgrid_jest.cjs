@@ -29,15 +29,10 @@
 
 const path = require('node:path');
 
-const {
-  OUTPUT_LIMIT,
-  MESSAGE_LIMIT,
-  cap,
-  plain,
-  escapeRegExp,
-  Channel,
-  resolveFromProject,
-} = require('./testgrid_runner_common.cjs');
+const common = require('./testgrid_runner_common.cjs');
+
+const { OUTPUT_LIMIT, MESSAGE_LIMIT, cap, plain, escapeRegExp, Channel } = common;
+const { resolveFromProject, splitUnitPath, socketPathOrExit, serve } = common;
 
 const log = (...args) => process.stderr.write(`[testgrid-jest] ${args.join(' ')}\n`);
 
@@ -206,10 +201,7 @@ function loadJest() {
 }
 
 async function runFile(jest, channel, message) {
-  const given = String(message.path ?? '');
-  const split = given.indexOf('::');
-  const file = split >= 0 ? given.slice(0, split) : given;
-  const caseName = split >= 0 ? given.slice(split + 2) : null;
+  const { file, caseName } = splitUnitPath(message);
   const unit = new Unit(message.unit, file, caseName, channel);
   current = unit;
   const argv = {
@@ -313,11 +305,7 @@ function guardProcess() {
 }
 
 async function main() {
-  const socketPath = process.env.TESTGRID_RUNNER_SOCKET;
-  if (!socketPath) {
-    log('TESTGRID_RUNNER_SOCKET is not set');
-    process.exit(2);
-  }
+  const socketPath = socketPathOrExit(log);
   guardProcess();
   // A test's process.exit (jest hands the tests this process's exit) fails the test instead.
   const realExit = process.exit;
@@ -332,13 +320,10 @@ async function main() {
   const { jest, version } = loadJest();
   log(`jest ${version} ready in ${process.cwd()}`);
   channel.send({ op: 'ready', pid: process.pid });
-  for (;;) {
-    const message = await channel.receive();
-    if (message === null || message.op === 'stop') break;
-    if (message.op !== 'run') continue;
+  await serve(channel, async (message) => {
     await runFile(jest, channel, message);
     installGuards();
-  }
+  });
   channel.socket.end();
   realExit.call(process, 0);
 }

@@ -102,4 +102,32 @@ function resolveFromProject(specifier, name) {
   }
 }
 
-module.exports = { OUTPUT_LIMIT, MESSAGE_LIMIT, cap, plain, escapeRegExp, Channel, resolveFromProject };
+/** A `run` request's path: the file, and the case after `::` (null for the whole file). */
+function splitUnitPath(message) {
+  const given = String(message.path ?? '');
+  const split = given.indexOf('::');
+  return split >= 0 ? { file: given.slice(0, split), caseName: given.slice(split + 2) } : { file: given, caseName: null };
+}
+
+/** The worker's socket, from TESTGRID_RUNNER_SOCKET; exits 2 without one. */
+function socketPathOrExit(log) {
+  const socketPath = process.env.TESTGRID_RUNNER_SOCKET;
+  if (!socketPath) {
+    log('TESTGRID_RUNNER_SOCKET is not set');
+    process.exit(2);
+  }
+  return socketPath;
+}
+
+/** Serve `run` requests one at a time, until `stop` or the end of the channel. */
+async function serve(channel, runFile) {
+  for (;;) {
+    const message = await channel.receive();
+    if (message === null || message.op === 'stop') break;
+    if (message.op !== 'run') continue;
+    await runFile(message);
+  }
+}
+
+// prettier-ignore
+module.exports = { OUTPUT_LIMIT, MESSAGE_LIMIT, cap, plain, escapeRegExp, Channel, resolveFromProject, splitUnitPath, socketPathOrExit, serve };

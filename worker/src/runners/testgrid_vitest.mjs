@@ -31,7 +31,8 @@ import { pathToFileURL } from 'node:url';
 
 import common from './testgrid_runner_common.cjs';
 
-const { OUTPUT_LIMIT, MESSAGE_LIMIT, cap, plain, escapeRegExp, Channel, resolveFromProject } = common;
+const { OUTPUT_LIMIT, MESSAGE_LIMIT, cap, plain, escapeRegExp, Channel } = common;
+const { resolveFromProject, splitUnitPath, socketPathOrExit, serve } = common;
 
 const log = (...args) => process.stderr.write(`[testgrid-vitest] ${args.join(' ')}\n`);
 
@@ -270,10 +271,7 @@ function projectFor(vitest, absPath) {
 
 async function runFile(state, channel, message) {
   const { vitest, major } = state;
-  const given = String(message.path ?? '');
-  const split = given.indexOf('::');
-  const file = split >= 0 ? given.slice(0, split) : given;
-  const caseName = split >= 0 ? given.slice(split + 2) : null;
+  const { file, caseName } = splitUnitPath(message);
   const unit = new Unit(message.unit, file, caseName, channel);
   current = unit;
   try {
@@ -309,11 +307,7 @@ async function runFile(state, channel, message) {
 // ---------------------------------------------------------------------------------------------
 
 async function main() {
-  const socketPath = process.env.TESTGRID_RUNNER_SOCKET;
-  if (!socketPath) {
-    log('TESTGRID_RUNNER_SOCKET is not set');
-    process.exit(2);
-  }
+  const socketPath = socketPathOrExit(log);
   // Whatever a test leaves behind must not kill the runner.
   process.on('unhandledRejection', (reason) => {
     log('unhandled rejection:', errorText(reason));
@@ -327,12 +321,7 @@ async function main() {
   await channel.connected();
   const state = await startVitest();
   channel.send({ op: 'ready', pid: process.pid });
-  for (;;) {
-    const message = await channel.receive();
-    if (message === null || message.op === 'stop') break;
-    if (message.op !== 'run') continue;
-    await runFile(state, channel, message);
-  }
+  await serve(channel, (message) => runFile(state, channel, message));
   // Close vitest (its pool, coverage, vite server); never hang on it.
   const closing = state.vitest.close().catch((e) => log('closing vitest failed:', errorText(e)));
   await Promise.race([closing, new Promise((resolve) => setTimeout(resolve, 20000).unref())]);

@@ -6,26 +6,37 @@
 //! root (`src/lib.rs`, `tests/api.rs`, `crates/x/src/lib.rs`), and the test's path in it. The
 //! CLI builds and lists to find the units; each worker builds the same tree (a no-op for cargo
 //! when it is already built) to find the binaries, once per session, shared by its slots.
+//!
+//! Cargo's messages and the test naming are parsed in `testgrid_proto::cargo` (the contract
+//! with the CLI); this module must not know other frameworks.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use testgrid_proto as pb;
 use testgrid_proto::cargo::{Binary, binary_from_message, list_args, parse_list, split_unit};
 use testgrid_proto::frameworks::Options;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
-use crate::executor::{Executor, GroupGuard, Job, ProcessExecutor, lock};
+use crate::exec::cache::BuildCache;
+use crate::exec::process::Failure;
+use crate::exec::run::test_process;
+use crate::exec::{Process, Settings, report};
+use crate::job::{Executor, Job};
 
 /// How long a worker lets a session's build take.
-pub const BUILD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+pub const BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// What a worker keeps of a failed build's messages (its tail).
 const BUILD_LOG_LIMIT: usize = 256 * 1024;
+/// How long a test binary may take to list its tests.
+const LIST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long cargo's last messages may take once it has exited.
+const BUILD_LOG_DRAIN: Duration = Duration::from_secs(5);
 
 /// The test binaries of one `cargo test --no-run`.
 #[derive(Clone, Debug, Default)]
@@ -39,38 +50,27 @@ fn binary_env(binary: &Binary) -> Vec<(String, String)> {
 }
 
 /// Build the test binaries in `dir` and name them; the tail of cargo's messages is in the error.
-pub async fn build(root: &Path, dir: &Path, args: &[String], env: &BTreeMap<String, String>) -> Result<Build, String> {
-    let mut cmd = tokio::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args(testgrid_proto::cargo::BUILD_ARGS)
+pub async fn build(
+    root: &Path,
+    dir: &Path,
+    args: &[String],
+    env: &BTreeMap<String, String>,
+    die_with_worker: bool,
+) -> Result<Build, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // cargo and the compilers it starts are one process group, killed together if the build is
+    // abandoned (cancel, timeout, worker exit).
+    let process = Process::new(cargo, dir, die_with_worker)
+        .args(testgrid_proto::cargo::BUILD_ARGS)
         .args(args)
-        .current_dir(dir)
         .envs(env)
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        // cargo and the compilers it starts are one process group, killed together if the build
-        // is abandoned (cancel, timeout, worker exit).
-        .process_group(0);
+        .capture_stderr(BUILD_LOG_LIMIT);
     let shown = format!("cargo test --no-run {}", args.join(" "));
-    let mut child =
-        cmd.spawn().map_err(|e| format!("cannot start `{shown}` in {}: {e} (is cargo on the PATH?)", dir.display()))?;
-    let _group = child.id().map(|pid| GroupGuard::new(pid as i32));
-    let stdout = child.stdout.take().ok_or("cargo's output vanished")?;
-    let stderr = child.stderr.take();
-    let errors = tokio::spawn(async move {
-        let mut tail = crate::output::Capture::new(BUILD_LOG_LIMIT);
-        if let Some(mut stderr) = stderr {
-            let mut buf = vec![0u8; 64 * 1024];
-            while let Ok(n) = stderr.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                tail.push(&buf[..n]);
-            }
-        }
-        tail.finish().0
-    });
+    let mut running = process
+        .spawn()
+        .map_err(|e| format!("cannot start `{shown}` in {}: {e} (is cargo on the PATH?)", dir.display()))?;
+    let stdout = running.child().stdout.take().ok_or("cargo's output vanished")?;
     let mut build = Build::default();
     let work = async {
         let mut lines = BufReader::new(stdout).lines();
@@ -79,7 +79,7 @@ pub async fn build(root: &Path, dir: &Path, args: &[String], env: &BTreeMap<Stri
                 build.binaries.push(binary);
             }
         }
-        child.wait().await
+        running.wait().await
     };
     let status = tokio::time::timeout(BUILD_TIMEOUT, work).await.map_err(|_| {
         format!(
@@ -89,7 +89,7 @@ pub async fn build(root: &Path, dir: &Path, args: &[String], env: &BTreeMap<Stri
         )
     })?;
     let status = status.map_err(|e| format!("cannot wait for cargo: {e}"))?;
-    let errors = errors.await.unwrap_or_default();
+    let errors = running.finish(BUILD_LOG_DRAIN).await.bytes;
     if !status.success() {
         let text = String::from_utf8_lossy(&errors);
         let tail: Vec<&str> = text.lines().rev().take(60).collect();
@@ -105,18 +105,26 @@ pub async fn build(root: &Path, dir: &Path, args: &[String], env: &BTreeMap<Stri
 }
 
 /// The tests a binary has (`ignored`: only its `#[ignore]` ones).
-pub async fn list(binary: &Binary, env: &BTreeMap<String, String>, ignored: bool) -> Result<Vec<String>, String> {
-    let mut cmd = tokio::process::Command::new(&binary.exe);
-    cmd.args(list_args(ignored));
-    let output = cmd
-        .current_dir(&binary.manifest_dir)
+pub async fn list(
+    binary: &Binary,
+    env: &BTreeMap<String, String>,
+    ignored: bool,
+    die_with_worker: bool,
+) -> Result<Vec<String>, String> {
+    let output = Process::new(&binary.exe, &binary.manifest_dir, die_with_worker)
+        .args(list_args(ignored))
         .envs(env)
         .envs(binary_env(binary))
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
+        .output(LIST_TIMEOUT)
         .await
-        .map_err(|e| format!("cannot list the tests of {}: {e}", binary.exe.display()))?;
+        .map_err(|e| match e {
+            Failure::Start(e) | Failure::Wait(e) => format!("cannot list the tests of {}: {e}", binary.exe.display()),
+            Failure::TimedOut => format!(
+                "`{} --list` did not answer within {}",
+                binary.exe.display(),
+                humantime::format_duration(LIST_TIMEOUT)
+            ),
+        })?;
     if !output.status.success() {
         return Err(format!(
             "`{} --list` failed ({}): {}",
@@ -141,50 +149,33 @@ struct Listing {
     ignored: HashSet<String>,
 }
 
-type SharedBuild = Arc<OnceCell<Result<Arc<SessionBuild>, String>>>;
+type SharedBuild = OnceCell<Result<Arc<SessionBuild>, String>>;
 
 /// Runs `cargo` sessions: one process per test, from binaries built once per session.
 pub struct CargoExecutor {
-    pub process: Arc<ProcessExecutor>,
-    builds: Mutex<Vec<(String, SharedBuild)>>,
+    pub settings: Settings,
+    /// Each session's build, for the newest sessions.
+    builds: BuildCache<String, SharedBuild>,
 }
 
 /// Sessions whose builds a worker remembers (the newest ones).
 const KEEP_BUILDS: usize = 8;
 
 impl CargoExecutor {
-    pub fn new(process: Arc<ProcessExecutor>) -> Self {
-        CargoExecutor { process, builds: Mutex::new(Vec::new()) }
-    }
-
-    fn shared(&self, session: &str) -> SharedBuild {
-        let mut builds = lock(&self.builds);
-        if let Some(at) = builds.iter().position(|(s, _)| s == session) {
-            // Most recently used last: the oldest go first.
-            let entry = builds.remove(at);
-            let shared = Arc::clone(&entry.1);
-            builds.push(entry);
-            return shared;
-        }
-        let shared: SharedBuild = Arc::new(OnceCell::new());
-        builds.push((session.to_string(), Arc::clone(&shared)));
-        if builds.len() > KEEP_BUILDS {
-            builds.remove(0);
-        }
-        shared
+    pub fn new(settings: Settings) -> Self {
+        CargoExecutor { settings, builds: BuildCache::new(KEEP_BUILDS) }
     }
 
     async fn session_build(&self, job: &Job) -> Result<Arc<SessionBuild>, String> {
-        let shared = self.shared(&job.assignment.session_id);
-        let root = self.process.root.clone();
+        let shared = self.builds.get_or_insert_with(&job.assignment.session_id, || Ok::<_, String>(OnceCell::new()))?;
+        let guard = self.settings.die_with_worker;
         shared
             .get_or_init(|| async move {
-                let dir = root.join(job.runner.project_dir());
                 let args = match &job.runner.options {
                     Options::Cargo { cargo_args, .. } => cargo_args.clone(),
                     _ => Vec::new(),
                 };
-                let build = build(&root, &dir, &args, &job.env).await?;
+                let build = build(&job.root, &job.project_dir(), &args, &job.env, guard).await?;
                 let lists = build.binaries.iter().map(|_| OnceCell::new()).collect();
                 Ok(Arc::new(SessionBuild { build, lists }))
             })
@@ -197,7 +188,7 @@ impl CargoExecutor {
             .ok_or_else(|| format!("`{}` is not a Rust test (SOURCE::NAME, as `testgrid run` lists them)", job.path))?;
         let session = tokio::select! {
             build = self.session_build(job) => build?,
-            () = cancel.cancelled() => return Ok(cancelled()),
+            () = cancel.cancelled() => return Ok(report::simple(pb::Outcome::Cancelled, "cancelled", Instant::now())),
         };
         let index = session.build.binaries.iter().position(|b| b.src == src).ok_or_else(|| {
             format!(
@@ -206,10 +197,11 @@ impl CargoExecutor {
             )
         })?;
         let binary = &session.build.binaries[index];
+        let guard = self.settings.die_with_worker;
         let Listing { all, ignored } = session.lists[index]
             .get_or_init(|| async {
-                let all = list(binary, &job.env, false).await?;
-                let ignored = list(binary, &job.env, true).await?;
+                let all = list(binary, &job.env, false, guard).await?;
+                let ignored = list(binary, &job.env, true, guard).await?;
                 Ok(Listing { all: all.into_iter().collect(), ignored: ignored.into_iter().collect() })
             })
             .await
@@ -223,32 +215,22 @@ impl CargoExecutor {
         }
         let started = Instant::now();
         if ignored.contains(name) {
-            let mut report = pb::TestReport {
-                outcome: pb::Outcome::Skipped as i32,
-                message: "ignored".into(),
-                ..Default::default()
-            };
+            let mut report = report::simple(pb::Outcome::Skipped, "ignored", started);
+            report.duration_ms = 0;
             report.cases.push(case_of(binary, name, &report, started));
             return Ok(report);
         }
         let argv = [binary.exe.display().to_string(), "--exact".into(), name.to_string(), "--nocapture".into()];
-        let mut env = job.env.clone();
-        env.extend(binary_env(binary));
-        let test = Job {
-            command: shlex::try_join(argv.iter().map(String::as_str))
-                .map_err(|e| format!("cannot quote the command of {name}: {e}"))?,
-            env,
-            dir: Some(binary.manifest_dir.clone()),
-            ..job.clone()
-        };
-        let mut report = self.process.run(slot, &test, cancel).await;
+        let shown = shlex::try_join(argv.iter().map(String::as_str))
+            .map_err(|e| format!("cannot quote the command of {name}: {e}"))?;
+        let process = Process::new(&binary.exe, &binary.manifest_dir, guard)
+            .args(&argv[1..])
+            .envs(job.test_env(slot))
+            .envs(binary_env(binary));
+        let mut report = test_process(process, &shown, &binary.manifest_dir, job.timeout, cancel, &self.settings).await;
         report.cases.push(case_of(binary, name, &report, started));
         Ok(report)
     }
-}
-
-fn cancelled() -> pb::TestReport {
-    pb::TestReport { outcome: pb::Outcome::Cancelled as i32, message: "cancelled".into(), ..Default::default() }
 }
 
 /// The one case a test unit is, named as nextest's JUnit names it (binary id as the class).
@@ -270,12 +252,7 @@ impl Executor for CargoExecutor {
         let started = Instant::now();
         match self.run_test(slot, job, cancel).await {
             Ok(report) => report,
-            Err(message) => pb::TestReport {
-                outcome: pb::Outcome::Error as i32,
-                duration_ms: started.elapsed().as_millis() as u64,
-                message,
-                ..Default::default()
-            },
+            Err(message) => report::simple(pb::Outcome::Error, message, started),
         }
     }
 }

@@ -4,6 +4,8 @@
 //! Those are started directly, which saves a shell process per test; anything that needs the
 //! shell (operators, redirections, expansions, globs, assignments, builtins) runs through
 //! `sh -c`, exactly as written.
+//!
+//! Pure: it decides, it must not start anything.
 
 use std::path::Path;
 

@@ -1,5 +1,6 @@
 //! Bounded capture of a test's output: the head and the tail are kept, the middle is dropped
 //! and counted, so a test that prints gigabytes costs the worker a fixed amount of memory.
+//! Pure: it must not read pipes (`process` does).
 
 use std::collections::VecDeque;
 
@@ -16,6 +17,11 @@ impl Capture {
     pub fn new(limit: usize) -> Self {
         let half = limit / 2;
         Capture { head: Vec::new(), tail: VecDeque::new(), half, dropped: 0 }
+    }
+
+    /// The most bytes it keeps.
+    pub fn limit(&self) -> usize {
+        self.half * 2
     }
 
     pub fn push(&mut self, mut bytes: &[u8]) {

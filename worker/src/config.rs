@@ -1,0 +1,160 @@
+//! What a worker is told at start: [`Config`], how it is stopped ([`Stop`]), when warm runners
+//! are recycled ([`Recycle`]), and why it cannot run ([`Error`]). These are the crate's public
+//! types (the `testgrid-worker` binary and the CLI's local mode build them).
+//!
+//! Plain data: it must not read the environment or flags (the binary's clap arguments do that,
+//! and the CLI's local mode passes its own).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+/// How a worker runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The coordinator's gRPC address (`http://host:7700`).
+    pub grid: String,
+    /// Tests run at once.
+    pub slots: u32,
+    /// The worker's name as the grid shows it.
+    pub name: String,
+    /// Labels sessions can require.
+    pub labels: BTreeMap<String, String>,
+    /// The workspace root: tests run with this as their working directory.
+    pub root: PathBuf,
+    /// Output kept per test, in bytes (head and tail).
+    pub output_limit: usize,
+    /// Time between SIGTERM and SIGKILL when a test is stopped.
+    pub kill_grace: Duration,
+    /// How long a draining worker lets running tests finish before it kills and hands them back.
+    pub drain_timeout: Duration,
+    /// Have the kernel kill running tests if the worker process dies outright.
+    pub die_with_worker: bool,
+    /// When a warm runner is replaced by a fresh one.
+    pub recycle: Recycle,
+    /// The Python that pytest runners start, when a session names none.
+    pub python: String,
+    /// The Node that vitest and jest runners start.
+    pub node: String,
+}
+
+/// The Python a worker runs by default.
+pub const DEFAULT_PYTHON: &str = "python3";
+/// The Node a worker runs by default.
+pub const DEFAULT_NODE: &str = "node";
+/// Time between SIGTERM and SIGKILL by default.
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(1);
+/// How long a draining worker waits for running tests by default.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Config {
+    /// A worker of the grid at `grid` running tests in `root`, every other setting at the
+    /// `testgrid-worker` binary's default: one slot per CPU, the host name, no labels, 1 MiB of
+    /// output per test, 1 s kill grace, 60 s drain timeout, tests die with the worker, default
+    /// recycling, `python3` and `node`. Change fields with struct update syntax.
+    pub fn new(grid: impl Into<String>, root: impl Into<PathBuf>) -> Self {
+        Config {
+            grid: grid.into(),
+            slots: default_slots(),
+            name: default_name(),
+            labels: BTreeMap::new(),
+            root: root.into(),
+            output_limit: DEFAULT_OUTPUT_LIMIT,
+            kill_grace: DEFAULT_KILL_GRACE,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            die_with_worker: true,
+            recycle: Recycle::default(),
+            python: DEFAULT_PYTHON.to_string(),
+            node: DEFAULT_NODE.to_string(),
+        }
+    }
+}
+
+/// A warm runner is replaced by a fresh one after this many files, or once its process holds
+/// more than this much memory: a long-lived interpreter accumulates whatever the tests leak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recycle {
+    pub after_files: u64,
+    pub rss_bytes: u64,
+}
+
+impl Default for Recycle {
+    fn default() -> Self {
+        Recycle { after_files: 500, rss_bytes: 2048 * 1024 * 1024 }
+    }
+}
+
+impl Recycle {
+    /// After `after_files` files or past `rss_mib` MiB, as the flags say it.
+    pub fn new(after_files: u64, rss_mib: u64) -> Self {
+        Recycle { after_files, rss_bytes: rss_mib.saturating_mul(1024 * 1024) }
+    }
+
+    /// The memory limit in MiB, as the flags say it.
+    pub fn rss_mib(&self) -> u64 {
+        self.rss_bytes / (1024 * 1024)
+    }
+}
+
+/// How a worker is told to stop.
+#[derive(Clone, Debug, Default)]
+pub struct Stop {
+    /// Drain: take no new work, hand back what has not started, let running tests finish within
+    /// the drain timeout (then kill and hand them back), and return.
+    pub drain: CancellationToken,
+    /// Stop now: kill running tests, hand everything back, and return.
+    pub now: CancellationToken,
+}
+
+impl Stop {
+    pub fn requested(&self) -> bool {
+        self.drain.is_cancelled() || self.now.is_cancelled()
+    }
+}
+
+/// The default output limit per test: 1 MiB.
+pub const DEFAULT_OUTPUT_LIMIT: usize = 1024 * 1024;
+
+/// The most slots a worker may offer (the coordinator enforces the same bound).
+pub const MAX_SLOTS: u32 = 4096;
+
+/// Why a worker could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("bad grid address `{grid}`: {problem}; expected something like http://host:7700")]
+    BadGrid { grid: String, problem: String },
+    #[error("the coordinator at {grid} refused this worker: {why}")]
+    Refused { grid: String, why: String },
+    #[error("workspace root {path}: {source}; set --root to the checkout the tests live in")]
+    Root { path: PathBuf, source: std::io::Error },
+}
+
+/// The number of CPUs, the default slot count.
+pub fn default_slots() -> u32 {
+    std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
+}
+
+/// The host name, the default worker name.
+pub fn default_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recycle_speaks_mib_and_the_defaults_are_the_flags_defaults() {
+        assert_eq!(Recycle::new(7, 3), Recycle { after_files: 7, rss_bytes: 3 * 1024 * 1024 });
+        assert_eq!(Recycle::default().rss_mib(), 2048);
+        let config = Config::new("http://grid:7700", "/w");
+        assert_eq!((config.python.as_str(), config.node.as_str()), ("python3", "node"));
+        assert!(config.die_with_worker && config.slots >= 1);
+    }
+}

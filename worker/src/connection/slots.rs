@@ -1,0 +1,241 @@
+//! What a connection holds, as a pure state machine: the assignments the worker holds (keyed by
+//! [`AssignmentKey`]), the local queue of those not started, which slot runs what, draining and
+//! closing. Events in ([`Slots::assign`], [`Slots::cancel`], [`Slots::finished`],
+//! [`Slots::drain`], [`Slots::close`]), [`Effect`]s out, which the connection performs.
+//!
+//! No tokio, no clocks, no I/O: it must not send, spawn or wait. (A running test's
+//! `CancellationToken` is held here and fired by [`Slots::cancel`]; firing it is all it does.)
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use testgrid_proto as pb;
+use tokio_util::sync::CancellationToken;
+
+use crate::job::{Job, Refused};
+
+/// Assignments queued per slot at most. The coordinator sends at most `slots * (1 + prefetch)`
+/// (prefetch 1 by default); this bound only stops a peer that ignores its own.
+pub const QUEUE_PER_SLOT: usize = 64;
+
+/// An assignment as the worker tracks it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AssignmentKey {
+    pub session: String,
+    pub test: u32,
+    pub attempt: u32,
+}
+
+impl From<&pb::AssignmentRef> for AssignmentKey {
+    fn from(r: &pb::AssignmentRef) -> Self {
+        AssignmentKey { session: r.session_id.clone(), test: r.test_index, attempt: r.attempt }
+    }
+}
+
+/// What the connection must do.
+#[derive(Debug)]
+pub enum Effect {
+    /// Report `TestStarted` and run `job` in `slot` until it ends or `cancel` fires; then call
+    /// [`Slots::finished`].
+    Start { slot: u32, job: Box<Job>, cancel: CancellationToken },
+    /// Report `TestFinished` with this report (handed back, refused, cancelled, or done).
+    Report { assignment: pb::AssignmentRef, report: pb::TestReport },
+}
+
+/// Where a held assignment is.
+#[derive(Debug, PartialEq)]
+enum Place {
+    Queued,
+    Running(u32),
+}
+
+#[derive(Debug)]
+struct Held {
+    cancel: CancellationToken,
+    place: Place,
+}
+
+/// One connection's slots, held assignments and queue.
+#[derive(Debug)]
+pub struct Slots {
+    /// Slots not running anything, lowest first.
+    free: BTreeSet<u32>,
+    held: HashMap<AssignmentKey, Held>,
+    /// Queued jobs in arrival order (every one of them is in `held` as `Queued`).
+    queue: VecDeque<Job>,
+    queue_limit: usize,
+    /// Set by [`Slots::drain`]: new assignments are handed straight back.
+    draining: bool,
+    /// Cleared by draining or closing: no queued job starts any more.
+    taking: bool,
+    /// The connection's token: each assignment's is a child, so that a connection that goes
+    /// away cancels everything it ran.
+    conn: CancellationToken,
+}
+
+/// A report without cases, for what never ran.
+fn handed_back(outcome: pb::Outcome, message: String) -> pb::TestReport {
+    pb::TestReport { outcome: outcome as i32, message, ..Default::default() }
+}
+
+impl Slots {
+    /// `slots` slots (`0..slots`), at most `slots * QUEUE_PER_SLOT` queued.
+    pub fn new(slots: u32, conn: CancellationToken) -> Self {
+        Slots {
+            free: (0..slots).collect(),
+            held: HashMap::new(),
+            queue: VecDeque::new(),
+            queue_limit: (slots as usize).max(1) * QUEUE_PER_SLOT,
+            draining: false,
+            taking: true,
+            conn,
+        }
+    }
+
+    /// Assignments held: queued or running (the heartbeat's `held`).
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Assignments running now.
+    pub fn running(&self) -> usize {
+        self.held.len() - self.queue.len()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    /// An assignment arrived: start it in a free slot, queue it, or answer it at once.
+    pub fn assign(&mut self, incoming: Result<Job, Refused>) -> Vec<Effect> {
+        let job = match incoming {
+            // Sent before the coordinator read our Drain: give it straight back.
+            _ if self.draining => {
+                let assignment = match incoming {
+                    Ok(job) => job.assignment,
+                    Err(refused) => refused.assignment,
+                };
+                return vec![Effect::Report {
+                    assignment,
+                    report: handed_back(pb::Outcome::Cancelled, "worker draining".into()),
+                }];
+            }
+            Err(refused) => {
+                let message = format!("the worker cannot run this assignment: {}", refused.why);
+                return vec![Effect::Report {
+                    assignment: refused.assignment,
+                    report: handed_back(pb::Outcome::Error, message),
+                }];
+            }
+            Ok(job) => job,
+        };
+        let key = AssignmentKey::from(&job.assignment);
+        if self.held.contains_key(&key) {
+            // The same attempt twice: the first one stands.
+            return Vec::new();
+        }
+        if self.taking
+            && let Some(slot) = self.free.pop_first()
+        {
+            return vec![self.start(key, job, slot)];
+        }
+        if self.queue.len() >= self.queue_limit {
+            let message = format!("worker queue full ({} queued); handed back", self.queue.len());
+            return vec![Effect::Report {
+                assignment: job.assignment,
+                report: handed_back(pb::Outcome::Cancelled, message),
+            }];
+        }
+        self.held.insert(key, Held { cancel: self.conn.child_token(), place: Place::Queued });
+        self.queue.push_back(job);
+        Vec::new()
+    }
+
+    fn start(&mut self, key: AssignmentKey, job: Job, slot: u32) -> Effect {
+        let held =
+            self.held.entry(key).or_insert_with(|| Held { cancel: self.conn.child_token(), place: Place::Queued });
+        held.place = Place::Running(slot);
+        Effect::Start { slot, job: Box::new(job), cancel: held.cancel.clone() }
+    }
+
+    /// The coordinator cancelled an assignment: a running one's token fires (its report follows
+    /// when it ends); a queued one is forgotten and reported at once, so that its slot is free
+    /// for another; an unknown one is ignored.
+    pub fn cancel(&mut self, assignment: &pb::AssignmentRef, reason: &str) -> Vec<Effect> {
+        let key = AssignmentKey::from(assignment);
+        match self.held.get(&key).map(|h| &h.place) {
+            Some(Place::Running(_)) => {
+                if let Some(held) = self.held.get(&key) {
+                    held.cancel.cancel();
+                }
+                Vec::new()
+            }
+            Some(Place::Queued) => {
+                self.held.remove(&key);
+                self.queue.retain(|job| AssignmentKey::from(&job.assignment) != key);
+                let message = format!("cancelled before it started: {reason}");
+                vec![Effect::Report {
+                    assignment: assignment.clone(),
+                    report: handed_back(pb::Outcome::Cancelled, message),
+                }]
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// The job in `slot` ended with `report`: report it (unless it was forgotten) and start the
+    /// next queued job in the freed slot.
+    pub fn finished(&mut self, slot: u32, assignment: pb::AssignmentRef, report: pb::TestReport) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let key = AssignmentKey::from(&assignment);
+        if self.held.get(&key).is_some_and(|h| h.place == Place::Running(slot)) {
+            self.held.remove(&key);
+            effects.push(Effect::Report { assignment, report });
+        }
+        if !self.held.values().any(|h| h.place == Place::Running(slot)) {
+            self.free.insert(slot);
+        }
+        effects.extend(self.start_queued());
+        effects
+    }
+
+    /// Start queued jobs while slots are free.
+    fn start_queued(&mut self) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        while self.taking && !self.queue.is_empty() {
+            let Some(slot) = self.free.pop_first() else { break };
+            let Some(job) = self.queue.pop_front() else { break };
+            let key = AssignmentKey::from(&job.assignment);
+            effects.push(self.start(key, job, slot));
+        }
+        effects
+    }
+
+    /// The worker drains: it takes no new work and hands back what has not started; running
+    /// tests go on.
+    pub fn drain(&mut self) -> Vec<Effect> {
+        self.draining = true;
+        self.hand_back_queued("worker draining")
+    }
+
+    /// The connection ends: nothing more starts, and what has not started is handed back.
+    pub fn close(&mut self) -> Vec<Effect> {
+        self.hand_back_queued("worker shutting down")
+    }
+
+    /// Report every queued assignment as cancelled, so that the coordinator requeues it elsewhere
+    /// without counting a loss.
+    fn hand_back_queued(&mut self, why: &str) -> Vec<Effect> {
+        self.taking = false;
+        let queued: Vec<Job> = self.queue.drain(..).collect();
+        queued
+            .into_iter()
+            .map(|job| {
+                self.held.remove(&AssignmentKey::from(&job.assignment));
+                Effect::Report { assignment: job.assignment, report: handed_back(pb::Outcome::Cancelled, why.into()) }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

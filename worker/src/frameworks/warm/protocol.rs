@@ -1,0 +1,116 @@
+//! The warm runners' line protocol (docs/runners.md), read at the edge: each line a runner sends
+//! becomes a typed [`FromRunner`], outcomes included, and the worker's requests are written here.
+//!
+//! Pure: it must not touch sockets or processes.
+
+use serde::Deserialize;
+use testgrid_proto as pb;
+
+/// A message from a runner.
+#[derive(Debug, PartialEq)]
+pub enum FromRunner {
+    /// The runner has loaded its framework and waits for work.
+    Ready,
+    /// The cases the file holds (ids relative to the runner's folder).
+    Collected { tests: Vec<String> },
+    /// A case began.
+    Started { test: String },
+    /// A case ended.
+    Case(Case),
+    /// The file is done; `error` is what went wrong outside its cases (collection, a hook).
+    Done { error: Option<String> },
+}
+
+/// A case's result as a runner reports it.
+#[derive(Debug, PartialEq)]
+pub struct Case {
+    pub test: String,
+    pub outcome: pb::Outcome,
+    pub duration_ms: u64,
+    pub message: String,
+    pub output: String,
+}
+
+/// A line as it is written on the wire.
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Wire {
+    Ready,
+    Collected { tests: Vec<String> },
+    Started { test: String },
+    Case { test: String, outcome: String, duration_ms: u64, message: String, output: String, xfail: bool },
+    Done { error: Option<String> },
+}
+
+/// A line a runner sent.
+pub fn parse(line: &str) -> Result<FromRunner, serde_json::Error> {
+    Ok(match serde_json::from_str::<Wire>(line)? {
+        Wire::Ready => FromRunner::Ready,
+        Wire::Collected { tests } => FromRunner::Collected { tests },
+        Wire::Started { test } => FromRunner::Started { test },
+        Wire::Case { test, outcome, duration_ms, message, output, xfail } => {
+            // An expected failure passes or skips as the framework decides; its message says why.
+            let message = if xfail && !message.starts_with("xfail") { format!("xfail: {message}") } else { message };
+            FromRunner::Case(Case { test, outcome: outcome_of(&outcome), duration_ms, message, output })
+        }
+        Wire::Done { error } => FromRunner::Done { error },
+    })
+}
+
+/// The outcomes a runner may report; anything else is an error of the case.
+fn outcome_of(key: &str) -> pb::Outcome {
+    match pb::Outcome::from_key(key) {
+        Some(outcome @ (pb::Outcome::Passed | pb::Outcome::Failed | pb::Outcome::Skipped | pb::Outcome::TimedOut)) => {
+            outcome
+        }
+        _ => pb::Outcome::Error,
+    }
+}
+
+/// Ask the runner to run one file (or case), `path` relative to its folder.
+pub fn run_request(unit: u64, path: &str) -> String {
+    serde_json::json!({ "op": "run", "unit": unit, "path": path }).to_string() + "\n"
+}
+
+/// Ask the runner to finish its session and exit.
+pub const STOP_REQUEST: &[u8] = b"{\"op\": \"stop\"}\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_become_typed_messages() {
+        assert_eq!(parse(r#"{"op":"ready","pid":12}"#).ok(), Some(FromRunner::Ready));
+        assert_eq!(
+            parse(r#"{"op":"collected","unit":0,"tests":["a.py::x"]}"#).ok(),
+            Some(FromRunner::Collected { tests: vec!["a.py::x".into()] })
+        );
+        assert_eq!(
+            parse(r#"{"op":"started","test":"a.py::x"}"#).ok(),
+            Some(FromRunner::Started { test: "a.py::x".into() })
+        );
+        assert_eq!(parse(r#"{"op":"done","unit":0,"error":null}"#).ok(), Some(FromRunner::Done { error: None }));
+        assert!(parse("not json").is_err());
+        assert!(parse(r#"{"op":"what"}"#).is_err());
+    }
+
+    #[test]
+    fn outcomes_are_typed_at_the_edge_and_xfail_is_said() {
+        let case = |outcome: &str, xfail: bool, message: &str| {
+            let line = serde_json::json!({"op": "case", "test": "t", "outcome": outcome, "duration_ms": 3,
+                "message": message, "output": "o", "xfail": xfail});
+            match parse(&line.to_string()) {
+                Ok(FromRunner::Case(case)) => case,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(case("passed", false, "").outcome, pb::Outcome::Passed);
+        assert_eq!(case("timed_out", false, "").outcome, pb::Outcome::TimedOut);
+        assert_eq!(case("skipped", true, "flaky on arm").message, "xfail: flaky on arm");
+        assert_eq!(case("skipped", true, "xfail: known").message, "xfail: known");
+        assert_eq!(case("lost", false, "").outcome, pb::Outcome::Error, "not an outcome a runner reports");
+        assert_eq!(case("bogus", false, "").outcome, pb::Outcome::Error);
+        assert_eq!(run_request(4, "a.py"), "{\"op\":\"run\",\"path\":\"a.py\",\"unit\":4}\n");
+    }
+}

@@ -1,0 +1,152 @@
+//! One assignment as the worker runs it ([`Job`]), converted from the protocol's `Assign` at the
+//! edge, the seam every framework implements ([`Executor`]), and the one place a test's
+//! environment is put together ([`Job::test_env`], [`Job::runner_env`]).
+//!
+//! It must not start processes or know any framework: `exec/` runs processes, `frameworks/`
+//! decides what runs.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use testgrid_proto as pb;
+use testgrid_proto::frameworks::Runner;
+use tokio_util::sync::CancellationToken;
+
+/// One assignment as an executor sees it.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub assignment: pb::AssignmentRef,
+    /// The test unit's path, relative to [`Job::root`].
+    pub path: String,
+    /// For command runners: the command, already expanded.
+    pub command: String,
+    /// What the session asked for on top of the worker's own environment.
+    pub env: BTreeMap<String, String>,
+    pub timeout: Option<Duration>,
+    /// How the session's tests run: framework, isolation and the framework's options.
+    pub runner: Runner,
+    /// The workspace the test lives in: every path of the job is relative to it.
+    pub root: PathBuf,
+    /// The worker's name (for `TESTGRID_WORKER`).
+    pub worker: String,
+}
+
+/// An assignment the worker cannot run, and why.
+#[derive(Debug)]
+pub struct Refused {
+    pub assignment: pb::AssignmentRef,
+    pub path: String,
+    pub why: String,
+}
+
+impl Job {
+    /// The job an `Assign` asks for, run in `root` by the worker `worker`; `None` when it names
+    /// no assignment (nothing to report to), `Refused` when its runner cannot be used.
+    pub fn from_assign(a: pb::Assign, root: &Path, worker: &str) -> Option<Result<Job, Refused>> {
+        let assignment = a.assignment?;
+        let runner = match a.runner.as_ref().map(Runner::try_from) {
+            Some(Ok(runner)) => runner,
+            problem => {
+                let why = match problem {
+                    Some(Err(e)) => e.to_string(),
+                    _ => "the assignment has no runner".to_string(),
+                };
+                return Some(Err(Refused { assignment, path: a.test_path, why }));
+            }
+        };
+        Some(Ok(Job {
+            assignment,
+            path: a.test_path,
+            command: a.command,
+            env: a.env.into_iter().collect(),
+            timeout: (a.timeout_ms > 0).then(|| Duration::from_millis(a.timeout_ms)),
+            runner,
+            root: root.to_path_buf(),
+            worker: worker.to_string(),
+        }))
+    }
+
+    /// The project's folder (where warm runners start and cargo builds), under the root.
+    pub fn project_dir(&self) -> PathBuf {
+        self.root.join(self.runner.project_dir())
+    }
+
+    /// The environment of a process that runs this one test in `slot`: what the session asked
+    /// for, then the documented facts (docs/runners.md), which win over the session's.
+    pub fn test_env(&self, slot: u32) -> Vec<(String, String)> {
+        let mut env = self.runner_env(slot);
+        env.push(("TESTGRID_TEST".into(), self.path.clone()));
+        env.push(("TESTGRID_ATTEMPT".into(), self.assignment.attempt.to_string()));
+        env
+    }
+
+    /// The environment of a warm runner process, which runs many tests of one session in
+    /// `slot`: what the session asked for and the facts that hold for all its tests.
+    pub fn runner_env(&self, slot: u32) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = self.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        env.push(("TESTGRID_SESSION".into(), self.assignment.session_id.clone()));
+        env.push(("TESTGRID_SLOT".into(), slot.to_string()));
+        env.push(("TESTGRID_WORKER".into(), self.worker.clone()));
+        env
+    }
+}
+
+/// Runs jobs. `run` must end soon after `cancel` fires, and report `Cancelled` then. `slot`
+/// says which of the worker's slots (0-based) runs the job, for executors that keep a process
+/// per slot and for `TESTGRID_SLOT`.
+pub trait Executor: Send + Sync + 'static {
+    fn run(&self, slot: u32, job: &Job, cancel: CancellationToken) -> impl Future<Output = pb::TestReport> + Send;
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Jobs for the crate's unit tests.
+    use super::*;
+    use testgrid_proto::frameworks::{Framework, Options};
+
+    /// A job of `session` for `path` with `options`, rooted at `root`.
+    pub(crate) fn job(framework: Framework, options: Options, session: &str, path: &str, root: &Path) -> Job {
+        Job {
+            assignment: pb::AssignmentRef { session_id: session.into(), ..Default::default() },
+            path: path.into(),
+            command: String::new(),
+            env: Default::default(),
+            timeout: None,
+            runner: Runner { framework, isolation: Default::default(), options },
+            root: root.to_path_buf(),
+            worker: "test-worker".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use testgrid_proto::frameworks::{Framework, Options};
+
+    #[test]
+    fn the_facts_win_over_the_session_env_and_runners_get_the_shared_ones() {
+        let mut job = testing::job(
+            Framework::Shell,
+            Options::Command { template: "sh {}".into() },
+            "s1",
+            "a.sh",
+            Path::new("/w"),
+        );
+        job.assignment.attempt = 2;
+        job.env.insert("TESTGRID_SLOT".into(), "99".into());
+        job.env.insert("MINE".into(), "1".into());
+        let env: BTreeMap<String, String> = job.test_env(3).into_iter().collect();
+        assert_eq!(env["TESTGRID_SESSION"], "s1");
+        assert_eq!(env["TESTGRID_TEST"], "a.sh");
+        assert_eq!(env["TESTGRID_ATTEMPT"], "2");
+        assert_eq!(env["TESTGRID_SLOT"], "3");
+        assert_eq!(env["TESTGRID_WORKER"], "test-worker");
+        assert_eq!(env["MINE"], "1");
+        let runner: BTreeMap<String, String> = job.runner_env(0).into_iter().collect();
+        assert!(!runner.contains_key("TESTGRID_TEST") && !runner.contains_key("TESTGRID_ATTEMPT"));
+        assert_eq!(runner["TESTGRID_SLOT"], "0");
+    }
+}
