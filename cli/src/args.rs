@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use testgrid_proto::frameworks;
+use testgrid_proto::frameworks::{self, Framework};
 use testgrid_proto::parse_key_value;
 
 /// testgrid: run test suites across a grid of workers.
@@ -84,7 +84,7 @@ pub struct RunArgs {
     pub local: Option<u32>,
     /// The tests' framework; `auto` detects it from the project's files.
     #[arg(long, value_enum, default_value = "auto", env = "TESTGRID_FRAMEWORK")]
-    pub framework: Framework,
+    pub framework: FrameworkChoice,
     /// The command that runs one test; `{}` becomes its path, shell-quoted. Runs with `sh -c` in
     /// the workspace root.
     #[arg(long, env = "TESTGRID_COMMAND")]
@@ -151,45 +151,51 @@ pub struct RunArgs {
     pub output: OutputArgs,
 }
 
-/// The frameworks testgrid knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Framework {
-    /// Detect from the project's files.
+/// `--framework`: `auto`, or one of the protocol's frameworks (`custom` is what `--command`
+/// makes a session, not a choice).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameworkChoice {
+    /// Detect it from the project's files.
     Auto,
-    /// Shell scripts, each run with `sh`.
-    Shell,
-    /// pytest test files.
-    Pytest,
-    /// Rust tests: the test binaries are built once, and each test runs on its own.
-    Cargo,
-    /// Go packages with `_test.go` files, each run with `go test`.
-    Go,
-    /// Jest test files.
-    Jest,
-    /// Vitest test files.
-    Vitest,
+    Named(Framework),
 }
 
-impl Framework {
-    /// Its name in flags and output (`auto` is decided before anything is shown).
-    pub fn name(self) -> &'static str {
-        match self {
-            Framework::Auto => "auto",
-            other => other.typed().name(),
-        }
+impl From<Framework> for FrameworkChoice {
+    fn from(framework: Framework) -> Self {
+        FrameworkChoice::Named(framework)
+    }
+}
+
+impl clap::ValueEnum for FrameworkChoice {
+    fn value_variants<'a>() -> &'a [Self] {
+        use FrameworkChoice::{Auto, Named};
+        &[
+            Auto,
+            Named(Framework::Shell),
+            Named(Framework::Pytest),
+            Named(Framework::Cargo),
+            Named(Framework::Go),
+            Named(Framework::Jest),
+            Named(Framework::Vitest),
+        ]
     }
 
-    /// The protocol's framework (`auto` is decided before anything is sent).
-    pub fn typed(self) -> frameworks::Framework {
-        use frameworks::Framework as F;
-        match self {
-            Framework::Auto | Framework::Shell => F::Shell,
-            Framework::Pytest => F::Pytest,
-            Framework::Cargo => F::Cargo,
-            Framework::Go => F::Go,
-            Framework::Jest => F::Jest,
-            Framework::Vitest => F::Vitest,
-        }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let (name, help) = match self {
+            FrameworkChoice::Auto => ("auto", "Detect from the project's files"),
+            FrameworkChoice::Named(framework) => (
+                framework.name(),
+                match framework {
+                    Framework::Shell | Framework::Custom => "Shell scripts, each run with `sh`",
+                    Framework::Pytest => "pytest test files",
+                    Framework::Cargo => "Rust tests: the test binaries are built once, and each test runs on its own",
+                    Framework::Go => "Go packages with `_test.go` files, each run with `go test`",
+                    Framework::Jest => "Jest test files",
+                    Framework::Vitest => "Vitest test files",
+                },
+            ),
+        };
+        Some(clap::builder::PossibleValue::new(name).help(help))
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::args::{Framework, Isolation, OutputArgs, RunArgs};
+use crate::args::{FrameworkChoice, Isolation, OutputArgs, RunArgs};
 use crate::error::Error;
 use crate::report;
 
@@ -40,7 +40,7 @@ pub struct Settings {
     pub cwd: PathBuf,
     /// Files, folders or `FILE::CASE`s to search, as given.
     pub paths: Vec<PathBuf>,
-    pub framework: Framework,
+    pub framework: FrameworkChoice,
     /// `--pattern`s; empty: the framework's own.
     pub patterns: Vec<String>,
     /// `--command`: a template with `{}` (checked).

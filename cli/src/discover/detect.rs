@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::search::Place;
 use super::{cargo, files, go, js, pytest};
-use crate::args::Framework;
+use testgrid_proto::frameworks::Framework;
 
 pub fn detect(root: &Path, places: &[Place]) -> Framework {
     let searched: Vec<&Path> = places.iter().map(|p| p.absolute.as_path()).collect();
@@ -56,8 +56,7 @@ fn markers(dir: &Path) -> Option<Framework> {
 /// The default test patterns of each framework, which detection looks for too.
 pub fn default_patterns(framework: Framework) -> &'static [&'static str] {
     match framework {
-        Framework::Auto => &[],
-        Framework::Shell => files::SHELL_PATTERNS,
+        Framework::Shell | Framework::Custom => files::SHELL_PATTERNS,
         Framework::Pytest => pytest::PATTERNS,
         Framework::Cargo => cargo::PATTERNS,
         Framework::Go => go::PATTERNS,

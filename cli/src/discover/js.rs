@@ -7,8 +7,8 @@ use testgrid_proto::frameworks::Options;
 
 use super::search::Search;
 use super::{files, project};
-use crate::args::Framework;
 use crate::error::Error;
+use testgrid_proto::frameworks::Framework;
 
 /// The default patterns of JavaScript and TypeScript tests.
 pub const PATTERNS: &[&str] = &[

@@ -19,11 +19,12 @@ mod search;
 #[cfg(test)]
 mod tests;
 
-use testgrid_proto::frameworks::{self, Options, Runner};
+use testgrid_proto::frameworks::{Options, Runner};
 
-use crate::args::Framework;
+use crate::args::FrameworkChoice;
 use crate::error::Error;
 use crate::settings::Settings;
+use testgrid_proto::frameworks::Framework;
 
 pub use project::project_dir;
 use search::{Search, places};
@@ -47,8 +48,8 @@ const SHELL_TEMPLATE: &str = "sh {}";
 pub fn discover(settings: &Settings) -> Result<Discovered, Error> {
     let places = places(settings)?;
     let framework = match settings.framework {
-        Framework::Auto => detect::detect(&settings.root, &places),
-        f => f,
+        FrameworkChoice::Auto => detect::detect(&settings.root, &places),
+        FrameworkChoice::Named(f) => f,
     };
     let patterns: Vec<String> = if settings.patterns.is_empty() {
         detect::default_patterns(framework).iter().map(|p| p.to_string()).collect()
@@ -59,7 +60,7 @@ pub fn discover(settings: &Settings) -> Result<Discovered, Error> {
     let search = Search { settings, framework, places, patterns, set };
     let (tests, options) = match (&settings.command, framework) {
         (Some(template), _) => (command_units(&search)?, Options::Command { template: template.clone() }),
-        (None, Framework::Auto | Framework::Shell) => {
+        (None, Framework::Shell | Framework::Custom) => {
             (files::units(&search)?, Options::Command { template: SHELL_TEMPLATE.to_string() })
         }
         (None, Framework::Pytest) => pytest::discover(&search)?,
@@ -71,7 +72,7 @@ pub fn discover(settings: &Settings) -> Result<Discovered, Error> {
         return Err(no_tests(&search));
     }
     let runner = Runner {
-        framework: if settings.command.is_some() { frameworks::Framework::Custom } else { framework.typed() },
+        framework: if settings.command.is_some() { Framework::Custom } else { framework },
         isolation: settings.isolation.typed(),
         options,
     };

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use globset::GlobSet;
 
-use crate::args::Framework;
 use crate::error::Error;
 use crate::settings::Settings;
+use testgrid_proto::frameworks::Framework;
 
 /// One path asked for on the command line, resolved.
 #[derive(Clone, Debug)]

@@ -7,12 +7,12 @@ use crate::args::{Isolation, OutputArgs};
 use crate::settings::Place as Where;
 
 /// What `testgrid run` with these paths, framework and patterns resolves to, run from `root`.
-fn request(root: &Path, paths: Vec<PathBuf>, framework: Framework, patterns: &[&str]) -> Settings {
+fn request(root: &Path, paths: Vec<PathBuf>, framework: impl Into<FrameworkChoice>, patterns: &[&str]) -> Settings {
     Settings {
         root: root.to_path_buf(),
         cwd: root.to_path_buf(),
         paths,
-        framework,
+        framework: framework.into(),
         patterns: patterns.iter().map(|s| s.to_string()).collect(),
         command: None,
         python: None,
@@ -37,7 +37,7 @@ fn touch(root: &Path, rel: &str, bytes: usize) {
     std::fs::write(path, vec![b'#'; bytes]).expect("write");
 }
 
-fn find(root: &Path, framework: Framework, patterns: &[&str]) -> Discovered {
+fn find(root: &Path, framework: impl Into<FrameworkChoice>, patterns: &[&str]) -> Discovered {
     let root = root.canonicalize().expect("root exists");
     discover(&request(&root, vec![root.clone()], framework, patterns)).expect("discovery works")
 }
@@ -49,7 +49,7 @@ fn shell_files_largest_first_skipping_dependencies() {
     touch(dir.path(), "sub/b c.sh", 10);
     touch(dir.path(), "node_modules/x.sh", 1);
     touch(dir.path(), "notes.txt", 1);
-    let found = find(dir.path(), Framework::Auto, &[]);
+    let found = find(dir.path(), FrameworkChoice::Auto, &[]);
     assert_eq!(found.framework, Framework::Shell);
     assert_eq!(found.tests, vec!["sub/b c.sh".to_string(), "a.sh".to_string()]);
 }
@@ -68,20 +68,20 @@ fn detects_pytest_go_and_vitest() {
     let dir = tempfile::tempdir().expect("tempdir");
     touch(dir.path(), "tests/test_x.py", 1);
     touch(dir.path(), "tests/helper.py", 1);
-    let found = find(dir.path(), Framework::Auto, &[]);
+    let found = find(dir.path(), FrameworkChoice::Auto, &[]);
     assert_eq!((found.framework, found.tests), (Framework::Pytest, vec!["tests/test_x.py".to_string()]));
 
     let dir = tempfile::tempdir().expect("tempdir");
     touch(dir.path(), "go.mod", 1);
     touch(dir.path(), "pkg/a/a_test.go", 1);
     touch(dir.path(), "pkg/a/b_test.go", 1);
-    let found = find(dir.path(), Framework::Auto, &[]);
+    let found = find(dir.path(), FrameworkChoice::Auto, &[]);
     assert_eq!((found.framework, found.tests), (Framework::Go, vec!["pkg/a".to_string()]));
 
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("package.json"), r#"{"devDependencies":{"vitest":"3"}}"#).expect("write");
     touch(dir.path(), "src/a.test.ts", 1);
-    assert_eq!(find(dir.path(), Framework::Auto, &[]).framework, Framework::Vitest);
+    assert_eq!(find(dir.path(), FrameworkChoice::Auto, &[]).framework, Framework::Vitest);
 }
 
 #[test]
@@ -127,7 +127,7 @@ fn go_cases_name_their_package_folder() {
         root.join(".::TestRoot"),
         root.join("pkg"),
     ];
-    let found = discover(&request(&root, paths, Framework::Auto, &[])).expect("discovery works");
+    let found = discover(&request(&root, paths, FrameworkChoice::Auto, &[])).expect("discovery works");
     assert_eq!(found.framework, Framework::Go);
     assert_eq!(found.tests, vec!["pkg/a", ".::TestRoot", "pkg/a::TestX/sub", "pkg/a::TestY"]);
 }
