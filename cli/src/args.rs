@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use testgrid_proto::frameworks::{self, Framework};
-use testgrid_proto::parse_key_value;
+use testgrid_proto::{parse_env_var, parse_key_value};
 
 /// testgrid: run test suites across a grid of workers.
 #[derive(Parser, Debug)]
@@ -106,7 +106,7 @@ pub struct RunArgs {
     #[arg(long = "label", value_parser = parse_key_value, env = "TESTGRID_LABELS", value_delimiter = ',')]
     pub labels: Vec<(String, String)>,
     /// An environment variable for every test, `NAME=value`; repeat for more.
-    #[arg(long = "env", value_parser = parse_key_value)]
+    #[arg(long = "env", value_parser = parse_env_var)]
     pub env: Vec<(String, String)>,
     /// The workspace root: test paths are relative to it and commands run in it (default: the
     /// enclosing git checkout, else the current folder).

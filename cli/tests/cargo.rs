@@ -239,6 +239,24 @@ fn single_tests_modules_and_targets_can_be_picked() {
 }
 
 #[test]
+fn a_command_runs_once_per_rust_test() {
+    let dir = our_crate();
+    let log = dir.path().join("ran.log");
+    let out = testgrid(dir.path())
+        .args(["run", "--local", "2", "--framework", "cargo", "--json", "--command"])
+        .arg(format!("echo {{}} >> '{}'", log.display()))
+        .arg("tests/api.rs")
+        .env("CARGO_TARGET_DIR", target_dir())
+        .output()
+        .expect("testgrid runs");
+    assert_eq!(out.status.code(), Some(0), "stdout: {}\nstderr: {}", stdout(&out), stderr(&out));
+    let mut ran: Vec<String> =
+        std::fs::read_to_string(&log).expect("the command ran").lines().map(str::to_string).collect();
+    ran.sort();
+    assert_eq!(ran, vec!["tests/api.rs::api_ok", "tests/api.rs::exits_badly"]);
+}
+
+#[test]
 fn a_hanging_test_times_out_and_a_broken_build_says_so() {
     let dir = our_crate();
     let out = testgrid(dir.path())

@@ -15,10 +15,10 @@ pub enum Error {
     Liveness { heartbeat: String, liveness: String },
     #[error("cannot create --data-dir {}: {source}", path.display())]
     DataDir { path: PathBuf, source: std::io::Error },
-    #[error("cannot listen on {addr} ({what}); {hint}")]
+    #[error("cannot listen on {addr} ({what}); {hint}: {source}")]
     Listen { what: &'static str, addr: SocketAddr, hint: &'static str, source: std::io::Error },
-    #[error("cannot read the {0} listener's address")]
-    LocalAddr(&'static str),
+    #[error("cannot read the {what} listener's address: {source}")]
+    LocalAddr { what: &'static str, source: std::io::Error },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error(transparent)]
@@ -33,7 +33,7 @@ impl Error {
             Error::Liveness { .. } => 2,
             Error::DataDir { .. }
             | Error::Listen { .. }
-            | Error::LocalAddr(_)
+            | Error::LocalAddr { .. }
             | Error::Runtime(_)
             | Error::Serve(_) => 3,
         }

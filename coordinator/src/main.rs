@@ -78,8 +78,8 @@ async fn run(args: Args) -> Result<(), Error> {
         source,
     })?;
     // One line on stdout with the bound addresses, for scripts and tests that listen on port 0.
-    let grpc_addr = grpc.local_addr().map_err(|_| Error::LocalAddr("gRPC"))?;
-    let http_addr = http.local_addr().map_err(|_| Error::LocalAddr("HTTP"))?;
+    let grpc_addr = grpc.local_addr().map_err(|source| Error::LocalAddr { what: "gRPC", source })?;
+    let http_addr = http.local_addr().map_err(|source| Error::LocalAddr { what: "HTTP", source })?;
     println!("testgrid-coordinator listening grpc={grpc_addr} http={http_addr}");
     let config = service::Config {
         core: core::Config {

@@ -48,3 +48,18 @@ fn bad_flags_exit_2() {
     let out = coordinator().args(["--liveness-timeout", "soon"]).output().expect("runs");
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_port_in_use_names_the_systems_reason() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = coordinator()
+        .args(["--listen", "127.0.0.1:0", "--http", &addr, "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--http") && err.to_lowercase().contains("in use"), "{err}");
+}

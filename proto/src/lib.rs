@@ -61,12 +61,18 @@ fn chain_from(top: String, mut source: Option<&dyn std::error::Error>) -> String
     parts.join(": ")
 }
 
-/// Parse `key=value` (labels, environment variables): both sides trimmed, the key must not be
-/// empty. One rule for every program, so that `--label "os= linux"` on the CLI matches a worker
-/// started with `--label os=linux`.
+/// Parse a label, `key=value`: both sides trimmed, the key must not be empty. One rule for every
+/// program, so that `--label "os= linux"` on the CLI matches a worker started with
+/// `--label os=linux`.
 pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    parse_env_var(s).map(|(k, v)| (k, v.trim().to_string()))
+}
+
+/// Parse an environment variable, `NAME=value`: the name trimmed and not empty, as for labels,
+/// but the value kept exactly as written (spaces in a value are data).
+pub fn parse_env_var(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
         _ => Err(format!("`{s}` is not key=value (the key must not be empty)")),
     }
 }
@@ -83,6 +89,8 @@ mod tests {
         assert!(parse_key_value("=v").is_err());
         assert!(parse_key_value("  =v").is_err());
         assert!(parse_key_value("novalue").is_err());
+        assert_eq!(parse_env_var(" GREETING= hi "), Ok(("GREETING".into(), " hi ".into())), "a value is data");
+        assert!(parse_env_var(" =x").is_err());
     }
 
     #[derive(Debug)]

@@ -112,11 +112,7 @@ async fn warn_if_no_worker_matches(grid: &Grid, labels: &[(String, String)]) {
 /// `user@host: paths`, as `testgrid sessions` lists it.
 fn session_name(paths: &[PathBuf]) -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "someone".into());
-    let host = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "worker".to_string());
+    let host = testgrid_worker::default_name();
     let what = if paths.is_empty() {
         ".".to_string()
     } else {

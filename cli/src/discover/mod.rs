@@ -79,11 +79,11 @@ pub fn discover(settings: &Settings) -> Result<Discovered, Error> {
     Ok(Discovered { framework, tests, runner })
 }
 
-/// The units of a `--command`: the framework's files (or Go packages), run as the template
-/// says. Rust tests are found by building them, which a custom command does not do: none.
+/// The units of a `--command`: the framework's files, Go packages or Rust tests (`SRC::NAME`,
+/// found by building them), run as the template says.
 fn command_units(search: &Search) -> Result<Vec<String>, Error> {
     match search.framework {
-        Framework::Cargo => Ok(Vec::new()),
+        Framework::Cargo => cargo::discover(search).map(|(tests, _)| tests),
         Framework::Go => go::units(search),
         _ => files::units(search),
     }

@@ -183,9 +183,12 @@ fn testcase(entry: Entry) -> TestCase {
             status
         }
         other => {
-            let kind = match other {
-                pb::Outcome::Failed | pb::Outcome::TimedOut => NonSuccessKind::Failure,
-                _ => NonSuccessKind::Error,
+            // A unit that failed or timed out is a failure and anything else (lost, cancelled,
+            // could not start) an error; a case is an error only when its framework said so.
+            let kind = match (entry.of, other) {
+                (Of::Unit, pb::Outcome::Failed | pb::Outcome::TimedOut) => NonSuccessKind::Failure,
+                (Of::Unit, _) | (Of::Case, pb::Outcome::Error) => NonSuccessKind::Error,
+                (Of::Case, _) => NonSuccessKind::Failure,
             };
             let mut status = TestCaseStatus::non_success(kind);
             status.set_type(other.word());
@@ -204,7 +207,7 @@ fn testcase(entry: Entry) -> TestCase {
     if entry.of == Of::Unit || (outcome == pb::Outcome::Passed && !entry.output.is_empty()) {
         case.set_system_out_lossy(entry.output);
     }
-    if entry.message.starts_with("xfail") {
+    if entry.of == Of::Case && entry.message.starts_with("xfail") {
         // Kept visible: an expected failure that passes as "success" would hide it.
         case.add_property(Property::new("xfail", entry.message));
     }

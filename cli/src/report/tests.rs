@@ -115,3 +115,36 @@ fn junit_has_failure_and_flaky_elements() {
     assert!(xml.contains(r#"name="worker" value="w1""#), "{xml}");
     assert!(!xml.contains('\u{0}'));
 }
+
+#[test]
+fn junit_files_a_case_as_an_error_only_when_its_framework_said_error() {
+    let case = |name: &str, outcome: pb::Outcome| pb::CaseResult {
+        name: name.into(),
+        classname: "mini".into(),
+        outcome: outcome as i32,
+        message: format!("{outcome:?}"),
+        ..Default::default()
+    };
+    let mut t = Tracker::new("s-4");
+    t.apply(&created("rust", &["src/lib.rs::a", "src/lib.rs::b", "t/test_y.py"]));
+    let cases = [
+        vec![case("a", pb::Outcome::Cancelled)],
+        vec![case("b", pb::Outcome::Failed)],
+        vec![case("t/test_y.py::boom", pb::Outcome::Error)],
+    ];
+    for (index, cases) in cases.into_iter().enumerate() {
+        let outcome = if index == 0 { pb::Outcome::Cancelled } else { pb::Outcome::Failed };
+        let mut event = finished(index as u32, 1, outcome, true, b"");
+        if let Some(Kind::TestFinished(f)) = &mut event.kind {
+            f.report.as_mut().expect("report").cases = cases;
+        }
+        t.apply(&event);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("r.xml");
+    write_junit(&t, &path).expect("written");
+    let xml = std::fs::read_to_string(path).expect("read");
+    assert!(xml.contains(r#"<failure message="Cancelled" type="cancelled">"#), "a cancelled case is a failure: {xml}");
+    assert!(xml.contains(r#"<failure message="Failed" type="failed">"#), "{xml}");
+    assert!(xml.contains(r#"<error message="Error" type="error">"#), "an erroring case is an error: {xml}");
+}

@@ -18,7 +18,7 @@ use super::metrics::Metrics;
 use crate::core::{
     Action, Event, Input, Millis, Scheduler, SessionId, SessionSpec, SessionView, WorkerId, WorkerSpec, WorkerView,
 };
-use crate::store::SessionStore;
+use crate::store::{SessionStore, StoreError};
 
 /// What flows to a worker's `Attach` response stream.
 pub type WorkerTx = mpsc::Sender<Result<pb::CoordinatorMessage, Status>>;
@@ -118,7 +118,7 @@ pub fn spawn(
     metrics: Arc<Metrics>,
     ping_every: Duration,
     shutdown: CancellationToken,
-) -> (EngineHandle, tokio::task::JoinHandle<()>) {
+) -> (EngineHandle, tokio::task::JoinHandle<Result<(), StoreError>>) {
     let (tx, rx) = mpsc::channel(4096);
     let engine = Engine {
         scheduler,
@@ -128,6 +128,7 @@ pub fn spawn(
         ping_every,
         clock: Clock::new(),
         stop: shutdown.clone(),
+        failed: None,
     };
     let task = tokio::spawn(engine.run(rx, shutdown));
     (EngineHandle { tx }, task)
@@ -143,10 +144,14 @@ struct Engine {
     clock: Clock,
     /// Stops the coordinator when the store fails: it could no longer keep its promises.
     stop: CancellationToken,
+    /// Why the store failed, which the task returns, so that the coordinator exits with an error.
+    failed: Option<StoreError>,
 }
 
 impl Engine {
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+    /// Run until shutdown; an error if the store failed (the coordinator must not look as if it
+    /// stopped cleanly).
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>, shutdown: CancellationToken) -> Result<(), StoreError> {
         // If this task ends for any reason, a panic included, the whole coordinator stops rather
         // than serve on with nobody scheduling.
         let _stop_all = shutdown.clone().drop_guard();
@@ -167,6 +172,7 @@ impl Engine {
         }
         // Dropping the worker channels ends their streams; workers reconnect to the next coordinator.
         self.workers.clear();
+        self.failed.map_or(Ok(()), Err)
     }
 
     fn command(&mut self, command: Command) {
@@ -268,6 +274,7 @@ impl Engine {
                 let log = self.store.log(session).unwrap_or_else(|| self.store.create(session));
                 if let Err(e) = log.append(now, event) {
                     error!(session_id = %session, error = %e, "stopping: the session store cannot keep events");
+                    self.failed.get_or_insert(e);
                     self.stop.cancel();
                 }
             }

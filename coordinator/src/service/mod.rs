@@ -54,6 +54,8 @@ pub enum Error {
     Http(std::io::Error),
     #[error("the scheduling engine stopped unexpectedly ({0}); this is a bug, please report it")]
     Engine(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error("cannot build gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
 }
@@ -130,10 +132,10 @@ pub async fn serve(
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown.clone().cancelled_owned())
         .await?;
     shutdown.cancel();
-    if let Err(e) = engine_task.await
-        && e.is_panic()
-    {
-        return Err(Error::Engine(format!("{e}")));
+    match engine_task.await {
+        Ok(Err(e)) => return Err(Error::Store(e)),
+        Err(e) if e.is_panic() => return Err(Error::Engine(format!("{e}"))),
+        Ok(Ok(())) | Err(_) => {}
     }
     if let Some(task) = http_task
         && let Ok(Err(e)) = task.await

@@ -143,25 +143,28 @@ impl<E: Executor> Link<E> {
         Ok(())
     }
 
-    /// The next job to end (there must be one running).
+    /// The next job to end; `None` once none runs.
     async fn next_done(&mut self) -> Option<(u32, pb::AssignmentRef, pb::TestReport)> {
-        let done = self.tasks.join_next_with_id().await?;
-        Some(match done {
-            Ok((id, done)) => {
-                self.running.remove(&id);
-                done
+        loop {
+            match self.tasks.join_next_with_id().await? {
+                Ok((id, done)) => {
+                    self.running.remove(&id);
+                    return Some(done);
+                }
+                Err(e) => {
+                    // Every task is recorded when it is spawned; one that is not has nobody to
+                    // report to, and the others must still be waited for.
+                    let Some((slot, assignment)) = self.running.remove(&e.id()) else { continue };
+                    warn!(slot, "a test's executor failed: {e}");
+                    let report = pb::TestReport {
+                        outcome: pb::Outcome::Error as i32,
+                        message: format!("the worker failed while running this test: {e}"),
+                        ..Default::default()
+                    };
+                    return Some((slot, assignment, report));
+                }
             }
-            Err(e) => {
-                let (slot, assignment) = self.running.remove(&e.id())?;
-                warn!(slot, "a test's executor failed: {e}");
-                let report = pb::TestReport {
-                    outcome: pb::Outcome::Error as i32,
-                    message: format!("the worker failed while running this test: {e}"),
-                    ..Default::default()
-                };
-                (slot, assignment, report)
-            }
-        })
+        }
     }
 }
 

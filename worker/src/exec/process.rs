@@ -311,6 +311,16 @@ impl Running {
     }
 }
 
+impl Drop for Running {
+    /// The group goes with [`GroupGuard`]; the output reader goes too, so that a descendant that
+    /// escaped the group and holds the pipe open cannot keep it (and its buffer) alive.
+    fn drop(&mut self) {
+        if let Some(reader) = self.reader.take() {
+            reader.abort();
+        }
+    }
+}
+
 /// Read a process's output pipe into `capture` until EOF.
 async fn read_output(fd: OwnedFd, capture: Arc<Mutex<Capture>>) {
     let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {

@@ -34,7 +34,7 @@ pub const BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// What a worker keeps of a failed build's messages (its tail).
 const BUILD_LOG_LIMIT: usize = 256 * 1024;
 /// How long a test binary may take to list its tests.
-const LIST_TIMEOUT: Duration = Duration::from_secs(60);
+const LIST_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// How long cargo's last messages may take once it has exited.
 const BUILD_LOG_DRAIN: Duration = Duration::from_secs(5);
 

@@ -73,8 +73,12 @@ impl Kind {
     /// What to do when the runner cannot be started at all.
     pub fn start_fix(self) -> &'static str {
         match self {
-            Kind::Pytest => "pass `testgrid run --python PATH` or set TESTGRID_PYTHON to a Python with pytest",
-            Kind::Vitest | Kind::Jest => "install Node.js on the worker or set TESTGRID_NODE",
+            Kind::Pytest => {
+                "pass `testgrid run --python PATH`, or start the worker with `--python` (TESTGRID_PYTHON), naming a Python with pytest"
+            }
+            Kind::Vitest | Kind::Jest => {
+                "install Node.js on the worker, or start the worker with `--node` (TESTGRID_NODE)"
+            }
         }
     }
 
@@ -82,7 +86,9 @@ impl Kind {
     pub fn start_hint(self, tail: &str, program: &str) -> String {
         match self {
             Kind::Pytest if tail.contains("No module named pytest") || tail.contains("No such file") => {
-                format!(" (is pytest installed for `{program}`? set TESTGRID_PYTHON to pick another Python)")
+                format!(
+                    " (is pytest installed for `{program}`? pass `testgrid run --python PATH` to pick another Python)"
+                )
             }
             Kind::Vitest | Kind::Jest
                 if tail.contains("Cannot find")
@@ -90,7 +96,7 @@ impl Kind {
                     || tail.contains("cannot find") =>
             {
                 format!(
-                    " (is {} installed in the project? run `npm ci` there; set TESTGRID_NODE to pick another Node)",
+                    " (is {} installed in the project? run `npm ci` there; the worker's `--node` (TESTGRID_NODE) picks another Node)",
                     self.name()
                 )
             }
