@@ -156,6 +156,9 @@ fn vitest_and_jest_on_a_real_grid_match_their_own_runs() {
         assert!(xml.contains(r#"name="src/math.test.js::outer &gt; inner &gt; nested fails""#), "{xml}");
         assert!(xml.contains(r#"classname="src/math.test.js""#), "{xml}");
         assert!(xml.contains("<skipped"), "skips and todos stay visible: {xml}");
+        // A file whose hooks failed is named with the hook's error, beside its cases.
+        assert!(xml.contains(r#"<testcase name="src/hooks.test.js" classname="src/hooks.test.js""#), "{xml}");
+        assert!(xml.contains("afterAll broke"), "{xml}");
         drop(workers);
     }
     drop(coordinator);

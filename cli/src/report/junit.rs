@@ -1,6 +1,7 @@
 //! The JUnit XML report: one testsuite for the session, one testcase per test unit, or per case
-//! where a warm runner reported cases. Every testcase comes from one builder, [`testcase`], fed
-//! by an [`Entry`] that a unit and a case fill alike.
+//! where a warm runner reported cases (plus one for the unit when it failed outside its cases).
+//! Every testcase comes from one builder, [`testcase`], fed by an [`Entry`] that a unit and a
+//! case fill alike.
 
 use std::path::Path;
 use std::time::Duration;
@@ -54,6 +55,19 @@ pub fn write_junit(tracker: &Tracker, path: &Path) -> Result<(), Error> {
             Some(last) => {
                 for case in &last.report.cases {
                     suite.add_test_case(testcase(case_entry(test, &last.worker, case)));
+                }
+                // A file that failed outside its cases (a hook, an import error after
+                // collection, an unhandled rejection: its outcome is `error`), or failed while
+                // every case passed (a Go `TestMain`), gets an entry of its own next to its
+                // cases, with the error's text: otherwise the cases would not tell.
+                let explained = last.report.cases.iter().any(|c| !case_outcome(c).is_success());
+                let outside = test.outcome == Some(pb::Outcome::Error);
+                if outside || (test.outcome.is_some_and(|o| !o.is_success()) && !explained) {
+                    let mut entry = unit_entry(test);
+                    if let Some(first) = last.report.cases.first() {
+                        entry.classname = display_path(&first.classname);
+                    }
+                    suite.add_test_case(testcase(entry));
                 }
             }
             None => {

@@ -148,3 +148,39 @@ fn junit_files_a_case_as_an_error_only_when_its_framework_said_error() {
     assert!(xml.contains(r#"<failure message="Failed" type="failed">"#), "{xml}");
     assert!(xml.contains(r#"<error message="Error" type="error">"#), "an erroring case is an error: {xml}");
 }
+
+#[test]
+fn junit_names_a_file_that_failed_outside_its_cases() {
+    let case = |name: &str, outcome: pb::Outcome| pb::CaseResult {
+        name: name.into(),
+        classname: "src/hooks.test.js".into(),
+        outcome: outcome as i32,
+        ..Default::default()
+    };
+    let mut t = Tracker::new("s-5");
+    t.apply(&created("js", &["src/hooks.test.js", "src/ok.test.js", "src/bad.test.js"]));
+    let units = [
+        (pb::Outcome::Error, vec![case("src/hooks.test.js::b", pb::Outcome::Passed)]),
+        (pb::Outcome::Passed, vec![case("src/ok.test.js::c", pb::Outcome::Passed)]),
+        (pb::Outcome::Failed, vec![case("src/bad.test.js::d", pb::Outcome::Failed)]),
+    ];
+    for (index, (outcome, cases)) in units.into_iter().enumerate() {
+        let mut event = finished(index as u32, 1, outcome, true, b"Error: afterAll broke\n");
+        if let Some(Kind::TestFinished(f)) = &mut event.kind {
+            let report = f.report.as_mut().expect("report");
+            report.cases = cases;
+            report.message = "error outside its tests (a hook, or an unhandled error)".into();
+        }
+        t.apply(&event);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("r.xml");
+    write_junit(&t, &path).expect("written");
+    let xml = std::fs::read_to_string(path).expect("read");
+    assert!(xml.contains(r#"<testcase name="src/hooks.test.js" classname="src/hooks.test.js""#), "{xml}");
+    assert!(xml.contains("afterAll broke"), "the error's text is in the file's entry: {xml}");
+    assert!(xml.contains(r#"message="error outside its tests"#), "{xml}");
+    assert!(!xml.contains(r#"<testcase name="src/ok.test.js""#), "a file that passed adds no entry: {xml}");
+    assert!(!xml.contains(r#"<testcase name="src/bad.test.js""#), "a failing case already explains its file: {xml}");
+    assert!(xml.contains(r#"tests="4""#), "three cases and one file: {xml}");
+}
