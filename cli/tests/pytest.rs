@@ -407,3 +407,60 @@ fn a_subfolder_with_its_own_pytest_ini_gets_its_configuration_in_warm_runners() 
     let cases = case_outcomes(&events(&out));
     assert_eq!(cases["py/tests/test_a.py::test_answer"], "passed", "named from the workspace root: {cases:?}");
 }
+
+/// The files pytest itself collects, run from the workspace root with no paths.
+fn pytest_files(root: &Path) -> Vec<String> {
+    let out = Command::new(venv().join("bin/python"))
+        .args(["-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"])
+        .current_dir(root)
+        .output()
+        .expect("pytest runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut files: Vec<String> =
+        text.lines().filter_map(|l| l.split_once("::").map(|(file, _)| file.to_string())).collect();
+    files.sort();
+    files.dedup();
+    files
+}
+
+/// The test units `testgrid run` submitted, from its `created` event.
+fn submitted_files(out: &std::process::Output) -> Vec<String> {
+    let created = events(out).into_iter().find(|e| e["event"] == "created").expect("a created event");
+    let mut files: Vec<String> =
+        created["tests"].as_array().expect("tests").iter().map(|t| t.as_str().expect("a path").to_string()).collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn the_projects_testpaths_python_files_and_norecursedirs_pick_the_files_pytest_would() {
+    let ws = Workspace::new();
+    let files: &[(&str, &str)] = &[
+        ("pytest.ini", "[pytest]\ntestpaths = checks\npython_files = check_*.py\nnorecursedirs = skipme\n"),
+        ("checks/check_a.py", "def test_a():\n    pass\n"),
+        ("checks/skipme/check_b.py", "def test_b():\n    pass\n"),
+        ("checks/test_c.py", "def test_c():\n    pass\n"),
+        ("checks/build/check_e.py", "def test_e():\n    pass\n"),
+        ("other/check_d.py", "def test_d():\n    pass\n"),
+    ];
+    write_files(&ws, files);
+    let out = run_pytest(&ws, &["--local", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let ours = submitted_files(&out);
+    assert_eq!(ours, pytest_files(&ws.root()), "the same files as pytest collects");
+    assert_eq!(ours, vec!["checks/build/check_e.py", "checks/check_a.py"]);
+
+    // Without a configuration, pytest's own norecursedirs leave build output alone.
+    let plain = Workspace::new();
+    let files: &[(&str, &str)] = &[
+        ("tests/test_ok.py", "def test_ok():\n    pass\n"),
+        ("build/lib/tests/test_built.py", "def test_built():\n    pass\n"),
+        ("pkg.egg/test_egg.py", "def test_egg():\n    pass\n"),
+    ];
+    write_files(&plain, files);
+    let out = run_pytest(&plain, &["--local", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let ours = submitted_files(&out);
+    assert_eq!(ours, pytest_files(&plain.root()), "the same files as pytest collects");
+    assert_eq!(ours, vec!["tests/test_ok.py"]);
+}

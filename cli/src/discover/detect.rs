@@ -16,7 +16,7 @@ pub fn detect(root: &Path, places: &[Place]) -> Framework {
         }
     }
     let found: Vec<PathBuf> =
-        searched.iter().flat_map(|p| if p.is_file() { vec![p.to_path_buf()] } else { files::walk(p) }).collect();
+        searched.iter().flat_map(|p| if p.is_file() { vec![p.to_path_buf()] } else { files::walk(p, None) }).collect();
     let rels: Vec<String> =
         found.iter().filter_map(|f| f.strip_prefix(root).ok().map(|r| r.to_string_lossy().into_owned())).collect();
     for candidate in [Framework::Pytest, Framework::Go, Framework::Vitest, Framework::Shell] {

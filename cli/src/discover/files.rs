@@ -36,7 +36,7 @@ pub fn sized(search: &Search) -> Result<Vec<(u64, String)>, Error> {
             tests.push((file_size(&place.absolute), relative(root, &place.absolute)?));
             continue;
         }
-        for path in walk(&place.absolute) {
+        for path in walk(&place.absolute, search.skip_dirs.as_ref()) {
             // Match on a lossy form first: a file that is not a test may have any name.
             let Ok(rel_path) = path.strip_prefix(root) else { continue };
             if !search.set.is_match(rel_path.to_string_lossy().as_ref()) {
@@ -73,15 +73,22 @@ pub fn glob_set(patterns: &[String]) -> Result<GlobSet, Error> {
     builder.build().map_err(Error::BadPatterns)
 }
 
-/// Every file under `dir`, honouring .gitignore, skipping hidden and dependency folders.
-pub fn walk(dir: &Path) -> Vec<PathBuf> {
+/// Every file under `dir`, honouring .gitignore, skipping hidden and dependency folders, and
+/// folders whose names `skip` matches.
+pub fn walk(dir: &Path, skip: Option<&GlobSet>) -> Vec<PathBuf> {
+    let skip = skip.cloned();
     let mut files: Vec<PathBuf> = ignore::WalkBuilder::new(dir)
         .hidden(true)
         .git_ignore(true)
         .require_git(false)
-        .filter_entry(|entry| {
-            !(entry.file_type().is_some_and(|t| t.is_dir())
-                && entry.file_name().to_str().is_some_and(|name| SKIP_DIRS.contains(&name)))
+        .filter_entry(move |entry| {
+            if !entry.file_type().is_some_and(|t| t.is_dir()) {
+                return true;
+            }
+            let name = entry.file_name().to_string_lossy();
+            // `skip` applies below the folder searched: pytest enters a folder it is given.
+            let skipped = entry.depth() > 0 && skip.as_ref().is_some_and(|s| s.is_match(name.as_ref()));
+            !(SKIP_DIRS.contains(&name.as_ref()) || skipped)
         })
         .build()
         .filter_map(Result::ok)

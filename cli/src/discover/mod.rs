@@ -15,6 +15,7 @@ mod go;
 mod js;
 mod project;
 mod pytest;
+mod pytest_config;
 mod search;
 #[cfg(test)]
 mod tests;
@@ -27,7 +28,7 @@ use crate::settings::Settings;
 use testgrid_proto::frameworks::Framework;
 
 pub use project::project_dir;
-use search::{Search, places};
+use search::{Place, Search, places};
 
 /// What a session will run.
 #[derive(Clone, Debug)]
@@ -46,18 +47,33 @@ const SHELL_TEMPLATE: &str = "sh {}";
 
 /// Find the tests `settings` ask for and the runner for them.
 pub fn discover(settings: &Settings) -> Result<Discovered, Error> {
-    let places = places(settings)?;
+    let mut places = places(settings)?;
     let framework = match settings.framework {
         FrameworkChoice::Auto => detect::detect(&settings.root, &places),
         FrameworkChoice::Named(f) => f,
     };
-    let patterns: Vec<String> = if settings.patterns.is_empty() {
-        detect::default_patterns(framework).iter().map(|p| p.to_string()).collect()
-    } else {
+    // pytest's own configuration says which files are tests, where to look when nothing is
+    // named, and which folders not to enter: the files `pytest` alone would collect.
+    let pytest = (framework == Framework::Pytest).then(|| pytest::config(settings, &places)).flatten();
+    if let Some(config) = &pytest
+        && settings.paths.is_empty()
+        && settings.cwd == config.rootdir
+    {
+        let named = config.testpath_places();
+        if !named.is_empty() {
+            places = named.into_iter().map(|absolute| Place { absolute, case: None }).collect();
+        }
+    }
+    let patterns: Vec<String> = if !settings.patterns.is_empty() {
         settings.patterns.clone()
+    } else if let Some(patterns) = pytest.as_ref().and_then(|c| c.patterns()) {
+        patterns
+    } else {
+        detect::default_patterns(framework).iter().map(|p| p.to_string()).collect()
     };
     let set = files::glob_set(&patterns)?;
-    let search = Search { settings, framework, places, patterns, set };
+    let skip_dirs = (framework == Framework::Pytest).then(|| pytest_config::skipped_dirs(pytest.as_ref()));
+    let search = Search { settings, framework, places, patterns, set, skip_dirs };
     let (tests, options) = match (&settings.command, framework) {
         (Some(template), _) => (command_units(&search)?, Options::Command { template: template.clone() }),
         (None, Framework::Shell | Framework::Custom) => {

@@ -23,7 +23,7 @@ pub fn runner_project(search: &Search, is_project: impl Fn(&Path) -> bool) -> Re
 
 /// The nearest folder for which `is_project` holds at or above every one of `places`, inside
 /// `root`.
-fn nearest(root: &Path, places: &[PathBuf], is_project: impl Fn(&Path) -> bool) -> Option<PathBuf> {
+pub fn nearest(root: &Path, places: &[PathBuf], is_project: impl Fn(&Path) -> bool) -> Option<PathBuf> {
     let mut common = places.first().cloned().unwrap_or_else(|| root.to_path_buf());
     for place in places {
         while !place.starts_with(&common) {

@@ -2,15 +2,17 @@
 //! the warm runner, and with `--isolation test` every file's cases (`pytest --collect-only`).
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use testgrid_proto::frameworks::Options;
 
-use super::search::Search;
+use super::pytest_config::Collect;
+use super::search::{Place, Search};
 use super::{files, project};
 use crate::args::Isolation;
 use crate::error::Error;
+use crate::settings::Settings;
 
 /// The default patterns of pytest tests.
 pub const PATTERNS: &[&str] = &["**/test_*.py", "**/*_test.py"];
@@ -28,15 +30,18 @@ pub fn discover(search: &Search) -> Result<(Vec<String>, Options), Error> {
     Ok((tests, Options::Pytest { python: settings.python.clone(), project_dir }))
 }
 
-/// A folder with pytest's configuration: `pytest.ini`, or a `pyproject.toml`, `tox.ini` or
-/// `setup.cfg` with a pytest section.
+/// A folder with pytest's configuration: `pytest.ini` or `.pytest.ini`, or a `pyproject.toml`,
+/// `tox.ini` or `setup.cfg` with a pytest section.
 fn is_project(dir: &Path) -> bool {
-    let contains =
-        |file: &str, section: &str| std::fs::read_to_string(dir.join(file)).is_ok_and(|text| text.contains(section));
-    dir.join("pytest.ini").is_file()
-        || contains("pyproject.toml", "[tool.pytest")
-        || contains("tox.ini", "[pytest]")
-        || contains("setup.cfg", "[tool:pytest]")
+    Collect::is_config_dir(dir)
+}
+
+/// The configuration pytest would read for the places searched: the nearest folder at or above
+/// them (inside the workspace root) that holds one.
+pub fn config(settings: &Settings, places: &[Place]) -> Option<Collect> {
+    let absolute: Vec<PathBuf> = places.iter().map(|p| p.absolute.clone()).collect();
+    let dir = project::nearest(&settings.root, &absolute, is_project)?;
+    Collect::read(&dir)
 }
 
 /// `--isolation test` for pytest: every file becomes its test cases (`pytest --collect-only`),

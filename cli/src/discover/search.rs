@@ -28,6 +28,8 @@ pub struct Search<'a> {
     pub patterns: Vec<String>,
     /// The patterns, compiled.
     pub set: GlobSet,
+    /// Folder names not to enter besides the usual ones (pytest's `norecursedirs`).
+    pub skip_dirs: Option<GlobSet>,
 }
 
 impl Search<'_> {
