@@ -5,9 +5,9 @@
 //! `--collect-only` up front would delay the first result by the whole suite's import time).
 //!
 //! The file is the first of `pytest.ini`, `.pytest.ini`, `pyproject.toml` (with
-//! `[tool.pytest.ini_options]`), `tox.ini` (with `[pytest]`) and `setup.cfg` (with
-//! `[tool:pytest]`) in the nearest folder at or above the paths asked for, as pytest looks for
-//! its `rootdir`. Values of these three options are pytest's "args": shell words in an ini file,
+//! `[tool.pytest.ini_options]`, or pytest 9's `[tool.pytest]`), `tox.ini` (with `[pytest]`) and
+//! `setup.cfg` (with `[tool:pytest]`) in the nearest folder at or above the paths asked for, as
+//! pytest looks for its `rootdir`. Values of these three options are pytest's "args": shell words in an ini file,
 //! a string of shell words or a list in `pyproject.toml`.
 
 use std::path::{Path, PathBuf};
@@ -185,10 +185,15 @@ fn ini_options(text: &str, section: &str) -> Option<Collect> {
     Some(Collect::from_options(|key| values.iter().rev().find(|(k, _)| k == key).map(|(_, v)| shell_words(v))))
 }
 
-/// The three options of `pyproject.toml`'s `[tool.pytest.ini_options]`; `None` without it.
+/// The three options of `pyproject.toml`'s `[tool.pytest.ini_options]`, or of `[tool.pytest]`
+/// itself (pytest 9's native TOML configuration); `None` without either.
 fn pyproject_options(text: &str) -> Option<Collect> {
     let doc: toml::Table = text.parse().ok()?;
-    let options = doc.get("tool")?.get("pytest")?.get("ini_options")?.as_table()?;
+    let pytest = doc.get("tool")?.get("pytest")?.as_table()?;
+    let options = match pytest.get("ini_options") {
+        Some(ini) => ini.as_table()?,
+        None => pytest,
+    };
     Some(Collect::from_options(|key| match options.get(key)? {
         toml::Value::String(s) => Some(shell_words(s)),
         toml::Value::Array(items) => Some(items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()),
@@ -225,6 +230,8 @@ mod tests {
         assert_eq!(c.python_files, Some(vec!["check_*.py".to_string(), "test_*.py".to_string()]));
         assert_eq!(c.norecursedirs, None);
         assert!(pyproject_options("[tool.black]\nline-length = 99\n").is_none());
+        let native = pyproject_options("[tool.pytest]\ntestpaths = ['t']\n").expect("pytest 9's table");
+        assert_eq!(native.testpaths, vec!["t"]);
         assert!(pyproject_options("not toml [").is_none());
     }
 
