@@ -416,8 +416,12 @@ fn pytest_files(root: &Path) -> Vec<String> {
         .output()
         .expect("pytest runs");
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut files: Vec<String> =
-        text.lines().filter_map(|l| l.split_once("::").map(|(file, _)| file.to_string())).collect();
+    // `FILE::TEST` per case, or `FILE: N` per file when the project's addopts add a `-q`.
+    let mut files: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.split_once("::").or_else(|| l.rsplit_once(": ")).map(|(file, _)| file.to_string()))
+        .filter(|f| f.ends_with(".py"))
+        .collect();
     files.sort();
     files.dedup();
     files
@@ -463,4 +467,25 @@ fn the_projects_testpaths_python_files_and_norecursedirs_pick_the_files_pytest_w
     let ours = submitted_files(&out);
     assert_eq!(ours, pytest_files(&plain.root()), "the same files as pytest collects");
     assert_eq!(ours, vec!["tests/test_ok.py"]);
+}
+
+#[test]
+fn addopts_ignore_and_ignore_glob_leave_out_what_pytest_would() {
+    let ws = Workspace::new();
+    let files: &[(&str, &str)] = &[
+        (
+            "pyproject.toml",
+            "[tool.pytest.ini_options]\naddopts = \"-q --ignore=tests/legacy --ignore-glob=*_slow.py\"\n",
+        ),
+        ("tests/test_new.py", "def test_new():\n    pass\n"),
+        ("tests/legacy/test_old.py", "def test_old():\n    pass\n"),
+        ("tests/deep/test_db_slow.py", "def test_slow():\n    pass\n"),
+        ("tests/deep/test_db.py", "def test_db():\n    pass\n"),
+    ];
+    write_files(&ws, files);
+    let out = run_pytest(&ws, &["--local", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let ours = submitted_files(&out);
+    assert_eq!(ours, pytest_files(&ws.root()), "the same files as pytest collects");
+    assert_eq!(ours, vec!["tests/deep/test_db.py", "tests/test_new.py"]);
 }

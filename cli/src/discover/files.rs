@@ -39,7 +39,9 @@ pub fn sized(search: &Search) -> Result<Vec<(u64, String)>, Error> {
         for path in walk(&place.absolute, search.skip_dirs.as_ref()) {
             // Match on a lossy form first: a file that is not a test may have any name.
             let Ok(rel_path) = path.strip_prefix(root) else { continue };
-            if !search.set.is_match(rel_path.to_string_lossy().as_ref()) {
+            if !search.set.is_match(rel_path.to_string_lossy().as_ref())
+                || search.ignored.as_ref().is_some_and(|i| i.contains(&path))
+            {
                 continue;
             }
             tests.push((file_size(&path), relative(root, &path)?));

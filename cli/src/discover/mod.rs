@@ -73,7 +73,8 @@ pub fn discover(settings: &Settings) -> Result<Discovered, Error> {
     };
     let set = files::glob_set(&patterns)?;
     let skip_dirs = (framework == Framework::Pytest).then(|| pytest_config::skipped_dirs(pytest.as_ref()));
-    let search = Search { settings, framework, places, patterns, set, skip_dirs };
+    let ignored = pytest.as_ref().and_then(|c| c.ignored(&settings.cwd));
+    let search = Search { settings, framework, places, patterns, set, skip_dirs, ignored };
     let (tests, options) = match (&settings.command, framework) {
         (Some(template), _) => (command_units(&search)?, Options::Command { template: template.clone() }),
         (None, Framework::Shell | Framework::Custom) => {

@@ -25,6 +25,24 @@ pub struct Collect {
     pub testpaths: Vec<String>,
     /// `norecursedirs`, when set: globs of folder names pytest does not enter.
     pub norecursedirs: Option<Vec<String>>,
+    /// `addopts`' `--ignore PATH` (relative to where pytest runs).
+    pub ignore: Vec<String>,
+    /// `addopts`' `--ignore-glob PATTERN` (fnmatch on the whole path).
+    pub ignore_glob: Vec<String>,
+}
+
+/// What `--ignore` and `--ignore-glob` leave out.
+#[derive(Clone, Debug)]
+pub struct Ignored {
+    paths: Vec<PathBuf>,
+    globs: GlobSet,
+}
+
+impl Ignored {
+    /// Whether pytest would leave out the file at `absolute`.
+    pub fn contains(&self, absolute: &Path) -> bool {
+        self.paths.iter().any(|p| absolute.starts_with(p)) || self.globs.is_match(absolute)
+    }
 }
 
 /// pytest's own `norecursedirs` when a project sets none.
@@ -82,7 +100,27 @@ impl Collect {
             python_files: get("python_files"),
             testpaths: get("testpaths").unwrap_or_default(),
             norecursedirs: get("norecursedirs"),
+            ignore: option_values(get("addopts").as_deref().unwrap_or_default(), "--ignore"),
+            ignore_glob: option_values(get("addopts").as_deref().unwrap_or_default(), "--ignore-glob"),
         }
+    }
+
+    /// What `addopts`' `--ignore` and `--ignore-glob` leave out, for pytest run in `cwd`.
+    pub fn ignored(&self, cwd: &Path) -> Option<Ignored> {
+        if self.ignore.is_empty() && self.ignore_glob.is_empty() {
+            return None;
+        }
+        let mut globs = GlobSetBuilder::new();
+        for pattern in &self.ignore_glob {
+            // fnmatch: `*` crosses `/`, and the pattern is matched against the whole path.
+            if let Ok(glob) = GlobBuilder::new(pattern).literal_separator(false).build() {
+                globs.add(glob);
+            }
+        }
+        Some(Ignored {
+            paths: self.ignore.iter().map(|p| cwd.join(p)).collect(),
+            globs: globs.build().unwrap_or_else(|_| GlobSet::empty()),
+        })
     }
 
     /// Whether `dir` holds a configuration pytest would use.
@@ -201,6 +239,20 @@ fn pyproject_options(text: &str) -> Option<Collect> {
     }))
 }
 
+/// The values an option has in a list of arguments: `--opt=VALUE` and `--opt VALUE`.
+fn option_values(args: &[String], option: &str) -> Vec<String> {
+    let mut values = Vec::new();
+    let mut words = args.iter();
+    while let Some(word) = words.next() {
+        if word == option {
+            values.extend(words.next().cloned());
+        } else if let Some(value) = word.strip_prefix(option).and_then(|rest| rest.strip_prefix('=')) {
+            values.push(value.to_string());
+        }
+    }
+    values
+}
+
 /// pytest's "args" values: shell words (quotes group), falling back to whitespace.
 fn shell_words(text: &str) -> Vec<String> {
     shlex::split(text).unwrap_or_else(|| text.split_whitespace().map(str::to_string).collect())
@@ -217,6 +269,19 @@ mod tests {
         assert_eq!(c.testpaths, vec!["tests", "integration"]);
         assert_eq!(c.python_files, Some(vec!["check_*.py".to_string(), "with space_*.py".to_string()]));
         assert_eq!(c.norecursedirs, Some(vec![".git".to_string(), "build".to_string()]));
+        let opts = ini_options(
+            "[pytest]\naddopts = -q --ignore=tests/old --ignore tests/x.py --ignore-glob=*_slow.py --ignore-globber=y\n",
+            "pytest",
+        );
+        let opts = opts.expect("section");
+        assert_eq!(opts.ignore, vec!["tests/old", "tests/x.py"]);
+        assert_eq!(opts.ignore_glob, vec!["*_slow.py"]);
+        let ignored = opts.ignored(Path::new("/w")).expect("something is ignored");
+        assert!(ignored.contains(Path::new("/w/tests/old/test_a.py")) && ignored.contains(Path::new("/w/tests/x.py")));
+        assert!(ignored.contains(Path::new("/w/tests/deep/test_db_slow.py")));
+        assert!(
+            !ignored.contains(Path::new("/w/tests/test_new.py")) && !ignored.contains(Path::new("/w/tests/oldish.py"))
+        );
         assert!(ini_options("[tool:pytest]\nx = 1\n", "pytest").is_none());
         let setup = ini_options("[metadata]\nname = x\n[tool:pytest]\npython_files = t_*.py\n", "tool:pytest");
         assert_eq!(setup.expect("section").python_files, Some(vec!["t_*.py".to_string()]));

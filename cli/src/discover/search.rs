@@ -30,6 +30,8 @@ pub struct Search<'a> {
     pub set: GlobSet,
     /// Folder names not to enter besides the usual ones (pytest's `norecursedirs`).
     pub skip_dirs: Option<GlobSet>,
+    /// Files and folders left out (pytest's `--ignore`, `--ignore-glob` in `addopts`).
+    pub ignored: Option<super::pytest_config::Ignored>,
 }
 
 impl Search<'_> {
