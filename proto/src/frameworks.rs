@@ -164,16 +164,17 @@ impl Runner {
         if dir.is_empty() { "." } else { dir }
     }
 
-    /// The options a framework has when a message leaves them out.
-    fn default_options(framework: Framework) -> Options {
-        match framework {
+    /// The options a framework has when a message leaves them out (`None` for a custom command,
+    /// which has no default).
+    fn default_options(framework: Framework) -> Option<Options> {
+        Some(match framework {
             Framework::Shell => Options::Command { template: "sh {}".into() },
-            Framework::Custom => Options::Command { template: String::new() },
+            Framework::Custom => return None,
             Framework::Pytest => Options::Pytest { python: None, project_dir: String::new() },
             Framework::Cargo => Options::Cargo { package_dir: String::new(), cargo_args: Vec::new() },
             Framework::Jest | Framework::Vitest => Options::Js { project_dir: String::new() },
             Framework::Go => Options::Go,
-        }
+        })
     }
 }
 
@@ -189,50 +190,42 @@ impl TryFrom<&pb::Runner> for Runner {
         let isolation = pb::Isolation::try_from(r.isolation)
             .map(Isolation::from_pb)
             .map_err(|_| bad("isolation", format!("unknown isolation {}", r.isolation)))?;
+        // Every value is checked where it arrived, before it is copied.
         let options = match (&r.options, framework) {
-            (None, framework) => Runner::default_options(framework),
+            (None, framework) => Runner::default_options(framework).ok_or_else(|| {
+                bad("command.template", "a custom command needs a template with `{}` where the test path goes")
+            })?,
             (Some(P::Command(c)), Framework::Shell | Framework::Custom) => {
+                check_template(&c.template)?;
                 Options::Command { template: c.template.clone() }
             }
-            (Some(P::Pytest(p)), Framework::Pytest) => Options::Pytest {
-                python: Some(p.python.clone()).filter(|p| !p.is_empty()),
-                project_dir: p.project_dir.clone(),
-            },
+            (Some(P::Pytest(p)), Framework::Pytest) => {
+                check_text("pytest.python", &p.python)?;
+                check_dir("pytest.project_dir", &p.project_dir)?;
+                Options::Pytest {
+                    python: Some(p.python.clone()).filter(|p| !p.is_empty()),
+                    project_dir: p.project_dir.clone(),
+                }
+            }
             (Some(P::Cargo(c)), Framework::Cargo) => {
+                check_dir("cargo.package_dir", &c.package_dir)?;
+                if c.cargo_args.len() > MAX_CARGO_ARGS {
+                    return Err(bad("cargo.cargo_args", format!("more than {MAX_CARGO_ARGS} arguments")));
+                }
+                for arg in &c.cargo_args {
+                    check_text("cargo.cargo_args", arg)?;
+                }
                 Options::Cargo { package_dir: c.package_dir.clone(), cargo_args: c.cargo_args.clone() }
             }
-            (Some(P::Js(j)), Framework::Jest | Framework::Vitest) => Options::Js { project_dir: j.project_dir.clone() },
+            (Some(P::Js(j)), Framework::Jest | Framework::Vitest) => {
+                check_dir("js.project_dir", &j.project_dir)?;
+                Options::Js { project_dir: j.project_dir.clone() }
+            }
             (Some(P::Go(_)), Framework::Go) => Options::Go,
             (Some(_), framework) => {
                 return Err(bad("options", format!("these options are not for framework {}", framework.name())));
             }
         };
-        match &options {
-            Options::Command { template } => {
-                check_text("command.template", template)?;
-                if !template.contains("{}") {
-                    return Err(bad(
-                        "command.template",
-                        format!("`{template}` has no `{{}}` where the test path goes"),
-                    ));
-                }
-            }
-            Options::Pytest { python, project_dir } => {
-                check_text("pytest.python", python.as_deref().unwrap_or(""))?;
-                check_dir("pytest.project_dir", project_dir)?;
-            }
-            Options::Cargo { package_dir, cargo_args } => {
-                check_dir("cargo.package_dir", package_dir)?;
-                if cargo_args.len() > MAX_CARGO_ARGS {
-                    return Err(bad("cargo.cargo_args", format!("more than {MAX_CARGO_ARGS} arguments")));
-                }
-                for arg in cargo_args {
-                    check_text("cargo.cargo_args", arg)?;
-                }
-            }
-            Options::Js { project_dir } => check_dir("js.project_dir", project_dir)?,
-            Options::Go => {}
-        }
         Ok(Runner { framework, isolation, options })
     }
 }
@@ -258,6 +251,19 @@ impl From<&Runner> for pb::Runner {
             options: Some(options),
         }
     }
+}
+
+/// A command template: bounded, and with `{}` where the test path goes. The error shows only
+/// the template's start: it came from a client and may be long.
+fn check_template(template: &str) -> Result<(), BadRunner> {
+    check_text("command.template", template)?;
+    if template.contains("{}") {
+        return Ok(());
+    }
+    const SHOWN: usize = 80;
+    let shown: String = template.chars().take(SHOWN).collect();
+    let more = if template.chars().nth(SHOWN).is_some() { "…" } else { "" };
+    Err(bad("command.template", format!("`{shown}{more}` has no `{{}}` where the test path goes")))
 }
 
 /// Bounded, and free of NUL (which no process argument can carry).
@@ -329,6 +335,13 @@ mod tests {
         }
         let unknown = pb::Runner { framework: pb::Framework::Go as i32, isolation: 42, options: None };
         assert_eq!(err(unknown).field, "isolation");
+        assert_eq!(
+            err(message(pb::Framework::Custom, None)).field,
+            "command.template",
+            "a custom command has no default"
+        );
+        let long = err(message(pb::Framework::Custom, template(&"x".repeat(10_000))));
+        assert!(long.problem.len() < 200, "a long template is not echoed whole: {}", long.problem.len());
     }
 
     #[test]

@@ -23,7 +23,13 @@ pub fn runner_project(search: &Search, is_project: impl Fn(&Path) -> bool) -> Re
 
 /// The nearest folder for which `is_project` holds at or above every one of `places`, inside
 /// `root`.
-pub fn nearest(root: &Path, places: &[PathBuf], is_project: impl Fn(&Path) -> bool) -> Option<PathBuf> {
+fn nearest(root: &Path, places: &[PathBuf], is_project: impl Fn(&Path) -> bool) -> Option<PathBuf> {
+    nearest_with(root, places, |d| is_project(d).then(|| d.to_path_buf()))
+}
+
+/// What `find` returns for the nearest folder at or above every one of `places`, inside `root`,
+/// for which it returns anything.
+pub fn nearest_with<T>(root: &Path, places: &[PathBuf], find: impl Fn(&Path) -> Option<T>) -> Option<T> {
     let mut common = places.first().cloned().unwrap_or_else(|| root.to_path_buf());
     for place in places {
         while !place.starts_with(&common) {
@@ -32,5 +38,5 @@ pub fn nearest(root: &Path, places: &[PathBuf], is_project: impl Fn(&Path) -> bo
             }
         }
     }
-    common.ancestors().filter(|d| d.starts_with(root)).find(|d| is_project(d)).map(Path::to_path_buf)
+    common.ancestors().filter(|d| d.starts_with(root)).find_map(find)
 }

@@ -40,8 +40,7 @@ fn is_project(dir: &Path) -> bool {
 /// them (inside the workspace root) that holds one.
 pub fn config(settings: &Settings, places: &[Place]) -> Option<Collect> {
     let absolute: Vec<PathBuf> = places.iter().map(|p| p.absolute.clone()).collect();
-    let dir = project::nearest(&settings.root, &absolute, is_project)?;
-    Collect::read(&dir)
+    project::nearest_with(&settings.root, &absolute, Collect::read)
 }
 
 /// `--isolation test` for pytest: every file becomes its test cases (`pytest --collect-only`),

@@ -95,13 +95,14 @@ impl Collect {
 
     /// The three options as `get` finds them in a file (the rootdir is set by the caller).
     fn from_options(get: impl Fn(&str) -> Option<Vec<String>>) -> Collect {
+        let addopts = get("addopts").unwrap_or_default();
         Collect {
             rootdir: PathBuf::new(),
             python_files: get("python_files"),
             testpaths: get("testpaths").unwrap_or_default(),
             norecursedirs: get("norecursedirs"),
-            ignore: option_values(get("addopts").as_deref().unwrap_or_default(), "--ignore"),
-            ignore_glob: option_values(get("addopts").as_deref().unwrap_or_default(), "--ignore-glob"),
+            ignore: option_values(&addopts, "--ignore"),
+            ignore_glob: option_values(&addopts, "--ignore-glob"),
         }
     }
 
@@ -166,12 +167,8 @@ impl Collect {
 
 /// The folder names pytest does not enter: the project's `norecursedirs`, else pytest's own.
 pub fn skipped_dirs(collect: Option<&Collect>) -> GlobSet {
-    let owned: Vec<String>;
-    let names: Vec<&str> = match collect.and_then(|c| c.norecursedirs.as_ref()) {
-        Some(names) => {
-            owned = names.clone();
-            owned.iter().map(String::as_str).collect()
-        }
+    let names: Vec<&str> = match collect.and_then(|c| c.norecursedirs.as_deref()) {
+        Some(names) => names.iter().map(String::as_str).collect(),
         None => DEFAULT_NORECURSEDIRS.to_vec(),
     };
     let mut builder = GlobSetBuilder::new();
