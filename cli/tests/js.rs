@@ -28,8 +28,9 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// The fixture project, copied under the target folder with its dependencies installed
-/// (`npm ci`, from its lockfile) once per test binary; its own `.git` makes it the root.
+/// The fixture project, copied under the target folder for this test process (nextest runs each
+/// test in a process of its own), with its dependencies linked from a shared install: `npm ci`
+/// from its lockfile, once per content of the fixture. Its own `.git` makes it the root.
 fn project(name: &str) -> PathBuf {
     static DONE: OnceLock<std::sync::Mutex<BTreeMap<String, PathBuf>>> = OnceLock::new();
     let done = DONE.get_or_init(Default::default);
@@ -37,19 +38,58 @@ fn project(name: &str) -> PathBuf {
     if let Some(dir) = done.get(name) {
         return dir.clone();
     }
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("js-fixtures").join(name);
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let shared = installed(name, &source);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("js-fixtures")
+        .join(format!("run-{}", std::process::id()))
+        .join(name);
     let _ = std::fs::remove_dir_all(&dir);
     copy_tree(&source, &dir);
     std::fs::create_dir_all(dir.join(".git")).expect("mkdir .git");
-    let npm = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-        .current_dir(&dir)
-        .output()
-        .expect("npm runs (Node.js and npm are needed for these tests)");
-    assert!(npm.status.success(), "npm ci in {}: {}", dir.display(), stderr(&npm));
+    std::os::unix::fs::symlink(shared.join("node_modules"), dir.join("node_modules")).expect("link node_modules");
     done.insert(name.to_string(), dir.clone());
     dir
+}
+
+/// The fixture installed once for its content, whichever test process gets there first: each
+/// installs into a folder of its own and renames it into place, so a folder that exists is whole.
+fn installed(name: &str, source: &Path) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    fn hash_tree(dir: &Path, hasher: &mut std::collections::hash_map::DefaultHasher) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir).expect("read_dir").map(|e| e.expect("entry").path()).collect();
+        entries.sort();
+        for path in entries {
+            path.file_name().hash(hasher);
+            if path.is_dir() {
+                hash_tree(&path, hasher);
+            } else {
+                std::fs::read(&path).expect("read").hash(hasher);
+            }
+        }
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    hash_tree(source, &mut hasher);
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("js-fixtures");
+    let ready = base.join(format!("{name}-{:016x}", hasher.finish()));
+    if ready.join("node_modules").is_dir() {
+        return ready;
+    }
+    let own = base.join(format!("{name}-{:016x}.{}", hasher.finish(), std::process::id()));
+    let _ = std::fs::remove_dir_all(&own);
+    copy_tree(source, &own);
+    let npm = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(&own)
+        .output()
+        .expect("npm runs (Node.js and npm are needed for these tests)");
+    assert!(npm.status.success(), "npm ci in {}: {}", own.display(), stderr(&npm));
+    if std::fs::rename(&own, &ready).is_err() {
+        // Another test process got there first: use its install.
+        assert!(ready.join("node_modules").is_dir(), "cannot put the install of {name} in place");
+        let _ = std::fs::remove_dir_all(&own);
+    }
+    ready
 }
 
 /// The framework's own verdicts from its JSON report (vitest's is jest's format): case name ->

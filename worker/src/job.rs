@@ -98,6 +98,13 @@ impl Job {
 /// per slot and for `TESTGRID_SLOT`.
 pub trait Executor: Send + Sync + 'static {
     fn run(&self, slot: u32, job: &Job, cancel: CancellationToken) -> impl Future<Output = pb::TestReport> + Send;
+
+    /// How many of a session's jobs one slot may hold at once: more than one only for an
+    /// executor that queues the next job in its runner while one runs (and runs them one after
+    /// the other, timing each from its own start).
+    fn depth(&self, _job: &Job) -> usize {
+        1
+    }
 }
 
 #[cfg(test)]

@@ -282,7 +282,7 @@ async fn attach<E: Executor>(
                 Some(Ok(pb::CoordinatorMessage { kind })) => {
                     last_heard = Instant::now();
                     let effects = match kind {
-                        Some(kind) => on_message(kind, &mut state, root, &config.name),
+                        Some(kind) => on_message(kind, &mut state, link.executor.as_ref(), root, &config.name),
                         None => Vec::new(),
                     };
                     if link.perform(effects).await.is_err() {
@@ -320,7 +320,13 @@ async fn attach<E: Executor>(
 }
 
 /// A message from the coordinator, turned into events of the slots state.
-fn on_message(kind: FromCoordinator, state: &mut Slots, root: &Path, worker: &str) -> Vec<Effect> {
+fn on_message<E: Executor>(
+    kind: FromCoordinator,
+    state: &mut Slots,
+    executor: &E,
+    root: &Path,
+    worker: &str,
+) -> Vec<Effect> {
     match kind {
         FromCoordinator::Welcome(_) => {
             warn!("ignoring a second Welcome");
@@ -336,7 +342,8 @@ fn on_message(kind: FromCoordinator, state: &mut Slots, root: &Path, worker: &st
                 Ok(job) => debug!(test = %job.path, attempt = job.assignment.attempt, "assigned"),
                 Err(refused) => warn!(test = %refused.path, "refusing an assignment: {}", refused.why),
             }
-            state.assign(incoming)
+            let depth = incoming.as_ref().map_or(1, |job| executor.depth(job));
+            state.assign(incoming, depth)
         }
         FromCoordinator::Cancel(c) => match c.assignment {
             Some(assignment) => state.cancel(&assignment, &c.reason),

@@ -1,6 +1,9 @@
 //! What a connection holds, as a pure state machine: the assignments the worker holds (keyed by
 //! [`AssignmentKey`]), the local queue of those not started, which slot runs what, draining and
-//! closing. Events in ([`Slots::assign`], [`Slots::cancel`], [`Slots::finished`],
+//! closing. A slot runs one job at a time, except that a job whose executor pipelines (a warm
+//! vitest runner, which keeps its pool worker only while a next file is queued in it) may be
+//! started beside a running job of the same session, up to the job's depth: the executor runs
+//! them one after the other. Events in ([`Slots::assign`], [`Slots::cancel`], [`Slots::finished`],
 //! [`Slots::drain`], [`Slots::close`]), [`Effect`]s out, which the connection performs.
 //!
 //! No tokio, no clocks, no I/O: it must not send, spawn or wait. (A running test's
@@ -54,14 +57,31 @@ struct Held {
     place: Place,
 }
 
+/// A slot running something: whose jobs, how many, and how many it may run at once.
+#[derive(Debug)]
+struct Busy {
+    session: String,
+    running: usize,
+    depth: usize,
+}
+
+/// A job waiting for a slot, and how many of its session's jobs its slot may hold at once.
+#[derive(Debug)]
+struct Queued {
+    job: Job,
+    depth: usize,
+}
+
 /// One connection's slots, held assignments and queue.
 #[derive(Debug)]
 pub struct Slots {
     /// Slots not running anything, lowest first.
     free: BTreeSet<u32>,
+    /// Slots running something.
+    busy: HashMap<u32, Busy>,
     held: HashMap<AssignmentKey, Held>,
     /// Queued jobs in arrival order (every one of them is in `held` as `Queued`).
-    queue: VecDeque<Job>,
+    queue: VecDeque<Queued>,
     queue_limit: usize,
     /// Set by [`Slots::drain`]: new assignments are handed straight back.
     draining: bool,
@@ -82,6 +102,7 @@ impl Slots {
     pub fn new(slots: u32, conn: CancellationToken) -> Self {
         Slots {
             free: (0..slots).collect(),
+            busy: HashMap::new(),
             held: HashMap::new(),
             queue: VecDeque::new(),
             queue_limit: (slots as usize).max(1) * QUEUE_PER_SLOT,
@@ -105,8 +126,9 @@ impl Slots {
         self.draining
     }
 
-    /// An assignment arrived: start it in a free slot, queue it, or answer it at once.
-    pub fn assign(&mut self, incoming: Result<Job, Refused>) -> Vec<Effect> {
+    /// An assignment arrived: start it in a free slot (or beside its session's job in a busy one,
+    /// when `depth` > 1 allows), queue it, or answer it at once.
+    pub fn assign(&mut self, incoming: Result<Job, Refused>, depth: usize) -> Vec<Effect> {
         let job = match incoming {
             // Sent before the coordinator read our Drain: give it straight back.
             _ if self.draining => {
@@ -134,9 +156,9 @@ impl Slots {
             return Vec::new();
         }
         if self.taking
-            && let Some(slot) = self.free.pop_first()
+            && let Some(slot) = self.slot_for(&job, depth)
         {
-            return vec![self.start(key, job, slot)];
+            return vec![self.start(key, job, slot, depth)];
         }
         if self.queue.len() >= self.queue_limit {
             let message = format!("worker queue full ({} queued); handed back", self.queue.len());
@@ -146,11 +168,34 @@ impl Slots {
             }];
         }
         self.held.insert(key, Held { cancel: self.conn.child_token(), place: Place::Queued });
-        self.queue.push_back(job);
+        self.queue.push_back(Queued { job, depth });
         Vec::new()
     }
 
-    fn start(&mut self, key: AssignmentKey, job: Job, slot: u32) -> Effect {
+    /// Where `job` could start now: a free slot (lowest first, so work spreads), else a busy slot
+    /// of its session with room under `depth`.
+    fn slot_for(&self, job: &Job, depth: usize) -> Option<u32> {
+        if let Some(slot) = self.free.first() {
+            return Some(*slot);
+        }
+        if depth <= 1 {
+            return None;
+        }
+        self.busy
+            .iter()
+            .filter(|(_, b)| b.session == job.assignment.session_id && b.depth == depth && b.running < depth)
+            .min_by_key(|(slot, b)| (b.running, **slot))
+            .map(|(slot, _)| *slot)
+    }
+
+    fn start(&mut self, key: AssignmentKey, job: Job, slot: u32, depth: usize) -> Effect {
+        self.free.remove(&slot);
+        let busy = self.busy.entry(slot).or_insert_with(|| Busy {
+            session: job.assignment.session_id.clone(),
+            running: 0,
+            depth: depth.max(1),
+        });
+        busy.running += 1;
         let held =
             self.held.entry(key).or_insert_with(|| Held { cancel: self.conn.child_token(), place: Place::Queued });
         held.place = Place::Running(slot);
@@ -171,7 +216,7 @@ impl Slots {
             }
             Some(Place::Queued) => {
                 self.held.remove(&key);
-                self.queue.retain(|job| AssignmentKey::from(&job.assignment) != key);
+                self.queue.retain(|q| AssignmentKey::from(&q.job.assignment) != key);
                 let message = format!("cancelled before it started: {reason}");
                 vec![Effect::Report {
                     assignment: assignment.clone(),
@@ -191,21 +236,29 @@ impl Slots {
             self.held.remove(&key);
             effects.push(Effect::Report { assignment, report });
         }
-        if !self.held.values().any(|h| h.place == Place::Running(slot)) {
-            self.free.insert(slot);
+        if let Some(busy) = self.busy.get_mut(&slot) {
+            busy.running = busy.running.saturating_sub(1);
+            if busy.running == 0 {
+                self.busy.remove(&slot);
+                self.free.insert(slot);
+            }
         }
         effects.extend(self.start_queued());
         effects
     }
 
-    /// Start queued jobs while slots are free.
+    /// Start queued jobs, in arrival order, while some slot can take them.
     fn start_queued(&mut self) -> Vec<Effect> {
         let mut effects = Vec::new();
-        while self.taking && !self.queue.is_empty() {
-            let Some(slot) = self.free.pop_first() else { break };
-            let Some(job) = self.queue.pop_front() else { break };
+        let mut position = 0;
+        while self.taking && position < self.queue.len() {
+            let Some(slot) = self.slot_for(&self.queue[position].job, self.queue[position].depth) else {
+                position += 1;
+                continue;
+            };
+            let Some(Queued { job, depth }) = self.queue.remove(position) else { break };
             let key = AssignmentKey::from(&job.assignment);
-            effects.push(self.start(key, job, slot));
+            effects.push(self.start(key, job, slot, depth));
         }
         effects
     }
@@ -226,7 +279,7 @@ impl Slots {
     /// without counting a loss.
     fn hand_back_queued(&mut self, why: &str) -> Vec<Effect> {
         self.taking = false;
-        let queued: Vec<Job> = self.queue.drain(..).collect();
+        let queued: Vec<Job> = self.queue.drain(..).map(|q| q.job).collect();
         queued
             .into_iter()
             .map(|job| {

@@ -36,4 +36,11 @@ impl Executor for Executors {
             Framework::Shell | Framework::Custom => self.shell.run(slot, job, cancel).await,
         }
     }
+
+    fn depth(&self, job: &Job) -> usize {
+        match job.runner.framework {
+            Framework::Pytest | Framework::Vitest | Framework::Jest => self.warm.depth(job),
+            _ => 1,
+        }
+    }
 }

@@ -2,11 +2,13 @@
 //
 // The worker starts `node testgrid_vitest.mjs` per slot in the project root and talks to it over
 // the Unix socket named by TESTGRID_RUNNER_SOCKET, never over stdout (the tests own it). One JSON
-// object per line each way; the protocol is the pytest runner's (docs/runners.md):
+// object per line each way; the protocol is the pytest runner's (docs/runners.md), plus `begin`:
 //
 // worker -> runner:  {"op": "run", "unit": N, "path": "src/a.test.ts"}  or  "src/a.test.ts::a > b"
+//                    or "|PROJECT| src/a.test.ts" for the file in that vitest project
 //                    {"op": "stop"}  (or EOF)
 // runner -> worker:  {"op": "ready", "pid": P}
+//                    {"op": "begin", "unit": N}        (the file began: the worker times it from here)
 //                    {"op": "collected", "unit": N, "tests": ["src/a.test.ts::a > b", ...]}
 //                    {"op": "started", "unit": N, "test": ID}
 //                    {"op": "case", "unit": N, "test": ID, "outcome": O, "phase": "call",
@@ -14,10 +16,16 @@
 //                    {"op": "done", "unit": N, "error": null | TEXT}
 //
 // vitest is the project's own (resolved from the working directory), driven through its Node API
-// (`createVitest` from `vitest/node`, `runTestSpecifications`) with a reporter object of ours:
-// vitest 3.x, 4.x and 5.x. The config file found from the working directory applies; we force
-// watch off, one test worker (no file parallelism) and our reporter only. Each file still runs
-// isolated the way vitest isolates files (a fresh fork by default).
+// (`createVitest` from `vitest/node`) with a reporter object of ours: vitest 3.x, 4.x and 5.x.
+// The config file found from the working directory applies; we force watch off, one test worker
+// (no file parallelism) and our reporter only.
+//
+// The worker may send the next file while one runs. With vitest 4 and later each file is handed
+// to vitest's pool as soon as it arrives (`vitest.pool.runTests`, under one long-lived run, as
+// vitest's own run feeds its pool), so the pool keeps its test worker for the next file queued
+// behind it: with `isolate: false` its environment and imported modules stay warm across files,
+// as in `vitest run`; with isolation each file gets a fresh worker, as in `vitest run`. vitest 3
+// runs one `runTestSpecifications` per file, in order.
 //
 // A test ID is "FILE::a > b > c": FILE as given in the run message, then the describe titles and
 // the test title joined with " > " (vitest's own fullName). Skipped and todo tests are "skipped".
@@ -25,7 +33,6 @@
 // beforeAll/afterAll, and errors vitest could not pin on a test (unhandled rejections) end the
 // file with "error".
 
-import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
@@ -69,32 +76,23 @@ function firstLines(error) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The current file's state, shared by the reporter and the run loop.
+// The files asked for and not done, shared by the reporter and the run loop.
 
 class Unit {
   constructor(unit, file, caseName, channel) {
     this.unit = unit;
     this.absPath = path.resolve(process.cwd(), file);
-    let real = this.absPath;
-    try {
-      real = fs.realpathSync(this.absPath);
-    } catch {
-      // a file that does not exist: vitest says so
-    }
-    this.moduleIds = new Set([this.absPath, real]);
-    this.file = file; // the path as given, the prefix of every test ID
+    this.file = file; // the path as given (without a project), the prefix of every test ID
     this.caseName = caseName; // only this test, when the path was FILE::CASE
     this.channel = channel;
+    this.key = null; // the project and module it runs as, once known
+    this.begun = false;
     this.collected = false;
+    this.moduleErrorsTaken = false;
     this.started = new Set(); // vitest test ids
     this.reported = new Set(); // vitest test ids
     this.logs = new Map(); // vitest test id -> console text
     this.errors = []; // file-level error texts
-  }
-
-  /** vitest's state keeps earlier files' modules: only this file's count. */
-  owns(module) {
-    return module != null && this.moduleIds.has(module.moduleId);
   }
 
   idOf(testCase) {
@@ -106,23 +104,42 @@ class Unit {
   }
 }
 
-let current = null;
+/** Units by the project and module they run as. */
+const pending = new Map();
+/** Units by the id of vitest's file task (the prefix of its tests' and console logs' ids). */
+const byFileTask = new Map();
+/** The unit whose file runs now (for console output vitest cannot place). */
+let running = null;
+
+const keyOf = (projectName, moduleId) => `${projectName ?? ''}\u0000${moduleId}`;
+
+function unitOf(module) {
+  if (module == null) return undefined;
+  return pending.get(keyOf(module.project?.name, module.moduleId));
+}
 
 function allTests(module) {
   return Array.from(module.children.allTests());
 }
 
-function collect(module) {
-  const unit = current;
-  if (!unit || unit.collected || !unit.owns(module)) return;
+function begin(unit, module) {
+  if (module?.id) byFileTask.set(module.id, unit);
+  running = unit;
+  if (unit.begun) return;
+  unit.begun = true;
+  unit.channel.send({ op: 'begin', unit: unit.unit });
+}
+
+function collect(unit, module) {
+  if (!unit || unit.collected) return;
+  begin(unit, module);
   unit.collected = true;
   const tests = allTests(module).filter((t) => unit.wanted(t)).map((t) => unit.idOf(t));
   unit.channel.send({ op: 'collected', unit: unit.unit, tests });
 }
 
-function reportCase(testCase) {
-  const unit = current;
-  if (!unit || unit.reported.has(testCase.id) || !unit.owns(testCase.module) || !unit.wanted(testCase)) return;
+function reportCase(unit, testCase) {
+  if (!unit || unit.reported.has(testCase.id) || !unit.wanted(testCase)) return;
   const result = testCase.result();
   if (result.state === 'pending') return;
   unit.reported.add(testCase.id);
@@ -169,34 +186,32 @@ function suiteErrors(module) {
 }
 
 const reporter = {
+  onTestModuleQueued(module) {
+    const unit = unitOf(module);
+    if (unit) begin(unit, module);
+  },
   onTestModuleCollected(module) {
-    collect(module);
+    collect(unitOf(module), module);
   },
   onTestCaseReady(testCase) {
-    const unit = current;
-    if (!unit || unit.started.has(testCase.id) || !unit.owns(testCase.module) || !unit.wanted(testCase)) return;
+    const unit = unitOf(testCase.module);
+    if (!unit || unit.started.has(testCase.id) || !unit.wanted(testCase)) return;
     unit.started.add(testCase.id);
     unit.channel.send({ op: 'started', unit: unit.unit, test: unit.idOf(testCase) });
   },
   onTestCaseResult(testCase) {
-    reportCase(testCase);
+    reportCase(unitOf(testCase.module), testCase);
   },
   onUserConsoleLog(entry) {
-    const unit = current;
+    const id = String(entry.taskId ?? '');
+    const unit = byFileTask.get(id.split('_')[0]) ?? running;
     if (!unit) return;
-    const key = entry.taskId ?? '';
-    const text = (unit.logs.get(key) ?? '') + `${entry.type}: ${plain(entry.content)}`;
+    const text = (unit.logs.get(id) ?? '') + `${entry.type}: ${plain(entry.content)}`;
     // Keep the head and the tail of a chatty test's console.
-    unit.logs.set(key, text.length > OUTPUT_LIMIT * 2 ? cap(text, OUTPUT_LIMIT) : text);
+    unit.logs.set(id, text.length > OUTPUT_LIMIT * 2 ? cap(text, OUTPUT_LIMIT) : text);
   },
   onTestModuleEnd(module) {
-    finishModule(module);
-  },
-  onTestRunEnd(modules, unhandledErrors) {
-    const unit = current;
-    if (!unit) return;
-    for (const module of modules ?? []) finishModule(module);
-    for (const error of unhandledErrors ?? []) unit.errors.push(unhandledText(error));
+    finishModule(unitOf(module), module);
   },
 };
 
@@ -207,11 +222,10 @@ function unhandledText(error) {
   return `${kind}${during}: ${errorText(error)}`;
 }
 
-function finishModule(module) {
-  const unit = current;
-  if (!unit || !unit.owns(module)) return;
-  collect(module);
-  for (const testCase of allTests(module)) reportCase(testCase);
+function finishModule(unit, module) {
+  if (!unit || !module) return;
+  collect(unit, module);
+  for (const testCase of allTests(module)) reportCase(unit, testCase);
   if (!unit.moduleErrorsTaken) {
     unit.moduleErrorsTaken = true;
     unit.errors.push(...suiteErrors(module));
@@ -253,12 +267,24 @@ async function startVitest() {
     api: false,
   };
   const vitest = major >= 5 ? await api.createVitest(options) : await api.createVitest('test', options);
-  log(`vitest ${version} ready in ${process.cwd()}`);
-  return { vitest, version, major };
+  let pipelined = false;
+  if (major >= 4) {
+    // An empty run creates vitest's pool; files then go to it one by one (see the top).
+    await vitest.runTestSpecifications([], false);
+    pipelined = typeof vitest.pool?.runTests === 'function' && typeof vitest.initializeGlobalSetup === 'function';
+  }
+  log(`vitest ${version} ready in ${process.cwd()}${pipelined ? '' : ' (one run per file)'}`);
+  return { vitest, version, major, pipelined };
 }
 
-function projectFor(vitest, absPath) {
+/** The project a run path names (`|NAME| FILE`), else the one whose globs take the file. */
+function projectFor(vitest, named, absPath) {
   const projects = vitest.projects ?? [];
+  if (named !== null) {
+    const project = projects.find((p) => p.name === named);
+    if (!project) throw new Error(`no vitest project named "${named}" (the projects are: ${projects.map((p) => p.name).join(', ')})`);
+    return project;
+  }
   for (const project of projects) {
     try {
       if (project.matchesTestGlob?.(absPath)) return project;
@@ -269,14 +295,37 @@ function projectFor(vitest, absPath) {
   return vitest.getRootProject?.() ?? projects[0];
 }
 
+/** `|NAME| FILE`: the project named, and the rest. */
+function splitProject(message) {
+  const given = String(message.path ?? '');
+  const match = /^\|([^|]*)\| (.*)$/s.exec(given);
+  return match ? { project: match[1], rest: { ...message, path: match[2] } } : { project: null, rest: message };
+}
+
+/** Errors vitest caught outside any test since the last look (each one is told once). */
+const seenErrors = new WeakSet();
+function newUnhandledErrors(vitest) {
+  const fresh = [];
+  for (const error of vitest.state?.getUnhandledErrors?.() ?? []) {
+    if (error !== null && typeof error === 'object') {
+      if (seenErrors.has(error)) continue;
+      seenErrors.add(error);
+    }
+    fresh.push(error);
+  }
+  if (!pending.size) vitest.state?.clearErrors?.();
+  return fresh;
+}
+
 async function runFile(state, channel, message) {
   const { vitest, major } = state;
-  const { file, caseName } = splitUnitPath(message);
+  const pipelined = state.pipelined;
+  const { project: named, rest } = splitProject(message);
+  const { file, caseName } = splitUnitPath(rest);
   const unit = new Unit(message.unit, file, caseName, channel);
-  current = unit;
   try {
     const absPath = unit.absPath;
-    const project = projectFor(vitest, absPath);
+    const project = projectFor(vitest, named, absPath);
     let options;
     // vitest 5 matches exact full names; before it, a pattern sees the titles joined by " ";
     // vitest 3 takes the pattern for the whole run only.
@@ -286,14 +335,38 @@ async function runFile(state, channel, message) {
     else if (major < 4 && pattern) vitest.setGlobalTestNamePattern(pattern);
     else if (major < 4) vitest.resetGlobalTestNamePattern?.();
     const specification = project.createSpecification(absPath, options);
-    const result = await vitest.runTestSpecifications([specification], false);
-    for (const module of result?.testModules ?? []) finishModule(module);
-    for (const error of result?.unhandledErrors ?? []) unit.errors.push(unhandledText(error));
+    unit.key = keyOf(project.name, specification.moduleId);
+    pending.set(unit.key, unit);
+    if (pipelined) {
+      // The file begins now if nothing runs before it, else when vitest's pool takes it
+      // (onTestModuleQueued) or the file before it is done.
+      if (![...pending.values()].some((other) => other !== unit)) begin(unit, null);
+      await vitest.initializeGlobalSetup([specification]);
+      try {
+        await vitest.pool.runTests([specification], []);
+      } catch (e) {
+        unit.errors.push(errorText(e));
+      }
+      finishModule(unit, specification.testModule);
+    } else {
+      begin(unit, null);
+      const result = await vitest.runTestSpecifications([specification], false);
+      for (const module of result?.testModules ?? []) finishModule(unitOf(module), module);
+    }
   } catch (e) {
     unit.errors.push(`the testgrid runner could not run ${file}: ${errorText(e)}`);
   } finally {
-    current = null;
+    if (unit.key !== null && pending.get(unit.key) === unit) pending.delete(unit.key);
+    for (const [id, owner] of byFileTask) if (owner === unit) byFileTask.delete(id);
+    if (running === unit) running = null;
+    // The pool runs one file at a time: with this one done, the next one asked for has begun
+    // (should vitest not have said so itself).
+    const waiting = [...pending.values()].filter((other) => !other.begun);
+    if (pipelined && waiting.length === 1 && ![...pending.values()].some((other) => other.begun)) {
+      begin(waiting[0], null);
+    }
   }
+  for (const error of newUnhandledErrors(vitest)) unit.errors.push(unhandledText(error));
   if (caseName !== null && unit.reported.size === 0 && unit.errors.length === 0) {
     unit.errors.push(`no test named "${caseName}" in ${file}`);
   }
@@ -302,6 +375,8 @@ async function runFile(state, channel, message) {
   const loose = [...unit.logs].filter(([key]) => !unit.reported.has(key)).map(([, text]) => text);
   if (errors.length && loose.length) errors.push(`----- console -----\n${loose.join('')}`);
   channel.send({ op: 'done', unit: unit.unit, error: errors.length ? cap(errors.join('\n\n')) : null });
+  // vitest registers a cancel listener per pool call; a long-lived runner forgets them between files.
+  if (!pending.size) vitest._onCancelListeners?.clear?.();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -311,17 +386,27 @@ async function main() {
   // Whatever a test leaves behind must not kill the runner.
   process.on('unhandledRejection', (reason) => {
     log('unhandled rejection:', errorText(reason));
-    if (current) current.errors.push(`Unhandled rejection: ${errorText(reason)}`);
+    if (running) running.errors.push(`Unhandled rejection: ${errorText(reason)}`);
   });
   process.on('uncaughtException', (error) => {
     log('uncaught exception:', errorText(error));
-    if (current) current.errors.push(`Uncaught exception: ${errorText(error)}`);
+    if (running) running.errors.push(`Uncaught exception: ${errorText(error)}`);
   });
   const channel = new Channel(socketPath, log);
   await channel.connected();
   const state = await startVitest();
   channel.send({ op: 'ready', pid: process.pid });
-  await serve(channel, (message) => runFile(state, channel, message));
+  if (state.pipelined) {
+    // Each file goes to vitest's pool as it arrives; the pool runs them one at a time.
+    const inFlight = new Set();
+    await serve(channel, (message) => {
+      const run = runFile(state, channel, message).finally(() => inFlight.delete(run));
+      inFlight.add(run);
+    });
+    await Promise.allSettled([...inFlight]);
+  } else {
+    await serve(channel, (message) => runFile(state, channel, message));
+  }
   // Close vitest (its pool, coverage, vite server); never hang on it.
   const closing = state.vitest.close().catch((e) => log('closing vitest failed:', errorText(e)));
   await Promise.race([closing, new Promise((resolve) => setTimeout(resolve, 20000).unref())]);

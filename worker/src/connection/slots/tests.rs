@@ -56,9 +56,9 @@ fn token(effects: &[Effect]) -> CancellationToken {
 #[test]
 fn assign_starts_in_a_free_slot_queues_the_rest_and_finish_starts_the_next() {
     let mut slots = Slots::new(2, CancellationToken::new());
-    assert_eq!(started(&slots.assign(Ok(job(1)))), vec![(0, 1)]);
-    assert_eq!(started(&slots.assign(Ok(job(2)))), vec![(1, 2)]);
-    assert!(slots.assign(Ok(job(3))).is_empty(), "queued");
+    assert_eq!(started(&slots.assign(Ok(job(1)), 1)), vec![(0, 1)]);
+    assert_eq!(started(&slots.assign(Ok(job(2)), 1)), vec![(1, 2)]);
+    assert!(slots.assign(Ok(job(3)), 1).is_empty(), "queued");
     assert_eq!((slots.held(), slots.running()), (3, 2));
     let effects = slots.finished(1, reference(2), done());
     assert_eq!(reported(&effects), vec![(2, pb::Outcome::Passed, String::new())]);
@@ -69,8 +69,8 @@ fn assign_starts_in_a_free_slot_queues_the_rest_and_finish_starts_the_next() {
 #[test]
 fn cancel_of_a_queued_one_is_reported_at_once() {
     let mut slots = Slots::new(1, CancellationToken::new());
-    slots.assign(Ok(job(1)));
-    slots.assign(Ok(job(2)));
+    slots.assign(Ok(job(1)), 1);
+    slots.assign(Ok(job(2)), 1);
     let effects = slots.cancel(&reference(2), "session cancelled");
     assert_eq!(
         reported(&effects),
@@ -84,7 +84,7 @@ fn cancel_of_a_queued_one_is_reported_at_once() {
 #[test]
 fn cancel_of_a_running_one_fires_its_token_and_reports_when_it_ends() {
     let mut slots = Slots::new(1, CancellationToken::new());
-    let cancel = token(&slots.assign(Ok(job(1))));
+    let cancel = token(&slots.assign(Ok(job(1)), 1));
     assert!(slots.cancel(&reference(1), "session cancelled").is_empty());
     assert!(cancel.is_cancelled());
     assert_eq!(slots.held(), 1, "held until it ends");
@@ -97,7 +97,7 @@ fn cancel_of_a_running_one_fires_its_token_and_reports_when_it_ends() {
 fn unknown_cancels_and_forgotten_finishes_are_ignored() {
     let mut slots = Slots::new(1, CancellationToken::new());
     assert!(slots.cancel(&reference(9), "x").is_empty());
-    slots.assign(Ok(job(1)));
+    slots.assign(Ok(job(1)), 1);
     assert!(slots.finished(0, reference(9), done()).is_empty(), "not held: nothing to report");
     assert_eq!(slots.held(), 1);
 }
@@ -105,9 +105,9 @@ fn unknown_cancels_and_forgotten_finishes_are_ignored() {
 #[test]
 fn drain_hands_back_the_queued_ones_and_new_assignments_straight_away() {
     let mut slots = Slots::new(1, CancellationToken::new());
-    slots.assign(Ok(job(1)));
-    slots.assign(Ok(job(2)));
-    slots.assign(Ok(job(3)));
+    slots.assign(Ok(job(1)), 1);
+    slots.assign(Ok(job(2)), 1);
+    slots.assign(Ok(job(3)), 1);
     let effects = slots.drain();
     let handed: Vec<u32> = reported(&effects)
         .into_iter()
@@ -118,7 +118,7 @@ fn drain_hands_back_the_queued_ones_and_new_assignments_straight_away() {
         .collect();
     assert_eq!(handed, vec![2, 3]);
     assert!(slots.is_draining());
-    assert_eq!(reported(&slots.assign(Ok(job(4)))), vec![(4, pb::Outcome::Cancelled, "worker draining".into())]);
+    assert_eq!(reported(&slots.assign(Ok(job(4)), 1)), vec![(4, pb::Outcome::Cancelled, "worker draining".into())]);
     let effects = slots.finished(0, reference(1), done());
     assert_eq!(reported(&effects).len(), 1, "a running test may finish");
     assert!(started(&effects).is_empty());
@@ -128,8 +128,8 @@ fn drain_hands_back_the_queued_ones_and_new_assignments_straight_away() {
 #[test]
 fn close_hands_back_the_queued_ones_and_starts_nothing() {
     let mut slots = Slots::new(1, CancellationToken::new());
-    slots.assign(Ok(job(1)));
-    slots.assign(Ok(job(2)));
+    slots.assign(Ok(job(1)), 1);
+    slots.assign(Ok(job(2)), 1);
     assert_eq!(reported(&slots.close()), vec![(2, pb::Outcome::Cancelled, "worker shutting down".into())]);
     assert!(started(&slots.finished(0, reference(1), done())).is_empty());
 }
@@ -140,26 +140,26 @@ fn a_refused_assignment_is_an_error_and_a_duplicate_is_ignored() {
     let refused =
         Refused { assignment: reference(1), path: "t.sh".into(), why: "field `runner.framework`: unknown".into() };
     assert_eq!(
-        reported(&slots.assign(Err(refused))),
+        reported(&slots.assign(Err(refused), 1)),
         vec![(
             1,
             pb::Outcome::Error,
             "the worker cannot run this assignment: field `runner.framework`: unknown".into()
         )]
     );
-    slots.assign(Ok(job(2)));
-    assert!(slots.assign(Ok(job(2))).is_empty());
+    slots.assign(Ok(job(2)), 1);
+    assert!(slots.assign(Ok(job(2)), 1).is_empty());
     assert_eq!(slots.held(), 1);
 }
 
 #[test]
 fn the_queue_is_bounded() {
     let mut slots = Slots::new(1, CancellationToken::new());
-    slots.assign(Ok(job(0)));
+    slots.assign(Ok(job(0)), 1);
     for test in 1..=QUEUE_PER_SLOT as u32 {
-        assert!(slots.assign(Ok(job(test))).is_empty());
+        assert!(slots.assign(Ok(job(test)), 1).is_empty());
     }
-    let over = reported(&slots.assign(Ok(job(10_000))));
+    let over = reported(&slots.assign(Ok(job(10_000)), 1));
     assert_eq!(over.len(), 1);
     assert_eq!(over[0].1, pb::Outcome::Cancelled, "handed back, not failed");
     assert_eq!(slots.held(), 1 + QUEUE_PER_SLOT);
@@ -169,7 +169,45 @@ fn the_queue_is_bounded() {
 fn the_connection_going_away_cancels_what_runs() {
     let conn = CancellationToken::new();
     let mut slots = Slots::new(1, conn.clone());
-    let cancel = token(&slots.assign(Ok(job(1))));
+    let cancel = token(&slots.assign(Ok(job(1)), 1));
     conn.cancel();
     assert!(cancel.is_cancelled());
+}
+
+fn job_of(session: &str, test: u32) -> Job {
+    let mut job = job(test);
+    job.assignment.session_id = session.into();
+    job
+}
+
+#[test]
+fn a_pipelining_job_starts_beside_its_sessions_job_only_once_every_slot_is_busy() {
+    let mut slots = Slots::new(2, CancellationToken::new());
+    assert_eq!(started(&slots.assign(Ok(job_of("a", 1)), 2)), vec![(0, 1)]);
+    assert_eq!(started(&slots.assign(Ok(job_of("a", 2)), 2)), vec![(1, 2)], "a free slot first");
+    assert_eq!(started(&slots.assign(Ok(job_of("a", 3)), 2)), vec![(0, 3)], "then beside a running one");
+    assert_eq!(started(&slots.assign(Ok(job_of("a", 4)), 2)), vec![(1, 4)]);
+    assert!(slots.assign(Ok(job_of("a", 5)), 2).is_empty(), "each slot holds its depth: queued");
+    assert!(slots.assign(Ok(job_of("b", 6)), 2).is_empty(), "never beside another session's job");
+    assert_eq!(slots.running(), 4);
+    // Slot 0's first job ends: its next queued job joins the one still running there.
+    assert_eq!(started(&slots.finished(0, reference_of("a", 1), done())), vec![(0, 5)]);
+    // Slot 1 empties: the other session's job gets it.
+    assert_eq!(started(&slots.finished(1, reference_of("a", 2), done())), Vec::<(u32, u32)>::new());
+    assert_eq!(started(&slots.finished(1, reference_of("a", 4), done())), vec![(1, 6)]);
+    assert_eq!(slots.held(), 3);
+}
+
+#[test]
+fn a_job_of_depth_one_never_shares_a_slot() {
+    let mut slots = Slots::new(1, CancellationToken::new());
+    assert_eq!(started(&slots.assign(Ok(job_of("a", 1)), 1)), vec![(0, 1)]);
+    assert!(slots.assign(Ok(job_of("a", 2)), 2).is_empty(), "the running job does not pipeline");
+    assert!(slots.assign(Ok(job_of("a", 3)), 1).is_empty());
+    assert_eq!(started(&slots.finished(0, reference_of("a", 1), done())), vec![(0, 2)]);
+    assert_eq!(started(&slots.finished(0, reference_of("a", 2), done())), vec![(0, 3)]);
+}
+
+fn reference_of(session: &str, test: u32) -> pb::AssignmentRef {
+    job_of(session, test).assignment
 }

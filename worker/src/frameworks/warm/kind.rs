@@ -62,6 +62,13 @@ impl Kind {
         }
     }
 
+    /// Whether the runner takes its slot's next file while one runs, queued behind it, and says
+    /// when each begins. vitest does: its pool keeps a worker (and, with `isolate: false`, its
+    /// environment and imported modules) only while another file is queued for it.
+    pub fn pipelines(self) -> bool {
+        matches!(self, Kind::Vitest)
+    }
+
     /// Why collected cases got no result when the file ended normally.
     pub fn stopped_early(self) -> &'static str {
         match self {

@@ -9,7 +9,10 @@
 //!
 //! A runner that dies mid-file fails the test it was running ("runner crashed") and is replaced
 //! for the next file; after [`MAX_CRASHES`] crashes in a session every file gets a runner of its
-//! own (no runner is reused). A timeout or cancel kills the runner's process group.
+//! own (no runner is reused). A timeout or cancel kills the runner's process group. A vitest
+//! runner is handed its slot's next file while one runs ([`Kind::pipelines`]); a file queued in
+//! a runner that is killed or dies before the file began runs again on a fresh runner, charged
+//! to nobody.
 //!
 //! This file decides which runner serves a job and turns its messages into the unit's report;
 //! [`runner`] owns the process, [`kind`] what differs per framework. It must not know other
@@ -34,7 +37,7 @@ use crate::exec::{Settings, lock};
 use crate::job::{Executor, Job};
 use kind::Kind;
 use protocol::FromRunner;
-use runner::{Runner, retire};
+use runner::{Ended, Event, Handle};
 
 /// Crashes of a session's runners on this worker before each of its files gets a fresh runner.
 pub const MAX_CRASHES: u32 = 5;
@@ -42,6 +45,13 @@ pub const MAX_CRASHES: u32 = 5;
 /// A runner idle this long is stopped: its session has most likely ended, and it holds an
 /// interpreter's memory.
 const IDLE_LIMIT: Duration = Duration::from_secs(60);
+
+/// How many of a session's files a pipelining runner is handed at once (see [`Kind::pipelines`]).
+const PIPELINE_DEPTH: usize = 2;
+
+/// A slot's runner, behind a lock held while one is started (so that two jobs of a slot never
+/// start two).
+type SlotRunner = Arc<tokio::sync::Mutex<Option<Handle>>>;
 
 /// Warm runners, one per slot.
 pub struct WarmExecutor {
@@ -51,9 +61,16 @@ pub struct WarmExecutor {
     /// The Node to run.
     pub node: String,
     pub recycle: Recycle,
-    runners: Arc<Mutex<HashMap<u32, Runner>>>,
+    runners: Mutex<HashMap<u32, SlotRunner>>,
     crashes: Mutex<HashMap<String, u32>>,
-    reaper: std::sync::Once,
+}
+
+/// How a unit's run on one runner ended.
+enum Attempt {
+    Report(pb::TestReport),
+    /// The runner went away before the unit began (killed for another unit, or closed): run it
+    /// again on a fresh runner, charging nobody.
+    Again,
 }
 
 impl WarmExecutor {
@@ -63,37 +80,19 @@ impl WarmExecutor {
             python,
             node,
             recycle,
-            runners: Arc::new(Mutex::new(HashMap::new())),
+            runners: Mutex::new(HashMap::new()),
             crashes: Mutex::new(HashMap::new()),
-            reaper: std::sync::Once::new(),
         }
-    }
-
-    /// Start (once) the task that stops idle runners. Needs a runtime, hence not in `new`.
-    fn start_reaper(&self) {
-        self.reaper.call_once(|| {
-            let runners = Arc::downgrade(&self.runners);
-            let grace = self.settings.kill_grace;
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(IDLE_LIMIT / 4).await;
-                    let Some(runners) = runners.upgrade() else { return };
-                    let idle: Vec<Runner> = {
-                        let mut map = lock(&runners);
-                        let slots: Vec<u32> =
-                            map.iter().filter(|(_, r)| r.idle_since.elapsed() >= IDLE_LIMIT).map(|(s, _)| *s).collect();
-                        slots.into_iter().filter_map(|s| map.remove(&s)).collect()
-                    };
-                    for runner in idle {
-                        retire(runner, grace).await;
-                    }
-                }
-            });
-        });
     }
 
     fn crashes(&self, session: &str) -> u32 {
         lock(&self.crashes).get(session).copied().unwrap_or(0)
+    }
+
+    /// Whether `job` gets a runner of its own, retired right after it: `--isolation file|test`,
+    /// or a session whose runners crashed too often on this worker (restarts are capped).
+    fn fresh(&self, job: &Job) -> bool {
+        job.runner.isolation != Isolation::Warm || self.crashes(&job.assignment.session_id) >= MAX_CRASHES
     }
 
     /// The program a runner of `kind` starts with.
@@ -105,52 +104,96 @@ impl WarmExecutor {
         }
     }
 
-    async fn run_warm(&self, kind: Kind, slot: u32, job: &Job, cancel: CancellationToken) -> pb::TestReport {
-        self.start_reaper();
+    /// A runner of `kind` for `job` in `slot`: the slot's own if it serves the session, else a
+    /// new one (the slot's old runner retires once it is done). `Err` is the report of a runner
+    /// that could not start, or of a cancel while waiting for it.
+    async fn runner_for(
+        &self,
+        kind: Kind,
+        slot: u32,
+        job: &Job,
+        fresh: bool,
+        cancel: &CancellationToken,
+    ) -> Result<Handle, pb::TestReport> {
         let started = Instant::now();
-        let grace = self.settings.kill_grace;
-        // `--isolation file|test`: a fresh runner for every unit, retired right after it. So too
-        // once a session's runners have crashed too often on this worker: restarts are capped.
-        let fresh = job.runner.isolation != Isolation::Warm || self.crashes(&job.assignment.session_id) >= MAX_CRASHES;
-        let existing = lock(&self.runners).remove(&slot);
-        let existing = match existing {
-            Some(runner) if runner.session == job.assignment.session_id && runner.kind == kind && !fresh => {
-                Some(runner)
-            }
-            Some(other) => {
-                // Another session's runner: let it finish its session hooks in the background.
-                tokio::spawn(retire(other, grace));
-                None
-            }
-            None => None,
+        let cell = Arc::clone(lock(&self.runners).entry(slot).or_default());
+        let mut current = tokio::select! {
+            current = cell.lock() => current,
+            () = cancel.cancelled() => return Err(report::simple(pb::Outcome::Cancelled, "cancelled", started)),
         };
+        if !fresh
+            && let Some(handle) = current.as_ref()
+            && handle.is_alive()
+            && handle.session == job.assignment.session_id
+            && handle.kind == kind
+        {
+            return Ok(handle.clone());
+        }
+        // Another session's runner, or one that must not be reused: it finishes what it was
+        // asked (its session hooks too) and retires.
+        if let Some(old) = current.take() {
+            old.close();
+        }
         let program = self.program(kind, job);
-        let mut runner = match existing {
-            Some(runner) => runner,
-            // A runner that is slow to start (a conftest that sleeps) must not hold up a cancel.
-            // Its start has its own limit; the test's timeout starts after it.
-            None => match tokio::select! {
-                result = runner::start(kind, &program, job, slot, self.settings.die_with_worker) => result,
-                () = cancel.cancelled() => return report::simple(pb::Outcome::Cancelled, "cancelled", started),
-            } {
-                Ok(runner) => {
-                    info!(slot, session = %job.assignment.session_id, "{} runner started", kind.name());
-                    runner
-                }
-                Err(text) => {
-                    // The first line says what happened; the runner's last words go in the output.
-                    let (message, output) = text.split_once('\n').unwrap_or((&text, ""));
-                    let mut report = report::simple(pb::Outcome::Error, message.trim_end_matches(':'), started);
-                    report.output = output.as_bytes().to_vec();
-                    return report;
-                }
-            },
+        // A runner that is slow to start (a conftest that sleeps) must not hold up a cancel. Its
+        // start has its own limit; the test's timeout starts after it.
+        let runner = tokio::select! {
+            result = runner::start(kind, &program, job, slot, self.settings.die_with_worker) => result,
+            () = cancel.cancelled() => return Err(report::simple(pb::Outcome::Cancelled, "cancelled", started)),
         };
-        let ready = Instant::now();
-        // Crash diagnostics should show this file's last words, not an earlier file's.
-        runner.clear_log();
-        let unit = runner.next_unit;
-        runner.next_unit += 1;
+        match runner {
+            Ok(runner) => {
+                info!(slot, session = %job.assignment.session_id, "{} runner started", kind.name());
+                let handle = Handle::serve(runner, self.settings.kill_grace, IDLE_LIMIT);
+                if !fresh {
+                    *current = Some(handle.clone());
+                }
+                Ok(handle)
+            }
+            Err(text) => {
+                // The first line says what happened; the runner's last words go in the output.
+                let (message, output) = text.split_once('\n').unwrap_or((&text, ""));
+                let mut report = report::simple(pb::Outcome::Error, message.trim_end_matches(':'), started);
+                report.output = output.as_bytes().to_vec();
+                Err(report)
+            }
+        }
+    }
+
+    async fn run_warm(&self, kind: Kind, slot: u32, job: &Job, cancel: CancellationToken) -> pb::TestReport {
+        let started = Instant::now();
+        // A unit whose runner went away before it began runs again on the slot's next runner; if
+        // that one goes away too, on a runner of its own.
+        let mut fresh = self.fresh(job);
+        for attempt in 0..3 {
+            let runner = match self.runner_for(kind, slot, job, fresh, &cancel).await {
+                Ok(runner) => runner,
+                Err(report) => return report,
+            };
+            match self.run_on(&runner, kind, slot, job, fresh, &cancel, started).await {
+                Attempt::Report(report) => return report,
+                Attempt::Again => fresh = fresh || attempt >= 1,
+            }
+        }
+        report::simple(
+            pb::Outcome::Error,
+            format!("the {} runner kept going away before this file began", kind.name()),
+            started,
+        )
+    }
+
+    /// Run `job` on `runner`, until its report, or until the runner goes away before it began.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_on(
+        &self,
+        runner: &Handle,
+        kind: Kind,
+        slot: u32,
+        job: &Job,
+        fresh: bool,
+        cancel: &CancellationToken,
+        started: Instant,
+    ) -> Attempt {
         // A runner works in its project's folder: paths there are relative to it.
         let prefix = match job.runner.project_dir() {
             "." | "" => String::new(),
@@ -159,41 +202,43 @@ impl WarmExecutor {
         let path = job.path.strip_prefix(&prefix).unwrap_or(&job.path);
         let named = |id: String| if prefix.is_empty() { id } else { format!("{prefix}{id}") };
         let mut acc = Unit::new(kind.classname(&job.path));
-        if runner.send(protocol::run_request(unit, path).as_bytes()).await.is_err() {
-            return self.crashed(runner, job, acc, started).await;
-        }
+        let Some((unit, mut events)) = runner.run(path) else { return Attempt::Again };
+        // A runner that queues files says when each begins; for the others it begins now. The
+        // timeout counts from there.
+        let mut began: Option<Instant> = (!kind.pipelines()).then(Instant::now);
         let limit = humantime::format_duration(job.timeout.unwrap_or_default()).to_string();
-        let timeout = async {
-            match job.timeout {
-                Some(t) => tokio::time::sleep_until((ready + t).into()).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::pin!(timeout);
         loop {
+            let timeout = async {
+                match (job.timeout, began) {
+                    (Some(t), Some(began)) => tokio::time::sleep_until((began + t).into()).await,
+                    _ => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                line = runner.next_line() => {
-                    let Ok(Some(line)) = line else {
-                        return self.crashed(runner, job, acc, started).await;
-                    };
-                    match protocol::parse(&line) {
-                        Ok(FromRunner::Collected { tests }) => acc.collected = tests.into_iter().map(named).collect(),
-                        Ok(FromRunner::Started { test }) => acc.current = Some(named(test)),
-                        Ok(FromRunner::Case(case)) => {
+                event = events.recv() => match event {
+                    Some(Event::Message(message)) => match message {
+                        FromRunner::Begin => began = began.or_else(|| Some(Instant::now())),
+                        FromRunner::Collected { tests } => acc.collected = tests.into_iter().map(named).collect(),
+                        FromRunner::Started { test } => acc.current = Some(named(test)),
+                        FromRunner::Case(case) => {
                             acc.current = None;
                             acc.add(named(case.test), case.outcome, case.duration_ms, case.message, &case.output);
                         }
-                        Ok(FromRunner::Done { error }) => {
+                        FromRunner::Done { error } => {
                             self.after_file(runner, slot, fresh);
                             acc.not_run(pb::Outcome::Skipped, kind.stopped_early());
-                            return unit_report(acc.cases, error, started, self.settings.output_limit);
+                            return Attempt::Report(unit_report(acc.cases, error, started, self.settings.output_limit));
                         }
-                        Ok(FromRunner::Ready) => {}
-                        Err(e) => warn!("ignoring a line the {} runner sent: {e}", kind.name()),
+                        FromRunner::Ready => {}
+                    },
+                    Some(Event::Ended(ended)) if ended.killed && acc.cases.is_empty() && acc.current.is_none() => {
+                        return Attempt::Again;
                     }
-                }
-                () = &mut timeout => {
-                    runner.stop(grace).await;
+                    Some(Event::Ended(ended)) => return Attempt::Report(self.crashed(ended, kind, job, acc, started)),
+                    None => return Attempt::Again,
+                },
+                () = timeout => {
+                    runner.kill().await;
                     let message = format!("killed after the {limit} timeout");
                     if let Some(test) = acc.current.take() {
                         acc.add(test, pb::Outcome::TimedOut, 0, message.clone(), "");
@@ -202,10 +247,15 @@ impl WarmExecutor {
                     let mut report = unit_report(acc.cases, None, started, self.settings.output_limit);
                     report.outcome = pb::Outcome::TimedOut as i32;
                     report.message = message;
-                    return report;
+                    return Attempt::Report(report);
                 }
                 () = cancel.cancelled() => {
-                    runner.stop(grace).await;
+                    if began.is_some() {
+                        runner.kill().await;
+                    } else {
+                        // Still queued in the runner: the file it runs now goes on.
+                        runner.forget(unit);
+                    }
                     acc.current = None;
                     // Cases a cancel kept from running read as errors in the report, as before
                     // typed outcomes (the runner protocol never named `cancelled`).
@@ -213,33 +263,34 @@ impl WarmExecutor {
                     let mut report = unit_report(acc.cases, None, started, self.settings.output_limit);
                     report.outcome = pb::Outcome::Cancelled as i32;
                     report.message = "cancelled".into();
-                    return report;
+                    return Attempt::Report(report);
                 }
             }
         }
     }
 
     /// A file is done: keep the runner for the slot's next file, or recycle or retire it.
-    fn after_file(&self, mut runner: Runner, slot: u32, fresh: bool) {
-        let grace = self.settings.kill_grace;
+    fn after_file(&self, runner: &Handle, slot: u32, fresh: bool) {
         if fresh {
-            tokio::spawn(retire(runner, grace));
-        } else if runner.next_unit >= self.recycle.after_files || runner.rss_bytes() > self.recycle.rss_bytes {
-            info!(slot, files = runner.next_unit, "recycling the {} runner", runner.kind.name());
-            tokio::spawn(retire(runner, grace));
-        } else {
-            runner.idle_since = Instant::now();
-            lock(&self.runners).insert(slot, runner);
+            runner.close();
+        } else if runner.asked() >= self.recycle.after_files || runner.rss_bytes() > self.recycle.rss_bytes {
+            info!(slot, files = runner.asked(), "recycling the {} runner", runner.kind.name());
+            // The slot's next job starts a new runner; this one finishes what it was asked.
+            runner.close();
         }
     }
 
     /// The runner died mid-file: the test it ran fails with the runner's last words.
-    async fn crashed(&self, mut runner: Runner, job: &Job, mut acc: Unit, started: Instant) -> pb::TestReport {
-        let exit = runner.exit().await;
+    fn crashed(&self, ended: Ended, kind: Kind, job: &Job, mut acc: Unit, started: Instant) -> pb::TestReport {
+        let exit = ended.exit;
         let how = exit.map_or_else(|| "no exit status".to_string(), |exit| exit.brief());
-        let tail = runner.take_log();
-        let message = format!("the {} runner crashed ({how})", runner.kind.name());
-        {
+        let tail = ended.log;
+        let message = if ended.killed {
+            format!("the {} runner was stopped before this file ended", kind.name())
+        } else {
+            format!("the {} runner crashed ({how})", kind.name())
+        };
+        if !ended.killed {
             let mut crashes = lock(&self.crashes);
             // Old sessions' counts are of no use: keep the map small on a long-lived worker.
             if crashes.len() >= 256 && !crashes.contains_key(&job.assignment.session_id) {
@@ -252,7 +303,6 @@ impl WarmExecutor {
             acc.add(test, pb::Outcome::Failed, 0, message.clone(), &tail);
         }
         acc.not_run(pb::Outcome::Error, &format!("not run: {message} before it"));
-        drop(runner);
         let mut report = unit_report(acc.cases, None, started, self.settings.output_limit);
         report.outcome = pb::Outcome::Failed as i32;
         report.message = message;
@@ -275,5 +325,12 @@ impl Executor for WarmExecutor {
             return report::simple(pb::Outcome::Error, message, Instant::now());
         };
         self.run_warm(kind, slot, job, cancel).await
+    }
+
+    fn depth(&self, job: &Job) -> usize {
+        match Kind::of(job.runner.framework) {
+            Some(kind) if kind.pipelines() && !self.fresh(job) => PIPELINE_DEPTH,
+            _ => 1,
+        }
     }
 }

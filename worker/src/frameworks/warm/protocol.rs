@@ -11,6 +11,9 @@ use testgrid_proto as pb;
 pub enum FromRunner {
     /// The runner has loaded its framework and waits for work.
     Ready,
+    /// The unit's file began to run (a runner that queues files says so; for the others a file
+    /// begins when it is asked for).
+    Begin,
     /// The cases the file holds (ids relative to the runner's folder).
     Collected { tests: Vec<String> },
     /// A case began.
@@ -36,16 +39,30 @@ pub struct Case {
 #[serde(tag = "op", rename_all = "snake_case")]
 enum Wire {
     Ready,
+    Begin,
     Collected { tests: Vec<String> },
     Started { test: String },
     Case { test: String, outcome: String, duration_ms: u64, message: String, output: String, xfail: bool },
     Done { error: Option<String> },
 }
 
+/// The unit a line is about, beside its `op`.
+#[derive(Deserialize)]
+struct Addressed {
+    unit: Option<u64>,
+}
+
+/// A line a runner sent: the unit it names (if any) and what it says.
+pub fn parse_addressed(line: &str) -> Result<(Option<u64>, FromRunner), serde_json::Error> {
+    let Addressed { unit } = serde_json::from_str(line)?;
+    Ok((unit, parse(line)?))
+}
+
 /// A line a runner sent.
 pub fn parse(line: &str) -> Result<FromRunner, serde_json::Error> {
     Ok(match serde_json::from_str::<Wire>(line)? {
         Wire::Ready => FromRunner::Ready,
+        Wire::Begin => FromRunner::Begin,
         Wire::Collected { tests } => FromRunner::Collected { tests },
         Wire::Started { test } => FromRunner::Started { test },
         Wire::Case { test, outcome, duration_ms, message, output, xfail } => {
@@ -92,6 +109,9 @@ mod tests {
         );
         assert_eq!(parse(r#"{"op":"done","unit":0,"error":null}"#).ok(), Some(FromRunner::Done { error: None }));
         assert!(parse("not json").is_err());
+        assert_eq!(parse_addressed(r#"{"op":"begin","unit":7}"#).ok(), Some((Some(7), FromRunner::Begin)));
+        assert_eq!(parse_addressed(r#"{"op":"ready","pid":1}"#).ok(), Some((None, FromRunner::Ready)));
+        assert!(parse_addressed(r#"{"op":"begin","unit":"x"}"#).is_err(), "a unit is a number");
         assert!(parse(r#"{"op":"what"}"#).is_err());
     }
 

@@ -1,15 +1,22 @@
 //! One warm runner process: started (its files written to a private folder, a Unix socket for
-//! the protocol, its own stdout and stderr captured for diagnostics), spoken to line by line,
-//! stopped, retired, and its memory read.
+//! the protocol, its own stdout and stderr captured for diagnostics), then served by a task of
+//! its own ([`Handle::serve`]): units are asked for through a [`Handle`], the runner's lines are
+//! routed to the unit they name, and when the runner dies or is killed every unit still waiting
+//! hears how it ended. It is stopped, retired, and its memory read here.
 //!
 //! It must not decide which runner serves which job (the executor in `mod.rs` does).
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::UnixListener;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
 
 use super::kind::Kind;
 use super::protocol::{self, FromRunner};
@@ -34,10 +41,6 @@ pub struct Runner {
     process: Running,
     lines: Lines<BufReader<OwnedReadHalf>>,
     writer: OwnedWriteHalf,
-    /// Files asked for so far.
-    pub next_unit: u64,
-    /// When it finished its last file (for reaping idle runners).
-    pub idle_since: Instant,
     _dir: tempfile::TempDir,
 }
 
@@ -78,8 +81,6 @@ pub async fn start(kind: Kind, program: &str, job: &Job, slot: u32, die_with_wor
         process,
         lines: BufReader::new(read).lines(),
         writer,
-        next_unit: 0,
-        idle_since: Instant::now(),
         _dir: dir,
     };
     match tokio::time::timeout(START_TIMEOUT, runner.lines.next_line()).await {
@@ -146,7 +147,7 @@ impl Runner {
     }
 
     /// Kill it now (timeout, cancel): its process group goes.
-    pub async fn stop(mut self, grace: Duration) {
+    pub async fn stop(&mut self, grace: Duration) {
         self.process.stop(grace).await;
     }
 
@@ -155,10 +156,225 @@ impl Runner {
         let status = tokio::time::timeout(Duration::from_secs(5), self.process.wait()).await.ok()?.ok()?;
         Some(Exit::of(status))
     }
+}
+
+/// What a unit hears from the runner it was asked of.
+#[derive(Debug)]
+pub enum Event {
+    Message(FromRunner),
+    /// The runner is gone before the unit was done.
+    Ended(Ended),
+}
+
+/// How a runner went away.
+#[derive(Clone, Debug)]
+pub struct Ended {
+    pub exit: Option<Exit>,
+    /// What it printed since the last unit began.
+    pub log: String,
+    /// It was killed on purpose (the timeout or cancel of the unit running in it) or closed
+    /// before it took the unit: not a crash.
+    pub killed: bool,
+}
+
+enum Command {
+    Run {
+        unit: u64,
+        path: String,
+        events: mpsc::UnboundedSender<Event>,
+    },
+    /// Drop whatever the runner says about the unit from now on.
+    Forget {
+        unit: u64,
+    },
+    /// Kill the runner now; answered once it is dead.
+    Kill {
+        done: oneshot::Sender<()>,
+    },
+    /// Take no more units, and retire once the ones asked for are done.
+    Close,
+}
+
+/// What every handle of a runner shares.
+struct Shared {
+    /// Units asked for so far (also the next unit's number).
+    asked: AtomicU64,
+    pgid: i32,
+}
+
+/// A served runner. Cloned by every job that asks it for a unit; the runner retires once it is
+/// closed (or every handle is gone) and nothing it was asked for is left, or after `idle_limit`
+/// with nothing to do.
+#[derive(Clone)]
+pub struct Handle {
+    pub session: String,
+    pub kind: Kind,
+    commands: mpsc::UnboundedSender<Command>,
+    shared: Arc<Shared>,
+}
+
+impl Handle {
+    /// Serve `runner` from a task of its own.
+    pub fn serve(runner: Runner, grace: Duration, idle_limit: Duration) -> Handle {
+        let (commands, received) = mpsc::unbounded_channel();
+        let handle = Handle {
+            session: runner.session.clone(),
+            kind: runner.kind,
+            commands,
+            shared: Arc::new(Shared { asked: AtomicU64::new(0), pgid: runner.pgid() }),
+        };
+        tokio::spawn(serve(runner, received, grace, idle_limit));
+        handle
+    }
+
+    /// Whether it can still take units.
+    pub fn is_alive(&self) -> bool {
+        !self.commands.is_closed()
+    }
+
+    /// Ask for the unit `path`: its number, and where its messages come. `None` if the runner is
+    /// gone.
+    pub fn run(&self, path: &str) -> Option<(u64, mpsc::UnboundedReceiver<Event>)> {
+        let unit = self.shared.asked.fetch_add(1, Ordering::Relaxed);
+        let (events, receiver) = mpsc::unbounded_channel();
+        self.commands.send(Command::Run { unit, path: path.to_string(), events }).ok()?;
+        Some((unit, receiver))
+    }
+
+    /// Units asked of it so far.
+    pub fn asked(&self) -> u64 {
+        self.shared.asked.load(Ordering::Relaxed)
+    }
+
+    /// Stop listening for `unit` (cancelled before it began).
+    pub fn forget(&self, unit: u64) {
+        // A runner that is gone has nothing to forget.
+        let _ = self.commands.send(Command::Forget { unit });
+    }
+
+    /// Kill the runner and wait until it is dead; the other units asked of it hear `Ended`.
+    pub async fn kill(&self) {
+        let (done, dead) = oneshot::channel();
+        if self.commands.send(Command::Kill { done }).is_ok() {
+            // Dropped unanswered only if the runner died on its own meanwhile: dead either way.
+            let _ = dead.await;
+        }
+    }
+
+    /// Take no more units; retire once the ones asked for are done.
+    pub fn close(&self) {
+        // A runner that is gone is closed already.
+        let _ = self.commands.send(Command::Close);
+    }
 
     /// Resident memory of its main process.
     pub fn rss_bytes(&self) -> u64 {
-        rss_bytes(self.pgid())
+        rss_bytes(self.shared.pgid)
+    }
+}
+
+/// The task that owns a runner: writes the units asked for, routes each line to the unit it
+/// names (or the oldest one waiting, for a line that names none), and tells every waiting unit
+/// when the runner is gone.
+async fn serve(
+    mut runner: Runner,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    grace: Duration,
+    idle_limit: Duration,
+) {
+    let mut routes: BTreeMap<u64, mpsc::UnboundedSender<Event>> = BTreeMap::new();
+    let mut closing = false;
+    let mut listening = true;
+    let mut idle_since = Instant::now();
+    let tell_all = |routes: &BTreeMap<u64, mpsc::UnboundedSender<Event>>, ended: Ended| {
+        for events in routes.values() {
+            // A unit that stopped listening (it returned) needs no word.
+            let _ = events.send(Event::Ended(ended.clone()));
+        }
+    };
+    loop {
+        if closing && routes.is_empty() {
+            retire(runner, grace).await;
+            return;
+        }
+        let idle = async {
+            if routes.is_empty() {
+                tokio::time::sleep_until((idle_since + idle_limit).into()).await
+            } else {
+                std::future::pending().await
+            }
+        };
+        tokio::select! {
+            command = commands.recv(), if listening => match command {
+                // Every handle is gone: finish what was asked, then retire.
+                None => {
+                    listening = false;
+                    closing = true;
+                }
+                Some(Command::Run { unit, path, events }) if closing => {
+                    let _ = events.send(Event::Ended(Ended { exit: None, log: String::new(), killed: true }));
+                    tracing::debug!(unit, path, "a closing runner refused a unit");
+                }
+                Some(Command::Run { unit, path, events }) => {
+                    if routes.is_empty() {
+                        runner.clear_log();
+                    }
+                    routes.insert(unit, events);
+                    // A runner that cannot be written to has died: its end is read below.
+                    let _ = runner.send(protocol::run_request(unit, &path).as_bytes()).await;
+                }
+                Some(Command::Forget { unit }) => {
+                    routes.remove(&unit);
+                    if routes.is_empty() {
+                        idle_since = Instant::now();
+                    }
+                }
+                Some(Command::Kill { done }) => {
+                    runner.stop(grace).await;
+                    tell_all(&routes, Ended { exit: None, log: runner.take_log(), killed: true });
+                    let _ = done.send(());
+                    return;
+                }
+                Some(Command::Close) => closing = true,
+            },
+            line = runner.next_line() => match line {
+                Ok(Some(line)) => match protocol::parse_addressed(&line) {
+                    Ok((_, FromRunner::Ready)) => {}
+                    Ok((unit, message)) => {
+                        // A unit forgotten (cancelled) is not heard any more.
+                        let target = match unit {
+                            Some(unit) => routes.contains_key(&unit).then_some(unit),
+                            None => routes.keys().next().copied(),
+                        };
+                        let Some(target) = target else { continue };
+                        if message == FromRunner::Begin {
+                            // Crash diagnostics show this file's last words.
+                            runner.clear_log();
+                        }
+                        let done = matches!(message, FromRunner::Done { .. });
+                        if let Some(events) = routes.get(&target) {
+                            let _ = events.send(Event::Message(message));
+                        }
+                        if done {
+                            routes.remove(&target);
+                            if routes.is_empty() {
+                                idle_since = Instant::now();
+                            }
+                        }
+                    }
+                    Err(e) => warn!("ignoring a line the {} runner sent: {e}", runner.kind.name()),
+                },
+                _ => {
+                    let exit = runner.exit().await;
+                    tell_all(&routes, Ended { exit, log: runner.take_log(), killed: false });
+                    return;
+                }
+            },
+            () = idle => {
+                retire(runner, grace).await;
+                return;
+            }
+        }
     }
 }
 
