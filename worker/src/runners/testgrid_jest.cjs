@@ -14,12 +14,15 @@
 //                                                                      sent when the file ends)
 //                    {"op": "done", "unit": N, "error": null | TEXT}
 //
-// jest is the project's own (resolved from the working directory). Each file is one `runCLI`
-// call with runInBand (the tests run inside this process, one file at a time, each in its own
-// module registry and vm context as jest always does), runTestsByPath, ci, and this file as the
-// only reporter (onTestCaseStart and onTestCaseResult stream the cases). What stays warm is
-// node and jest's own modules; jest still reads the config and builds its file map per call
-// (from its on-disk cache).
+// jest is the project's own (resolved from the working directory). The runner does once what
+// `jest` does at every start: reads the config (`readConfigs`, with the project's own options),
+// builds each project's file map (jest-haste-map, from its on-disk cache) and runs
+// `globalSetup`. Each file then goes to the project's test runner (jest-runner's, or the
+// config's `runner`) in band, as jest's own workers run it: a fresh module registry and
+// environment per file, the transform cache shared, this file's reporter hooks fed from the
+// runner's events. `globalTeardown` runs at `stop`. A file is run in every project whose
+// testMatch / testRegex / testPathIgnorePatterns take it, as `jest --runTestsByPath` does.
+// Should jest's internals not be found (an unknown jest), each file is one `runCLI` call.
 //
 // A test ID is "FILE::a > b > c": FILE as given in the run message, then the describe titles and
 // the test title joined with " > ". Skipped, disabled and todo tests are "skipped". A file that
@@ -27,6 +30,7 @@
 // "error". A test that calls process.exit fails instead of ending the runner.
 'use strict';
 
+const fs = require('node:fs');
 const path = require('node:path');
 
 const common = require('./testgrid_runner_common.cjs');
@@ -197,18 +201,153 @@ function loadJest() {
   } catch {
     // unknown
   }
-  return { jest, version };
+  return { jest, version, entry };
 }
 
-async function runFile(jest, channel, message) {
-  const { file, caseName } = splitUnitPath(message);
-  const unit = new Unit(message.unit, file, caseName, channel);
-  current = unit;
-  const argv = {
-    _: [unit.absPath],
-    $0: 'testgrid-jest',
+/** Resolve `name` as jest's own packages do (pnpm keeps them out of the project's reach). */
+function jestInternals(entry) {
+  const { createRequire } = require('node:module');
+  const fromJest = createRequire(entry);
+  const corePath = fromJest.resolve('@jest/core');
+  const fromCore = createRequire(corePath);
+  const interop = (m) => (m && m.__esModule && m.default ? m.default : m);
+  let messages = null;
+  try {
+    messages = fromCore('jest-message-util');
+  } catch {
+    // plain error texts then
+  }
+  return {
+    core: fromCore('@jest/core'),
+    config: fromCore('jest-config'),
+    Runtime: interop(fromCore('jest-runtime')),
+    transform: fromCore('@jest/transform'),
+    messages,
+  };
+}
+
+/** What jest does once per `jest` run: config, file maps, global setup. */
+async function startWarm(internals) {
+  const argv = { $0: 'testgrid-jest', _: [], ...commonArgv() };
+  const { globalConfig, configs } = await internals.config.readConfigs(argv, [process.cwd()]);
+  const projects = await Promise.all(
+    configs.map(async (config) => {
+      fs.mkdirSync(config.cacheDirectory, { recursive: true });
+      const hasteMap = await internals.Runtime.createHasteMap(config, {
+        maxWorkers: 1,
+        resetCache: !config.cache,
+        watch: false,
+        watchman: globalConfig.watchman,
+      });
+      const { hasteFS, moduleMap } = await hasteMap.build();
+      const context = { config, hasteFS, moduleMap, resolver: internals.Runtime.createResolver(config, moduleMap) };
+      return { context, search: new internals.core.SearchSource(context) };
+    }),
+  );
+  const state = { internals, globalConfig, projects, runners: new Map(), tornDown: false };
+  await globalHook(state, 'globalSetup');
+  return state;
+}
+
+/** jest's `globalSetup` / `globalTeardown`: each module once, transpiled as jest does. */
+async function globalHook(state, name) {
+  const { globalConfig, projects, internals } = state;
+  const paths = new Map();
+  for (const { context } of projects) if (context.config[name]) paths.set(context.config[name], context.config);
+  if (globalConfig[name] && !paths.has(globalConfig[name])) paths.set(globalConfig[name], projects[0]?.context.config);
+  for (const [modulePath, config] of paths) {
+    const transformer = await internals.transform.createScriptTransformer(config);
+    await transformer.requireAndTranspileModule(modulePath, async (hook) => {
+      const fn = hook && typeof hook === 'object' && typeof hook.default === 'function' ? hook.default : hook;
+      if (typeof fn !== 'function') throw new TypeError(`${name} file must export a function at ${modulePath}`);
+      await fn(globalConfig, config);
+    });
+  }
+}
+
+/** The project's test runner for `config` (one instance per runner and options). */
+async function testRunnerFor(state, config) {
+  const key = `${config.runner}\u0000${JSON.stringify(config.runnerOptions ?? null)}`;
+  let runner = state.runners.get(key);
+  if (!runner) {
+    const transformer = await state.internals.transform.createScriptTransformer(config);
+    const Runner = await transformer.requireAndTranspileModule(config.runner);
+    runner = new Runner(state.globalConfig, { changedFiles: undefined, sourcesRelatedToTestsInChangedFiles: undefined }, config.runnerOptions);
+    state.runners.set(key, runner);
+  }
+  return runner;
+}
+
+const watcher = { isInterrupted: () => false, isWatchMode: () => false, on() {}, setState() {} };
+
+/** A file jest could not run, as jest words it ("Test suite failed to run" and the error). */
+function execFailure(state, error, config, testPath) {
+  const formatted = state.internals.messages?.formatExecError?.(error, config, state.globalConfig, testPath, true, true);
+  return formatted ? suiteFailure(formatted) : errorText(error);
+}
+
+/** Run one file in band in every project that takes it; the file results, as runCLI's. */
+async function runWarmFile(state, unit) {
+  const reporter = new TestgridReporter();
+  const matching = state.projects.filter((p) => {
+    try {
+      return p.search.isTestFilePath(unit.absPath);
+    } catch {
+      return false;
+    }
+  });
+  if (!fs.existsSync(unit.absPath)) {
+    unit.errors.push(`no such file: ${unit.file}`);
+    return [];
+  }
+  const fileResults = [];
+  for (const { context } of matching) {
+    const { config } = context;
+    const test = { context, duration: undefined, path: unit.absPath };
+    const onResult = (result) => {
+      if ((result.testResults ?? []).length === 0 && !result.testExecError) {
+        const message = 'Your test suite must contain at least one test.';
+        result.testExecError = { message, stack: new Error(message).stack };
+        result.failureMessage = execFailure(state, result.testExecError, config, unit.absPath);
+      }
+      reporter.onTestFileResult(test, result);
+      fileResults.push(result);
+    };
+    const onFailure = (error) => {
+      const result = { testResults: [], testExecError: error, failureMessage: execFailure(state, error, config, unit.absPath) };
+      fileResults.push(result);
+    };
+    const runner = await testRunnerFor(state, config);
+    if (runner.supportsEventEmitters) {
+      const unsubscribe = [
+        runner.on('test-file-success', ([, result]) => onResult(result)),
+        runner.on('test-file-failure', ([, error]) => onFailure(error)),
+        runner.on('test-case-start', ([, info]) => reporter.onTestCaseStart(test, info)),
+        runner.on('test-case-result', ([, result]) => reporter.onTestCaseResult(test, result)),
+      ];
+      try {
+        await runner.runTests([test], watcher, { serial: true });
+      } finally {
+        for (const off of unsubscribe) off?.();
+      }
+    } else {
+      await runner.runTests(
+        [test],
+        watcher,
+        async () => {},
+        async (_test, result) => onResult(result),
+        async (_test, error) => onFailure(error),
+        { serial: true },
+      );
+    }
+  }
+  return fileResults;
+}
+
+/** What every run of ours asks of jest, whatever the project's config says. */
+function commonArgv() {
+  return {
     runInBand: true,
-    runTestsByPath: true,
     ci: true,
     watch: false,
     watchAll: false,
@@ -220,12 +359,29 @@ async function runFile(jest, channel, message) {
     passWithNoTests: true,
     // bail would end this process (jest exits after a bailing run).
     bail: 0,
-    // jest's test name is the describe titles and the title joined by " ".
-    testNamePattern: caseName === null ? undefined : `^${escapeRegExp(caseName.split(' > ').join(' '))}$`,
   };
+}
+
+async function runFile(loaded, channel, message) {
+  const { file, caseName } = splitUnitPath(message);
+  const unit = new Unit(message.unit, file, caseName, channel);
+  current = unit;
+  // jest's test name is the describe titles and the title joined by " ".
+  const testNamePattern = caseName === null ? undefined : `^${escapeRegExp(caseName.split(' > ').join(' '))}$`;
   try {
-    const { results } = await jest.runCLI(argv, [process.cwd()]);
-    const fileResults = results.testResults ?? [];
+    let fileResults;
+    if (loaded.warm) {
+      if (loaded.warm.globalConfig.testNamePattern !== testNamePattern) {
+        // Test runners hold the global config: new ones for the new pattern.
+        loaded.warm.globalConfig = { ...loaded.warm.globalConfig, testNamePattern };
+        loaded.warm.runners.clear();
+      }
+      fileResults = await runWarmFile(loaded.warm, unit);
+    } else {
+      const argv = { _: [unit.absPath], $0: 'testgrid-jest', ...commonArgv(), runTestsByPath: true, testNamePattern };
+      const { results } = await loaded.jest.runCLI(argv, [process.cwd()]);
+      fileResults = results.testResults ?? [];
+    }
     if (fileResults.length === 0 && unit.errors.length === 0) {
       unit.errors.push(
         `jest found no test file at ${file} (does it match testMatch, and not testPathIgnorePatterns?)`,
@@ -317,13 +473,31 @@ async function main() {
   };
   const channel = new Channel(socketPath, log);
   await channel.connected();
-  const { jest, version } = loadJest();
-  log(`jest ${version} ready in ${process.cwd()}`);
+  const { jest, version, entry } = loadJest();
+  let warm = null;
+  let internals = null;
+  try {
+    internals = jestInternals(entry);
+  } catch (e) {
+    log(`jest ${version}: its internals are not where jest 29 and 30 keep them (${e.message}); one runCLI per file`);
+  }
+  // A config that does not load, or a globalSetup that throws, ends the runner: every file
+  // would fail the same way, and its last words say why.
+  if (internals) warm = await startWarm(internals);
+  log(`jest ${version} ready in ${process.cwd()}${warm ? '' : ' (one runCLI per file)'}`);
   channel.send({ op: 'ready', pid: process.pid });
+  const loaded = { jest, warm };
   await serve(channel, async (message) => {
-    await runFile(jest, channel, message);
+    await runFile(loaded, channel, message);
     installGuards();
   });
+  if (warm) {
+    try {
+      await globalHook(warm, 'globalTeardown');
+    } catch (e) {
+      log('globalTeardown failed:', errorText(e));
+    }
+  }
   channel.socket.end();
   realExit.call(process, 0);
 }
