@@ -146,6 +146,8 @@ pub enum Error {
     LocalPort(std::io::Error),
     #[error("local grid: {0}")]
     LocalAddr(std::io::Error),
+    #[error("cannot create a folder for the local grid's coverage (is the temporary folder writable? set TMPDIR): {0}")]
+    LocalCoverage(std::io::Error),
 }
 
 impl Error {
@@ -200,7 +202,8 @@ impl Error {
             | Runtime(_)
             | Signals(_)
             | LocalPort(_)
-            | LocalAddr(_) => exit::INFRA,
+            | LocalAddr(_)
+            | LocalCoverage(_) => exit::INFRA,
         }
     }
 

@@ -17,6 +17,8 @@ pub struct Local {
     pub url: String,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
+    /// Where the workers' warm runners leave each session's coverage, merged after the session.
+    coverage: tempfile::TempDir,
 }
 
 /// Start a coordinator on an OS-chosen loopback port and `grid.workers` one-slot workers rooted
@@ -27,6 +29,7 @@ pub async fn start(grid: &LocalGrid, root: PathBuf) -> Result<Local, Error> {
     let url = format!("http://{addr}");
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
+    let coverage = tempfile::Builder::new().prefix("testgrid-coverage-").tempdir().map_err(Error::LocalCoverage)?;
     let stop = shutdown.clone();
     tasks.spawn(async move {
         if let Err(e) = testgrid_coordinator::service::serve(listener, None, Default::default(), stop).await {
@@ -45,6 +48,7 @@ pub async fn start(grid: &LocalGrid, root: PathBuf) -> Result<Local, Error> {
             recycle: grid.recycle,
             python: grid.python.clone(),
             node: grid.node.clone(),
+            coverage_dir: Some(coverage.path().to_path_buf()),
             ..testgrid_worker::Config::new(url.clone(), root.clone())
         };
         let stop = testgrid_worker::Stop { drain: CancellationToken::new(), now: shutdown.clone() };
@@ -54,16 +58,37 @@ pub async fn start(grid: &LocalGrid, root: PathBuf) -> Result<Local, Error> {
             }
         });
     }
-    Ok(Local { url, shutdown, tasks })
+    Ok(Local { url, shutdown, tasks, coverage })
 }
 
 impl Local {
-    /// Stop the workers (killing anything they still run) and the coordinator.
-    pub async fn stop(mut self) {
+    /// Stop the workers (killing anything they still run; warm runners finish their sessions)
+    /// and the coordinator. What is left is the folder of the sessions' coverage parts.
+    pub async fn stop(mut self) -> Coverage {
         self.shutdown.cancel();
         let all = async { while self.tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(10), all).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(30), all).await.is_err() {
             testgrid_worker::kill_all_running();
         }
+        Coverage { dir: self.coverage }
+    }
+}
+
+/// The coverage a stopped local grid's runners left, a folder per session (removed on drop).
+pub struct Coverage {
+    dir: tempfile::TempDir,
+}
+
+impl Coverage {
+    /// Merge `session`'s parts into the project's own reports with the framework's own code;
+    /// `None` when there was no coverage to merge.
+    pub async fn merge(
+        &self,
+        session: &str,
+        framework: testgrid_proto::frameworks::Framework,
+        node: &str,
+        project: &std::path::Path,
+    ) -> Result<Option<testgrid_worker::Merged>, String> {
+        testgrid_worker::merge_coverage(framework, node, project, &self.dir.path().join(session)).await
     }
 }

@@ -38,6 +38,10 @@ pub struct Config {
     pub python: String,
     /// The Node that vitest and jest runners start.
     pub node: String,
+    /// Where warm runners leave each session's raw coverage (a folder per session) for the one
+    /// who merges it: local mode, whose CLI shares this machine. `None` on a grid worker: the
+    /// framework writes its own report where its config says, per runner.
+    pub coverage_dir: Option<PathBuf>,
 }
 
 /// The Python a worker runs by default.
@@ -68,6 +72,7 @@ impl Config {
             recycle: Recycle::default(),
             python: DEFAULT_PYTHON.to_string(),
             node: DEFAULT_NODE.to_string(),
+            coverage_dir: None,
         }
     }
 }

@@ -105,6 +105,11 @@ pub trait Executor: Send + Sync + 'static {
     fn depth(&self, _job: &Job) -> usize {
         1
     }
+
+    /// The worker stops: let long-lived processes finish their work (write their reports).
+    fn shutdown(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 #[cfg(test)]

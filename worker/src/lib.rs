@@ -22,6 +22,7 @@ pub use config::{
     default_slots,
 };
 pub use exec::kill_all_running;
+pub use frameworks::warm::coverage::{Merged, merge as merge_coverage};
 
 use std::sync::Arc;
 
@@ -45,10 +46,13 @@ pub async fn run(config: Config, stop: Stop) -> Result<(), Error> {
             config.python.clone(),
             config.node.clone(),
             config.recycle,
+            config.coverage_dir.clone(),
         ),
         cargo: frameworks::cargo::CargoExecutor::new(settings.clone()),
         go: frameworks::go::GoExecutor::new(settings.clone()),
         shell: frameworks::shell::ShellExecutor { settings },
     });
-    connection::run(config, &root, executor, stop).await
+    let result = connection::run(config, &root, Arc::clone(&executor), stop).await;
+    job::Executor::shutdown(executor.as_ref()).await;
+    result
 }

@@ -80,6 +80,9 @@ fn main() -> ExitCode {
         recycle: testgrid_worker::Recycle::new(args.recycle_after_files, args.recycle_rss_mib),
         python: args.python,
         node: args.node,
+        // A grid worker's runners write coverage where the project's config says; merging a
+        // session's coverage across workers needs it sent back (workspace bundles).
+        coverage_dir: None,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -60,9 +60,29 @@ pub async fn run(args: RunArgs) -> Result<u8, Error> {
         Arc::clone(&interrupted),
         mode,
     ));
-    let result = follow(&grid, &session, &found.tests, mode, &settings.output, &interrupted).await;
+    let mut result = follow(&grid, &session, &found.tests, mode, &settings.output, &interrupted).await;
     if let Some((local, _)) = local {
-        local.stop().await;
+        let coverage = local.stop().await;
+        if let Place::Local(local_grid) = &settings.place
+            && !interrupted.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            let project = settings.root.join(found.runner.project_dir());
+            match coverage.merge(&session, found.framework, &local_grid.node, &project).await {
+                Ok(None) => {}
+                Ok(Some(merged)) => {
+                    // The framework's own coverage summary, as it prints it alone (never on
+                    // stdout, which belongs to --json).
+                    eprint!("{}", merged.output);
+                    if !merged.ok {
+                        err!("testgrid: the {} coverage check failed (see above)", found.framework.name());
+                        if matches!(result, Ok(code) if code == exit::PASSED) {
+                            result = Ok(exit::FAILED);
+                        }
+                    }
+                }
+                Err(e) => err!("testgrid: the coverage was not merged: {e}"),
+            }
+        }
     }
     ctrl_c.abort();
     result

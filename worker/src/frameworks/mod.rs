@@ -37,6 +37,10 @@ impl Executor for Executors {
         }
     }
 
+    async fn shutdown(&self) {
+        self.warm.shutdown().await;
+    }
+
     fn depth(&self, job: &Job) -> usize {
         match job.runner.framework {
             Framework::Pytest | Framework::Vitest | Framework::Jest => self.warm.depth(job),

@@ -223,11 +223,14 @@ function jestInternals(entry) {
     Runtime: interop(fromCore('jest-runtime')),
     transform: fromCore('@jest/transform'),
     messages,
+    reporters: () => fromCore('@jest/reporters'),
+    // istanbul's coverage maps, as jest's coverage reporter merges them.
+    coverageMaps: () => createRequire(fromCore.resolve('@jest/reporters'))('istanbul-lib-coverage'),
   };
 }
 
-/** What jest does once per `jest` run: config, file maps, global setup. */
-async function startWarm(internals) {
+/** What jest does once per `jest` run: config, file maps, global setup (`setup` false: none). */
+async function startWarm(internals, setup = true) {
   const argv = { $0: 'testgrid-jest', _: [], ...commonArgv() };
   const { globalConfig, configs } = await internals.config.readConfigs(argv, [process.cwd()]);
   const projects = await Promise.all(
@@ -244,8 +247,13 @@ async function startWarm(internals) {
       return { context, search: new internals.core.SearchSource(context) };
     }),
   );
-  const state = { internals, globalConfig, projects, runners: new Map(), tornDown: false };
-  await globalHook(state, 'globalSetup');
+  // Coverage as jest collects it, kept for the merge (see `saveCoverage`).
+  const coverage =
+    process.env.TESTGRID_COVERAGE_DIR && globalConfig.collectCoverage
+      ? { map: internals.coverageMaps().createCoverageMap({}), v8: [] }
+      : null;
+  const state = { internals, globalConfig, projects, runners: new Map(), coverage };
+  if (setup) await globalHook(state, 'globalSetup');
   return state;
 }
 
@@ -311,6 +319,7 @@ async function runWarmFile(state, unit) {
         result.failureMessage = execFailure(state, result.testExecError, config, unit.absPath);
       }
       reporter.onTestFileResult(test, result);
+      keepCoverage(state, result);
       fileResults.push(result);
     };
     const onFailure = (error) => {
@@ -342,6 +351,55 @@ async function runWarmFile(state, unit) {
     }
   }
   return fileResults;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Coverage. Each runner keeps what its files covered and, at stop, writes it to
+// TESTGRID_COVERAGE_DIR (set by a worker whose session's coverage is merged: local mode). The
+// merge (`--merge-coverage DIR`) feeds every runner's part to jest's own CoverageReporter, which
+// adds the untested files of `collectCoverageFrom` and writes the project's reporters where
+// jest alone writes them, as after one `jest` run.
+
+function keepCoverage(state, result) {
+  const kept = state.coverage;
+  if (!kept) return;
+  if (result.v8Coverage) kept.v8.push(result.v8Coverage);
+  if (result.coverage) kept.map.merge(result.coverage);
+}
+
+function saveCoverage(state) {
+  const kept = state?.coverage;
+  if (!kept || (!kept.map.files().length && !kept.v8.length)) return;
+  const dir = process.env.TESTGRID_COVERAGE_DIR;
+  fs.mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, `jest-${process.pid}.json`);
+  fs.writeFileSync(`${file}.tmp`, JSON.stringify({ coverage: kept.map.toJSON(), v8: kept.v8 }));
+  fs.renameSync(`${file}.tmp`, file);
+}
+
+/** `--merge-coverage DIR`: every runner's coverage, reported as one jest run reports it. */
+async function mergeCoverage(dir) {
+  const { entry } = loadJest();
+  const internals = jestInternals(entry);
+  const state = await startWarm(internals, false);
+  const { CoverageReporter } = internals.reporters();
+  const reporter = new CoverageReporter(state.globalConfig, {
+    changedFiles: undefined,
+    sourcesRelatedToTestsInChangedFiles: undefined,
+  });
+  const parts = fs.readdirSync(dir).filter((name) => /^jest-\d+\.json$/.test(name));
+  for (const name of parts) {
+    const part = JSON.parse(fs.readFileSync(path.join(dir, name), 'utf8'));
+    if (part.coverage && Object.keys(part.coverage).length) reporter.onTestResult(null, { coverage: part.coverage });
+    for (const v8 of part.v8 ?? []) reporter.onTestResult(null, { v8Coverage: v8 });
+  }
+  await reporter.onRunComplete(new Set(state.projects.map((p) => p.context)), {});
+  const error = reporter.getLastError?.();
+  if (error) {
+    process.stderr.write(`${plain(error.message)}\n`);
+    return 1;
+  }
+  return 0;
 }
 
 /** What every run of ours asks of jest, whatever the project's config says. */
@@ -493,6 +551,11 @@ async function main() {
   });
   if (warm) {
     try {
+      saveCoverage(warm);
+    } catch (e) {
+      log('could not keep the coverage:', errorText(e));
+    }
+    try {
       await globalHook(warm, 'globalTeardown');
     } catch (e) {
       log('globalTeardown failed:', errorText(e));
@@ -502,7 +565,15 @@ async function main() {
   realExit.call(process, 0);
 }
 
-if (require.main === module) {
+if (require.main === module && process.argv[2] === '--merge-coverage') {
+  mergeCoverage(process.argv[3]).then(
+    (code) => process.exit(code),
+    (e) => {
+      log('merging the coverage failed:', errorText(e));
+      process.exit(1);
+    },
+  );
+} else if (require.main === module) {
   main().catch((e) => {
     log('fatal:', errorText(e));
     process.exit(1);

@@ -33,6 +33,7 @@
 // beforeAll/afterAll, and errors vitest could not pin on a test (unhandled rejections) end the
 // file with "error".
 
+import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
@@ -249,10 +250,19 @@ async function loadVitest() {
   return { api, version };
 }
 
+/** Where this runner's part of a session's coverage goes, when the worker merges it. */
+const ownCoverage = process.env.TESTGRID_COVERAGE_DIR
+  ? path.join(process.env.TESTGRID_COVERAGE_DIR, `vitest-${process.pid}`)
+  : null;
+
 async function startVitest() {
   const { api, version } = await loadVitest();
   const major = parseInt(version, 10);
   const options = {
+    // Coverage (when the project's config turns it on) as raw istanbul JSON, merged later.
+    ...(ownCoverage
+      ? { coverage: { reportsDirectory: ownCoverage, reporter: [['json', { file: 'coverage-final.json' }]], reportOnFailure: true } }
+      : {}),
     watch: false,
     run: true,
     reporters: [reporter],
@@ -272,6 +282,8 @@ async function startVitest() {
     // An empty run creates vitest's pool; files then go to it one by one (see the top).
     await vitest.runTestSpecifications([], false);
     pipelined = typeof vitest.pool?.runTests === 'function' && typeof vitest.initializeGlobalSetup === 'function';
+    // That run's end cleared the coverage provider's folder of per-file results: make it again.
+    await vitest.coverageProvider?.clean?.(false);
   }
   log(`vitest ${version} ready in ${process.cwd()}${pipelined ? '' : ' (one run per file)'}`);
   return { vitest, version, major, pipelined };
@@ -381,6 +393,42 @@ async function runFile(state, channel, message) {
 
 // ---------------------------------------------------------------------------------------------
 
+/**
+ * The coverage of every file this runner ran, as one vitest run reports it (untested files of
+ * `coverage.include` too): to the project's own reporters and folder, or, when the worker merges
+ * a session's coverage, as raw JSON to this runner's own folder.
+ */
+async function reportCoverage(vitest) {
+  const provider = vitest.coverageProvider;
+  if (!provider) return;
+  try {
+    const map = await provider.generateCoverage({ allTestsRun: true });
+    await provider.reportCoverage(map, { allTestsRun: true });
+  } catch (e) {
+    log('could not report the coverage:', errorText(e));
+  }
+}
+
+/** `--merge-coverage DIR`: every runner's coverage of a session, reported as one vitest run. */
+async function mergeCoverage(dir) {
+  const { api, version } = await loadVitest();
+  const options = { watch: false, run: true, reporters: [{}], ui: false, open: false, api: false };
+  const vitest = parseInt(version, 10) >= 5 ? await api.createVitest(options) : await api.createVitest('test', options);
+  try {
+    const provider = (await vitest.createCoverageProvider?.()) ?? vitest.coverageProvider;
+    if (!provider) return 0;
+    const map = provider.createCoverageMap();
+    for (const name of fs.readdirSync(dir)) {
+      const part = path.join(dir, name, 'coverage-final.json');
+      if (/^vitest-\d+$/.test(name) && fs.existsSync(part)) map.merge(JSON.parse(fs.readFileSync(part, 'utf8')));
+    }
+    await provider.reportCoverage(map, { allTestsRun: true });
+    return process.exitCode ?? 0;
+  } finally {
+    await Promise.race([vitest.close(), new Promise((resolve) => setTimeout(resolve, 20000).unref())]);
+  }
+}
+
 async function main() {
   const socketPath = socketPathOrExit(log);
   // Whatever a test leaves behind must not kill the runner.
@@ -407,6 +455,7 @@ async function main() {
   } else {
     await serve(channel, (message) => runFile(state, channel, message));
   }
+  if (state.pipelined) await reportCoverage(state.vitest);
   // Close vitest (its pool, coverage, vite server); never hang on it.
   const closing = state.vitest.close().catch((e) => log('closing vitest failed:', errorText(e)));
   await Promise.race([closing, new Promise((resolve) => setTimeout(resolve, 20000).unref())]);
@@ -414,7 +463,17 @@ async function main() {
   process.exit(0);
 }
 
-main().catch((e) => {
-  log('fatal:', errorText(e));
-  process.exit(1);
-});
+if (process.argv[2] === '--merge-coverage') {
+  mergeCoverage(process.argv[3]).then(
+    (code) => process.exit(code),
+    (e) => {
+      log('merging the coverage failed:', errorText(e));
+      process.exit(1);
+    },
+  );
+} else {
+  main().catch((e) => {
+    log('fatal:', errorText(e));
+    process.exit(1);
+  });
+}

@@ -18,11 +18,13 @@
 //! [`runner`] owns the process, [`kind`] what differs per framework. It must not know other
 //! frameworks.
 
+pub mod coverage;
 pub mod kind;
 pub mod protocol;
 pub mod runner;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -61,7 +63,11 @@ pub struct WarmExecutor {
     /// The Node to run.
     pub node: String,
     pub recycle: Recycle,
+    /// See [`crate::Config::coverage_dir`].
+    pub coverage_dir: Option<PathBuf>,
     runners: Mutex<HashMap<u32, SlotRunner>>,
+    /// Every runner not yet gone (closed ones finishing too), for [`Executor::shutdown`].
+    live: Mutex<Vec<Handle>>,
     crashes: Mutex<HashMap<String, u32>>,
 }
 
@@ -74,13 +80,21 @@ enum Attempt {
 }
 
 impl WarmExecutor {
-    pub fn new(settings: Settings, python: String, node: String, recycle: Recycle) -> Self {
+    pub fn new(
+        settings: Settings,
+        python: String,
+        node: String,
+        recycle: Recycle,
+        coverage_dir: Option<PathBuf>,
+    ) -> Self {
         WarmExecutor {
             settings,
             python,
             node,
             recycle,
+            coverage_dir,
             runners: Mutex::new(HashMap::new()),
+            live: Mutex::new(Vec::new()),
             crashes: Mutex::new(HashMap::new()),
         }
     }
@@ -138,13 +152,18 @@ impl WarmExecutor {
         // A runner that is slow to start (a conftest that sleeps) must not hold up a cancel. Its
         // start has its own limit; the test's timeout starts after it.
         let runner = tokio::select! {
-            result = runner::start(kind, &program, job, slot, self.settings.die_with_worker) => result,
+            result = runner::start(kind, &program, job, slot, self.settings.die_with_worker, self.coverage_dir.as_deref()) => result,
             () = cancel.cancelled() => return Err(report::simple(pb::Outcome::Cancelled, "cancelled", started)),
         };
         match runner {
             Ok(runner) => {
                 info!(slot, session = %job.assignment.session_id, "{} runner started", kind.name());
                 let handle = Handle::serve(runner, self.settings.kill_grace, IDLE_LIMIT);
+                {
+                    let mut live = lock(&self.live);
+                    live.retain(Handle::is_running);
+                    live.push(handle.clone());
+                }
                 if !fresh {
                     *current = Some(handle.clone());
                 }
@@ -331,6 +350,18 @@ impl Executor for WarmExecutor {
         match Kind::of(job.runner.framework) {
             Some(kind) if kind.pipelines() && !self.fresh(job) => PIPELINE_DEPTH,
             _ => 1,
+        }
+    }
+
+    async fn shutdown(&self) {
+        // Each runner finishes its session (session hooks, reports, coverage) before it goes.
+        let live: Vec<Handle> = std::mem::take(&mut *lock(&self.live));
+        lock(&self.runners).clear();
+        for handle in &live {
+            handle.close();
+        }
+        for handle in &live {
+            handle.gone().await;
         }
     }
 }

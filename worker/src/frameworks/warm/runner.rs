@@ -16,6 +16,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::UnixListener;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::kind::Kind;
@@ -46,7 +47,14 @@ pub struct Runner {
 
 /// Start `kind`'s runner with `program` (the Python or the Node) for `job`'s session in `slot`,
 /// in the project's folder, and wait until it is ready.
-pub async fn start(kind: Kind, program: &str, job: &Job, slot: u32, die_with_worker: bool) -> Result<Runner, String> {
+pub async fn start(
+    kind: Kind,
+    program: &str,
+    job: &Job,
+    slot: u32,
+    die_with_worker: bool,
+    coverage_dir: Option<&Path>,
+) -> Result<Runner, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("cannot create a runner directory: {e}"))?;
     let (file, text) = kind.runner();
     for (name, text) in std::iter::once(&(file, text)).chain(kind.support_files()) {
@@ -56,6 +64,14 @@ pub async fn start(kind: Kind, program: &str, job: &Job, slot: u32, die_with_wor
     let socket = dir.path().join("runner.sock");
     let listener = UnixListener::bind(&socket).map_err(|e| format!("cannot open the runner socket: {e}"))?;
     let (process, shown) = command(kind, program, job, slot, dir.path(), file, die_with_worker);
+    // A session's raw coverage goes to a folder of its own, merged when the session is over.
+    let session = &job.assignment.session_id;
+    let process = match coverage_dir {
+        Some(dir) if !session.is_empty() && session.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') => {
+            process.env("TESTGRID_COVERAGE_DIR", dir.join(session))
+        }
+        _ => process,
+    };
     let mut process = process
         .env("TESTGRID_RUNNER_SOCKET", &socket)
         .capture(RUNNER_LOG_LIMIT)
@@ -211,6 +227,8 @@ pub struct Handle {
     pub kind: Kind,
     commands: mpsc::UnboundedSender<Command>,
     shared: Arc<Shared>,
+    /// Cancelled once its task has ended (the runner retired, died or was killed).
+    gone: CancellationToken,
 }
 
 impl Handle {
@@ -222,14 +240,29 @@ impl Handle {
             kind: runner.kind,
             commands,
             shared: Arc::new(Shared { asked: AtomicU64::new(0), pgid: runner.pgid() }),
+            gone: CancellationToken::new(),
         };
-        tokio::spawn(serve(runner, received, grace, idle_limit));
+        let gone = handle.gone.clone().drop_guard();
+        tokio::spawn(async move {
+            let _gone = gone;
+            serve(runner, received, grace, idle_limit).await;
+        });
         handle
     }
 
     /// Whether it can still take units.
     pub fn is_alive(&self) -> bool {
         !self.commands.is_closed()
+    }
+
+    /// Whether its process may still run (it has not retired, died or been killed).
+    pub fn is_running(&self) -> bool {
+        !self.gone.is_cancelled()
+    }
+
+    /// Wait until it has retired, died or been killed.
+    pub async fn gone(&self) {
+        self.gone.cancelled().await;
     }
 
     /// Ask for the unit `path`: its number, and where its messages come. `None` if the runner is
