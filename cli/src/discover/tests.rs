@@ -85,6 +85,11 @@ fn detects_pytest_go_and_vitest() {
     let root = dir.path().canonicalize().expect("root");
     let settings = request(&root, vec![root.clone()], FrameworkChoice::Auto, &[]);
     assert_eq!(detect::detect(&root, &places(&settings).expect("places")), Framework::Vitest);
+    // From a folder inside a project whose package.json is below the root.
+    std::fs::rename(root.join("package.json"), root.join("src/package.json")).expect("move");
+    touch(&root, "src/deep/b.test.ts", 1);
+    let settings = request(&root, vec![root.join("src/deep")], FrameworkChoice::Auto, &[]);
+    assert_eq!(detect::detect(&root, &places(&settings).expect("places")), Framework::Vitest);
 }
 
 #[test]
