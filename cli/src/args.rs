@@ -90,7 +90,8 @@ pub struct RunArgs {
     #[arg(long, env = "TESTGRID_COMMAND")]
     pub command: Option<String>,
     /// Which files are tests: globs relative to the workspace root (`**` crosses folders).
-    /// Repeat for more. Default: the framework's patterns.
+    /// Repeat for more. Default: the framework's patterns (pytest's from its configuration;
+    /// vitest and jest: the files the framework itself lists).
     #[arg(long = "pattern")]
     pub patterns: Vec<String>,
     /// Run a failed or timed-out test again up to N times; passing on a retry makes it `flaky`.

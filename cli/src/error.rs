@@ -78,6 +78,29 @@ pub enum Error {
     PytestCannotCollect { python: String, source: std::io::Error },
     #[error("`{python} -m pytest --collect-only` failed ({status}): {output}")]
     PytestCollectFailed { python: String, status: ExitStatus, output: String },
+    #[error(
+        "cannot find {framework} from {}: no node_modules/{framework} there or in a folder above; install the \
+         project's dependencies (`npm ci`), or pass --pattern GLOB to choose the test files yourself",
+        dir.display()
+    )]
+    JsNotInstalled { framework: &'static str, dir: PathBuf },
+    #[error(
+        "cannot start Node (`{node}`) to ask {framework} for its test files: {source}; install Node.js or set \
+         TESTGRID_NODE, or pass --pattern GLOB to choose the test files yourself"
+    )]
+    JsCannotStart { node: String, framework: &'static str, source: std::io::Error },
+    #[error(
+        "`{command}` in {} failed to list the test files: {problem}\nfix the project's configuration, or pass \
+         --pattern GLOB to choose the test files yourself",
+        dir.display()
+    )]
+    JsListFailed { command: String, dir: PathBuf, problem: String },
+    #[error("{framework} lists {file}, which is outside the workspace root {}; set --root to a folder holding it", root.display())]
+    JsListedOutside { framework: &'static str, file: String, root: PathBuf },
+    #[error("{framework} lists {problem}")]
+    JsBadEntry { framework: &'static str, problem: String },
+    #[error("cannot make a scratch folder for the framework's list of tests: {0}")]
+    ListScratch(std::io::Error),
     #[error("{var} `{text}` is not valid shell words (check its quotes)")]
     CargoArgs { var: &'static str, text: String },
     #[error(
@@ -115,6 +138,14 @@ pub enum Error {
         root.display()
     )]
     NoTests { searched: Vec<String>, patterns: Vec<String>, framework: &'static str, root: PathBuf },
+    /// vitest or jest listed no test files in the places asked for.
+    #[error(
+        "no tests found in {}: {framework} lists no test files there (its configuration in {} decides which files \
+         are tests); pass other paths, or --pattern GLOB to choose the test files yourself",
+        searched.join(", "),
+        dir.display()
+    )]
+    NoListedTests { searched: Vec<String>, framework: &'static str, dir: PathBuf },
 
     // The grid (usage when the request was wrong, infrastructure otherwise).
     #[error("bad grid address `{url}`: {problem}; expected http://host:7700")]
@@ -180,6 +211,11 @@ impl Error {
             | BadPatterns(_)
             | PytestCannotCollect { .. }
             | PytestCollectFailed { .. }
+            | JsNotInstalled { .. }
+            | JsCannotStart { .. }
+            | JsListFailed { .. }
+            | JsListedOutside { .. }
+            | JsBadEntry { .. }
             | CargoArgs { .. }
             | NoCargoToml { .. }
             | CargoCannotStart { .. }
@@ -192,13 +228,14 @@ impl Error {
             | NoRustTest { .. }
             | BadGridAddress { .. }
             | Rejected { .. } => exit::USAGE,
-            NoTests { .. } => exit::NO_TESTS,
+            NoTests { .. } | NoListedTests { .. } => exit::NO_TESTS,
             GridUnreachable { .. }
             | Refused { .. }
             | GridFailed { .. }
             | SessionLost { .. }
             | GridLost { .. }
             | JunitBuild(_)
+            | ListScratch(_)
             | Runtime(_)
             | Signals(_)
             | LocalPort(_)

@@ -49,6 +49,9 @@ pub struct Settings {
     /// The Python of this machine's workers (`TESTGRID_PYTHON`), for discovery's own pytest runs
     /// when `--python` is not given.
     pub worker_python: String,
+    /// The Node of this machine's workers (`TESTGRID_NODE`), which asks vitest or jest for their
+    /// test files.
+    pub worker_node: String,
     pub isolation: Isolation,
     /// `--env`, for the tests and for discovery's own runs of the framework.
     pub env: BTreeMap<String, String>,
@@ -116,7 +119,7 @@ pub fn resolve(args: RunArgs) -> Result<Settings, Error> {
             workers: args.local.unwrap_or_else(testgrid_worker::default_slots),
             recycle: testgrid_worker::Recycle::new(args.recycle_after_files, args.recycle_rss_mib),
             python: args.worker_python.clone(),
-            node: args.worker_node,
+            node: args.worker_node.clone(),
         }),
     };
     Ok(Settings {
@@ -128,6 +131,7 @@ pub fn resolve(args: RunArgs) -> Result<Settings, Error> {
         command: args.command,
         python: args.python,
         worker_python: args.worker_python,
+        worker_node: args.worker_node,
         isolation: args.isolation,
         env: args.env.into_iter().collect(),
         place,

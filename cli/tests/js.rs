@@ -1,6 +1,8 @@
 //! The warm vitest and jest runners end to end: the fixture projects in `tests/fixtures`, with
 //! the framework installed from npm by the test itself, run through `--local 2` and through a real
 //! coordinator with two workers; per-case outcomes compared with the framework's own JSON report.
+//! Discovery too: the units `testgrid run` submits for the projects in `tests/fixtures/discovery`
+//! compared with the framework's own listing of their files.
 
 mod support;
 
@@ -226,4 +228,192 @@ fn a_single_case_runs_alone_and_a_hang_or_exit_is_reported() {
         let cases = our_cases(&out);
         assert_eq!(cases["crash/exit.test.js::after the exit"], "passed", "{framework}: the runner lives on");
     }
+}
+
+/// The discovery fixtures (`tests/fixtures/discovery`): one workspace root (its own `.git`)
+/// holding a project per configuration, each using the installed `vitest` or `jest` fixture's
+/// `node_modules` through a symlink, so nothing is installed twice.
+fn discovery() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("js-fixtures").join("discovery");
+        let _ = std::fs::remove_dir_all(&dir);
+        copy_tree(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/discovery"), &dir);
+        std::fs::create_dir_all(dir.join(".git")).expect("mkdir .git");
+        for entry in std::fs::read_dir(&dir).expect("read_dir") {
+            let name = entry.expect("entry").file_name().to_string_lossy().into_owned();
+            let Some(framework) = ["vitest", "jest"].into_iter().find(|f| name.starts_with(f)) else { continue };
+            std::os::unix::fs::symlink(project(framework).join("node_modules"), dir.join(&name).join("node_modules"))
+                .expect("symlink node_modules");
+        }
+        dir
+    })
+}
+
+/// The test units `testgrid run ARGS`, run in `dir`, submits to `grid` (which has no workers),
+/// in the order submitted: the session is submitted detached, cancelled, and its `created`
+/// event read back.
+fn submitted(grid: &support::Grid, dir: &Path, args: &[&str]) -> Vec<String> {
+    let out = testgrid(dir)
+        .args(["run", "--detach", "--json"])
+        .args(args)
+        .env("TESTGRID_GRID", &grid.url)
+        .output()
+        .expect("testgrid runs");
+    assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+    let answer: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("a JSON answer");
+    let session = answer["session"].as_str().expect("a session id");
+    assert!(grid.cli(&["cancel", session]).status.success(), "cancel {session}");
+    let watched = grid.cli(&["watch", session, "--json"]);
+    let created = events(&watched).into_iter().find(|e| e["event"] == "created").expect("a created event");
+    created["tests"].as_array().expect("tests").iter().map(|t| t.as_str().expect("a path").to_string()).collect()
+}
+
+/// The files the framework itself lists in `project` (`npx vitest list --filesOnly`,
+/// `npx jest --listTests`) as testgrid names its units: from the workspace root `root`, and
+/// `|PROJECT| FILE` for a file vitest lists in more than one project. Sorted.
+fn own_listing(root: &Path, project: &str, framework: &str) -> Vec<String> {
+    let dir = root.join(project);
+    let mut cmd = Command::new("npx");
+    match framework {
+        "vitest" => cmd.args(["vitest", "list", "--filesOnly"]),
+        _ => cmd.args(["jest", "--listTests"]),
+    };
+    let out = cmd.current_dir(&dir).env("NO_COLOR", "1").output().expect("npx runs");
+    assert!(out.status.success(), "{framework} lists its files in {project}: {}", stderr(&out));
+    // vitest: `FILE` or `[PROJECT] FILE`, relative to the project; jest: absolute paths.
+    let mut projects: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in stdout(&out).lines().filter(|l| !l.trim().is_empty()) {
+        let (name, file) = match line.strip_prefix('[').and_then(|l| l.split_once("] ")) {
+            Some((name, file)) => (Some(name.to_string()), file),
+            None => (None, line),
+        };
+        let file = Path::new(file).strip_prefix(&dir).unwrap_or(Path::new(file)).to_string_lossy().into_owned();
+        projects.entry(format!("{project}/{file}")).or_default().extend(name);
+    }
+    let mut units: Vec<String> = projects
+        .into_iter()
+        .flat_map(|(file, names)| match names.len() {
+            0 | 1 => vec![file],
+            _ => names.into_iter().map(|n| format!("|{n}| {file}")).collect(),
+        })
+        .collect();
+    units.sort();
+    units
+}
+
+fn sorted(mut units: Vec<String>) -> Vec<String> {
+    units.sort();
+    units
+}
+
+#[test]
+fn the_projects_own_configuration_picks_the_files_as_the_framework_lists_them() {
+    let root = discovery();
+    let grid = support::Grid::start(root, 0);
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "vitest-include",
+            "vitest",
+            &["vitest-include/other/o.js", "vitest-include/src/check.js", "vitest-include/src/deep/check.ts"],
+        ),
+        ("vitest-dir", "vitest", &["vitest-dir/tests/a.test.js", "vitest-dir/tests/sub/b.spec.js"]),
+        (
+            "vitest-projects",
+            "vitest",
+            &[
+                "vitest-projects/packages/a/a.test.js",
+                "vitest-projects/packages/a/t.test-d.ts",
+                "vitest-projects/packages/c/spec/c.js",
+                "|integ| vitest-projects/shared/s.test.js",
+                "|unit| vitest-projects/shared/s.test.js",
+            ],
+        ),
+        ("jest-match", "jest", &["jest-match/lib/checks/a.js", "jest-match/more/checks/b.js"]),
+        ("jest-regex", "jest", &["jest-regex/spec/a.js", "jest-regex/spec/deep/b.js", "jest-regex/src/c.check.js"]),
+        (
+            "jest-projects",
+            "jest",
+            &[
+                "jest-projects/one/o.js",
+                "jest-projects/pkg/p.spec.js",
+                "jest-projects/shared/s.js",
+                "jest-projects/two/t.js",
+            ],
+        ),
+    ];
+    for (project, framework, want) in cases {
+        // From the workspace root, naming the project; and from inside it, naming nothing.
+        let named = submitted(&grid, root, &["--framework", framework, project]);
+        assert_eq!(sorted(named.clone()), own_listing(root, project, framework), "{project}: as {framework} lists");
+        let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(sorted(named), want, "{project}");
+        let inside = submitted(&grid, &root.join(project), &["--framework", framework]);
+        assert_eq!(sorted(inside), want, "{project}: run from inside it");
+    }
+    // Largest first, as for every framework.
+    let ordered = submitted(&grid, root, &["--framework", "vitest", "vitest-dir"]);
+    assert_eq!(ordered, vec!["vitest-dir/tests/sub/b.spec.js", "vitest-dir/tests/a.test.js"]);
+}
+
+#[test]
+fn paths_asked_for_restrict_the_frameworks_list_and_patterns_replace_it() {
+    let root = discovery();
+    let grid = support::Grid::start(root, 0);
+    let shared = submitted(&grid, root, &["--framework", "vitest", "vitest-projects/shared"]);
+    assert_eq!(
+        sorted(shared),
+        vec!["|integ| vitest-projects/shared/s.test.js", "|unit| vitest-projects/shared/s.test.js"]
+    );
+    let some = submitted(&grid, root, &["--framework", "jest", "jest-projects/one", "jest-projects/shared/s.js"]);
+    assert_eq!(sorted(some), vec!["jest-projects/one/o.js", "jest-projects/shared/s.js"]);
+    let case = submitted(&grid, root, &["--framework", "vitest", "vitest-include/src/check.js::runs"]);
+    assert_eq!(case, vec!["vitest-include/src/check.js::runs"]);
+
+    // A file the configuration leaves out is not run, and said so.
+    let out = testgrid(root)
+        .args(["run", "--framework", "vitest", "vitest-include/src/a.test.js"])
+        .env("TESTGRID_GRID", &grid.url)
+        .output()
+        .expect("testgrid runs");
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("vitest does not list vitest-include/src/a.test.js"), "{}", stderr(&out));
+
+    // `--pattern` chooses the files itself: the framework is not asked (no Node needed).
+    let patterned = testgrid(root)
+        .args(["run", "--detach", "--json", "--framework", "vitest", "--pattern", "vitest-include/src/*.js"])
+        .env("TESTGRID_GRID", &grid.url)
+        .env("TESTGRID_NODE", "/nonexistent/node")
+        .output()
+        .expect("testgrid runs");
+    assert_eq!(patterned.status.code(), Some(0), "{}", stderr(&patterned));
+    assert!(stdout(&patterned).contains("\"tests\":2"), "{}", stdout(&patterned));
+
+    // Without Node the framework cannot be asked: a usage error naming the fixes.
+    let out = testgrid(root)
+        .args(["run", "--framework", "jest", "jest-regex"])
+        .env("TESTGRID_GRID", &grid.url)
+        .env("TESTGRID_NODE", "/nonexistent/node")
+        .output()
+        .expect("testgrid runs");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("TESTGRID_NODE") && stderr(&out).contains("--pattern"), "{}", stderr(&out));
+
+    // A configuration that does not load: the framework's own words, first lines only.
+    let broken = root.join("vitest-broken");
+    let _ = std::fs::remove_dir_all(&broken);
+    copy_tree(&root.join("vitest-dir"), &broken);
+    std::os::unix::fs::symlink(project("vitest").join("node_modules"), broken.join("node_modules")).expect("symlink");
+    let config = "throw new Error('config exploded' + '\\ndetail'.repeat(100));\n";
+    std::fs::write(broken.join("vitest.config.mjs"), config).expect("write");
+    let out = testgrid(root)
+        .args(["run", "--framework", "vitest", "vitest-broken"])
+        .env("TESTGRID_GRID", &grid.url)
+        .output()
+        .expect("testgrid runs");
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("failed to list the test files") && said.contains("config exploded"), "{said}");
+    assert!(said.matches("detail").count() < 10, "first lines only: {said}");
 }

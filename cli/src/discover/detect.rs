@@ -24,6 +24,9 @@ pub fn detect(root: &Path, places: &[Place]) -> Framework {
         let Ok(set) = files::glob_set(&patterns) else { continue };
         if rels.iter().any(|r| set.is_match(r)) {
             if candidate == Framework::Vitest {
+                // The project's package.json may lie between a folder asked for and the root.
+                let around = searched.iter().flat_map(|p| p.ancestors().take_while(|a| a.starts_with(root)));
+                dirs.extend(around);
                 dirs.push(root);
                 return js::framework(&dirs);
             }

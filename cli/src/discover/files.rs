@@ -58,7 +58,8 @@ pub fn ordered(mut tests: Vec<(u64, String)>) -> Vec<String> {
     tests.into_iter().map(|(_, p)| p).filter(|p| seen.insert(p.clone())).collect()
 }
 
-fn file_size(path: &Path) -> u64 {
+/// A file's size (0 when it cannot be read): the ordering's guess at its duration.
+pub fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 

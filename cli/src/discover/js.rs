@@ -1,16 +1,19 @@
-//! vitest and jest: test files by the usual patterns, and the folder of the project's
-//! `package.json` for the warm runner.
+//! vitest and jest: the folder of the project's `package.json` for the warm runner, and the test
+//! files the framework itself lists there ([`js_list`](super::js_list)), or those `--pattern`
+//! picks.
 
 use std::path::Path;
 
 use testgrid_proto::frameworks::Options;
 
 use super::search::Search;
-use super::{files, project};
+use super::{files, js_list, project};
 use crate::error::Error;
 use testgrid_proto::frameworks::Framework;
 
-/// The default patterns of JavaScript and TypeScript tests.
+/// JavaScript and TypeScript test files as the frameworks' defaults roughly name them: what
+/// `--framework auto` looks for, and the files of a `--command` run. A vitest or jest run takes
+/// the framework's own list instead.
 pub const PATTERNS: &[&str] = &[
     "**/*.test.{js,jsx,ts,tsx,mjs,cjs,mts,cts}",
     "**/*.spec.{js,jsx,ts,tsx,mjs,cjs,mts,cts}",
@@ -18,8 +21,11 @@ pub const PATTERNS: &[&str] = &[
 ];
 
 pub fn discover(search: &Search) -> Result<(Vec<String>, Options), Error> {
-    let tests = files::units(search)?;
     let project_dir = project::runner_project(search, |dir| dir.join("package.json").is_file())?;
+    // Without `--pattern` the project's own configuration decides, as it does for the framework
+    // alone: our patterns would run benchmarks it excludes and miss files it includes.
+    let tests =
+        if search.settings.patterns.is_empty() { js_list::units(search, &project_dir)? } else { files::units(search)? };
     Ok((tests, Options::Js { project_dir }))
 }
 

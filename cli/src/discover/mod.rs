@@ -8,11 +8,13 @@
 //! where the command runs. Patterns are globs relative to that root where `*` stays inside one
 //! folder and `**` crosses folders.
 
+mod ask;
 mod cargo;
 mod detect;
 mod files;
 mod go;
 mod js;
+mod js_list;
 mod project;
 mod pytest;
 mod pytest_config;

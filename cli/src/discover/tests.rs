@@ -17,6 +17,7 @@ fn request(root: &Path, paths: Vec<PathBuf>, framework: impl Into<FrameworkChoic
         command: None,
         python: None,
         worker_python: "python3".into(),
+        worker_node: "node".into(),
         isolation: Isolation::Warm,
         env: Default::default(),
         place: Where::Grid("http://unused".into()),
@@ -81,7 +82,30 @@ fn detects_pytest_go_and_vitest() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("package.json"), r#"{"devDependencies":{"vitest":"3"}}"#).expect("write");
     touch(dir.path(), "src/a.test.ts", 1);
-    assert_eq!(find(dir.path(), FrameworkChoice::Auto, &[]).framework, Framework::Vitest);
+    let root = dir.path().canonicalize().expect("root");
+    let settings = request(&root, vec![root.clone()], FrameworkChoice::Auto, &[]);
+    assert_eq!(detect::detect(&root, &places(&settings).expect("places")), Framework::Vitest);
+    // From a folder inside a project whose package.json is below the root.
+    std::fs::rename(root.join("package.json"), root.join("src/package.json")).expect("move");
+    touch(&root, "src/deep/b.test.ts", 1);
+    let settings = request(&root, vec![root.join("src/deep")], FrameworkChoice::Auto, &[]);
+    assert_eq!(detect::detect(&root, &places(&settings).expect("places")), Framework::Vitest);
+}
+
+#[test]
+fn a_js_project_without_its_framework_installed_names_the_fix_unless_patterns_are_given() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().canonicalize().expect("root");
+    std::fs::write(root.join("package.json"), r#"{"devDependencies":{"vitest":"3"}}"#).expect("write");
+    touch(&root, "src/a.test.ts", 1);
+    for framework in [Framework::Vitest, Framework::Jest] {
+        let err = discover(&request(&root, vec![], framework, &[])).expect_err("nothing installed");
+        assert!(matches!(err, Error::JsNotInstalled { .. }), "{err}");
+        assert!(err.to_string().contains("npm ci") && err.to_string().contains("--pattern"), "{err}");
+        assert_eq!(err.code(), crate::error::exit::USAGE);
+        let found = discover(&request(&root, vec![], framework, &["src/*.ts"])).expect("--pattern needs no framework");
+        assert_eq!(found.tests, vec!["src/a.test.ts".to_string()]);
+    }
 }
 
 #[test]
