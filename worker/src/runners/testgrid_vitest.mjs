@@ -83,7 +83,8 @@ class Unit {
   constructor(unit, file, caseName, channel) {
     this.unit = unit;
     this.absPath = path.resolve(process.cwd(), file);
-    this.file = file; // the path as given (without a project), the prefix of every test ID
+    this.file = file; // the file as given (without its project)
+    this.prefix = file; // what every test ID starts with: the path as given, project included
     this.caseName = caseName; // only this test, when the path was FILE::CASE
     this.channel = channel;
     this.key = null; // the project and module it runs as, once known
@@ -97,7 +98,7 @@ class Unit {
   }
 
   idOf(testCase) {
-    return `${this.file}::${testCase.fullName}`;
+    return `${this.prefix}::${testCase.fullName}`;
   }
 
   wanted(testCase) {
@@ -284,6 +285,8 @@ async function startVitest() {
     pipelined = typeof vitest.pool?.runTests === 'function' && typeof vitest.initializeGlobalSetup === 'function';
     // That run's end cleared the coverage provider's folder of per-file results: make it again.
     await vitest.coverageProvider?.clean?.(false);
+    // Each project's type tests, as vitest lists them (typecheck.include), known before files come.
+    await Promise.all((vitest.projects ?? []).filter((p) => p.config?.typecheck?.enabled).map((p) => p.globTestFiles?.()));
   }
   log(`vitest ${version} ready in ${process.cwd()}${pipelined ? '' : ' (one run per file)'}`);
   return { vitest, version, major, pipelined };
@@ -299,12 +302,29 @@ function projectFor(vitest, named, absPath) {
   }
   for (const project of projects) {
     try {
-      if (project.matchesTestGlob?.(absPath)) return project;
+      if (project.matchesTestGlob?.(absPath) || isTypeTest(project, absPath)) return project;
     } catch {
       // a project that cannot tell: try the next
     }
   }
   return vitest.getRootProject?.() ?? projects[0];
+}
+
+/** Whether `absPath` is one of the project's type tests (`typecheck.include`, when enabled). */
+function isTypeTest(project, absPath) {
+  return Boolean(project.config?.typecheck?.enabled && project._isCachedTypecheckFile?.(absPath));
+}
+
+/** The specifications vitest makes of a file: a type test runs in vitest's typecheck pool. */
+function specificationsOf(project, absPath, options, major) {
+  if (major >= 4 && isTypeTest(project, absPath)) {
+    const specs = [project.createSpecification(absPath, options ?? [], 'typescript')];
+    if (!project.config.typecheck.only && project.matchesTestGlob?.(absPath)) {
+      specs.push(project.createSpecification(absPath, options));
+    }
+    return specs;
+  }
+  return [project.createSpecification(absPath, options)];
 }
 
 /** `|NAME| FILE`: the project named, and the rest. */
@@ -335,6 +355,7 @@ async function runFile(state, channel, message) {
   const { project: named, rest } = splitProject(message);
   const { file, caseName } = splitUnitPath(rest);
   const unit = new Unit(message.unit, file, caseName, channel);
+  if (named !== null) unit.prefix = `|${named}| ${file}`;
   try {
     const absPath = unit.absPath;
     const project = projectFor(vitest, named, absPath);
@@ -346,23 +367,24 @@ async function runFile(state, channel, message) {
     else if (caseName !== null && major === 4) options = { testNamePattern: pattern };
     else if (major < 4 && pattern) vitest.setGlobalTestNamePattern(pattern);
     else if (major < 4) vitest.resetGlobalTestNamePattern?.();
-    const specification = project.createSpecification(absPath, options);
+    const specifications = specificationsOf(project, absPath, options, major);
+    const specification = specifications[0];
     unit.key = keyOf(project.name, specification.moduleId);
     pending.set(unit.key, unit);
     if (pipelined) {
       // The file begins now if nothing runs before it, else when vitest's pool takes it
       // (onTestModuleQueued) or the file before it is done.
       if (![...pending.values()].some((other) => other !== unit)) begin(unit, null);
-      await vitest.initializeGlobalSetup([specification]);
+      await vitest.initializeGlobalSetup(specifications);
       try {
-        await vitest.pool.runTests([specification], []);
+        await vitest.pool.runTests(specifications, []);
       } catch (e) {
         unit.errors.push(errorText(e));
       }
-      finishModule(unit, specification.testModule);
+      for (const spec of specifications) finishModule(unit, spec.testModule);
     } else {
       begin(unit, null);
-      const result = await vitest.runTestSpecifications([specification], false);
+      const result = await vitest.runTestSpecifications(specifications, false);
       for (const module of result?.testModules ?? []) finishModule(unitOf(module), module);
     }
   } catch (e) {

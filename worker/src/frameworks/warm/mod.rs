@@ -218,10 +218,18 @@ impl WarmExecutor {
             "." | "" => String::new(),
             dir => format!("{}/", dir.trim_end_matches('/')),
         };
-        let path = job.path.strip_prefix(&prefix).unwrap_or(&job.path);
-        let named = |id: String| if prefix.is_empty() { id } else { format!("{prefix}{id}") };
+        // vitest's `|PROJECT| FILE` keeps its project in front.
+        let (project, file) = split_project(&job.path);
+        let path = format!("{project}{}", file.strip_prefix(&prefix).unwrap_or(file));
+        let named = |id: String| {
+            if prefix.is_empty() {
+                return id;
+            }
+            let (project, rest) = split_project(&id);
+            format!("{project}{prefix}{rest}")
+        };
         let mut acc = Unit::new(kind.classname(&job.path));
-        let Some((unit, mut events)) = runner.run(path) else { return Attempt::Again };
+        let Some((unit, mut events)) = runner.run(&path) else { return Attempt::Again };
         // A runner that queues files says when each begins; for the others it begins now. The
         // timeout counts from there.
         let mut began: Option<Instant> = (!kind.pipelines()).then(Instant::now);
@@ -337,6 +345,17 @@ impl WarmExecutor {
     }
 }
 
+/// A vitest unit `|PROJECT| FILE`: the `|PROJECT| ` in front (empty when there is none), and the
+/// rest.
+fn split_project(path: &str) -> (&str, &str) {
+    if let Some(after) = path.strip_prefix('|')
+        && let Some(end) = after.find("| ")
+    {
+        return path.split_at(end + 3);
+    }
+    ("", path)
+}
+
 impl Executor for WarmExecutor {
     async fn run(&self, slot: u32, job: &Job, cancel: CancellationToken) -> pb::TestReport {
         let Some(kind) = Kind::of(job.runner.framework) else {
@@ -363,5 +382,18 @@ impl Executor for WarmExecutor {
         for handle in &live {
             handle.gone().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_project;
+
+    #[test]
+    fn a_vitest_project_in_front_of_a_path_is_split_off() {
+        assert_eq!(split_project("|unit| shared/s.test.js"), ("|unit| ", "shared/s.test.js"));
+        assert_eq!(split_project("|unit| a.test.js::x > y"), ("|unit| ", "a.test.js::x > y"));
+        assert_eq!(split_project("shared/s.test.js"), ("", "shared/s.test.js"));
+        assert_eq!(split_project("|no end"), ("", "|no end"));
     }
 }
