@@ -231,7 +231,7 @@ impl WarmExecutor {
         let mut acc = Unit::new(kind.classname(&job.path));
         let Some((unit, mut events)) = runner.run(&path) else { return Attempt::Again };
         // A runner that queues files says when each begins; for the others it begins now. The
-        // timeout counts from there.
+        // timeout and the file's duration count from there (not from its wait in the queue).
         let mut began: Option<Instant> = (!kind.pipelines()).then(Instant::now);
         let limit = humantime::format_duration(job.timeout.unwrap_or_default()).to_string();
         loop {
@@ -254,7 +254,7 @@ impl WarmExecutor {
                         FromRunner::Done { error } => {
                             self.after_file(runner, slot, fresh);
                             acc.not_run(pb::Outcome::Skipped, kind.stopped_early());
-                            return Attempt::Report(unit_report(acc.cases, error, started, self.settings.output_limit));
+                            return Attempt::Report(unit_report(acc.cases, error, began.unwrap_or(started), self.settings.output_limit));
                         }
                         FromRunner::Ready => {}
                     },
@@ -271,7 +271,7 @@ impl WarmExecutor {
                         acc.add(test, pb::Outcome::TimedOut, 0, message.clone(), "");
                     }
                     acc.not_run(pb::Outcome::Error, &format!("not run: the file was killed after the {limit} timeout"));
-                    let mut report = unit_report(acc.cases, None, started, self.settings.output_limit);
+                    let mut report = unit_report(acc.cases, None, began.unwrap_or(started), self.settings.output_limit);
                     report.outcome = pb::Outcome::TimedOut as i32;
                     report.message = message;
                     return Attempt::Report(report);
@@ -287,7 +287,7 @@ impl WarmExecutor {
                     // Cases a cancel kept from running read as errors in the report, as before
                     // typed outcomes (the runner protocol never named `cancelled`).
                     acc.not_run(pb::Outcome::Error, "cancelled");
-                    let mut report = unit_report(acc.cases, None, started, self.settings.output_limit);
+                    let mut report = unit_report(acc.cases, None, began.unwrap_or(started), self.settings.output_limit);
                     report.outcome = pb::Outcome::Cancelled as i32;
                     report.message = "cancelled".into();
                     return Attempt::Report(report);
