@@ -5,8 +5,9 @@ outcomes, keyed by `FILE::ancestor > ... > title` with FILE relative to the proj
 
     js_compare.py PROJECT_DIR OWN_REPORT.json TESTGRID_EVENTS.jsonl
 
-Outcomes are folded to passed / failed / skipped (pending, todo, skipped, disabled);
-testgrid's error and timed_out count as failed. Prints counts, the first 10 of each kind of
+vitest's type-test cases are keyed `FILE::[typecheck] ...`. Outcomes are folded to passed /
+failed / skipped (pending, todo, skipped, disabled); testgrid's error and timed_out count as
+failed. Prints counts, the first 10 of each kind of
 difference and `same cases and outcomes: yes|no`; exits 0 either way (the caller reports it).
 """
 import collections
@@ -40,7 +41,13 @@ def own_cases(project, report):
         if result.get("status") == "failed" and not result["assertionResults"]:
             file_errors.append(path)
         for a in result["assertionResults"]:
-            key = path + "::" + " > ".join([*a.get("ancestorTitles", []), a["title"]])
+            titles = a.get("ancestorTitles", [])
+            # vitest's type tests (typecheck) name their file as the outermost suite; they are
+            # marked, as a file can run both ways (typecheck.include matching *.test.ts).
+            mark = ""
+            if titles and "." in titles[0] and result["name"].endswith(titles[0]):
+                titles, mark = titles[1:], "[typecheck] "
+            key = path + "::" + mark + " > ".join([*titles, a["title"]])
             cases[(key, OWN.get(a["status"], a["status"]))] += 1
     return cases, files, file_errors
 
@@ -59,8 +66,8 @@ def testgrid_cases(project, events_path):
             file_errors.append(f"{path} ({e['outcome']}: {e.get('message', '')[:80]})")
         for c in e["cases"]:
             name = c["name"]
-            file, _, title = name.partition("::")
-            key = rel(file) + "::" + title if title else path + "::" + name
+            file, sep, title = name.partition("::")
+            key = rel(file) + "::" + title if sep else path + "::" + name
             cases[(key, TESTGRID.get(c["outcome"], c["outcome"]))] += 1
     return cases, files, file_errors
 
@@ -80,8 +87,10 @@ def main():
         outcomes = collections.Counter()
         for (_, status), n in cases.items():
             outcomes[status] += n
+        typecheck = sum(n for (key, _), n in cases.items() if "::[typecheck] " in key)
         print(f"{label}: {len(files)} files, {sum(cases.values())} cases "
-              f"({', '.join(f'{n} {s}' for s, n in sorted(outcomes.items()))})")
+              f"({', '.join(f'{n} {s}' for s, n in sorted(outcomes.items()))})"
+              + (f", {typecheck} of them type tests" if typecheck else ""))
     show("files only in the own run", own_files - tg_files)
     show("files only in testgrid's run", tg_files - own_files)
     if own_errors or tg_errors:

@@ -327,6 +327,32 @@ function specificationsOf(project, absPath, options, major) {
   return [project.createSpecification(absPath, options)];
 }
 
+/**
+ * A project's type tests, checked all at once the first time one is asked for: vitest runs one
+ * `tsc` over a project for all its type test files (a `tsc` per file would cost the whole
+ * project's check each time); each file then takes its own results from this run.
+ */
+const typeRuns = new Map();
+function typeRun(vitest, project) {
+  let run = typeRuns.get(project.name);
+  if (!run) {
+    run = (async () => {
+      const files = project.typecheckFilesList ?? [];
+      const specs = files.map((file) => project.createSpecification(file, [], 'typescript'));
+      let error = null;
+      try {
+        await vitest.initializeGlobalSetup(specs);
+        await vitest.pool.runTests(specs, []);
+      } catch (e) {
+        error = e;
+      }
+      return { modules: new Map(specs.map((spec) => [spec.moduleId, spec.testModule])), error };
+    })();
+    typeRuns.set(project.name, run);
+  }
+  return run;
+}
+
 /** `|NAME| FILE`: the project named, and the rest. */
 function splitProject(message) {
   const given = String(message.path ?? '');
@@ -375,13 +401,25 @@ async function runFile(state, channel, message) {
       // The file begins now if nothing runs before it, else when vitest's pool takes it
       // (onTestModuleQueued) or the file before it is done.
       if (![...pending.values()].some((other) => other !== unit)) begin(unit, null);
-      await vitest.initializeGlobalSetup(specifications);
-      try {
-        await vitest.pool.runTests(specifications, []);
-      } catch (e) {
-        unit.errors.push(errorText(e));
+      const typed = specifications.filter((spec) => spec.pool === 'typescript');
+      const others = specifications.filter((spec) => spec.pool !== 'typescript');
+      if (typed.length) {
+        const { modules, error } = await typeRun(vitest, project);
+        for (const spec of typed) {
+          const module = modules.get(spec.moduleId);
+          if (module) finishModule(unit, module);
+          else unit.errors.push(error ? errorText(error) : `vitest did not typecheck ${file} (is it in typecheck.include?)`);
+        }
       }
-      for (const spec of specifications) finishModule(unit, spec.testModule);
+      if (others.length) {
+        await vitest.initializeGlobalSetup(others);
+        try {
+          await vitest.pool.runTests(others, []);
+        } catch (e) {
+          unit.errors.push(errorText(e));
+        }
+        for (const spec of others) finishModule(unit, spec.testModule);
+      }
     } else {
       begin(unit, null);
       const result = await vitest.runTestSpecifications(specifications, false);
