@@ -216,17 +216,25 @@ fn a_single_case_runs_alone_and_a_hang_or_exit_is_reported() {
         let ran: Vec<&String> = cases.iter().filter(|(_, o)| *o != "skipped").map(|(n, _)| n).collect();
         assert_eq!(ran, vec!["src/math.test.js::outer > talks"], "{framework}: {cases:?}");
 
+        // One slot, files largest first: exit, hang, then a small file that a vitest runner
+        // already holds queued behind the hang when the hang's timeout kills it.
+        let small = "crash/small.test.js";
+        let import = if framework == "vitest" { "import { expect, test } from 'vitest';\n" } else { "" };
+        std::fs::write(dir.join(small), format!("{import}test('small', () => expect(1).toBe(1));\n"))
+            .expect("write a small test");
         let out = testgrid(&dir)
-            .args(["run", "--local", "2", "--framework", framework, "--json", "--timeout", "10s"])
-            .args(["--env", "TESTGRID_FIXTURE_CRASH=1", "crash/hang.test.js", "crash/exit.test.js"])
+            .args(["run", "--local", "1", "--framework", framework, "--json", "--timeout", "10s"])
+            .args(["--env", "TESTGRID_FIXTURE_CRASH=1", "crash/hang.test.js", "crash/exit.test.js", small])
             .output()
             .expect("testgrid runs");
         assert_eq!(out.status.code(), Some(1), "{framework}: {}", stderr(&out));
         let files = final_outcomes(&events(&out));
         assert_eq!(files["crash/hang.test.js"], "timed_out", "{framework}");
         assert_eq!(files["crash/exit.test.js"], "failed", "{framework}: process.exit fails its test");
+        assert_eq!(files[small], "passed", "{framework}: a file queued behind a killed one runs again, uncharged");
         let cases = our_cases(&out);
         assert_eq!(cases["crash/exit.test.js::after the exit"], "passed", "{framework}: the runner lives on");
+        assert_eq!(cases["crash/small.test.js::small"], "passed", "{framework}");
     }
 }
 
@@ -416,4 +424,52 @@ fn paths_asked_for_restrict_the_frameworks_list_and_patterns_replace_it() {
     assert_eq!(out.status.code(), Some(2), "{said}");
     assert!(said.contains("failed to list the test files") && said.contains("config exploded"), "{said}");
     assert!(said.matches("detail").count() < 10, "first lines only: {said}");
+}
+
+/// Per file of an istanbul `coverage-final.json`: (statements, statements covered), by path
+/// relative to `dir`.
+fn statement_coverage(dir: &Path, report: &Path) -> BTreeMap<String, (usize, usize)> {
+    let text =
+        std::fs::read_to_string(report).unwrap_or_else(|e| panic!("no coverage report {}: {e}", report.display()));
+    let json: serde_json::Value = serde_json::from_str(&text).expect("coverage JSON");
+    let files = json.as_object().expect("a map of files");
+    files
+        .iter()
+        .map(|(path, file)| {
+            let counts = file["s"].as_object().expect("statement counts");
+            let covered = counts.values().filter(|n| n.as_u64().unwrap_or(0) > 0).count();
+            let name = Path::new(path).strip_prefix(dir).unwrap_or(Path::new(path)).to_string_lossy().into_owned();
+            (name, (counts.len(), covered))
+        })
+        .collect()
+}
+
+#[test]
+fn coverage_from_every_slot_is_merged_into_the_report_the_framework_alone_writes() {
+    for framework in ["jest", "vitest"] {
+        let fixture = format!("coverage-{framework}");
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(&fixture);
+        let dir = project(framework).parent().expect("the run folder").join(&fixture);
+        let _ = std::fs::remove_dir_all(&dir);
+        copy_tree(&source, &dir);
+        std::fs::create_dir_all(dir.join(".git")).expect("mkdir .git");
+        std::os::unix::fs::symlink(project(framework).join("node_modules"), dir.join("node_modules")).expect("symlink");
+        let report = dir.join("coverage/coverage-final.json");
+
+        let own = match framework {
+            "jest" => Command::new("npx").args(["jest", "--ci"]).current_dir(&dir).output(),
+            _ => Command::new("npx").args(["vitest", "run"]).current_dir(&dir).output(),
+        }
+        .expect("npx runs");
+        assert!(own.status.success(), "{framework} alone: {}", stderr(&own));
+        let expected = statement_coverage(&dir, &report);
+        assert_eq!(expected.len(), 3, "{framework}: the untested file counts too: {expected:?}");
+        std::fs::remove_dir_all(dir.join("coverage")).expect("remove the framework's report");
+
+        let out =
+            testgrid(&dir).args(["run", "--local", "2", "--framework", framework]).output().expect("testgrid runs");
+        assert_eq!(out.status.code(), Some(0), "{framework}: {}", stderr(&out));
+        assert_eq!(statement_coverage(&dir, &report), expected, "{framework}: the merged report is its own");
+        assert!(stderr(&out).contains("Statements"), "{framework}'s summary is shown: {}", stderr(&out));
+    }
 }

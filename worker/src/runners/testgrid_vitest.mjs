@@ -279,6 +279,8 @@ async function startVitest() {
   };
   const vitest = major >= 5 ? await api.createVitest(options) : await api.createVitest('test', options);
   let pipelined = false;
+  // `vitest run` makes its coverage provider at start (when the config enables coverage).
+  await vitest.createCoverageProvider?.();
   if (major >= 4) {
     // An empty run creates vitest's pool; files then go to it one by one (see the top).
     await vitest.runTestSpecifications([], false);
