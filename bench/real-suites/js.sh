@@ -52,7 +52,7 @@ esac
 own+=("${OWN_ARGS[@]}")
 
 now_ms() { date +%s%3N; }
-name=$(node -p "const p = require('./package.json'); p.name + ' ' + p.version")
+name=$(node -p "const p = require('./package.json'); [p.name || require('path').basename(process.cwd()), p.version].filter(Boolean).join(' ')")
 commit=$(git -C "$PROJECT" rev-parse --short=12 HEAD 2>/dev/null || echo '?')
 echo "$name (commit $commit), $FRAMEWORK $version, $(node --version); own: ${own[*]//$work/\$TMP}" >&2
 

@@ -258,7 +258,11 @@ impl WarmExecutor {
                         }
                         FromRunner::Ready => {}
                     },
-                    Some(Event::Ended(ended)) if ended.killed && acc.cases.is_empty() && acc.current.is_none() => {
+                    // Gone before this file began (killed for another, or crashed on the file
+                    // before it): nothing of it ran, nothing is charged to it.
+                    Some(Event::Ended(ended))
+                        if (ended.killed || began.is_none()) && acc.cases.is_empty() && acc.current.is_none() =>
+                    {
                         return Attempt::Again;
                     }
                     Some(Event::Ended(ended)) => return Attempt::Report(self.crashed(ended, kind, job, acc, started)),
