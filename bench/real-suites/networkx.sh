@@ -37,12 +37,7 @@ for _ in $(seq 1 "$RUNS"); do
     "$testgrid" run --local 2 --framework pytest --json networkx > "$work/tg.jsonl" 2> "$work/tg.err" || true
     b=$(now_ms)
     ts+=("$(( b - a ))")
-    first=$(python3 -c '
-import json, sys
-for line in open(sys.argv[1]):
-    e = json.loads(line)
-    if e["event"] == "test_finished":
-        print(e["time_ms"]); break' "$work/tg.jsonl")
+    first=$(python3 "$repo/bench/real-suites/first_result.py" "$work/tg.jsonl")
     firsts+=("$(( first - a ))")
 done
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
