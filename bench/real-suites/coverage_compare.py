@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Compare two istanbul coverage-final.json files per file: statements in total and covered.
+"""Compare two coverage reports per file: statements in total and covered. Either istanbul's
+`coverage-final.json` (jest, vitest) or coverage.py's `coverage json` (pytest-cov).
 
     coverage_compare.py OWN.json TESTGRID.json [ROOT]
 
@@ -15,6 +16,12 @@ def load(path, root):
     with open(path) as f:
         data = json.load(f)
     out = {}
+    if "meta" in data and "files" in data:
+        # coverage.py's `coverage json`
+        for name, file in data["files"].items():
+            summary = file["summary"]
+            out[os.path.relpath(os.path.join(root, name), root)] = (summary["num_statements"], summary["covered_lines"])
+        return out
     for key, file in data.items():
         name = os.path.relpath(file.get("path", key), root)
         counts = file.get("s", {})

@@ -86,9 +86,9 @@ impl Coverage {
         &self,
         session: &str,
         framework: testgrid_proto::frameworks::Framework,
-        node: &str,
+        program: &str,
         project: &std::path::Path,
     ) -> Result<Option<testgrid_worker::Merged>, String> {
-        testgrid_worker::merge_coverage(framework, node, project, &self.dir.path().join(session)).await
+        testgrid_worker::merge_coverage(framework, program, project, &self.dir.path().join(session)).await
     }
 }

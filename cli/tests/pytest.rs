@@ -16,13 +16,16 @@ fn venv() -> &'static Path {
     VENV.get_or_init(|| {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pytest-venv");
         let python = dir.join("bin/python");
-        let ready =
-            Command::new(&python).args(["-c", "import pytest, toolz"]).output().is_ok_and(|o| o.status.success());
+        let ready = Command::new(&python)
+            .args(["-c", "import pytest, toolz, pytest_cov"])
+            .output()
+            .is_ok_and(|o| o.status.success());
         if !ready {
             let made = Command::new("python3").arg("-m").arg("venv").arg(&dir).status().expect("python3 runs");
             assert!(made.success(), "python3 -m venv failed");
             let pip = Command::new(&python)
                 .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "pytest>=8,<10", THIRD_PARTY])
+                .arg("pytest-cov>=5,<8")
                 .status()
                 .expect("pip runs");
             assert!(pip.success(), "pip install pytest failed");
@@ -488,4 +491,63 @@ fn addopts_ignore_and_ignore_glob_leave_out_what_pytest_would() {
     let ours = submitted_files(&out);
     assert_eq!(ours, pytest_files(&ws.root()), "the same files as pytest collects");
     assert_eq!(ours, vec!["tests/deep/test_db.py", "tests/test_new.py"]);
+}
+
+/// coverage.py's report of the project's `.coverage`: per file, (statements, statements run).
+fn statement_coverage(root: &Path) -> BTreeMap<String, (u64, u64)> {
+    let report = root.join("coverage.json");
+    let out = Command::new(venv().join("bin/python"))
+        .args(["-m", "coverage", "json", "-q", "-o"])
+        .arg(&report)
+        .current_dir(root)
+        .output()
+        .expect("coverage runs");
+    assert!(out.status.success(), "coverage json: {}", stderr(&out));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("JSON");
+    let files = json["files"].as_object().expect("files");
+    files
+        .iter()
+        .map(|(name, file)| {
+            let summary = &file["summary"];
+            (
+                name.clone(),
+                (summary["num_statements"].as_u64().unwrap_or(0), summary["covered_lines"].as_u64().unwrap_or(0)),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn pytest_cov_data_of_every_runner_is_combined_into_the_projects_coverage() {
+    let ws = Workspace::new();
+    let root = ws.root();
+    write_files(
+        &ws,
+        &[
+            ("pytest.ini", "[pytest]\naddopts = --cov=pkg\n"),
+            ("pkg/__init__.py", ""),
+            (
+                "pkg/calc.py",
+                "def add(a, b):\n    return a + b\n\n\ndef sign(n):\n    if n > 0:\n        return 1\n    if n < 0:\n        return -1\n    return 0\n",
+            ),
+            ("pkg/untested.py", "def never(x):\n    y = x * 2\n    return y + 1\n"),
+            ("tests/test_add.py", "from pkg.calc import add\n\n\ndef test_add():\n    assert add(1, 2) == 3\n"),
+            ("tests/test_sign.py", "from pkg.calc import sign\n\n\ndef test_sign():\n    assert sign(5) == 1\n"),
+        ],
+    );
+    let own = Command::new(venv().join("bin/python"))
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .current_dir(&root)
+        .output()
+        .expect("pytest runs");
+    assert!(own.status.success(), "pytest alone: {}", stdout(&own));
+    let expected = statement_coverage(&root);
+    assert_eq!(expected.len(), 3, "{expected:?}");
+    std::fs::remove_file(root.join(".coverage")).expect("pytest-cov's data file");
+
+    let out = run_pytest(&ws, &["--local", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(statement_coverage(&root), expected, "both runners' data, combined, is pytest-cov's own");
+    assert!(stderr(&out).contains("TOTAL"), "coverage's report is shown: {}", stderr(&out));
 }

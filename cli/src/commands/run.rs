@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use testgrid_proto as pb;
+use testgrid_proto::frameworks::Options;
 
 use crate::args::RunArgs;
 use crate::discover::{self, Discovered};
@@ -67,7 +68,14 @@ pub async fn run(args: RunArgs) -> Result<u8, Error> {
             && !interrupted.load(std::sync::atomic::Ordering::SeqCst)
         {
             let project = settings.root.join(found.runner.project_dir());
-            match coverage.merge(&session, found.framework, &local_grid.node, &project).await {
+            // The program that runs the framework's own coverage code: the workers' Node, or
+            // the session's Python.
+            let program = match &found.runner.options {
+                Options::Pytest { python: Some(python), .. } => python.as_str(),
+                Options::Pytest { .. } => local_grid.python.as_str(),
+                _ => local_grid.node.as_str(),
+            };
+            match coverage.merge(&session, found.framework, program, &project).await {
                 Ok(None) => {}
                 Ok(Some(merged)) => {
                     // The framework's own coverage summary, as it prints it alone (never on

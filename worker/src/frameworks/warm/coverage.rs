@@ -26,17 +26,22 @@ pub struct Merged {
     pub output: String,
 }
 
-/// Merge the parts under `parts` with `framework`'s own coverage code, run by `node` in the
-/// project's folder `project`. `None` when there is nothing to merge (coverage off, or a
-/// framework whose runners leave no parts).
-pub async fn merge(framework: Framework, node: &str, project: &Path, parts: &Path) -> Result<Option<Merged>, String> {
-    let kind = match Kind::of(framework) {
-        Some(kind @ (Kind::Vitest | Kind::Jest)) => kind,
-        _ => return Ok(None),
-    };
+/// Merge the parts under `parts` with `framework`'s own coverage code, run by `program` (the Node
+/// of a JavaScript project, the Python of a pytest one) in the project's folder `project`. `None`
+/// when there is nothing to merge (coverage off, or a framework whose runners leave no parts).
+pub async fn merge(
+    framework: Framework,
+    program: &str,
+    project: &Path,
+    parts: &Path,
+) -> Result<Option<Merged>, String> {
+    let Some(kind) = Kind::of(framework) else { return Ok(None) };
     let has_parts = std::fs::read_dir(parts).map(|mut d| d.next().is_some()).unwrap_or(false);
     if !has_parts {
         return Ok(None);
+    }
+    if kind == Kind::Pytest {
+        return merge_pytest(program, project, parts).await;
     }
     let dir = tempfile::tempdir().map_err(|e| format!("cannot create a folder for the coverage merge: {e}"))?;
     let (file, text) = kind.runner();
@@ -44,22 +49,50 @@ pub async fn merge(framework: Framework, node: &str, project: &Path, parts: &Pat
         std::fs::write(dir.path().join(name), text)
             .map_err(|e| format!("cannot write the {} runner: {e}", kind.name()))?;
     }
-    let mut process = Process::new(node, project, false)
-        .arg(dir.path().join(file))
-        .arg("--merge-coverage")
-        .arg(parts)
+    let process = Process::new(program, project, false).arg(dir.path().join(file)).arg("--merge-coverage").arg(parts);
+    let (ok, output) = run(process, kind.name()).await?;
+    Ok(Some(Merged { ok, output }))
+}
+
+/// pytest-cov's data files, one per runner: combined into the project's data file by coverage.py
+/// (`coverage combine`, as pytest-cov combines its xdist workers'), then reported on the terminal
+/// (`coverage report`, pytest-cov's default report, with the project's coverage configuration).
+async fn merge_pytest(python: &str, project: &Path, parts: &Path) -> Result<Option<Merged>, String> {
+    let mut files: Vec<_> = std::fs::read_dir(parts)
+        .map_err(|e| format!("cannot read {}: {e}", parts.display()))?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|e| e == "coverage"))
+        .collect();
+    if files.is_empty() {
+        return Ok(None);
+    }
+    files.sort();
+    let combine = Process::new(python, project, false).args(["-m", "coverage", "combine", "-q"]).args(&files);
+    let (ok, mut output) = run(combine, "pytest").await?;
+    if !ok {
+        return Ok(Some(Merged { ok, output }));
+    }
+    let (ok, report) = run(Process::new(python, project, false).args(["-m", "coverage", "report"]), "pytest").await?;
+    output.push_str(&report);
+    Ok(Some(Merged { ok, output }))
+}
+
+/// Run a merge step to its end (bounded in time and output): whether it succeeded, what it said.
+async fn run(process: Process, name: &str) -> Result<(bool, String), String> {
+    let mut process = process
+        .env_remove("COVERAGE_FILE")
         .capture(MERGE_OUTPUT_LIMIT)
         .spawn()
-        .map_err(|e| format!("cannot start `{node}` to merge the {} coverage: {e}", kind.name()))?;
+        .map_err(|e| format!("cannot start the {name} coverage merge: {e}"))?;
     let status = match tokio::time::timeout(MERGE_TIMEOUT, process.wait()).await {
         Ok(Ok(status)) => status,
-        Ok(Err(e)) => return Err(format!("merging the {} coverage failed: {e}", kind.name())),
+        Ok(Err(e)) => return Err(format!("merging the {name} coverage failed: {e}")),
         Err(_) => {
             process.kill_group();
-            return Err(format!("merging the {} coverage took over {}s", kind.name(), MERGE_TIMEOUT.as_secs()));
+            return Err(format!("merging the {name} coverage took over {}s", MERGE_TIMEOUT.as_secs()));
         }
     };
     process.settle_output(Duration::from_secs(2)).await;
-    let output = String::from_utf8_lossy(&process.take_output()).into_owned();
-    Ok(Some(Merged { ok: status.success(), output }))
+    Ok((status.success(), String::from_utf8_lossy(&process.take_output()).into_owned()))
 }

@@ -67,8 +67,17 @@ pub async fn start(
     // A session's raw coverage goes to a folder of its own, merged when the session is over.
     let session = &job.assignment.session_id;
     let process = match coverage_dir {
-        Some(dir) if !session.is_empty() && session.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') => {
-            process.env("TESTGRID_COVERAGE_DIR", dir.join(session))
+        Some(root) if !session.is_empty() && session.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') => {
+            let parts = root.join(session);
+            let process = process.env("TESTGRID_COVERAGE_DIR", &parts);
+            if kind == Kind::Pytest {
+                // pytest-cov (coverage.py) writes this runner's data file there, named by it.
+                std::fs::create_dir_all(&parts).map_err(|e| format!("cannot create {}: {e}", parts.display()))?;
+                let own = dir.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                process.env("COVERAGE_FILE", parts.join(format!("pytest-{slot}-{own}.coverage")))
+            } else {
+                process
+            }
         }
         _ => process,
     };
