@@ -46,21 +46,28 @@ enum Wire {
     Done { error: Option<String> },
 }
 
-/// The unit a line is about, beside its `op`.
+/// A line: the unit it is about (if it names one) beside what it says.
 #[derive(Deserialize)]
-struct Addressed {
+struct Line {
     unit: Option<u64>,
+    #[serde(flatten)]
+    wire: Wire,
 }
 
-/// A line a runner sent: the unit it names (if any) and what it says.
+/// A line a runner sent: the unit it names (if any) and what it says, read in one pass.
 pub fn parse_addressed(line: &str) -> Result<(Option<u64>, FromRunner), serde_json::Error> {
-    let Addressed { unit } = serde_json::from_str(line)?;
-    Ok((unit, parse(line)?))
+    let Line { unit, wire } = serde_json::from_str(line)?;
+    Ok((unit, typed(wire)))
 }
 
 /// A line a runner sent.
 pub fn parse(line: &str) -> Result<FromRunner, serde_json::Error> {
-    Ok(match serde_json::from_str::<Wire>(line)? {
+    Ok(parse_addressed(line)?.1)
+}
+
+/// A wire message, typed (outcomes included).
+fn typed(wire: Wire) -> FromRunner {
+    match wire {
         Wire::Ready => FromRunner::Ready,
         Wire::Begin => FromRunner::Begin,
         Wire::Collected { tests } => FromRunner::Collected { tests },
@@ -71,7 +78,7 @@ pub fn parse(line: &str) -> Result<FromRunner, serde_json::Error> {
             FromRunner::Case(Case { test, outcome: outcome_of(&outcome), duration_ms, message, output })
         }
         Wire::Done { error } => FromRunner::Done { error },
-    })
+    }
 }
 
 /// The outcomes a runner may report; anything else is an error of the case.
