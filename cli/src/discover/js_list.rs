@@ -17,6 +17,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use testgrid_proto::frameworks::Framework;
+use testgrid_proto::js;
 
 use super::ask::{self, Failed, excerpt, first_lines};
 use super::files;
@@ -275,15 +276,11 @@ pub fn select<'p>(
     Ok(Selected { units, unmatched })
 }
 
-/// `|NAME| `, for a project name that can be written so.
+/// `|NAME| `, for a project name that can be written so (`testgrid_proto::js`).
 fn project_prefix(name: Option<&str>) -> Result<String, BadEntry> {
-    match name {
-        Some(n) if n.len() <= 200 && !n.contains('|') && !n.chars().any(char::is_control) && n.trim() == n => {
-            Ok(format!("|{n}| "))
-        }
-        // Quoted in the message, which escapes control characters; a long name is cut.
-        other => Err(BadEntry::BadProject(other.map(|n| n.chars().take(200).collect()))),
-    }
+    // Quoted in the message, which escapes control characters; a long name is cut.
+    let bad = || BadEntry::BadProject(name.map(|n| n.chars().take(js::MAX_PROJECT_NAME).collect()));
+    name.and_then(js::project_prefix).ok_or_else(bad)
 }
 
 /// A listed file as an absolute path inside the root: as printed when absolute, else relative to

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use testgrid_proto as pb;
 use testgrid_proto::frameworks::{Isolation, Options};
+use testgrid_proto::js::split_project;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -349,17 +350,6 @@ impl WarmExecutor {
     }
 }
 
-/// A vitest unit `|PROJECT| FILE`: the `|PROJECT| ` in front (empty when there is none), and the
-/// rest.
-fn split_project(path: &str) -> (&str, &str) {
-    if let Some(after) = path.strip_prefix('|')
-        && let Some(end) = after.find("| ")
-    {
-        return path.split_at(end + 3);
-    }
-    ("", path)
-}
-
 impl Executor for WarmExecutor {
     async fn run(&self, slot: u32, job: &Job, cancel: CancellationToken) -> pb::TestReport {
         let Some(kind) = Kind::of(job.runner.framework) else {
@@ -386,18 +376,5 @@ impl Executor for WarmExecutor {
         for handle in &live {
             handle.gone().await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_project;
-
-    #[test]
-    fn a_vitest_project_in_front_of_a_path_is_split_off() {
-        assert_eq!(split_project("|unit| shared/s.test.js"), ("|unit| ", "shared/s.test.js"));
-        assert_eq!(split_project("|unit| a.test.js::x > y"), ("|unit| ", "a.test.js::x > y"));
-        assert_eq!(split_project("shared/s.test.js"), ("", "shared/s.test.js"));
-        assert_eq!(split_project("|no end"), ("", "|no end"));
     }
 }
