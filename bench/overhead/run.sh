@@ -8,6 +8,8 @@ N=${1:-2000}
 RUNS=${2:-5}
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+# shellcheck source=../lib.sh
+source "$here/../lib.sh"
 
 cargo build --release --quiet --manifest-path "$repo/Cargo.toml" --bin testgrid
 testgrid="$repo/target/release/testgrid"
@@ -46,7 +48,6 @@ for _ in $(seq 1 "$RUNS"); do
     ts+=("$(echo "$b - $a" | bc -l)")
 done
 
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 mx=$(median "${xs[@]}")
 mt=$(median "${ts[@]}")
 echo "tests: $N no-op shell files, 2 workers, $RUNS runs each (alternating)"

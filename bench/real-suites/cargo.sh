@@ -12,6 +12,8 @@ RUNS=${1:-5}
 CRATE=${2:-regex-syntax}
 VERSION=${3:-0.8.12}
 repo=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=../lib.sh
+source "$repo/bench/lib.sh"
 cargo build --release --quiet --manifest-path "$repo/Cargo.toml" --bin testgrid
 testgrid="$repo/target/release/testgrid"
 
@@ -34,7 +36,6 @@ export CARGO_TARGET_DIR="$work/target"
 cargo test --no-run --quiet 2>/dev/null
 cargo nextest run -j 2 > /dev/null 2>&1 || true
 
-now_ms() { python3 -c 'import time; print(int(time.time() * 1000))'; }
 ns=(); ts=()
 for _ in $(seq 1 "$RUNS"); do
     a=$(now_ms); cargo nextest run -j 2 > "$work/nextest.out" 2>&1 || true; b=$(now_ms)
@@ -42,7 +43,6 @@ for _ in $(seq 1 "$RUNS"); do
     a=$(now_ms); "$testgrid" run --local 2 --framework cargo > "$work/tg.out" 2>&1 || true; b=$(now_ms)
     ts+=("$(( b - a ))")
 done
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 echo "$CRATE $VERSION, nextest: $(grep -h 'Summary' "$work/nextest.out" | tr -s ' ')"
 echo "testgrid: $(grep -h "Summary" "$work/tg.out")"
 echo "cargo nextest run -j 2 (ms):                ${ns[*]}"

@@ -22,6 +22,8 @@ if [[ $# -gt 0 && $1 == -- ]]; then shift; fi
 OWN_ARGS=("$@")
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+# shellcheck source=../lib.sh
+source "$repo/bench/lib.sh"
 
 if [[ -z ${TESTGRID:-} ]]; then
     cargo build --release --quiet --manifest-path "$repo/Cargo.toml" --bin testgrid
@@ -51,7 +53,6 @@ case $FRAMEWORK in
 esac
 own+=("${OWN_ARGS[@]}")
 
-now_ms() { date +%s%3N; }
 name=$(node -p "const p = require('./package.json'); [p.name || require('path').basename(process.cwd()), p.version].filter(Boolean).join(' ')")
 commit=$(git -C "$PROJECT" rev-parse --short=12 HEAD 2>/dev/null || echo '?')
 echo "$name (commit $commit), $FRAMEWORK $version, $(node --version); own: ${own[*]//$work/\$TMP}" >&2
@@ -71,7 +72,6 @@ for _ in $(seq 1 "$RUNS"); do
     first=$(python3 "$here/first_result.py" "$work/tg.jsonl" "$b")
     firsts+=("$(( first - a ))")
 done
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 [[ -s $work/own.json ]] || { echo "the own run wrote no report; its output:" >&2; tail -20 "$work/own.out" >&2; exit 1; }
 python3 "$here/js_compare.py" "$PROJECT" "$work/own.json" "$work/tg.jsonl"
 echo "testgrid: $(grep -h 'Summary' "$work/tg.err" | tr '\n' ' ')"

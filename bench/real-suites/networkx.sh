@@ -9,6 +9,8 @@
 set -euo pipefail
 RUNS=${1:-3}
 repo=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=../lib.sh
+source "$repo/bench/lib.sh"
 venv="$repo/target/bench-venv"
 
 if ! "$venv/bin/python" -c 'import networkx, xdist' 2>/dev/null; then
@@ -25,7 +27,6 @@ cp -r "$("$venv/bin/python" -c 'import networkx, os; print(os.path.dirname(netwo
 cd "$work"
 export PATH="$venv/bin:$PATH"
 
-now_ms() { python3 -c 'import time; print(int(time.time() * 1000))'; }
 
 xs=(); ts=(); firsts=()
 for _ in $(seq 1 "$RUNS"); do
@@ -40,7 +41,6 @@ for _ in $(seq 1 "$RUNS"); do
     first=$(python3 "$repo/bench/real-suites/first_result.py" "$work/tg.jsonl")
     firsts+=("$(( first - a ))")
 done
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 echo "networkx 3.6.1: $(tail -1 "$work/xdist.out")"
 echo "testgrid:       $(grep -h 'Summary\|test cases' "$work/tg.err" | tr '\n' ' ')"
 echo "pytest -n 2 (ms):        ${xs[*]}"
