@@ -29,7 +29,7 @@ pub async fn run(args: RunArgs) -> Result<u8, Error> {
         Place::Grid(url) => (Grid::connect(url).await?, None),
         Place::Local(local_grid) => {
             let local = local::start(local_grid, settings.root.clone()).await?;
-            (Grid::connect(&local.url).await?, Some((local, local_grid.workers)))
+            (Grid::connect(&local.url).await?, Some((local, local_grid)))
         }
     };
     // Take over SIGINT before the session exists, so no Ctrl-C can fall between submitting and
@@ -46,7 +46,10 @@ pub async fn run(args: RunArgs) -> Result<u8, Error> {
     }
     if mode != Mode::Json {
         let place = match &local {
-            Some((_, n)) => format!("a local grid of {n} worker{}", if *n == 1 { "" } else { "s" }),
+            Some((_, grid)) => {
+                let n = grid.workers;
+                format!("a local grid of {n} worker{}", if n == 1 { "" } else { "s" })
+            }
             None => grid.url.clone(),
         };
         err!("testgrid: {} {} tests on {place} (session {session})", found.tests.len(), found.framework.name());
@@ -62,11 +65,9 @@ pub async fn run(args: RunArgs) -> Result<u8, Error> {
         mode,
     ));
     let mut result = follow(&grid, &session, &found.tests, mode, &settings.output, &interrupted).await;
-    if let Some((local, _)) = local {
+    if let Some((local, local_grid)) = local {
         let coverage = local.stop().await;
-        if let Place::Local(local_grid) = &settings.place
-            && !interrupted.load(std::sync::atomic::Ordering::SeqCst)
-        {
+        if !interrupted.load(std::sync::atomic::Ordering::SeqCst) {
             let project = settings.root.join(found.runner.project_dir());
             // The program that runs the framework's own coverage code: the workers' Node, or
             // the session's Python.
