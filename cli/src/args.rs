@@ -79,7 +79,8 @@ pub struct RunArgs {
     /// runs here.
     #[arg(long, env = "TESTGRID_GRID")]
     pub grid: Option<String>,
-    /// Local mode: how many local workers (one slot each; default: the number of CPUs).
+    /// Local mode: how many tests run at once (the slots of the embedded worker; default: the
+    /// number of CPUs).
     #[arg(long, env = "TESTGRID_LOCAL")]
     pub local: Option<u32>,
     /// The tests' framework; `auto` detects it from the project's files.

@@ -1,5 +1,5 @@
-//! Local mode: an embedded coordinator and `N` workers in this process, talking real gRPC over
-//! loopback: the very code path of a remote grid. It uses only the worker crate's root API
+//! Local mode: an embedded coordinator and a worker of `N` slots in this process, talking real
+//! gRPC over loopback: the very code path of a remote grid. It uses only the worker crate's root API
 //! (`run`, `Config`, `Stop`, `Recycle`, ...).
 
 use std::path::PathBuf;
@@ -21,8 +21,9 @@ pub struct Local {
     coverage: tempfile::TempDir,
 }
 
-/// Start a coordinator on an OS-chosen loopback port and `grid.workers` one-slot workers rooted
-/// at `root`.
+/// Start a coordinator on an OS-chosen loopback port and a worker of `grid.slots` slots rooted at
+/// `root`. One worker, not one per slot: a warm runner that serves several slots (vitest's, whose
+/// pool runs a file per slot) is shared by all of them, as `vitest run` shares one vite server.
 pub async fn start(grid: &LocalGrid, root: PathBuf) -> Result<Local, Error> {
     let listener = TcpListener::bind("127.0.0.1:0").await.map_err(Error::LocalPort)?;
     let addr = listener.local_addr().map_err(Error::LocalAddr)?;
@@ -36,28 +37,26 @@ pub async fn start(grid: &LocalGrid, root: PathBuf) -> Result<Local, Error> {
             tracing::error!("local coordinator stopped: {e}");
         }
     });
-    for i in 0..grid.workers {
-        let config = testgrid_worker::Config {
-            slots: 1,
-            name: format!("local-{}", i + 1),
-            drain_timeout: Duration::ZERO,
-            // This process owns the tests and kills them on every exit it can see (Ctrl-C,
-            // SIGTERM, the end of the session); the per-test cost of the kernel guard is not
-            // worth it for what is left (a SIGKILL of the CLI itself).
-            die_with_worker: false,
-            recycle: grid.recycle,
-            python: grid.python.clone(),
-            node: grid.node.clone(),
-            coverage_dir: Some(coverage.path().to_path_buf()),
-            ..testgrid_worker::Config::new(url.clone(), root.clone())
-        };
-        let stop = testgrid_worker::Stop { drain: CancellationToken::new(), now: shutdown.clone() };
-        tasks.spawn(async move {
-            if let Err(e) = testgrid_worker::run(config, stop).await {
-                tracing::error!("local worker stopped: {e}");
-            }
-        });
-    }
+    let config = testgrid_worker::Config {
+        slots: grid.slots,
+        name: "local".to_string(),
+        drain_timeout: Duration::ZERO,
+        // This process owns the tests and kills them on every exit it can see (Ctrl-C,
+        // SIGTERM, the end of the session); the per-test cost of the kernel guard is not
+        // worth it for what is left (a SIGKILL of the CLI itself).
+        die_with_worker: false,
+        recycle: grid.recycle,
+        python: grid.python.clone(),
+        node: grid.node.clone(),
+        coverage_dir: Some(coverage.path().to_path_buf()),
+        ..testgrid_worker::Config::new(url.clone(), root.clone())
+    };
+    let stop = testgrid_worker::Stop { drain: CancellationToken::new(), now: shutdown.clone() };
+    tasks.spawn(async move {
+        if let Err(e) = testgrid_worker::run(config, stop).await {
+            tracing::error!("local worker stopped: {e}");
+        }
+    });
     Ok(Local { url, shutdown, tasks, coverage })
 }
 

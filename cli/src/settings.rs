@@ -23,8 +23,8 @@ pub enum Place {
 /// How the embedded grid of local mode runs.
 #[derive(Clone, Debug)]
 pub struct LocalGrid {
-    /// How many one-slot workers.
-    pub workers: u32,
+    /// How many tests run at once: the slots of the embedded worker.
+    pub slots: u32,
     pub recycle: testgrid_worker::Recycle,
     /// The workers' own Python and Node (a session's `--python` wins).
     pub python: String,
@@ -116,7 +116,7 @@ pub fn resolve(args: RunArgs) -> Result<Settings, Error> {
     let place = match grid {
         Some(url) => Place::Grid(url),
         None => Place::Local(LocalGrid {
-            workers: args.local.unwrap_or_else(testgrid_worker::default_slots),
+            slots: args.local.unwrap_or_else(testgrid_worker::default_slots),
             recycle: testgrid_worker::Recycle::new(args.recycle_after_files, args.recycle_rss_mib),
             python: args.worker_python.clone(),
             node: args.worker_node.clone(),

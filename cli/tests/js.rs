@@ -238,6 +238,64 @@ fn a_single_case_runs_alone_and_a_hang_or_exit_is_reported() {
     }
 }
 
+/// Write vitest test files into `dir`: (name, body) pairs, each importing vitest's API and
+/// `node:fs`, seeing the folder `MARKS` (where the files leave marks for each other).
+fn vitest_files(dir: &Path, marks: &Path, files: &[(&str, &str)]) {
+    for (name, body) in files {
+        let text = format!(
+            "import {{ expect, test }} from 'vitest';\nimport fs from 'node:fs';\nconst MARKS = {marks:?};\n{body}\n"
+        );
+        std::fs::write(dir.join(name), text).expect("write a test file");
+    }
+}
+
+/// With more than one slot, vitest's runner serves every slot of the session; a file that
+/// crashes the runner must still be the only one charged: the files running beside it run
+/// again. (A file killed for another's timeout runs again, uncharged, whether it had begun or
+/// not: `a_single_case_runs_alone_and_a_hang_or_exit_is_reported`.)
+#[test]
+fn a_runner_shared_by_slots_charges_only_the_file_that_crashed_it() {
+    let dir = project("vitest");
+    std::fs::create_dir_all(dir.join("shared")).expect("mkdir shared");
+    let marks = tempfile::tempdir().expect("a temp dir");
+    // The culprit waits for the bystander's mark with a deadline; the first run of the bystander
+    // holds on until the runner goes (a rerun finds its own mark and passes at once).
+    let wait_for = "async function waitFor(name) {\n  for (let i = 0; i < 600 && !fs.existsSync(`${MARKS}/${name}`); i++) await new Promise((r) => setTimeout(r, 50));\n}";
+    let bystander = |name: &str| {
+        format!(
+            "{wait_for}\ntest('{name}', async () => {{\n  const mine = `${{MARKS}}/{name}`;\n  if (fs.existsSync(mine)) return;\n  fs.writeFileSync(mine, '');\n  await new Promise(() => {{}});\n}}, 120000);"
+        )
+    };
+    // The culprit kills the runner itself (its parent: vitest's test workers are its children),
+    // once the bystander runs beside it.
+    let killer = format!(
+        "{wait_for}\ntest('kills the runner', async () => {{\n  // {}\n  await waitFor('crash-by');\n  const parent = fs.readFileSync(`/proc/${{process.ppid}}/cmdline`, 'utf8');\n  if (parent.includes('testgrid_vitest')) process.kill(process.ppid, 'SIGKILL');\n  await new Promise((r) => setTimeout(r, 5000));\n}}, 60000);",
+        "x".repeat(400)
+    );
+    vitest_files(
+        &dir,
+        marks.path(),
+        &[("shared/killer.test.js", &killer), ("shared/crash-by.test.js", &bystander("crash-by"))],
+    );
+    let out = testgrid(&dir)
+        .args(["run", "--local", "2", "--framework", "vitest", "--json", "--timeout", "60s"])
+        .args(["shared/killer.test.js", "shared/crash-by.test.js"])
+        .output()
+        .expect("testgrid runs");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let all = events(&out);
+    let files = final_outcomes(&all);
+    assert_eq!(files["shared/killer.test.js"], "failed", "{files:?}");
+    let killed = all.iter().rev().find(|e| e["event"] == "test_finished" && e["test"] == "shared/killer.test.js");
+    let message = killed.and_then(|e| e["message"].as_str()).unwrap_or_default().to_string();
+    assert!(message.contains("runner crashed"), "the culprit is told why: {message:?}");
+    assert!(marks.path().join("crash-by").exists(), "the bystander ran beside the culprit");
+    assert_eq!(
+        files["shared/crash-by.test.js"], "passed",
+        "running beside a crash, it runs again, uncharged: {files:?}"
+    );
+}
+
 /// The discovery fixtures (`tests/fixtures/discovery`): one workspace root (its own `.git`)
 /// holding a project per configuration, each using the installed `vitest` or `jest` fixture's
 /// `node_modules` through a symlink, so nothing is installed twice.

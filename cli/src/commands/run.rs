@@ -47,8 +47,8 @@ pub async fn run(args: RunArgs) -> Result<u8, Error> {
     if mode != Mode::Json {
         let place = match &local {
             Some((_, grid)) => {
-                let n = grid.workers;
-                format!("a local grid of {n} worker{}", if n == 1 { "" } else { "s" })
+                let n = grid.slots;
+                format!("a local grid of {n} slot{}", if n == 1 { "" } else { "s" })
             }
             None => grid.url.clone(),
         };

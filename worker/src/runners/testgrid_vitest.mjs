@@ -4,10 +4,11 @@
 // the Unix socket named by TESTGRID_RUNNER_SOCKET, never over stdout (the tests own it). One JSON
 // object per line each way; the protocol is the pytest runner's (docs/runners.md), plus `begin`:
 //
-// worker -> runner:  {"op": "run", "unit": N, "path": "src/a.test.ts"}  or  "src/a.test.ts::a > b"
-//                    or "|PROJECT| src/a.test.ts" for the file in that vitest project
+// worker -> runner:  {"op": "run", "unit": N, "path": "src/a.test.ts", "slot": S}
+//                    (path also "src/a.test.ts::a > b", or "|PROJECT| src/a.test.ts" for the
+//                    file in that vitest project; slot: the worker slot the file is run for)
 //                    {"op": "stop"}  (or EOF)
-// runner -> worker:  {"op": "ready", "pid": P}
+// runner -> worker:  {"op": "ready", "pid": P, "shares": true|false}
 //                    {"op": "begin", "unit": N}        (the file began: the worker times it from here)
 //                    {"op": "collected", "unit": N, "tests": ["src/a.test.ts::a > b", ...]}
 //                    {"op": "started", "unit": N, "test": ID}
@@ -17,15 +18,19 @@
 //
 // vitest is the project's own (resolved from the working directory), driven through its Node API
 // (`createVitest` from `vitest/node`) with a reporter object of ours: vitest 3.x, 4.x and 5.x.
-// The config file found from the working directory applies; we force watch off, one test worker
-// (no file parallelism) and our reporter only.
+// The config file found from the working directory applies; we force watch off and our reporter
+// only, and size vitest's pool ourselves.
 //
-// The worker may send the next file while one runs. With vitest 4 and later each file is handed
-// to vitest's pool as soon as it arrives (`vitest.pool.runTests`, under one long-lived run, as
-// vitest's own run feeds its pool), so the pool keeps its test worker for the next file queued
-// behind it: with `isolate: false` its environment and imported modules stay warm across files,
-// as in `vitest run`; with isolation each file gets a fresh worker, as in `vitest run`. vitest 3
-// runs one `runTestSpecifications` per file, in order.
+// With vitest 4 and later one runner serves every slot of its session on a worker ("shares":
+// true), as one `vitest run --maxWorkers=N` serves N workers: one vite server transforms each
+// module once for all of them. Each file is handed to vitest's pool as soon as it arrives
+// (`vitest.pool.runTests`, under one long-lived run, as vitest's own run feeds its pool), and
+// the pool runs as many files at once as there are slots with files in flight. The worker sends
+// each slot's next file while one runs, so a file is always queued behind each running one and
+// the pool keeps its test workers: with `isolate: false` their environments and imported modules
+// stay warm across files, as in `vitest run`; with isolation each file gets a fresh worker, as
+// in `vitest run`. vitest 3 ("shares": false, one runner per slot) runs one
+// `runTestSpecifications` per file, in order.
 //
 // A test ID is "FILE::a > b > c": FILE as given in the run message, then the describe titles and
 // the test title joined with " > " (vitest's own fullName). Skipped and todo tests are "skipped".
@@ -80,8 +85,9 @@ function firstLines(error) {
 // The files asked for and not done, shared by the reporter and the run loop.
 
 class Unit {
-  constructor(unit, file, caseName, channel) {
+  constructor(unit, slot, file, caseName, channel) {
     this.unit = unit;
+    this.slot = slot; // the worker slot it runs for (the pool runs one file per busy slot)
     this.absPath = path.resolve(process.cwd(), file);
     this.file = file; // the file as given (without its project)
     this.prefix = file; // what every test ID starts with: the path as given, project included
@@ -267,7 +273,7 @@ async function startVitest() {
     watch: false,
     run: true,
     reporters: [reporter],
-    // One runner is one slot: one test worker, files one at a time.
+    // One test worker until files come; then one per slot with files in flight (`sizePool`).
     fileParallelism: false,
     maxWorkers: 1,
     ...(major < 4 ? { minWorkers: 1 } : {}),
@@ -355,6 +361,32 @@ function typeRun(vitest, project) {
   return run;
 }
 
+/** Test workers the pool may run at once: one per slot with a file in flight. */
+function poolSize() {
+  return Math.max(1, new Set([...pending.values()].map((unit) => unit.slot)).size);
+}
+
+/** Let vitest's pool run `poolSize()` files at once (it reads maxWorkers at each `runTests`). */
+function sizePool(vitest) {
+  const size = poolSize();
+  vitest.config.maxWorkers = size;
+  for (const project of vitest.projects ?? []) if (project.config) project.config.maxWorkers = size;
+}
+
+/**
+ * When no file has begun, the oldest waiting one begins now: vitest says when its pool takes a
+ * file (onTestModuleQueued, as the file's collection starts), which a file held up before that
+ * (its globalSetup hangs, say) would never hear. Only with nothing running can it be sure the
+ * file is next.
+ */
+function beginWaiting() {
+  const units = [...pending.values()];
+  if (units.length && !units.some((unit) => unit.begun)) begin(units[0], null);
+}
+
+/** The files' way into vitest's pool, one after the other. */
+let admission = Promise.resolve();
+
 /** `|NAME| FILE`: the project named, and the rest. */
 function splitProject(message) {
   const given = String(message.path ?? '');
@@ -382,7 +414,8 @@ async function runFile(state, channel, message) {
   const pipelined = state.pipelined;
   const { project: named, rest } = splitProject(message);
   const { file, caseName } = splitUnitPath(rest);
-  const unit = new Unit(message.unit, file, caseName, channel);
+  const slot = Number.isInteger(message.slot) ? message.slot : 0;
+  const unit = new Unit(message.unit, slot, file, caseName, channel);
   if (named !== null) unit.prefix = `|${named}| ${file}`;
   try {
     const absPath = unit.absPath;
@@ -400,9 +433,8 @@ async function runFile(state, channel, message) {
     unit.key = keyOf(project.name, specification.moduleId);
     pending.set(unit.key, unit);
     if (pipelined) {
-      // The file begins now if nothing runs before it, else when vitest's pool takes it
-      // (onTestModuleQueued) or the file before it is done.
-      if (![...pending.values()].some((other) => other !== unit)) begin(unit, null);
+      // The file begins when vitest's pool takes it (onTestModuleQueued), or now if nothing runs.
+      beginWaiting();
       const typed = specifications.filter((spec) => spec.pool === 'typescript');
       const others = specifications.filter((spec) => spec.pool !== 'typescript');
       if (typed.length) {
@@ -414,7 +446,11 @@ async function runFile(state, channel, message) {
         }
       }
       if (others.length) {
-        await vitest.initializeGlobalSetup(others);
+        // Files enter vitest's pool in the order they came (the grid sends the longest first).
+        const turn = admission.then(() => vitest.initializeGlobalSetup(others));
+        admission = turn.catch(() => {});
+        await turn;
+        sizePool(vitest);
         try {
           await vitest.pool.runTests(others, []);
         } catch (e) {
@@ -433,12 +469,8 @@ async function runFile(state, channel, message) {
     if (unit.key !== null && pending.get(unit.key) === unit) pending.delete(unit.key);
     for (const [id, owner] of byFileTask) if (owner === unit) byFileTask.delete(id);
     if (running === unit) running = null;
-    // The pool runs one file at a time: with this one done, the next one asked for has begun
-    // (should vitest not have said so itself).
-    const waiting = [...pending.values()].filter((other) => !other.begun);
-    if (pipelined && waiting.length === 1 && ![...pending.values()].some((other) => other.begun)) {
-      begin(waiting[0], null);
-    }
+    // With this one done and nothing else running, the next one waiting begins.
+    if (pipelined) beginWaiting();
   }
   for (const error of newUnhandledErrors(vitest)) unit.errors.push(unhandledText(error));
   if (caseName !== null && unit.reported.size === 0 && unit.errors.length === 0) {
@@ -505,9 +537,10 @@ async function main() {
   const channel = new Channel(socketPath, log);
   await channel.connected();
   const state = await startVitest();
-  channel.send({ op: 'ready', pid: process.pid });
+  // A runner that feeds vitest's pool serves every slot of its session on the worker.
+  channel.send({ op: 'ready', pid: process.pid, shares: state.pipelined });
   if (state.pipelined) {
-    // Each file goes to vitest's pool as it arrives; the pool runs them one at a time.
+    // Each file goes to vitest's pool as it arrives; the pool runs one per busy slot.
     const inFlight = new Set();
     await serve(channel, (message) => {
       const run = runFile(state, channel, message).finally(() => inFlight.delete(run));

@@ -69,6 +69,13 @@ impl Kind {
         matches!(self, Kind::Vitest)
     }
 
+    /// Whether one runner may serve every slot of a session on a worker (if, once started, it
+    /// says it can: [`super::protocol::FromRunner::Ready`]). vitest's does: its pool runs a file
+    /// per busy slot, and one vite server transforms each module once for all of them.
+    pub fn shares(self) -> bool {
+        matches!(self, Kind::Vitest)
+    }
+
     /// Why collected cases got no result when the file ended normally.
     pub fn stopped_early(self) -> &'static str {
         match self {

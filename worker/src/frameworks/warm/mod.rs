@@ -10,9 +10,12 @@
 //! A runner that dies mid-file fails the test it was running ("runner crashed") and is replaced
 //! for the next file; after [`MAX_CRASHES`] crashes in a session every file gets a runner of its
 //! own (no runner is reused). A timeout or cancel kills the runner's process group. A vitest
-//! runner is handed its slot's next file while one runs ([`Kind::pipelines`]); a file queued in
-//! a runner that is killed or dies before the file began runs again on a fresh runner, charged
-//! to nobody.
+//! runner is handed its slot's next file while one runs ([`Kind::pipelines`]), and on vitest 4
+//! and later one runner serves every slot of its session on the worker (its pool runs a file
+//! per busy slot, as `vitest run` does: one vite server transforms each module once). A file
+//! that had not begun in a runner that is killed or dies, or that ran beside the file it was
+//! killed for, runs again, charged to nobody; a crash with several files running charges none
+//! of them: each runs again, the second time on a runner of its own, so only the culprit fails.
 //!
 //! This file decides which runner serves a job and turns its messages into the unit's report;
 //! [`runner`] owns the process, [`kind`] what differs per framework. It must not know other
@@ -23,7 +26,7 @@ pub mod kind;
 pub mod protocol;
 pub mod runner;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -52,11 +55,20 @@ const IDLE_LIMIT: Duration = Duration::from_secs(60);
 /// How many of a session's files a pipelining runner is handed at once (see [`Kind::pipelines`]).
 const PIPELINE_DEPTH: usize = 2;
 
-/// A slot's runner, behind a lock held while one is started (so that two jobs of a slot never
+/// A lane's runner, behind a lock held while one is started (so that two jobs of a lane never
 /// start two).
-type SlotRunner = Arc<tokio::sync::Mutex<Option<Handle>>>;
+type LaneRunner = Arc<tokio::sync::Mutex<Option<Handle>>>;
 
-/// Warm runners, one per slot.
+/// Which runner a job goes to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Lane {
+    /// The slot's own runner.
+    Slot(u32),
+    /// The runner of every slot of the session on this worker (a runner that shares).
+    Shared(String),
+}
+
+/// Warm runners, one per slot, or one per session for a framework whose runner shares.
 pub struct WarmExecutor {
     pub settings: Settings,
     /// The Python to run when the session names none.
@@ -66,10 +78,12 @@ pub struct WarmExecutor {
     pub recycle: Recycle,
     /// See [`crate::Config::coverage_dir`].
     pub coverage_dir: Option<PathBuf>,
-    runners: Mutex<HashMap<u32, SlotRunner>>,
+    runners: Mutex<HashMap<Lane, LaneRunner>>,
     /// Every runner not yet gone (closed ones finishing too), for [`Executor::shutdown`].
     live: Mutex<Vec<Handle>>,
     crashes: Mutex<HashMap<String, u32>>,
+    /// Sessions whose shared runner said it does not share (vitest 3): a runner per slot.
+    solo: Mutex<HashSet<String>>,
 }
 
 /// How a unit's run on one runner ended.
@@ -97,6 +111,7 @@ impl WarmExecutor {
             runners: Mutex::new(HashMap::new()),
             live: Mutex::new(Vec::new()),
             crashes: Mutex::new(HashMap::new()),
+            solo: Mutex::new(HashSet::new()),
         }
     }
 
@@ -119,8 +134,18 @@ impl WarmExecutor {
         }
     }
 
-    /// A runner of `kind` for `job` in `slot`: the slot's own if it serves the session, else a
-    /// new one (the slot's old runner retires once it is done). `Err` is the report of a runner
+    /// The lane `job` goes to in `slot`.
+    fn lane(&self, kind: Kind, slot: u32, job: &Job, fresh: bool) -> Lane {
+        let session = &job.assignment.session_id;
+        if kind.shares() && !fresh && !lock(&self.solo).contains(session) {
+            Lane::Shared(session.clone())
+        } else {
+            Lane::Slot(slot)
+        }
+    }
+
+    /// A runner of `kind` for `job` in `slot`: its lane's own if it serves the session, else a
+    /// new one (the lane's old runner retires once it is done). `Err` is the report of a runner
     /// that could not start, or of a cancel while waiting for it.
     async fn runner_for(
         &self,
@@ -131,7 +156,8 @@ impl WarmExecutor {
         cancel: &CancellationToken,
     ) -> Result<Handle, pb::TestReport> {
         let started = Instant::now();
-        let cell = Arc::clone(lock(&self.runners).entry(slot).or_default());
+        let lane = self.lane(kind, slot, job, fresh);
+        let cell = Arc::clone(lock(&self.runners).entry(lane.clone()).or_default());
         let mut current = tokio::select! {
             current = cell.lock() => current,
             () = cancel.cancelled() => return Err(report::simple(pb::Outcome::Cancelled, "cancelled", started)),
@@ -149,11 +175,17 @@ impl WarmExecutor {
         if let Some(old) = current.take() {
             old.close();
         }
+        if matches!(lane, Lane::Shared(_)) {
+            // The slot's own runner (another session's) is done with, as when a slot's runner
+            // makes way for another session's.
+            self.close_slot_runner(slot);
+        }
         let program = self.program(kind, job);
+        let own_slot = matches!(lane, Lane::Slot(_)).then_some(slot);
         // A runner that is slow to start (a conftest that sleeps) must not hold up a cancel. Its
         // start has its own limit; the test's timeout starts after it.
         let runner = tokio::select! {
-            result = runner::start(kind, &program, job, slot, self.settings.die_with_worker, self.coverage_dir.as_deref()) => result,
+            result = runner::start(kind, &program, job, own_slot, self.settings.die_with_worker, self.coverage_dir.as_deref()) => result,
             () = cancel.cancelled() => return Err(report::simple(pb::Outcome::Cancelled, "cancelled", started)),
         };
         match runner {
@@ -165,7 +197,16 @@ impl WarmExecutor {
                     live.retain(Handle::is_running);
                     live.push(handle.clone());
                 }
-                if !fresh {
+                if matches!(lane, Lane::Shared(_)) && !handle.shares {
+                    // It cannot serve several slots (vitest 3): it becomes this slot's runner, and
+                    // the session's other slots start their own. (Lanes are locked one at a time
+                    // everywhere else, so holding the shared lane here cannot deadlock.)
+                    lock(&self.solo).insert(job.assignment.session_id.clone());
+                    let own = Arc::clone(lock(&self.runners).entry(Lane::Slot(slot)).or_default());
+                    if let Some(old) = own.lock().await.replace(handle.clone()) {
+                        old.close();
+                    }
+                } else if !fresh {
                     *current = Some(handle.clone());
                 }
                 Ok(handle)
@@ -177,6 +218,18 @@ impl WarmExecutor {
                 report.output = output.as_bytes().to_vec();
                 Err(report)
             }
+        }
+    }
+
+    /// Close the runner of `slot`'s own lane, if any: it finishes what it was asked and retires.
+    fn close_slot_runner(&self, slot: u32) {
+        let cell = lock(&self.runners).get(&Lane::Slot(slot)).cloned();
+        // A lane locked now is starting a runner for a job of this slot: it is left alone.
+        if let Some(cell) = cell
+            && let Ok(mut current) = cell.try_lock()
+            && let Some(old) = current.take()
+        {
+            old.close();
         }
     }
 
@@ -230,7 +283,7 @@ impl WarmExecutor {
             format!("{project}{prefix}{rest}")
         };
         let mut acc = Unit::new(kind.classname(&job.path));
-        let Some((unit, mut events)) = runner.run(&path) else { return Attempt::Again };
+        let Some((unit, mut events)) = runner.run(&path, slot) else { return Attempt::Again };
         // A runner that queues files says when each begins; for the others it begins now. The
         // timeout and the file's duration count from there (not from its wait in the queue).
         let mut began: Option<Instant> = (!kind.pipelines()).then(Instant::now);
@@ -257,13 +310,12 @@ impl WarmExecutor {
                             acc.not_run(pb::Outcome::Skipped, kind.stopped_early());
                             return Attempt::Report(unit_report(acc.cases, error, began.unwrap_or(started), self.settings.output_limit));
                         }
-                        FromRunner::Ready => {}
+                        FromRunner::Ready { .. } => {}
                     },
-                    // Gone before this file began (killed for another, or crashed on the file
-                    // before it): nothing of it ran, nothing is charged to it.
-                    Some(Event::Ended(ended))
-                        if (ended.killed || began.is_none()) && acc.cases.is_empty() && acc.current.is_none() =>
-                    {
+                    // Killed for another file, gone before this one began (it crashed on the file
+                    // before it), or crashed while other files ran beside this one: nothing is
+                    // charged to it; it runs again from the start (its cases so far dropped).
+                    Some(Event::Ended(ended)) if ended.killed || began.is_none() || ended.begun > 1 => {
                         return Attempt::Again;
                     }
                     Some(Event::Ended(ended)) => return Attempt::Report(self.crashed(ended, kind, job, acc, started)),

@@ -9,8 +9,10 @@ use testgrid_proto as pb;
 /// A message from a runner.
 #[derive(Debug, PartialEq)]
 pub enum FromRunner {
-    /// The runner has loaded its framework and waits for work.
-    Ready,
+    /// The runner has loaded its framework and waits for work. `shares`: it runs files of
+    /// several slots at once (vitest 4 and later: its pool takes one file per busy slot), so one
+    /// runner serves every slot of its session on the worker.
+    Ready { shares: bool },
     /// The unit's file began to run (a runner that queues files says so; for the others a file
     /// begins when it is asked for).
     Begin,
@@ -38,12 +40,28 @@ pub struct Case {
 #[derive(Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum Wire {
-    Ready,
+    Ready {
+        #[serde(default)]
+        shares: bool,
+    },
     Begin,
-    Collected { tests: Vec<String> },
-    Started { test: String },
-    Case { test: String, outcome: String, duration_ms: u64, message: String, output: String, xfail: bool },
-    Done { error: Option<String> },
+    Collected {
+        tests: Vec<String>,
+    },
+    Started {
+        test: String,
+    },
+    Case {
+        test: String,
+        outcome: String,
+        duration_ms: u64,
+        message: String,
+        output: String,
+        xfail: bool,
+    },
+    Done {
+        error: Option<String>,
+    },
 }
 
 /// A line: the unit it is about (if it names one) beside what it says.
@@ -68,7 +86,7 @@ pub fn parse(line: &str) -> Result<FromRunner, serde_json::Error> {
 /// A wire message, typed (outcomes included).
 fn typed(wire: Wire) -> FromRunner {
     match wire {
-        Wire::Ready => FromRunner::Ready,
+        Wire::Ready { shares } => FromRunner::Ready { shares },
         Wire::Begin => FromRunner::Begin,
         Wire::Collected { tests } => FromRunner::Collected { tests },
         Wire::Started { test } => FromRunner::Started { test },
@@ -91,9 +109,9 @@ fn outcome_of(key: &str) -> pb::Outcome {
     }
 }
 
-/// Ask the runner to run one file (or case), `path` relative to its folder.
-pub fn run_request(unit: u64, path: &str) -> String {
-    serde_json::json!({ "op": "run", "unit": unit, "path": path }).to_string() + "\n"
+/// Ask the runner to run one file (or case), `path` relative to its folder, for `slot`.
+pub fn run_request(unit: u64, path: &str, slot: u32) -> String {
+    serde_json::json!({ "op": "run", "unit": unit, "path": path, "slot": slot }).to_string() + "\n"
 }
 
 /// Ask the runner to finish its session and exit.
@@ -105,7 +123,8 @@ mod tests {
 
     #[test]
     fn lines_become_typed_messages() {
-        assert_eq!(parse(r#"{"op":"ready","pid":12}"#).ok(), Some(FromRunner::Ready));
+        assert_eq!(parse(r#"{"op":"ready","pid":12}"#).ok(), Some(FromRunner::Ready { shares: false }));
+        assert_eq!(parse(r#"{"op":"ready","pid":12,"shares":true}"#).ok(), Some(FromRunner::Ready { shares: true }));
         assert_eq!(
             parse(r#"{"op":"collected","unit":0,"tests":["a.py::x"]}"#).ok(),
             Some(FromRunner::Collected { tests: vec!["a.py::x".into()] })
@@ -117,7 +136,10 @@ mod tests {
         assert_eq!(parse(r#"{"op":"done","unit":0,"error":null}"#).ok(), Some(FromRunner::Done { error: None }));
         assert!(parse("not json").is_err());
         assert_eq!(parse_addressed(r#"{"op":"begin","unit":7}"#).ok(), Some((Some(7), FromRunner::Begin)));
-        assert_eq!(parse_addressed(r#"{"op":"ready","pid":1}"#).ok(), Some((None, FromRunner::Ready)));
+        assert_eq!(
+            parse_addressed(r#"{"op":"ready","pid":1}"#).ok(),
+            Some((None, FromRunner::Ready { shares: false }))
+        );
         assert!(parse_addressed(r#"{"op":"begin","unit":"x"}"#).is_err(), "a unit is a number");
         assert!(parse(r#"{"op":"what"}"#).is_err());
     }
@@ -138,6 +160,6 @@ mod tests {
         assert_eq!(case("skipped", true, "xfail: known").message, "xfail: known");
         assert_eq!(case("lost", false, "").outcome, pb::Outcome::Error, "not an outcome a runner reports");
         assert_eq!(case("bogus", false, "").outcome, pb::Outcome::Error);
-        assert_eq!(run_request(4, "a.py"), "{\"op\":\"run\",\"path\":\"a.py\",\"unit\":4}\n");
+        assert_eq!(run_request(4, "a.py", 1), "{\"op\":\"run\",\"path\":\"a.py\",\"slot\":1,\"unit\":4}\n");
     }
 }

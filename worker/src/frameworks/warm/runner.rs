@@ -6,7 +6,7 @@
 //!
 //! It must not decide which runner serves which job (the executor in `mod.rs` does).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +38,8 @@ const RETIRE_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Runner {
     pub session: String,
     pub kind: Kind,
+    /// It said it runs files of several slots at once (see [`FromRunner::Ready`]).
+    pub shares: bool,
     /// Its process; dropping it kills the runner's group with whatever the tests started.
     process: Running,
     lines: Lines<BufReader<OwnedReadHalf>>,
@@ -45,13 +47,13 @@ pub struct Runner {
     _dir: tempfile::TempDir,
 }
 
-/// Start `kind`'s runner with `program` (the Python or the Node) for `job`'s session in `slot`,
-/// in the project's folder, and wait until it is ready.
+/// Start `kind`'s runner with `program` (the Python or the Node) for `job`'s session in `slot`
+/// (`None`: for every slot of the worker), in the project's folder, and wait until it is ready.
 pub async fn start(
     kind: Kind,
     program: &str,
     job: &Job,
-    slot: u32,
+    slot: Option<u32>,
     die_with_worker: bool,
     coverage_dir: Option<&Path>,
 ) -> Result<Runner, String> {
@@ -74,6 +76,7 @@ pub async fn start(
                 // pytest-cov (coverage.py) writes this runner's data file there, named by it.
                 std::fs::create_dir_all(&parts).map_err(|e| format!("cannot create {}: {e}", parts.display()))?;
                 let own = dir.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let slot = slot.map_or_else(|| "all".to_string(), |slot| slot.to_string());
                 process.env("COVERAGE_FILE", parts.join(format!("pytest-{slot}-{own}.coverage")))
             } else {
                 process
@@ -103,13 +106,17 @@ pub async fn start(
     let mut runner = Runner {
         session: job.assignment.session_id.clone(),
         kind,
+        shares: false,
         process,
         lines: BufReader::new(read).lines(),
         writer,
         _dir: dir,
     };
     match tokio::time::timeout(START_TIMEOUT, runner.lines.next_line()).await {
-        Ok(Ok(Some(line))) if matches!(protocol::parse(&line), Ok(FromRunner::Ready)) => Ok(runner),
+        Ok(Ok(Some(line))) if let Ok(FromRunner::Ready { shares }) = protocol::parse(&line) => {
+            runner.shares = shares;
+            Ok(runner)
+        }
         _ => {
             // It connected, then gave up (it could not load its framework, say): wait for it
             // to finish saying why; dropping the runner kills what is left of it.
@@ -125,7 +132,7 @@ fn command(
     kind: Kind,
     program: &str,
     job: &Job,
-    slot: u32,
+    slot: Option<u32>,
     dir: &Path,
     file: &str,
     die_with_worker: bool,
@@ -200,12 +207,16 @@ pub struct Ended {
     /// It was killed on purpose (the timeout or cancel of the unit running in it) or closed
     /// before it took the unit: not a crash.
     pub killed: bool,
+    /// Units that had begun (said so) and were not done when it went: more than one, and a
+    /// crash cannot be pinned on any of them.
+    pub begun: usize,
 }
 
 enum Command {
     Run {
         unit: u64,
         path: String,
+        slot: u32,
         events: mpsc::UnboundedSender<Event>,
     },
     /// Drop whatever the runner says about the unit from now on.
@@ -234,6 +245,8 @@ struct Shared {
 pub struct Handle {
     pub session: String,
     pub kind: Kind,
+    /// See [`Runner::shares`].
+    pub shares: bool,
     commands: mpsc::UnboundedSender<Command>,
     shared: Arc<Shared>,
     /// Cancelled once its task has ended (the runner retired, died or was killed).
@@ -247,6 +260,7 @@ impl Handle {
         let handle = Handle {
             session: runner.session.clone(),
             kind: runner.kind,
+            shares: runner.shares,
             commands,
             shared: Arc::new(Shared { asked: AtomicU64::new(0), pgid: runner.pgid() }),
             gone: CancellationToken::new(),
@@ -274,12 +288,12 @@ impl Handle {
         self.gone.cancelled().await;
     }
 
-    /// Ask for the unit `path`: its number, and where its messages come. `None` if the runner is
-    /// gone.
-    pub fn run(&self, path: &str) -> Option<(u64, mpsc::UnboundedReceiver<Event>)> {
+    /// Ask for the unit `path`, run for `slot`: its number, and where its messages come. `None`
+    /// if the runner is gone.
+    pub fn run(&self, path: &str, slot: u32) -> Option<(u64, mpsc::UnboundedReceiver<Event>)> {
         let unit = self.shared.asked.fetch_add(1, Ordering::Relaxed);
         let (events, receiver) = mpsc::unbounded_channel();
-        self.commands.send(Command::Run { unit, path: path.to_string(), events }).ok()?;
+        self.commands.send(Command::Run { unit, path: path.to_string(), slot, events }).ok()?;
         Some((unit, receiver))
     }
 
@@ -325,6 +339,8 @@ async fn serve(
     idle_limit: Duration,
 ) {
     let mut routes: BTreeMap<u64, mpsc::UnboundedSender<Event>> = BTreeMap::new();
+    // Units of `routes` that said they began.
+    let mut begun: BTreeSet<u64> = BTreeSet::new();
     let mut closing = false;
     let mut listening = true;
     let mut idle_since = Instant::now();
@@ -353,27 +369,28 @@ async fn serve(
                     listening = false;
                     closing = true;
                 }
-                Some(Command::Run { unit, path, events }) if closing => {
-                    let _ = events.send(Event::Ended(Ended { exit: None, log: String::new(), killed: true }));
+                Some(Command::Run { unit, path, events, .. }) if closing => {
+                    let _ = events.send(Event::Ended(Ended { exit: None, log: String::new(), killed: true, begun: 0 }));
                     tracing::debug!(unit, path, "a closing runner refused a unit");
                 }
-                Some(Command::Run { unit, path, events }) => {
+                Some(Command::Run { unit, path, slot, events }) => {
                     if routes.is_empty() {
                         runner.clear_log();
                     }
                     routes.insert(unit, events);
                     // A runner that cannot be written to has died: its end is read below.
-                    let _ = runner.send(protocol::run_request(unit, &path).as_bytes()).await;
+                    let _ = runner.send(protocol::run_request(unit, &path, slot).as_bytes()).await;
                 }
                 Some(Command::Forget { unit }) => {
                     routes.remove(&unit);
+                    begun.remove(&unit);
                     if routes.is_empty() {
                         idle_since = Instant::now();
                     }
                 }
                 Some(Command::Kill { done }) => {
                     runner.stop(grace).await;
-                    tell_all(&routes, Ended { exit: None, log: runner.take_log(), killed: true });
+                    tell_all(&routes, Ended { exit: None, log: runner.take_log(), killed: true, begun: begun.len() });
                     let _ = done.send(());
                     return;
                 }
@@ -381,7 +398,7 @@ async fn serve(
             },
             line = runner.next_line() => match line {
                 Ok(Some(line)) => match protocol::parse_addressed(&line) {
-                    Ok((_, FromRunner::Ready)) => {}
+                    Ok((_, FromRunner::Ready { .. })) => {}
                     Ok((unit, message)) => {
                         // A unit forgotten (cancelled) is not heard any more.
                         let target = match unit {
@@ -389,8 +406,9 @@ async fn serve(
                             None => routes.keys().next().copied(),
                         };
                         let Some(target) = target else { continue };
-                        if message == FromRunner::Begin {
-                            // Crash diagnostics show this file's last words.
+                        if message == FromRunner::Begin && begun.insert(target) && begun.len() == 1 {
+                            // Crash diagnostics show this file's last words (the files running
+                            // beside it, if any, share them).
                             runner.clear_log();
                         }
                         let done = matches!(message, FromRunner::Done { .. });
@@ -399,6 +417,7 @@ async fn serve(
                         }
                         if done {
                             routes.remove(&target);
+                            begun.remove(&target);
                             if routes.is_empty() {
                                 idle_since = Instant::now();
                             }
@@ -408,7 +427,7 @@ async fn serve(
                 },
                 _ => {
                     let exit = runner.exit().await;
-                    tell_all(&routes, Ended { exit, log: runner.take_log(), killed: false });
+                    tell_all(&routes, Ended { exit, log: runner.take_log(), killed: false, begun: begun.len() });
                     return;
                 }
             },
