@@ -525,7 +525,10 @@ fn pytest_cov_data_of_every_runner_is_combined_into_the_projects_coverage() {
     write_files(
         &ws,
         &[
-            ("pytest.ini", "[pytest]\naddopts = --cov=pkg\n"),
+            (
+                "pytest.ini",
+                "[pytest]\naddopts = --cov=pkg --cov-report=term-missing --cov-report=xml:reports/cov.xml\n",
+            ),
             ("pkg/__init__.py", ""),
             (
                 "pkg/calc.py",
@@ -544,10 +547,42 @@ fn pytest_cov_data_of_every_runner_is_combined_into_the_projects_coverage() {
     assert!(own.status.success(), "pytest alone: {}", stdout(&own));
     let expected = statement_coverage(&root);
     assert_eq!(expected.len(), 3, "{expected:?}");
+    let xml = |root: &Path| {
+        let text =
+            std::fs::read_to_string(root.join("reports/cov.xml")).expect("the XML report pytest-cov was asked for");
+        // The totals of the report's root element (its timestamp differs between runs).
+        let head =
+            text.split("<coverage ").nth(1).and_then(|rest| rest.split('>').next()).unwrap_or_default().to_string();
+        head.split_whitespace()
+            .filter(|a| a.starts_with("lines-") || a.starts_with("line-rate"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let expected_xml = xml(&root);
+    assert!(expected_xml.iter().any(|a| a.starts_with("lines-covered")), "{expected_xml:?}");
     std::fs::remove_file(root.join(".coverage")).expect("pytest-cov's data file");
+    std::fs::remove_dir_all(root.join("reports")).expect("pytest-cov's XML report");
 
     let out = run_pytest(&ws, &["--local", "2"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(statement_coverage(&root), expected, "both runners' data, combined, is pytest-cov's own");
-    assert!(stderr(&out).contains("TOTAL"), "coverage's report is shown: {}", stderr(&out));
+    assert_eq!(xml(&root), expected_xml, "the XML report pytest-cov was asked for, of both runners' data");
+    assert!(
+        stderr(&out).contains("TOTAL") && stderr(&out).contains("Missing"),
+        "term-missing is shown: {}",
+        stderr(&out)
+    );
+
+    // A threshold the combined total misses fails the run, as it fails pytest alone.
+    std::fs::write(root.join("pytest.ini"), "[pytest]\naddopts = --cov=pkg --cov-fail-under=95\n")
+        .expect("write pytest.ini");
+    let own = Command::new(venv().join("bin/python"))
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .current_dir(&root)
+        .output()
+        .expect("pytest runs");
+    assert_eq!(own.status.code(), Some(1), "pytest alone misses the threshold: {}", stdout(&own));
+    let out = run_pytest(&ws, &["--local", "2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("Required test coverage of 95% not reached"), "{}", stderr(&out));
 }

@@ -21,6 +21,7 @@ xfail is "passed" with "xfail": true; xpass is "passed" (pytest itself fails a s
 import json
 import os
 import socket
+import sys
 import time
 
 import pytest
@@ -85,6 +86,7 @@ def pytest_runtestloop(session):
         return None
     collect_errors = _CollectErrors()
     config.pluginmanager.register(collect_errors, "testgrid-collect-errors")
+    _save_cov_options(config)
     channel.send(op="ready", pid=os.getpid())
     while True:
         command = channel.receive()
@@ -127,6 +129,31 @@ def pytest_runtestloop(session):
                 break
         channel.send(op="done", unit=unit, error=None)
     return True
+
+
+def _save_cov_options(config):
+    """With pytest-cov on (`--cov`) and the session's coverage merged (TESTGRID_COVERAGE_DIR), say
+    which reports pytest-cov was asked for, so that the merge writes them (each runner's own
+    reports see only its files and are written over)."""
+    folder = os.environ.get("TESTGRID_COVERAGE_DIR")
+    plugin = config.pluginmanager.getplugin("_cov")
+    options = getattr(plugin, "options", None)
+    if not folder or options is None or getattr(plugin, "cov_controller", None) is None:
+        return
+    report = options.cov_report
+    saved = {
+        "report": dict(report) if isinstance(report, dict) else list(report or []),
+        "fail_under": getattr(options, "cov_fail_under", None),
+        "precision": getattr(options, "cov_precision", None) or 0,
+    }
+    path = os.path.join(folder, "pytest-cov.json")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with open(f"{path}.{os.getpid()}", "w", encoding="utf-8") as f:
+            json.dump(saved, f)
+        os.replace(f"{path}.{os.getpid()}", path)
+    except (OSError, TypeError, ValueError) as e:
+        print(f"[testgrid-pytest] cannot save pytest-cov's options: {e}", file=sys.stderr)
 
 
 @pytest.hookimpl(hookwrapper=True)

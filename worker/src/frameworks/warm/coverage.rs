@@ -54,9 +54,14 @@ pub async fn merge(
     Ok(Some(Merged { ok, output }))
 }
 
+/// The report writer of a combined pytest-cov session (`--cov-report` types and paths).
+const PYTEST_COV_REPORT: (&str, &str) =
+    ("testgrid_pytest_cov.py", include_str!("../../runners/testgrid_pytest_cov.py"));
+
 /// pytest-cov's data files, one per runner: combined into the project's data file by coverage.py
-/// (`coverage combine`, as pytest-cov combines its xdist workers'), then reported on the terminal
-/// (`coverage report`, pytest-cov's default report, with the project's coverage configuration).
+/// (`coverage combine`, as pytest-cov combines its xdist workers'), then reported as pytest-cov
+/// was asked to (its `--cov-report` types and paths and `--cov-fail-under`, which the runners
+/// saved as `pytest-cov.json`), else on the terminal (`coverage report`, pytest-cov's default).
 async fn merge_pytest(python: &str, project: &Path, parts: &Path) -> Result<Option<Merged>, String> {
     let mut files: Vec<_> = std::fs::read_dir(parts)
         .map_err(|e| format!("cannot read {}: {e}", parts.display()))?
@@ -73,7 +78,17 @@ async fn merge_pytest(python: &str, project: &Path, parts: &Path) -> Result<Opti
     if !ok {
         return Ok(Some(Merged { ok, output }));
     }
-    let (ok, report) = run(Process::new(python, project, false).args(["-m", "coverage", "report"]), "pytest").await?;
+    let options = parts.join("pytest-cov.json");
+    let report = if options.is_file() {
+        let dir = tempfile::tempdir().map_err(|e| format!("cannot create a folder for the coverage merge: {e}"))?;
+        let (name, text) = PYTEST_COV_REPORT;
+        let script = dir.path().join(name);
+        std::fs::write(&script, text).map_err(|e| format!("cannot write the pytest-cov report writer: {e}"))?;
+        run(Process::new(python, project, false).arg(&script).arg(&options), "pytest").await?
+    } else {
+        run(Process::new(python, project, false).args(["-m", "coverage", "report"]), "pytest").await?
+    };
+    let (ok, report) = report;
     output.push_str(&report);
     Ok(Some(Merged { ok, output }))
 }
