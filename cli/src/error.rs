@@ -78,6 +78,8 @@ pub enum Error {
     PytestCannotCollect { python: String, source: std::io::Error },
     #[error("`{python} -m pytest --collect-only` failed ({status}): {output}")]
     PytestCollectFailed { python: String, status: ExitStatus, output: String },
+    #[error("`{python} -m pytest --collect-only` gave no list: {problem}")]
+    PytestCollectNoAnswer { python: String, problem: String },
     #[error(
         "cannot find {framework} from {}: no node_modules/{framework} there or in a folder above; install the \
          project's dependencies (`npm ci`), or pass --pattern GLOB to choose the test files yourself",
@@ -119,6 +121,8 @@ pub enum Error {
     SameSource { id: String, other: String, src: String },
     #[error("cannot list the tests of {}: {source}", exe.display())]
     CannotList { exe: PathBuf, source: std::io::Error },
+    #[error("cannot list the tests of {}: {problem}", exe.display())]
+    ListNoAnswer { exe: PathBuf, problem: String },
     #[error("`{} --list` failed ({status}): {stderr}", exe.display())]
     ListFailed { exe: PathBuf, status: ExitStatus, stderr: String },
     #[error(
@@ -211,6 +215,7 @@ impl Error {
             | BadPatterns(_)
             | PytestCannotCollect { .. }
             | PytestCollectFailed { .. }
+            | PytestCollectNoAnswer { .. }
             | JsNotInstalled { .. }
             | JsCannotStart { .. }
             | JsListFailed { .. }
@@ -223,6 +228,7 @@ impl Error {
             | CargoBuild { .. }
             | SameSource { .. }
             | CannotList { .. }
+            | ListNoAnswer { .. }
             | ListFailed { .. }
             | NoRustTarget { .. }
             | NoRustTest { .. }

@@ -40,17 +40,25 @@ fn project(name: &str) -> PathBuf {
     if let Some(dir) = done.get(name) {
         return dir.clone();
     }
+    let dir = fresh_copy(name, name);
+    done.insert(name.to_string(), dir.clone());
+    dir
+}
+
+/// A copy of the fixture `name` of its own, as folder `copy` of this process (its installed
+/// `node_modules` linked in): for a test that adds files, which the copy other tests of this
+/// process share (see [`project`]) must not see.
+fn fresh_copy(name: &str, copy: &str) -> PathBuf {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
     let shared = installed(name, &source);
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join("js-fixtures")
         .join(format!("run-{}", std::process::id()))
-        .join(name);
+        .join(copy);
     let _ = std::fs::remove_dir_all(&dir);
     copy_tree(&source, &dir);
     std::fs::create_dir_all(dir.join(".git")).expect("mkdir .git");
     std::os::unix::fs::symlink(shared.join("node_modules"), dir.join("node_modules")).expect("link node_modules");
-    done.insert(name.to_string(), dir.clone());
     dir
 }
 
@@ -209,7 +217,8 @@ fn vitest_and_jest_on_a_real_grid_match_their_own_runs() {
 #[test]
 fn a_single_case_runs_alone_and_a_hang_or_exit_is_reported() {
     for framework in ["vitest", "jest"] {
-        let dir = project(framework);
+        // It adds a file: a copy of its own.
+        let dir = fresh_copy(framework, &format!("{framework}-crash"));
         let out = run_local(&dir, framework, &["src/math.test.js::outer > talks"]);
         assert_eq!(out.status.code(), Some(0), "{framework}: {}", stderr(&out));
         let cases = our_cases(&out);
@@ -255,7 +264,7 @@ fn vitest_files(dir: &Path, marks: &Path, files: &[(&str, &str)]) {
 /// not: `a_single_case_runs_alone_and_a_hang_or_exit_is_reported`.)
 #[test]
 fn a_runner_shared_by_slots_charges_only_the_file_that_crashed_it() {
-    let dir = project("vitest");
+    let dir = fresh_copy("vitest", "vitest-shared-runner");
     std::fs::create_dir_all(dir.join("shared")).expect("mkdir shared");
     let marks = tempfile::tempdir().expect("a temp dir");
     // The culprit waits for the bystander's mark with a deadline; the first run of the bystander

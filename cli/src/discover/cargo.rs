@@ -7,10 +7,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use testgrid_proto::cargo::{Binary, binary_from_message, list_args, parse_list, select};
 use testgrid_proto::frameworks::Options;
 
+use super::ask::{self, Failed, first_lines};
 use super::project;
 use super::search::{Search, relative};
 use crate::error::Error;
@@ -120,6 +122,12 @@ fn build(root: &Path, dir: &Path, args: &[String], env: &BTreeMap<String, String
     Ok(binaries)
 }
 
+/// How long a test binary may take to list its tests.
+const LIST_DEADLINE: Duration = Duration::from_secs(120);
+
+/// The most a test binary's list may hold (a name per line).
+const MAX_LIST_BYTES: usize = 64 * 1024 * 1024;
+
 /// Every test of a build as `(SRC, NAME)`, binaries in order.
 fn all_tests(binaries: &[Binary], env: &BTreeMap<String, String>) -> Result<Vec<(String, String)>, Error> {
     let mut units = Vec::new();
@@ -128,19 +136,20 @@ fn all_tests(binaries: &[Binary], env: &BTreeMap<String, String>) -> Result<Vec<
         if let Some(other) = by_src.insert(&binary.src, &binary.id) {
             return Err(Error::SameSource { id: binary.id.clone(), other: other.to_string(), src: binary.src.clone() });
         }
-        let output = Command::new(&binary.exe)
-            .args(list_args(false))
+        let mut cmd = Command::new(&binary.exe);
+        cmd.args(list_args(false))
             .current_dir(&binary.manifest_dir)
             .envs(env)
-            .envs(binary.env(std::env::var("LD_LIBRARY_PATH").ok().as_deref()))
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|source| Error::CannotList { exe: binary.exe.clone(), source })?;
+            .envs(binary.env(std::env::var("LD_LIBRARY_PATH").ok().as_deref()));
+        let output = ask::ask(&mut cmd, LIST_DEADLINE, MAX_LIST_BYTES).map_err(|e| match e {
+            Failed::Start(source) => Error::CannotList { exe: binary.exe.clone(), source },
+            other => Error::ListNoAnswer { exe: binary.exe.clone(), problem: other.to_string() },
+        })?;
         if !output.status.success() {
             return Err(Error::ListFailed {
                 exe: binary.exe.clone(),
                 status: output.status,
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+                stderr: first_lines(&output.stderr),
             });
         }
         units.extend(

@@ -3,10 +3,12 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::time::Duration;
 
 use testgrid_proto::frameworks::Options;
 
+use super::ask::{self, Failed, first_lines};
 use super::pytest_config::Collect;
 use super::search::{Place, Search};
 use super::{files, project};
@@ -43,21 +45,28 @@ pub fn config(settings: &Settings, places: &[Place]) -> Option<Collect> {
     project::nearest_with(&settings.root, &absolute, Collect::read)
 }
 
+/// How long `pytest --collect-only` may take (a large suite imports every test module).
+const COLLECT_DEADLINE: Duration = Duration::from_secs(600);
+
+/// The most its list of node ids may hold.
+const MAX_COLLECT_BYTES: usize = 64 * 1024 * 1024;
+
 /// `--isolation test` for pytest: every file becomes its test cases (`pytest --collect-only`),
 /// so that each case runs in a process of its own. A file that yields no case (a collection
 /// error, say) stays a unit, so its error is reported when it runs.
 fn cases(root: &Path, tests: &[String], python: &str, env: &BTreeMap<String, String>) -> Result<Vec<String>, Error> {
     let python = python.to_string();
-    let output = Command::new(&python)
-        // The runners' rootdir is the workspace root: node ids must be relative to it too.
-        .args(["-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "--rootdir", "."])
+    let mut cmd = Command::new(&python);
+    // The runners' rootdir is the workspace root: node ids must be relative to it too.
+    cmd.args(["-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "--rootdir", "."])
         .arg("--")
         .args(tests)
         .current_dir(root)
-        .envs(env)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| Error::PytestCannotCollect { python: python.clone(), source })?;
+        .envs(env);
+    let output = ask::ask(&mut cmd, COLLECT_DEADLINE, MAX_COLLECT_BYTES).map_err(|e| match e {
+        Failed::Start(source) => Error::PytestCannotCollect { python: python.clone(), source },
+        other => Error::PytestCollectNoAnswer { python: python.clone(), problem: other.to_string() },
+    })?;
     let text = String::from_utf8_lossy(&output.stdout);
     let ids: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).filter(|l| l.contains("::")).collect();
     // 0: collected; 2: some files did not collect (they stay units, and report their error);
@@ -66,7 +75,11 @@ fn cases(root: &Path, tests: &[String], python: &str, env: &BTreeMap<String, Str
         return Err(Error::PytestCollectFailed {
             python,
             status: output.status,
-            output: format!("{}{}", text.trim(), String::from_utf8_lossy(&output.stderr).trim()),
+            output: first_lines(if output.stderr.iter().all(u8::is_ascii_whitespace) {
+                &output.stdout
+            } else {
+                &output.stderr
+            }),
         });
     }
     let mut units = Vec::new();

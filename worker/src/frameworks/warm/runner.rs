@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
@@ -31,6 +31,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// What the runner's own stdout and stderr keep (for "runner crashed" diagnostics).
 const RUNNER_LOG_LIMIT: usize = 64 * 1024;
 
+/// The longest line a runner may send (its case output and errors are capped well below; a
+/// file's list of cases is the longest message). A longer one is skipped, never held whole.
+const MAX_LINE: usize = 32 * 1024 * 1024;
+
 /// How long a runner may take to run its session-end hooks when it is retired.
 const RETIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -42,7 +46,7 @@ pub struct Runner {
     pub shares: bool,
     /// Its process; dropping it kills the runner's group with whatever the tests started.
     process: Running,
-    lines: Lines<BufReader<OwnedReadHalf>>,
+    lines: LineReader,
     writer: OwnedWriteHalf,
     _dir: tempfile::TempDir,
 }
@@ -108,12 +112,12 @@ pub async fn start(
         kind,
         shares: false,
         process,
-        lines: BufReader::new(read).lines(),
+        lines: LineReader::new(read),
         writer,
         _dir: dir,
     };
-    match tokio::time::timeout(START_TIMEOUT, runner.lines.next_line()).await {
-        Ok(Ok(Some(line))) if let Ok(FromRunner::Ready { shares }) = protocol::parse(&line) => {
+    match tokio::time::timeout(START_TIMEOUT, runner.lines.next()).await {
+        Ok(Ok(Read::Line(line))) if let Ok(FromRunner::Ready { shares }) = protocol::parse(&line) => {
             runner.shares = shares;
             Ok(runner)
         }
@@ -164,8 +168,8 @@ impl Runner {
     }
 
     /// The next line it sends; `None` once it has closed the socket.
-    pub async fn next_line(&mut self) -> std::io::Result<Option<String>> {
-        self.lines.next_line().await
+    pub async fn next_line(&mut self) -> std::io::Result<Read> {
+        self.lines.next().await
     }
 
     /// Forget what it printed so far: crash diagnostics show this file's last words only.
@@ -187,6 +191,74 @@ impl Runner {
     pub async fn exit(&mut self) -> Option<Exit> {
         let status = tokio::time::timeout(Duration::from_secs(5), self.process.wait()).await.ok()?.ok()?;
         Some(Exit::of(status))
+    }
+}
+
+/// What reading a runner's socket gave.
+#[derive(Debug, PartialEq)]
+pub enum Read {
+    Line(String),
+    /// A line longer than [`MAX_LINE`], skipped: its length.
+    TooLong(usize),
+    /// The runner closed the socket.
+    Closed,
+}
+
+/// A runner's socket, read a line at a time and never more than [`MAX_LINE`] bytes of one
+/// line held. Cancel safe (what a cancelled read took in stays for the next one), as `select!`
+/// needs.
+struct LineReader {
+    inner: BufReader<OwnedReadHalf>,
+    /// The longest line taken ([`MAX_LINE`]).
+    limit: usize,
+    buf: Vec<u8>,
+    /// Bytes of an over-long line skipped so far, while looking for its end.
+    skipping: Option<usize>,
+}
+
+impl LineReader {
+    fn new(read: OwnedReadHalf) -> Self {
+        LineReader { inner: BufReader::new(read), limit: MAX_LINE, buf: Vec::new(), skipping: None }
+    }
+
+    async fn next(&mut self) -> std::io::Result<Read> {
+        loop {
+            if let Some(skipped) = self.skipping {
+                let available = self.inner.fill_buf().await?;
+                if available.is_empty() {
+                    self.skipping = None;
+                    return Ok(Read::Closed);
+                }
+                let (end, used) = match available.iter().position(|&b| b == b'\n') {
+                    Some(i) => (true, i + 1),
+                    None => (false, available.len()),
+                };
+                self.inner.consume(used);
+                if end {
+                    self.skipping = None;
+                    return Ok(Read::TooLong(skipped + used));
+                }
+                self.skipping = Some(skipped + used);
+                continue;
+            }
+            // Room for one byte over the limit: that byte says the line is too long.
+            let room = (self.limit + 1).saturating_sub(self.buf.len()) as u64;
+            let read = (&mut self.inner).take(room).read_until(b'\n', &mut self.buf).await?;
+            if self.buf.last() == Some(&b'\n') || (read == 0 && !self.buf.is_empty()) {
+                let mut line = std::mem::take(&mut self.buf);
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                return Ok(Read::Line(String::from_utf8_lossy(&line).into_owned()));
+            }
+            if read == 0 {
+                return Ok(Read::Closed);
+            }
+            if self.buf.len() > self.limit {
+                self.skipping = Some(self.buf.len());
+                self.buf = Vec::new();
+            }
+        }
     }
 }
 
@@ -397,7 +469,10 @@ async fn serve(
                 Some(Command::Close) => closing = true,
             },
             line = runner.next_line() => match line {
-                Ok(Some(line)) => match protocol::parse_addressed(&line) {
+                Ok(Read::TooLong(bytes)) => {
+                    warn!("ignoring a line of {bytes} bytes the {} runner sent (at most {MAX_LINE})", runner.kind.name());
+                }
+                Ok(Read::Line(line)) => match protocol::parse_addressed(&line) {
                     Ok((_, FromRunner::Ready { .. })) => {}
                     Ok((unit, message)) => {
                         // A unit forgotten (cancelled) is not heard any more.
@@ -465,6 +540,29 @@ fn rss_bytes(pid: i32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_over_long_line_is_skipped_and_the_next_one_read_whole() {
+        let (a, b) = tokio::net::UnixStream::pair().expect("a socket pair");
+        let (read, _) = a.into_split();
+        let mut reader = LineReader::new(read);
+        reader.limit = 16;
+        let mut writer = b;
+        let long = "x".repeat(1000);
+        let sent = format!("{{\"op\":\"ready\"}}\n{long}\nshort\n{}\nlast", "y".repeat(16));
+        tokio::spawn(async move {
+            // Small writes: the reader sees the long line in pieces.
+            for chunk in sent.as_bytes().chunks(7) {
+                writer.write_all(chunk).await.expect("write");
+            }
+        });
+        assert_eq!(reader.next().await.expect("read"), Read::Line("{\"op\":\"ready\"}".into()));
+        assert_eq!(reader.next().await.expect("read"), Read::TooLong(1001));
+        assert_eq!(reader.next().await.expect("read"), Read::Line("short".into()));
+        assert_eq!(reader.next().await.expect("read"), Read::Line("y".repeat(16)), "a line of the limit is taken");
+        assert_eq!(reader.next().await.expect("read"), Read::Line("last".into()), "a last line without its newline");
+        assert_eq!(reader.next().await.expect("read"), Read::Closed);
+    }
 
     #[test]
     fn rss_of_this_process_is_known_and_of_nobody_is_zero() {
