@@ -44,18 +44,18 @@ def main(path):
     if "annotate" in report:
         cov.annotate(ignore_errors=True, directory=report["annotate"])
         out.write(f"Coverage annotated source written to dir {report['annotate'] or '(next to source)'}\n")
-    if "html" in report:
-        cov.html_report(ignore_errors=True, directory=report["html"])
-        out.write(f"Coverage HTML written to dir {report['html'] or cov.config.html_dir}\n")
-    if "xml" in report:
-        cov.xml_report(ignore_errors=True, outfile=report["xml"])
-        out.write(f"Coverage XML written to file {report['xml'] or cov.config.xml_output}\n")
-    if "json" in report:
-        cov.json_report(ignore_errors=True, outfile=report["json"])
-        out.write(f"Coverage JSON written to file {report['json'] or cov.config.json_output}\n")
-    if "lcov" in report:
-        cov.lcov_report(ignore_errors=True, outfile=report["lcov"])
-        out.write(f"Coverage LCOV written to file {report['lcov'] or cov.config.lcov_output}\n")
+    # The file reports: pytest-cov's option name, coverage's method, its keyword, its default.
+    files = (
+        ("html", cov.html_report, "directory", "HTML written to dir", cov.config.html_dir),
+        ("xml", cov.xml_report, "outfile", "XML written to file", cov.config.xml_output),
+        ("json", cov.json_report, "outfile", "JSON written to file", cov.config.json_output),
+        # lcov came in coverage 6.3.
+        ("lcov", getattr(cov, "lcov_report", None), "outfile", "LCOV written to file", getattr(cov.config, "lcov_output", None)),
+    )
+    for kind, write, keyword, said, default in files:
+        if kind in report and write is not None:
+            write(ignore_errors=True, **{keyword: report[kind]})
+            out.write(f"Coverage {said} {report[kind] or default}\n")
     for kind, mode in (("markdown", "w"), ("markdown-append", "a")):
         if kind in report:
             with open(report[kind] or "coverage.md", mode, encoding="utf-8") as f:
