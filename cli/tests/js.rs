@@ -78,6 +78,9 @@ fn installed(name: &str, source: &Path) -> PathBuf {
             }
         }
     }
+    // One install at a time in this process (its threads would share the scratch folder below).
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _installing = INSTALLING.lock().unwrap_or_else(|p| p.into_inner());
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     hash_tree(source, &mut hasher);
     let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("js-fixtures");
