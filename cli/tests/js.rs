@@ -308,6 +308,41 @@ fn a_runner_shared_by_slots_charges_only_the_file_that_crashed_it() {
     );
 }
 
+/// One vitest runner serves both slots: its test workers running at once still have distinct
+/// `VITEST_POOL_ID`s between 1 and the slot count, as under `vitest run --maxWorkers=2`.
+#[test]
+fn test_workers_of_a_shared_vitest_runner_have_distinct_pool_ids() {
+    let dir = fresh_copy("vitest", "vitest-pool-ids");
+    std::fs::create_dir_all(dir.join("ids")).expect("mkdir ids");
+    let marks = tempfile::tempdir().expect("a temp dir");
+    let names: Vec<String> = (1..=6).map(|i| format!("ids/p{i}.test.js")).collect();
+    let body = "test('records its pool id', async () => {\n  const start = Date.now();\n  await new Promise((r) => setTimeout(r, 500));\n  fs.appendFileSync(`${MARKS}/ids`, `${process.env.VITEST_POOL_ID} ${start} ${Date.now()}\\n`);\n});";
+    let files: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), body)).collect();
+    vitest_files(&dir, marks.path(), &files);
+    let out = testgrid(&dir)
+        .args(["run", "--local", "2", "--framework", "vitest", "--json"])
+        .args(&names)
+        .output()
+        .expect("testgrid runs");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = std::fs::read_to_string(marks.path().join("ids")).expect("the files recorded their ids");
+    let runs: Vec<(u64, u64, u64)> = text
+        .lines()
+        .map(|l| {
+            let v: Vec<u64> = l.split_whitespace().map(|x| x.parse().expect("a number")).collect();
+            (v[0], v[1], v[2])
+        })
+        .collect();
+    assert_eq!(runs.len(), 6, "{text}");
+    for (i, a) in runs.iter().enumerate() {
+        assert!((1..=2).contains(&a.0), "a pool id between 1 and the slots: {text}");
+        for b in &runs[i + 1..] {
+            let overlap = a.1 < b.2 && b.1 < a.2;
+            assert!(!overlap || a.0 != b.0, "two files running at once had pool id {}: {text}", a.0);
+        }
+    }
+}
+
 /// The discovery fixtures (`tests/fixtures/discovery`): one workspace root (its own `.git`)
 /// holding a project per configuration, each using the installed `vitest` or `jest` fixture's
 /// `node_modules` through a symlink, so nothing is installed twice.

@@ -257,6 +257,45 @@ async function loadVitest() {
   return { api, version };
 }
 
+/**
+ * VITEST_POOL_ID numbers vitest's test workers from 1 to maxWorkers, so that tests can share out
+ * resources (a database per worker). vitest's pool renumbers its free ids at each `runTests`
+ * call, and this runner makes a call per file while others run: ids would repeat between test
+ * workers running at once. Number them here instead, when a test worker starts (the lowest id
+ * no running worker holds), and free the id when it is asked to stop. Only where vitest's own worker classes
+ * are as expected; otherwise vitest's numbering stands.
+ */
+function numberTestWorkers(api) {
+  const held = new Set();
+  const free = (worker) => {
+    if (worker.__testgridPoolId !== undefined) held.delete(worker.__testgridPoolId);
+    worker.__testgridPoolId = undefined;
+  };
+  for (const Worker of [api.ForksPoolWorker, api.ThreadsPoolWorker]) {
+    const proto = Worker?.prototype;
+    if (typeof proto?.send !== 'function' || typeof proto?.stop !== 'function') continue;
+    const { send, stop } = proto;
+    proto.send = function sendNumbered(message, ...rest) {
+      if (message?.type === 'start' && message.__vitest_worker_request__ && 'poolId' in message) {
+        if (this.__testgridPoolId === undefined) {
+          let id = 1;
+          while (held.has(id)) id += 1;
+          held.add(id);
+          this.__testgridPoolId = id;
+        }
+        return send.call(this, { ...message, poolId: this.__testgridPoolId }, ...rest);
+      }
+      if (message?.type === 'stop' && message.__vitest_worker_request__) free(this);
+      return send.call(this, message, ...rest);
+    };
+    // A worker asked to stop runs no more tests: its id is free from then on.
+    proto.stop = function stopNumbered(...args) {
+      free(this);
+      return stop.apply(this, args);
+    };
+  }
+}
+
 /** Where this runner's part of a session's coverage goes, when the worker merges it. */
 const ownCoverage = process.env.TESTGRID_COVERAGE_DIR
   ? path.join(process.env.TESTGRID_COVERAGE_DIR, `vitest-${process.pid}`)
@@ -265,6 +304,7 @@ const ownCoverage = process.env.TESTGRID_COVERAGE_DIR
 async function startVitest() {
   const { api, version } = await loadVitest();
   const major = parseInt(version, 10);
+  if (major >= 4) numberTestWorkers(api);
   const options = {
     // Coverage (when the project's config turns it on) as raw istanbul JSON, merged later.
     ...(ownCoverage

@@ -157,7 +157,22 @@ impl WarmExecutor {
     ) -> Result<Handle, pb::TestReport> {
         let started = Instant::now();
         let lane = self.lane(kind, slot, job, fresh);
-        let cell = Arc::clone(lock(&self.runners).entry(lane.clone()).or_default());
+        let cell = {
+            let mut runners = lock(&self.runners);
+            if let Lane::Shared(session) = &lane
+                && !runners.contains_key(&lane)
+            {
+                // Other sessions' shared lanes whose runner is gone are of no more use: a
+                // long-lived worker keeps no lane per past session.
+                runners.retain(|other, cell| match other {
+                    Lane::Shared(s) if s != session => {
+                        cell.try_lock().map_or(true, |current| current.as_ref().is_some_and(Handle::is_running))
+                    }
+                    _ => true,
+                });
+            }
+            Arc::clone(runners.entry(lane.clone()).or_default())
+        };
         let mut current = tokio::select! {
             current = cell.lock() => current,
             () = cancel.cancelled() => return Err(report::simple(pb::Outcome::Cancelled, "cancelled", started)),
@@ -201,7 +216,14 @@ impl WarmExecutor {
                     // It cannot serve several slots (vitest 3): it becomes this slot's runner, and
                     // the session's other slots start their own. (Lanes are locked one at a time
                     // everywhere else, so holding the shared lane here cannot deadlock.)
-                    lock(&self.solo).insert(job.assignment.session_id.clone());
+                    {
+                        let mut solo = lock(&self.solo);
+                        // Old sessions' marks are of no use: keep the set small on a long-lived worker.
+                        if solo.len() >= 256 {
+                            solo.clear();
+                        }
+                        solo.insert(job.assignment.session_id.clone());
+                    }
                     let own = Arc::clone(lock(&self.runners).entry(Lane::Slot(slot)).or_default());
                     if let Some(old) = own.lock().await.replace(handle.clone()) {
                         old.close();
