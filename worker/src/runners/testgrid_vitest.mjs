@@ -262,8 +262,8 @@ async function loadVitest() {
  * resources (a database per worker). vitest's pool renumbers its free ids at each `runTests`
  * call, and this runner makes a call per file while others run: ids would repeat between test
  * workers running at once. Number them here instead, when a test worker starts (the lowest id
- * no running worker holds), and free the id when it is asked to stop. Only where vitest's own worker classes
- * are as expected; otherwise vitest's numbering stands.
+ * no running worker holds), and free the id when it is asked to stop. Only where vitest's own
+ * worker classes are as expected; otherwise vitest's numbering stands.
  */
 function numberTestWorkers(api) {
   const held = new Set();
@@ -486,7 +486,7 @@ async function runFile(state, channel, message) {
         }
       }
       if (others.length) {
-        // Files enter vitest's pool in the order they came (the grid sends the longest first).
+        // Files enter vitest's pool in the order they came (the grid's order).
         const turn = admission.then(() => vitest.initializeGlobalSetup(others));
         admission = turn.catch(() => {});
         await turn;
