@@ -309,14 +309,15 @@ fn a_runner_shared_by_slots_charges_only_the_file_that_crashed_it() {
 }
 
 /// One vitest runner serves both slots: its test workers running at once still have distinct
-/// `VITEST_POOL_ID`s between 1 and the slot count, as under `vitest run --maxWorkers=2`.
+/// `VITEST_POOL_ID`s between 1 and the slot count, as under `vitest run --maxWorkers=2`, and no
+/// `TESTGRID_SLOT` (no one slot runs them).
 #[test]
 fn test_workers_of_a_shared_vitest_runner_have_distinct_pool_ids() {
     let dir = fresh_copy("vitest", "vitest-pool-ids");
     std::fs::create_dir_all(dir.join("ids")).expect("mkdir ids");
     let marks = tempfile::tempdir().expect("a temp dir");
     let names: Vec<String> = (1..=6).map(|i| format!("ids/p{i}.test.js")).collect();
-    let body = "test('records its pool id', async () => {\n  const start = Date.now();\n  await new Promise((r) => setTimeout(r, 500));\n  fs.appendFileSync(`${MARKS}/ids`, `${process.env.VITEST_POOL_ID} ${start} ${Date.now()}\\n`);\n});";
+    let body = "test('records its pool id', async () => {\n  const start = Date.now();\n  await new Promise((r) => setTimeout(r, 500));\n  fs.appendFileSync(`${MARKS}/ids`, `${process.env.VITEST_POOL_ID} ${start} ${Date.now()} ${process.env.TESTGRID_SLOT ?? 'none'}\\n`);\n});";
     let files: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), body)).collect();
     vitest_files(&dir, marks.path(), &files);
     let out = testgrid(&dir)
@@ -329,8 +330,10 @@ fn test_workers_of_a_shared_vitest_runner_have_distinct_pool_ids() {
     let runs: Vec<(u64, u64, u64)> = text
         .lines()
         .map(|l| {
-            let v: Vec<u64> = l.split_whitespace().map(|x| x.parse().expect("a number")).collect();
-            (v[0], v[1], v[2])
+            let v: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(v.get(3), Some(&"none"), "a runner of both slots is neither's (no TESTGRID_SLOT): {l}");
+            let n = |i: usize| v[i].parse::<u64>().expect("a number");
+            (n(0), n(1), n(2))
         })
         .collect();
     assert_eq!(runs.len(), 6, "{text}");
@@ -341,6 +344,28 @@ fn test_workers_of_a_shared_vitest_runner_have_distinct_pool_ids() {
             assert!(!overlap || a.0 != b.0, "two files running at once had pool id {}: {text}", a.0);
         }
     }
+}
+
+/// vitest 3 runs one `runTestSpecifications` per file: its runner says it cannot serve several
+/// slots, the worker falls back to a runner per slot (each with its `TESTGRID_SLOT`), and the
+/// outcomes are vitest's own.
+#[test]
+fn vitest_3_runners_serve_one_slot_each_and_match_vitest() {
+    let dir = project("vitest3");
+    let marks = tempfile::tempdir().expect("a temp dir");
+    let out = testgrid(&dir)
+        .args(["run", "--local", "2", "--framework", "vitest", "--json"])
+        .env("TESTGRID_FIXTURE_MARKS", marks.path())
+        .output()
+        .expect("testgrid runs");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let (theirs, _) = own_outcomes(&dir, "vitest");
+    assert_eq!(our_cases(&out), theirs, "vitest 3: the same per-case outcomes as its own run");
+    assert_eq!(theirs.len(), 5, "{theirs:?}");
+    let slots = std::fs::read_to_string(marks.path().join("slots")).expect("the tests recorded their slots");
+    let seen: Vec<&str> = slots.lines().collect();
+    assert_eq!(seen.len(), 4, "{slots}");
+    assert!(seen.iter().all(|s| *s == "0" || *s == "1"), "each file ran in a runner of one slot: {slots}");
 }
 
 /// The discovery fixtures (`tests/fixtures/discovery`): one workspace root (its own `.git`)

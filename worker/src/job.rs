@@ -76,23 +76,18 @@ impl Job {
     /// The environment of a process that runs this one test in `slot`: what the session asked
     /// for, then the documented facts (docs/runners.md), which win over the session's.
     pub fn test_env(&self, slot: u32) -> Vec<(String, String)> {
-        let mut env = self.runner_env(Some(slot));
+        let mut env = self.runner_env(slot);
         env.push(("TESTGRID_TEST".into(), self.path.clone()));
         env.push(("TESTGRID_ATTEMPT".into(), self.assignment.attempt.to_string()));
         env
     }
 
     /// The environment of a warm runner process, which runs many tests of one session in
-    /// `slot` (`None`: in every slot of the worker): what the session asked for and the facts
-    /// that hold for all its tests.
-    pub fn runner_env(&self, slot: Option<u32>) -> Vec<(String, String)> {
+    /// `slot`: what the session asked for and the facts that hold for all its tests.
+    pub fn runner_env(&self, slot: u32) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = self.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         env.push(("TESTGRID_SESSION".into(), self.assignment.session_id.clone()));
-        match slot {
-            Some(slot) => env.push(("TESTGRID_SLOT".into(), slot.to_string())),
-            // A runner of every slot must not pass on a slot the session asked for either.
-            None => env.retain(|(k, _)| k != "TESTGRID_SLOT"),
-        }
+        env.push(("TESTGRID_SLOT".into(), slot.to_string()));
         env.push(("TESTGRID_WORKER".into(), self.worker.clone()));
         env
     }
@@ -162,11 +157,8 @@ mod tests {
         assert_eq!(env["TESTGRID_SLOT"], "3");
         assert_eq!(env["TESTGRID_WORKER"], "test-worker");
         assert_eq!(env["MINE"], "1");
-        let runner: BTreeMap<String, String> = job.runner_env(Some(0)).into_iter().collect();
+        let runner: BTreeMap<String, String> = job.runner_env(0).into_iter().collect();
         assert!(!runner.contains_key("TESTGRID_TEST") && !runner.contains_key("TESTGRID_ATTEMPT"));
         assert_eq!(runner["TESTGRID_SLOT"], "0");
-        let shared: BTreeMap<String, String> = job.runner_env(None).into_iter().collect();
-        assert!(!shared.contains_key("TESTGRID_SLOT"), "a runner of every slot has no slot: {shared:?}");
-        assert_eq!(shared["MINE"], "1");
     }
 }

@@ -577,6 +577,9 @@ async function main() {
   const channel = new Channel(socketPath, log);
   await channel.connected();
   const state = await startVitest();
+  // A runner of several slots is no slot's: its test workers (forked from here, later) must not
+  // see the one it was started for.
+  if (state.pipelined) delete process.env.TESTGRID_SLOT;
   // A runner that feeds vitest's pool serves every slot of its session on the worker.
   channel.send({ op: 'ready', pid: process.pid, shares: state.pipelined });
   if (state.pipelined) {

@@ -196,11 +196,10 @@ impl WarmExecutor {
             self.close_slot_runner(slot);
         }
         let program = self.program(kind, job);
-        let own_slot = matches!(lane, Lane::Slot(_)).then_some(slot);
         // A runner that is slow to start (a conftest that sleeps) must not hold up a cancel. Its
         // start has its own limit; the test's timeout starts after it.
         let runner = tokio::select! {
-            result = runner::start(kind, &program, job, own_slot, self.settings.die_with_worker, self.coverage_dir.as_deref()) => result,
+            result = runner::start(kind, &program, job, slot, self.settings.die_with_worker, self.coverage_dir.as_deref()) => result,
             () = cancel.cancelled() => return Err(report::simple(pb::Outcome::Cancelled, "cancelled", started)),
         };
         match runner {

@@ -52,12 +52,13 @@ pub struct Runner {
 }
 
 /// Start `kind`'s runner with `program` (the Python or the Node) for `job`'s session in `slot`
-/// (`None`: for every slot of the worker), in the project's folder, and wait until it is ready.
+/// (the slot it starts for, should it serve several), in the project's folder, and wait until
+/// it is ready.
 pub async fn start(
     kind: Kind,
     program: &str,
     job: &Job,
-    slot: Option<u32>,
+    slot: u32,
     die_with_worker: bool,
     coverage_dir: Option<&Path>,
 ) -> Result<Runner, String> {
@@ -80,7 +81,6 @@ pub async fn start(
                 // pytest-cov (coverage.py) writes this runner's data file there, named by it.
                 std::fs::create_dir_all(&parts).map_err(|e| format!("cannot create {}: {e}", parts.display()))?;
                 let own = dir.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                let slot = slot.map_or_else(|| "all".to_string(), |slot| slot.to_string());
                 process.env("COVERAGE_FILE", parts.join(format!("pytest-{slot}-{own}.coverage")))
             } else {
                 process
@@ -136,7 +136,7 @@ fn command(
     kind: Kind,
     program: &str,
     job: &Job,
-    slot: Option<u32>,
+    slot: u32,
     dir: &Path,
     file: &str,
     die_with_worker: bool,
