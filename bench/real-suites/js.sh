@@ -78,6 +78,4 @@ echo "testgrid: $(grep -h 'Summary' "$work/tg.err" | tr '\n' ' ')"
 echo "$FRAMEWORK --maxWorkers=2 (ms): ${os[*]}"
 echo "testgrid --local 2 (ms):   ${ts[*]}"
 echo "first result (ms):         ${firsts[*]}"
-mo=$(median "${os[@]}"); mt=$(median "${ts[@]}")
-printf 'median %s: %.1f s, median testgrid: %.1f s, ratio testgrid/own %.2f (target <= 1.0, aim <= 0.8); first result median %s ms\n' \
-    "$FRAMEWORK" "$(echo "$mo / 1000" | bc -l)" "$(echo "$mt / 1000" | bc -l)" "$(echo "$mt / $mo" | bc -l)" "$(median "${firsts[@]}")"
+echo "$(medians_and_ratio "$FRAMEWORK" os ts) (target <= 1.0, aim <= 0.8); first result median $(median "${firsts[@]}") ms"

@@ -46,6 +46,4 @@ echo "testgrid:       $(grep -h 'Summary\|test cases' "$work/tg.err" | tr '\n' '
 echo "pytest -n 2 (ms):        ${xs[*]}"
 echo "testgrid --local 2 (ms): ${ts[*]}"
 echo "first result (ms):       ${firsts[*]}"
-mx=$(median "${xs[@]}"); mt=$(median "${ts[@]}")
-printf 'median pytest -n 2: %.1f s, median testgrid: %.1f s, ratio %.2f (target <= 0.85); first result median %s ms (target < 1000)\n' \
-    "$(echo "$mx / 1000" | bc -l)" "$(echo "$mt / 1000" | bc -l)" "$(echo "$mt / $mx" | bc -l)" "$(median "${firsts[@]}")"
+echo "$(medians_and_ratio "pytest -n 2" xs ts) (target <= 0.85); first result median $(median "${firsts[@]}") ms (target < 1000)"
