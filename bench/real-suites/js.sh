@@ -29,6 +29,9 @@ if [[ -z ${TESTGRID:-} ]]; then
     cargo build --release --quiet --manifest-path "$repo/Cargo.toml" --bin testgrid
     TESTGRID="$repo/target/release/testgrid"
 fi
+# The runs happen in the project's folder: a relative path given here must still name the binary.
+if [[ $TESTGRID == */* ]]; then TESTGRID=$(realpath "$TESTGRID"); fi
+[[ -x $TESTGRID ]] || command -v "$TESTGRID" > /dev/null || { echo "TESTGRID=$TESTGRID is not a program" >&2; exit 2; }
 
 # The project's own binary, from the nearest node_modules/.bin at or above the project (npm and
 # pnpm workspaces hoist it to the root).
