@@ -44,11 +44,7 @@ pub async fn merge(
         return merge_pytest(program, project, parts).await;
     }
     let dir = tempfile::tempdir().map_err(|e| format!("cannot create a folder for the coverage merge: {e}"))?;
-    let (file, text) = kind.runner();
-    for (name, text) in std::iter::once(&(file, text)).chain(kind.support_files()) {
-        std::fs::write(dir.path().join(name), text)
-            .map_err(|e| format!("cannot write the {} runner: {e}", kind.name()))?;
-    }
+    let file = super::runner::write_files(kind, dir.path())?;
     let process = Process::new(program, project, false).arg(dir.path().join(file)).arg("--merge-coverage").arg(parts);
     let (ok, output) = run(process, kind.name()).await?;
     Ok(Some(Merged { ok, output }))

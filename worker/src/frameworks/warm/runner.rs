@@ -63,11 +63,7 @@ pub async fn start(
     coverage_dir: Option<&Path>,
 ) -> Result<Runner, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("cannot create a runner directory: {e}"))?;
-    let (file, text) = kind.runner();
-    for (name, text) in std::iter::once(&(file, text)).chain(kind.support_files()) {
-        std::fs::write(dir.path().join(name), text)
-            .map_err(|e| format!("cannot write the {} runner: {e}", kind.name()))?;
-    }
+    let file = write_files(kind, dir.path())?;
     let socket = dir.path().join("runner.sock");
     let listener = UnixListener::bind(&socket).map_err(|e| format!("cannot open the runner socket: {e}"))?;
     let (process, shown) = command(kind, program, job, slot, dir.path(), file, die_with_worker);
@@ -129,6 +125,15 @@ pub async fn start(
             Err(failure(runner.take_log()))
         }
     }
+}
+
+/// Write `kind`'s runner and the files it loads into `dir`; the runner's own file name.
+pub fn write_files(kind: Kind, dir: &Path) -> Result<&'static str, String> {
+    let (file, text) = kind.runner();
+    for (name, text) in std::iter::once(&(file, text)).chain(kind.support_files()) {
+        std::fs::write(dir.join(name), text).map_err(|e| format!("cannot write the {} runner: {e}", kind.name()))?;
+    }
+    Ok(file)
 }
 
 /// The runner's process and how it is shown in messages.
