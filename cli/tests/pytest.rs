@@ -5,7 +5,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use support::{Workspace, case_outcomes, events, final_outcomes, spawn_coordinator, stderr, stdout, testgrid};
@@ -105,17 +105,22 @@ fn run_pytest(ws: &Workspace, args: &[&str]) -> std::process::Output {
         .expect("runs")
 }
 
+/// pytest alone (the test venv's), in `root`, with `args`.
+fn own_pytest(root: &Path, args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(venv().join("bin/python"))
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .args(args)
+        .current_dir(root)
+        .output()
+        .expect("pytest runs")
+}
+
 /// pytest's own verdicts, from its JUnit report: nodeid-like name -> outcome word.
 fn pytest_outcomes(root: &Path, paths: &[&str]) -> BTreeMap<String, String> {
     let xml = root.join("reference.xml");
-    let status = Command::new(venv().join("bin/python"))
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
-        .args(paths)
-        .arg("--junitxml")
-        .arg(&xml)
-        .current_dir(root)
-        .output()
-        .expect("pytest runs");
+    let mut args: Vec<&std::ffi::OsStr> = paths.iter().map(std::ffi::OsStr::new).collect();
+    args.extend([std::ffi::OsStr::new("--junitxml"), xml.as_os_str()]);
+    let status = own_pytest(root, &args);
     assert!(status.status.code().is_some(), "pytest ran");
     // Read pytest's report with Python's own XML parser; classname + name back to node ids.
     const READ: &str = r#"
@@ -539,11 +544,7 @@ fn pytest_cov_data_of_every_runner_is_combined_into_the_projects_coverage() {
             ("tests/test_sign.py", "from pkg.calc import sign\n\n\ndef test_sign():\n    assert sign(5) == 1\n"),
         ],
     );
-    let own = Command::new(venv().join("bin/python"))
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
-        .current_dir(&root)
-        .output()
-        .expect("pytest runs");
+    let own = own_pytest(&root, &[]);
     assert!(own.status.success(), "pytest alone: {}", stdout(&own));
     let expected = statement_coverage(&root);
     assert_eq!(expected.len(), 3, "{expected:?}");
@@ -576,11 +577,7 @@ fn pytest_cov_data_of_every_runner_is_combined_into_the_projects_coverage() {
     // A threshold the combined total misses fails the run, as it fails pytest alone.
     std::fs::write(root.join("pytest.ini"), "[pytest]\naddopts = --cov=pkg --cov-fail-under=95\n")
         .expect("write pytest.ini");
-    let own = Command::new(venv().join("bin/python"))
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
-        .current_dir(&root)
-        .output()
-        .expect("pytest runs");
+    let own = own_pytest(&root, &[]);
     assert_eq!(own.status.code(), Some(1), "pytest alone misses the threshold: {}", stdout(&own));
     let out = run_pytest(&ws, &["--local", "2"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
