@@ -189,6 +189,48 @@ fn jest_in_local_mode_matches_jest() {
     check(&run_local(&dir, "jest", &[]), &dir, "jest");
 }
 
+/// The files of jest's transform cache under `cache` (its folder is named by the project's
+/// config, each file by a transformed file's content and that config's text).
+fn transform_cache_files(cache: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, found);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(cache).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with("jest-transform-cache-") {
+            walk(&entry.path(), &mut found);
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn jest_runners_reuse_the_transform_cache_jest_itself_wrote() {
+    // Its own cache folder, inside a copy of its own.
+    let dir = fresh_copy("jest", "jest-cache");
+    let cache = dir.join(".jest-cache");
+    let package = std::fs::read_to_string(dir.join("package.json")).expect("package.json");
+    let mut package: serde_json::Value = serde_json::from_str(&package).expect("package.json is JSON");
+    package["jest"] = serde_json::json!({ "cacheDirectory": "<rootDir>/.jest-cache" });
+    std::fs::write(dir.join("package.json"), package.to_string()).expect("write package.json");
+
+    own_outcomes(&dir, "jest");
+    let after_jest = transform_cache_files(&cache);
+    assert!(!after_jest.is_empty(), "jest alone fills its transform cache under {}", cache.display());
+    check(&run_local(&dir, "jest", &[]), &dir, "jest");
+    // The runners' project config is jest's own, so every file they transform is found in the
+    // cache: nothing is transformed (or written) again.
+    assert_eq!(transform_cache_files(&cache), after_jest, "testgrid's runners transformed files jest had cached");
+}
+
 #[test]
 fn vitest_and_jest_on_a_real_grid_match_their_own_runs() {
     let (coordinator, grpc, _http) = spawn_coordinator("127.0.0.1:0", "127.0.0.1:0", &[]);

@@ -40,6 +40,10 @@ const { resolveFromProject, splitUnitPath, socketPathOrExit, serve } = common;
 
 const log = (...args) => process.stderr.write(`[testgrid-jest] ${args.join(' ')}\n`);
 
+// As jest's own command does before anything else: tests and transformers (babel's `env`
+// options, its cache key) see NODE_ENV=test unless the user set it.
+if (require.main === module && process.env.NODE_ENV == null) process.env.NODE_ENV = 'test';
+
 function errorText(error) {
   if (error == null) return '';
   if (typeof error !== 'object') return plain(error);
@@ -231,8 +235,17 @@ function jestInternals(entry) {
 
 /** What jest does once per `jest` run: config, file maps, global setup (`setup` false: none). */
 async function startWarm(internals, setup = true) {
-  const argv = { $0: 'testgrid-jest', _: [], ...commonArgv() };
-  const { globalConfig, configs } = await internals.config.readConfigs(argv, [process.cwd()]);
+  // jest copies some options into each project's config (`reporters`, and since 30.5 `silent`
+  // and `verbose`), whose text keys its transform cache on disk. Any of ours in there (this
+  // file's path is in a folder of its own per worker) and every run would miss the cache that
+  // jest and earlier runs left, transforming (and instrumenting, for coverage) every file again.
+  // So the projects' configs are jest's own: those options are set on the global config only
+  // (which is where jest's test runner reads them), the reporter is fed by this runner itself.
+  const { reporters: _ours, silent, verbose, ...options } = commonArgv();
+  const argv = { $0: 'testgrid-jest', _: [], ...options };
+  const read = await internals.config.readConfigs(argv, [process.cwd()]);
+  const globalConfig = { ...read.globalConfig, silent, verbose };
+  const { configs } = read;
   const projects = await Promise.all(
     configs.map(async (config) => {
       fs.mkdirSync(config.cacheDirectory, { recursive: true });

@@ -49,6 +49,12 @@ const { resolveFromProject, splitUnitPath, socketPathOrExit, serve } = common;
 
 const log = (...args) => process.stderr.write(`[testgrid-vitest] ${args.join(' ')}\n`);
 
+// What `vitest` itself sets before it reads the config (which may test them), unless the user
+// set NODE_ENV: its test workers get the same from vitest.
+process.env.TEST = 'true';
+process.env.VITEST = 'true';
+process.env.NODE_ENV ??= 'test';
+
 // ---------------------------------------------------------------------------------------------
 // Formatting vitest's errors.
 
