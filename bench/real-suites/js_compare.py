@@ -72,8 +72,8 @@ def testgrid_cases(project, events_path):
             name = c["name"]
             file, sep, title = name.partition("::")
             # Type tests by vitest's default typecheck.include (*.test-d.ts, *.spec-d.ts) are
-            # marked as in the own report; a file that runs both ways (zod) is not told apart.
-            if sep and TYPE_TEST.search(file):
+            # marked as in the own report; testgrid marks those of a file that also runs (zod).
+            if sep and TYPE_TEST.search(file) and not title.startswith("[typecheck] "):
                 title = "[typecheck] " + title
             key = rel(file) + "::" + title if sep else path + "::" + name
             cases[(key, TESTGRID.get(c["outcome"], c["outcome"]))] += 1

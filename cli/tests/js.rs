@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -408,6 +408,36 @@ fn vitest_3_runners_serve_one_slot_each_and_match_vitest() {
     let seen: Vec<&str> = slots.lines().collect();
     assert_eq!(seen.len(), 4, "{slots}");
     assert!(seen.iter().all(|s| *s == "0" || *s == "1"), "each file ran in a runner of one slot: {slots}");
+}
+
+#[test]
+fn type_tests_run_with_the_suite_and_a_file_run_both_ways_keeps_both_outcomes() {
+    let dir = project("vitest-typecheck");
+    let out = run_local(&dir, "vitest", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    // vitest names a type test's file as its outermost suite: `F::F > name` in its own report.
+    // testgrid marks the type tests of a file that also runs (`F::[typecheck] name`), and leaves
+    // those of a file that is only type-checked as they are.
+    let (own, _) = own_outcomes(&dir, "vitest");
+    let runs: BTreeSet<&str> =
+        own.keys().filter_map(|k| k.split_once("::")).filter(|(f, t)| !t.starts_with(*f)).map(|(f, _)| f).collect();
+    let theirs: BTreeMap<String, String> = own
+        .iter()
+        .map(|(key, outcome)| {
+            let (file, title) = key.split_once("::").expect("FILE::NAME");
+            let key = match title.strip_prefix(&format!("{file} > ")) {
+                Some(name) if runs.contains(file) => format!("{file}::[typecheck] {name}"),
+                Some(name) => format!("{file}::{name}"),
+                None => key.clone(),
+            };
+            (key, outcome.clone())
+        })
+        .collect();
+    let ours = our_cases(&out);
+    assert_eq!(ours, theirs, "the same per-case outcomes as vitest's own run, type tests included");
+    assert_eq!(ours["src/both.test.ts::fails only at runtime"], "failed");
+    assert_eq!(ours["src/both.test.ts::[typecheck] fails only at runtime"], "passed");
+    assert_eq!(ours["src/types.test-d.ts::a string is not a number"], "failed");
 }
 
 /// The discovery fixtures (`tests/fixtures/discovery`): one workspace root (its own `.git`)

@@ -107,14 +107,25 @@ class Unit {
     this.reported = new Set(); // vitest test ids
     this.logs = new Map(); // vitest test id -> console text
     this.errors = []; // file-level error texts
+    this.bothWays = false; // type-checked and run: its type tests' names are marked
+  }
+
+  /**
+   * A test's name: vitest's fullName, marked `[typecheck] ` when it comes from a type check of a
+   * file that also runs (typecheck.include taking runtime test files): vitest then reports each
+   * test twice, once per way, under the same name.
+   */
+  nameOf(testCase) {
+    const typed = this.bothWays && testCase.meta?.()?.typecheck === true;
+    return typed ? `${TYPECHECK_MARK}${testCase.fullName}` : testCase.fullName;
   }
 
   idOf(testCase) {
-    return `${this.prefix}::${testCase.fullName}`;
+    return `${this.prefix}::${this.nameOf(testCase)}`;
   }
 
   wanted(testCase) {
-    return this.caseName === null || testCase.fullName === this.caseName;
+    return this.caseName === null || this.nameOf(testCase) === this.caseName;
   }
 }
 
@@ -124,6 +135,9 @@ const pending = new Map();
 const byFileTask = new Map();
 /** The unit whose file runs now (for console output vitest cannot place). */
 let running = null;
+
+/** What starts the name of a type test whose file also runs (see `Unit.nameOf`). */
+const TYPECHECK_MARK = '[typecheck] ';
 
 const keyOf = (projectName, moduleId) => `${projectName ?? ''}\u0000${moduleId}`;
 
@@ -469,8 +483,9 @@ async function runFile(state, channel, message) {
     let options;
     // vitest 5 matches exact full names; before it, a pattern sees the titles joined by " ";
     // vitest 3 takes the pattern for the whole run only.
-    const pattern = caseName === null ? null : new RegExp(`^${escapeRegExp(caseName.split(' > ').join(' '))}$`);
-    if (caseName !== null && major >= 5) options = { testNames: [caseName] };
+    const bare = caseName?.startsWith(TYPECHECK_MARK) ? caseName.slice(TYPECHECK_MARK.length) : caseName;
+    const pattern = caseName === null ? null : new RegExp(`^${escapeRegExp(bare.split(' > ').join(' '))}$`);
+    if (caseName !== null && major >= 5) options = { testNames: [bare] };
     else if (caseName !== null && major === 4) options = { testNamePattern: pattern };
     else if (major < 4 && pattern) vitest.setGlobalTestNamePattern(pattern);
     else if (major < 4) vitest.resetGlobalTestNamePattern?.();
@@ -483,14 +498,10 @@ async function runFile(state, channel, message) {
       beginWaiting();
       const typed = specifications.filter((spec) => spec.pool === 'typescript');
       const others = specifications.filter((spec) => spec.pool !== 'typescript');
-      if (typed.length) {
-        const { modules, error } = await typeRun(vitest, project);
-        for (const spec of typed) {
-          const module = modules.get(spec.moduleId);
-          if (module) finishModule(unit, module);
-          else unit.errors.push(error ? errorText(error) : `vitest did not typecheck ${file} (is it in typecheck.include?)`);
-        }
-      }
+      unit.bothWays = typed.length > 0 && others.length > 0;
+      // The project's type check (started by its first type test, shared by all) runs while
+      // this file's runtime tests do.
+      const checked = typed.length ? typeRun(vitest, project) : null;
       if (others.length) {
         // Files enter vitest's pool in the order they came (the grid's order).
         const turn = admission.then(() => vitest.initializeGlobalSetup(others));
@@ -503,6 +514,14 @@ async function runFile(state, channel, message) {
           unit.errors.push(errorText(e));
         }
         for (const spec of others) finishModule(unit, spec.testModule);
+      }
+      if (checked) {
+        const { modules, error } = await checked;
+        for (const spec of typed) {
+          const module = modules.get(spec.moduleId);
+          if (module) finishModule(unit, module);
+          else unit.errors.push(error ? errorText(error) : `vitest did not typecheck ${file} (is it in typecheck.include?)`);
+        }
       }
     } else {
       begin(unit, null);
