@@ -69,7 +69,39 @@ pub fn units(search: &Search, project_dir: &str) -> Result<Vec<String>, Error> {
             dir: package,
         });
     }
-    Ok(files::ordered(units))
+    let ordered = files::ordered(units);
+    Ok(if search.framework == Framework::Vitest { type_tests_spread(ordered) } else { ordered })
+}
+
+/// Whether `unit` (`FILE` or `|PROJECT| FILE`) is a type test by vitest's naming convention
+/// (`*.test-d.ts`, `*.spec-d.mts`, ...: its default `typecheck.include`).
+fn is_type_test(unit: &str) -> bool {
+    let file = unit.rsplit('/').next().unwrap_or(unit);
+    let Some((stem, ext)) = file.rsplit_once('.') else { return false };
+    let script = matches!(ext, "ts" | "tsx" | "js" | "jsx" | "mts" | "cts" | "mjs" | "cjs");
+    script && (stem.ends_with(".test-d") || stem.ends_with(".spec-d"))
+}
+
+/// vitest checks all the type tests of a project in one `tsc` run, which their first one
+/// starts, and each of the others is done the moment that run is: the first type test of each
+/// project goes first (its run then overlaps the other tests, one core for `tsc`, as under
+/// `vitest run`), the others last, so that they never hold slots while `tsc` runs. The order
+/// only; what runs is the same.
+fn type_tests_spread(ordered: Vec<String>) -> Vec<String> {
+    let project =
+        |unit: &str| unit.strip_prefix('|').and_then(|rest| rest.split_once("| ")).map(|(p, _)| p.to_string());
+    let mut started = std::collections::HashSet::new();
+    let (mut first, mut middle, mut last) = (Vec::new(), Vec::new(), Vec::new());
+    for unit in ordered {
+        if !is_type_test(&unit) {
+            middle.push(unit);
+        } else if started.insert(project(&unit)) {
+            first.push(unit);
+        } else {
+            last.push(unit);
+        }
+    }
+    first.into_iter().chain(middle).chain(last).collect()
 }
 
 /// Ask the project's framework for its list of test files.
@@ -328,6 +360,33 @@ mod tests {
         let mut names: Vec<String> = units.into_iter().map(|(_, n)| n).collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn each_projects_first_type_test_goes_first_and_the_others_last() {
+        let units = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let ordered = units(&[
+            "|types| src/big.test-d.ts",
+            "|types| src/b.test-d.ts",
+            "|runtime| src/a.test.ts",
+            "|other| src/c.spec-d.mts",
+            "src/d.test.ts",
+            "|types| src/e.test-d.ts",
+            "src/notatest-d.ts",
+        ]);
+        assert_eq!(
+            type_tests_spread(ordered),
+            units(&[
+                "|types| src/big.test-d.ts",
+                "|other| src/c.spec-d.mts",
+                "|runtime| src/a.test.ts",
+                "src/d.test.ts",
+                "src/notatest-d.ts",
+                "|types| src/b.test-d.ts",
+                "|types| src/e.test-d.ts",
+            ])
+        );
+        assert!(!is_type_test("src/a.test-d.json") && is_type_test("a.spec-d.tsx"));
     }
 
     #[test]
