@@ -150,7 +150,65 @@ pub struct RunArgs {
     #[arg(long, hide = true, env = "TESTGRID_NODE", default_value = testgrid_worker::DEFAULT_NODE)]
     pub worker_node: String,
     #[command(flatten)]
+    pub cargo: CargoArgs,
+    #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// What `cargo test` builds, for Rust tests, with cargo's own flags (passed on to every `cargo test
+/// --no-run`, the CLI's and each worker's).
+#[derive(Args, Clone, Debug, Default, PartialEq, Eq)]
+#[command(next_help_heading = "Rust tests (--framework cargo)")]
+pub struct CargoArgs {
+    /// Features to turn on, space- or comma-separated, as `cargo test --features`; repeat for more.
+    #[arg(long = "features", short = 'F')]
+    pub features: Vec<String>,
+    /// Turn on every feature of the packages built.
+    #[arg(long)]
+    pub all_features: bool,
+    /// Leave out the packages' `default` feature.
+    #[arg(long)]
+    pub no_default_features: bool,
+    /// Test only this workspace member (a package spec, as `cargo test -p`); repeat for more.
+    #[arg(long = "package", short = 'p')]
+    pub packages: Vec<String>,
+    /// Test every member of the workspace.
+    #[arg(long)]
+    pub workspace: bool,
+    /// Build with this cargo profile (`cargo test --profile`), e.g. `release`.
+    #[arg(long, value_name = "PROFILE")]
+    pub cargo_profile: Option<String>,
+}
+
+impl CargoArgs {
+    /// Whether any of them was given.
+    pub fn any(&self) -> bool {
+        *self != CargoArgs::default()
+    }
+
+    /// The same, as `cargo test` arguments.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        for features in &self.features {
+            args.extend(["--features".to_string(), features.clone()]);
+        }
+        if self.all_features {
+            args.push("--all-features".into());
+        }
+        if self.no_default_features {
+            args.push("--no-default-features".into());
+        }
+        for package in &self.packages {
+            args.extend(["--package".to_string(), package.clone()]);
+        }
+        if self.workspace {
+            args.push("--workspace".into());
+        }
+        if let Some(profile) = &self.cargo_profile {
+            args.extend(["--profile".to_string(), profile.clone()]);
+        }
+        args
+    }
 }
 
 /// `--framework`: `auto`, or one of the protocol's frameworks (`custom` is what `--command`

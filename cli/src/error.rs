@@ -103,8 +103,16 @@ pub enum Error {
     JsBadEntry { framework: &'static str, problem: String },
     #[error("cannot make a scratch folder for the framework's list of tests: {0}")]
     ListScratch(std::io::Error),
-    #[error("{var} `{text}` is not valid shell words (check its quotes)")]
-    CargoArgs { var: &'static str, text: String },
+    #[error(
+        "{var} is no longer read: pass cargo's options as flags of `testgrid run` (--features, --all-features, \
+         --no-default-features, --package/-p, --workspace, --cargo-profile), then unset it"
+    )]
+    OldCargoArgs { var: &'static str },
+    #[error(
+        "--features, --all-features, --no-default-features, --package, --workspace and --cargo-profile are for Rust \
+         tests, and these are {framework} tests (use --framework cargo for a Rust project)"
+    )]
+    CargoFlagsWithout { framework: &'static str },
     #[error(
         "no Cargo.toml at or above {} inside the workspace root {}; run from a Rust project or set --root",
         place.display(),
@@ -221,7 +229,8 @@ impl Error {
             | JsListFailed { .. }
             | JsListedOutside { .. }
             | JsBadEntry { .. }
-            | CargoArgs { .. }
+            | OldCargoArgs { .. }
+            | CargoFlagsWithout { .. }
             | NoCargoToml { .. }
             | CargoCannotStart { .. }
             | CargoWait(_)

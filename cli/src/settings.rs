@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::args::{FrameworkChoice, Isolation, OutputArgs, RunArgs};
+use crate::args::{CargoArgs, FrameworkChoice, Isolation, OutputArgs, RunArgs};
 use crate::error::Error;
 use crate::report;
 
@@ -64,6 +64,8 @@ pub struct Settings {
     pub max_worker_losses: Option<u32>,
     pub cancel_on_disconnect: bool,
     pub detach: bool,
+    /// Rust tests: what `cargo test` builds (`--features`, `-p`, ...).
+    pub cargo: CargoArgs,
     pub output: OutputArgs,
 }
 
@@ -142,6 +144,7 @@ pub fn resolve(args: RunArgs) -> Result<Settings, Error> {
         max_worker_losses: args.max_worker_losses,
         cancel_on_disconnect: args.cancel_on_disconnect,
         detach: args.detach,
+        cargo: args.cargo,
         output: args.output,
     })
 }

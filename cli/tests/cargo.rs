@@ -94,7 +94,10 @@ fn our_crate() -> tempfile::TempDir {
     let root = dir.path();
     std::fs::create_dir(root.join(".git")).expect("mkdir");
     let files: &[(&str, &str)] = &[
-        ("Cargo.toml", "[package]\nname = \"mini\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n"),
+        (
+            "Cargo.toml",
+            "[package]\nname = \"mini\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[features]\nextra = []\n\n[workspace]\n",
+        ),
         ("data/x.txt", "hello\n"),
         (
             "src/lib.rs",
@@ -116,6 +119,9 @@ mod tests {
         while std::env::var("HANG").is_ok() { std::thread::sleep(std::time::Duration::from_millis(50)); }
     }
     mod nested { #[test] fn deep() {} }
+    // Only with `--features extra`; passes only when built with the release profile.
+    #[cfg(feature = "extra")]
+    mod gated { #[test] fn by_feature() { assert!(!cfg!(debug_assertions), "built without the release profile") } }
 }
 "#,
         ),
@@ -239,6 +245,38 @@ fn single_tests_modules_and_targets_can_be_picked() {
 }
 
 #[test]
+fn cargo_flags_pick_features_and_profile_for_the_cli_and_every_worker() {
+    let dir = our_crate();
+    let gated = "src/lib.rs::tests::gated";
+    let out = run_local(dir.path(), &[gated]);
+    assert_eq!(out.status.code(), Some(2), "without the feature the test does not exist: {}", stderr(&out));
+    let out = run_local(dir.path(), &[gated, "--features", "extra"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(our_outcomes(&out)["src/lib.rs::tests::gated::by_feature"], "failed", "a debug build");
+    let out = run_local(dir.path(), &[gated, "-F", "extra", "--cargo-profile", "release"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(our_outcomes(&out).len(), 1);
+
+    // The variable that carried them once is refused, not silently ignored; the flags are
+    // refused for another framework.
+    let out = run_local(dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let out = testgrid(dir.path())
+        .args(["run", "--local", "1", "--framework", "cargo"])
+        .env("TESTGRID_CARGO_ARGS", "--features extra")
+        .output()
+        .expect("testgrid runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--features"), "{}", stderr(&out));
+    let out = testgrid(dir.path())
+        .args(["run", "--local", "1", "--framework", "shell", "-p", "mini"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("for Rust tests, and these are shell tests"), "{}", stderr(&out));
+}
+
+#[test]
 fn a_command_runs_once_per_rust_test() {
     let dir = our_crate();
     let log = dir.path().join("ran.log");
@@ -329,6 +367,14 @@ fn paths_in_several_workspace_members_all_run_and_a_path_with_no_tests_is_refuse
     let ours = our_outcomes(&out);
     assert_eq!(ours["src/lib.rs::top_ok"], "passed");
     assert_eq!(ours["crates/x/src/lib.rs::x_fails"], "failed");
+
+    // Members picked as cargo picks them: `-p x` only x's tests, `--workspace` every member's.
+    let out = run_local(root, &["-p", "x"]);
+    let names: Vec<String> = our_outcomes(&out).into_keys().collect();
+    assert_eq!(names, vec!["crates/x/src/lib.rs::x_fails"], "{}", stderr(&out));
+    let out = run_local(root, &["--workspace"]);
+    let names: Vec<String> = our_outcomes(&out).into_keys().collect();
+    assert_eq!(names, vec!["crates/x/src/lib.rs::x_fails", "src/lib.rs::top_ok"], "{}", stderr(&out));
 
     let out = run_local(root, &["notes"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));

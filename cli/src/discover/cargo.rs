@@ -17,16 +17,12 @@ use super::project;
 use super::search::{Search, relative};
 use crate::error::Error;
 
-/// The variable with extra `cargo test` arguments (`--workspace --features x`), shell words.
-pub const ARGS_VAR: &str = "TESTGRID_CARGO_ARGS";
+/// The variable that once carried extra `cargo test` arguments; the flags replace it, and a
+/// value left in it is refused rather than ignored.
+const OLD_ARGS_VAR: &str = "TESTGRID_CARGO_ARGS";
 
 /// What `--pattern`s match for Rust: the targets' source files.
 pub const PATTERNS: &[&str] = &["**/*.rs"];
-
-/// The extra arguments in `TESTGRID_CARGO_ARGS` (shell words).
-fn extra_args(text: &str) -> Result<Vec<String>, Error> {
-    shlex::split(text).ok_or_else(|| Error::CargoArgs { var: ARGS_VAR, text: text.to_string() })
-}
 
 pub fn discover(search: &Search) -> Result<(Vec<String>, Options), Error> {
     let settings = search.settings;
@@ -45,7 +41,10 @@ pub fn discover(search: &Search) -> Result<(Vec<String>, Options), Error> {
         }
     }
     let dir = cargo_dir(root, &search.absolute_places())?;
-    let mut args = extra_args(&std::env::var(ARGS_VAR).unwrap_or_default())?;
+    if std::env::var_os(OLD_ARGS_VAR).is_some_and(|v| !v.is_empty()) {
+        return Err(Error::OldCargoArgs { var: OLD_ARGS_VAR });
+    }
+    let mut args = settings.cargo.to_args();
     // Paths named in a workspace whose root is also a package: `cargo test` there would build
     // only the root package, and the members' tests asked for would silently be missing.
     let picks_packages =

@@ -54,6 +54,9 @@ pub fn discover(settings: &Settings) -> Result<Discovered, Error> {
         FrameworkChoice::Auto => detect::detect(&settings.root, &places),
         FrameworkChoice::Named(f) => f,
     };
+    if settings.cargo.any() && framework != Framework::Cargo {
+        return Err(Error::CargoFlagsWithout { framework: framework.name() });
+    }
     // pytest's own configuration says which files are tests, where to look when nothing is
     // named, and which folders not to enter: the files `pytest` alone would collect.
     let pytest = (framework == Framework::Pytest).then(|| pytest::config(settings, &places)).flatten();

@@ -28,6 +28,7 @@ fn request(root: &Path, paths: Vec<PathBuf>, framework: impl Into<FrameworkChoic
         max_worker_losses: None,
         cancel_on_disconnect: false,
         detach: false,
+        cargo: Default::default(),
         output: OutputArgs { junit: None, json: false },
     }
 }
