@@ -83,10 +83,11 @@ fn is_type_test(unit: &str) -> bool {
 }
 
 /// vitest checks all the type tests of a project in one `tsc` run, which their first one
-/// starts, and each of the others is done the moment that run is: the first type test of each
-/// project goes first (its run then overlaps the other tests, one core for `tsc`, as under
-/// `vitest run`), the others last, so that they never hold slots while `tsc` runs. The order
-/// only; what runs is the same.
+/// starts, and each of the others is done the moment that run is: the first type test goes
+/// first (its run then overlaps the other tests, one core for `tsc`, as under `vitest run`), the
+/// others last, so that they never hold slots while `tsc` runs. Units name their project only
+/// when a file is in several (`|PROJECT| FILE`): the first of each project so named goes first,
+/// and the unnamed ones count as one group. The order only; what runs is the same.
 fn type_tests_spread(ordered: Vec<String>) -> Vec<String> {
     let project =
         |unit: &str| unit.strip_prefix('|').and_then(|rest| rest.split_once("| ")).map(|(p, _)| p.to_string());
