@@ -43,9 +43,10 @@ impl Grid {
         move |status| Error::from_status(&self.url, what, &status)
     }
 
-    pub async fn submit(&self, spec: pb::SessionSpec) -> Result<String, Error> {
-        let response =
-            self.sessions().submit(pb::SubmitRequest { spec: Some(spec) }).await.map_err(self.refused("submit"))?;
+    /// Submit `spec`, as session `id` when the caller chose one (else the grid picks it).
+    pub async fn submit(&self, spec: pb::SessionSpec, id: Option<&str>) -> Result<String, Error> {
+        let request = pb::SubmitRequest { spec: Some(spec), session_id: id.unwrap_or_default().to_string() };
+        let response = self.sessions().submit(request).await.map_err(self.refused("submit"))?;
         Ok(response.into_inner().session_id)
     }
 

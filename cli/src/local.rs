@@ -24,7 +24,14 @@ pub struct Local {
 /// Start a coordinator on an OS-chosen loopback port and a worker of `grid.slots` slots rooted at
 /// `root`. One worker, not one per slot: a warm runner that serves several slots (vitest's, whose
 /// pool runs a file per slot) is shared by all of them, as `vitest run` shares one vite server.
-pub async fn start(grid: &LocalGrid, root: PathBuf) -> Result<Local, Error> {
+///
+/// `prestart` tells the worker of the session to come as soon as the CLI knows how its tests run
+/// (see [`testgrid_worker::Prestart`]).
+pub async fn start(
+    grid: &LocalGrid,
+    root: PathBuf,
+    prestart: tokio::sync::watch::Receiver<Option<testgrid_worker::Prestart>>,
+) -> Result<Local, Error> {
     let listener = TcpListener::bind("127.0.0.1:0").await.map_err(Error::LocalPort)?;
     let addr = listener.local_addr().map_err(Error::LocalAddr)?;
     let url = format!("http://{addr}");
@@ -49,6 +56,7 @@ pub async fn start(grid: &LocalGrid, root: PathBuf) -> Result<Local, Error> {
         python: grid.python.clone(),
         node: grid.node.clone(),
         coverage_dir: Some(coverage.path().to_path_buf()),
+        prestart: Some(prestart),
         ..testgrid_worker::Config::new(url.clone(), root.clone())
     };
     let stop = testgrid_worker::Stop { drain: CancellationToken::new(), now: shutdown.clone() };

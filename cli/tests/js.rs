@@ -232,6 +232,46 @@ fn jest_runners_reuse_the_transform_cache_jest_itself_wrote() {
 }
 
 #[test]
+fn in_local_mode_the_sessions_runner_starts_while_the_framework_lists_the_tests() {
+    // A copy of its own: it adds a config whose listing takes 3 s, and a globalSetup (which runs
+    // once per runner) that says when a runner started.
+    let dir = fresh_copy("jest", "jest-prestart");
+    let marks = tempfile::tempdir().expect("a temp dir");
+    std::fs::write(
+        dir.join("jest.config.js"),
+        "const fs = require('node:fs');\n\
+         const log = (what) => fs.appendFileSync(`${process.env.TESTGRID_FIXTURE_MARKS}/log`, `${what} ${Date.now()}\\n`);\n\
+         if (process.argv.includes('--listTests')) {\n\
+           log('list-start');\n\
+           const until = Date.now() + 3000;\n\
+           while (Date.now() < until) {}\n\
+           log('list-end');\n\
+         }\n\
+         module.exports = { globalSetup: '<rootDir>/setup.js' };\n",
+    )
+    .expect("write jest.config.js");
+    std::fs::write(
+        dir.join("setup.js"),
+        "module.exports = async () => require('node:fs').appendFileSync(`${process.env.TESTGRID_FIXTURE_MARKS}/log`, `setup ${Date.now()}\\n`);\n",
+    )
+    .expect("write setup.js");
+    let env = format!("TESTGRID_FIXTURE_MARKS={}", marks.path().display());
+    let out = testgrid(&dir)
+        .args(["run", "--local", "1", "--framework", "jest", "--env", &env, "src/with space.test.js"])
+        .output()
+        .expect("testgrid runs");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let log = std::fs::read_to_string(marks.path().join("log")).expect("the marks");
+    let at = |what: &str| -> Vec<u64> {
+        log.lines().filter_map(|l| l.strip_prefix(what)).map(|t| t.trim().parse().expect("a time")).collect()
+    };
+    let (setups, ends) = (at("setup "), at("list-end "));
+    assert_eq!(setups.len(), 1, "one runner, started ahead and then used by the session: {log}");
+    assert_eq!(ends.len(), 1, "{log}");
+    assert!(setups[0] < ends[0], "the runner started before the listing ended: {log}");
+}
+
+#[test]
 fn vitest_and_jest_on_a_real_grid_match_their_own_runs() {
     let (coordinator, grpc, _http) = spawn_coordinator("127.0.0.1:0", "127.0.0.1:0", &[]);
     let url = format!("http://{grpc}");

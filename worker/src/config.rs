@@ -42,6 +42,22 @@ pub struct Config {
     /// who merges it: local mode, whose CLI shares this machine. `None` on a grid worker: the
     /// framework writes its own report where its config says, per runner.
     pub coverage_dir: Option<PathBuf>,
+    /// A session whose warm runner to start as soon as it is known, before the session reaches
+    /// this worker (see [`Prestart`]). `None`: runners start with their session's first test.
+    pub prestart: Option<tokio::sync::watch::Receiver<Option<Prestart>>>,
+}
+
+/// A session's warm runner, started ahead: local mode, whose CLI chooses the session's id before
+/// `Submit` and knows how its tests run while the framework is still listing them, so the
+/// runner's start (Node or Python, the framework, the project's config) overlaps that listing.
+/// The session's first test then finds its runner started, or starting. Only the runner is
+/// started: what runs still comes from the coordinator.
+#[derive(Clone, Debug)]
+pub struct Prestart {
+    pub session_id: String,
+    /// The session's environment (`--env`), as its assignments will carry it.
+    pub env: BTreeMap<String, String>,
+    pub runner: testgrid_proto::frameworks::Runner,
 }
 
 /// The Python a worker runs by default.
@@ -73,6 +89,7 @@ impl Config {
             python: DEFAULT_PYTHON.to_string(),
             node: DEFAULT_NODE.to_string(),
             coverage_dir: None,
+            prestart: None,
         }
     }
 }

@@ -42,6 +42,21 @@ pub struct Refused {
 }
 
 impl Job {
+    /// The job a session's runner is started ahead for (see [`crate::Prestart`]): the session's
+    /// environment and runner, no test.
+    pub fn ahead_of(prestart: crate::Prestart, root: &Path, worker: &str) -> Job {
+        Job {
+            assignment: pb::AssignmentRef { session_id: prestart.session_id, ..Default::default() },
+            path: String::new(),
+            command: String::new(),
+            env: prestart.env,
+            timeout: None,
+            runner: prestart.runner,
+            root: root.to_path_buf(),
+            worker: worker.to_string(),
+        }
+    }
+
     /// The job an `Assign` asks for, run in `root` by the worker `worker`; `None` when it names
     /// no assignment (nothing to report to), `Refused` when its runner cannot be used.
     pub fn from_assign(a: pb::Assign, root: &Path, worker: &str) -> Option<Result<Job, Refused>> {
@@ -108,6 +123,12 @@ pub trait Executor: Send + Sync + 'static {
 
     /// The worker stops: let long-lived processes finish their work (write their reports).
     fn shutdown(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// Start what `job`'s session will run on before its first test comes (a warm runner),
+    /// giving up when `cancel` fires; a failure is left for that first test to meet and report.
+    fn prestart(&self, _job: &Job, _cancel: &CancellationToken) -> impl Future<Output = ()> + Send {
         async {}
     }
 }

@@ -18,8 +18,8 @@ mod frameworks;
 mod job;
 
 pub use config::{
-    Config, DEFAULT_NODE, DEFAULT_OUTPUT_LIMIT, DEFAULT_PYTHON, Error, MAX_SLOTS, Recycle, Stop, default_name,
-    default_slots,
+    Config, DEFAULT_NODE, DEFAULT_OUTPUT_LIMIT, DEFAULT_PYTHON, Error, MAX_SLOTS, Prestart, Recycle, Stop,
+    default_name, default_slots,
 };
 pub use exec::kill_all_running;
 pub use frameworks::warm::coverage::{Merged, merge as merge_coverage};
@@ -52,7 +52,24 @@ pub async fn run(config: Config, stop: Stop) -> Result<(), Error> {
         go: frameworks::go::GoExecutor::new(settings.clone()),
         shell: frameworks::shell::ShellExecutor { settings },
     });
+    let prestart = config.prestart.clone().map(|mut wanted| {
+        let executor = Arc::clone(&executor);
+        let (root, name, stop) = (root.clone(), config.name.clone(), stop.now.clone());
+        tokio::spawn(async move {
+            let prestart = tokio::select! {
+                known = wanted.wait_for(Option::is_some) => known.ok().and_then(|p| p.clone()),
+                () = stop.cancelled() => None,
+            };
+            if let Some(prestart) = prestart {
+                job::Executor::prestart(executor.as_ref(), &job::Job::ahead_of(prestart, &root, &name), &stop).await;
+            }
+        })
+    });
     let result = connection::run(config, &root, Arc::clone(&executor), stop).await;
+    if let Some(task) = prestart {
+        // A runner still starting is stopped as a cancelled test's would be.
+        task.abort();
+    }
     job::Executor::shutdown(executor.as_ref()).await;
     result
 }

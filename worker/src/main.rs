@@ -83,6 +83,8 @@ fn main() -> ExitCode {
         // A grid worker's runners write coverage where the project's config says; merging a
         // session's coverage across workers needs it sent back (workspace bundles).
         coverage_dir: None,
+        // A grid worker learns of a session from its first assignment.
+        prestart: None,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

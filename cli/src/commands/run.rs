@@ -22,20 +22,50 @@ use crate::signals;
 
 pub async fn run(args: RunArgs) -> Result<u8, Error> {
     let settings = settings::resolve(args)?;
-    let found = discover::discover(&settings)?;
-    let spec = session_spec(&settings, &found);
-
-    let (grid, local) = match &settings.place {
-        Place::Grid(url) => (Grid::connect(url).await?, None),
+    let (found, grid, local, chosen) = match &settings.place {
+        Place::Grid(url) => {
+            let found = discover::discover(&settings)?;
+            (found, Grid::connect(url).await?, None, None)
+        }
         Place::Local(local_grid) => {
-            let local = local::start(local_grid, settings.root.clone()).await?;
-            (Grid::connect(&local.url).await?, Some((local, local_grid)))
+            // The embedded grid starts first and the session's id is chosen here, so that the
+            // session's warm runner starts while the framework lists the tests (a start that
+            // otherwise waits for that listing: 0.4 s of importing vitest on a real suite).
+            let (tell, told) = tokio::sync::watch::channel(None);
+            let local = local::start(local_grid, settings.root.clone(), told).await?;
+            let id = uuid::Uuid::new_v4().to_string();
+            let found = {
+                let (settings, id) = (settings.clone(), id.clone());
+                tokio::task::spawn_blocking(move || {
+                    discover::discover_with(&settings, &|runner| {
+                        let prestart = testgrid_worker::Prestart {
+                            session_id: id.clone(),
+                            env: settings.env.clone(),
+                            runner: runner.clone(),
+                        };
+                        // Nobody listening: the worker is gone, and the session will say so.
+                        let _ = tell.send(Some(prestart));
+                    })
+                })
+                .await
+            };
+            let found = match found {
+                Ok(Ok(found)) => found,
+                Ok(Err(e)) => {
+                    local.stop().await;
+                    return Err(e);
+                }
+                // Discovery does not panic; if it did, this CLI goes down the same way.
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            };
+            (found, Grid::connect(&local.url).await?, Some((local, local_grid)), Some(id))
         }
     };
+    let spec = session_spec(&settings, &found);
     // Take over SIGINT before the session exists, so no Ctrl-C can fall between submitting and
     // being ready to cancel.
     let signals = signals::take()?;
-    let session = grid.submit(spec).await?;
+    let session = grid.submit(spec, chosen.as_deref()).await?;
     if settings.detach {
         return Ok(detached(&session, found.tests.len(), settings.output.json));
     }

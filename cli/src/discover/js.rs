@@ -22,6 +22,7 @@ pub const PATTERNS: &[&str] = &[
 
 pub fn discover(search: &Search) -> Result<(Vec<String>, Options), Error> {
     let project_dir = project::runner_project(search, |dir| dir.join("package.json").is_file())?;
+    (search.early)(Options::Js { project_dir: project_dir.clone() });
     // Without `--pattern` the project's own configuration decides, as it does for the framework
     // alone: our patterns would run benchmarks it excludes and miss files it includes.
     let tests =

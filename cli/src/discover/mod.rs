@@ -49,6 +49,13 @@ const SHELL_TEMPLATE: &str = "sh {}";
 
 /// Find the tests `settings` ask for and the runner for them.
 pub fn discover(settings: &Settings) -> Result<Discovered, Error> {
+    discover_with(settings, &|_| {})
+}
+
+/// [`discover`], telling `early` how the tests will run as soon as that is known, while the
+/// framework still lists them (vitest and jest, whose listing costs the framework's start): a
+/// local grid starts the session's runner meanwhile.
+pub fn discover_with(settings: &Settings, early: &(dyn Fn(&Runner) + Sync)) -> Result<Discovered, Error> {
     let mut places = places(settings)?;
     let framework = match settings.framework {
         FrameworkChoice::Auto => detect::detect(&settings.root, &places),
@@ -79,7 +86,13 @@ pub fn discover(settings: &Settings) -> Result<Discovered, Error> {
     let set = files::glob_set(&patterns)?;
     let skip_dirs = (framework == Framework::Pytest).then(|| pytest_config::skipped_dirs(pytest.as_ref()));
     let ignored = pytest.as_ref().and_then(|c| c.ignored(&settings.cwd));
-    let search = Search { settings, framework, places, patterns, set, skip_dirs, ignored };
+    let isolation = settings.isolation.typed();
+    let tell = |options: Options| {
+        if settings.command.is_none() {
+            early(&Runner { framework, isolation, options });
+        }
+    };
+    let search = Search { settings, framework, places, patterns, set, skip_dirs, ignored, early: &tell };
     let (tests, options) = match (&settings.command, framework) {
         (Some(template), _) => (command_units(&search)?, Options::Command { template: template.clone() }),
         (None, Framework::Shell | Framework::Custom) => {
@@ -95,7 +108,7 @@ pub fn discover(settings: &Settings) -> Result<Discovered, Error> {
     }
     let runner = Runner {
         framework: if settings.command.is_some() { Framework::Custom } else { framework },
-        isolation: settings.isolation.typed(),
+        isolation,
         options,
     };
     Ok(Discovered { framework, tests, runner })

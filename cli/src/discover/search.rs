@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use globset::GlobSet;
+use testgrid_proto::frameworks::{Framework, Options};
 
 use crate::error::Error;
 use crate::settings::Settings;
-use testgrid_proto::frameworks::Framework;
 
 /// One path asked for on the command line, resolved.
 #[derive(Clone, Debug)]
@@ -32,6 +32,9 @@ pub struct Search<'a> {
     pub skip_dirs: Option<GlobSet>,
     /// Files and folders left out (pytest's `--ignore`, `--ignore-glob` in `addopts`).
     pub ignored: Option<super::pytest_config::Ignored>,
+    /// Told how the tests will run as soon as that is known, before a slow listing (see
+    /// [`super::discover_with`]).
+    pub early: &'a (dyn Fn(Options) + Sync),
 }
 
 impl Search<'_> {

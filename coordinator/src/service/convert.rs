@@ -38,6 +38,20 @@ pub fn parse_session_id(s: &str) -> Result<SessionId, BadMessage> {
     })
 }
 
+/// A session id a client chose for its `Submit`: a UUID in its canonical hyphenated form, never
+/// the nil one (a hostile value is not echoed whole).
+pub fn chosen_session_id(s: &str) -> Result<SessionId, BadMessage> {
+    let bad = || BadMessage::Invalid {
+        field: "session_id",
+        problem: format!(
+            "`{}` is not a UUID in its hyphenated form (or leave it empty: the grid picks one)",
+            s.chars().take(40).collect::<String>()
+        ),
+    };
+    let id = (s.len() == 36).then(|| Uuid::try_parse(s).ok()).flatten().filter(|id| !id.is_nil()).ok_or_else(bad)?;
+    Ok(SessionId(id))
+}
+
 pub fn outcome_from_pb(value: i32) -> Result<Outcome, BadMessage> {
     use pb::Outcome as P;
     Ok(match P::try_from(value) {
@@ -296,6 +310,23 @@ mod tests {
     fn bad_session_ids_name_the_field() {
         let e = parse_session_id("nope").expect_err("not a uuid");
         assert!(e.to_string().contains("session_id"));
+    }
+
+    #[test]
+    fn a_chosen_session_id_is_a_hyphenated_uuid_and_is_not_echoed_whole() {
+        let id = "1b4e28ba-2fa1-4d2e-883f-0016d3cca427";
+        assert_eq!(chosen_session_id(id).expect("a uuid").to_string(), id);
+        for bad in [
+            "",
+            "1b4e28ba2fa14d2e883f0016d3cca427",
+            "00000000-0000-0000-0000-000000000000",
+            " 1b4e28ba-2fa1-4d2e-883f-0016d3cca42",
+        ] {
+            assert!(chosen_session_id(bad).is_err(), "{bad:?}");
+        }
+        let long = "x".repeat(100_000);
+        let text = chosen_session_id(&long).expect_err("too long").to_string();
+        assert!(text.contains("session_id") && text.len() < 300, "{text}");
     }
 
     #[test]

@@ -27,9 +27,11 @@ pub type WorkerTx = mpsc::Sender<Result<pb::CoordinatorMessage, Status>>;
 pub enum Command {
     /// Feed the core an input that needs no answer.
     Input(Input),
+    /// `id`: the one the client chose, if any; `Err` in the reply: that id is in use.
     Submit {
         spec: SessionSpec,
-        reply: oneshot::Sender<SessionId>,
+        id: Option<SessionId>,
+        reply: oneshot::Sender<Result<SessionId, SessionId>>,
     },
     /// `None` in the reply: no such session; `Some(false)`: it had already finished.
     Cancel {
@@ -178,15 +180,22 @@ impl Engine {
     fn command(&mut self, command: Command) {
         match command {
             Command::Input(input) => self.input(input),
-            Command::Submit { spec, reply } => {
-                let id = SessionId(uuid::Uuid::new_v4());
+            Command::Submit { spec, id, reply } => {
+                let id = match id {
+                    Some(id) if self.store.log(id).is_some() || self.scheduler.session(id).is_some() => {
+                        let _ = reply.send(Err(id));
+                        return;
+                    }
+                    Some(id) => id,
+                    None => SessionId(uuid::Uuid::new_v4()),
+                };
                 info!(session_id = %id, tests = spec.tests.len(), name = %spec.name, "session submitted");
                 self.metrics.sessions_submitted.inc();
                 // Create the log before anyone can learn the id, so `Watch` always finds it.
                 self.store.create(id);
                 self.input(Input::Submit { id, spec });
                 // The submitter may have gone away; the session runs regardless.
-                let _ = reply.send(id);
+                let _ = reply.send(Ok(id));
             }
             Command::Cancel { session, reason, reply } => {
                 let answer = self.scheduler.session(session).map(|view| !view.finished);

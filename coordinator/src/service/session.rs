@@ -10,7 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use super::convert::{event_to_pb, parse_session_id, session_view_to_pb};
+use super::convert::{chosen_session_id, event_to_pb, parse_session_id, session_view_to_pb};
 use super::engine::{Command, EngineHandle};
 use crate::core::{Input, SessionId, SessionSpec};
 use crate::store::{SessionLog, SessionStore, StoredEvent};
@@ -76,9 +76,18 @@ impl pb::session_service_server::SessionService for SessionSvc {
     type WatchStream = WatchStream;
 
     async fn submit(&self, request: Request<pb::SubmitRequest>) -> Result<Response<pb::SubmitResponse>, Status> {
-        let spec = request.into_inner().spec.ok_or_else(|| Status::invalid_argument("missing field `spec`"))?;
+        let request = request.into_inner();
+        let id = match request.session_id.as_str() {
+            "" => None,
+            chosen => Some(chosen_session_id(chosen)?),
+        };
+        let spec = request.spec.ok_or_else(|| Status::invalid_argument("missing field `spec`"))?;
         let spec = SessionSpec::try_from(spec)?;
-        let id = self.engine.ask(|reply| Command::Submit { spec, reply }).await?;
+        let id = self.engine.ask(|reply| Command::Submit { spec, id, reply }).await?.map_err(|id| {
+            Status::already_exists(format!(
+                "session {id} exists already: choose another id, or leave `session_id` empty"
+            ))
+        })?;
         Ok(Response::new(pb::SubmitResponse { session_id: id.to_string() }))
     }
 

@@ -41,6 +41,12 @@ impl Executor for Executors {
         self.warm.shutdown().await;
     }
 
+    async fn prestart(&self, job: &Job, cancel: &CancellationToken) {
+        if matches!(job.runner.framework, Framework::Pytest | Framework::Vitest | Framework::Jest) {
+            self.warm.prestart(job, cancel).await;
+        }
+    }
+
     fn depth(&self, job: &Job) -> usize {
         match job.runner.framework {
             Framework::Pytest | Framework::Vitest | Framework::Jest => self.warm.depth(job),

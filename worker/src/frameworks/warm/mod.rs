@@ -424,6 +424,21 @@ impl WarmExecutor {
 }
 
 impl Executor for WarmExecutor {
+    async fn prestart(&self, job: &Job, cancel: &CancellationToken) {
+        let Some(kind) = Kind::of(job.runner.framework) else { return };
+        if self.fresh(job) {
+            return;
+        }
+        // Slot 0's lane: a runner that shares serves every slot from there, one that does not
+        // becomes slot 0's.
+        match self.runner_for(kind, 0, job, false, cancel).await {
+            Ok(_) => info!(session = %job.assignment.session_id, "{} runner started ahead of the session", kind.name()),
+            Err(report) => {
+                warn!(session = %job.assignment.session_id, "{} runner did not start ahead: {}", kind.name(), report.message)
+            }
+        }
+    }
+
     async fn run(&self, slot: u32, job: &Job, cancel: CancellationToken) -> pb::TestReport {
         let Some(kind) = Kind::of(job.runner.framework) else {
             let message = format!("internal: {} has no warm runner", job.runner.framework.name());
