@@ -178,6 +178,18 @@ pub struct CargoArgs {
     /// Build with this cargo profile (`cargo test --profile`), e.g. `release`.
     #[arg(long, value_name = "PROFILE")]
     pub cargo_profile: Option<String>,
+    /// `#[ignore]` tests: `default` reports them skipped, `only` runs them alone, `all` runs
+    /// them with the others (as nextest's `--run-ignored`).
+    #[arg(long, value_enum, value_name = "WHICH")]
+    pub run_ignored: Option<RunIgnored>,
+}
+
+/// Which `#[ignore]` tests run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunIgnored {
+    Default,
+    Only,
+    All,
 }
 
 impl CargoArgs {
@@ -186,7 +198,13 @@ impl CargoArgs {
         *self != CargoArgs::default()
     }
 
-    /// The same, as `cargo test` arguments.
+    /// What `--run-ignored` asks for (`Default` when not given).
+    pub fn ignored(&self) -> RunIgnored {
+        self.run_ignored.unwrap_or(RunIgnored::Default)
+    }
+
+    /// The build options as `cargo test` arguments (`--run-ignored` is not one: it picks the
+    /// tests).
     pub fn to_args(&self) -> Vec<String> {
         let mut args = Vec::new();
         for features in &self.features {

@@ -109,8 +109,8 @@ pub enum Error {
     )]
     OldCargoArgs { var: &'static str },
     #[error(
-        "--features, --all-features, --no-default-features, --package, --workspace and --cargo-profile are for Rust \
-         tests, and these are {framework} tests (use --framework cargo for a Rust project)"
+        "--features, --all-features, --no-default-features, --package, --workspace, --cargo-profile and \
+         --run-ignored are for Rust tests, and these are {framework} tests (use --framework cargo for a Rust project)"
     )]
     CargoFlagsWithout { framework: &'static str },
     #[error(

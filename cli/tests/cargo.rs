@@ -277,6 +277,36 @@ fn cargo_flags_pick_features_and_profile_for_the_cli_and_every_worker() {
 }
 
 #[test]
+fn run_ignored_runs_the_ignored_tests_alone_or_with_the_others() {
+    let dir = our_crate();
+    let out = run_local(dir.path(), &["--run-ignored", "only"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let ours = our_outcomes(&out);
+    assert_eq!(
+        ours.into_iter().collect::<Vec<_>>(),
+        vec![("src/lib.rs::tests::slow".to_string(), "passed".to_string())]
+    );
+    assert!(
+        !stderr(&out).contains("lists no tests"),
+        "binaries without ignored tests are no surprise: {}",
+        stderr(&out)
+    );
+
+    let out = run_local(dir.path(), &["src/lib.rs", "--run-ignored", "all"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let ours = our_outcomes(&out);
+    assert_eq!(ours["src/lib.rs::tests::slow"], "passed", "run, not skipped");
+    assert_eq!(ours["src/lib.rs::tests::works"], "passed");
+    assert_eq!(ours["src/lib.rs::tests::fails"], "failed");
+    let out = run_local(dir.path(), &["src/lib.rs"]);
+    assert_eq!(
+        our_outcomes(&out)["src/lib.rs::tests::slow"],
+        "skipped",
+        "by default an ignored test is reported skipped"
+    );
+}
+
+#[test]
 fn a_command_runs_once_per_rust_test() {
     let dir = our_crate();
     let log = dir.path().join("ran.log");

@@ -106,8 +106,9 @@ pub enum Options {
     Command { template: String },
     /// pytest: the Python to use (`None`: the worker's) and the project's folder.
     Pytest { python: Option<String>, project_dir: String },
-    /// Rust: the folder cargo runs in and extra `cargo test` arguments.
-    Cargo { package_dir: String, cargo_args: Vec<String> },
+    /// Rust: the folder cargo runs in, extra `cargo test` arguments, and whether `#[ignore]`
+    /// tests run (else they are reported skipped).
+    Cargo { package_dir: String, cargo_args: Vec<String>, run_ignored: bool },
     /// vitest and jest: the folder of the project's `package.json`.
     Js { project_dir: String },
     /// Go: nothing yet.
@@ -171,7 +172,9 @@ impl Runner {
             Framework::Shell => Options::Command { template: "sh {}".into() },
             Framework::Custom => return None,
             Framework::Pytest => Options::Pytest { python: None, project_dir: String::new() },
-            Framework::Cargo => Options::Cargo { package_dir: String::new(), cargo_args: Vec::new() },
+            Framework::Cargo => {
+                Options::Cargo { package_dir: String::new(), cargo_args: Vec::new(), run_ignored: false }
+            }
             Framework::Jest | Framework::Vitest => Options::Js { project_dir: String::new() },
             Framework::Go => Options::Go,
         })
@@ -215,7 +218,11 @@ impl TryFrom<&pb::Runner> for Runner {
                 for arg in &c.cargo_args {
                     check_text("cargo.cargo_args", arg)?;
                 }
-                Options::Cargo { package_dir: c.package_dir.clone(), cargo_args: c.cargo_args.clone() }
+                Options::Cargo {
+                    package_dir: c.package_dir.clone(),
+                    cargo_args: c.cargo_args.clone(),
+                    run_ignored: c.run_ignored,
+                }
             }
             (Some(P::Js(j)), Framework::Jest | Framework::Vitest) => {
                 check_dir("js.project_dir", &j.project_dir)?;
@@ -239,9 +246,11 @@ impl From<&Runner> for pb::Runner {
                 python: python.clone().unwrap_or_default(),
                 project_dir: project_dir.clone(),
             }),
-            Options::Cargo { package_dir, cargo_args } => {
-                P::Cargo(pb::CargoOptions { package_dir: package_dir.clone(), cargo_args: cargo_args.clone() })
-            }
+            Options::Cargo { package_dir, cargo_args, run_ignored } => P::Cargo(pb::CargoOptions {
+                package_dir: package_dir.clone(),
+                cargo_args: cargo_args.clone(),
+                run_ignored: *run_ignored,
+            }),
             Options::Js { project_dir } => P::Js(pb::JsOptions { project_dir: project_dir.clone() }),
             Options::Go => P::Go(pb::GoOptions {}),
         };
@@ -310,6 +319,7 @@ mod tests {
             options: Options::Cargo {
                 package_dir: "crates/x".into(),
                 cargo_args: vec!["--features".into(), "a b".into()],
+                run_ignored: true,
             },
         });
         round_trip(Runner {

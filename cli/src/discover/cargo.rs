@@ -15,6 +15,7 @@ use testgrid_proto::frameworks::Options;
 use super::ask::{self, Failed, first_lines};
 use super::project;
 use super::search::{Search, relative};
+use crate::args::RunIgnored;
 use crate::error::Error;
 
 /// The variable that once carried extra `cargo test` arguments; the flags replace it, and a
@@ -54,8 +55,10 @@ pub fn discover(search: &Search) -> Result<(Vec<String>, Options), Error> {
         args.push("--workspace".into());
     }
     let binaries = build(root, &dir, &args, &settings.env)?;
-    let mut units = all_tests(&binaries, &settings.env)?;
-    for binary in &binaries {
+    let ignored = settings.cargo.ignored();
+    let mut units = all_tests(&binaries, &settings.env, ignored == RunIgnored::Only)?;
+    // With only the ignored tests listed, a binary without any is no surprise.
+    for binary in binaries.iter().filter(|_| ignored != RunIgnored::Only) {
         if !units.iter().any(|(src, _)| *src == binary.src) {
             err!(
                 "warning: {} ({}) lists no tests and is not run; a `harness = false` target must answer \
@@ -80,7 +83,8 @@ pub fn discover(search: &Search) -> Result<(Vec<String>, Options), Error> {
         }
     }
     let tests = select(&units, &files, &cases);
-    Ok((tests, Options::Cargo { package_dir: relative(root, &dir)?, cargo_args: args }))
+    let run_ignored = ignored != RunIgnored::Default;
+    Ok((tests, Options::Cargo { package_dir: relative(root, &dir)?, cargo_args: args, run_ignored }))
 }
 
 /// Where cargo runs: the nearest folder with a `Cargo.toml` at or above everything asked for,
@@ -128,7 +132,11 @@ const LIST_DEADLINE: Duration = Duration::from_secs(120);
 const MAX_LIST_BYTES: usize = 64 * 1024 * 1024;
 
 /// Every test of a build as `(SRC, NAME)`, binaries in order.
-fn all_tests(binaries: &[Binary], env: &BTreeMap<String, String>) -> Result<Vec<(String, String)>, Error> {
+fn all_tests(
+    binaries: &[Binary],
+    env: &BTreeMap<String, String>,
+    only_ignored: bool,
+) -> Result<Vec<(String, String)>, Error> {
     let mut units = Vec::new();
     let mut by_src: HashMap<&str, &str> = HashMap::new();
     for binary in binaries {
@@ -136,7 +144,7 @@ fn all_tests(binaries: &[Binary], env: &BTreeMap<String, String>) -> Result<Vec<
             return Err(Error::SameSource { id: binary.id.clone(), other: other.to_string(), src: binary.src.clone() });
         }
         let mut cmd = Command::new(&binary.exe);
-        cmd.args(list_args(false))
+        cmd.args(list_args(only_ignored))
             .current_dir(&binary.manifest_dir)
             .envs(env)
             .envs(binary.env(std::env::var("LD_LIBRARY_PATH").ok().as_deref()));

@@ -214,13 +214,18 @@ impl CargoExecutor {
             ));
         }
         let started = Instant::now();
-        if ignored.contains(name) {
+        let run_ignored = matches!(job.runner.options, Options::Cargo { run_ignored: true, .. });
+        if ignored.contains(name) && !run_ignored {
             let mut report = report::simple(pb::Outcome::Skipped, "ignored", started);
             report.duration_ms = 0;
             report.cases.push(case_of(binary, name, &report, started));
             return Ok(report);
         }
-        let argv = [binary.exe.display().to_string(), "--exact".into(), name.to_string(), "--nocapture".into()];
+        let mut argv = vec![binary.exe.display().to_string(), "--exact".into(), name.to_string(), "--nocapture".into()];
+        if ignored.contains(name) {
+            // libtest runs an `#[ignore]` test only when asked.
+            argv.push("--include-ignored".into());
+        }
         let shown = shlex::try_join(argv.iter().map(String::as_str))
             .map_err(|e| format!("cannot quote the command of {name}: {e}"))?;
         let process = Process::new(&binary.exe, &binary.manifest_dir, guard)
