@@ -25,8 +25,8 @@ pub fn take() -> Result<Signals, Error> {
     })
 }
 
-/// Leave at once: kill the tests this process runs itself (local mode) and exit.
-fn quit_now(code: u8) -> ! {
+/// Leave at once: kill the tests and runners this process runs itself (local mode) and exit.
+pub fn quit_now(code: u8) -> ! {
     testgrid_worker::kill_all_running();
     std::process::exit(i32::from(code));
 }

@@ -231,12 +231,11 @@ fn jest_runners_reuse_the_transform_cache_jest_itself_wrote() {
     assert_eq!(transform_cache_files(&cache), after_jest, "testgrid's runners transformed files jest had cached");
 }
 
-#[test]
-fn in_local_mode_the_sessions_runner_starts_while_the_framework_lists_the_tests() {
-    // A copy of its own: it adds a config whose listing takes 3 s, and a globalSetup (which runs
-    // once per runner) that says when a runner started.
-    let dir = fresh_copy("jest", "jest-prestart");
-    let marks = tempfile::tempdir().expect("a temp dir");
+/// A copy of the jest fixture whose listing (`jest --listTests`) takes 3 s, with a globalSetup
+/// (run once per runner) that says when a runner started and its pid: `KIND TIME [PID]` lines in
+/// `TESTGRID_FIXTURE_MARKS/log`.
+fn slow_listing_jest(copy: &str) -> PathBuf {
+    let dir = fresh_copy("jest", copy);
     std::fs::write(
         dir.join("jest.config.js"),
         "const fs = require('node:fs');\n\
@@ -252,23 +251,68 @@ fn in_local_mode_the_sessions_runner_starts_while_the_framework_lists_the_tests(
     .expect("write jest.config.js");
     std::fs::write(
         dir.join("setup.js"),
-        "module.exports = async () => require('node:fs').appendFileSync(`${process.env.TESTGRID_FIXTURE_MARKS}/log`, `setup ${Date.now()}\\n`);\n",
+        "module.exports = async () => require('node:fs').appendFileSync(`${process.env.TESTGRID_FIXTURE_MARKS}/log`, `setup ${Date.now()} ${process.pid}\\n`);\n",
     )
     .expect("write setup.js");
+    dir
+}
+
+/// The numbers after `what ` on each line of the marks' log that starts so.
+fn marked(marks: &Path, what: &str) -> Vec<Vec<u64>> {
+    let log = std::fs::read_to_string(marks.join("log")).unwrap_or_default();
+    log.lines()
+        .filter_map(|l| l.strip_prefix(what).and_then(|rest| rest.strip_prefix(' ')))
+        .map(|rest| rest.split_whitespace().map(|n| n.parse().expect("a number")).collect())
+        .collect()
+}
+
+#[test]
+fn in_local_mode_the_sessions_runner_starts_while_the_framework_lists_the_tests() {
+    let dir = slow_listing_jest("jest-prestart");
+    let marks = tempfile::tempdir().expect("a temp dir");
     let env = format!("TESTGRID_FIXTURE_MARKS={}", marks.path().display());
     let out = testgrid(&dir)
         .args(["run", "--local", "1", "--framework", "jest", "--env", &env, "src/with space.test.js"])
         .output()
         .expect("testgrid runs");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let log = std::fs::read_to_string(marks.path().join("log")).expect("the marks");
-    let at = |what: &str| -> Vec<u64> {
-        log.lines().filter_map(|l| l.strip_prefix(what)).map(|t| t.trim().parse().expect("a time")).collect()
+    let (setups, ends) = (marked(marks.path(), "setup"), marked(marks.path(), "list-end"));
+    assert_eq!(setups.len(), 1, "one runner, started ahead and then used by the session: {setups:?}");
+    assert_eq!(ends.len(), 1, "{ends:?}");
+    assert!(setups[0][0] < ends[0][0], "the runner started before the listing ended: {setups:?} {ends:?}");
+}
+
+#[test]
+fn an_interrupt_while_the_framework_lists_the_tests_stops_the_runner_started_ahead() {
+    let dir = slow_listing_jest("jest-prestart-interrupt");
+    let marks = tempfile::tempdir().expect("a temp dir");
+    let env = format!("TESTGRID_FIXTURE_MARKS={}", marks.path().display());
+    let mut child = testgrid(&dir)
+        .args(["run", "--local", "1", "--framework", "jest", "--env", &env, "src/with space.test.js"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("testgrid starts");
+    // The runner started ahead says so while the listing still takes its 3 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let runner = loop {
+        if let Some(setup) = marked(marks.path(), "setup").first() {
+            break setup[1];
+        }
+        assert!(std::time::Instant::now() < deadline, "no runner started ahead");
+        std::thread::sleep(std::time::Duration::from_millis(20));
     };
-    let (setups, ends) = (at("setup "), at("list-end "));
-    assert_eq!(setups.len(), 1, "one runner, started ahead and then used by the session: {log}");
-    assert_eq!(ends.len(), 1, "{log}");
-    assert!(setups[0] < ends[0], "the runner started before the listing ended: {log}");
+    assert!(marked(marks.path(), "list-end").is_empty(), "the listing was still under way");
+    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill runs");
+    assert!(kill.success());
+    let status = child.wait().expect("testgrid ends");
+    assert_eq!(status.code(), Some(130));
+    // Its own process group, which the signal did not reach: testgrid stopped it on its way out.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while Path::new(&format!("/proc/{runner}")).exists() {
+        assert!(std::time::Instant::now() < deadline, "the runner {runner} outlived testgrid");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 #[test]

@@ -22,10 +22,10 @@ use crate::signals;
 
 pub async fn run(args: RunArgs) -> Result<u8, Error> {
     let settings = settings::resolve(args)?;
-    let (found, grid, local, chosen) = match &settings.place {
+    let (found, grid, local, chosen, taken) = match &settings.place {
         Place::Grid(url) => {
             let found = discover::discover(&settings)?;
-            (found, Grid::connect(url).await?, None, None)
+            (found, Grid::connect(url).await?, None, None, None)
         }
         Place::Local(local_grid) => {
             // The embedded grid starts first and the session's id is chosen here, so that the
@@ -34,7 +34,10 @@ pub async fn run(args: RunArgs) -> Result<u8, Error> {
             let (tell, told) = tokio::sync::watch::channel(None);
             let local = local::start(local_grid, settings.root.clone(), told).await?;
             let id = uuid::Uuid::new_v4().to_string();
-            let found = {
+            // A runner may start now, in a process group of its own that no Ctrl-C reaches:
+            // an interrupt while discovery runs kills it before this CLI goes.
+            let mut early = signals::take()?;
+            let discovery = {
                 let (settings, id) = (settings.clone(), id.clone());
                 tokio::task::spawn_blocking(move || {
                     discover::discover_with(&settings, &|runner| {
@@ -47,7 +50,11 @@ pub async fn run(args: RunArgs) -> Result<u8, Error> {
                         let _ = tell.send(Some(prestart));
                     })
                 })
-                .await
+            };
+            let found = tokio::select! {
+                found = discovery => found,
+                _ = early.int.recv() => signals::quit_now(exit::INTERRUPTED),
+                _ = early.term.recv() => signals::quit_now(exit::INTERRUPTED),
             };
             let found = match found {
                 Ok(Ok(found)) => found,
@@ -58,13 +65,16 @@ pub async fn run(args: RunArgs) -> Result<u8, Error> {
                 // Discovery does not panic; if it did, this CLI goes down the same way.
                 Err(e) => std::panic::resume_unwind(e.into_panic()),
             };
-            (found, Grid::connect(&local.url).await?, Some((local, local_grid)), Some(id))
+            (found, Grid::connect(&local.url).await?, Some((local, local_grid)), Some(id), Some(early))
         }
     };
     let spec = session_spec(&settings, &found);
     // Take over SIGINT before the session exists, so no Ctrl-C can fall between submitting and
     // being ready to cancel.
-    let signals = signals::take()?;
+    let signals = match taken {
+        Some(signals) => signals,
+        None => signals::take()?,
+    };
     let session = grid.submit(spec, chosen.as_deref()).await?;
     if settings.detach {
         return Ok(detached(&session, found.tests.len(), settings.output.json));

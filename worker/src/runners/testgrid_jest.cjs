@@ -36,7 +36,7 @@ const path = require('node:path');
 const common = require('./testgrid_runner_common.cjs');
 
 const { OUTPUT_LIMIT, MESSAGE_LIMIT, cap, plain, escapeRegExp, Channel } = common;
-const { resolveFromProject, splitUnitPath, socketPathOrExit, serve } = common;
+const { resolveFromProject, splitUnitPath, socketPathOrExit, exitWithTheWorker, serve } = common;
 
 const log = (...args) => process.stderr.write(`[testgrid-jest] ${args.join(' ')}\n`);
 
@@ -532,6 +532,7 @@ function guardProcess() {
 }
 
 async function main() {
+  exitWithTheWorker();
   const socketPath = socketPathOrExit(log);
   guardProcess();
   // A test's process.exit (jest hands the tests this process's exit) fails the test instead.

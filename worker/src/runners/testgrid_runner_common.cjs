@@ -119,6 +119,15 @@ function socketPathOrExit(log) {
   return socketPath;
 }
 
+/**
+ * The worker reads this runner's stdout and stderr: when one of those pipes breaks, the worker is
+ * gone, and so is the runner's reason to run. It exits then; writing on (a log line from an
+ * `uncaughtException` handler, say) would raise the same error again, in a loop at full CPU.
+ */
+function exitWithTheWorker() {
+  for (const stream of [process.stdout, process.stderr]) stream.on('error', () => process.exit(1));
+}
+
 /** Serve `run` requests one at a time, until `stop` or the end of the channel. */
 async function serve(channel, runFile) {
   for (;;) {
@@ -130,4 +139,4 @@ async function serve(channel, runFile) {
 }
 
 // prettier-ignore
-module.exports = { OUTPUT_LIMIT, MESSAGE_LIMIT, cap, plain, escapeRegExp, Channel, resolveFromProject, splitUnitPath, socketPathOrExit, serve };
+module.exports = { OUTPUT_LIMIT, MESSAGE_LIMIT, cap, plain, escapeRegExp, Channel, resolveFromProject, splitUnitPath, socketPathOrExit, exitWithTheWorker, serve };

@@ -45,7 +45,7 @@ import { pathToFileURL } from 'node:url';
 import common from './testgrid_runner_common.cjs';
 
 const { OUTPUT_LIMIT, MESSAGE_LIMIT, cap, plain, escapeRegExp, Channel } = common;
-const { resolveFromProject, splitUnitPath, socketPathOrExit, serve } = common;
+const { resolveFromProject, splitUnitPath, socketPathOrExit, exitWithTheWorker, serve } = common;
 
 const log = (...args) => process.stderr.write(`[testgrid-vitest] ${args.join(' ')}\n`);
 
@@ -589,6 +589,7 @@ async function mergeCoverage(dir) {
 }
 
 async function main() {
+  exitWithTheWorker();
   const socketPath = socketPathOrExit(log);
   // Whatever a test leaves behind must not kill the runner.
   process.on('unhandledRejection', (reason) => {
