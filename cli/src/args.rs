@@ -150,9 +150,10 @@ pub struct RunArgs {
     #[arg(long, hide = true, env = "TESTGRID_NODE", default_value = testgrid_worker::DEFAULT_NODE)]
     pub worker_node: String,
     #[command(flatten)]
-    pub cargo: CargoArgs,
-    #[command(flatten)]
     pub output: OutputArgs,
+    // Last: its help heading holds for every flag after it.
+    #[command(flatten)]
+    pub cargo: CargoArgs,
 }
 
 /// What `cargo test` builds, for Rust tests, with cargo's own flags (passed on to every `cargo test
