@@ -89,14 +89,12 @@ fn is_type_test(unit: &str) -> bool {
 /// when a file is in several (`|PROJECT| FILE`): the first of each project so named goes first,
 /// and the unnamed ones count as one group. The order only; what runs is the same.
 fn type_tests_spread(ordered: Vec<String>) -> Vec<String> {
-    let project =
-        |unit: &str| unit.strip_prefix('|').and_then(|rest| rest.split_once("| ")).map(|(p, _)| p.to_string());
     let mut started = std::collections::HashSet::new();
     let (mut first, mut middle, mut last) = (Vec::new(), Vec::new(), Vec::new());
     for unit in ordered {
         if !is_type_test(&unit) {
             middle.push(unit);
-        } else if started.insert(project(&unit)) {
+        } else if started.insert(js::split_project(&unit).0.to_string()) {
             first.push(unit);
         } else {
             last.push(unit);
