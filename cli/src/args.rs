@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueHint};
 use testgrid_proto::frameworks::{self, Framework};
 use testgrid_proto::{parse_env_var, parse_key_value};
 
@@ -18,7 +18,6 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-#[expect(clippy::large_enum_variant, reason = "parsed once and moved into its command, never stored")]
 pub enum Command {
     /// Discover tests and run them on the grid (or on a local one), showing results live.
     Run(RunArgs),
@@ -30,6 +29,9 @@ pub enum Command {
     Sessions(GridArgs),
     /// List the grid's workers and what they run.
     Workers(GridArgs),
+    /// Print `run`'s settings as this folder, the environment and `testgrid.toml` make them, and
+    /// where each came from. Takes `run`'s options, to show what they change.
+    Config(RunArgs),
 }
 
 #[derive(Args, Debug)]
@@ -64,7 +66,7 @@ pub struct WatchArgs {
 #[derive(Args, Clone, Debug)]
 pub struct OutputArgs {
     /// Write a JUnit XML report here.
-    #[arg(long, env = "TESTGRID_JUNIT")]
+    #[arg(long, env = "TESTGRID_JUNIT", value_hint = ValueHint::FilePath)]
     pub junit: Option<PathBuf>,
     /// One JSON event per line on stdout, nothing else there.
     #[arg(long)]
@@ -74,6 +76,7 @@ pub struct OutputArgs {
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Files or folders to search for tests (default: the current folder).
+    #[arg(value_hint = ValueHint::AnyPath)]
     pub paths: Vec<PathBuf>,
     /// The coordinator's gRPC address; without it (and without TESTGRID_GRID) an embedded grid
     /// runs here.
@@ -112,14 +115,14 @@ pub struct RunArgs {
     pub env: Vec<(String, String)>,
     /// The workspace root: test paths are relative to it and commands run in it (default: the
     /// enclosing git checkout, else the current folder).
-    #[arg(long, env = "TESTGRID_ROOT")]
+    #[arg(long, env = "TESTGRID_ROOT", value_hint = ValueHint::DirPath)]
     pub root: Option<PathBuf>,
     /// Submit and print the session id without waiting (needs a grid).
     #[arg(long)]
     pub detach: bool,
     /// The Python that runs pytest on every worker (default: the worker's own: its
     /// TESTGRID_PYTHON, or `python3` on its PATH).
-    #[arg(long)]
+    #[arg(long, help_heading = PYTEST_HEADING)]
     pub python: Option<String>,
     /// How tests are kept apart: `warm` runs a framework's tests in one long-lived process per
     /// slot where testgrid has a warm runner for it (pytest); `file` starts a fresh one per test
@@ -149,6 +152,13 @@ pub struct RunArgs {
     /// The Node that local workers start (as `testgrid-worker --node`).
     #[arg(long, hide = true, env = "TESTGRID_NODE", default_value = testgrid_worker::DEFAULT_NODE)]
     pub worker_node: String,
+    /// Take the settings of `[profile.NAME]` in testgrid.toml (over the file's top level).
+    #[arg(long, env = "TESTGRID_PROFILE")]
+    pub profile: Option<String>,
+    /// Arguments for the framework, after `--`: they go to it on every worker (`-- -k parser`,
+    /// `-- --testNamePattern=io`, `-- -run TestRead`, `-- --include-ignored`).
+    #[arg(last = true, value_name = "FRAMEWORK ARGS")]
+    pub framework_args: Vec<String>,
     #[command(flatten)]
     pub output: OutputArgs,
     // Last: its help heading holds for every flag after it.
@@ -156,10 +166,24 @@ pub struct RunArgs {
     pub cargo: CargoArgs,
 }
 
+/// The help heading of the pytest options, which `[pytest]` in testgrid.toml may hold.
+pub const PYTEST_HEADING: &str = "pytest tests (--framework pytest)";
+/// The help heading of the Rust options, which `[cargo]` in testgrid.toml may hold.
+pub const CARGO_HEADING: &str = "Rust tests (--framework cargo)";
+
+/// The framework whose options a help heading gathers.
+pub fn heading_framework(heading: &str) -> Option<Framework> {
+    match heading {
+        PYTEST_HEADING => Some(Framework::Pytest),
+        CARGO_HEADING => Some(Framework::Cargo),
+        _ => None,
+    }
+}
+
 /// What `cargo test` builds, for Rust tests, with cargo's own flags (passed on to every `cargo test
 /// --no-run`, the CLI's and each worker's).
 #[derive(Args, Clone, Debug, Default, PartialEq, Eq)]
-#[command(next_help_heading = "Rust tests (--framework cargo)")]
+#[command(next_help_heading = CARGO_HEADING)]
 pub struct CargoArgs {
     /// Features to turn on, space- or comma-separated, as `cargo test --features`; repeat for more.
     #[arg(long = "features", short = 'F')]

@@ -39,6 +39,30 @@ pub enum Error {
     #[error("`testgrid {0}` needs a grid: set --grid or TESTGRID_GRID")]
     NeedsGrid(&'static str),
 
+    #[error("arguments for {framework} (after `--` or in testgrid.toml's `args`) do not reach it yet")]
+    FrameworkArgsNotYet { framework: &'static str },
+
+    // testgrid.toml and --profile (usage).
+    #[error("two config files: {} and {}; keep one", first.display(), second.display())]
+    TwoConfigFiles { first: PathBuf, second: PathBuf },
+    #[error("cannot read {}: {source}", path.display())]
+    ConfigRead { path: PathBuf, source: std::io::Error },
+    #[error("{}: {bytes} bytes; a config file may have at most {limit}", path.display())]
+    ConfigTooBig { path: PathBuf, bytes: u64, limit: u64 },
+    #[error("{at}: not valid TOML: {message}")]
+    ConfigSyntax { at: crate::config::At, message: String },
+    #[error("{at}: unknown key `{key}` in {table}{}", match suggestion {
+        Some(s) => format!("; did you mean `{s}`?"),
+        None => "; `testgrid config` lists every key".to_string(),
+    })]
+    ConfigUnknownKey { at: crate::config::At, key: String, table: String, suggestion: Option<String> },
+    #[error("{at}: `{key}` {problem}")]
+    ConfigBadValue { at: crate::config::At, key: String, problem: String },
+    #[error("{at}: {key} = {value:?} is not valid: {problem}")]
+    ConfigInvalid { at: crate::config::At, key: String, value: String, problem: String },
+    #[error("{}", unknown_profile(name, file.as_deref(), known))]
+    UnknownProfile { name: String, file: Option<PathBuf>, known: Vec<String> },
+
     // Places on this machine (usage).
     #[error("cannot read the current directory: {0}")]
     CurrentDir(std::io::Error),
@@ -207,6 +231,15 @@ impl Error {
             | DetachWithoutGrid
             | CommandWithoutPlaceholder(_)
             | NeedsGrid(_)
+            | FrameworkArgsNotYet { .. }
+            | TwoConfigFiles { .. }
+            | ConfigRead { .. }
+            | ConfigTooBig { .. }
+            | ConfigSyntax { .. }
+            | ConfigUnknownKey { .. }
+            | ConfigBadValue { .. }
+            | ConfigInvalid { .. }
+            | UnknownProfile { .. }
             | CurrentDir(_)
             | Root { .. }
             | JunitDir { .. }
@@ -277,5 +310,18 @@ impl Error {
             }
             code => Error::GridFailed { what, url: url.to_string(), code, message },
         }
+    }
+}
+
+/// The message of a `--profile` that the config file does not have.
+fn unknown_profile(name: &str, file: Option<&std::path::Path>, known: &[String]) -> String {
+    match file {
+        None => format!(
+            "--profile {name}: there is no testgrid.toml (or .config/testgrid.toml) at the workspace root to hold it"
+        ),
+        Some(file) if known.is_empty() => {
+            format!("--profile {name}: {} has no profiles; add a [profile.{name}] table", file.display())
+        }
+        Some(file) => format!("--profile {name}: {} has no such profile; it has: {}", file.display(), known.join(", ")),
     }
 }

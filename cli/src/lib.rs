@@ -31,6 +31,7 @@ macro_rules! err {
 
 pub mod args;
 pub mod commands;
+pub mod config;
 pub mod discover;
 pub mod error;
 pub mod follow;
@@ -47,11 +48,12 @@ use std::time::Duration;
 
 pub use args::Cli;
 use args::Command;
+pub use config::{Invocation, ParseError, parse};
 use error::Error;
 
 /// Run the CLI; every error becomes its documented exit code here.
-pub fn run(cli: Cli) -> ExitCode {
-    match run_command(cli) {
+pub fn run(invocation: Invocation) -> ExitCode {
+    match run_command(invocation) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             err!("error: {e}");
@@ -60,11 +62,13 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-fn run_command(cli: Cli) -> Result<u8, Error> {
+fn run_command(invocation: Invocation) -> Result<u8, Error> {
+    let Invocation { cli, layers } = invocation;
     let runtime = tokio::runtime::Runtime::new().map_err(Error::Runtime)?;
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => commands::run::run(args).await,
+            Command::Run(args) => commands::run::run(args, layers).await,
+            Command::Config(args) => commands::config::config(args, &layers),
             Command::Watch(args) => commands::watch::watch(args).await,
             Command::Cancel(args) => commands::cancel::cancel(args).await,
             Command::Sessions(args) => commands::sessions::sessions(args).await,

@@ -4,10 +4,13 @@
 //! grid or the tests.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::Args as _;
+
 use crate::args::{CargoArgs, FrameworkChoice, Isolation, OutputArgs, RunArgs};
+use crate::config::{self, Layers};
 use crate::error::Error;
 use crate::report;
 
@@ -66,7 +69,26 @@ pub struct Settings {
     pub detach: bool,
     /// Rust tests: what `cargo test` builds (`--features`, `-p`, ...).
     pub cargo: CargoArgs,
+    /// Whether a Rust option was given as a flag or in the environment (not only in
+    /// testgrid.toml, where it waits for a Rust session): a session of another framework refuses
+    /// it.
+    pub cargo_asked: bool,
+    /// The arguments after `--`, for the framework.
+    pub framework_args: Vec<String>,
+    /// Where each setting came from, and testgrid.toml's arguments for each framework.
+    pub layers: Layers,
     pub output: OutputArgs,
+}
+
+impl Settings {
+    /// The arguments `framework` is given on every worker: its testgrid.toml section's `args`,
+    /// then the command line's after `--` (which win where the framework takes the last of a
+    /// repeated option).
+    pub fn args_for(&self, framework: testgrid_proto::frameworks::Framework) -> Vec<String> {
+        let mut args = self.layers.args_for(framework).to_vec();
+        args.extend(self.framework_args.iter().cloned());
+        args
+    }
 }
 
 /// The grid address, treating an empty one (`TESTGRID_GRID=`) as unset.
@@ -81,13 +103,13 @@ pub fn need_grid(grid: Option<&str>, what: &'static str) -> Result<String, Error
 
 /// Check `run`'s flags and resolve its places, in the order a user fixes them: root, flags that
 /// do not go together, the JUnit report's folder.
-pub fn resolve(args: RunArgs) -> Result<Settings, Error> {
+pub fn resolve(args: RunArgs, layers: Layers) -> Result<Settings, Error> {
     let grid = grid_of(args.grid.as_deref());
     let cwd = std::env::current_dir().map_err(Error::CurrentDir)?;
     let cwd = cwd.canonicalize().unwrap_or(cwd);
     let root = match &args.root {
         Some(root) => root.canonicalize().map_err(|source| Error::Root { path: root.clone(), source })?,
-        None => default_root(&cwd),
+        None => config::default_root(&cwd),
     };
     if args.local == Some(0) {
         return Err(Error::NoLocalWorkers);
@@ -124,6 +146,9 @@ pub fn resolve(args: RunArgs) -> Result<Settings, Error> {
             node: args.worker_node.clone(),
         }),
     };
+    let cargo_ids = CargoArgs::augment_args(clap::Command::new("cargo"));
+    let cargo_asked = args.cargo.any()
+        && cargo_ids.get_arguments().any(|arg| layers.origins.get(arg.get_id().as_str()).is_none_or(|o| o.is_direct()));
     Ok(Settings {
         root,
         cwd,
@@ -145,11 +170,9 @@ pub fn resolve(args: RunArgs) -> Result<Settings, Error> {
         cancel_on_disconnect: args.cancel_on_disconnect,
         detach: args.detach,
         cargo: args.cargo,
+        cargo_asked,
+        framework_args: args.framework_args,
+        layers,
         output: args.output,
     })
-}
-
-/// The enclosing git checkout of `dir`, else `dir`.
-fn default_root(dir: &Path) -> PathBuf {
-    dir.ancestors().find(|d| d.join(".git").exists()).unwrap_or(dir).to_path_buf()
 }

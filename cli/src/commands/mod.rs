@@ -2,6 +2,7 @@
 //! command that ran to its end, or the [`Error`](crate::error::Error) that stopped it.
 
 pub mod cancel;
+pub mod config;
 pub mod run;
 pub mod sessions;
 pub mod watch;

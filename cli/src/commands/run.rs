@@ -11,6 +11,7 @@ use testgrid_proto as pb;
 use testgrid_proto::frameworks::Options;
 
 use crate::args::RunArgs;
+use crate::config::Layers;
 use crate::discover::{self, Discovered};
 use crate::error::{Error, exit};
 use crate::follow::follow;
@@ -20,8 +21,8 @@ use crate::local;
 use crate::settings::{self, Place, Settings};
 use crate::signals;
 
-pub async fn run(args: RunArgs) -> Result<u8, Error> {
-    let settings = settings::resolve(args)?;
+pub async fn run(args: RunArgs, layers: Layers) -> Result<u8, Error> {
+    let settings = settings::resolve(args, layers)?;
     let (found, grid, local, chosen, taken) = match &settings.place {
         Place::Grid(url) => {
             let found = discover::discover(&settings)?;

@@ -61,7 +61,10 @@ pub fn discover_with(settings: &Settings, early: &(dyn Fn(&Runner) + Sync)) -> R
         FrameworkChoice::Auto => detect::detect(&settings.root, &places),
         FrameworkChoice::Named(f) => f,
     };
-    if settings.cargo.any() && framework != Framework::Cargo {
+    if !settings.args_for(framework).is_empty() {
+        return Err(Error::FrameworkArgsNotYet { framework: framework.name() });
+    }
+    if settings.cargo_asked && framework != Framework::Cargo {
         return Err(Error::CargoFlagsWithout { framework: framework.name() });
     }
     // pytest's own configuration says which files are tests, where to look when nothing is

@@ -29,6 +29,9 @@ fn request(root: &Path, paths: Vec<PathBuf>, framework: impl Into<FrameworkChoic
         cancel_on_disconnect: false,
         detach: false,
         cargo: Default::default(),
+        cargo_asked: false,
+        framework_args: Vec::new(),
+        layers: Default::default(),
         output: OutputArgs { junit: None, json: false },
     }
 }
