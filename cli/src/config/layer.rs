@@ -76,7 +76,8 @@ impl Schema {
                 };
                 let framework = arg.get_help_heading().and_then(args::heading_framework).map(FrameworkKey::of);
                 let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
-                let path = matches!(arg.get_value_hint(), ValueHint::AnyPath | ValueHint::FilePath | ValueHint::DirPath);
+                let path =
+                    matches!(arg.get_value_hint(), ValueHint::AnyPath | ValueHint::FilePath | ValueHint::DirPath);
                 Some(Key { id, name, kind, framework, env, positional, hidden: arg.is_hide_set(), path })
             })
             .collect();
