@@ -223,11 +223,6 @@ impl CargoArgs {
         *self != CargoArgs::default()
     }
 
-    /// What `--run-ignored` asks for (`Default` when not given).
-    pub fn ignored(&self) -> RunIgnored {
-        self.run_ignored.unwrap_or(RunIgnored::Default)
-    }
-
     /// The build options as `cargo test` arguments (`--run-ignored` is not one: it picks the
     /// tests).
     pub fn to_args(&self) -> Vec<String> {

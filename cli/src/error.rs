@@ -39,8 +39,12 @@ pub enum Error {
     #[error("`testgrid {0}` needs a grid: set --grid or TESTGRID_GRID")]
     NeedsGrid(&'static str),
 
-    #[error("arguments for {framework} (after `--` or in testgrid.toml's `args`) do not reach it yet")]
-    FrameworkArgsNotYet { framework: &'static str },
+    #[error("arguments for {framework} (after `--`, or testgrid.toml's `args`): {problem}")]
+    BadFrameworkArgs { framework: &'static str, problem: String },
+    #[error("--run-ignored and `--ignored`/`--include-ignored` after `--` ask for different tests; keep one")]
+    IgnoredTwice,
+    #[error("arguments after `--` go to a framework; with --command, put them in the command's template")]
+    ArgsWithCommand,
 
     // testgrid.toml and --profile (usage).
     #[error("two config files: {} and {}; keep one", first.display(), second.display())]
@@ -231,7 +235,9 @@ impl Error {
             | DetachWithoutGrid
             | CommandWithoutPlaceholder(_)
             | NeedsGrid(_)
-            | FrameworkArgsNotYet { .. }
+            | BadFrameworkArgs { .. }
+            | ArgsWithCommand
+            | IgnoredTwice
             | TwoConfigFiles { .. }
             | ConfigRead { .. }
             | ConfigTooBig { .. }

@@ -141,8 +141,14 @@ mod tests {
 
 /// `cargo test`'s own verdicts: `SRC::NAME` -> passed | failed | skipped.
 fn cargo_outcomes(dir: &Path) -> BTreeMap<String, String> {
+    cargo_outcomes_with(dir, &[])
+}
+
+/// [`cargo_outcomes`] with `test_args` for the test binaries (after `--`).
+fn cargo_outcomes_with(dir: &Path, test_args: &[&str]) -> BTreeMap<String, String> {
     let out = cargo()
-        .args(["test", "--no-fail-fast", "--tests"])
+        .args(["test", "--no-fail-fast", "--tests", "--"])
+        .args(test_args)
         .current_dir(dir)
         .env_remove("HANG")
         .output()
@@ -304,6 +310,27 @@ fn run_ignored_runs_the_ignored_tests_alone_or_with_the_others() {
         "skipped",
         "by default an ignored test is reported skipped"
     );
+}
+
+#[test]
+fn libtest_filters_after_the_dashes_select_what_cargo_test_selects() {
+    let dir = our_crate();
+    let selection = ["tests::", "--skip", "hangs", "--skip=fails", "--include-ignored", "--test-threads", "1"];
+    let theirs = cargo_outcomes_with(dir.path(), &selection);
+    let mut args = vec!["--"];
+    args.extend(selection);
+    let out = run_local(dir.path(), &args);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    let ours = our_outcomes(&out);
+    assert_eq!(ours, theirs, "the tests cargo test selects, with its verdicts");
+    assert_eq!(ours["src/lib.rs::tests::slow"], "passed", "--include-ignored runs the ignored test");
+    assert!(!ours.keys().any(|t| t.starts_with("tests/api.rs")), "the filter leaves out tests/api.rs: {ours:?}");
+    // A filter that matches nothing: no tests, exit 4; asking twice for ignored tests: refused.
+    let out = run_local(dir.path(), &["--", "no_such_test"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let out = run_local(dir.path(), &["--run-ignored", "only", "--", "--include-ignored"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--run-ignored"), "{}", stderr(&out));
 }
 
 #[test]

@@ -173,11 +173,12 @@ struct Reference {
 }
 
 fn go_reference(root: &Path) -> Reference {
-    let out = Command::new("go")
-        .args(["test", "-json", "-timeout", "5s", "./..."])
-        .current_dir(root)
-        .output()
-        .expect("go test runs");
+    go_reference_with(root, &["-timeout", "5s", "./..."])
+}
+
+/// [`go_reference`] of `go test -json ARGS`.
+fn go_reference_with(root: &Path, args: &[&str]) -> Reference {
+    let out = Command::new("go").arg("test").arg("-json").args(args).current_dir(root).output().expect("go test runs");
     let mut cases: BTreeMap<String, String> = BTreeMap::new();
     let mut packages: BTreeMap<String, String> = BTreeMap::new();
     let mut timed_out: Vec<String> = Vec::new();
@@ -356,4 +357,40 @@ fn single_tests_and_subtests_run_alone_with_go_detected_from_go_mod() {
             .map(|(n, o)| (n.to_string(), o.to_string()))
             .collect();
     assert_eq!(cases, expected, "only the asked-for tests ran");
+}
+
+#[test]
+fn run_and_tags_after_the_dashes_select_what_go_test_selects() {
+    if !have_go() {
+        return;
+    }
+    let ws = Workspace::new();
+    write_module(&ws);
+    let tagged =
+        "//go:build integration\n\npackage calc\n\nimport \"testing\"\n\nfunc TestAddIntegration(t *testing.T) {}\n";
+    std::fs::write(ws.root().join("calc/integration_test.go"), tagged).expect("write");
+    let selection = ["-run", "TestAdd|TestTable/one", "-tags=integration", "-count=1"];
+    let mut reference_args = selection.to_vec();
+    reference_args.extend(["./calc", "."]);
+    let reference = go_reference_with(&ws.root(), &reference_args);
+    assert!(
+        reference.cases.contains_key("calc::TestAddIntegration"),
+        "the tag's test runs under go test: {:?}",
+        reference.cases
+    );
+    let out = testgrid(&ws.root())
+        .args(["run", "--local", "2", "--json", "calc", "root_test.go", "--"])
+        .args(selection)
+        .output()
+        .expect("testgrid runs");
+    assert_eq!(out.status.code(), Some(1), "stdout: {}\nstderr: {}", stdout(&out), stderr(&out));
+    let events = events(&out);
+    assert_eq!(case_outcomes(&events), reference.cases, "the cases go test selects, with its outcomes");
+    let units = final_outcomes(&events);
+    assert_eq!(units["calc"], "failed", "TestAddWrong fails: {units:?}");
+    assert_eq!(units["."], "skipped", "no test of the root package matches -run: {units:?}");
+    // A flag go test does not have is refused before anything runs.
+    let out = testgrid(&ws.root()).args(["run", "--local", "1", "--", "-frobnicate"]).output().expect("testgrid runs");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("-frobnicate"), "{}", stderr(&out));
 }

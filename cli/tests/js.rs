@@ -108,12 +108,18 @@ fn installed(name: &str, source: &Path) -> PathBuf {
 /// The framework's own verdicts from its JSON report (vitest's is jest's format): case name ->
 /// passed | failed | skipped, and the files that failed outside any case.
 fn own_outcomes(dir: &Path, framework: &str) -> (BTreeMap<String, String>, Vec<String>) {
+    own_outcomes_with(dir, framework, &[])
+}
+
+/// [`own_outcomes`] of the framework run with `extra` arguments too.
+fn own_outcomes_with(dir: &Path, framework: &str, extra: &[&str]) -> (BTreeMap<String, String>, Vec<String>) {
     let report = dir.join("own-report.json");
     let mut cmd = Command::new("npx");
     match framework {
         "vitest" => cmd.args(["vitest", "run", "--reporter=json", "--outputFile"]).arg(&report),
         _ => cmd.args(["jest", "--ci", "--json", "--outputFile"]).arg(&report),
     };
+    cmd.args(extra);
     let out = cmd.current_dir(dir).output().expect("npx runs");
     let text = std::fs::read_to_string(&report)
         .unwrap_or_else(|e| panic!("{framework} wrote no report ({e}): {}\n{}", stdout(&out), stderr(&out)));
@@ -475,6 +481,29 @@ fn test_workers_of_a_shared_vitest_runner_have_distinct_pool_ids() {
 /// vitest 3 runs one `runTestSpecifications` per file: its runner says it cannot serve several
 /// slots, the worker falls back to a runner per slot (each with its `TESTGRID_SLOT`), and the
 /// outcomes are vitest's own.
+#[test]
+fn a_test_name_pattern_after_the_dashes_selects_what_the_framework_itself_selects() {
+    for (fixture, framework, args) in [
+        ("vitest", "vitest", ["-t", "nested"]),
+        ("vitest3", "vitest", ["--testNamePattern=c ", "--silent"]),
+        ("jest", "jest", ["--testNamePattern", "nested"]),
+    ] {
+        let dir = project(fixture);
+        let (theirs, _) = own_outcomes_with(&dir, framework, &args);
+        let selected = theirs.values().filter(|o| *o != "skipped").count();
+        assert!(selected >= 1 && selected + 2 < theirs.len(), "{fixture}: the pattern selects some cases: {theirs:?}");
+        let mut ours = vec!["--"];
+        ours.extend(args);
+        let out = run_local(&dir, framework, &ours);
+        assert!(matches!(out.status.code(), Some(0 | 1)), "{fixture}: {}", stderr(&out));
+        assert_eq!(our_cases(&out), theirs, "{fixture}: the cases {framework} selects, with its outcomes");
+    }
+    // What a grid decides itself is refused, saying what to use.
+    let out = run_local(&project("jest"), "jest", &["--", "--maxWorkers=4"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(stderr(&out).contains("--local"), "{}", stderr(&out));
+}
+
 #[test]
 fn vitest_3_runners_serve_one_slot_each_and_match_vitest() {
     let dir = project("vitest3");

@@ -117,8 +117,13 @@ fn own_pytest(root: &Path, args: &[&std::ffi::OsStr]) -> Output {
 
 /// pytest's own verdicts, from its JUnit report: nodeid-like name -> outcome word.
 fn pytest_outcomes(root: &Path, paths: &[&str]) -> BTreeMap<String, String> {
+    pytest_outcomes_with(root, paths, &[])
+}
+
+/// [`pytest_outcomes`] of pytest run with `extra` arguments too.
+fn pytest_outcomes_with(root: &Path, paths: &[&str], extra: &[&str]) -> BTreeMap<String, String> {
     let xml = root.join("reference.xml");
-    let mut args: Vec<&std::ffi::OsStr> = paths.iter().map(std::ffi::OsStr::new).collect();
+    let mut args: Vec<&std::ffi::OsStr> = extra.iter().chain(paths).map(std::ffi::OsStr::new).collect();
     args.extend([std::ffi::OsStr::new("--junitxml"), xml.as_os_str()]);
     let status = own_pytest(root, &args);
     assert!(status.status.code().is_some(), "pytest ran");
@@ -582,4 +587,73 @@ fn pytest_cov_data_of_every_runner_is_combined_into_the_projects_coverage() {
     let out = run_pytest(&ws, &["--local", "2"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("Required test coverage of 95% not reached"), "{}", stderr(&out));
+}
+
+const SELECTION: &[(&str, &str)] = &[
+    ("pytest.ini", "[pytest]\nmarkers =\n    slow: takes long\n"),
+    (
+        "tests/test_io.py",
+        r#"
+import pytest
+
+def test_read():
+    pass
+
+def test_read_fails():
+    assert False
+
+@pytest.mark.slow
+def test_read_big():
+    pass
+
+def test_write():
+    pass
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_parse(n):
+    assert n == 1
+"#,
+    ),
+    (
+        "tests/test_net.py",
+        r#"
+def test_connect():
+    pass
+
+def test_send():
+    pass
+"#,
+    ),
+];
+
+#[test]
+fn k_and_m_after_the_dashes_select_what_pytest_selects_and_a_file_left_empty_says_so() {
+    let ws = Workspace::new();
+    write_files(&ws, SELECTION);
+    // The file's pytest arguments come first, the command line's after `--`.
+    std::fs::write(ws.root().join("testgrid.toml"), "[pytest]\nargs = [\"-m\", \"not slow\"]\n").expect("write");
+    let selection = ["-m", "not slow", "-k", "read or parse"];
+    let theirs = pytest_outcomes_with(&ws.root(), &["tests"], &selection);
+    assert_eq!(theirs.len(), 4, "pytest selects 4 of the 9 cases: {theirs:?}");
+    for isolation in ["warm", "test"] {
+        let out = run_pytest(&ws, &["--local", "2", "--isolation", isolation, "--", "-k", "read or parse"]);
+        assert_eq!(out.status.code(), Some(1), "{isolation}: {}{}", stdout(&out), stderr(&out));
+        let events = events(&out);
+        assert_eq!(case_outcomes(&events), theirs, "{isolation}: the cases pytest selects, with its outcomes");
+        let net = events
+            .iter()
+            .find(|e| e["event"] == "test_finished" && e["final"] == true && e["test"] == "tests/test_net.py")
+            .unwrap_or_else(|| panic!("{isolation}: tests/test_net.py is reported: {}", stdout(&out)));
+        assert_eq!(net["outcome"], "skipped", "{isolation}: {net}");
+        assert!(net["message"].as_str().is_some_and(|m| m.contains("deselected")), "{isolation}: {net}");
+    }
+}
+
+#[test]
+fn xdist_arguments_are_refused_with_what_to_use_instead() {
+    let ws = Workspace::new();
+    write_files(&ws, SELECTION);
+    let out = run_pytest(&ws, &["--", "-n", "4"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(stderr(&out).contains("pytest-xdist") && stderr(&out).contains("--local"), "{}", stderr(&out));
 }

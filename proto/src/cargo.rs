@@ -125,6 +125,69 @@ pub fn list_args(ignored: bool) -> Vec<&'static str> {
     args
 }
 
+/// Arguments for Rust test binaries (what the user typed after `--`), sorted as a grid runs
+/// them: the selection (libtest's filters, `--skip`, `--exact`, which pick the tests when the
+/// CLI lists them, so that what is deselected is never scheduled), which `#[ignore]` tests run,
+/// and the rest, which every test's process gets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TestArgs {
+    /// Filters, `--skip NAME`s and `--exact`, as libtest's `--list` takes them.
+    pub selection: Vec<String>,
+    /// `--ignored` (only them) or `--include-ignored` (them too).
+    pub ignored: Option<Ignored>,
+    /// Everything else (`--test-threads 1`, `--show-output`, `-Z unstable-options`).
+    pub run: Vec<String>,
+}
+
+/// Which `#[ignore]` tests the arguments ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ignored {
+    Only,
+    All,
+}
+
+/// libtest's options that take a value (`--skip NAME` or `--skip=NAME`).
+const VALUED: [&str; 7] = ["--skip", "--logfile", "--test-threads", "--color", "--format", "-Z", "--shuffle-seed"];
+/// Options a grid sets itself on each test's run: given twice, libtest refuses to start.
+const OWN: [&str; 3] = ["--nocapture", "--exact", "--list"];
+
+impl TestArgs {
+    /// Sort `args` (libtest's command line after `--`); the problem if one cannot be used.
+    pub fn split(args: &[String]) -> Result<TestArgs, String> {
+        let mut out = TestArgs::default();
+        let mut rest = args.iter();
+        while let Some(arg) = rest.next() {
+            let (name, inline) = match arg.split_once('=') {
+                Some((name, value)) if name.starts_with('-') => (name, Some(value)),
+                _ => (arg.as_str(), None),
+            };
+            if VALUED.contains(&name) {
+                let value = match inline {
+                    Some(value) => value.to_string(),
+                    None => rest.next().ok_or_else(|| format!("`{name}` needs a value"))?.clone(),
+                };
+                let into = if name == "--skip" { &mut out.selection } else { &mut out.run };
+                into.extend([name.to_string(), value]);
+                continue;
+            }
+            match name {
+                "--ignored" => out.ignored = Some(Ignored::Only),
+                "--include-ignored" => out.ignored = Some(Ignored::All),
+                "--exact" => out.selection.push(arg.clone()),
+                "--list" => return Err("`--list` lists tests; use `testgrid list`".into()),
+                "--bench" => return Err("`--bench` runs benchmarks, which testgrid does not schedule".into()),
+                "--nocapture" | "--no-capture" => {
+                    // Each test's output is captured by the worker already.
+                }
+                _ if !arg.starts_with('-') => out.selection.push(arg.clone()),
+                _ => out.run.push(arg.clone()),
+            }
+        }
+        debug_assert!(out.run.iter().all(|a| !OWN.contains(&a.as_str())));
+        Ok(out)
+    }
+}
+
 /// `name: test` lines of libtest's terse list (benchmarks are left out).
 pub fn parse_list(text: &str) -> Vec<String> {
     text.lines().filter_map(|line| line.strip_suffix(": test")).map(str::to_string).collect()
@@ -166,6 +229,31 @@ mod tests {
             ("semver".into(), "1.0.26".into())
         );
         assert_eq!(package_of("foo 0.1.0 (path+file:///w/foo)"), ("foo".into(), "0.1.0".into()));
+    }
+
+    #[test]
+    fn test_args_split_into_selection_ignored_and_the_rest() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let split = TestArgs::split(&args(&[
+            "parser",
+            "--skip",
+            "slow",
+            "--skip=io::",
+            "--exact",
+            "--include-ignored",
+            "--test-threads",
+            "1",
+            "--show-output",
+            "--nocapture",
+            "--color=never",
+        ]))
+        .expect("valid");
+        assert_eq!(split.selection, args(&["parser", "--skip", "slow", "--skip", "io::", "--exact"]));
+        assert_eq!(split.ignored, Some(Ignored::All));
+        assert_eq!(split.run, args(&["--test-threads", "1", "--show-output", "--color", "never"]));
+        assert_eq!(TestArgs::split(&args(&["--ignored"])).expect("valid").ignored, Some(Ignored::Only));
+        assert!(TestArgs::split(&args(&["--skip"])).expect_err("no value").contains("--skip"));
+        assert!(TestArgs::split(&args(&["--list"])).is_err());
     }
 
     #[test]

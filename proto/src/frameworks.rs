@@ -121,6 +121,8 @@ pub struct Runner {
     pub framework: Framework,
     pub isolation: Isolation,
     pub options: Options,
+    /// The framework's own arguments (after `--`), given on every run of a test.
+    pub args: Vec<String>,
 }
 
 /// A runner message that cannot be used as it is; names the field.
@@ -139,11 +141,18 @@ fn bad(field: &'static str, problem: impl Into<String>) -> BadRunner {
 const MAX_OPTION_BYTES: usize = 64 * 1024;
 /// The most extra cargo arguments.
 const MAX_CARGO_ARGS: usize = 256;
+/// The most framework arguments.
+const MAX_ARGS: usize = 256;
 
 impl Runner {
     /// A command runner (`shell`, or `custom` for a user's `--command`).
     pub fn command(framework: Framework, template: impl Into<String>) -> Self {
-        Runner { framework, isolation: Isolation::Warm, options: Options::Command { template: template.into() } }
+        Runner {
+            framework,
+            isolation: Isolation::Warm,
+            options: Options::Command { template: template.into() },
+            args: Vec::new(),
+        }
     }
 
     /// The command template, for command runners.
@@ -233,7 +242,13 @@ impl TryFrom<&pb::Runner> for Runner {
                 return Err(bad("options", format!("these options are not for framework {}", framework.name())));
             }
         };
-        Ok(Runner { framework, isolation, options })
+        if r.args.len() > MAX_ARGS {
+            return Err(bad("args", format!("more than {MAX_ARGS} arguments")));
+        }
+        for arg in &r.args {
+            check_text("args", arg)?;
+        }
+        Ok(Runner { framework, isolation, options, args: r.args.clone() })
     }
 }
 
@@ -258,6 +273,7 @@ impl From<&Runner> for pb::Runner {
             framework: r.framework.to_pb() as i32,
             isolation: r.isolation.to_pb() as i32,
             options: Some(options),
+            args: r.args.clone(),
         }
     }
 }
@@ -312,6 +328,7 @@ mod tests {
             framework: Framework::Pytest,
             isolation: Isolation::Test,
             options: Options::Pytest { python: Some("/venv/bin/python".into()), project_dir: "py".into() },
+            args: vec!["-k".into(), "parser and not slow".into()],
         });
         round_trip(Runner {
             framework: Framework::Cargo,
@@ -321,19 +338,30 @@ mod tests {
                 cargo_args: vec!["--features".into(), "a b".into()],
                 run_ignored: true,
             },
+            args: Vec::new(),
         });
         round_trip(Runner {
             framework: Framework::Vitest,
             isolation: Isolation::File,
             options: Options::Js { project_dir: String::new() },
+            args: vec!["--testNamePattern=io".into()],
         });
-        round_trip(Runner { framework: Framework::Go, isolation: Isolation::Warm, options: Options::Go });
+        round_trip(Runner {
+            framework: Framework::Go,
+            isolation: Isolation::Warm,
+            options: Options::Go,
+            args: vec!["-run".into(), "TestRead".into()],
+        });
     }
 
     #[test]
     fn bad_runners_name_their_field() {
-        let message =
-            |framework: pb::Framework, options| pb::Runner { framework: framework as i32, isolation: 0, options };
+        let message = |framework: pb::Framework, options| pb::Runner {
+            framework: framework as i32,
+            isolation: 0,
+            options,
+            args: Vec::new(),
+        };
         let err = |m: pb::Runner| Runner::try_from(&m).expect_err("refused");
         assert_eq!(err(message(pb::Framework::Unspecified, None)).field, "framework");
         let template = |t: &str| Some(pb::runner::Options::Command(pb::CommandOptions { template: t.into() }));
@@ -343,20 +371,26 @@ mod tests {
             let js = Some(pb::runner::Options::Js(pb::JsOptions { project_dir: dir.into() }));
             assert_eq!(err(message(pb::Framework::Jest, js)).field, "js.project_dir", "{dir}");
         }
-        let unknown = pb::Runner { framework: pb::Framework::Go as i32, isolation: 42, options: None };
+        let unknown =
+            pb::Runner { framework: pb::Framework::Go as i32, isolation: 42, options: None, args: Vec::new() };
         assert_eq!(err(unknown).field, "isolation");
         assert_eq!(
             err(message(pb::Framework::Custom, None)).field,
             "command.template",
             "a custom command has no default"
         );
+        let many = pb::Runner { args: vec!["-x".into(); 257], ..message(pb::Framework::Pytest, None) };
+        assert_eq!(err(many).field, "args");
+        let nul = pb::Runner { args: vec!["a\0b".into()], ..message(pb::Framework::Pytest, None) };
+        assert_eq!(err(nul).field, "args");
         let long = err(message(pb::Framework::Custom, template(&"x".repeat(10_000))));
         assert!(long.problem.len() < 200, "a long template is not echoed whole: {}", long.problem.len());
     }
 
     #[test]
     fn missing_options_are_the_frameworks_defaults() {
-        let shell = pb::Runner { framework: pb::Framework::Shell as i32, isolation: 0, options: None };
+        let shell =
+            pb::Runner { framework: pb::Framework::Shell as i32, isolation: 0, options: None, args: Vec::new() };
         let runner = Runner::try_from(&shell).expect("valid");
         assert_eq!(runner.template(), Some("sh {}"));
         assert_eq!(runner.isolation, Isolation::Warm);

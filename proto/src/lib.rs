@@ -25,6 +25,7 @@ pub use v1::*;
 pub mod cargo;
 pub mod client;
 pub mod frameworks;
+pub mod go;
 pub mod js;
 pub mod logging;
 pub mod outcome;

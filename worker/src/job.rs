@@ -147,7 +147,7 @@ pub(crate) mod testing {
             command: String::new(),
             env: Default::default(),
             timeout: None,
-            runner: Runner { framework, isolation: Default::default(), options },
+            runner: Runner { framework, isolation: Default::default(), options, args: Vec::new() },
             root: root.to_path_buf(),
             worker: "test-worker".into(),
         }

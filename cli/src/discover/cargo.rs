@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use testgrid_proto::cargo::{Binary, binary_from_message, list_args, parse_list, select};
-use testgrid_proto::frameworks::Options;
+use testgrid_proto::cargo::{Binary, Ignored, TestArgs, binary_from_message, list_args, parse_list, select};
+use testgrid_proto::frameworks::{Framework, Options};
 
 use super::ask::{self, Failed, first_lines};
 use super::project;
@@ -55,10 +55,26 @@ pub fn discover(search: &Search) -> Result<(Vec<String>, Options), Error> {
         args.push("--workspace".into());
     }
     let binaries = build(root, &dir, &args, &settings.env)?;
-    let ignored = settings.cargo.ignored();
-    let mut units = all_tests(&binaries, &settings.env, ignored == RunIgnored::Only)?;
-    // With only the ignored tests listed, a binary without any is no surprise.
-    for binary in binaries.iter().filter(|_| ignored != RunIgnored::Only) {
+    // libtest's own selection after `--` (filters, `--skip`, `--exact`) picks the tests as it
+    // would under `cargo test`: what it leaves out is never scheduled.
+    let test_args = TestArgs::split(&settings.args_for(Framework::Cargo))
+        .map_err(|problem| Error::BadFrameworkArgs { framework: "cargo", problem })?;
+    let ignored = match (settings.cargo.run_ignored, test_args.ignored) {
+        (Some(flag), None) => flag,
+        (None, Some(Ignored::Only)) => RunIgnored::Only,
+        (None, Some(Ignored::All)) => RunIgnored::All,
+        (None, None) => RunIgnored::Default,
+        (Some(flag), Some(arg))
+            if matches!((flag, arg), (RunIgnored::Only, Ignored::Only) | (RunIgnored::All, Ignored::All)) =>
+        {
+            flag
+        }
+        (Some(_), Some(_)) => return Err(Error::IgnoredTwice),
+    };
+    let mut units = all_tests(&binaries, &settings.env, ignored == RunIgnored::Only, &test_args.selection)?;
+    // With only the ignored tests listed, or a selection, a binary without any is no surprise.
+    let selects = ignored == RunIgnored::Only || !test_args.selection.is_empty();
+    for binary in binaries.iter().filter(|_| !selects) {
         if !units.iter().any(|(src, _)| *src == binary.src) {
             err!(
                 "warning: {} ({}) lists no tests and is not run; a `harness = false` target must answer \
@@ -72,12 +88,13 @@ pub fn discover(search: &Search) -> Result<(Vec<String>, Options), Error> {
         units.retain(|(src, _)| search.set.is_match(src));
     }
     // Everything asked for by name must find something: a typo must not pass as "0 failed".
-    for file in files.iter().filter(|f| f.as_str() != ".") {
+    // (Under a selection after `--`, finding nothing is the selection's doing: no tests, exit 4.)
+    for file in files.iter().filter(|f| f.as_str() != "." && test_args.selection.is_empty()) {
         if select(&units, std::slice::from_ref(file), &[]).is_empty() {
             return Err(Error::NoRustTarget { file: file.clone() });
         }
     }
-    for (file, case) in &cases {
+    for (file, case) in cases.iter().filter(|_| test_args.selection.is_empty()) {
         if select(&units, &[], &[(file.clone(), case.clone())]).is_empty() {
             return Err(Error::NoRustTest { file: file.clone(), case: case.clone() });
         }
@@ -136,6 +153,7 @@ fn all_tests(
     binaries: &[Binary],
     env: &BTreeMap<String, String>,
     only_ignored: bool,
+    selection: &[String],
 ) -> Result<Vec<(String, String)>, Error> {
     let mut units = Vec::new();
     let mut by_src: HashMap<&str, &str> = HashMap::new();
@@ -145,6 +163,7 @@ fn all_tests(
         }
         let mut cmd = Command::new(&binary.exe);
         cmd.args(list_args(only_ignored))
+            .args(selection)
             .current_dir(&binary.manifest_dir)
             .envs(env)
             .envs(binary.env(std::env::var("LD_LIBRARY_PATH").ok().as_deref()));

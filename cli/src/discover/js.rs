@@ -30,6 +30,37 @@ pub fn discover(search: &Search) -> Result<(Vec<String>, Options), Error> {
     Ok((tests, Options::Js { project_dir }))
 }
 
+/// vitest and jest options a grid decides itself: how tests are spread, reported and watched.
+const REFUSED: &[(&str, &str)] = &[
+    ("--watch", "a grid session runs once"),
+    ("-w", "a grid session runs once"),
+    ("--watchAll", "a grid session runs once"),
+    ("--ui", "a grid session runs once"),
+    ("--reporter", "testgrid reports the results (--json, --junit)"),
+    ("--reporters", "testgrid reports the results (--json, --junit)"),
+    ("--json", "testgrid reports the results (testgrid run --json)"),
+    ("--outputFile", "testgrid reports the results (--junit FILE)"),
+    ("--shard", "testgrid spreads the tests over its workers"),
+    ("--maxWorkers", "testgrid spreads the tests: use --local N"),
+    ("--runInBand", "testgrid spreads the tests: use --local 1"),
+    ("-i", "testgrid spreads the tests: use --local 1"),
+    ("--listTests", "use `testgrid list`"),
+    ("--bail", "a grid cannot stop every worker's framework at once"),
+    ("--help", "see the framework's own help"),
+    ("-h", "see the framework's own help"),
+];
+
+/// Refuse what a grid decides itself, by name and with what to do instead.
+pub fn check_args(args: &[String]) -> Result<(), String> {
+    for arg in args.iter().filter(|a| a.starts_with('-')) {
+        let name = arg.split_once('=').map_or(arg.as_str(), |(name, _)| name);
+        if let Some((_, instead)) = REFUSED.iter().find(|(refused, _)| *refused == name) {
+            return Err(format!("`{name}` is not for a grid: {instead}"));
+        }
+    }
+    Ok(())
+}
+
 /// vitest when a package.json in `dirs` mentions it (or a vitest config is there), jest
 /// otherwise.
 pub fn framework(dirs: &[&Path]) -> Framework {

@@ -132,6 +132,9 @@ fn list(search: &Search, package: &Path) -> Result<Vec<Entry>, Error> {
             "--listTests --json"
         }
     };
+    // The session's arguments pick files as they do for the framework alone (`--project`,
+    // `--selectProjects`, a path filter).
+    cmd.args(settings.args_for(framework));
     let command = format!("{node} {shown_bin} {args}");
     let failed =
         |problem: String| Error::JsListFailed { command: command.clone(), dir: package.to_path_buf(), problem };

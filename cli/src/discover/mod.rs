@@ -61,9 +61,11 @@ pub fn discover_with(settings: &Settings, early: &(dyn Fn(&Runner) + Sync)) -> R
         FrameworkChoice::Auto => detect::detect(&settings.root, &places),
         FrameworkChoice::Named(f) => f,
     };
-    if !settings.args_for(framework).is_empty() {
-        return Err(Error::FrameworkArgsNotYet { framework: framework.name() });
+    let args = settings.args_for(framework);
+    if settings.command.is_some() && !args.is_empty() {
+        return Err(Error::ArgsWithCommand);
     }
+    let runtime_args = runtime_args(framework, &args)?;
     if settings.cargo_asked && framework != Framework::Cargo {
         return Err(Error::CargoFlagsWithout { framework: framework.name() });
     }
@@ -92,7 +94,7 @@ pub fn discover_with(settings: &Settings, early: &(dyn Fn(&Runner) + Sync)) -> R
     let isolation = settings.isolation.typed();
     let tell = |options: Options| {
         if settings.command.is_none() {
-            early(&Runner { framework, isolation, options });
+            early(&Runner { framework, isolation, options, args: runtime_args.clone() });
         }
     };
     let search = Search { settings, framework, places, patterns, set, skip_dirs, ignored, early: &tell };
@@ -113,8 +115,32 @@ pub fn discover_with(settings: &Settings, early: &(dyn Fn(&Runner) + Sync)) -> R
         framework: if settings.command.is_some() { Framework::Custom } else { framework },
         isolation,
         options,
+        args: runtime_args,
     };
     Ok(Discovered { framework, tests, runner })
+}
+
+/// The framework's arguments as every run of a test gets them, checked first: a Rust session's
+/// selection is applied when its tests are listed (the rest goes to each test), the others go
+/// as they are.
+fn runtime_args(framework: Framework, args: &[String]) -> Result<Vec<String>, Error> {
+    let refused = |problem: String| Error::BadFrameworkArgs { framework: framework.name(), problem };
+    match framework {
+        Framework::Cargo => Ok(testgrid_proto::cargo::TestArgs::split(args).map_err(refused)?.run),
+        Framework::Go => {
+            testgrid_proto::go::GoArgs::split(args).map_err(refused)?;
+            Ok(args.to_vec())
+        }
+        Framework::Pytest => {
+            pytest::check_args(args).map_err(refused)?;
+            Ok(args.to_vec())
+        }
+        Framework::Jest | Framework::Vitest => {
+            js::check_args(args).map_err(refused)?;
+            Ok(args.to_vec())
+        }
+        Framework::Shell | Framework::Custom => Ok(args.to_vec()),
+    }
 }
 
 /// The units of a `--command`: the framework's files, Go packages or Rust tests (`SRC::NAME`,

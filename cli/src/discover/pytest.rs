@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use testgrid_proto::frameworks::Options;
+use testgrid_proto::frameworks::{Framework, Options};
 
 use super::ask::{self, Failed, first_lines};
 use super::pytest_config::Collect;
@@ -25,11 +25,28 @@ pub fn discover(search: &Search) -> Result<(Vec<String>, Options), Error> {
     // Warm runners start in the project's folder, so that its configuration applies.
     let project_dir = project::runner_project(search, is_project)?;
     let tests = if settings.isolation == Isolation::Test {
-        cases(&settings.root, &tests, settings.python.as_deref().unwrap_or(&settings.worker_python), &settings.env)?
+        let python = settings.python.as_deref().unwrap_or(&settings.worker_python);
+        cases(&settings.root, &tests, python, &settings.env, &settings.args_for(Framework::Pytest))?
     } else {
         tests
     };
     Ok((tests, Options::Pytest { python: settings.python.clone(), project_dir }))
+}
+
+/// pytest arguments a grid cannot take: pytest-xdist's, which would spread the tests a second
+/// time inside each runner.
+pub fn check_args(args: &[String]) -> Result<(), String> {
+    for arg in args {
+        let name = arg.split_once('=').map_or(arg.as_str(), |(name, _)| name);
+        let xdist = matches!(name, "--numprocesses" | "--dist" | "--tx" | "--maxprocesses")
+            || (name.starts_with("-n") && !name.starts_with("--"));
+        if xdist {
+            return Err(format!(
+                "`{name}` is pytest-xdist's; testgrid spreads the tests itself: use --local N (or more workers) instead"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A folder with pytest's configuration: `pytest.ini` or `.pytest.ini`, or a `pyproject.toml`,
@@ -54,11 +71,19 @@ const MAX_COLLECT_BYTES: usize = 64 * 1024 * 1024;
 /// `--isolation test` for pytest: every file becomes its test cases (`pytest --collect-only`),
 /// so that each case runs in a process of its own. A file that yields no case (a collection
 /// error, say) stays a unit, so its error is reported when it runs.
-fn cases(root: &Path, tests: &[String], python: &str, env: &BTreeMap<String, String>) -> Result<Vec<String>, Error> {
+fn cases(
+    root: &Path,
+    tests: &[String],
+    python: &str,
+    env: &BTreeMap<String, String>,
+    args: &[String],
+) -> Result<Vec<String>, Error> {
     let python = python.to_string();
     let mut cmd = Command::new(&python);
-    // The runners' rootdir is the workspace root: node ids must be relative to it too.
+    // The runners' rootdir is the workspace root: node ids must be relative to it too. The
+    // session's own arguments select as they will when the cases run (`-k`, `-m`).
     cmd.args(["-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "--rootdir", "."])
+        .args(args)
         .arg("--")
         .args(tests)
         .current_dir(root)

@@ -36,6 +36,8 @@ pub struct Unit {
     pub cases: Vec<pb::CaseResult>,
     /// The case running now, if the framework said so.
     pub current: Option<String>,
+    /// Cases the session's arguments deselected (never run, never reported as cases).
+    pub deselected: u64,
     output_left: usize,
 }
 
@@ -47,6 +49,7 @@ impl Unit {
             collected: Vec::new(),
             cases: Vec::new(),
             current: None,
+            deselected: 0,
             output_left: UNIT_CASE_OUTPUT_BUDGET,
         }
     }
@@ -80,6 +83,21 @@ impl Unit {
             self.push(id, outcome, 0, message.to_string(), Vec::new());
         }
     }
+}
+
+/// A unit's report that says how many of its cases the session's arguments deselected: a unit
+/// whose every case was deselected is `skipped`, and says so.
+pub fn with_deselected(mut report: pb::TestReport, deselected: u64) -> pb::TestReport {
+    if deselected == 0 {
+        return report;
+    }
+    if report.cases.is_empty() && report.outcome == pb::Outcome::Passed as i32 {
+        report.outcome = pb::Outcome::Skipped as i32;
+        report.message = format!("every case deselected ({deselected}) by the session's arguments");
+    } else {
+        report.message = format!("{}, {deselected} deselected", report.message);
+    }
+    report
 }
 
 /// The unit's report from its cases: failed when any case failed or errored, with their output;

@@ -226,6 +226,8 @@ impl CargoExecutor {
             // libtest runs an `#[ignore]` test only when asked.
             argv.push("--include-ignored".into());
         }
+        // The session's libtest arguments (its selection was applied when the CLI listed).
+        argv.extend(job.runner.args.iter().cloned());
         let shown = shlex::try_join(argv.iter().map(String::as_str))
             .map_err(|e| format!("cannot quote the command of {name}: {e}"))?;
         let process = Process::new(&binary.exe, &binary.manifest_dir, guard)

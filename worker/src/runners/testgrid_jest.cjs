@@ -233,6 +233,56 @@ function jestInternals(entry) {
   };
 }
 
+/** Options of jest's command line that the runner decides itself, dropped from the session's. */
+const OURS = [
+  'watch', 'watchAll', 'json', 'outputFile', 'reporters', 'listTests', 'showConfig', 'runInBand', 'maxWorkers',
+  'shard', 'ci', 'useStderr', 'bail', 'passWithNoTests', 'runTestsByPath', 'testPathPatterns', 'testPathPattern',
+  'findRelatedTests', 'onlyChanged', 'changedSince', 'lastCommit', 'clearCache', 'init', 'help', 'version',
+];
+
+/**
+ * The session's arguments (`testgrid run -- -t io --selectProjects unit`) as jest's own command
+ * line reads them (jest-cli's yargs options, checked by jest-validate as `jest` checks them), less
+ * what the runner decides itself. Unlike jest-cli's `buildArgv`, nothing here exits the process:
+ * a bad argument throws, and the runner's start fails with jest's message.
+ */
+function userArgv(entry) {
+  const args = common.sessionArgs();
+  if (args.length === 0) return {};
+  const { createRequire } = require('node:module');
+  const fromCli = createRequire(createRequire(entry).resolve('jest-cli'));
+  const { yargsOptions } = fromCli('jest-cli');
+  const parsed = fromCli('yargs')(args)
+    .options(yargsOptions)
+    .help(false)
+    .version(false)
+    .exitProcess(false)
+    .fail((message, error) => {
+      throw error ?? new Error(message);
+    })
+    .parseSync();
+  fromCli('jest-validate').validateCLIOptions(
+    parsed,
+    { ...yargsOptions, deprecationEntries: fromCli('jest-config').deprecationEntries },
+    args.map((a) => a.replace(/^--?/, '')),
+  );
+  const user = {};
+  for (const [key, value] of Object.entries(parsed)) {
+    if (!key.includes('-') && key !== '$0' && key !== '_' && !OURS.includes(key)) user[key] = value;
+  }
+  return user;
+}
+
+/** The projects `--selectProjects` and `--ignoreProjects` keep (jest applies them in runCLI). */
+function chosenProjects(configs, user) {
+  const name = (config) => config.displayName?.name;
+  return configs.filter(
+    (config) =>
+      (!user.selectProjects || user.selectProjects.includes(name(config))) &&
+      !(user.ignoreProjects && user.ignoreProjects.includes(name(config))),
+  );
+}
+
 /** What jest does once per `jest` run: config, file maps, global setup (`setup` false: none). */
 async function startWarm(internals, setup = true) {
   // jest copies some options into each project's config (`reporters`, and since 30.5 `silent`
@@ -242,10 +292,11 @@ async function startWarm(internals, setup = true) {
   // So the projects' configs are jest's own: those options are set on the global config only
   // (which is where jest's test runner reads them), the reporter is fed by this runner itself.
   const { reporters: _ours, silent, verbose, ...options } = commonArgv();
-  const argv = { $0: 'testgrid-jest', _: [], ...options };
+  const { silent: userSilent, verbose: userVerbose, ...user } = internals.user ?? {};
+  const argv = { $0: 'testgrid-jest', _: [], ...user, ...options };
   const read = await internals.config.readConfigs(argv, [process.cwd()]);
-  const globalConfig = { ...read.globalConfig, silent, verbose };
-  const { configs } = read;
+  const globalConfig = { ...read.globalConfig, silent: userSilent ?? silent, verbose: userVerbose ?? verbose };
+  const configs = chosenProjects(read.configs, user);
   const projects = await Promise.all(
     configs.map(async (config) => {
       fs.mkdirSync(config.cacheDirectory, { recursive: true });
@@ -265,7 +316,9 @@ async function startWarm(internals, setup = true) {
     process.env.TESTGRID_COVERAGE_DIR && globalConfig.collectCoverage
       ? { map: internals.coverageMaps().createCoverageMap({}), v8: [] }
       : null;
-  const state = { internals, globalConfig, projects, runners: new Map(), coverage };
+  // The session's own `-t`, which a whole file runs under.
+  const userPattern = read.globalConfig.testNamePattern;
+  const state = { internals, globalConfig, projects, runners: new Map(), coverage, userPattern };
   if (setup) await globalHook(state, 'globalSetup');
   return state;
 }
@@ -438,7 +491,8 @@ async function runFile(loaded, channel, message) {
   const unit = new Unit(message.unit, file, caseName, channel);
   current = unit;
   // jest's test name is the describe titles and the title joined by " ".
-  const testNamePattern = caseName === null ? undefined : `^${escapeRegExp(caseName.split(' > ').join(' '))}$`;
+  const testNamePattern =
+    caseName === null ? (loaded.warm?.userPattern ?? loaded.user.testNamePattern) : `^${escapeRegExp(caseName.split(' > ').join(' '))}$`;
   try {
     let fileResults;
     if (loaded.warm) {
@@ -449,7 +503,7 @@ async function runFile(loaded, channel, message) {
       }
       fileResults = await runWarmFile(loaded.warm, unit);
     } else {
-      const argv = { _: [unit.absPath], $0: 'testgrid-jest', ...commonArgv(), runTestsByPath: true, testNamePattern };
+      const argv = { ...loaded.user, _: [unit.absPath], $0: 'testgrid-jest', ...commonArgv(), runTestsByPath: true, testNamePattern };
       const { results } = await loaded.jest.runCLI(argv, [process.cwd()]);
       fileResults = results.testResults ?? [];
     }
@@ -546,10 +600,12 @@ async function main() {
   const channel = new Channel(socketPath, log);
   await channel.connected();
   const { jest, version, entry } = loadJest();
+  // The session's arguments: a bad one ends the runner with jest's own message.
+  const user = userArgv(entry);
   let warm = null;
   let internals = null;
   try {
-    internals = jestInternals(entry);
+    internals = { ...jestInternals(entry), user };
   } catch (e) {
     log(`jest ${version}: its internals are not where jest 29 and 30 keep them (${e.message}); one runCLI per file`);
   }
@@ -558,7 +614,7 @@ async function main() {
   if (internals) warm = await startWarm(internals);
   log(`jest ${version} ready in ${process.cwd()}${warm ? '' : ' (one runCLI per file)'}`);
   channel.send({ op: 'ready', pid: process.pid });
-  const loaded = { jest, warm };
+  const loaded = { jest, warm, user };
   await serve(channel, async (message) => {
     await runFile(loaded, channel, message);
     installGuards();

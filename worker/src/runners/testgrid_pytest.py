@@ -7,13 +7,16 @@ line each way.
 worker -> runner:  {"op": "run", "unit": N, "path": "tests/test_x.py"}   collect and run a file
                    {"op": "stop"}                                         tear down and exit
 runner -> worker:  {"op": "ready", "pid": P}
-                   {"op": "collected", "unit": N, "tests": ["tests/test_x.py::test_a", ...]}
+                   {"op": "collected", "unit": N, "tests": ["tests/test_x.py::test_a", ...],
+                    "deselected": D}
                    {"op": "started", "unit": N, "test": ID}
                    {"op": "case", "unit": N, "test": ID, "outcome": O, "phase": PH,
                     "duration_ms": D, "message": M, "output": OUT, "xfail": B}
                    {"op": "done", "unit": N, "error": null | "collection error text"}
 
-A file is collected only when it is assigned (collecting a whole suite up front is slow).
+A file is collected only when it is assigned (collecting a whole suite up front is slow), with
+the session's own arguments on pytest's command line: `-k` and `-m` deselect as under pytest, and
+the deselected cases are counted, not reported.
 Outcomes: a failed call is "failed"; a failed setup or teardown is "error"; skips are "skipped";
 xfail is "passed" with "xfail": true; xpass is "passed" (pytest itself fails a strict xpass).
 """
@@ -52,6 +55,12 @@ def pytest_configure(config):
         config._testgrid = _Channel(path)
         config._testgrid_cases = {}
         config._testgrid_unit = None
+        config._testgrid_deselected = 0
+
+
+def pytest_deselected(items):
+    if items and hasattr(items[0].config, "_testgrid"):
+        items[0].config._testgrid_deselected += len(items)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -97,6 +106,7 @@ def pytest_runtestloop(session):
         unit = command["unit"]
         collect_errors.failures.clear()
         collect_errors.skips.clear()
+        config._testgrid_deselected = 0
         # Each file is a fresh start: `-x` or `--maxfail` from a previous file must not stop it.
         session.testsfailed = 0
         # pytest's setters refuse to clear these once set; the private fields hold them.
@@ -113,7 +123,8 @@ def pytest_runtestloop(session):
         if collect_errors.failures:
             channel.send(op="done", unit=unit, error="\n".join(collect_errors.failures))
             continue
-        channel.send(op="collected", unit=unit, tests=[item.nodeid for item in items])
+        channel.send(op="collected", unit=unit, tests=[item.nodeid for item in items],
+                     deselected=config._testgrid_deselected)
         # A skipped module counts as one skipped case, as in pytest's own totals.
         for nodeid, reason in collect_errors.skips:
             channel.send(op="case", unit=unit, test=nodeid, outcome="skipped", phase="collect",

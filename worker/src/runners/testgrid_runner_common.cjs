@@ -139,4 +139,13 @@ async function serve(channel, runFile) {
 }
 
 // prettier-ignore
-module.exports = { OUTPUT_LIMIT, MESSAGE_LIMIT, cap, plain, escapeRegExp, Channel, resolveFromProject, splitUnitPath, socketPathOrExit, exitWithTheWorker, serve };
+/**
+ * The session's arguments for the framework: what follows `--` on the runner's command line
+ * (the user's own, after `--` on `testgrid run`), in the framework's command-line syntax.
+ */
+function sessionArgs() {
+  const at = process.argv.indexOf('--');
+  return at < 0 ? [] : process.argv.slice(at + 1);
+}
+
+module.exports = { OUTPUT_LIMIT, MESSAGE_LIMIT, cap, plain, escapeRegExp, Channel, resolveFromProject, splitUnitPath, socketPathOrExit, exitWithTheWorker, serve, sessionArgs };

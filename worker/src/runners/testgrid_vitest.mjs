@@ -321,14 +321,45 @@ const ownCoverage = process.env.TESTGRID_COVERAGE_DIR
   ? path.join(process.env.TESTGRID_COVERAGE_DIR, `vitest-${process.pid}`)
   : null;
 
+/**
+ * The session's arguments (`testgrid run -- -t io --project unit`) as vitest's own command line
+ * reads them (`parseCLI`), less what the runner decides itself: reporters, watch mode, the UI,
+ * and the files (the CLI listed them with these arguments already).
+ */
+function userOptions(api) {
+  const args = common.sessionArgs();
+  if (args.length === 0) return {};
+  if (typeof api.parseCLI !== 'function') {
+    throw new Error('this vitest cannot read the session\'s arguments (vitest/node has no parseCLI)');
+  }
+  const refused = args.find((a) => /^(-h|--help|-v|--version)$/.test(a));
+  if (refused) throw new Error(`${refused} is not an option for a test run`);
+  const { options } = api.parseCLI(['vitest', ...args]);
+  const {
+    '--': _rest, color: _color, t: _t, w: _w, u: _u, r: _r, c: _c, h: _h, v: _v,
+    reporter: _reporter, reporters: _reporters, outputFile: _outputFile, watch: _watch, run: _run,
+    ui: _ui, open: _open, api: _api, maxWorkers: _maxWorkers, minWorkers: _minWorkers,
+    fileParallelism: _fileParallelism, shard: _shard,
+    ...user
+  } = options;
+  // As vitest's own CLI does with an `--exclude` given on it.
+  if (user.exclude) {
+    user.cliExclude = [user.exclude].flat();
+    delete user.exclude;
+  }
+  return user;
+}
+
 async function startVitest() {
   const { api, version } = await loadVitest();
   const major = parseInt(version, 10);
   if (major >= 4) numberTestWorkers(api);
+  const user = userOptions(api);
   const options = {
+    ...user,
     // Coverage (when the project's config turns it on) as raw istanbul JSON, merged later.
     ...(ownCoverage
-      ? { coverage: { reportsDirectory: ownCoverage, reporter: [['json', { file: 'coverage-final.json' }]], reportOnFailure: true } }
+      ? { coverage: { ...user.coverage, reportsDirectory: ownCoverage, reporter: [['json', { file: 'coverage-final.json' }]], reportOnFailure: true } }
       : {}),
     watch: false,
     run: true,
@@ -357,7 +388,9 @@ async function startVitest() {
     await Promise.all((vitest.projects ?? []).filter((p) => p.config?.typecheck?.enabled).map((p) => p.globTestFiles?.()));
   }
   log(`vitest ${version} ready in ${process.cwd()}${pipelined ? '' : ' (one run per file)'}`);
-  return { vitest, version, major, pipelined };
+  // The session's own `-t`, which a whole file runs under (vitest 3 keeps it per run).
+  const userPattern = user.testNamePattern ?? null;
+  return { vitest, version, major, pipelined, userPattern };
 }
 
 /** The project a run path names (`|NAME| FILE`), else the one whose globs take the file. */
@@ -488,6 +521,7 @@ async function runFile(state, channel, message) {
     if (caseName !== null && major >= 5) options = { testNames: [bare] };
     else if (caseName !== null && major === 4) options = { testNamePattern: pattern };
     else if (major < 4 && pattern) vitest.setGlobalTestNamePattern(pattern);
+    else if (major < 4 && state.userPattern !== null) vitest.setGlobalTestNamePattern(state.userPattern);
     else if (major < 4) vitest.resetGlobalTestNamePattern?.();
     const specifications = specificationsOf(project, absPath, options, major);
     const specification = specifications[0];

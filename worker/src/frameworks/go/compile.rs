@@ -26,12 +26,14 @@ pub enum Build {
     Failed { message: String, output: Vec<u8> },
 }
 
-/// `go test -c -o OUT .` in the folder of `pkg`.
-pub async fn compile(settings: &Settings, job: &Job, pkg: &str, out: &Path) -> Build {
+/// `go test -c -o OUT [BUILD FLAGS] .` in the folder of `pkg` (`build`: the session's build
+/// flags, `-tags`, `-race`).
+pub async fn compile(settings: &Settings, job: &Job, pkg: &str, out: &Path, build: &[String]) -> Build {
     let dir = job.root.join(pkg);
     let spawned = Process::new("go", &dir, settings.die_with_worker)
         .args(["test", "-c", "-o"])
         .arg(out)
+        .args(build)
         .arg(".")
         .envs(&job.env)
         .capture(settings.output_limit)

@@ -47,6 +47,7 @@ use crate::exec::{Settings, lock, report};
 use crate::job::{Executor, Job};
 use compile::Build;
 use target::parse_target;
+use testgrid_proto::go::GoArgs;
 use toolchain::Toolchain;
 
 /// Sessions whose test binaries a worker keeps; the least recently used goes first.
@@ -120,6 +121,10 @@ impl GoExecutor {
             Ok(target) => target,
             Err(message) => return error(message),
         };
+        let args = match GoArgs::split(&job.runner.args) {
+            Ok(args) => args,
+            Err(problem) => return error(format!("the session's Go arguments: {problem}")),
+        };
         let tools = tokio::select! {
             tools = self.toolchain(job) => tools,
             () = cancel.cancelled() => return cancelled(),
@@ -136,7 +141,7 @@ impl GoExecutor {
         // A cancelled waiter drops its compile (killing it); another waiter then compiles anew.
         let compile = || {
             self.compiles.fetch_add(1, Ordering::Relaxed);
-            compile::compile(&self.settings, job, &target.pkg, &binary)
+            compile::compile(&self.settings, job, &target.pkg, &binary, &args.build)
         };
         let build = tokio::select! {
             build = cell.get_or_init(compile) => build.clone(),
@@ -150,8 +155,13 @@ impl GoExecutor {
                 report
             }
             Build::Binary(binary) => {
-                let report =
-                    run::run_binary(&self.settings, slot, job, &target, &tools, &binary, started, cancel).await;
+                let mut report =
+                    run::run_binary(&self.settings, slot, job, &target, &tools, &binary, &args.test, started, cancel)
+                        .await;
+                if args.selects && report.cases.is_empty() && report.outcome == pb::Outcome::Passed as i32 {
+                    report.outcome = pb::Outcome::Skipped as i32;
+                    report.message = "no test here matches the session's -run/-skip".into();
+                }
                 // The session's directory stays until the last job using it is done.
                 drop(builds);
                 report

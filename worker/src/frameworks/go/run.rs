@@ -43,6 +43,7 @@ pub async fn run_binary(
     target: &Target,
     tools: &Toolchain,
     binary: &Path,
+    args: &[String],
     started: Instant,
     cancel: CancellationToken,
 ) -> pb::TestReport {
@@ -75,8 +76,12 @@ pub async fn run_binary(
         Err(e) => return error(format!("cannot start `{}`: {e}", tools.test2json.join(" "))),
     };
 
-    let mut tests =
-        Process::new(binary_path, &dir, settings.die_with_worker).arg(tools.verbose_flag).arg("-test.paniconexit0");
+    // The session's test flags first: a unit that is one test names it last, and the last
+    // `-test.run` is the one that counts.
+    let mut tests = Process::new(binary_path, &dir, settings.die_with_worker)
+        .arg(tools.verbose_flag)
+        .arg("-test.paniconexit0")
+        .args(args);
     if let Some(case) = &target.case {
         tests = tests.arg("-test.run").arg(run_pattern(case));
     }
@@ -129,7 +134,8 @@ pub async fn run_binary(
         Ending::Cancelled | Ending::Lost(_) => false,
     };
     let listed = if stopped_early && run.any_started {
-        let pattern = target.case.as_deref().map(|c| run_pattern(c.split('/').next().unwrap_or(c)));
+        let session_run = args.iter().rev().find_map(|a| a.strip_prefix("-test.run=")).map(str::to_string);
+        let pattern = target.case.as_deref().map(|c| run_pattern(c.split('/').next().unwrap_or(c))).or(session_run);
         tokio::select! {
             listed = list_tests(settings, job, binary_path, &dir, pattern.as_deref().unwrap_or(".*")) => listed,
             () = cancel.cancelled() => None,

@@ -320,7 +320,10 @@ impl WarmExecutor {
                 event = events.recv() => match event {
                     Some(Event::Message(message)) => match message {
                         FromRunner::Begin => began = began.or_else(|| Some(Instant::now())),
-                        FromRunner::Collected { tests } => acc.collected = tests.into_iter().map(named).collect(),
+                        FromRunner::Collected { tests, deselected } => {
+                            acc.collected = tests.into_iter().map(named).collect();
+                            acc.deselected = deselected;
+                        }
                         FromRunner::Started { test } => acc.current = Some(named(test)),
                         FromRunner::Case(case) => {
                             acc.current = None;
@@ -329,7 +332,9 @@ impl WarmExecutor {
                         FromRunner::Done { error } => {
                             self.after_file(runner, slot, fresh);
                             acc.not_run(pb::Outcome::Skipped, kind.stopped_early());
-                            return Attempt::Report(unit_report(acc.cases, error, began.unwrap_or(started), self.settings.output_limit));
+                            let deselected = acc.deselected;
+                            let report = unit_report(acc.cases, error, began.unwrap_or(started), self.settings.output_limit);
+                            return Attempt::Report(report::with_deselected(report, deselected));
                         }
                         FromRunner::Ready { .. } => {}
                     },

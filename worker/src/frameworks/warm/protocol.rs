@@ -16,8 +16,9 @@ pub enum FromRunner {
     /// The unit's file began to run (a runner that queues files says so; for the others a file
     /// begins when it is asked for).
     Begin,
-    /// The cases the file holds (ids relative to the runner's folder).
-    Collected { tests: Vec<String> },
+    /// The cases the file holds (ids relative to the runner's folder), and how many more the
+    /// session's arguments deselected (pytest's `-k`, `-m`).
+    Collected { tests: Vec<String>, deselected: u64 },
     /// A case began.
     Started { test: String },
     /// A case ended.
@@ -47,6 +48,8 @@ enum Wire {
     Begin,
     Collected {
         tests: Vec<String>,
+        #[serde(default)]
+        deselected: u64,
     },
     Started {
         test: String,
@@ -88,7 +91,7 @@ fn typed(wire: Wire) -> FromRunner {
     match wire {
         Wire::Ready { shares } => FromRunner::Ready { shares },
         Wire::Begin => FromRunner::Begin,
-        Wire::Collected { tests } => FromRunner::Collected { tests },
+        Wire::Collected { tests, deselected } => FromRunner::Collected { tests, deselected },
         Wire::Started { test } => FromRunner::Started { test },
         Wire::Case { test, outcome, duration_ms, message, output, xfail } => {
             // An expected failure passes or skips as the framework decides; its message says why.
@@ -127,7 +130,7 @@ mod tests {
         assert_eq!(parse(r#"{"op":"ready","pid":12,"shares":true}"#).ok(), Some(FromRunner::Ready { shares: true }));
         assert_eq!(
             parse(r#"{"op":"collected","unit":0,"tests":["a.py::x"]}"#).ok(),
-            Some(FromRunner::Collected { tests: vec!["a.py::x".into()] })
+            Some(FromRunner::Collected { tests: vec!["a.py::x".into()], deselected: 0 })
         );
         assert_eq!(
             parse(r#"{"op":"started","test":"a.py::x"}"#).ok(),

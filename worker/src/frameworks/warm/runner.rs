@@ -154,10 +154,18 @@ fn command(
             if let Some(existing) = job.env.get("PYTHONPATH").cloned().or_else(|| std::env::var("PYTHONPATH").ok()) {
                 pythonpath = format!("{pythonpath}:{existing}");
             }
-            let process = process.args(["-m", "pytest", "-p", "testgrid_pytest", "-q"]).env("PYTHONPATH", pythonpath);
+            // The session's arguments are pytest's own (`-k`, `-m`, `-p`, plugin options).
+            let process = process
+                .args(["-m", "pytest", "-p", "testgrid_pytest", "-q"])
+                .args(&job.runner.args)
+                .env("PYTHONPATH", pythonpath);
             (process, format!("{program} -m pytest"))
         }
-        Kind::Vitest | Kind::Jest => (process.arg(dir.join(file)), format!("{program} {file}")),
+        // The session's arguments follow `--`: the runner hands them to its framework's own
+        // command-line parser.
+        Kind::Vitest | Kind::Jest => {
+            (process.arg(dir.join(file)).arg("--").args(&job.runner.args), format!("{program} {file}"))
+        }
     }
 }
 
