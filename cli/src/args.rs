@@ -21,6 +21,9 @@ pub struct Cli {
 pub enum Command {
     /// Discover tests and run them on the grid (or on a local one), showing results live.
     Run(RunArgs),
+    /// Discover tests as `run` would and print each with a command that runs it alone; runs
+    /// nothing. Takes `run`'s options; exit 4 when nothing matches.
+    List(RunArgs),
     /// Re-attach to a session and follow it to the end.
     Watch(WatchArgs),
     /// Cancel a session: queued tests end `cancelled`, running ones are killed.
@@ -32,6 +35,11 @@ pub enum Command {
     /// Print `run`'s settings as this folder, the environment and `testgrid.toml` make them, and
     /// where each came from. Takes `run`'s options, to show what they change.
     Config(RunArgs),
+    /// Print the completion script for a shell (`testgrid completions bash > /etc/bash_completion.d/testgrid`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -63,7 +71,7 @@ pub struct WatchArgs {
     pub output: OutputArgs,
 }
 
-#[derive(Args, Clone, Debug)]
+#[derive(Args, Clone, Debug, Default)]
 pub struct OutputArgs {
     /// Write a JUnit XML report here.
     #[arg(long, env = "TESTGRID_JUNIT", value_hint = ValueHint::FilePath)]
@@ -71,6 +79,24 @@ pub struct OutputArgs {
     /// One JSON event per line on stdout, nothing else there.
     #[arg(long)]
     pub json: bool,
+    /// Only the summary: no line per test, no progress bar.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Print the output of tests that pass too (by default only that of tests that do not).
+    #[arg(long)]
+    pub show_output: bool,
+    /// Colours: `auto` on a terminal unless NO_COLOR is set, `always`, or `never`.
+    #[arg(long, value_enum, default_value = "auto", env = "TESTGRID_COLOR", value_name = "WHEN")]
+    pub color: ColorChoice,
+}
+
+/// When output is coloured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    #[default]
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Args, Debug)]
@@ -98,6 +124,13 @@ pub struct RunArgs {
     /// vitest and jest: the files the framework itself lists).
     #[arg(long = "pattern")]
     pub patterns: Vec<String>,
+    /// Run only the tests whose id matches this glob (`tests/test_io.py::test_read*`,
+    /// `src/lib.rs::parser::*`, `pkg/**`; `*` stays in one folder); repeat for more.
+    #[arg(long = "filter", value_name = "PATTERN")]
+    pub filters: Vec<String>,
+    /// Leave out the tests whose id matches this glob; repeat for more.
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub excludes: Vec<String>,
     /// Run a failed or timed-out test again up to N times; passing on a retry makes it `flaky`.
     #[arg(long, default_value_t = 0, env = "TESTGRID_RETRIES")]
     pub retries: u32,

@@ -96,6 +96,12 @@ pub enum Error {
     NotUnderRoot { path: PathBuf, root: PathBuf },
     #[error("{}: test paths must be valid UTF-8 to be sent to workers", path.display())]
     NotUtf8 { path: PathBuf },
+    #[error("bad --filter/--exclude `{pattern}`: {source}")]
+    BadFilter { pattern: String, source: globset::Error },
+    #[error("no test of the {found} found matches --filter/--exclude ({patterns})")]
+    NothingMatchesFilter { found: usize, patterns: String },
+    #[error("--filter/--exclude `{pattern}` names cases, which {framework} does not list before it runs; {instead}")]
+    FilterNeedsCases { pattern: String, framework: &'static str, instead: &'static str },
     #[error("bad --pattern `{pattern}`: {source}")]
     BadPattern { pattern: String, source: globset::Error },
     #[error("bad --pattern: {0}")]
@@ -259,6 +265,8 @@ impl Error {
             | NotUnderRoot { .. }
             | NotUtf8 { .. }
             | BadPattern { .. }
+            | BadFilter { .. }
+            | FilterNeedsCases { .. }
             | BadPatterns(_)
             | PytestCannotCollect { .. }
             | PytestCollectFailed { .. }
@@ -282,7 +290,7 @@ impl Error {
             | NoRustTest { .. }
             | BadGridAddress { .. }
             | Rejected { .. } => exit::USAGE,
-            NoTests { .. } | NoListedTests { .. } => exit::NO_TESTS,
+            NoTests { .. } | NoListedTests { .. } | NothingMatchesFilter { .. } => exit::NO_TESTS,
             GridUnreachable { .. }
             | Refused { .. }
             | GridFailed { .. }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::args::OutputArgs;
 use crate::error::{Error, exit};
 use crate::grid::Grid;
-use crate::live::{Live, Mode};
+use crate::live::{Live, Mode, View};
 use crate::report;
 
 /// Watch a session to its end, print the summary, write the JUnit report, and return the exit
@@ -16,11 +16,12 @@ pub async fn follow(
     grid: &Grid,
     session: &str,
     submitted: &[String],
-    mode: Mode,
+    view: View,
     output: &OutputArgs,
     interrupted: &AtomicBool,
 ) -> Result<u8, Error> {
-    let mut live = Live::new(mode, session);
+    let mode = view.mode;
+    let mut live = Live::new(view, session);
     live.tracker.expect(submitted);
     let watched = grid.watch(session, 1, !submitted.is_empty(), |event| live.on_event(event)).await;
     live.clear();

@@ -69,6 +69,8 @@ fn run_command(invocation: Invocation) -> Result<u8, Error> {
         match cli.command {
             Command::Run(args) => commands::run::run(args, layers).await,
             Command::Config(args) => commands::config::config(args, &layers),
+            Command::List(args) => commands::list::list(args, layers),
+            Command::Completions { shell } => commands::completions::completions(shell),
             Command::Watch(args) => commands::watch::watch(args).await,
             Command::Cancel(args) => commands::cancel::cancel(args).await,
             Command::Sessions(args) => commands::sessions::sessions(args).await,

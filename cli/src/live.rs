@@ -8,7 +8,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use testgrid_proto as pb;
 use testgrid_proto::session_event::Kind;
 
-use crate::report::{Tracker, case_outcome, display_path, format_duration, why};
+use crate::args::{ColorChoice, OutputArgs};
+use crate::report::{Tracker, case_outcome, display_path, format_duration, output_tail, why};
 
 /// How the session is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,8 +31,35 @@ impl Mode {
     }
 }
 
+/// How the session is shown: the mode, and what the output flags ask of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct View {
+    pub mode: Mode,
+    /// Outcomes in colour.
+    pub color: bool,
+    /// `--quiet`: the summary only.
+    pub quiet: bool,
+    /// `--show-output`: the output of passing tests too.
+    pub show_output: bool,
+}
+
+impl View {
+    pub fn pick(output: &OutputArgs) -> View {
+        let mode = Mode::pick(output.json);
+        // no-color.org: a NO_COLOR that is set and not empty turns colour off, unless asked for.
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let color = match output.color {
+            ColorChoice::Always => mode != Mode::Json,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => mode == Mode::Terminal && !no_color,
+        };
+        View { mode, color, quiet: output.quiet, show_output: output.show_output }
+    }
+}
+
 /// Renders events as they arrive and keeps the [`Tracker`] up to date.
 pub struct Live {
+    view: View,
     mode: Mode,
     bar: Option<ProgressBar>,
     pub tracker: Tracker,
@@ -40,8 +68,8 @@ pub struct Live {
 }
 
 impl Live {
-    pub fn new(mode: Mode, session_id: &str) -> Self {
-        Live { mode, bar: None, tracker: Tracker::new(session_id), cases_done: 0 }
+    pub fn new(view: View, session_id: &str) -> Self {
+        Live { view, mode: view.mode, bar: None, tracker: Tracker::new(session_id), cases_done: 0 }
     }
 
     pub fn on_event(&mut self, event: pb::SessionEvent) {
@@ -49,7 +77,8 @@ impl Live {
         match self.mode {
             // stdout is line-buffered: every event leaves at once.
             Mode::Json => out!("{}", crate::json::event(&self.tracker, &event)),
-            Mode::Terminal | Mode::Plain => self.human(&event),
+            Mode::Terminal | Mode::Plain if !self.view.quiet => self.human(&event),
+            Mode::Terminal | Mode::Plain => {}
         }
     }
 
@@ -83,8 +112,9 @@ impl Live {
                         let detail = self.tracker.tests.get(f.test_index as usize).map(|t| why(t, false));
                         format!("  ({})", detail.unwrap_or_default())
                     };
+                    let color = self.view.color;
                     let mut line =
-                        format!("{} [{:>7}] {path}{detail}", label(outcome, self.mode), format_duration(duration));
+                        format!("{} [{:>7}] {path}{detail}", label(outcome, color), format_duration(duration));
                     // A warm runner's file: name each case that did not pass under it (a test that
                     // is a single case, as a Rust test is, has said it all already).
                     let cases = f.report.as_ref().map(|r| r.cases.as_slice()).unwrap_or_default();
@@ -94,17 +124,20 @@ impl Live {
                         if !matches!(case_outcome, pb::Outcome::Passed | pb::Outcome::Skipped) {
                             line.push_str(&format!(
                                 "\n{}           {}  {}",
-                                label(case_outcome, self.mode),
+                                label(case_outcome, color),
                                 display_path(&c.name),
                                 c.message.lines().find(|l| !l.trim().is_empty()).unwrap_or_default()
                             ));
                         }
                     }
+                    if self.view.show_output && outcome.is_success() {
+                        line.push_str(&passing_output(f.report.as_ref()));
+                    }
                     Some(line)
                 } else {
                     Some(format!(
                         "{} [{:>7}] {path}  (attempt {} {}; retrying)",
-                        paint(self.mode, "33", "  RETRY"),
+                        paint(self.view.color, "33", "  RETRY"),
                         format_duration(duration),
                         f.attempt,
                         outcome.word()
@@ -113,12 +146,12 @@ impl Live {
             }
             Kind::TestRequeued(r) => Some(format!(
                 "{} {}  (attempt {}: {})",
-                paint(self.mode, "33", "REQUEUE"),
+                paint(self.view.color, "33", "REQUEUE"),
                 display_path(self.tracker.path(r.test_index)),
                 r.attempt,
                 r.reason
             )),
-            Kind::Cancelled(c) => Some(format!("{} {}", paint(self.mode, "33", "CANCEL "), c.reason)),
+            Kind::Cancelled(c) => Some(format!("{} {}", paint(self.view.color, "33", "CANCEL "), c.reason)),
             Kind::Finished(_) => {
                 if let Some(bar) = self.bar.take() {
                     bar.finish_and_clear();
@@ -148,18 +181,37 @@ impl Live {
     }
 }
 
-fn paint(mode: Mode, color: &str, text: &str) -> String {
-    if mode == Mode::Terminal && std::env::var_os("NO_COLOR").is_none() {
-        format!("\x1b[{color}m{text}\x1b[0m")
-    } else {
-        text.to_string()
+fn paint(color: bool, code: &str, text: &str) -> String {
+    if color { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_string() }
+}
+
+/// `--show-output`: what a passing test printed, and each of its cases that printed something,
+/// indented under its line.
+fn passing_output(report: Option<&pb::TestReport>) -> String {
+    let Some(report) = report else { return String::new() };
+    let mut text = String::new();
+    let mut block = |title: Option<&str>, output: &[u8]| {
+        if output.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        if let Some(title) = title {
+            text.push_str(&format!("\n    --- {} ---", display_path(title)));
+        }
+        for line in output_tail(output, usize::MAX) {
+            text.push_str(&format!("\n    {line}"));
+        }
+    };
+    block(None, &report.output);
+    for case in &report.cases {
+        block(Some(&case.name), &case.output);
     }
+    text
 }
 
 /// The column a line starts with: an outcome as a short, coloured label (the outcome's name is
 /// `pb::Outcome::word`; this is only its look on a line).
-fn label(outcome: pb::Outcome, mode: Mode) -> String {
-    let (color, word) = match outcome {
+fn label(outcome: pb::Outcome, color: bool) -> String {
+    let (code, word) = match outcome {
         pb::Outcome::Passed => ("32", "   PASS"),
         pb::Outcome::Flaky => ("33", "  FLAKY"),
         pb::Outcome::Failed => ("31", "   FAIL"),
@@ -170,5 +222,5 @@ fn label(outcome: pb::Outcome, mode: Mode) -> String {
         pb::Outcome::Skipped => ("36", "   SKIP"),
         pb::Outcome::Unspecified => ("31", "  ?????"),
     };
-    paint(mode, color, word)
+    paint(color, code, word)
 }

@@ -46,6 +46,9 @@ pub struct Settings {
     pub framework: FrameworkChoice,
     /// `--pattern`s; empty: the framework's own.
     pub patterns: Vec<String>,
+    /// `--filter`s and `--exclude`s: globs over test ids.
+    pub filters: Vec<String>,
+    pub excludes: Vec<String>,
     /// `--command`: a template with `{}` (checked).
     pub command: Option<String>,
     pub python: Option<String>,
@@ -155,6 +158,8 @@ pub fn resolve(args: RunArgs, layers: Layers) -> Result<Settings, Error> {
         paths: args.paths,
         framework: args.framework,
         patterns: args.patterns,
+        filters: args.filters,
+        excludes: args.excludes,
         command: args.command,
         python: args.python,
         worker_python: args.worker_python,

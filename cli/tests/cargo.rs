@@ -334,6 +334,30 @@ fn libtest_filters_after_the_dashes_select_what_cargo_test_selects() {
 }
 
 #[test]
+fn list_names_the_tests_run_schedules_and_filters_pick_them_by_id() {
+    let dir = our_crate();
+    let list = |args: &[&str]| {
+        let out = testgrid(dir.path())
+            .args(["list", "--json", "--framework", "cargo"])
+            .args(args)
+            .env("CARGO_TARGET_DIR", target_dir())
+            .output()
+            .expect("testgrid runs");
+        support::listed(&out).into_keys().collect::<Vec<_>>()
+    };
+    let out = run_local(dir.path(), &["--", "--skip", "hangs"]);
+    let scheduled: Vec<String> = our_outcomes(&out).into_keys().collect();
+    assert_eq!(list(&["--", "--skip", "hangs"]), scheduled, "list names what run schedules");
+    let args = ["--filter", "src/lib.rs::tests::*", "--exclude", "**::*::fails", "--exclude", "src/*.rs::*hangs*"];
+    let out = run_local(dir.path(), &args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let ran: Vec<String> = our_outcomes(&out).into_keys().collect();
+    assert_eq!(list(&args), ran);
+    assert!(ran.contains(&"src/lib.rs::tests::nested::deep".to_string()), "{ran:?}");
+    assert!(!ran.iter().any(|t| t.ends_with("::fails") || t.starts_with("tests/")), "{ran:?}");
+}
+
+#[test]
 fn a_command_runs_once_per_rust_test() {
     let dir = our_crate();
     let log = dir.path().join("ran.log");

@@ -394,3 +394,24 @@ fn run_and_tags_after_the_dashes_select_what_go_test_selects() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("-frobnicate"), "{}", stderr(&out));
 }
+
+#[test]
+fn list_names_the_packages_run_schedules_and_a_case_filter_says_to_use_run() {
+    if !have_go() {
+        return;
+    }
+    let ws = Workspace::new();
+    write_module(&ws);
+    let out = testgrid(&ws.root()).args(["list", "--json", "--exclude", "hang"]).output().expect("testgrid runs");
+    let listed: Vec<String> = support::listed(&out).into_keys().collect();
+    let out = testgrid(&ws.root())
+        .args(["run", "--local", "2", "--json", "--exclude", "hang"])
+        .output()
+        .expect("testgrid runs");
+    let units: Vec<String> = final_outcomes(&events(&out)).into_keys().collect();
+    assert_eq!(listed, units, "list names the packages run schedules");
+    assert!(!units.contains(&"hang".to_string()), "{units:?}");
+    let out = testgrid(&ws.root()).args(["list", "--filter", "calc::TestAdd*"]).output().expect("testgrid runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("-- -run"), "{}", stderr(&out));
+}

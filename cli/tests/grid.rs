@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::{Grid, Workspace, events, final_outcomes, stderr, stdout, testgrid, wait_exit, wait_for};
@@ -336,4 +337,58 @@ fn odd_file_names_run_as_files() {
     let out = grid.cli(&["run", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert_eq!(final_outcomes(&events(&out))["-e.sh"], "passed");
+}
+
+#[test]
+fn list_names_the_scripts_run_schedules_with_their_commands() {
+    let ws = Workspace::new();
+    ws.test("a.sh", "exit 0").test("sub/b c.sh", "exit 0").test("sub/skip.sh", "exit 0");
+    let out =
+        testgrid(&ws.root()).args(["list", "--json", "--exclude", "**/skip*", "--", "arg"]).output().expect("runs");
+    let listed = support::listed(&out);
+    assert_eq!(listed.keys().map(String::as_str).collect::<Vec<_>>(), ["a.sh", "sub/b c.sh"]);
+    let text = testgrid(&ws.root()).args(["list", "--exclude", "**/skip*", "--", "arg"]).output().expect("runs");
+    assert!(stdout(&text).contains("sh 'sub/b c.sh' arg"), "{}", stdout(&text));
+    let out = testgrid(&ws.root())
+        .args(["run", "--local", "2", "--json", "--exclude", "**/skip*", "--", "arg"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let units: Vec<String> = final_outcomes(&events(&out)).into_keys().collect();
+    assert_eq!(listed.into_keys().collect::<Vec<_>>(), units);
+    assert_eq!(ws.runs().get("sub/skip.sh"), None);
+}
+
+#[test]
+fn show_output_quiet_and_color_shape_the_human_view() {
+    let ws = Workspace::new();
+    ws.test("talk.sh", "echo said \"$1\"").test("bad.sh", "echo broken; exit 1");
+    let run = |args: &[&str]| testgrid(&ws.root()).args(["run", "--local", "1"]).args(args).output().expect("runs");
+    let out = run(&["--show-output", "--", "hello"]);
+    assert!(stdout(&out).contains("PASS") && stdout(&out).contains("    said hello"), "{}", stdout(&out));
+    let plain = run(&[]);
+    assert!(!stdout(&plain).contains("said hello"), "passing output only when asked: {}", stdout(&plain));
+    assert!(!stdout(&plain).contains('\x1b'), "no colour off a terminal: {}", stdout(&plain));
+    let quiet = run(&["--quiet"]);
+    assert!(!stdout(&quiet).contains("PASS "), "no line per test: {}", stdout(&quiet));
+    assert!(stdout(&quiet).contains("Summary") && stdout(&quiet).contains("bad.sh"), "{}", stdout(&quiet));
+    let colored = run(&["--color", "always"]);
+    assert!(stdout(&colored).contains("\x1b[31m"), "{}", stdout(&colored));
+    let never = testgrid(&ws.root())
+        .args(["run", "--local", "1", "--color", "never"])
+        .env("TESTGRID_COLOR", "always")
+        .output()
+        .expect("runs");
+    assert!(!stdout(&never).contains('\x1b'), "the flag wins over the environment: {}", stdout(&never));
+}
+
+#[test]
+fn completions_cover_every_subcommand() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = testgrid(Path::new(".")).args(["completions", shell]).output().expect("runs");
+        assert_eq!(out.status.code(), Some(0), "{shell}: {}", stderr(&out));
+        for word in ["run", "list", "config", "completions", "filter", "profile", "show-output"] {
+            assert!(stdout(&out).contains(word), "{shell} completes {word}");
+        }
+    }
 }

@@ -505,6 +505,18 @@ fn a_test_name_pattern_after_the_dashes_selects_what_the_framework_itself_select
 }
 
 #[test]
+fn list_names_the_files_run_schedules() {
+    for (fixture, framework) in [("vitest", "vitest"), ("jest", "jest")] {
+        let dir = project(fixture);
+        let out = testgrid(&dir).args(["list", "--json", "--framework", framework]).output().expect("testgrid runs");
+        let listed: Vec<String> = support::listed(&out).into_keys().collect();
+        let out = run_local(&dir, framework, &[]);
+        let units: Vec<String> = final_outcomes(&events(&out)).into_keys().collect();
+        assert_eq!(listed, units, "{fixture}: list names the files run schedules");
+    }
+}
+
+#[test]
 fn vitest_3_runners_serve_one_slot_each_and_match_vitest() {
     let dir = project("vitest3");
     let marks = tempfile::tempdir().expect("a temp dir");

@@ -657,3 +657,52 @@ fn xdist_arguments_are_refused_with_what_to_use_instead() {
     assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
     assert!(stderr(&out).contains("pytest-xdist") && stderr(&out).contains("--local"), "{}", stderr(&out));
 }
+
+#[test]
+fn list_names_the_units_and_cases_run_schedules_and_filters_pick_cases_by_id() {
+    let ws = Workspace::new();
+    write_files(&ws, SELECTION);
+    let list = |args: &[&str]| {
+        testgrid(&ws.root())
+            .args(["list", "--json", "--framework", "pytest"])
+            .args(args)
+            .env("PATH", path_with_venv())
+            .output()
+            .expect("runs")
+    };
+    let listed = support::listed(&list(&[]));
+    let out = run_pytest(&ws, &["--local", "2"]);
+    let all = events(&out);
+    let units: Vec<String> = final_outcomes(&all).into_keys().collect();
+    assert_eq!(listed.keys().cloned().collect::<Vec<_>>(), units, "list names the units run schedules");
+    let cases: Vec<String> = listed.values().flatten().cloned().collect();
+    let ran: Vec<String> = case_outcomes(&all).into_keys().collect();
+    let mut sorted = cases.clone();
+    sorted.sort();
+    assert_eq!(sorted, ran, "and the cases they hold");
+    // A filter over case ids, an exclude over a file's cases: the cases kept are the units.
+    let args =
+        ["--filter", "tests/test_io.py::test_read*", "--filter", "tests/test_net.py", "--exclude", "**::*_fails"];
+    // (With cases named, every file becomes its cases: a file pattern keeps all of them.)
+    let filtered = support::listed(&list(&args));
+    let expected = [
+        "tests/test_io.py::test_read",
+        "tests/test_io.py::test_read_big",
+        "tests/test_net.py::test_connect",
+        "tests/test_net.py::test_send",
+    ];
+    assert_eq!(filtered.keys().map(String::as_str).collect::<Vec<_>>(), expected);
+    let out = run_pytest(&ws, &args);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    let ran = case_outcomes(&events(&out));
+    let expected = [
+        "tests/test_io.py::test_read",
+        "tests/test_io.py::test_read_big",
+        "tests/test_net.py::test_connect",
+        "tests/test_net.py::test_send",
+    ];
+    assert_eq!(ran.keys().map(String::as_str).collect::<Vec<_>>(), expected);
+    // Nothing matches: exit 4, as for a run that finds no tests.
+    let none = list(&["--filter", "nothing/*"]);
+    assert_eq!(none.status.code(), Some(4), "{}", stderr(&none));
+}

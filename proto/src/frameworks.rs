@@ -123,6 +123,8 @@ pub struct Runner {
     pub options: Options,
     /// The framework's own arguments (after `--`), given on every run of a test.
     pub args: Vec<String>,
+    /// Keep the output of what passes too (`--show-output`).
+    pub keep_passing_output: bool,
 }
 
 /// A runner message that cannot be used as it is; names the field.
@@ -152,6 +154,7 @@ impl Runner {
             isolation: Isolation::Warm,
             options: Options::Command { template: template.into() },
             args: Vec::new(),
+            keep_passing_output: false,
         }
     }
 
@@ -248,7 +251,7 @@ impl TryFrom<&pb::Runner> for Runner {
         for arg in &r.args {
             check_text("args", arg)?;
         }
-        Ok(Runner { framework, isolation, options, args: r.args.clone() })
+        Ok(Runner { framework, isolation, options, args: r.args.clone(), keep_passing_output: r.keep_passing_output })
     }
 }
 
@@ -274,8 +277,23 @@ impl From<&Runner> for pb::Runner {
             isolation: r.isolation.to_pb() as i32,
             options: Some(options),
             args: r.args.clone(),
+            keep_passing_output: r.keep_passing_output,
         }
     }
+}
+
+/// Expand a command template: every `{}` becomes the shell-quoted test path.
+pub fn expand_command(template: &str, path: &str) -> String {
+    // A path like `-x.sh` would read as an option to the command.
+    let path = if path.starts_with('-') { format!("./{path}") } else { path.to_string() };
+    template.replace("{}", &shell_quote(&path))
+}
+
+/// A word quoted for `sh`.
+pub fn shell_quote(s: &str) -> String {
+    // Paths and arguments with NUL are refused where they arrive, so quoting cannot fail; fall
+    // back to an empty quoted word rather than panic if that ever changes.
+    shlex::try_quote(s).map(|q| q.into_owned()).unwrap_or_else(|_| "''".to_string())
 }
 
 /// A command template: bounded, and with `{}` where the test path goes. The error shows only
@@ -329,6 +347,7 @@ mod tests {
             isolation: Isolation::Test,
             options: Options::Pytest { python: Some("/venv/bin/python".into()), project_dir: "py".into() },
             args: vec!["-k".into(), "parser and not slow".into()],
+            keep_passing_output: true,
         });
         round_trip(Runner {
             framework: Framework::Cargo,
@@ -339,19 +358,31 @@ mod tests {
                 run_ignored: true,
             },
             args: Vec::new(),
+            keep_passing_output: false,
         });
         round_trip(Runner {
             framework: Framework::Vitest,
             isolation: Isolation::File,
             options: Options::Js { project_dir: String::new() },
             args: vec!["--testNamePattern=io".into()],
+            keep_passing_output: false,
         });
         round_trip(Runner {
             framework: Framework::Go,
             isolation: Isolation::Warm,
             options: Options::Go,
             args: vec!["-run".into(), "TestRead".into()],
+            keep_passing_output: false,
         });
+    }
+
+    #[test]
+    fn expand_quotes_paths_for_sh() {
+        assert_eq!(expand_command("sh {}", "a/b.sh"), "sh a/b.sh");
+        assert_eq!(expand_command("sh {}", "with space.sh"), "sh 'with space.sh'");
+        assert_eq!(expand_command("sh {}", "it's"), r#"sh "it's""#);
+        assert_eq!(expand_command("x {}", "$(rm -rf /)"), "x '$(rm -rf /)'");
+        assert_eq!(expand_command("sh {}", "-e.sh"), "sh ./-e.sh");
     }
 
     #[test]
@@ -361,6 +392,7 @@ mod tests {
             isolation: 0,
             options,
             args: Vec::new(),
+            keep_passing_output: false,
         };
         let err = |m: pb::Runner| Runner::try_from(&m).expect_err("refused");
         assert_eq!(err(message(pb::Framework::Unspecified, None)).field, "framework");
@@ -371,8 +403,13 @@ mod tests {
             let js = Some(pb::runner::Options::Js(pb::JsOptions { project_dir: dir.into() }));
             assert_eq!(err(message(pb::Framework::Jest, js)).field, "js.project_dir", "{dir}");
         }
-        let unknown =
-            pb::Runner { framework: pb::Framework::Go as i32, isolation: 42, options: None, args: Vec::new() };
+        let unknown = pb::Runner {
+            framework: pb::Framework::Go as i32,
+            isolation: 42,
+            options: None,
+            args: Vec::new(),
+            keep_passing_output: false,
+        };
         assert_eq!(err(unknown).field, "isolation");
         assert_eq!(
             err(message(pb::Framework::Custom, None)).field,
@@ -389,8 +426,13 @@ mod tests {
 
     #[test]
     fn missing_options_are_the_frameworks_defaults() {
-        let shell =
-            pb::Runner { framework: pb::Framework::Shell as i32, isolation: 0, options: None, args: Vec::new() };
+        let shell = pb::Runner {
+            framework: pb::Framework::Shell as i32,
+            isolation: 0,
+            options: None,
+            args: Vec::new(),
+            keep_passing_output: false,
+        };
         let runner = Runner::try_from(&shell).expect("valid");
         assert_eq!(runner.template(), Some("sh {}"));
         assert_eq!(runner.isolation, Isolation::Warm);

@@ -147,7 +147,13 @@ pub(crate) mod testing {
             command: String::new(),
             env: Default::default(),
             timeout: None,
-            runner: Runner { framework, isolation: Default::default(), options, args: Vec::new() },
+            runner: Runner {
+                framework,
+                isolation: Default::default(),
+                options,
+                args: Vec::new(),
+                keep_passing_output: false,
+            },
             root: root.to_path_buf(),
             worker: "test-worker".into(),
         }

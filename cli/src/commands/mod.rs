@@ -2,7 +2,9 @@
 //! command that ran to its end, or the [`Error`](crate::error::Error) that stopped it.
 
 pub mod cancel;
+pub mod completions;
 pub mod config;
+pub mod list;
 pub mod run;
 pub mod sessions;
 pub mod watch;

@@ -16,7 +16,7 @@ use crate::discover::{self, Discovered};
 use crate::error::{Error, exit};
 use crate::follow::follow;
 use crate::grid::Grid;
-use crate::live::Mode;
+use crate::live::{Mode, View};
 use crate::local;
 use crate::settings::{self, Place, Settings};
 use crate::signals;
@@ -81,11 +81,12 @@ pub async fn run(args: RunArgs, layers: Layers) -> Result<u8, Error> {
         return Ok(detached(&session, found.tests.len(), settings.output.json));
     }
 
-    let mode = Mode::pick(settings.output.json);
+    let view = View::pick(&settings.output);
+    let mode = view.mode;
     if !settings.labels.is_empty() && mode != Mode::Json {
         warn_if_no_worker_matches(&grid, &settings.labels).await;
     }
-    if mode != Mode::Json {
+    if mode != Mode::Json && !view.quiet {
         let place = match &local {
             Some((_, grid)) => {
                 let n = grid.slots;
@@ -93,7 +94,8 @@ pub async fn run(args: RunArgs, layers: Layers) -> Result<u8, Error> {
             }
             None => grid.url.clone(),
         };
-        err!("testgrid: {} {} tests on {place} (session {session})", found.tests.len(), found.framework.name());
+        let plural = if found.tests.len() == 1 { "" } else { "s" };
+        err!("testgrid: {} {} test{plural} on {place} (session {session})", found.tests.len(), found.framework.name());
     }
     // Ctrl-C stays handled until the very end: stopping a local grid can wait on tests that
     // ignore SIGTERM, and a second Ctrl-C must still quit at once then.
@@ -105,7 +107,7 @@ pub async fn run(args: RunArgs, layers: Layers) -> Result<u8, Error> {
         Arc::clone(&interrupted),
         mode,
     ));
-    let mut result = follow(&grid, &session, &found.tests, mode, &settings.output, &interrupted).await;
+    let mut result = follow(&grid, &session, &found.tests, view, &settings.output, &interrupted).await;
     if let Some((local, local_grid)) = local {
         let coverage = local.stop().await;
         if !interrupted.load(std::sync::atomic::Ordering::SeqCst) {

@@ -166,7 +166,7 @@ impl Layers {
 }
 
 /// The subcommands whose options the file sets.
-const LAYERED: [&str; 2] = ["run", "config"];
+const LAYERED: [&str; 3] = ["run", "list", "config"];
 
 /// Parse the command line; for `run` and `config`, layer the workspace's `testgrid.toml` under it.
 pub fn parse(argv: Vec<OsString>) -> Result<Invocation, ParseError> {

@@ -19,6 +19,7 @@ mod project;
 mod pytest;
 mod pytest_config;
 mod search;
+mod select;
 #[cfg(test)]
 mod tests;
 
@@ -30,6 +31,7 @@ use crate::settings::Settings;
 use testgrid_proto::frameworks::Framework;
 
 pub use project::project_dir;
+pub use pytest::cases_of as pytest_cases;
 use search::{Place, Search, places};
 
 /// What a session will run.
@@ -94,10 +96,32 @@ pub fn discover_with(settings: &Settings, early: &(dyn Fn(&Runner) + Sync)) -> R
     let isolation = settings.isolation.typed();
     let tell = |options: Options| {
         if settings.command.is_none() {
-            early(&Runner { framework, isolation, options, args: runtime_args.clone() });
+            early(&Runner {
+                framework,
+                isolation,
+                options,
+                args: runtime_args.clone(),
+                keep_passing_output: settings.output.show_output,
+            });
         }
     };
-    let search = Search { settings, framework, places, patterns, set, skip_dirs, ignored, early: &tell };
+    let filter = select::IdFilter::new(&settings.filters, &settings.excludes)?;
+    if filter.names_cases() && settings.command.is_none() {
+        let instead = match framework {
+            Framework::Jest | Framework::Vitest => Some("select cases with `-- -t PATTERN` instead"),
+            Framework::Go => Some("select tests with `-- -run REGEXP` instead"),
+            _ => None,
+        };
+        if let Some(instead) = instead {
+            let pattern = settings.filters.iter().chain(&settings.excludes).find(|p| p.contains("::")).cloned();
+            return Err(Error::FilterNeedsCases {
+                pattern: pattern.unwrap_or_default(),
+                framework: framework.name(),
+                instead,
+            });
+        }
+    }
+    let search = Search { settings, framework, places, patterns, set, skip_dirs, ignored, filter, early: &tell };
     let (tests, options) = match (&settings.command, framework) {
         (Some(template), _) => (command_units(&search)?, Options::Command { template: template.clone() }),
         (None, Framework::Shell | Framework::Custom) => {
@@ -111,11 +135,19 @@ pub fn discover_with(settings: &Settings, early: &(dyn Fn(&Runner) + Sync)) -> R
     if tests.is_empty() {
         return Err(no_tests(&search));
     }
+    let found = tests.len();
+    let tests: Vec<String> = tests.into_iter().filter(|t| search.filter.keeps(t)).collect();
+    if tests.is_empty() {
+        let patterns = settings.filters.iter().map(|p| format!("--filter {p}"));
+        let patterns = patterns.chain(settings.excludes.iter().map(|p| format!("--exclude {p}")));
+        return Err(Error::NothingMatchesFilter { found, patterns: patterns.collect::<Vec<_>>().join(", ") });
+    }
     let runner = Runner {
         framework: if settings.command.is_some() { Framework::Custom } else { framework },
         isolation,
         options,
         args: runtime_args,
+        keep_passing_output: settings.output.show_output,
     };
     Ok(Discovered { framework, tests, runner })
 }

@@ -24,13 +24,30 @@ pub fn discover(search: &Search) -> Result<(Vec<String>, Options), Error> {
     let tests = files::units(search)?;
     // Warm runners start in the project's folder, so that its configuration applies.
     let project_dir = project::runner_project(search, is_project)?;
-    let tests = if settings.isolation == Isolation::Test {
+    // Cases are collected for `--isolation test`, and for a `--filter`/`--exclude` that names
+    // them (the cases it keeps then run in the warm runners, each a unit).
+    let tests = if settings.isolation == Isolation::Test || search.filter.names_cases() {
         let python = settings.python.as_deref().unwrap_or(&settings.worker_python);
         cases(&settings.root, &tests, python, &settings.env, &settings.args_for(Framework::Pytest))?
     } else {
         tests
     };
     Ok((tests, Options::Pytest { python: settings.python.clone(), project_dir }))
+}
+
+/// The cases of each file unit, as pytest collects them with the session's arguments (for
+/// `testgrid list`); units that are cases already, and files that collect none, have none.
+pub fn cases_of(settings: &Settings, units: &[String]) -> Result<Vec<(String, Vec<String>)>, Error> {
+    let files: Vec<String> = units.iter().filter(|u| !u.contains("::")).cloned().collect();
+    let python = settings.python.as_deref().unwrap_or(&settings.worker_python);
+    let found = cases(&settings.root, &files, python, &settings.env, &settings.args_for(Framework::Pytest))?;
+    Ok(units
+        .iter()
+        .map(|unit| {
+            let prefix = format!("{unit}::");
+            (unit.clone(), found.iter().filter(|c| c.starts_with(&prefix)).cloned().collect())
+        })
+        .collect())
 }
 
 /// pytest arguments a grid cannot take: pytest-xdist's, which would spread the tests a second

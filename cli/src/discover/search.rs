@@ -32,6 +32,8 @@ pub struct Search<'a> {
     pub skip_dirs: Option<GlobSet>,
     /// Files and folders left out (pytest's `--ignore`, `--ignore-glob` in `addopts`).
     pub ignored: Option<super::pytest_config::Ignored>,
+    /// `--filter` and `--exclude`.
+    pub filter: super::select::IdFilter,
     /// Told how the tests will run as soon as that is known, before a slow listing (see
     /// [`super::discover_with`]).
     pub early: &'a (dyn Fn(Options) + Sync),

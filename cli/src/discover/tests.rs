@@ -14,6 +14,8 @@ fn request(root: &Path, paths: Vec<PathBuf>, framework: impl Into<FrameworkChoic
         paths,
         framework: framework.into(),
         patterns: patterns.iter().map(|s| s.to_string()).collect(),
+        filters: Vec::new(),
+        excludes: Vec::new(),
         command: None,
         python: None,
         worker_python: "python3".into(),
@@ -32,7 +34,7 @@ fn request(root: &Path, paths: Vec<PathBuf>, framework: impl Into<FrameworkChoic
         cargo_asked: false,
         framework_args: Vec::new(),
         layers: Default::default(),
-        output: OutputArgs { junit: None, json: false },
+        output: OutputArgs::default(),
     }
 }
 

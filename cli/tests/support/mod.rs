@@ -437,3 +437,16 @@ impl Proxy {
         }
     }
 }
+
+/// The test ids `testgrid list --json` printed, and each one's cases (pytest's).
+pub fn listed(out: &Output) -> std::collections::BTreeMap<String, Vec<String>> {
+    assert_eq!(out.status.code(), Some(0), "testgrid list: {}", stderr(out));
+    let mut listed = std::collections::BTreeMap::new();
+    for line in events(out) {
+        let test = line["test"].as_str().expect("a test id").to_string();
+        assert!(line["command"].as_str().is_some_and(|c| !c.is_empty()), "{line}");
+        let cases = line["cases"].as_array().map(|c| c.iter().filter_map(|c| c.as_str().map(str::to_string)).collect());
+        assert!(listed.insert(test.clone(), cases.unwrap_or_default()).is_none(), "{test} listed twice");
+    }
+    listed
+}

@@ -279,32 +279,9 @@ pub fn event_to_pb(event: &Event) -> pb::session_event::Kind {
     }
 }
 
-/// Expand a command template: every `{}` becomes the shell-quoted test path.
-pub fn expand_command(template: &str, path: &str) -> String {
-    // A path like `-x.sh` would read as an option to the command.
-    let path = if path.starts_with('-') { format!("./{path}") } else { path.to_string() };
-    let quoted = shell_quote(&path);
-    template.replace("{}", &quoted)
-}
-
-fn shell_quote(s: &str) -> String {
-    // Paths with NUL are rejected when the session is submitted, so quoting cannot fail; fall
-    // back to an empty quoted word rather than panic if that ever changes.
-    shlex::try_quote(s).map(|q| q.into_owned()).unwrap_or_else(|_| "''".to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn expand_quotes_paths_for_sh() {
-        assert_eq!(expand_command("sh {}", "a/b.sh"), "sh a/b.sh");
-        assert_eq!(expand_command("sh {}", "with space.sh"), "sh 'with space.sh'");
-        assert_eq!(expand_command("sh {}", "it's"), r#"sh "it's""#);
-        assert_eq!(expand_command("x {}", "$(rm -rf /)"), "x '$(rm -rf /)'");
-        assert_eq!(expand_command("sh {}", "-e.sh"), "sh ./-e.sh");
-    }
 
     #[test]
     fn bad_session_ids_name_the_field() {

@@ -13,12 +13,13 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::{debug, error, info, warn};
 
-use super::convert::{expand_command, key_to_pb};
+use super::convert::key_to_pb;
 use super::metrics::Metrics;
 use crate::core::{
     Action, Event, Input, Millis, Scheduler, SessionId, SessionSpec, SessionView, WorkerId, WorkerSpec, WorkerView,
 };
 use crate::store::{SessionStore, StoreError};
+use testgrid_proto::frameworks::expand_command;
 
 /// What flows to a worker's `Attach` response stream.
 pub type WorkerTx = mpsc::Sender<Result<pb::CoordinatorMessage, Status>>;

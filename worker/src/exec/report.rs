@@ -38,6 +38,8 @@ pub struct Unit {
     pub current: Option<String>,
     /// Cases the session's arguments deselected (never run, never reported as cases).
     pub deselected: u64,
+    /// Keep the output of passing cases too (`--show-output`).
+    pub keep_passing: bool,
     output_left: usize,
 }
 
@@ -50,14 +52,16 @@ impl Unit {
             cases: Vec::new(),
             current: None,
             deselected: 0,
+            keep_passing: false,
             output_left: UNIT_CASE_OUTPUT_BUDGET,
         }
     }
 
     /// A case's result. Output is kept for what did not pass (bounded); a passing case's output
-    /// is noise.
+    /// is noise, unless the session asked for it ([`Unit::keep_passing`]).
     pub fn add(&mut self, name: String, outcome: pb::Outcome, duration_ms: u64, message: String, output: &str) {
-        let keep = !matches!(outcome, pb::Outcome::Passed | pb::Outcome::Skipped) && self.output_left > 0;
+        let passing = matches!(outcome, pb::Outcome::Passed | pb::Outcome::Skipped);
+        let keep = (!passing || self.keep_passing) && self.output_left > 0;
         let output = if keep {
             let mut capture = Capture::new(CASE_OUTPUT_LIMIT.min(self.output_left));
             capture.push(output.as_bytes());

@@ -53,7 +53,7 @@ pub struct Open {
 /// One package run's events as they arrive, turned into cases.
 pub struct GoRun {
     pkg: String,
-    unit: Unit,
+    pub unit: Unit,
     pub running: HashMap<String, Open>,
     next: u64,
     /// Output outside any test (TestMain, init, the final PASS/FAIL).

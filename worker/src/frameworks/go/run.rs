@@ -94,6 +94,7 @@ pub async fn run_binary(
     let (tx, mut rx) = mpsc::channel(1024);
     let events = tokio::spawn(read_events(OwnedFd::from(events_out), tx));
     let mut run = GoRun::new(&target.pkg, settings.output_limit);
+    run.unit.keep_passing = job.runner.keep_passing_output;
     let mut events_done = false;
     let ending = {
         let wait = tests.wait_with(job.timeout, &cancel, settings.kill_grace, "the test binary");

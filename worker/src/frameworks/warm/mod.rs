@@ -304,6 +304,7 @@ impl WarmExecutor {
             format!("{project}{prefix}{rest}")
         };
         let mut acc = Unit::new(kind.classname(&job.path));
+        acc.keep_passing = job.runner.keep_passing_output;
         let Some((unit, mut events)) = runner.run(&path, slot) else { return Attempt::Again };
         // A runner that queues files says when each begins; for the others it begins now. The
         // timeout and the file's duration count from there (not from its wait in the queue).
