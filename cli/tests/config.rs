@@ -45,31 +45,63 @@ session-timeout = "1h"
 features = ["profile-section"]
 "#;
 
-#[test]
-fn each_level_wins_over_the_ones_below_it() {
+/// `testgrid config`'s settings in a workspace holding [`LEVELS`].
+fn levels(args: &[&str], env: &[(&str, &str)]) -> BTreeMap<String, (String, String)> {
     let ws = Workspace::new();
     write(&ws.root(), "testgrid.toml", LEVELS);
-    let root = ws.root();
-    // Built in, then the file's top level.
-    let settings = config(&root, &[], &[]);
-    assert_eq!(settings["isolation"], ("\"warm\"".into(), "default".into()));
-    assert_eq!(settings["timeout"], ("\"1m\"".into(), "testgrid.toml:3".into()));
-    assert_eq!(settings["retries"], ("1".into(), "testgrid.toml:2".into()));
-    // A framework's section over the top level.
-    assert_eq!(settings["features"], ("[\"section\"]".into(), "testgrid.toml:7".into()));
-    // The selected profile over the file, and its framework section over the profile.
-    let ci = config(&root, &["--profile", "ci"], &[]);
-    assert_eq!(ci["retries"], ("2".into(), "profile ci, testgrid.toml:10".into()));
-    assert_eq!(ci["session-timeout"], ("\"1h\"".into(), "profile ci, testgrid.toml:11".into()));
-    assert_eq!(ci["features"], ("[\"profile-section\"]".into(), "profile ci, testgrid.toml:14".into()));
-    assert_eq!(ci["timeout"], ("\"1m\"".into(), "testgrid.toml:3".into()), "the profile leaves the rest to the file");
-    assert!(!settings.contains_key("session-timeout"), "no profile, no session timeout: {settings:?}");
-    // The environment over the profile (TESTGRID_PROFILE chooses it too), the flag over both.
-    let env = config(&root, &[], &[("TESTGRID_PROFILE", "ci"), ("TESTGRID_RETRIES", "3")]);
-    assert_eq!(env["retries"], ("3".into(), "env TESTGRID_RETRIES".into()));
+    config(&ws.root(), args, env)
+}
+
+fn setting(value: &str, origin: &str) -> (String, String) {
+    (value.to_string(), origin.to_string())
+}
+
+#[test]
+fn level_1_a_built_in_default_holds_when_nothing_sets_the_option() {
+    let settings = levels(&[], &[]);
+    assert_eq!(settings["isolation"], setting("\"warm\"", "default"));
+    assert!(!settings.contains_key("session-timeout"), "unset without the profile: {settings:?}");
+}
+
+#[test]
+fn level_2_the_files_top_level_wins_over_the_default() {
+    let settings = levels(&[], &[]);
+    assert_eq!(settings["timeout"], setting("\"1m\"", "testgrid.toml:3"));
+    assert_eq!(settings["retries"], setting("1", "testgrid.toml:2"));
+}
+
+#[test]
+fn level_3_a_framework_section_wins_over_the_top_level() {
+    assert_eq!(levels(&[], &[])["features"], setting("[\"section\"]", "testgrid.toml:7"));
+}
+
+#[test]
+fn level_4_the_selected_profile_wins_over_the_file_and_leaves_it_the_rest() {
+    for (args, env) in [(&["--profile", "ci"][..], &[][..]), (&[][..], &[("TESTGRID_PROFILE", "ci")][..])] {
+        let ci = levels(args, env);
+        assert_eq!(ci["retries"], setting("2", "profile ci, testgrid.toml:10"));
+        assert_eq!(ci["session-timeout"], setting("\"1h\"", "profile ci, testgrid.toml:11"));
+        assert_eq!(ci["timeout"], setting("\"1m\"", "testgrid.toml:3"), "the profile leaves the rest to the file");
+    }
+}
+
+#[test]
+fn level_5_the_profiles_framework_section_wins_over_the_profile() {
+    let ci = levels(&["--profile", "ci"], &[]);
+    assert_eq!(ci["features"], setting("[\"profile-section\"]", "profile ci, testgrid.toml:14"));
+}
+
+#[test]
+fn level_6_the_environment_wins_over_the_profile() {
+    let env = levels(&[], &[("TESTGRID_PROFILE", "ci"), ("TESTGRID_RETRIES", "3")]);
+    assert_eq!(env["retries"], setting("3", "env TESTGRID_RETRIES"));
     assert_eq!(env["session-timeout"].1, "profile ci, testgrid.toml:11");
-    let flag = config(&root, &["--retries", "4"], &[("TESTGRID_PROFILE", "ci"), ("TESTGRID_RETRIES", "3")]);
-    assert_eq!(flag["retries"], ("4".into(), "command line".into()));
+}
+
+#[test]
+fn level_7_the_flag_wins_over_everything() {
+    let flag = levels(&["--retries", "4"], &[("TESTGRID_PROFILE", "ci"), ("TESTGRID_RETRIES", "3")]);
+    assert_eq!(flag["retries"], setting("4", "command line"));
 }
 
 #[test]

@@ -130,7 +130,8 @@ pub fn layer(
     file: Option<&File>,
     root: &Path,
 ) -> Result<(Vec<OsString>, Layers), Error> {
-    let profile = matches.get_one::<String>("profile").map(|name| {
+    // An empty TESTGRID_PROFILE (or `--profile ''`) chooses none, as an empty TESTGRID_GRID does.
+    let profile = matches.get_one::<String>("profile").filter(|name| !name.trim().is_empty()).map(|name| {
         let origin = match matches.value_source("profile") {
             Some(ValueSource::EnvVariable) => Origin::Env("TESTGRID_PROFILE".into()),
             _ => Origin::Flag,
