@@ -85,12 +85,13 @@ fn command_of(settings: &Settings, found: &Discovered, unit: &str) -> String {
             }
             command
         }
-        Options::Js { .. } => js_command(runner, dir, unit, &args),
+        Options::Js { .. } => in_dir(with_args(js_command(runner, dir, unit))),
     }
 }
 
-/// `npx vitest run FILE` / `npx jest FILE`, with the case as a name pattern.
-fn js_command(runner: &Runner, dir: &str, unit: &str, args: &str) -> String {
+/// `npx vitest run FILE` / `npx jest FILE` from the project's folder, with the case as a name
+/// pattern.
+fn js_command(runner: &Runner, dir: &str, unit: &str) -> String {
     let (project, rest) = testgrid_proto::js::split_project(unit);
     let (file, case) = match rest.split_once("::") {
         Some((file, case)) => (file, Some(case)),
@@ -108,10 +109,7 @@ fn js_command(runner: &Runner, dir: &str, unit: &str, args: &str) -> String {
     if let Some(case) = case {
         command.push_str(&format!(" -t {}", shell_quote(&format!("^{}$", case.replace(" > ", " ")))));
     }
-    if !args.is_empty() {
-        command.push_str(&format!(" {args}"));
-    }
-    if dir == "." { command } else { format!("cd {} && {command}", shell_quote(dir)) }
+    command
 }
 
 /// A unit's path from the project's folder, where its framework runs.

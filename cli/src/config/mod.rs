@@ -168,16 +168,16 @@ impl Layers {
 /// The subcommands whose options the file sets.
 const LAYERED: [&str; 3] = ["run", "list", "config"];
 
-/// Parse the command line; for `run` and `config`, layer the workspace's `testgrid.toml` under it.
+/// Parse the command line; for `run`, `list` and `config`, layer the workspace's `testgrid.toml` under it.
 pub fn parse(argv: Vec<OsString>) -> Result<Invocation, ParseError> {
     let command = Cli::command();
     let matches = command.clone().try_get_matches_from(&argv)?;
-    let layered = matches.subcommand().filter(|(name, _)| LAYERED.contains(name));
-    let Some((name, sub)) = layered else {
-        return Ok(Invocation { cli: Cli::from_arg_matches(&matches)?, layers: Layers::default() });
-    };
     // No global options: the subcommand's name is the first argument after the program's.
-    let Some(at) = argv.iter().skip(1).position(|a| a == name).map(|i| i + 1) else {
+    let layered = matches
+        .subcommand()
+        .filter(|(name, _)| LAYERED.contains(name))
+        .and_then(|(name, sub)| argv.iter().skip(1).position(|a| a == name).map(|i| (name, sub, i + 1)));
+    let Some((name, sub, at)) = layered else {
         return Ok(Invocation { cli: Cli::from_arg_matches(&matches)?, layers: Layers::default() });
     };
     let cwd = std::env::current_dir().map_err(Error::CurrentDir)?;

@@ -39,6 +39,11 @@ pub fn discover(search: &Search) -> Result<(Vec<String>, Options), Error> {
 /// `testgrid list`); units that are cases already, and files that collect none, have none.
 pub fn cases_of(settings: &Settings, units: &[String]) -> Result<Vec<(String, Vec<String>)>, Error> {
     let files: Vec<String> = units.iter().filter(|u| !u.contains("::")).cloned().collect();
+    // Units that are all cases already: nothing to collect (pytest without paths would collect
+    // the whole rootdir).
+    if files.is_empty() {
+        return Ok(units.iter().map(|unit| (unit.clone(), Vec::new())).collect());
+    }
     let python = settings.python.as_deref().unwrap_or(&settings.worker_python);
     let found = cases(&settings.root, &files, python, &settings.env, &settings.args_for(Framework::Pytest))?;
     Ok(units
