@@ -692,6 +692,44 @@ fn the_projects_own_configuration_picks_the_files_as_the_framework_lists_them() 
     assert_eq!(ordered, vec!["vitest-dir/tests/sub/b.spec.js", "vitest-dir/tests/a.test.js"]);
 }
 
+/// The units a local `testgrid run --json ARGS`, run in `dir`, created its session with.
+fn created_locally(dir: &Path, args: &[&str]) -> Vec<String> {
+    let out = testgrid(dir).args(["run", "--local", "2", "--json"]).args(args).output().expect("testgrid runs");
+    let created = events(&out).into_iter().find(|e| e["event"] == "created");
+    let created = created.unwrap_or_else(|| panic!("{args:?}: no created event: {}", stderr(&out)));
+    created["tests"].as_array().expect("tests").iter().map(|t| t.as_str().expect("a path").to_string()).collect()
+}
+
+#[test]
+fn in_local_mode_vitests_own_runner_lists_the_files_as_vitest_list_does() {
+    let root = discovery();
+    for project in ["vitest-include", "vitest-dir", "vitest-projects"] {
+        let listed = created_locally(root, &["--framework", "vitest", project]);
+        assert_eq!(sorted(listed), own_listing(root, project, "vitest"), "{project}: as vitest lists");
+    }
+    // The runner that runs the files is the one vitest that lists them: no `vitest list` of its own.
+    let dir = fresh_copy("vitest", "vitest-lists-once");
+    let marks = tempfile::tempdir().expect("a temp dir");
+    std::fs::write(
+        dir.join("vitest.config.mjs"),
+        "import fs from 'node:fs';\n\
+         const marks = process.env.TESTGRID_FIXTURE_MARKS;\n\
+         if (marks) fs.appendFileSync(`${marks}/log`, `config ${process.argv.includes('list') ? 1 : 0}\\n`);\n\
+         export default {};\n",
+    )
+    .expect("write vitest.config.mjs");
+    let env = format!("TESTGRID_FIXTURE_MARKS={}", marks.path().display());
+    let listed = created_locally(&dir, &["--framework", "vitest", "--env", &env]);
+    assert!(listed.iter().any(|t| t.ends_with(".test.js")), "{listed:?}");
+    let loads = marked(marks.path(), "config");
+    assert!(!loads.is_empty(), "the config was loaded");
+    assert!(loads.iter().all(|l| l == &[0]), "no `vitest list` ran: {loads:?}");
+    // Its own listing, for comparison: the same files.
+    let mut own = own_listing(dir.parent().expect("a parent"), "vitest-lists-once", "vitest");
+    own.iter_mut().for_each(|f| *f = f.trim_start_matches("vitest-lists-once/").to_string());
+    assert_eq!(sorted(listed), own);
+}
+
 #[test]
 fn paths_asked_for_restrict_the_frameworks_list_and_patterns_replace_it() {
     let root = discovery();

@@ -58,6 +58,47 @@ pub struct Prestart {
     /// The session's environment (`--env`), as its assignments will carry it.
     pub env: BTreeMap<String, String>,
     pub runner: testgrid_proto::frameworks::Runner,
+    /// Where the runner's list of the session's test files goes, when the CLI wants it from
+    /// there instead of asking the framework itself (see [`FileList`]).
+    pub list: Option<FileList>,
+}
+
+/// One test file as a runner's framework lists it (vitest's `list --filesOnly`): its path as the
+/// framework gives it (absolute), and its project's name, if it has one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedFile {
+    pub file: String,
+    pub project: Option<String>,
+}
+
+/// What a runner's framework listed, or why it did not.
+pub type Listing = Result<Vec<ListedFile>, String>;
+
+/// Where a started-ahead runner's list of test files goes (local mode: the runner that will run
+/// the files lists them as it starts, so that the framework is not started twice, once to list
+/// and once to run). Only vitest's runner lists. The worker takes the sender once
+/// ([`FileList::take`]); when it is dropped unanswered (the runner cannot list, or did not
+/// start), the receiver hears so at once and the CLI asks the framework itself.
+#[derive(Clone)]
+pub struct FileList(std::sync::Arc<std::sync::Mutex<Option<std::sync::mpsc::SyncSender<Listing>>>>);
+
+impl FileList {
+    /// A list to ask for, and where its answer comes.
+    pub fn new() -> (FileList, std::sync::mpsc::Receiver<Listing>) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        (FileList(std::sync::Arc::new(std::sync::Mutex::new(Some(tx)))), rx)
+    }
+
+    /// The sender, for the one who answers; `None` once taken.
+    pub fn take(&self) -> Option<std::sync::mpsc::SyncSender<Listing>> {
+        crate::exec::lock(&self.0).take()
+    }
+}
+
+impl std::fmt::Debug for FileList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FileList")
+    }
 }
 
 /// The Python a worker runs by default.

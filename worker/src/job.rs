@@ -31,6 +31,9 @@ pub struct Job {
     pub root: PathBuf,
     /// The worker's name (for `TESTGRID_WORKER`).
     pub worker: String,
+    /// A runner started ahead of its session sends the session's list of test files here (see
+    /// [`crate::FileList`]).
+    pub list_to: Option<std::sync::mpsc::SyncSender<crate::Listing>>,
 }
 
 /// An assignment the worker cannot run, and why.
@@ -45,6 +48,7 @@ impl Job {
     /// The job a session's runner is started ahead for (see [`crate::Prestart`]): the session's
     /// environment and runner, no test.
     pub fn ahead_of(prestart: crate::Prestart, root: &Path, worker: &str) -> Job {
+        let list_to = prestart.list.as_ref().and_then(crate::FileList::take);
         Job {
             assignment: pb::AssignmentRef { session_id: prestart.session_id, ..Default::default() },
             path: String::new(),
@@ -54,6 +58,7 @@ impl Job {
             runner: prestart.runner,
             root: root.to_path_buf(),
             worker: worker.to_string(),
+            list_to,
         }
     }
 
@@ -80,6 +85,7 @@ impl Job {
             runner,
             root: root.to_path_buf(),
             worker: worker.to_string(),
+            list_to: None,
         }))
     }
 
@@ -156,6 +162,7 @@ pub(crate) mod testing {
             },
             root: root.to_path_buf(),
             worker: "test-worker".into(),
+            list_to: None,
         }
     }
 }

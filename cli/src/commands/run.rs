@@ -41,14 +41,25 @@ pub async fn run(args: RunArgs, layers: Layers) -> Result<u8, Error> {
             let discovery = {
                 let (settings, id) = (settings.clone(), id.clone());
                 tokio::task::spawn_blocking(move || {
-                    discover::discover_with(&settings, &|runner| {
+                    discover::discover_with(&settings, &|runner, list| {
+                        // The runner lists the files as it starts, when discovery wants them.
+                        let (list, listing) = match list {
+                            true => {
+                                let (list, listing) = testgrid_worker::FileList::new();
+                                (Some(list), Some(listing))
+                            }
+                            false => (None, None),
+                        };
                         let prestart = testgrid_worker::Prestart {
                             session_id: id.clone(),
                             env: settings.env.clone(),
                             runner: runner.clone(),
+                            list,
                         };
-                        // Nobody listening: the worker is gone, and the session will say so.
+                        // Nobody listening: the worker is gone, and the session will say so (and
+                        // the list, never answered, is asked of the framework).
                         let _ = tell.send(Some(prestart));
+                        listing
                     })
                 })
             };

@@ -22,11 +22,11 @@ pub const PATTERNS: &[&str] = &[
 
 pub fn discover(search: &Search) -> Result<(Vec<String>, Options), Error> {
     let project_dir = project::runner_project(search, |dir| dir.join("package.json").is_file())?;
-    (search.early)(Options::Js { project_dir: project_dir.clone() });
     // Without `--pattern` the project's own configuration decides, as it does for the framework
     // alone: our patterns would run benchmarks it excludes and miss files it includes.
-    let tests =
-        if search.settings.patterns.is_empty() { js_list::units(search, &project_dir)? } else { files::units(search)? };
+    let listed = search.settings.patterns.is_empty();
+    let from_runner = (search.early)(Options::Js { project_dir: project_dir.clone() }, listed);
+    let tests = if listed { js_list::units(search, &project_dir, from_runner)? } else { files::units(search)? };
     Ok((tests, Options::Js { project_dir }))
 }
 

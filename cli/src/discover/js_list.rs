@@ -19,6 +19,7 @@ use std::time::Duration;
 use testgrid_proto::frameworks::Framework;
 use testgrid_proto::js;
 
+use super::Listing;
 use super::ask::{self, Failed, excerpt, first_lines};
 use super::files;
 use super::search::{Place, Search, relative};
@@ -43,14 +44,22 @@ pub struct Entry {
 
 /// The test units of a vitest or jest search whose project (the folder of its `package.json`,
 /// relative to the root) is `project_dir`, in the order they should start.
-pub fn units(search: &Search, project_dir: &str) -> Result<Vec<String>, Error> {
+/// `from_runner`: where the session's runner, started ahead, sends the list (vitest's); the
+/// framework is asked here when that list does not come.
+pub fn units(search: &Search, project_dir: &str, from_runner: Option<Listing>) -> Result<Vec<String>, Error> {
     let root = search.root();
     let package = if project_dir == "." { root.to_path_buf() } else { root.join(project_dir) };
-    let entries = list(search, &package)?;
+    // The runner's list comes in the order vitest itself would run the files (its sequencer,
+    // its results cache); the framework's command lists them in no useful order.
+    let (entries, order) =
+        match from_runner.filter(|_| search.framework == Framework::Vitest).and_then(listed_by_runner) {
+            Some(entries) => (entries, Order::Listed),
+            None => (list(search, &package)?, Order::Size),
+        };
     let framework = search.framework.name();
     let named = !search.settings.paths.is_empty();
     let Selected { units, unmatched } =
-        select(&entries, &package, root, &search.places).map_err(|e| e.into_error(framework, root))?;
+        select(&entries, &package, root, &search.places, order).map_err(|e| e.into_error(framework, root))?;
     for place in unmatched.into_iter().filter(|p| named && !p.absolute.is_dir()) {
         let shown = relative(root, &place.absolute).unwrap_or_else(|_| place.absolute.display().to_string());
         err!(
@@ -101,6 +110,20 @@ fn type_tests_spread(ordered: Vec<String>) -> Vec<String> {
         }
     }
     first.into_iter().chain(middle).chain(last).collect()
+}
+
+/// The list the session's runner sent, as the framework's own command would have printed it;
+/// `None` when it sent none (it could not start or list: the framework's own listing then says
+/// why, as without a runner).
+fn listed_by_runner(from_runner: Listing) -> Option<Vec<Entry>> {
+    match from_runner.recv_timeout(DEADLINE) {
+        Ok(Ok(files)) => Some(files.into_iter().map(|f| Entry { file: f.file, project: f.project }).collect()),
+        Ok(Err(problem)) => {
+            tracing::debug!("the vitest runner could not list the test files: {}", excerpt(&problem));
+            None
+        }
+        Err(_) => None,
+    }
 }
 
 /// Ask the project's framework for its list of test files.
@@ -257,35 +280,45 @@ impl BadEntry {
     }
 }
 
+/// How the units of a list are ordered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// Largest file first (the cheapest guess at longest first).
+    Size,
+    /// As listed: the framework's own order.
+    Listed,
+}
+
 /// What a list makes of the places asked for.
 #[derive(Debug)]
 pub struct Selected<'p> {
-    /// Test units, each with its file's size.
+    /// Test units, each with its weight: the larger, the sooner it starts ([`files::ordered`]).
     pub units: Vec<(u64, String)>,
     /// The places that matched no listed file.
     pub unmatched: Vec<&'p Place>,
 }
 
-/// The units the entries make for the places asked for, each with its file's size, and the
-/// places that matched none of them. A file in several projects is one unit per project; a
-/// place `FILE::CASE` makes `FILE::CASE` units.
+/// The units the entries make for the places asked for, each weighted by `order` (its file's
+/// size, or its first place in the list), and the places that matched none of them. A file in
+/// several projects is one unit per project; a place `FILE::CASE` makes `FILE::CASE` units.
 pub fn select<'p>(
     entries: &[Entry],
     package: &Path,
     root: &Path,
     places: &'p [Place],
+    order: Order,
 ) -> Result<Selected<'p>, BadEntry> {
-    let mut by_file: BTreeMap<PathBuf, Vec<Option<&str>>> = BTreeMap::new();
-    for entry in entries {
+    let mut by_file: BTreeMap<PathBuf, (usize, Vec<Option<&str>>)> = BTreeMap::new();
+    for (index, entry) in entries.iter().enumerate() {
         let path = locate(&entry.file, package, root)?;
-        let projects = by_file.entry(path).or_default();
+        let (_, projects) = by_file.entry(path).or_insert((index, Vec::new()));
         if !projects.contains(&entry.project.as_deref()) {
             projects.push(entry.project.as_deref());
         }
     }
     let mut units = Vec::new();
     let mut matched = vec![false; places.len()];
-    for (path, projects) in &by_file {
+    for (path, (index, projects)) in &by_file {
         let hits: Vec<usize> = (0..places.len()).filter(|&i| path.starts_with(&places[i].absolute)).collect();
         if hits.is_empty() {
             continue;
@@ -296,14 +329,17 @@ pub fn select<'p>(
         } else {
             vec![String::new()]
         };
-        let size = files::file_size(path);
+        let weight = match order {
+            Order::Size => files::file_size(path),
+            Order::Listed => u64::MAX - *index as u64,
+        };
         for i in hits {
             matched[i] = true;
             let name = match &places[i].case {
                 Some((_, case)) => format!("{rel}::{case}"),
                 None => rel.clone(),
             };
-            units.extend(prefixes.iter().map(|prefix| (size, format!("{prefix}{name}"))));
+            units.extend(prefixes.iter().map(|prefix| (weight, format!("{prefix}{name}"))));
         }
     }
     let unmatched = places.iter().zip(matched).filter(|(_, m)| !m).map(|(p, _)| p).collect();
@@ -436,12 +472,17 @@ mod tests {
             ("", BadEntry::BadPath(String::new())),
             ("/w/a\0.js", BadEntry::BadPath("/w/a\0.js".into())),
         ] {
-            assert_eq!(select(&[entry(file, None)], package, root, &places).map(|s| s.units), Err(bad), "{file:?}");
+            assert_eq!(
+                select(&[entry(file, None)], package, root, &places, Order::Size).map(|s| s.units),
+                Err(bad),
+                "{file:?}"
+            );
         }
         // Relative paths are the package folder's; `.` and `..` inside the root are fine.
         let entries =
             [entry("src/a.test.js", None), entry("/w/web/./lib/../b.test.js", None), entry("../api/c.test.js", None)];
-        let Selected { units, unmatched } = select(&entries, package, root, &places).expect("inside the root");
+        let Selected { units, unmatched } =
+            select(&entries, package, root, &places, Order::Size).expect("inside the root");
         assert_eq!(names(units), vec!["api/c.test.js", "web/b.test.js", "web/src/a.test.js"]);
         assert!(unmatched.is_empty());
     }
@@ -455,13 +496,32 @@ mod tests {
             entry("/w/shared/s.test.js", Some("unit")),
             entry("/w/shared/s.test.js", Some("unit")),
         ];
-        let units = select(&entries, package, root, &[place("/w")]).expect("a list").units;
+        let units = select(&entries, package, root, &[place("/w")], Order::Size).expect("a list").units;
         assert_eq!(names(units), vec!["a/a.test.js", "|integ| shared/s.test.js", "|unit| shared/s.test.js"]);
         for bad in [Some("a|b"), Some("x\ny"), Some(" padded"), None] {
             let entries = [entry("/w/s.test.js", Some("unit")), entry("/w/s.test.js", bad)];
-            let err = select(&entries, package, root, &[place("/w")]).expect_err("a name that cannot be written");
+            let err = select(&entries, package, root, &[place("/w")], Order::Size)
+                .expect_err("a name that cannot be written");
             assert_eq!(err, BadEntry::BadProject(bad.map(str::to_string)));
         }
+    }
+
+    #[test]
+    fn a_list_in_the_frameworks_order_keeps_it_and_the_others_start_largest_first() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let root = dir.path();
+        for (name, size) in [("small.test.js", 10), ("big.test.js", 1000), ("mid.test.js", 100)] {
+            std::fs::write(root.join(name), "x".repeat(size)).expect("a test file");
+        }
+        let file = |name: &str| entry(&root.join(name).display().to_string(), None);
+        let entries = [file("small.test.js"), file("mid.test.js"), file("big.test.js"), file("small.test.js")];
+        let everything = [Place { absolute: root.to_path_buf(), case: None }];
+        let ordered = |order| {
+            let units = select(&entries, root, root, &everything, order).expect("a list").units;
+            files::ordered(units)
+        };
+        assert_eq!(ordered(Order::Listed), vec!["small.test.js", "mid.test.js", "big.test.js"]);
+        assert_eq!(ordered(Order::Size), vec!["big.test.js", "mid.test.js", "small.test.js"]);
     }
 
     #[test]
@@ -477,7 +537,7 @@ mod tests {
         let case =
             Place { absolute: PathBuf::from("/w/lib/d.test.js"), case: Some(("lib/d.test.js".into(), "t > x".into())) };
         let places = [place("/w/src"), case, place("/w/src/deep/b.test.js"), place("/w/src/not-listed.js")];
-        let Selected { units, unmatched } = select(&entries, package, root, &places).expect("a list");
+        let Selected { units, unmatched } = select(&entries, package, root, &places, Order::Size).expect("a list");
         let mut want = vec![
             "src/a.test.js",
             "src/deep/b.test.js",

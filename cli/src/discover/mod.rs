@@ -51,13 +51,23 @@ const SHELL_TEMPLATE: &str = "sh {}";
 
 /// Find the tests `settings` ask for and the runner for them.
 pub fn discover(settings: &Settings) -> Result<Discovered, Error> {
-    discover_with(settings, &|_| {})
+    discover_with(settings, &|_, _| None)
 }
+
+/// Where a runner started ahead sends its framework's list of the session's test files (see
+/// [`testgrid_worker::FileList`]): vitest's, in local mode.
+pub type Listing = std::sync::mpsc::Receiver<testgrid_worker::Listing>;
 
 /// [`discover`], telling `early` how the tests will run as soon as that is known, while the
 /// framework still lists them (vitest and jest, whose listing costs the framework's start): a
-/// local grid starts the session's runner meanwhile.
-pub fn discover_with(settings: &Settings, early: &(dyn Fn(&Runner) + Sync)) -> Result<Discovered, Error> {
+/// local grid starts the session's runner meanwhile. The flag says the runner may list the
+/// files too; `early` then answers where that list will come, and discovery waits for it
+/// instead of starting the framework a second time (falling back on its own listing when none
+/// comes).
+pub fn discover_with(
+    settings: &Settings,
+    early: &(dyn Fn(&Runner, bool) -> Option<Listing> + Sync),
+) -> Result<Discovered, Error> {
     let mut places = places(settings)?;
     let framework = match settings.framework {
         FrameworkChoice::Auto => detect::detect(&settings.root, &places),
@@ -94,15 +104,20 @@ pub fn discover_with(settings: &Settings, early: &(dyn Fn(&Runner) + Sync)) -> R
     let skip_dirs = (framework == Framework::Pytest).then(|| pytest_config::skipped_dirs(pytest.as_ref()));
     let ignored = pytest.as_ref().and_then(|c| c.ignored(&settings.cwd));
     let isolation = settings.isolation.typed();
-    let tell = |options: Options| {
+    let tell = |options: Options, list: bool| {
         if settings.command.is_none() {
-            early(&Runner {
-                framework,
-                isolation,
-                options,
-                args: runtime_args.clone(),
-                keep_passing_output: settings.output.show_output,
-            });
+            early(
+                &Runner {
+                    framework,
+                    isolation,
+                    options,
+                    args: runtime_args.clone(),
+                    keep_passing_output: settings.output.show_output,
+                },
+                list,
+            )
+        } else {
+            None
         }
     };
     let filter = select::IdFilter::new(&settings.filters, &settings.excludes)?;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use globset::GlobSet;
 use testgrid_proto::frameworks::{Framework, Options};
 
+use super::Listing;
 use crate::error::Error;
 use crate::settings::Settings;
 
@@ -36,7 +37,7 @@ pub struct Search<'a> {
     pub filter: super::select::IdFilter,
     /// Told how the tests will run as soon as that is known, before a slow listing (see
     /// [`super::discover_with`]).
-    pub early: &'a (dyn Fn(Options) + Sync),
+    pub early: &'a (dyn Fn(Options, bool) -> Option<Listing> + Sync),
 }
 
 impl Search<'_> {

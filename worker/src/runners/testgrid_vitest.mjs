@@ -15,6 +15,9 @@
 //                    {"op": "case", "unit": N, "test": ID, "outcome": O, "phase": "call",
 //                     "duration_ms": D, "message": M, "output": OUT, "xfail": false}
 //                    {"op": "done", "unit": N, "error": null | TEXT}
+//                    {"op": "listed", "files": [{"file": ABS, "projectName": P}]} | {"op": "listed", "error": TEXT}
+//                    (before "ready", when started with TESTGRID_LIST_FILES=1: `vitest list
+//                    --filesOnly`'s list, for local mode's CLI)
 //
 // vitest is the project's own (resolved from the working directory), driven through its Node API
 // (`createVitest` from `vitest/node`) with a reporter object of ours: vitest 3.x, 4.x and 5.x.
@@ -54,6 +57,11 @@ const log = (...args) => process.stderr.write(`[testgrid-vitest] ${args.join(' '
 process.env.TEST = 'true';
 process.env.VITEST = 'true';
 process.env.NODE_ENV ??= 'test';
+
+// The worker asks for the session's list of test files as the runner starts (local mode); the
+// tests never see the request.
+const listWanted = process.env.TESTGRID_LIST_FILES === '1';
+delete process.env.TESTGRID_LIST_FILES;
 
 // ---------------------------------------------------------------------------------------------
 // Formatting vitest's errors.
@@ -328,13 +336,13 @@ const ownCoverage = process.env.TESTGRID_COVERAGE_DIR
  */
 function userOptions(api) {
   const args = common.sessionArgs();
-  if (args.length === 0) return {};
+  if (args.length === 0) return { user: {}, filters: [] };
   if (typeof api.parseCLI !== 'function') {
     throw new Error('this vitest cannot read the session\'s arguments (vitest/node has no parseCLI)');
   }
   const refused = args.find((a) => /^(-h|--help|-v|--version)$/.test(a));
   if (refused) throw new Error(`${refused} is not an option for a test run`);
-  const { options } = api.parseCLI(['vitest', ...args]);
+  const { filter, options } = api.parseCLI(['vitest', ...args]);
   const {
     '--': _rest, color: _color, t: _t, w: _w, u: _u, r: _r, c: _c, h: _h, v: _v,
     reporter: _reporter, reporters: _reporters, outputFile: _outputFile, watch: _watch, run: _run,
@@ -347,14 +355,54 @@ function userOptions(api) {
     user.cliExclude = [user.exclude].flat();
     delete user.exclude;
   }
-  return user;
+  return { user, filters: (filter ?? []).map(String) };
 }
 
-async function startVitest() {
+/**
+ * The session's test files as `vitest list --filesOnly --json` lists them (the same call, on the
+ * same configuration and arguments): `[{file, projectName}]`, a file once per project and way it
+ * runs. Asked for by local mode, whose CLI then spares itself a `vitest list` of its own. They
+ * come in the order `vitest run` would start them: the project's sequencer (`sequence.sequencer`,
+ * vitest's own by default: failed first, then the longest in vitest's results cache, unknown
+ * and larger files before them; `sequence.shuffle`).
+ */
+async function listFiles(vitest, filters) {
+  let specifications =
+    typeof vitest.getRelevantTestSpecifications === 'function'
+      ? await vitest.getRelevantTestSpecifications(filters)
+      : await vitest.globTestSpecifications(filters);
+  const Sequencer = vitest.config?.sequence?.sequencer;
+  if (typeof Sequencer === 'function') {
+    try {
+      specifications = await new Sequencer(vitest).sort([...specifications]);
+    } catch (e) {
+      log('the sequencer could not order the files:', errorText(e));
+    }
+  }
+  return specifications.map((spec) => ({ file: spec.moduleId, projectName: spec.project?.name || undefined }));
+}
+
+/**
+ * vitest's results cache (each file's duration and whether it failed, which its sequencer orders
+ * the next run by), brought up to date with the files this runner ran, as `vitest run` does at
+ * its end.
+ */
+async function updateResultsCache(vitest) {
+  const results = vitest.cache?.results;
+  if (typeof results?.updateResults !== 'function' || typeof results.writeToCache !== 'function') return;
+  try {
+    results.updateResults(vitest.state.getFiles());
+    await results.writeToCache();
+  } catch (e) {
+    log('could not update vitest\'s results cache:', errorText(e));
+  }
+}
+
+async function startVitest(channel) {
   const { api, version } = await loadVitest();
   const major = parseInt(version, 10);
   if (major >= 4) numberTestWorkers(api);
-  const user = userOptions(api);
+  const { user, filters } = userOptions(api);
   const options = {
     ...user,
     // Coverage (when the project's config turns it on) as raw istanbul JSON, merged later.
@@ -375,6 +423,13 @@ async function startVitest() {
     api: false,
   };
   const vitest = major >= 5 ? await api.createVitest(options) : await api.createVitest('test', options);
+  if (listWanted) {
+    try {
+      channel.send({ op: 'listed', files: await listFiles(vitest, filters) });
+    } catch (e) {
+      channel.send({ op: 'listed', error: cap(errorText(e), MESSAGE_LIMIT * 2) });
+    }
+  }
   let pipelined = false;
   // `vitest run` makes its coverage provider at start (when the config enables coverage).
   await vitest.createCoverageProvider?.();
@@ -636,7 +691,7 @@ async function main() {
   });
   const channel = new Channel(socketPath, log);
   await channel.connected();
-  const state = await startVitest();
+  const state = await startVitest(channel);
   // A runner of several slots is no slot's: its test workers (forked from here, later) must not
   // see the one it was started for.
   if (state.pipelined) delete process.env.TESTGRID_SLOT;
@@ -653,7 +708,10 @@ async function main() {
   } else {
     await serve(channel, (message) => runFile(state, channel, message));
   }
-  if (state.pipelined) await reportCoverage(state.vitest);
+  if (state.pipelined) {
+    await updateResultsCache(state.vitest);
+    await reportCoverage(state.vitest);
+  }
   // Close vitest (its pool, coverage, vite server); never hang on it.
   const closing = state.vitest.close().catch((e) => log('closing vitest failed:', errorText(e)));
   await Promise.race([closing, new Promise((resolve) => setTimeout(resolve, 20000).unref())]);

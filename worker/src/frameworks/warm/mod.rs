@@ -337,7 +337,7 @@ impl WarmExecutor {
                             let report = unit_report(acc.cases, error, began.unwrap_or(started), self.settings.output_limit);
                             return Attempt::Report(report::with_deselected(report, deselected));
                         }
-                        FromRunner::Ready { .. } => {}
+                        FromRunner::Ready { .. } | FromRunner::Listed(_) => {}
                     },
                     // Killed for another file, gone before this one began (it crashed on the file
                     // before it), or crashed while other files ran beside this one: nothing is

@@ -25,6 +25,9 @@ pub enum FromRunner {
     Case(Case),
     /// The file is done; `error` is what went wrong outside its cases (collection, a hook).
     Done { error: Option<String> },
+    /// The session's test files as the framework lists them, or why it could not (before
+    /// `Ready`, from a runner started with `TESTGRID_LIST_FILES=1`).
+    Listed(crate::Listing),
 }
 
 /// A case's result as a runner reports it.
@@ -65,6 +68,20 @@ enum Wire {
     Done {
         error: Option<String>,
     },
+    Listed {
+        #[serde(default)]
+        files: Option<Vec<WireFile>>,
+        #[serde(default)]
+        error: Option<String>,
+    },
+}
+
+/// A listed file on the wire: vitest's own `list --filesOnly --json` shape.
+#[derive(Deserialize)]
+struct WireFile {
+    file: String,
+    #[serde(rename = "projectName", default)]
+    project: Option<String>,
 }
 
 /// A line: the unit it is about (if it names one) beside what it says.
@@ -99,6 +116,13 @@ fn typed(wire: Wire) -> FromRunner {
             FromRunner::Case(Case { test, outcome: outcome_of(&outcome), duration_ms, message, output })
         }
         Wire::Done { error } => FromRunner::Done { error },
+        Wire::Listed { files: Some(files), error: None } => FromRunner::Listed(Ok(files
+            .into_iter()
+            .map(|f| crate::ListedFile { file: f.file, project: f.project.filter(|p| !p.is_empty()) })
+            .collect())),
+        Wire::Listed { error, .. } => {
+            FromRunner::Listed(Err(error.unwrap_or_else(|| "the runner listed no files".to_string())))
+        }
     }
 }
 
@@ -145,6 +169,19 @@ mod tests {
         );
         assert!(parse_addressed(r#"{"op":"begin","unit":"x"}"#).is_err(), "a unit is a number");
         assert!(parse(r#"{"op":"what"}"#).is_err());
+        assert_eq!(
+            parse(r#"{"op":"listed","files":[{"file":"/p/a.test.ts","projectName":"unit"},{"file":"/p/b.test.ts"}]}"#)
+                .ok(),
+            Some(FromRunner::Listed(Ok(vec![
+                crate::ListedFile { file: "/p/a.test.ts".into(), project: Some("unit".into()) },
+                crate::ListedFile { file: "/p/b.test.ts".into(), project: None },
+            ])))
+        );
+        assert_eq!(
+            parse(r#"{"op":"listed","error":"bad config"}"#).ok(),
+            Some(FromRunner::Listed(Err("bad config".into())))
+        );
+        assert!(matches!(parse(r#"{"op":"listed"}"#), Ok(FromRunner::Listed(Err(_)))));
     }
 
     #[test]

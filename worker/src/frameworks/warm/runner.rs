@@ -84,6 +84,10 @@ pub async fn start(
         }
         _ => process,
     };
+    // The runner lists the session's files as it starts when someone waits for them (vitest's
+    // only: the others cannot).
+    let list_to = job.list_to.clone().filter(|_| kind == Kind::Vitest);
+    let process = if list_to.is_some() { process.env("TESTGRID_LIST_FILES", "1") } else { process };
     let mut process = process
         .env("TESTGRID_RUNNER_SOCKET", &socket)
         .capture(RUNNER_LOG_LIMIT)
@@ -112,12 +116,28 @@ pub async fn start(
         writer,
         _dir: dir,
     };
-    match tokio::time::timeout(START_TIMEOUT, runner.lines.next()).await {
-        Ok(Ok(Read::Line(line))) if let Ok(FromRunner::Ready { shares }) = protocol::parse(&line) => {
+    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+    let ready = loop {
+        match tokio::time::timeout_at(deadline, runner.lines.next()).await {
+            Ok(Ok(Read::Line(line))) => match protocol::parse(&line) {
+                Ok(FromRunner::Ready { shares }) => break Some(shares),
+                Ok(FromRunner::Listed(listing)) => {
+                    // Whoever asked may have stopped waiting: then nobody needs it.
+                    if let Some(to) = &list_to {
+                        let _ = to.try_send(listing);
+                    }
+                }
+                _ => break None,
+            },
+            _ => break None,
+        }
+    };
+    match ready {
+        Some(shares) => {
             runner.shares = shares;
             Ok(runner)
         }
-        _ => {
+        None => {
             // It connected, then gave up (it could not load its framework, say): wait for it
             // to finish saying why; dropping the runner kills what is left of it.
             let _ = tokio::time::timeout(Duration::from_secs(2), runner.process.wait()).await;
@@ -486,7 +506,7 @@ async fn serve(
                     warn!("ignoring a line of {bytes} bytes the {} runner sent (at most {MAX_LINE})", runner.kind.name());
                 }
                 Ok(Read::Line(line)) => match protocol::parse_addressed(&line) {
-                    Ok((_, FromRunner::Ready { .. })) => {}
+                    Ok((_, FromRunner::Ready { .. } | FromRunner::Listed(_))) => {}
                     Ok((unit, message)) => {
                         // A unit forgotten (cancelled) is not heard any more.
                         let target = match unit {
