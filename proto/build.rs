@@ -4,8 +4,13 @@
 
 use std::path::PathBuf;
 
-const PROTOS: &[&str] =
-    &["testgrid/v1/common.proto", "testgrid/v1/worker.proto", "testgrid/v1/session.proto", "testgrid/v1/admin.proto"];
+const PROTOS: &[&str] = &[
+    "testgrid/v1/common.proto",
+    "testgrid/v1/blob.proto",
+    "testgrid/v1/worker.proto",
+    "testgrid/v1/session.proto",
+    "testgrid/v1/admin.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {

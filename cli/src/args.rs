@@ -153,6 +153,20 @@ pub struct RunArgs {
     /// Submit and print the session id without waiting (needs a grid).
     #[arg(long)]
     pub detach: bool,
+    /// A grid: run the tests in each worker's own --root (code baked into its image) instead of
+    /// sending this workspace. By default the workspace, as git sees it (plus .testgridignore),
+    /// is sent, only the files the grid lacks.
+    #[arg(long, env = "TESTGRID_NO_UPLOAD")]
+    pub no_upload: bool,
+    /// The most files a workspace sent to a grid may have.
+    #[arg(long, env = "TESTGRID_BUNDLE_MAX_FILES", default_value_t = crate::bundle::Limits::default().max_files)]
+    pub bundle_max_files: u64,
+    /// The most bytes a workspace sent to a grid may have (`8GiB`, `500MB`).
+    #[arg(long, env = "TESTGRID_BUNDLE_MAX_BYTES", default_value = "8GiB", value_parser = testgrid_proto::parse_bytes)]
+    pub bundle_max_bytes: u64,
+    /// The most bytes of one file of a workspace sent to a grid.
+    #[arg(long, env = "TESTGRID_BUNDLE_MAX_FILE_SIZE", default_value = "1GiB", value_parser = testgrid_proto::parse_bytes)]
+    pub bundle_max_file_size: u64,
     /// The Python that runs pytest on every worker (default: the worker's own: its
     /// TESTGRID_PYTHON, or `python3` on its PATH).
     #[arg(long, help_heading = PYTEST_HEADING)]

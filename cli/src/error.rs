@@ -225,6 +225,31 @@ pub enum Error {
     LocalAddr(std::io::Error),
     #[error("cannot create a folder for the local grid's coverage (is the temporary folder writable? set TMPDIR): {0}")]
     LocalCoverage(std::io::Error),
+    #[error("cannot walk the workspace to send it to the grid: {problem}")]
+    BundleWalk { problem: String },
+    #[error("cannot read {} to send it to the grid: {source}", path.display())]
+    BundleRead { path: PathBuf, source: std::io::Error },
+    #[error(
+        "the workspace has more than {limit} files to send to the grid: leave folders out with a .testgridignore \
+         (gitignore syntax), or raise the limit with --bundle-max-files"
+    )]
+    BundleTooManyFiles { limit: u64 },
+    #[error(
+        "the workspace's files add up to more than {limit} bytes to send to the grid: leave folders out with a \
+         .testgridignore (gitignore syntax), or raise the limit with --bundle-max-bytes"
+    )]
+    BundleTooLarge { limit: u64 },
+    #[error(
+        "{path} is {size} bytes, more than the {limit} bytes one file may have to be sent to the grid: leave it out \
+         with a .testgridignore, or raise the limit with --bundle-max-file-size"
+    )]
+    BundleFileTooLarge { path: String, size: u64, limit: u64 },
+    #[error("{path} cannot be sent to the grid: {problem}")]
+    BundleName { path: String, problem: String },
+    #[error("{} changed while it was sent to the grid: run again", path.display())]
+    BundleChanged { path: PathBuf },
+    #[error("the grid at {url} refused a blob of the workspace: {message}")]
+    BundleRefused { url: String, message: String },
 }
 
 impl Error {
@@ -288,6 +313,11 @@ impl Error {
             | ListFailed { .. }
             | NoRustTarget { .. }
             | NoRustTest { .. }
+            | BundleTooManyFiles { .. }
+            | BundleTooLarge { .. }
+            | BundleFileTooLarge { .. }
+            | BundleName { .. }
+            | BundleChanged { .. }
             | BadGridAddress { .. }
             | Rejected { .. } => exit::USAGE,
             NoTests { .. } | NoListedTests { .. } | NothingMatchesFilter { .. } => exit::NO_TESTS,
@@ -302,7 +332,10 @@ impl Error {
             | Signals(_)
             | LocalPort(_)
             | LocalAddr(_)
-            | LocalCoverage(_) => exit::INFRA,
+            | LocalCoverage(_)
+            | BundleWalk { .. }
+            | BundleRead { .. }
+            | BundleRefused { .. } => exit::INFRA,
         }
     }
 

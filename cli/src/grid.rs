@@ -35,6 +35,11 @@ impl Grid {
         Ok(Grid { url: target.url, channel })
     }
 
+    /// Send the grid what it lacks of `bundle` (see [`crate::bundle::upload`]).
+    pub async fn upload(&self, bundle: &crate::bundle::Bundle) -> Result<crate::bundle::upload::Uploaded, Error> {
+        crate::bundle::upload::upload(self.channel.clone(), &self.url, bundle).await
+    }
+
     fn sessions(&self) -> pb::session_service_client::SessionServiceClient<Channel> {
         client::sessions(self.channel.clone())
     }

@@ -30,6 +30,7 @@ macro_rules! err {
 }
 
 pub mod args;
+pub mod bundle;
 pub mod commands;
 pub mod config;
 pub mod discover;

@@ -70,6 +70,9 @@ pub struct Settings {
     pub max_worker_losses: Option<u32>,
     pub cancel_on_disconnect: bool,
     pub detach: bool,
+    /// Send the workspace to a grid (not `--no-upload`, not local mode).
+    pub upload: bool,
+    pub bundle_limits: crate::bundle::Limits,
     /// Rust tests: what `cargo test` builds (`--features`, `-p`, ...).
     pub cargo: CargoArgs,
     /// Whether a Rust option was given as a flag or in the environment (not only in
@@ -174,6 +177,12 @@ pub fn resolve(args: RunArgs, layers: Layers) -> Result<Settings, Error> {
         max_worker_losses: args.max_worker_losses,
         cancel_on_disconnect: args.cancel_on_disconnect,
         detach: args.detach,
+        upload: !args.no_upload,
+        bundle_limits: crate::bundle::Limits {
+            max_files: args.bundle_max_files,
+            max_bytes: args.bundle_max_bytes,
+            max_file_bytes: args.bundle_max_file_size,
+        },
         cargo: args.cargo,
         cargo_asked,
         framework_args: args.framework_args,

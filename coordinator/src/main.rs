@@ -39,6 +39,12 @@ struct Args {
     /// Finished sessions kept for `testgrid sessions` and `testgrid watch`; older ones are forgotten.
     #[arg(long, env = "TESTGRID_KEEP_SESSIONS", default_value_t = 1000)]
     keep_sessions: usize,
+    /// The most bytes the blob store (workspace files uploaded by CLIs, under --data-dir) holds.
+    #[arg(long, env = "TESTGRID_BLOB_STORE_SIZE", default_value = "20GiB", value_parser = parse_bytes)]
+    blob_store_size: u64,
+    /// The most bytes of one blob (one workspace file).
+    #[arg(long, env = "TESTGRID_MAX_BLOB_SIZE", default_value = "1GiB", value_parser = parse_bytes)]
+    max_blob_size: u64,
     /// Log format.
     #[arg(long, env = "TESTGRID_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -90,6 +96,8 @@ async fn run(args: Args) -> Result<(), Error> {
         },
         heartbeat_interval: args.heartbeat_interval,
         data_dir: Some(args.data_dir),
+        blob_store_bytes: args.blob_store_size,
+        max_blob_bytes: args.max_blob_size,
     };
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
@@ -127,4 +135,9 @@ async fn wait_for_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// `20GiB`, `512MiB`, `100MB`, `4096` (bytes).
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    testgrid_proto::parse_bytes(text)
 }

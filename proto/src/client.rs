@@ -7,12 +7,25 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::v1::admin_service_client::AdminServiceClient;
+use crate::v1::blob_service_client::BlobServiceClient;
 use crate::v1::session_service_client::SessionServiceClient;
 use crate::v1::worker_service_client::WorkerServiceClient;
 
 /// The largest message either side accepts: a submission of very many tests, a result with its
 /// bounded output and cases, a listing of many sessions.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The bytes of one `UploadChunk` or `DownloadChunk`.
+pub const BLOB_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Blobs up to this size go in `BatchUpload`s; bigger ones are streamed (`Upload`).
+pub const BATCH_BLOB_BYTES: u64 = 1024 * 1024;
+
+/// The most blob bytes one `BatchUpload` carries (well under [`MAX_MESSAGE_BYTES`]).
+pub const BATCH_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The most digests one `FindMissing` asks about.
+pub const FIND_MISSING_DIGESTS: usize = 10_000;
 
 /// How long opening a connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -78,6 +91,13 @@ pub fn workers(channel: Channel) -> WorkerServiceClient<Channel> {
 /// The admin service on `channel`, with the protocol's message limits.
 pub fn admin(channel: Channel) -> AdminServiceClient<Channel> {
     AdminServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// The blob service on `channel`, with the protocol's message limits.
+pub fn blobs(channel: Channel) -> BlobServiceClient<Channel> {
+    BlobServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }

@@ -29,6 +29,7 @@ pub mod go;
 pub mod js;
 pub mod logging;
 pub mod outcome;
+pub mod tree;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -79,9 +80,45 @@ pub fn parse_env_var(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// A size in bytes as flags take it: `4096`, `512KiB`, `100MB`, `20GiB` (`K`, `M`, `G`, `T` with
+/// `iB` are powers of 1024, with `B` powers of 1000; case and a space before the unit do not
+/// matter).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let bad = || format!("`{text}` is not a size (like 4096, 512MiB, 20GiB)");
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        _ => return Err(bad()),
+    };
+    number.checked_mul(factor).ok_or_else(|| format!("`{text}` is too large"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_take_units() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("512KiB"), Ok(512 * 1024));
+        assert_eq!(parse_bytes("20 GiB"), Ok(20 << 30));
+        assert_eq!(parse_bytes("100mb"), Ok(100_000_000));
+        assert_eq!(parse_bytes("2G"), Ok(2 << 30));
+        for bad in ["", "x", "1.5GiB", "-1", "10 parsecs", "99999999999999999999TiB"] {
+            assert!(parse_bytes(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn key_value_trims_both_sides_and_needs_a_key() {

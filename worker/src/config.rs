@@ -24,6 +24,10 @@ pub struct Config {
     pub labels: BTreeMap<String, String>,
     /// The workspace root: tests run with this as their working directory.
     pub root: PathBuf,
+    /// Run every test in `root`, even a session's that sent its workspace (the code is baked
+    /// into the image, or `root` is the CLI's own folder as in local mode). `false`: a session
+    /// with a workspace runs in its tree, materialised under `cache_dir`.
+    pub own_tree: bool,
     /// Output kept per test, in bytes (head and tail).
     pub output_limit: usize,
     /// Time between SIGTERM and SIGKILL when a test is stopped.
@@ -45,7 +49,15 @@ pub struct Config {
     /// A session whose warm runner to start as soon as it is known, before the session reaches
     /// this worker (see [`Prestart`]). `None`: runners start with their session's first test.
     pub prestart: Option<tokio::sync::watch::Receiver<Option<Prestart>>>,
+    /// Where sessions' workspace trees are materialised and their blobs cached (one worker per
+    /// folder). `None`: a temporary folder of this run's own, made when the first workspace comes.
+    pub cache_dir: Option<PathBuf>,
+    /// The most bytes the blob cache keeps.
+    pub cache_size: u64,
 }
+
+/// The blob cache's default size.
+pub const DEFAULT_CACHE_SIZE: u64 = 10 << 30;
 
 /// A session's warm runner, started ahead: local mode, whose CLI chooses the session's id before
 /// `Submit` and knows how its tests run while the framework is still listing them, so the
@@ -122,6 +134,7 @@ impl Config {
             name: default_name(),
             labels: BTreeMap::new(),
             root: root.into(),
+            own_tree: true,
             output_limit: DEFAULT_OUTPUT_LIMIT,
             kill_grace: DEFAULT_KILL_GRACE,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
@@ -131,6 +144,8 @@ impl Config {
             node: DEFAULT_NODE.to_string(),
             coverage_dir: None,
             prestart: None,
+            cache_dir: None,
+            cache_size: DEFAULT_CACHE_SIZE,
         }
     }
 }

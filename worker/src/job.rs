@@ -34,6 +34,9 @@ pub struct Job {
     /// A runner started ahead of its session sends the session's list of test files here (see
     /// [`crate::FileList`]).
     pub list_to: Option<std::sync::mpsc::SyncSender<crate::Listing>>,
+    /// The session's workspace tree: [`Job::root`] becomes its folder on this worker before the
+    /// job runs. `None`: the worker's own root.
+    pub workspace: Option<pb::Digest>,
 }
 
 /// An assignment the worker cannot run, and why.
@@ -59,6 +62,7 @@ impl Job {
             root: root.to_path_buf(),
             worker: worker.to_string(),
             list_to,
+            workspace: None,
         }
     }
 
@@ -86,6 +90,7 @@ impl Job {
             root: root.to_path_buf(),
             worker: worker.to_string(),
             list_to: None,
+            workspace: a.workspace,
         }))
     }
 
@@ -163,6 +168,7 @@ pub(crate) mod testing {
             root: root.to_path_buf(),
             worker: "test-worker".into(),
             list_to: None,
+            workspace: None,
         }
     }
 }

@@ -16,10 +16,11 @@ mod connection;
 mod exec;
 mod frameworks;
 mod job;
+mod workspace;
 
 pub use config::{
-    Config, DEFAULT_NODE, DEFAULT_OUTPUT_LIMIT, DEFAULT_PYTHON, Error, FileList, ListedFile, Listing, MAX_SLOTS,
-    Prestart, Recycle, Stop, default_name, default_slots,
+    Config, DEFAULT_CACHE_SIZE, DEFAULT_NODE, DEFAULT_OUTPUT_LIMIT, DEFAULT_PYTHON, Error, FileList, ListedFile,
+    Listing, MAX_SLOTS, Prestart, Recycle, Stop, default_name, default_slots,
 };
 pub use exec::kill_all_running;
 pub use frameworks::warm::coverage::{Merged, merge as merge_coverage};

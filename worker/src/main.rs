@@ -25,8 +25,11 @@ struct Args {
     #[arg(long = "label", env = "TESTGRID_LABELS", value_delimiter = ',', value_parser = testgrid_proto::parse_key_value)]
     labels: Vec<(String, String)>,
     /// The workspace root: the checkout the tests live in (baked into the image, or a volume).
-    #[arg(long, env = "TESTGRID_ROOT", default_value = ".")]
-    root: PathBuf,
+    /// Given, every test runs there, also a session that sent its workspace. Without it, a
+    /// session's workspace is materialised in a folder of its own (under --cache-dir), and a
+    /// session without one runs in the current folder.
+    #[arg(long, env = "TESTGRID_ROOT")]
+    root: Option<PathBuf>,
     /// Output kept per test in bytes (head and tail; the middle is dropped).
     #[arg(long, env = "TESTGRID_OUTPUT_LIMIT", default_value_t = testgrid_worker::DEFAULT_OUTPUT_LIMIT)]
     output_limit: usize,
@@ -53,6 +56,13 @@ struct Args {
     /// The Node that vitest and jest runners start.
     #[arg(long, env = "TESTGRID_NODE", default_value = testgrid_worker::DEFAULT_NODE)]
     node: String,
+    /// Where sessions' workspaces are materialised and their files cached, kept across restarts
+    /// (one worker per folder). Default: a temporary folder, removed when the worker stops.
+    #[arg(long, env = "TESTGRID_CACHE_DIR", value_hint = clap::ValueHint::DirPath)]
+    cache_dir: Option<PathBuf>,
+    /// The most bytes the file cache keeps (`10GiB`, `500MB`); the least recently used go first.
+    #[arg(long, env = "TESTGRID_CACHE_SIZE", default_value = "10GiB", value_parser = testgrid_proto::parse_bytes)]
+    cache_size: u64,
     /// Log format.
     #[arg(long, env = "TESTGRID_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -72,7 +82,8 @@ fn main() -> ExitCode {
         slots: args.slots.unwrap_or_else(testgrid_worker::default_slots),
         name: args.name.unwrap_or_else(testgrid_worker::default_name),
         labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
-        root: args.root,
+        own_tree: args.root.is_some(),
+        root: args.root.unwrap_or_else(|| PathBuf::from(".")),
         output_limit: args.output_limit.max(2),
         kill_grace: args.kill_grace,
         drain_timeout: args.drain_timeout,
@@ -85,6 +96,8 @@ fn main() -> ExitCode {
         coverage_dir: None,
         // A grid worker learns of a session from its first assignment.
         prestart: None,
+        cache_dir: args.cache_dir,
+        cache_size: args.cache_size,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

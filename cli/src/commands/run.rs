@@ -80,7 +80,10 @@ pub async fn run(args: RunArgs, layers: Layers) -> Result<u8, Error> {
             (found, Grid::connect(&local.url).await?, Some((local, local_grid)), Some(id), Some(early))
         }
     };
-    let spec = session_spec(&settings, &found);
+    let mut spec = session_spec(&settings, &found);
+    if local.is_none() && settings.upload {
+        spec.workspace = Some(send_workspace(&settings, &grid).await?);
+    }
     // Take over SIGINT before the session exists, so no Ctrl-C can fall between submitting and
     // being ready to cancel.
     let signals = match taken {
@@ -164,6 +167,59 @@ fn session_spec(settings: &Settings, found: &Discovered) -> pb::SessionSpec {
         max_worker_losses: settings.max_worker_losses.unwrap_or(0),
         cancel_on_disconnect: settings.cancel_on_disconnect,
         runner: Some(pb::Runner::from(&found.runner)),
+        workspace: None,
+    }
+}
+
+/// Build the workspace's tree and send the grid the blobs it lacks: the session's workspace.
+async fn send_workspace(settings: &Settings, grid: &Grid) -> Result<pb::Digest, Error> {
+    let (root, limits) = (settings.root.clone(), settings.bundle_limits);
+    let index = crate::bundle::index::path_for(&root);
+    let bundle = tokio::task::spawn_blocking(move || crate::bundle::build(&root, &limits, index.as_deref()))
+        .await
+        // Building does not panic; if it did, this CLI goes down the same way.
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+    let sent = grid.upload(&bundle).await?;
+    let stats = &bundle.stats;
+    if settings.output.json {
+        out!(
+            "{}",
+            serde_json::json!({
+                "event": "workspace",
+                "root": bundle.root.hash,
+                "files": stats.files,
+                "bytes": stats.bytes,
+                "directories": stats.directories,
+                "hashed_files": stats.hashed,
+                "hashed_bytes": stats.hashed_bytes,
+                "build_ms": stats.millis,
+                "blobs": sent.blobs,
+                "missing_blobs": sent.missing,
+                "uploaded_bytes": sent.bytes,
+                "upload_ms": sent.millis,
+            })
+        );
+    } else if !settings.output.quiet {
+        err!(
+            "testgrid: workspace of {} files ({}) sent: {} of {} blobs were new ({}) in {:.1} s",
+            stats.files,
+            human_bytes(stats.bytes),
+            sent.missing,
+            sent.blobs,
+            human_bytes(sent.bytes),
+            (stats.millis + sent.millis) as f64 / 1000.0
+        );
+    }
+    Ok(bundle.root)
+}
+
+/// `12.3 MB`.
+fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1_000_000_000 => format!("{:.1} GB", b as f64 / 1e9),
+        b if b >= 1_000_000 => format!("{:.1} MB", b as f64 / 1e6),
+        b if b >= 1_000 => format!("{:.1} kB", b as f64 / 1e3),
+        b => format!("{b} B"),
     }
 }
 

@@ -30,6 +30,8 @@ fn request(root: &Path, paths: Vec<PathBuf>, framework: impl Into<FrameworkChoic
         max_worker_losses: None,
         cancel_on_disconnect: false,
         detach: false,
+        upload: true,
+        bundle_limits: crate::bundle::Limits::default(),
         cargo: Default::default(),
         cargo_asked: false,
         framework_args: Vec::new(),

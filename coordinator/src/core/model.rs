@@ -119,6 +119,17 @@ pub struct SessionSpec {
     /// Cancel the session once no client has watched it for the liveness timeout.
     #[serde(default)]
     pub cancel_on_disconnect: bool,
+    /// The workspace tree the tests run in (its root manifest's digest, checked when submitted);
+    /// `None`: workers run them in their own root. Passed on to workers untouched.
+    #[serde(default)]
+    pub workspace: Option<Workspace>,
+}
+
+/// A workspace tree by its root manifest's digest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Workspace {
+    pub hash: String,
+    pub size_bytes: u64,
 }
 
 /// What a worker says about itself when it joins.

@@ -26,6 +26,7 @@ pub(super) fn spec(tests: usize) -> SessionSpec {
         session_timeout_ms: 0,
         max_worker_losses: 0,
         cancel_on_disconnect: false,
+        workspace: None,
     }
 }
 

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::core::{
     AssignmentKey, CaseResult, Event, Outcome, Report, Runner, SessionId, SessionSpec, SessionView, Totals, WorkerSpec,
-    WorkerView,
+    WorkerView, Workspace,
 };
 
 /// A message from a client or worker that cannot be used as it is.
@@ -187,6 +187,14 @@ impl TryFrom<pb::SessionSpec> for SessionSpec {
                 return Err(BadMessage::Invalid { field: "env", problem: format!("bad variable name {key:?}") });
             }
         }
+        let workspace = match s.workspace {
+            Some(digest) => {
+                testgrid_proto::tree::check_digest(&digest)
+                    .map_err(|problem| BadMessage::Invalid { field: "workspace", problem })?;
+                Some(Workspace { hash: digest.hash, size_bytes: digest.size_bytes })
+            }
+            None => None,
+        };
         Ok(SessionSpec {
             name: s.name,
             tests,
@@ -198,6 +206,7 @@ impl TryFrom<pb::SessionSpec> for SessionSpec {
             session_timeout_ms: s.session_timeout_ms,
             max_worker_losses: s.max_worker_losses,
             cancel_on_disconnect: s.cancel_on_disconnect,
+            workspace,
         })
     }
 }

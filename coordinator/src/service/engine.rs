@@ -266,6 +266,10 @@ impl Engine {
                     env: spec.env.clone().into_iter().collect(),
                     timeout_ms: spec.test_timeout_ms,
                     runner: Some(pb::Runner::from(&spec.runner)),
+                    workspace: spec
+                        .workspace
+                        .as_ref()
+                        .map(|w| pb::Digest { hash: w.hash.clone(), size_bytes: w.size_bytes }),
                 });
                 debug!(worker_id = %worker, session_id = %assignment.key.session, test = %assignment.path,
                        attempt = assignment.key.attempt, "assign");

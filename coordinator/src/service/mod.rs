@@ -2,6 +2,7 @@
 //! and metrics. [`serve`] runs them all until the shutdown token is cancelled.
 
 mod admin;
+mod blob;
 pub mod convert;
 pub mod engine;
 mod http;
@@ -33,13 +34,29 @@ pub struct Config {
     pub core: core::Config,
     /// How often workers must heartbeat.
     pub heartbeat_interval: Duration,
-    /// Where state lives (created if missing). Sessions are in memory for now.
+    /// Where state lives (created if missing): the blob store (`blobs/`). Sessions are in memory
+    /// for now. `None` (local mode): no blobs are kept.
     pub data_dir: Option<PathBuf>,
+    /// The most bytes the blob store holds.
+    pub blob_store_bytes: u64,
+    /// The most bytes of one blob.
+    pub max_blob_bytes: u64,
 }
+
+/// The blob store's default size.
+pub const DEFAULT_BLOB_STORE_BYTES: u64 = 20 << 30;
+/// One blob's default limit.
+pub const DEFAULT_MAX_BLOB_BYTES: u64 = 1 << 30;
 
 impl Default for Config {
     fn default() -> Self {
-        Config { core: core::Config::default(), heartbeat_interval: Duration::from_secs(1), data_dir: None }
+        Config {
+            core: core::Config::default(),
+            heartbeat_interval: Duration::from_secs(1),
+            data_dir: None,
+            blob_store_bytes: DEFAULT_BLOB_STORE_BYTES,
+            max_blob_bytes: DEFAULT_MAX_BLOB_BYTES,
+        }
     }
 }
 
@@ -67,9 +84,16 @@ pub async fn serve(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    if let Some(dir) = &config.data_dir {
-        std::fs::create_dir_all(dir).map_err(|source| Error::DataDir { path: dir.clone(), source })?;
-    }
+    let blob_store: Option<Arc<dyn crate::blobs::BlobStore>> = match &config.data_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|source| Error::DataDir { path: dir.clone(), source })?;
+            let blobs = dir.join("blobs");
+            let store = crate::blobs::FsStore::open(&blobs, config.blob_store_bytes, config.max_blob_bytes)
+                .map_err(|source| Error::DataDir { path: blobs, source })?;
+            Some(Arc::new(store))
+        }
+        None => None,
+    };
     let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
     let metrics = Arc::new(metrics::Metrics::default());
     let liveness_timeout = Duration::from_millis(config.core.liveness_timeout_ms);
@@ -95,8 +119,10 @@ pub async fn serve(
         liveness_timeout,
         prefetch_per_slot,
     };
-    let session_svc = session::SessionSvc { engine: engine.clone(), store, shutdown: shutdown.clone() };
+    let session_svc =
+        session::SessionSvc { engine: engine.clone(), store, shutdown: shutdown.clone(), blobs: blob_store.clone() };
     let admin_svc = admin::AdminSvc { engine };
+    let blob_svc = blob::BlobSvc { store: blob_store };
 
     let http_task = match http {
         Some(listener) => {
@@ -129,6 +155,11 @@ pub async fn serve(
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(pb::admin_service_server::AdminServiceServer::new(admin_svc))
+        .add_service(
+            pb::blob_service_server::BlobServiceServer::new(blob_svc)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown.clone().cancelled_owned())
         .await?;
     shutdown.cancel();

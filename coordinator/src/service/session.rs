@@ -20,7 +20,12 @@ pub struct SessionSvc {
     pub store: Arc<dyn SessionStore>,
     /// Ends open `Watch` streams when the coordinator stops, so that it can stop.
     pub shutdown: CancellationToken,
+    /// Where submitted workspaces' blobs are (`None`: none are kept, none can be submitted).
+    pub blobs: Option<Arc<dyn crate::blobs::BlobStore>>,
 }
+
+/// The most entries (files, symlinks, folders) a submitted workspace may have.
+const MAX_WORKSPACE_ENTRIES: u64 = 2_000_000;
 
 fn not_found(id: SessionId) -> Status {
     Status::not_found(format!("no session {id} on this coordinator; `testgrid sessions` lists the sessions it knows"))
@@ -83,6 +88,18 @@ impl pb::session_service_server::SessionService for SessionSvc {
         };
         let spec = request.spec.ok_or_else(|| Status::invalid_argument("missing field `spec`"))?;
         let spec = SessionSpec::try_from(spec)?;
+        if let Some(workspace) = &spec.workspace {
+            let store = self.blobs.clone().ok_or_else(|| {
+                Status::failed_precondition(
+                    "this coordinator keeps no blobs (it runs without a --data-dir): submit without a workspace",
+                )
+            })?;
+            let root = pb::Digest { hash: workspace.hash.clone(), size_bytes: workspace.size_bytes };
+            tokio::task::spawn_blocking(move || crate::blobs::check_tree(store.as_ref(), &root, MAX_WORKSPACE_ENTRIES))
+                .await
+                .map_err(|e| Status::internal(format!("checking the workspace failed: {e}")))?
+                .map_err(|problem| Status::failed_precondition(format!("the workspace cannot be used: {problem}")))?;
+        }
         let id = self.engine.ask(|reply| Command::Submit { spec, id, reply }).await?.map_err(|id| {
             Status::already_exists(format!(
                 "session {id} exists already: choose another id, or leave `session_id` empty"

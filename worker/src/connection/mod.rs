@@ -50,6 +50,34 @@ pub async fn run<E: Executor>(config: Config, root: &Path, executor: Arc<E>, sto
     target.keepalive_while_idle = true;
     let endpoint = target.endpoint().map_err(|e| Error::BadGrid { grid: config.grid.clone(), problem: e.problem })?;
     let mut backoff = Backoff::new();
+    let workspaces = Arc::new(crate::workspace::Shared::new(config.cache_dir.clone(), config.cache_size));
+    // Idle sessions' folders go; all of them when the worker stops.
+    let sweeper = {
+        let workspaces = Arc::clone(&workspaces);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                every.tick().await;
+                workspaces.sweep(false);
+            }
+        })
+    };
+    let result = serve(&config, root, executor, &stop, &endpoint, &mut backoff, &workspaces).await;
+    sweeper.abort();
+    workspaces.sweep(true);
+    result
+}
+
+/// [`run`]'s loop of connections.
+async fn serve<E: Executor>(
+    config: &Config,
+    root: &Path,
+    executor: Arc<E>,
+    stop: &Stop,
+    endpoint: &tonic::transport::Endpoint,
+    backoff: &mut Backoff,
+    workspaces: &Arc<crate::workspace::Shared>,
+) -> Result<(), Error> {
     loop {
         if stop.requested() {
             return Ok(());
@@ -58,7 +86,7 @@ pub async fn run<E: Executor>(config: Config, root: &Path, executor: Arc<E>, sto
             () = stop.drain.cancelled() => return Ok(()),
             () = stop.now.cancelled() => return Ok(()),
             channel = tokio::time::timeout(HANDSHAKE_TIMEOUT, endpoint.connect()) => match channel {
-                Ok(Ok(channel)) => attach(&config, root, channel, Arc::clone(&executor), &stop, &mut backoff).await,
+                Ok(Ok(channel)) => attach(config, root, channel, Arc::clone(&executor), stop, backoff, workspaces).await,
                 Ok(Err(e)) => Err(Problem::Retry(format!("cannot reach the coordinator at {}: {}", config.grid, testgrid_proto::error_chain(&e)))),
                 Err(_) => Err(Problem::Retry(format!("cannot reach the coordinator at {}: no answer within {}s", config.grid, HANDSHAKE_TIMEOUT.as_secs()))),
             },
@@ -106,6 +134,11 @@ struct Link<E> {
     tasks: JoinSet<(u32, pb::AssignmentRef, pb::TestReport)>,
     /// What each task runs, for a task that panicked.
     running: HashMap<tokio::task::Id, (u32, pb::AssignmentRef)>,
+    /// Sessions' workspace folders, and the channel their blobs come through.
+    workspaces: Arc<crate::workspace::Shared>,
+    channel: tonic::transport::Channel,
+    /// Every test runs in the worker's root ([`Config::own_tree`]).
+    own_tree: bool,
 }
 
 impl<E: Executor> Link<E> {
@@ -130,7 +163,35 @@ impl<E: Executor> Link<E> {
                     self.send(ToCoordinator::TestStarted(started)).await?;
                     let executor = Arc::clone(&self.executor);
                     let assignment = job.assignment.clone();
+                    let (workspaces, channel) = (Arc::clone(&self.workspaces), self.channel.clone());
+                    let tree = job.workspace.clone().filter(|_| !self.own_tree);
                     let task = self.tasks.spawn(async move {
+                        let mut job = job;
+                        // The session's own tree, when it sent one: the test runs there.
+                        let _in_use = match tree {
+                            Some(digest) => {
+                                let started = std::time::Instant::now();
+                                let got = tokio::select! {
+                                    got = in_workspace(&workspaces, &job, &digest, &channel) => got,
+                                    () = cancel.cancelled() => {
+                                        let report = crate::exec::report::simple(pb::Outcome::Cancelled, "cancelled", started);
+                                        return (slot, job.assignment, report);
+                                    }
+                                };
+                                match got {
+                                    Ok(in_use) => {
+                                        job.root = in_use.root.clone();
+                                        Some(in_use)
+                                    }
+                                    Err(problem) => {
+                                        warn!(test = %job.path, "{problem}");
+                                        let report = crate::exec::report::simple(pb::Outcome::Error, problem, started);
+                                        return (slot, job.assignment, report);
+                                    }
+                                }
+                            }
+                            None => None,
+                        };
                         // The token is a child of the connection's: a connection that goes away
                         // cancels it too. Draining does not: a running test may finish.
                         let report = executor.run(slot, &job, cancel).await;
@@ -168,6 +229,19 @@ impl<E: Executor> Link<E> {
     }
 }
 
+/// The folder of `job`'s session tree on this worker, or why there is none.
+async fn in_workspace(
+    workspaces: &crate::workspace::Shared,
+    job: &Job,
+    digest: &pb::Digest,
+    channel: &tonic::transport::Channel,
+) -> Result<crate::workspace::InUse, String> {
+    let why =
+        |problem: String| format!("the session's workspace could not be set up on worker {}: {problem}", job.worker);
+    let workspaces = workspaces.get().await.map_err(why)?;
+    workspaces.acquire(&job.assignment.session_id, digest, channel).await.map_err(why)
+}
+
 /// One connection's life. `Ok` when the worker is shutting down; `Err` when the connection was
 /// lost (reconnect) or refused (give up).
 async fn attach<E: Executor>(
@@ -177,7 +251,9 @@ async fn attach<E: Executor>(
     executor: Arc<E>,
     stop: &Stop,
     backoff: &mut Backoff,
+    workspaces: &Arc<crate::workspace::Shared>,
 ) -> Result<(), Problem> {
+    let blob_channel = channel.clone();
     let mut client = testgrid_proto::client::workers(channel);
     let (out_tx, out_rx) = mpsc::channel::<pb::WorkerMessage>(OUTBOUND_QUEUE);
     let register = pb::Register {
@@ -218,7 +294,15 @@ async fn attach<E: Executor>(
     // `conn` ends with this connection and kills what runs.
     let conn = stop.now.child_token();
     let mut state = Slots::new(config.slots, conn.clone());
-    let mut link = Link { out: out_tx, executor, tasks: JoinSet::new(), running: HashMap::new() };
+    let mut link = Link {
+        out: out_tx,
+        executor,
+        tasks: JoinSet::new(),
+        running: HashMap::new(),
+        workspaces: Arc::clone(workspaces),
+        channel: blob_channel,
+        own_tree: config.own_tree,
+    };
     let closed = || "the stream to the coordinator closed".to_string();
 
     let heartbeat_every = Duration::from_millis(welcome.heartbeat_interval_ms.max(50));

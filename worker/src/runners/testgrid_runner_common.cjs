@@ -24,9 +24,17 @@ function escapeRegExp(text) {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
-/** One JSON object per line each way over the worker's Unix socket. */
+/**
+ * One JSON object per line each way over the worker's Unix socket. `batched`: lines sent in one
+ * turn of the event loop go in one write (vitest's reporter hears a batch of its test workers'
+ * results at once: a write, and a wakeup of the worker, per batch rather than per line). Only for
+ * a runner whose tests run in other processes: a line held back is lost if the runner itself dies
+ * before the turn ends.
+ */
 class Channel {
-  constructor(socketPath, log) {
+  constructor(socketPath, log, { batched = false } = {}) {
+    this.batched = batched;
+    this.held = [];
     this.socket = net.createConnection(socketPath);
     this.socket.setEncoding('utf8');
     this.buffer = '';
@@ -85,7 +93,27 @@ class Channel {
   }
 
   send(message) {
-    if (this.socket.writable) this.socket.write(JSON.stringify(message) + '\n');
+    const line = JSON.stringify(message) + '\n';
+    if (!this.batched) {
+      if (this.socket.writable) this.socket.write(line);
+      return;
+    }
+    this.held.push(line);
+    if (this.held.length === 1) setImmediate(() => this.flush());
+  }
+
+  /** Write the lines held back (see `batched`). */
+  flush() {
+    if (this.held.length === 0) return;
+    const text = this.held.join('');
+    this.held = [];
+    if (this.socket.writable) this.socket.write(text);
+  }
+
+  /** Flush, then close the socket. */
+  end() {
+    this.flush();
+    this.socket.end();
   }
 }
 

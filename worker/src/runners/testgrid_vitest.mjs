@@ -689,7 +689,8 @@ async function main() {
     log('uncaught exception:', errorText(error));
     if (running) running.errors.push(`Uncaught exception: ${errorText(error)}`);
   });
-  const channel = new Channel(socketPath, log);
+  // vitest's tests run in its test workers, never in this process: lines may wait for the turn's end.
+  const channel = new Channel(socketPath, log, { batched: true });
   await channel.connected();
   const state = await startVitest(channel);
   // A runner of several slots is no slot's: its test workers (forked from here, later) must not
@@ -715,7 +716,7 @@ async function main() {
   // Close vitest (its pool, coverage, vite server); never hang on it.
   const closing = state.vitest.close().catch((e) => log('closing vitest failed:', errorText(e)));
   await Promise.race([closing, new Promise((resolve) => setTimeout(resolve, 20000).unref())]);
-  channel.socket.end();
+  channel.end();
   process.exit(0);
 }
 

@@ -1,0 +1,255 @@
+//! Where the coordinator keeps blobs (workspace files and manifests, by digest): behind
+//! [`BlobStore`], so that a large grid can put an S3-compatible object store behind the same
+//! calls later. [`FsStore`] keeps them as files under `--data-dir`, each written whole or not at
+//! all (a temporary file, fsync, rename) and only once its bytes hash to its digest.
+//!
+//! It must not speak gRPC (that is `service/blob.rs`) or know sessions.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use testgrid_proto as pb;
+use testgrid_proto::tree;
+
+/// Why a blob was not stored or read.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("{0}")]
+    BadDigest(String),
+    #[error("the bytes sent hash to {got}, not to the digest {want} they were sent as")]
+    Mismatch { want: String, got: String },
+    #[error("a blob of {size} bytes is over the coordinator's limit of {limit} bytes per blob (--max-blob-size)")]
+    TooLarge { size: u64, limit: u64 },
+    #[error("the coordinator's blob store is full ({limit} bytes, --blob-store-size)")]
+    Full { limit: u64 },
+    #[error("the blob store failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A blob being written: bytes in order, then [`BlobWrite::commit`], which stores it only if
+/// they hash to its digest.
+pub trait BlobWrite: Send {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), BlobError>;
+    fn commit(self: Box<Self>) -> Result<(), BlobError>;
+}
+
+/// Blobs by digest.
+pub trait BlobStore: Send + Sync + 'static {
+    fn contains(&self, digest: &pb::Digest) -> bool;
+    /// Start writing `digest`'s blob. Writing one that is already held is harmless.
+    fn write(&self, digest: &pb::Digest) -> Result<Box<dyn BlobWrite>, BlobError>;
+    /// The blob's bytes, if held.
+    fn open(&self, digest: &pb::Digest) -> Result<Option<Box<dyn Read + Send>>, BlobError>;
+
+    /// Store a whole blob.
+    fn put(&self, digest: &pb::Digest, bytes: &[u8]) -> Result<(), BlobError> {
+        let mut w = self.write(digest)?;
+        w.write(bytes)?;
+        w.commit()
+    }
+}
+
+/// Blobs as files: `ROOT/ab/abcdef…` (by the hash's first two characters), temporary files in
+/// `ROOT/tmp`.
+pub struct FsStore {
+    root: PathBuf,
+    /// The most bytes all blobs may take.
+    capacity: u64,
+    /// The most bytes of one blob.
+    max_blob: u64,
+    used: std::sync::Arc<AtomicU64>,
+}
+
+impl FsStore {
+    /// The store under `root` (created if missing), its size counted from what is there.
+    pub fn open(root: &Path, capacity: u64, max_blob: u64) -> std::io::Result<FsStore> {
+        std::fs::create_dir_all(root.join("tmp"))?;
+        // Temporary files of a coordinator that stopped mid-upload are of no use.
+        for entry in std::fs::read_dir(root.join("tmp"))? {
+            let _ = std::fs::remove_file(entry?.path());
+        }
+        let mut used = 0;
+        for shard in std::fs::read_dir(root)? {
+            let shard = shard?;
+            if shard.file_name() == "tmp" || !shard.file_type()?.is_dir() {
+                continue;
+            }
+            for blob in std::fs::read_dir(shard.path())? {
+                used += blob?.metadata()?.len();
+            }
+        }
+        Ok(FsStore { root: root.to_path_buf(), capacity, max_blob, used: std::sync::Arc::new(AtomicU64::new(used)) })
+    }
+
+    /// Bytes held.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn path(&self, digest: &pb::Digest) -> Result<PathBuf, BlobError> {
+        tree::check_digest(digest).map_err(BlobError::BadDigest)?;
+        Ok(self.root.join(&digest.hash[..2]).join(&digest.hash))
+    }
+}
+
+impl BlobStore for FsStore {
+    fn contains(&self, digest: &pb::Digest) -> bool {
+        self.path(digest).is_ok_and(|p| std::fs::metadata(p).is_ok_and(|m| m.len() == digest.size_bytes))
+    }
+
+    fn write(&self, digest: &pb::Digest) -> Result<Box<dyn BlobWrite>, BlobError> {
+        let path = self.path(digest)?;
+        if digest.size_bytes > self.max_blob {
+            return Err(BlobError::TooLarge { size: digest.size_bytes, limit: self.max_blob });
+        }
+        if self.used() + digest.size_bytes > self.capacity {
+            return Err(BlobError::Full { limit: self.capacity });
+        }
+        let file = tempfile::NamedTempFile::new_in(self.root.join("tmp"))?;
+        Ok(Box::new(FsWrite {
+            want: digest.clone(),
+            path,
+            file,
+            hasher: tree::Hasher::default(),
+            used: std::sync::Arc::clone(&self.used),
+        }))
+    }
+
+    fn open(&self, digest: &pb::Digest) -> Result<Option<Box<dyn Read + Send>>, BlobError> {
+        match std::fs::File::open(self.path(digest)?) {
+            Ok(file) => Ok(Some(Box::new(file))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+struct FsWrite {
+    want: pb::Digest,
+    path: PathBuf,
+    file: tempfile::NamedTempFile,
+    hasher: tree::Hasher,
+    used: std::sync::Arc<AtomicU64>,
+}
+
+impl BlobWrite for FsWrite {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), BlobError> {
+        // More bytes than the digest says: refused before they are written.
+        if self.hasher.size() + bytes.len() as u64 > self.want.size_bytes {
+            return Err(BlobError::Mismatch { want: self.want.hash.clone(), got: "a longer blob".into() });
+        }
+        self.hasher.update(bytes);
+        self.file.write_all(bytes)?;
+        Ok(())
+    }
+
+    fn commit(self: Box<Self>) -> Result<(), BlobError> {
+        let got = self.hasher.finish();
+        if got != self.want {
+            return Err(BlobError::Mismatch { want: self.want.hash.clone(), got: got.hash });
+        }
+        self.file.as_file().sync_all()?;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let existed = self.path.exists();
+        // Two uploads of one blob: both hold the same bytes, whichever rename lands last wins.
+        self.file.persist(&self.path).map_err(|e| e.error)?;
+        if !existed {
+            self.used.fetch_add(self.want.size_bytes, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// The most bytes of one manifest read while checking a tree.
+const MAX_MANIFEST_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What a tree holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TreeStats {
+    pub files: u64,
+    pub bytes: u64,
+    pub directories: u64,
+}
+
+/// Check the tree whose root manifest is `root`: every manifest held, canonical and safe
+/// ([`tree::check_directory`]), every file blob held, at most `max_entries` entries. The
+/// message says what is wrong, naming the first missing blob.
+pub fn check_tree(store: &dyn BlobStore, root: &pb::Digest, max_entries: u64) -> Result<TreeStats, String> {
+    let mut stats = TreeStats::default();
+    let mut queue = vec![(root.clone(), 0usize)];
+    let mut seen = std::collections::HashSet::new();
+    while let Some((digest, depth)) = queue.pop() {
+        if !seen.insert(digest.hash.clone()) {
+            continue;
+        }
+        if digest.size_bytes > MAX_MANIFEST_BYTES {
+            return Err(format!("a manifest of {} bytes (at most {MAX_MANIFEST_BYTES})", digest.size_bytes));
+        }
+        let mut bytes = Vec::new();
+        match store.open(&digest).map_err(|e| e.to_string())? {
+            Some(reader) => reader.take(MAX_MANIFEST_BYTES).read_to_end(&mut bytes).map_err(|e| e.to_string())?,
+            None => return Err(format!("the workspace's manifest {} is not uploaded", digest.hash)),
+        };
+        let dir: pb::Directory = prost::Message::decode(bytes.as_slice())
+            .map_err(|e| format!("manifest {} is not a Directory: {e}", digest.hash))?;
+        tree::check_directory(&dir, depth)?;
+        stats.directories += 1;
+        stats.files += (dir.files.len() + dir.symlinks.len()) as u64;
+        if stats.files + stats.directories > max_entries {
+            return Err(format!("the workspace has more than {max_entries} entries"));
+        }
+        for file in &dir.files {
+            // check_directory made sure every file has a digest.
+            let Some(d) = &file.digest else { continue };
+            if !store.contains(d) {
+                return Err(format!("the workspace's file {} ({}) is not uploaded", file.name, d.hash));
+            }
+            stats.bytes += d.size_bytes;
+        }
+        for sub in &dir.directories {
+            if let Some(d) = &sub.digest {
+                queue.push((d.clone(), depth + 1));
+            }
+        }
+    }
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blob_is_stored_only_when_it_matches_its_digest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FsStore::open(dir.path(), 1 << 20, 1 << 16).expect("a store");
+        let digest = tree::digest_of(b"hello");
+        assert!(!store.contains(&digest));
+        store.put(&digest, b"hello").expect("stored");
+        assert!(store.contains(&digest));
+        store.put(&digest, b"hello").expect("stored twice: harmless");
+        assert_eq!(store.used(), 5);
+        let mut back = String::new();
+        store.open(&digest).expect("opens").expect("held").read_to_string(&mut back).expect("reads");
+        assert_eq!(back, "hello");
+
+        let other = tree::digest_of(b"other");
+        assert!(matches!(store.put(&other, b"wrong"), Err(BlobError::Mismatch { .. })));
+        assert!(!store.contains(&other), "a mismatch is not stored");
+        assert!(matches!(store.put(&other, b"other!"), Err(BlobError::Mismatch { .. })), "longer");
+        let bad = pb::Digest { hash: "../../etc/passwd".into(), size_bytes: 1 };
+        assert!(matches!(store.put(&bad, b"x"), Err(BlobError::BadDigest(_))));
+        assert!(store.open(&bad).is_err());
+        let big = pb::Digest { size_bytes: 1 << 17, ..tree::digest_of(b"x") };
+        assert!(matches!(store.write(&big), Err(BlobError::TooLarge { .. })));
+        let tmp_left = std::fs::read_dir(dir.path().join("tmp")).expect("tmp").count();
+        assert_eq!(tmp_left, 0, "refused writes leave no temporary file");
+
+        // Reopened, it counts what it holds; full, it refuses more.
+        let full = FsStore::open(dir.path(), 8, 1 << 16).expect("a store");
+        assert_eq!(full.used(), 5);
+        assert!(matches!(full.put(&tree::digest_of(b"four"), b"four"), Err(BlobError::Full { limit: 8 })));
+    }
+}

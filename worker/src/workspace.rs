@@ -1,0 +1,476 @@
+//! Sessions' workspace trees on this worker: each session that names a workspace
+//! (`Assign.workspace`) gets a folder of its own, `CACHE/sessions/SESSION/`, materialised from
+//! the coordinator's blobs: manifests checked before anything is written ([`tree::check_directory`]),
+//! each blob downloaded once into the worker's cache (`CACHE/blobs/`, verified against its
+//! digest, kept up to `--cache-size`, least recently used evicted first) and hard-linked into the
+//! session's folder (copied where the filesystem cannot link, said once in the log). Links are
+//! checked, resolved, to stay inside the folder. A session's folder goes when no test of it has
+//! run on this worker for [`IDLE_LIMIT`], when the worker stops, or at the next start.
+//!
+//! Cached blobs are read-only (0444, 0555 for executables): a hard-linked file is the cache's
+//! own, and a test must not change what the next session gets.
+//!
+//! It must not know frameworks or the slots; the connection asks it for a session's folder.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use testgrid_proto as pb;
+use testgrid_proto::tree;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+use tracing::{info, warn};
+
+use crate::exec::lock;
+
+/// A session's folder unused this long is removed (longer than a warm runner's idle limit, so
+/// that its runner has gone first).
+pub const IDLE_LIMIT: Duration = Duration::from_secs(120);
+
+/// The most entries one workspace may have on this worker.
+const MAX_ENTRIES: u64 = 2_000_000;
+
+/// The most bytes of one manifest.
+const MAX_MANIFEST_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Downloads at once.
+const PARALLEL_DOWNLOADS: usize = 8;
+
+/// One session's folder.
+struct Tree {
+    /// Taken while it is materialised, so that a session's slots wait for one materialisation.
+    ready: Arc<tokio::sync::Mutex<Option<PathBuf>>>,
+    /// Tests of the session running on it now.
+    active: usize,
+    last_used: Instant,
+}
+
+/// Every session's folder on this worker, and the blob cache they are made from.
+pub struct Workspaces {
+    cache: PathBuf,
+    capacity: u64,
+    trees: Mutex<HashMap<String, Arc<Mutex<Tree>>>>,
+    /// Cached blobs' sizes and when each was last used (for eviction).
+    blobs: Mutex<HashMap<String, (u64, Instant)>>,
+    copied_once: std::sync::Once,
+}
+
+/// A session's folder in use: dropped when the test is done with it.
+pub struct InUse {
+    tree: Arc<Mutex<Tree>>,
+    pub root: PathBuf,
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        let mut tree = lock(&self.tree);
+        tree.active = tree.active.saturating_sub(1);
+        tree.last_used = Instant::now();
+    }
+}
+
+impl Workspaces {
+    /// The workspaces under `cache` (created if missing); folders a previous run left are
+    /// removed, cached blobs counted.
+    pub fn open(cache: &Path, capacity: u64) -> std::io::Result<Workspaces> {
+        for dir in ["blobs/tmp", "sessions"] {
+            std::fs::create_dir_all(cache.join(dir))?;
+        }
+        for entry in std::fs::read_dir(cache.join("sessions"))? {
+            remove_tree(&entry?.path());
+        }
+        let mut blobs = HashMap::new();
+        let now = Instant::now();
+        for shard in std::fs::read_dir(cache.join("blobs"))? {
+            let shard = shard?;
+            if shard.file_name() == "tmp" {
+                for tmp in std::fs::read_dir(shard.path())? {
+                    let _ = std::fs::remove_file(tmp?.path());
+                }
+                continue;
+            }
+            if !shard.file_type()?.is_dir() {
+                continue;
+            }
+            for blob in std::fs::read_dir(shard.path())? {
+                let blob = blob?;
+                let name = blob.file_name().to_string_lossy().into_owned();
+                blobs.insert(name, (blob.metadata()?.len(), now));
+            }
+        }
+        Ok(Workspaces {
+            cache: cache.to_path_buf(),
+            capacity,
+            trees: Mutex::new(HashMap::new()),
+            blobs: Mutex::new(blobs),
+            copied_once: std::sync::Once::new(),
+        })
+    }
+
+    /// The folder of `session`'s tree `root`, materialised from `channel`'s blobs the first time;
+    /// in use until the answer is dropped.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        session: &str,
+        root: &pb::Digest,
+        channel: &Channel,
+    ) -> Result<InUse, String> {
+        if session.is_empty() || !session.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err("the assignment names no usable session".into());
+        }
+        let tree = {
+            let mut trees = lock(&self.trees);
+            let tree = trees.entry(session.to_string()).or_insert_with(|| {
+                Arc::new(Mutex::new(Tree {
+                    ready: Arc::new(tokio::sync::Mutex::new(None)),
+                    active: 0,
+                    last_used: Instant::now(),
+                }))
+            });
+            lock(tree).active += 1;
+            Arc::clone(tree)
+        };
+        // Counted as in use from here: a folder being made is not swept.
+        let mut in_use = InUse { tree: Arc::clone(&tree), root: PathBuf::new() };
+        let ready = Arc::clone(&lock(&tree).ready);
+        let dir = self.cache.join("sessions").join(session);
+        in_use.root = self.materialise_once(&ready, &dir, root, channel).await?;
+        Ok(in_use)
+    }
+
+    async fn materialise_once(
+        self: &Arc<Self>,
+        ready: &tokio::sync::Mutex<Option<PathBuf>>,
+        dir: &Path,
+        root: &pb::Digest,
+        channel: &Channel,
+    ) -> Result<PathBuf, String> {
+        let mut ready = ready.lock().await;
+        if let Some(path) = ready.as_ref() {
+            return Ok(path.clone());
+        }
+        let started = Instant::now();
+        remove_tree(dir);
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let stats = match self.materialise(dir, root, channel).await {
+            Ok(stats) => stats,
+            Err(e) => {
+                remove_tree(dir);
+                return Err(e);
+            }
+        };
+        info!(
+            dir = %dir.display(),
+            files = stats.0,
+            downloaded = stats.1,
+            millis = started.elapsed().as_millis() as u64,
+            "workspace materialised"
+        );
+        *ready = Some(dir.to_path_buf());
+        Ok(dir.to_path_buf())
+    }
+
+    /// Write the tree `root` into `dir`: (files, blobs downloaded).
+    async fn materialise(
+        self: &Arc<Self>,
+        dir: &Path,
+        root: &pb::Digest,
+        channel: &Channel,
+    ) -> Result<(u64, u64), String> {
+        let mut client = testgrid_proto::client::blobs(channel.clone());
+        let mut pending = vec![(root.clone(), dir.to_path_buf(), 0usize)];
+        let mut files: Vec<(PathBuf, pb::Digest, bool)> = Vec::new();
+        let mut links: Vec<PathBuf> = Vec::new();
+        let mut entries = 0u64;
+        let mut bytes = 0u64;
+        while let Some((digest, path, depth)) = pending.pop() {
+            if digest.size_bytes > MAX_MANIFEST_BYTES {
+                return Err(format!("a manifest of {} bytes (at most {MAX_MANIFEST_BYTES})", digest.size_bytes));
+            }
+            let blob = self.ensure(&mut client, &digest).await?;
+            let data = std::fs::read(&blob).map_err(|e| format!("cannot read the cached manifest: {e}"))?;
+            let manifest: pb::Directory = prost::Message::decode(data.as_slice())
+                .map_err(|e| format!("manifest {} is not a Directory: {e}", digest.hash))?;
+            tree::check_directory(&manifest, depth)?;
+            entries += (manifest.files.len() + manifest.directories.len() + manifest.symlinks.len()) as u64;
+            if entries > MAX_ENTRIES {
+                return Err(format!("the workspace has more than {MAX_ENTRIES} entries"));
+            }
+            for file in manifest.files {
+                // check_directory made sure every file has a digest.
+                let Some(d) = file.digest else { continue };
+                bytes += d.size_bytes;
+                if bytes > self.capacity {
+                    return Err(format!(
+                        "the workspace's files add up to more than this worker's cache of {} bytes (--cache-size)",
+                        self.capacity
+                    ));
+                }
+                files.push((path.join(&file.name), d, file.is_executable));
+            }
+            for link in manifest.symlinks {
+                let at = path.join(&link.name);
+                std::os::unix::fs::symlink(&link.target, &at)
+                    .map_err(|e| format!("cannot create the symlink {}: {e}", at.display()))?;
+                links.push(at);
+            }
+            for sub in manifest.directories {
+                let at = path.join(&sub.name);
+                std::fs::create_dir(&at).map_err(|e| format!("cannot create {}: {e}", at.display()))?;
+                if let Some(d) = sub.digest {
+                    pending.push((d, at, depth + 1));
+                }
+            }
+        }
+        // Blobs first, several at once; then the links into the tree.
+        let downloaded = self.ensure_all(&client, files.iter().map(|(_, d, x)| (d.clone(), *x))).await?;
+        for (at, digest, executable) in &files {
+            let blob = self.blob_path(digest, *executable);
+            if std::fs::hard_link(&blob, at).is_err() {
+                self.copied_once.call_once(|| {
+                    warn!("cannot hard-link from the cache into {}: copying files instead", dir.display())
+                });
+                std::fs::copy(&blob, at).map_err(|e| format!("cannot write {}: {e}", at.display()))?;
+            }
+        }
+        let real = dir.canonicalize().map_err(|e| format!("cannot resolve {}: {e}", dir.display()))?;
+        for link in &links {
+            // A link that resolves must stay inside; a dangling one is the tree's own business.
+            if let Ok(to) = link.canonicalize()
+                && !to.starts_with(&real)
+            {
+                let shown = link.strip_prefix(dir).unwrap_or(link).display().to_string();
+                return Err(format!("the symlink {shown} leads outside the workspace"));
+            }
+        }
+        self.evict();
+        Ok((files.len() as u64 + links.len() as u64, downloaded))
+    }
+
+    fn blob_path(&self, digest: &pb::Digest, executable: bool) -> PathBuf {
+        let name = if executable { format!("{}.x", digest.hash) } else { digest.hash.clone() };
+        self.cache.join("blobs").join(&digest.hash[..2]).join(name)
+    }
+
+    /// Make sure every blob is cached: how many were downloaded.
+    async fn ensure_all(
+        self: &Arc<Self>,
+        client: &pb::blob_service_client::BlobServiceClient<Channel>,
+        wanted: impl Iterator<Item = (pb::Digest, bool)>,
+    ) -> Result<u64, String> {
+        let mut missing: Vec<(pb::Digest, bool)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (digest, executable) in wanted {
+            let path = self.blob_path(&digest, executable);
+            if !seen.insert(path.clone()) {
+                continue;
+            }
+            if std::fs::metadata(&path).is_ok_and(|m| m.len() == digest.size_bytes) {
+                self.touch(&digest, executable);
+            } else {
+                missing.push((digest, executable));
+            }
+        }
+        let count = missing.len() as u64;
+        let queue = Arc::new(Mutex::new(missing));
+        let mut workers = tokio::task::JoinSet::new();
+        for _ in 0..PARALLEL_DOWNLOADS {
+            let (queue, mut client, this) = (Arc::clone(&queue), client.clone(), Arc::clone(self));
+            workers.spawn(async move {
+                loop {
+                    let next = lock(&queue).pop();
+                    let Some((digest, executable)) = next else { return Ok::<(), String>(()) };
+                    this.download(&mut client, &digest, executable).await?;
+                }
+            });
+        }
+        while let Some(done) = workers.join_next().await {
+            // The first failure stops the others (dropping the set aborts them).
+            done.map_err(|e| format!("a download failed: {e}"))??;
+        }
+        Ok(count)
+    }
+
+    /// The cached blob of a manifest, downloaded if missing.
+    async fn ensure(
+        &self,
+        client: &mut pb::blob_service_client::BlobServiceClient<Channel>,
+        digest: &pb::Digest,
+    ) -> Result<PathBuf, String> {
+        tree::check_digest(digest)?;
+        let path = self.blob_path(digest, false);
+        if !std::fs::metadata(&path).is_ok_and(|m| m.len() == digest.size_bytes) {
+            self.download(client, digest, false).await?;
+        }
+        Ok(path)
+    }
+
+    /// Download one blob into the cache: written to a temporary file, checked against its
+    /// digest, made read-only, renamed into place.
+    async fn download(
+        &self,
+        client: &mut pb::blob_service_client::BlobServiceClient<Channel>,
+        digest: &pb::Digest,
+        executable: bool,
+    ) -> Result<(), String> {
+        tree::check_digest(digest)?;
+        let shown = &digest.hash[..12];
+        let mut stream = client
+            .download(pb::DownloadRequest { digest: Some(digest.clone()) })
+            .await
+            .map_err(|s| format!("cannot download blob {shown}: {}", s.message()))?
+            .into_inner();
+        let mut file = tempfile::NamedTempFile::new_in(self.cache.join("blobs/tmp"))
+            .map_err(|e| format!("cannot write to the cache: {e}"))?;
+        let mut hasher = tree::Hasher::default();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|s| format!("downloading blob {shown} failed: {}", s.message()))?;
+            if hasher.size() + chunk.data.len() as u64 > digest.size_bytes {
+                return Err(format!("blob {shown} came longer than its digest says"));
+            }
+            hasher.update(&chunk.data);
+            file.write_all(&chunk.data).map_err(|e| format!("cannot write to the cache: {e}"))?;
+        }
+        if hasher.finish() != *digest {
+            return Err(format!("blob {shown} came with other bytes than its digest names: refused"));
+        }
+        let mode = if executable { 0o555 } else { 0o444 };
+        file.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("cannot write to the cache: {e}"))?;
+        let path = self.blob_path(digest, executable);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("cannot write to the cache: {e}"))?;
+        }
+        file.persist(&path).map_err(|e| format!("cannot write to the cache: {}", e.error))?;
+        lock(&self.blobs).insert(file_name(&path), (digest.size_bytes, Instant::now()));
+        Ok(())
+    }
+
+    fn touch(&self, digest: &pb::Digest, executable: bool) {
+        let name = file_name(&self.blob_path(digest, executable));
+        lock(&self.blobs).insert(name, (digest.size_bytes, Instant::now()));
+    }
+
+    /// Drop the least recently used blobs until the cache fits its capacity. A blob linked into
+    /// a session's folder stays there (the link is the folder's own).
+    fn evict(&self) {
+        let mut blobs = lock(&self.blobs);
+        let mut used: u64 = blobs.values().map(|(size, _)| size).sum();
+        if used <= self.capacity {
+            return;
+        }
+        let mut order: Vec<(String, u64, Instant)> = blobs.iter().map(|(n, (s, t))| (n.clone(), *s, *t)).collect();
+        order.sort_by_key(|(_, _, t)| *t);
+        for (name, size, _) in order {
+            if used <= self.capacity {
+                break;
+            }
+            let path = self.cache.join("blobs").join(&name[..2.min(name.len())]).join(&name);
+            if std::fs::remove_file(&path).is_ok() {
+                used -= size;
+                blobs.remove(&name);
+            }
+        }
+    }
+
+    /// Remove the folders of sessions idle for [`IDLE_LIMIT`] (or all, `everything`).
+    pub fn sweep(&self, everything: bool) {
+        let mut trees = lock(&self.trees);
+        trees.retain(|session, tree| {
+            let tree = lock(tree);
+            let idle = tree.active == 0 && tree.last_used.elapsed() >= IDLE_LIMIT;
+            if everything || idle {
+                remove_tree(&self.cache.join("sessions").join(session));
+                false
+            } else {
+                true
+            }
+        });
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// Remove a session's folder: its read-only files first made removable where needed.
+fn remove_tree(dir: &Path) {
+    if std::fs::remove_dir_all(dir).is_ok() || !dir.exists() {
+        return;
+    }
+    // A test may have left a folder read-only: give every folder its write bit back, then retry.
+    for entry in walk_dirs(dir) {
+        let _ = std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o755));
+    }
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        warn!(dir = %dir.display(), "cannot remove a session's workspace: {e}");
+    }
+}
+
+fn walk_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        if let Ok(entries) = std::fs::read_dir(&out[i]) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    out.push(e.path());
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The worker's [`Workspaces`], opened when the first session with a workspace comes (a worker
+/// that never gets one makes no folder), in `--cache-dir` or a temporary folder of its own.
+pub struct Shared {
+    dir: Option<PathBuf>,
+    capacity: u64,
+    opened: tokio::sync::OnceCell<Result<Arc<Workspaces>, String>>,
+    /// The temporary folder, removed with this.
+    temp: Mutex<Option<tempfile::TempDir>>,
+}
+
+impl Shared {
+    pub fn new(dir: Option<PathBuf>, capacity: u64) -> Shared {
+        Shared { dir, capacity, opened: tokio::sync::OnceCell::new(), temp: Mutex::new(None) }
+    }
+
+    pub async fn get(&self) -> Result<Arc<Workspaces>, String> {
+        self.opened
+            .get_or_init(|| async {
+                let dir = match &self.dir {
+                    Some(dir) => dir.clone(),
+                    None => {
+                        let temp = tempfile::Builder::new()
+                            .prefix("testgrid-worker-cache-")
+                            .tempdir()
+                            .map_err(|e| format!("cannot create a cache folder (set --cache-dir): {e}"))?;
+                        let path = temp.path().to_path_buf();
+                        *lock(&self.temp) = Some(temp);
+                        path
+                    }
+                };
+                let workspaces = Workspaces::open(&dir, self.capacity)
+                    .map_err(|e| format!("cannot use the cache folder {} (--cache-dir): {e}", dir.display()))?;
+                info!(dir = %dir.display(), "workspace cache opened");
+                Ok(Arc::new(workspaces))
+            })
+            .await
+            .clone()
+    }
+
+    /// See [`Workspaces::sweep`].
+    pub fn sweep(&self, everything: bool) {
+        if let Some(Ok(workspaces)) = self.opened.get() {
+            workspaces.sweep(everything);
+        }
+    }
+}
