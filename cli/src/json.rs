@@ -8,6 +8,15 @@ use testgrid_proto::session_event::Kind;
 
 use crate::report::Tracker;
 
+/// What sending the workspace took, when this CLI sent one: the session's `created` event
+/// carries it under `workspace` (set once, before the session is followed).
+static WORKSPACE: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+
+/// Record what sending the workspace took, for the `created` event.
+pub fn set_workspace(stats: Value) {
+    let _ = WORKSPACE.set(stats);
+}
+
 /// One event as a JSON object: `{"seq", "time_ms", "session", "event", ...}`.
 pub fn event(tracker: &Tracker, event: &pb::SessionEvent) -> Value {
     let base = json!({ "seq": event.seq, "time_ms": event.time_ms, "session": tracker.session_id });
@@ -15,7 +24,11 @@ pub fn event(tracker: &Tracker, event: &pb::SessionEvent) -> Value {
     let fields = match &event.kind {
         None => json!({ "event": "unknown" }),
         Some(Kind::Created(c)) => {
-            json!({ "event": "created", "name": c.name, "total": c.total, "tests": c.test_paths })
+            let mut created = json!({ "event": "created", "name": c.name, "total": c.total, "tests": c.test_paths });
+            if let Some(workspace) = WORKSPACE.get() {
+                created["workspace"] = workspace.clone();
+            }
+            created
         }
         Some(Kind::TestStarted(s)) => json!({
             "event": "test_started", "test": tracker.path(s.test_index), "index": s.test_index,

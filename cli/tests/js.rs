@@ -571,7 +571,11 @@ fn type_tests_run_with_the_suite_and_a_file_run_both_ways_keeps_both_outcomes() 
 fn discovery() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("js-fixtures").join("discovery");
+        // A copy per test process: nextest runs tests in processes of their own, at once.
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("js-fixtures")
+            .join(format!("run-{}", std::process::id()))
+            .join("discovery");
         let _ = std::fs::remove_dir_all(&dir);
         copy_tree(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/discovery"), &dir);
         std::fs::create_dir_all(dir.join(".git")).expect("mkdir .git");

@@ -182,10 +182,7 @@ async fn send_workspace(settings: &Settings, grid: &Grid) -> Result<pb::Digest, 
     let sent = grid.upload(&bundle).await?;
     let stats = &bundle.stats;
     if settings.output.json {
-        out!(
-            "{}",
-            serde_json::json!({
-                "event": "workspace",
+        crate::json::set_workspace(serde_json::json!({
                 "root": bundle.root.hash,
                 "files": stats.files,
                 "bytes": stats.bytes,
@@ -197,8 +194,7 @@ async fn send_workspace(settings: &Settings, grid: &Grid) -> Result<pb::Digest, 
                 "missing_blobs": sent.missing,
                 "uploaded_bytes": sent.bytes,
                 "upload_ms": sent.millis,
-            })
-        );
+        }));
     } else if !settings.output.quiet {
         err!(
             "testgrid: workspace of {} files ({}) sent: {} of {} blobs were new ({}) in {:.1} s",
