@@ -6,24 +6,8 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
-
-use support::{Proc, bin, spawn_coordinator, testgrid, wait_for_workers};
+use support::{Proc, rootless_worker, spawn_coordinator, testgrid, wait_for_workers};
 use testgrid_proto as pb;
-
-/// A worker with no `--root`, working in `dir` (an empty folder) with its cache in `cache`.
-fn rootless_worker(url: &str, name: &str, dir: &Path, cache: &Path) -> Proc {
-    let child = Command::new(bin("testgrid-worker"))
-        .args(["--grid", url, "--name", name, "--slots", "2", "--cache-dir"])
-        .arg(cache)
-        .current_dir(dir)
-        .env_remove("TESTGRID_ROOT")
-        .env("TESTGRID_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("worker starts");
-    Proc { child }
-}
 
 fn write(root: &Path, rel: &str, text: &str) {
     let path = root.join(rel);

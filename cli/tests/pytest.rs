@@ -706,3 +706,49 @@ fn list_names_the_units_and_cases_run_schedules_and_filters_pick_cases_by_id() {
     let none = list(&["--filter", "nothing/*"]);
     assert_eq!(none.status.code(), Some(4), "{}", stderr(&none));
 }
+
+#[test]
+fn a_pytest_project_sent_to_workers_without_a_checkout_runs_warm_there() {
+    let (_coordinator, grpc, _http) = spawn_coordinator("127.0.0.1:0", "127.0.0.1:0", &[]);
+    let url = format!("http://{grpc}");
+    let (place, cache) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let _worker = support::rootless_worker(&url, "bare-py", place.path(), cache.path());
+    support::wait_for_workers(&url, &["bare-py".to_string()]);
+    let ws = tempfile::tempdir().expect("tempdir");
+    let root = ws.path();
+    std::fs::create_dir_all(root.join(".git")).expect(".git");
+    std::fs::create_dir_all(root.join("tests")).expect("tests");
+    std::fs::create_dir_all(root.join("data")).expect("data");
+    std::fs::write(root.join("pytest.ini"), "[pytest]\ntestpaths = tests\n").expect("pytest.ini");
+    std::fs::write(root.join("data/value.txt"), "41\n").expect("data");
+    std::fs::write(
+        root.join("tests/test_tree.py"),
+        "import os, pathlib\n\
+         HERE = pathlib.Path(__file__).resolve().parent\n\
+         def test_reads_the_sent_data():\n    assert int((HERE.parent / 'data' / 'value.txt').read_text()) + 1 == 42\n\
+         def test_runs_outside_the_cli_folder():\n    assert os.environ['CLI_DIR'] != str(HERE.parent)\n\
+         def test_fails_as_it_should():\n    assert False, 'expected'\n",
+    )
+    .expect("test file");
+    let python = venv().join("bin/python");
+    let cli_dir = format!("CLI_DIR={}", root.canonicalize().expect("canonical").display());
+    let out = testgrid(root)
+        .args(["run", "--grid", &url, "--framework", "pytest", "--json", "--env", &cli_dir, "--python"])
+        .arg(&python)
+        .output()
+        .expect("testgrid runs");
+    assert_eq!(out.status.code(), Some(1), "one case fails: {}", stderr(&out));
+    let cases = case_outcomes(&events(&out));
+    let want: Vec<(String, String)> = [
+        ("tests/test_tree.py::test_fails_as_it_should", "failed"),
+        ("tests/test_tree.py::test_reads_the_sent_data", "passed"),
+        ("tests/test_tree.py::test_runs_outside_the_cli_folder", "passed"),
+    ]
+    .iter()
+    .map(|(c, o)| (c.to_string(), o.to_string()))
+    .collect();
+    let mut got: Vec<(String, String)> = cases.into_iter().collect();
+    got.sort();
+    assert_eq!(got, want, "{}", stdout(&out));
+    assert_eq!(std::fs::read_dir(place.path()).expect("read_dir").count(), 0, "nothing in the worker's own folder");
+}

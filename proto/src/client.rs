@@ -18,14 +18,20 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// The bytes of one `UploadChunk` or `DownloadChunk`.
 pub const BLOB_CHUNK_BYTES: usize = 1024 * 1024;
 
-/// Blobs up to this size go in `BatchUpload`s; bigger ones are streamed (`Upload`).
-pub const BATCH_BLOB_BYTES: u64 = 1024 * 1024;
+/// Blobs up to this size go in `BatchUpload`s and `BatchDownload`s; bigger ones are streamed
+/// (`Upload`, `Download`).
+pub const BATCH_BLOB_BYTES: u64 = 4 * 1024 * 1024;
 
-/// The most blob bytes one `BatchUpload` carries (well under [`MAX_MESSAGE_BYTES`]).
-pub const BATCH_BYTES: u64 = 4 * 1024 * 1024;
+/// The most blob bytes one batch carries (well under [`MAX_MESSAGE_BYTES`]).
+pub const BATCH_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The most digests one `FindMissing` asks about.
 pub const FIND_MISSING_DIGESTS: usize = 10_000;
+
+/// HTTP/2 flow-control windows of every connection, both ways (see the endpoint and the
+/// coordinator's server).
+pub const STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
+pub const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 
 /// How long opening a connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -68,6 +74,10 @@ impl Target {
         Ok(endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
+            // HTTP/2's default 64 KiB windows make a big message (a blob batch, a big report)
+            // wait on a window update every 64 KiB.
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
             .http2_keep_alive_interval(self.keepalive)
             .keep_alive_timeout(self.keepalive)
             .keep_alive_while_idle(self.keepalive_while_idle))

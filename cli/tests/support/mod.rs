@@ -131,6 +131,21 @@ pub fn spawn_worker_env(grid_url: &str, name: &str, root: &Path, env: &[(&str, &
     Proc { child }
 }
 
+/// A two-slot worker with no `--root`, working in `dir` (an empty folder) with its cache in
+/// `cache`: it shares nothing with the CLI, and runs a session's tests in the tree it was sent.
+pub fn rootless_worker(url: &str, name: &str, dir: &Path, cache: &Path) -> Proc {
+    let child = Command::new(bin("testgrid-worker"))
+        .args(["--grid", url, "--name", name, "--slots", "2", "--cache-dir"])
+        .arg(cache)
+        .current_dir(dir)
+        .env_remove("TESTGRID_ROOT")
+        .env("TESTGRID_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("worker starts");
+    Proc { child }
+}
+
 /// Wait until the grid at `url` lists a connected worker by each of `names`.
 pub fn wait_for_workers(url: &str, names: &[String]) {
     wait_for(&format!("workers {names:?}"), || {

@@ -12,6 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use testgrid_proto as pb;
 use testgrid_proto::tree;
 
+/// How temporary files start.
+const TEMP_PREFIX: &str = ".tmp-";
+
 /// Why a blob was not stored or read.
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
@@ -50,8 +53,9 @@ pub trait BlobStore: Send + Sync + 'static {
     }
 }
 
-/// Blobs as files: `ROOT/ab/abcdef…` (by the hash's first two characters), temporary files in
-/// `ROOT/tmp`.
+/// Blobs as files: `ROOT/ab/abcdef…` (by the hash's first two characters), each written as a
+/// temporary `.tmp-*` file in its own shard folder (one folder taking every new file is slow on
+/// ext4) and renamed into place.
 pub struct FsStore {
     root: PathBuf,
     /// The most bytes all blobs may take.
@@ -64,19 +68,21 @@ pub struct FsStore {
 impl FsStore {
     /// The store under `root` (created if missing), its size counted from what is there.
     pub fn open(root: &Path, capacity: u64, max_blob: u64) -> std::io::Result<FsStore> {
-        std::fs::create_dir_all(root.join("tmp"))?;
-        // Temporary files of a coordinator that stopped mid-upload are of no use.
-        for entry in std::fs::read_dir(root.join("tmp"))? {
-            let _ = std::fs::remove_file(entry?.path());
-        }
+        std::fs::create_dir_all(root)?;
         let mut used = 0;
         for shard in std::fs::read_dir(root)? {
             let shard = shard?;
-            if shard.file_name() == "tmp" || !shard.file_type()?.is_dir() {
+            if !shard.file_type()?.is_dir() {
                 continue;
             }
             for blob in std::fs::read_dir(shard.path())? {
-                used += blob?.metadata()?.len();
+                let blob = blob?;
+                // Temporary files of a coordinator that stopped mid-upload are of no use.
+                if blob.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                    let _ = std::fs::remove_file(blob.path());
+                    continue;
+                }
+                used += blob.metadata()?.len();
             }
         }
         Ok(FsStore { root: root.to_path_buf(), capacity, max_blob, used: std::sync::Arc::new(AtomicU64::new(used)) })
@@ -106,7 +112,9 @@ impl BlobStore for FsStore {
         if self.used() + digest.size_bytes > self.capacity {
             return Err(BlobError::Full { limit: self.capacity });
         }
-        let file = tempfile::NamedTempFile::new_in(self.root.join("tmp"))?;
+        let shard = path.parent().unwrap_or(&self.root);
+        std::fs::create_dir_all(shard)?;
+        let file = tempfile::Builder::new().prefix(TEMP_PREFIX).tempfile_in(shard)?;
         Ok(Box::new(FsWrite {
             want: digest.clone(),
             path,
@@ -221,6 +229,18 @@ pub fn check_tree(store: &dyn BlobStore, root: &pb::Digest, max_entries: u64) ->
 mod tests {
     use super::*;
 
+    fn walk(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("read_dir").flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                out.extend(walk(&entry.path()));
+            } else {
+                out.push(entry.path().display().to_string());
+            }
+        }
+        out
+    }
+
     #[test]
     fn a_blob_is_stored_only_when_it_matches_its_digest() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -244,8 +264,8 @@ mod tests {
         assert!(store.open(&bad).is_err());
         let big = pb::Digest { size_bytes: 1 << 17, ..tree::digest_of(b"x") };
         assert!(matches!(store.write(&big), Err(BlobError::TooLarge { .. })));
-        let tmp_left = std::fs::read_dir(dir.path().join("tmp")).expect("tmp").count();
-        assert_eq!(tmp_left, 0, "refused writes leave no temporary file");
+        let files: Vec<String> = walk(dir.path());
+        assert!(!files.iter().any(|f| f.contains(TEMP_PREFIX)), "refused writes leave no temporary file: {files:?}");
 
         // Reopened, it counts what it holds; full, it refuses more.
         let full = FsStore::open(dir.path(), 8, 1 << 16).expect("a store");

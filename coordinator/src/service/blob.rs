@@ -5,12 +5,15 @@
 use std::sync::Arc;
 
 use testgrid_proto as pb;
-use testgrid_proto::client::{BLOB_CHUNK_BYTES, FIND_MISSING_DIGESTS};
+use testgrid_proto::client::{BATCH_BYTES, BLOB_CHUNK_BYTES, FIND_MISSING_DIGESTS};
 use testgrid_proto::tree;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 use crate::blobs::{BlobError, BlobStore};
+
+/// Threads one `BatchUpload` stores its blobs with.
+const STORE_THREADS: usize = 4;
 
 /// The blob service; `store` is `None` on a coordinator without a data directory (local mode),
 /// which keeps no blobs.
@@ -66,25 +69,35 @@ impl pb::blob_service_server::BlobService for BlobSvc {
     ) -> Result<Response<pb::BatchUploadResponse>, Status> {
         let store = self.store()?;
         let blobs = request.into_inner().blobs;
+        // Stored by a few threads at once: each blob's fsync waits on the disk, and waits on
+        // several threads share the filesystem's journal commits.
         let statuses = blocking(move || {
-            blobs
-                .into_iter()
-                .map(|blob| {
-                    let digest = blob.digest.unwrap_or_default();
-                    let result = if blob.data.len() as u64 != digest.size_bytes {
-                        Err(BlobError::Mismatch {
-                            want: digest.hash.clone(),
-                            got: format!("{} bytes", blob.data.len()),
-                        })
-                    } else {
-                        store.put(&digest, &blob.data)
-                    };
-                    pb::BlobStatus {
-                        error: result.err().map(|e| e.to_string()).unwrap_or_default(),
-                        digest: Some(digest),
-                    }
-                })
-                .collect()
+            let put = |blob: pb::Blob| {
+                let digest = blob.digest.unwrap_or_default();
+                let result = if blob.data.len() as u64 != digest.size_bytes {
+                    Err(BlobError::Mismatch { want: digest.hash.clone(), got: format!("{} bytes", blob.data.len()) })
+                } else {
+                    store.put(&digest, &blob.data)
+                };
+                pb::BlobStatus { error: result.err().map(|e| e.to_string()).unwrap_or_default(), digest: Some(digest) }
+            };
+            let mut slots: Vec<Option<pb::Blob>> = blobs.into_iter().map(Some).collect();
+            let parts = slots.len().div_ceil(STORE_THREADS).max(1);
+            let mut statuses: Vec<pb::BlobStatus> = Vec::with_capacity(slots.len());
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = slots
+                    .chunks_mut(parts)
+                    .map(|chunk| {
+                        let put = &put;
+                        scope.spawn(move || chunk.iter_mut().filter_map(Option::take).map(put).collect::<Vec<_>>())
+                    })
+                    .collect();
+                for handle in handles {
+                    // A thread storing blobs does not panic; if one did, this call fails the same way.
+                    statuses.extend(handle.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+                }
+            });
+            statuses
         })
         .await?;
         Ok(Response::new(pb::BatchUploadResponse { statuses }))
@@ -122,6 +135,40 @@ impl pb::blob_service_server::BlobService for BlobSvc {
         }
         blocking(move || writer.commit()).await?.map_err(status)?;
         Ok(Response::new(pb::UploadResponse { digest: Some(digest) }))
+    }
+
+    async fn batch_download(
+        &self,
+        request: Request<pb::BatchDownloadRequest>,
+    ) -> Result<Response<pb::BatchDownloadResponse>, Status> {
+        let store = self.store()?;
+        let digests = request.into_inner().digests;
+        let total: u64 = digests.iter().map(|d| d.size_bytes).fold(0, u64::saturating_add);
+        if digests.len() > FIND_MISSING_DIGESTS || total > BATCH_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "a BatchDownload of {} blobs and {total} bytes (at most {FIND_MISSING_DIGESTS} and {BATCH_BYTES}: \
+                 download bigger blobs one by one)",
+                digests.len()
+            )));
+        }
+        for d in &digests {
+            tree::check_digest(d).map_err(Status::invalid_argument)?;
+        }
+        let blobs = blocking(move || -> Result<Vec<pb::Blob>, Status> {
+            let mut blobs = Vec::with_capacity(digests.len());
+            for digest in digests {
+                let Some(reader) = store.open(&digest).map_err(status)? else {
+                    return Err(Status::not_found(format!("no blob {}", digest.hash)));
+                };
+                let mut data = Vec::with_capacity(digest.size_bytes as usize);
+                std::io::Read::read_to_end(&mut std::io::Read::take(reader, digest.size_bytes), &mut data)
+                    .map_err(|e| Status::internal(format!("reading blob {}: {e}", digest.hash)))?;
+                blobs.push(pb::Blob { digest: Some(digest), data });
+            }
+            Ok(blobs)
+        })
+        .await??;
+        Ok(Response::new(pb::BatchDownloadResponse { blobs }))
     }
 
     type DownloadStream = tokio_stream::wrappers::ReceiverStream<Result<pb::DownloadChunk, Status>>;

@@ -143,6 +143,8 @@ pub async fn serve(
         .http2_keepalive_interval(Some(liveness_timeout))
         .http2_keepalive_timeout(Some(liveness_timeout))
         .tcp_nodelay(true)
+        .initial_stream_window_size(testgrid_proto::client::STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(testgrid_proto::client::CONNECTION_WINDOW_BYTES)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
