@@ -33,7 +33,10 @@ fn status(e: BlobError) -> Status {
 impl BlobSvc {
     fn store(&self) -> Result<Arc<dyn BlobStore>, Status> {
         self.store.clone().ok_or_else(|| {
-            Status::failed_precondition("this coordinator keeps no blobs (it runs without a --data-dir)")
+            Status::failed_precondition(
+                "this coordinator keeps no blobs (it runs without a --data-dir): pass `testgrid run --no-upload` to \
+                 run the tests in the workers' own --root",
+            )
         })
     }
 }

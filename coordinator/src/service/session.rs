@@ -91,7 +91,8 @@ impl pb::session_service_server::SessionService for SessionSvc {
         if let Some(workspace) = &spec.workspace {
             let store = self.blobs.clone().ok_or_else(|| {
                 Status::failed_precondition(
-                    "this coordinator keeps no blobs (it runs without a --data-dir): submit without a workspace",
+                    "this coordinator keeps no blobs (it runs without a --data-dir): pass `testgrid run --no-upload` \
+                     to run the tests in the workers' own --root",
                 )
             })?;
             let root = pb::Digest { hash: workspace.hash.clone(), size_bytes: workspace.size_bytes };
