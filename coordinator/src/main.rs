@@ -45,6 +45,10 @@ struct Args {
     /// The most bytes of one blob (one workspace file).
     #[arg(long, env = "TESTGRID_MAX_BLOB_SIZE", default_value = "1GiB", value_parser = parse_bytes)]
     max_blob_size: u64,
+    /// How long a workspace's files stay in the blob store after its last session was submitted
+    /// (blobs no workspace of that time names are dropped).
+    #[arg(long, env = "TESTGRID_BLOB_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
+    blob_retention: Duration,
     /// Log format.
     #[arg(long, env = "TESTGRID_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -98,6 +102,7 @@ async fn run(args: Args) -> Result<(), Error> {
         data_dir: Some(args.data_dir),
         blob_store_bytes: args.blob_store_size,
         max_blob_bytes: args.max_blob_size,
+        blob_retention: args.blob_retention,
     };
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();

@@ -42,6 +42,11 @@ pub trait BlobStore: Send + Sync + 'static {
     fn contains(&self, digest: &pb::Digest) -> bool;
     /// Start writing `digest`'s blob. Writing one that is already held is harmless.
     fn write(&self, digest: &pb::Digest) -> Result<Box<dyn BlobWrite>, BlobError>;
+    /// Drop every blob not in `keep` that was written longer than `grace` ago (a blob uploaded
+    /// for a session not submitted yet is younger): what was removed, in blobs and bytes.
+    fn retain(&self, keep: &std::collections::HashSet<String>, grace: std::time::Duration) -> (u64, u64);
+    /// Bytes held, and the most it may hold.
+    fn usage(&self) -> (u64, u64);
     /// The blob's bytes, if held.
     fn open(&self, digest: &pb::Digest) -> Result<Option<Box<dyn Read + Send>>, BlobError>;
 
@@ -124,6 +129,35 @@ impl BlobStore for FsStore {
         }))
     }
 
+    fn retain(&self, keep: &std::collections::HashSet<String>, grace: std::time::Duration) -> (u64, u64) {
+        let cutoff = std::time::SystemTime::now().checked_sub(grace).unwrap_or(std::time::UNIX_EPOCH);
+        let (mut blobs, mut bytes) = (0, 0);
+        let Ok(shards) = std::fs::read_dir(&self.root) else { return (0, 0) };
+        for shard in shards.flatten() {
+            let Ok(entries) = std::fs::read_dir(shard.path()) else { continue };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with(TEMP_PREFIX) || keep.contains(&name) {
+                    continue;
+                }
+                let Ok(meta) = entry.metadata() else { continue };
+                if meta.modified().is_ok_and(|m| m > cutoff) {
+                    continue;
+                }
+                if std::fs::remove_file(entry.path()).is_ok() {
+                    blobs += 1;
+                    bytes += meta.len();
+                    self.used.fetch_sub(meta.len().min(self.used()), Ordering::Relaxed);
+                }
+            }
+        }
+        (blobs, bytes)
+    }
+
+    fn usage(&self) -> (u64, u64) {
+        (self.used(), self.capacity)
+    }
+
     fn open(&self, digest: &pb::Digest) -> Result<Option<Box<dyn Read + Send>>, BlobError> {
         match std::fs::File::open(self.path(digest)?) {
             Ok(file) => Ok(Some(Box::new(file))),
@@ -168,6 +202,69 @@ impl BlobWrite for FsWrite {
         }
         Ok(())
     }
+}
+
+/// Every blob the trees of `roots` name (their manifests and files), by hash: what garbage
+/// collection keeps. A manifest that cannot be read keeps only itself.
+pub fn reachable(store: &dyn BlobStore, roots: &[pb::Digest]) -> std::collections::HashSet<String> {
+    let mut keep = std::collections::HashSet::new();
+    let mut queue: Vec<pb::Digest> = roots.to_vec();
+    while let Some(digest) = queue.pop() {
+        if !keep.insert(digest.hash.clone()) || digest.size_bytes > MAX_MANIFEST_BYTES {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        let Ok(Some(reader)) = store.open(&digest) else { continue };
+        if reader.take(MAX_MANIFEST_BYTES).read_to_end(&mut bytes).is_err() {
+            continue;
+        }
+        let Ok(dir) = <pb::Directory as prost::Message>::decode(bytes.as_slice()) else { continue };
+        keep.extend(dir.files.iter().filter_map(|f| f.digest.as_ref()).map(|d| d.hash.clone()));
+        queue.extend(dir.directories.into_iter().filter_map(|d| d.digest));
+    }
+    keep
+}
+
+/// The roots of the workspaces submitted lately, newest last: what garbage collection keeps.
+#[derive(Default)]
+pub struct Roots {
+    recent: std::sync::Mutex<std::collections::VecDeque<(std::time::Instant, pb::Digest)>>,
+}
+
+/// Roots remembered at most (older ones are forgotten first).
+const MAX_ROOTS: usize = 10_000;
+
+impl Roots {
+    /// A session was submitted with the workspace `root`.
+    pub fn submitted(&self, root: pb::Digest) {
+        let mut recent = self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        recent.retain(|(_, d)| d.hash != root.hash);
+        recent.push_back((std::time::Instant::now(), root));
+        while recent.len() > MAX_ROOTS {
+            recent.pop_front();
+        }
+    }
+
+    /// The roots submitted within `retention`.
+    pub fn within(&self, retention: std::time::Duration) -> Vec<pb::Digest> {
+        let mut recent = self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while recent.front().is_some_and(|(at, _)| at.elapsed() > retention) {
+            recent.pop_front();
+        }
+        recent.iter().map(|(_, d)| d.clone()).collect()
+    }
+}
+
+/// Drop the blobs that no workspace submitted within `retention` names, once they are older
+/// than `grace`: (blobs, bytes) removed.
+pub fn collect_garbage(
+    store: &dyn BlobStore,
+    roots: &Roots,
+    retention: std::time::Duration,
+    grace: std::time::Duration,
+) -> (u64, u64) {
+    let keep = reachable(store, &roots.within(retention));
+    store.retain(&keep, grace)
 }
 
 /// The most bytes of one manifest read while checking a tree.
@@ -239,6 +336,44 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn garbage_collection_keeps_recent_trees_and_young_blobs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FsStore::open(dir.path(), 1 << 20, 1 << 16).expect("a store");
+        let file = tree::digest_of(b"kept file");
+        store.put(&file, b"kept file").expect("stored");
+        let manifest = pb::Directory {
+            files: vec![pb::FileNode { name: "f".into(), digest: Some(file.clone()), is_executable: false }],
+            ..Default::default()
+        };
+        let bytes = prost::Message::encode_to_vec(&manifest);
+        let root = tree::digest_of(&bytes);
+        store.put(&root, &bytes).expect("stored");
+        let orphan = tree::digest_of(b"orphan");
+        store.put(&orphan, b"orphan").expect("stored");
+        let young = tree::digest_of(b"young orphan");
+        store.put(&young, b"young orphan").expect("stored");
+        // Everything but the young orphan was written an hour ago.
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for d in [&file, &root, &orphan] {
+            let path = store.path(d).expect("a path");
+            std::fs::File::options().write(true).open(path).expect("open").set_modified(hour_ago).expect("mtime");
+        }
+        let roots = Roots::default();
+        roots.submitted(root.clone());
+        let minute = std::time::Duration::from_secs(60);
+        let day = std::time::Duration::from_secs(86_400);
+        assert_eq!(collect_garbage(&store, &roots, day, minute), (1, 6), "the old orphan goes");
+        for d in [&file, &root, &young] {
+            assert!(store.contains(d), "{}", d.hash);
+        }
+        assert!(!store.contains(&orphan));
+        assert_eq!(store.used(), (b"kept file".len() + bytes.len() + b"young orphan".len()) as u64);
+        // Past its retention the tree goes too.
+        assert_eq!(collect_garbage(&store, &roots, std::time::Duration::ZERO, minute).0, 2);
+        assert!(!store.contains(&root) && !store.contains(&file) && store.contains(&young));
     }
 
     #[test]

@@ -41,7 +41,22 @@ pub struct Config {
     pub blob_store_bytes: u64,
     /// The most bytes of one blob.
     pub max_blob_bytes: u64,
+    /// Blobs no workspace submitted within this long names are dropped by garbage collection.
+    pub blob_retention: Duration,
 }
+
+/// How long a workspace's blobs are kept after its last session by default.
+pub const DEFAULT_BLOB_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// A blob younger than this is never collected: it may belong to a workspace being uploaded,
+/// whose session is not submitted yet.
+const BLOB_GRACE: Duration = Duration::from_secs(3600);
+
+/// How often the blob store's usage is looked at; it is collected when over [`GC_HIGH_WATER`]
+/// of its capacity, and every [`GC_EVERY`] regardless.
+const GC_CHECK: Duration = Duration::from_secs(60);
+const GC_EVERY: Duration = Duration::from_secs(600);
+const GC_HIGH_WATER: f64 = 0.8;
 
 /// The blob store's default size.
 pub const DEFAULT_BLOB_STORE_BYTES: u64 = 20 << 30;
@@ -56,6 +71,7 @@ impl Default for Config {
             data_dir: None,
             blob_store_bytes: DEFAULT_BLOB_STORE_BYTES,
             max_blob_bytes: DEFAULT_MAX_BLOB_BYTES,
+            blob_retention: DEFAULT_BLOB_RETENTION,
         }
     }
 }
@@ -75,6 +91,38 @@ pub enum Error {
     Store(#[from] crate::store::StoreError),
     #[error("cannot build gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// The blob store's garbage collector: now and then, and whenever the store fills up, drop the
+/// blobs no recently submitted workspace names.
+async fn collect_blobs(
+    store: Arc<dyn crate::blobs::BlobStore>,
+    roots: Arc<crate::blobs::Roots>,
+    retention: Duration,
+    stop: CancellationToken,
+) {
+    let mut last = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(GC_CHECK) => {}
+        }
+        let (used, capacity) = store.usage();
+        if (used as f64) < capacity as f64 * GC_HIGH_WATER && last.elapsed() < GC_EVERY {
+            continue;
+        }
+        last = tokio::time::Instant::now();
+        let (store, roots) = (Arc::clone(&store), Arc::clone(&roots));
+        match tokio::task::spawn_blocking(move || {
+            crate::blobs::collect_garbage(store.as_ref(), &roots, retention, BLOB_GRACE)
+        })
+        .await
+        {
+            Ok((0, _)) => {}
+            Ok((blobs, bytes)) => info!(blobs, bytes, "blob garbage collected"),
+            Err(e) => tracing::warn!("blob garbage collection failed: {e}"),
+        }
+    }
 }
 
 /// Serve gRPC on `grpc` and, if given, HTTP on `http`, until `shutdown` is cancelled.
@@ -119,8 +167,18 @@ pub async fn serve(
         liveness_timeout,
         prefetch_per_slot,
     };
-    let session_svc =
-        session::SessionSvc { engine: engine.clone(), store, shutdown: shutdown.clone(), blobs: blob_store.clone() };
+    let roots = Arc::new(crate::blobs::Roots::default());
+    let gc_task = blob_store.clone().map(|store| {
+        let (roots, retention, stop) = (Arc::clone(&roots), config.blob_retention, shutdown.clone());
+        tokio::spawn(collect_blobs(store, roots, retention, stop))
+    });
+    let session_svc = session::SessionSvc {
+        engine: engine.clone(),
+        store,
+        shutdown: shutdown.clone(),
+        blobs: blob_store.clone(),
+        roots: Arc::clone(&roots),
+    };
     let admin_svc = admin::AdminSvc { engine };
     let blob_svc = blob::BlobSvc { store: blob_store };
 
@@ -169,6 +227,9 @@ pub async fn serve(
         Ok(Err(e)) => return Err(Error::Store(e)),
         Err(e) if e.is_panic() => return Err(Error::Engine(format!("{e}"))),
         Ok(Ok(())) | Err(_) => {}
+    }
+    if let Some(task) = gc_task {
+        task.abort();
     }
     if let Some(task) = http_task
         && let Ok(Err(e)) = task.await

@@ -22,6 +22,8 @@ pub struct SessionSvc {
     pub shutdown: CancellationToken,
     /// Where submitted workspaces' blobs are (`None`: none are kept, none can be submitted).
     pub blobs: Option<Arc<dyn crate::blobs::BlobStore>>,
+    /// The workspaces submitted lately, which garbage collection keeps.
+    pub roots: Arc<crate::blobs::Roots>,
 }
 
 /// The most entries (files, symlinks, folders) a submitted workspace may have.
@@ -96,10 +98,14 @@ impl pb::session_service_server::SessionService for SessionSvc {
                 )
             })?;
             let root = pb::Digest { hash: workspace.hash.clone(), size_bytes: workspace.size_bytes };
-            tokio::task::spawn_blocking(move || crate::blobs::check_tree(store.as_ref(), &root, MAX_WORKSPACE_ENTRIES))
-                .await
-                .map_err(|e| Status::internal(format!("checking the workspace failed: {e}")))?
-                .map_err(|problem| Status::failed_precondition(format!("the workspace cannot be used: {problem}")))?;
+            let checked = root.clone();
+            tokio::task::spawn_blocking(move || {
+                crate::blobs::check_tree(store.as_ref(), &checked, MAX_WORKSPACE_ENTRIES)
+            })
+            .await
+            .map_err(|e| Status::internal(format!("checking the workspace failed: {e}")))?
+            .map_err(|problem| Status::failed_precondition(format!("the workspace cannot be used: {problem}")))?;
+            self.roots.submitted(root);
         }
         let id = self.engine.ask(|reply| Command::Submit { spec, id, reply }).await?.map_err(|id| {
             Status::already_exists(format!(
