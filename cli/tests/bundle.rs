@@ -94,6 +94,14 @@ fn workers_with_no_checkout_run_the_laptops_tree_and_an_unchanged_tree_uploads_n
     assert!(sent["missing_blobs"].as_u64().expect("a count") > 0, "{sent}");
     assert!(sent["uploaded_bytes"].as_u64().expect("a count") > 0, "{sent}");
     assert_eq!(sent["files"], 8, "seven files and a symlink, the ignored folder left out: {sent}");
+    // The session is over: each worker removes its folder of the session's tree.
+    for cache in [&places[1], &places[3]] {
+        let sessions = cache.path().join("sessions");
+        support::wait_for("the session's folders removed", || {
+            let left = std::fs::read_dir(&sessions).map_or(0, |d| d.count());
+            (left == 0).then_some(())
+        });
+    }
 
     // The same tree again: nothing to send.
     let (code, again, _, stderr) = run(ws.path(), &url, &[]);

@@ -137,6 +137,11 @@ pub trait Executor: Send + Sync + 'static {
         async {}
     }
 
+    /// `session` is over: let its long-lived processes finish (session hooks, reports) and go.
+    fn end_session(&self, _session: &str) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
     /// Start what `job`'s session will run on before its first test comes (a warm runner),
     /// giving up when `cancel` fires; a failure is left for that first test to meet and report.
     fn prestart(&self, _job: &Job, _cancel: &CancellationToken) -> impl Future<Output = ()> + Send {

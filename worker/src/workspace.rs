@@ -53,6 +53,22 @@ struct Tree {
     /// Tests of the session running on it now.
     active: usize,
     last_used: Instant,
+    /// The coordinator said the session is over: the folder goes once no test uses it.
+    ended: bool,
+    dir: PathBuf,
+}
+
+impl Tree {
+    /// Remove the folder if the session is over and nothing uses it.
+    fn remove_if_done(&mut self) {
+        if self.ended && self.active == 0 {
+            // Locked means a test is materialising it, and then it is in use: never here.
+            if let Ok(mut ready) = self.ready.try_lock() {
+                *ready = None;
+            }
+            remove_tree(&self.dir);
+        }
+    }
 }
 
 /// Every session's folder on this worker, and the blob cache they are made from.
@@ -76,6 +92,7 @@ impl Drop for InUse {
         let mut tree = lock(&self.tree);
         tree.active = tree.active.saturating_sub(1);
         tree.last_used = Instant::now();
+        tree.remove_if_done();
     }
 }
 
@@ -133,6 +150,8 @@ impl Workspaces {
                     ready: Arc::new(tokio::sync::Mutex::new(None)),
                     active: 0,
                     last_used: Instant::now(),
+                    ended: false,
+                    dir: self.cache.join("sessions").join(session),
                 }))
             });
             lock(tree).active += 1;
@@ -459,6 +478,18 @@ impl Workspaces {
         }
     }
 
+    /// `session` is over: its folder goes now, or when its last test is done with it.
+    pub fn ended(&self, session: &str) {
+        let mut trees = lock(&self.trees);
+        let Some(tree) = trees.get(session).cloned() else { return };
+        let mut tree = lock(&tree);
+        tree.ended = true;
+        tree.remove_if_done();
+        if tree.active == 0 {
+            trees.remove(session);
+        }
+    }
+
     /// Remove the folders of sessions idle for [`IDLE_LIMIT`] (or all, `everything`).
     pub fn sweep(&self, everything: bool) {
         let mut trees = lock(&self.trees);
@@ -546,6 +577,13 @@ impl Shared {
             })
             .await
             .clone()
+    }
+
+    /// See [`Workspaces::ended`].
+    pub fn ended(&self, session: &str) {
+        if let Some(Ok(workspaces)) = self.opened.get() {
+            workspaces.ended(session);
+        }
     }
 
     /// See [`Workspaces::sweep`].

@@ -285,6 +285,14 @@ impl Engine {
                 if let Event::TestFinished { is_final: true, outcome, .. } = &event {
                     self.metrics.test_finished(*outcome);
                 }
+                if matches!(event, Event::Finished { .. }) {
+                    // Every worker hears it: a worker that ran none of its tests ignores it.
+                    let ended = pb::SessionEnded { session_id: session.to_string() };
+                    for worker in self.workers.keys().copied().collect::<Vec<_>>() {
+                        let kind = pb::coordinator_message::Kind::SessionEnded(ended.clone());
+                        self.send_worker(worker, kind, pending);
+                    }
+                }
                 let log = self.store.log(session).unwrap_or_else(|| self.store.create(session));
                 if let Err(e) = log.append(now, event) {
                     error!(session_id = %session, error = %e, "stopping: the session store cannot keep events");

@@ -204,6 +204,17 @@ impl<E: Executor> Link<E> {
         Ok(())
     }
 
+    /// A session is over: its runners finish and go, then its workspace folder (once no test of
+    /// it runs here).
+    fn session_ended(&self, session: &str) {
+        let (executor, workspaces, session) =
+            (Arc::clone(&self.executor), Arc::clone(&self.workspaces), session.to_string());
+        tokio::spawn(async move {
+            executor.end_session(&session).await;
+            workspaces.ended(&session);
+        });
+    }
+
     /// The next job to end; `None` once none runs.
     async fn next_done(&mut self) -> Option<(u32, pb::AssignmentRef, pb::TestReport)> {
         loop {
@@ -365,6 +376,9 @@ async fn attach<E: Executor>(
                 Some(Err(s)) => break Err(format!("lost the coordinator: {}", s.message())),
                 Some(Ok(pb::CoordinatorMessage { kind })) => {
                     last_heard = Instant::now();
+                    if let Some(FromCoordinator::SessionEnded(ended)) = &kind {
+                        link.session_ended(&ended.session_id);
+                    }
                     let effects = match kind {
                         Some(kind) => on_message(kind, &mut state, link.executor.as_ref(), root, &config.name),
                         None => Vec::new(),
@@ -416,7 +430,7 @@ fn on_message<E: Executor>(
             warn!("ignoring a second Welcome");
             Vec::new()
         }
-        FromCoordinator::Ping(_) => Vec::new(),
+        FromCoordinator::Ping(_) | FromCoordinator::SessionEnded(_) => Vec::new(),
         FromCoordinator::Assign(a) => {
             let Some(incoming) = Job::from_assign(a, root, worker) else {
                 warn!("ignoring an Assign without an assignment");

@@ -41,6 +41,10 @@ impl Executor for Executors {
         self.warm.shutdown().await;
     }
 
+    async fn end_session(&self, session: &str) {
+        self.warm.end_session(session).await;
+    }
+
     async fn prestart(&self, job: &Job, cancel: &CancellationToken) {
         if matches!(job.runner.framework, Framework::Pytest | Framework::Vitest | Framework::Jest) {
             self.warm.prestart(job, cancel).await;

@@ -460,6 +460,17 @@ impl Executor for WarmExecutor {
         }
     }
 
+    async fn end_session(&self, session: &str) {
+        // The session's runners finish it (session hooks, reports, coverage) and go.
+        let ending: Vec<Handle> = lock(&self.live).iter().filter(|h| h.session == session).cloned().collect();
+        for handle in &ending {
+            handle.close();
+        }
+        for handle in &ending {
+            handle.gone().await;
+        }
+    }
+
     async fn shutdown(&self) {
         // Each runner finishes its session (session hooks, reports, coverage) before it goes.
         let live: Vec<Handle> = std::mem::take(&mut *lock(&self.live));
