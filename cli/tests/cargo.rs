@@ -12,13 +12,18 @@ use std::sync::OnceLock;
 use support::{events, spawn_coordinator, stderr, stdout, testgrid};
 
 /// One target folder for every crate these tests build, kept between runs.
-fn target_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cargo-suites-target")
+/// The target folder for the crate in `dir`: one per crate folder. Copies of one crate must not
+/// share one: cargo names a workspace member's outputs by its path relative to its workspace,
+/// so two copies building at once in one target folder take each other's fingerprints (a copy
+/// with a broken file was once found fresh).
+fn target_dir(dir: &Path) -> PathBuf {
+    let key = testgrid_proto::tree::digest_of(dir.as_os_str().as_encoded_bytes()).hash;
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cargo-suites-target").join(&key[..16])
 }
 
-fn cargo() -> Command {
+fn cargo(dir: &Path) -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.env("CARGO_TARGET_DIR", target_dir());
+    cmd.env("CARGO_TARGET_DIR", target_dir(dir));
     cmd
 }
 
@@ -55,7 +60,7 @@ fn semver_crate() -> &'static Path {
         )
         .expect("write");
         std::fs::write(fetcher.join("src/lib.rs"), "").expect("write");
-        let meta = cargo()
+        let meta = cargo(&fetcher)
             .args(["metadata", "--format-version", "1", "--manifest-path"])
             .arg(fetcher.join("Cargo.toml"))
             .output()
@@ -146,7 +151,7 @@ fn cargo_outcomes(dir: &Path) -> BTreeMap<String, String> {
 
 /// [`cargo_outcomes`] with `test_args` for the test binaries (after `--`).
 fn cargo_outcomes_with(dir: &Path, test_args: &[&str]) -> BTreeMap<String, String> {
-    let out = cargo()
+    let out = cargo(dir)
         .args(["test", "--no-fail-fast", "--tests", "--"])
         .args(test_args)
         .current_dir(dir)
@@ -205,7 +210,7 @@ fn run_local(dir: &Path, args: &[&str]) -> Output {
     testgrid(dir)
         .args(["run", "--local", "2", "--framework", "cargo", "--json"])
         .args(args)
-        .env("CARGO_TARGET_DIR", target_dir())
+        .env("CARGO_TARGET_DIR", target_dir(dir))
         .output()
         .expect("testgrid runs")
 }
@@ -340,7 +345,7 @@ fn list_names_the_tests_run_schedules_and_filters_pick_them_by_id() {
         let out = testgrid(dir.path())
             .args(["list", "--json", "--framework", "cargo"])
             .args(args)
-            .env("CARGO_TARGET_DIR", target_dir())
+            .env("CARGO_TARGET_DIR", target_dir(dir.path()))
             .output()
             .expect("testgrid runs");
         support::listed(&out).into_keys().collect::<Vec<_>>()
@@ -365,7 +370,7 @@ fn a_command_runs_once_per_rust_test() {
         .args(["run", "--local", "2", "--framework", "cargo", "--json", "--command"])
         .arg(format!("echo {{}} >> '{}'", log.display()))
         .arg("tests/api.rs")
-        .env("CARGO_TARGET_DIR", target_dir())
+        .env("CARGO_TARGET_DIR", target_dir(dir.path()))
         .output()
         .expect("testgrid runs");
     assert_eq!(out.status.code(), Some(0), "stdout: {}\nstderr: {}", stdout(&out), stderr(&out));
@@ -381,7 +386,7 @@ fn a_hanging_test_times_out_and_a_broken_build_says_so() {
     let out = testgrid(dir.path())
         .args(["run", "--local", "2", "--framework", "cargo", "--json", "--timeout", "3s", "--env", "HANG=1"])
         .arg("src/lib.rs::tests::hangs_when_asked")
-        .env("CARGO_TARGET_DIR", target_dir())
+        .env("CARGO_TARGET_DIR", target_dir(dir.path()))
         .output()
         .expect("testgrid runs");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -400,14 +405,14 @@ fn a_crates_io_suite_on_a_real_grid_matches_cargo_test() {
     let (coordinator, grpc, _http) = spawn_coordinator("127.0.0.1:0", "127.0.0.1:0", &[]);
     let url = format!("http://{grpc}");
     // Each worker builds the session's tree itself (cargo finds it already built here).
-    let target = target_dir().display().to_string();
+    let target = target_dir(dir).display().to_string();
     let names: Vec<String> = (1..=2).map(|i| format!("w{i}")).collect();
     let workers: Vec<support::Proc> =
         names.iter().map(|n| support::spawn_worker_env(&url, n, dir, &[("CARGO_TARGET_DIR", &target)])).collect();
     support::wait_for_workers(&url, &names);
     let out = testgrid(dir)
         .args(["run", "--framework", "cargo", "--json", "--grid", &url])
-        .env("CARGO_TARGET_DIR", target_dir())
+        .env("CARGO_TARGET_DIR", target_dir(dir))
         .output()
         .expect("testgrid runs");
     assert_eq!(out.status.code(), Some(0), "stdout: {}\nstderr: {}", stdout(&out), stderr(&out));
