@@ -142,6 +142,23 @@ fn a_grid_refuses_hostile_blobs_and_trees_and_keeps_serving() {
         let refused = blobs.find_missing(pb::FindMissingRequest { digests: vec![bad.clone()] }).await;
         assert_eq!(refused.expect_err("refused").code(), tonic::Code::InvalidArgument);
 
+        // A malformed digest in a batch is refused by a short message, not quoted whole.
+        let long = pb::Digest { hash: "x".repeat(1 << 20), size_bytes: 3 };
+        let answer = blobs
+            .batch_upload(pb::BatchUploadRequest {
+                blobs: vec![pb::Blob { digest: Some(long), data: b"four".to_vec() }],
+            })
+            .await
+            .expect("answered")
+            .into_inner();
+        let error = &answer.statuses[0].error;
+        assert!(
+            error.contains("malformed digest") && error.len() < 500,
+            "{} bytes: {}",
+            error.len(),
+            &error[..200.min(error.len())]
+        );
+
         // Bytes that do not hash to their digest are refused and not stored.
         let claimed = digest(b"the real bytes");
         let answer = blobs

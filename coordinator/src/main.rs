@@ -40,10 +40,10 @@ struct Args {
     #[arg(long, env = "TESTGRID_KEEP_SESSIONS", default_value_t = 1000)]
     keep_sessions: usize,
     /// The most bytes the blob store (workspace files uploaded by CLIs, under --data-dir) holds.
-    #[arg(long, env = "TESTGRID_BLOB_STORE_SIZE", default_value = "20GiB", value_parser = parse_bytes)]
+    #[arg(long, env = "TESTGRID_BLOB_STORE_SIZE", default_value = "20GiB", value_parser = testgrid_proto::parse_bytes)]
     blob_store_size: u64,
     /// The most bytes of one blob (one workspace file).
-    #[arg(long, env = "TESTGRID_MAX_BLOB_SIZE", default_value = "1GiB", value_parser = parse_bytes)]
+    #[arg(long, env = "TESTGRID_MAX_BLOB_SIZE", default_value = "1GiB", value_parser = testgrid_proto::parse_bytes)]
     max_blob_size: u64,
     /// How long a workspace's files stay in the blob store after its last session was submitted
     /// (blobs no workspace of that time names are dropped).
@@ -140,9 +140,4 @@ async fn wait_for_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
-}
-
-/// `20GiB`, `512MiB`, `100MB`, `4096` (bytes).
-fn parse_bytes(text: &str) -> Result<u64, String> {
-    testgrid_proto::parse_bytes(text)
 }

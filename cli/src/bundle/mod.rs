@@ -60,8 +60,9 @@ pub enum Source {
 #[derive(Debug)]
 pub struct Bundle {
     pub root: pb::Digest,
-    /// Every blob the tree names (files and manifests), by hash, each once.
-    pub blobs: HashMap<String, (pb::Digest, Source)>,
+    /// Every blob the tree names (files and manifests), by hash, each once (shared with the
+    /// upload's tasks).
+    pub blobs: std::sync::Arc<HashMap<String, (pb::Digest, Source)>>,
     pub stats: Stats,
 }
 
@@ -84,11 +85,28 @@ enum Found {
     Symlink { target: String },
 }
 
-/// What the walk left out, told once at the end.
+/// One kind of entry the walk left out: how many, and the first one met, told once at the end.
 #[derive(Debug, Default)]
 struct LeftOut {
-    special: Vec<String>,
-    outside_links: Vec<String>,
+    count: usize,
+    example: Option<String>,
+}
+
+impl LeftOut {
+    fn add(&mut self, example: impl FnOnce() -> String) {
+        self.count += 1;
+        if self.example.is_none() {
+            self.example = Some(example());
+        }
+    }
+
+    /// `left out 2 symlinks leading outside the workspace, e.g. a -> /etc`, when there were any.
+    fn warn(self, singular: &str, plural: &str) {
+        if let Some(example) = self.example {
+            let what = if self.count == 1 { singular } else { plural };
+            err!("testgrid: warning: left out {} {what}, e.g. {example}", self.count);
+        }
+    }
 }
 
 /// Build the tree of the workspace at `root`, reusing and then updating the digests in
@@ -97,7 +115,8 @@ pub fn build(root: &Path, limits: &Limits, index: Option<&Path>) -> Result<Bundl
     let started = Instant::now();
     let known = index.map(index::Index::load).unwrap_or_default();
     let found: Mutex<Vec<(String, Found)>> = Mutex::new(Vec::new());
-    let left_out = Mutex::new(LeftOut::default());
+    let special = Mutex::new(LeftOut::default());
+    let outside_links = Mutex::new(LeftOut::default());
     let problem: Mutex<Option<Error>> = Mutex::new(None);
     let next_index = index::Index::default().shared();
     let hashed = std::sync::atomic::AtomicU64::new(0);
@@ -158,12 +177,12 @@ pub fn build(root: &Path, limits: &Limits, index: Option<&Path>) -> Result<Bundl
                     Some(t) if tree::check_symlink(depth, t).is_ok() => {
                         lock(&found).push((rel, Found::Symlink { target: t.to_string() }));
                     }
-                    _ => lock(&left_out).outside_links.push(format!("{rel} -> {}", target.display())),
+                    _ => lock(&outside_links).add(|| format!("{rel} -> {}", target.display())),
                 }
                 return WalkState::Continue;
             }
             if !kind.is_file() {
-                lock(&left_out).special.push(rel);
+                lock(&special).add(|| rel);
                 return WalkState::Continue;
             }
             let size = meta.len();
@@ -194,36 +213,17 @@ pub fn build(root: &Path, limits: &Limits, index: Option<&Path>) -> Result<Bundl
     if let Some(e) = lock(&problem).take() {
         return Err(e);
     }
-    let left_out = left_out.into_inner().unwrap_or_else(|p| p.into_inner());
-    if !left_out.special.is_empty() {
-        err!(
-            "testgrid: warning: left out {} special file{} (sockets, FIFOs, devices), e.g. {}",
-            left_out.special.len(),
-            if left_out.special.len() == 1 { "" } else { "s" },
-            left_out.special[0]
-        );
-    }
-    if !left_out.outside_links.is_empty() {
-        err!(
-            "testgrid: warning: left out {} symlink{} leading outside the workspace, e.g. {}",
-            left_out.outside_links.len(),
-            if left_out.outside_links.len() == 1 { "" } else { "s" },
-            left_out.outside_links[0]
-        );
-    }
+    let into = |m: Mutex<LeftOut>| m.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    into(special).warn("special file (socket, FIFO, device)", "special files (sockets, FIFOs, devices)");
+    into(outside_links).warn("symlink leading outside the workspace", "symlinks leading outside the workspace");
     let found = found.into_inner().unwrap_or_else(|p| p.into_inner());
-    let mut bundle = assemble(found)?;
+    let mut bundle = assemble(root, found)?;
     bundle.stats.hashed = hashed.into_inner();
     bundle.stats.hashed_bytes = hashed_bytes.into_inner();
     if let Some(path) = index {
         let next = next_index.into_inner().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = next.save(path) {
             tracing::debug!("the workspace index was not saved: {e}");
-        }
-    }
-    for (_, source) in bundle.blobs.values_mut() {
-        if let Source::File(rel) = source {
-            *rel = root.join(&*rel);
         }
     }
     bundle.stats.millis = started.elapsed().as_millis() as u64;
@@ -245,9 +245,9 @@ pub fn hash_file(path: &Path) -> std::io::Result<pb::Digest> {
     Ok(hasher.finish())
 }
 
-/// The tree of the walk's entries (paths relative to the root, `/`-separated): a manifest per
-/// folder, bottom up. File sources stay relative here.
-fn assemble(found: Vec<(String, Found)>) -> Result<Bundle, Error> {
+/// The tree of the walk's entries (paths relative to `root`, `/`-separated): a manifest per
+/// folder, bottom up.
+fn assemble(root: &Path, found: Vec<(String, Found)>) -> Result<Bundle, Error> {
     #[derive(Default)]
     struct Folder {
         files: Vec<pb::FileNode>,
@@ -266,7 +266,7 @@ fn assemble(found: Vec<(String, Found)>) -> Result<Bundle, Error> {
             Found::File { digest, executable } => {
                 stats.files += 1;
                 stats.bytes += digest.size_bytes;
-                blobs.entry(digest.hash.clone()).or_insert_with(|| (digest.clone(), Source::File(PathBuf::from(&rel))));
+                blobs.entry(digest.hash.clone()).or_insert_with(|| (digest.clone(), Source::File(root.join(&rel))));
                 folder.files.push(pb::FileNode {
                     name: name.to_string(),
                     digest: Some(digest),
@@ -321,7 +321,7 @@ fn assemble(found: Vec<(String, Found)>) -> Result<Bundle, Error> {
         digests.insert(path, digest);
     }
     let root = digests.remove("").unwrap_or_else(|| tree::digest_of(&[]));
-    Ok(Bundle { root, blobs, stats })
+    Ok(Bundle { root, blobs: std::sync::Arc::new(blobs), stats })
 }
 
 #[cfg(test)]

@@ -69,7 +69,7 @@ pub async fn upload(channel: Channel, url: &str, bundle: &Bundle) -> Result<Uplo
     if !batch.is_empty() {
         jobs.push(batch);
     }
-    let bundle_blobs = Arc::new(bundle.blobs.clone());
+    let bundle_blobs = Arc::clone(&bundle.blobs);
     let permits = Arc::new(tokio::sync::Semaphore::new(PARALLEL_UPLOADS));
     let mut calls = tokio::task::JoinSet::new();
     for job in jobs {

@@ -41,6 +41,17 @@ impl BlobSvc {
     }
 }
 
+/// `digests` as one call may ask for them: at most [`FIND_MISSING_DIGESTS`], each well formed.
+fn check_digests(digests: &[pb::Digest], call: &str) -> Result<(), Status> {
+    if digests.len() > FIND_MISSING_DIGESTS {
+        return Err(Status::invalid_argument(format!(
+            "{} digests in one {call} (at most {FIND_MISSING_DIGESTS})",
+            digests.len()
+        )));
+    }
+    digests.iter().try_for_each(|d| tree::check_digest(d).map_err(Status::invalid_argument))
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Status> {
     tokio::task::spawn_blocking(f).await.map_err(|e| Status::internal(format!("the blob store's task failed: {e}")))
 }
@@ -53,15 +64,7 @@ impl pb::blob_service_server::BlobService for BlobSvc {
     ) -> Result<Response<pb::FindMissingResponse>, Status> {
         let store = self.store()?;
         let digests = request.into_inner().digests;
-        if digests.len() > FIND_MISSING_DIGESTS {
-            return Err(Status::invalid_argument(format!(
-                "{} digests in one FindMissing (at most {FIND_MISSING_DIGESTS})",
-                digests.len()
-            )));
-        }
-        for d in &digests {
-            tree::check_digest(d).map_err(Status::invalid_argument)?;
-        }
+        check_digests(&digests, "FindMissing")?;
         let missing = blocking(move || digests.into_iter().filter(|d| !store.contains(d)).collect()).await?;
         Ok(Response::new(pb::FindMissingResponse { missing }))
     }
@@ -77,7 +80,10 @@ impl pb::blob_service_server::BlobService for BlobSvc {
         let statuses = blocking(move || {
             let put = |blob: pb::Blob| {
                 let digest = blob.digest.unwrap_or_default();
-                let result = if blob.data.len() as u64 != digest.size_bytes {
+                // Checked before its hash is quoted in a message or used as a name.
+                let result = if let Err(problem) = tree::check_digest(&digest) {
+                    Err(BlobError::BadDigest(problem))
+                } else if blob.data.len() as u64 != digest.size_bytes {
                     Err(BlobError::Mismatch { want: digest.hash.clone(), got: format!("{} bytes", blob.data.len()) })
                 } else {
                     store.put(&digest, &blob.data)
@@ -147,15 +153,11 @@ impl pb::blob_service_server::BlobService for BlobSvc {
         let store = self.store()?;
         let digests = request.into_inner().digests;
         let total: u64 = digests.iter().map(|d| d.size_bytes).fold(0, u64::saturating_add);
-        if digests.len() > FIND_MISSING_DIGESTS || total > BATCH_BYTES {
+        check_digests(&digests, "BatchDownload")?;
+        if total > BATCH_BYTES {
             return Err(Status::invalid_argument(format!(
-                "a BatchDownload of {} blobs and {total} bytes (at most {FIND_MISSING_DIGESTS} and {BATCH_BYTES}: \
-                 download bigger blobs one by one)",
-                digests.len()
+                "a BatchDownload of {total} bytes (at most {BATCH_BYTES}: download bigger blobs one by one)"
             )));
-        }
-        for d in &digests {
-            tree::check_digest(d).map_err(Status::invalid_argument)?;
         }
         let blobs = blocking(move || -> Result<Vec<pb::Blob>, Status> {
             let mut blobs = Vec::with_capacity(digests.len());
