@@ -158,6 +158,24 @@ pub struct RunArgs {
     /// is sent, only the files the grid lacks.
     #[arg(long, env = "TESTGRID_NO_UPLOAD")]
     pub no_upload: bool,
+    /// A command each worker runs once, in the session's project folder (where the framework's
+    /// configuration is; the workspace root for commands), before the session's first test
+    /// there (`npm ci`, `pip install -e .`). Its failure fails the session's tests on that
+    /// worker, each with the setup's output.
+    #[arg(long, env = "TESTGRID_SETUP", help_heading = SETUP_HEADING)]
+    pub setup: Option<String>,
+    /// A file whose contents decide what the setup produces (`package-lock.json`); repeat for
+    /// more. With one, a worker keeps the setup's outputs and a later session whose key files,
+    /// command and --env are the same gets them instead of running the setup again.
+    #[arg(long = "setup-key", value_name = "FILE", value_hint = ValueHint::FilePath, help_heading = SETUP_HEADING)]
+    pub setup_keys: Vec<PathBuf>,
+    /// A folder the setup produces (`node_modules`, `.venv`), kept for reuse; repeat for more.
+    /// Needs --setup-key.
+    #[arg(long = "setup-output", value_name = "DIR", value_hint = ValueHint::DirPath, help_heading = SETUP_HEADING)]
+    pub setup_outputs: Vec<PathBuf>,
+    /// Kill the setup after this long.
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration, env = "TESTGRID_SETUP_TIMEOUT", help_heading = SETUP_HEADING)]
+    pub setup_timeout: Duration,
     /// The most files a workspace sent to a grid may have.
     #[arg(long, env = "TESTGRID_BUNDLE_MAX_FILES", default_value_t = crate::bundle::Limits::default().max_files)]
     pub bundle_max_files: u64,
@@ -213,6 +231,8 @@ pub struct RunArgs {
     pub cargo: CargoArgs,
 }
 
+/// The help heading of the setup options.
+const SETUP_HEADING: &str = "Setup (once per worker, before the tests)";
 /// The help heading of the pytest options, which `[pytest]` in testgrid.toml may hold.
 pub const PYTEST_HEADING: &str = "pytest tests (--framework pytest)";
 /// The help heading of the Rust options, which `[cargo]` in testgrid.toml may hold.

@@ -35,6 +35,16 @@ pub enum Error {
     DetachWithoutGrid,
     #[error("--command `{0}` has no `{{}}` where the test path goes")]
     CommandWithoutPlaceholder(String),
+    #[error("--setup-key and --setup-output go with a --setup command")]
+    SetupPartsWithoutSetup,
+    #[error(
+        "--setup-output keeps what the setup made for a later session with the same key: name the key with --setup-key FILE (`package-lock.json`)"
+    )]
+    SetupOutputWithoutKey,
+    #[error("--{flag} {}: {problem}", path.display())]
+    SetupPath { flag: &'static str, path: PathBuf, problem: String },
+    #[error("--setup: {0}")]
+    BadSetup(testgrid_proto::setup::BadSetup),
     /// `watch`, `cancel`, `sessions` and `workers` have no local mode.
     #[error("`testgrid {0}` needs a grid: set --grid or TESTGRID_GRID")]
     NeedsGrid(&'static str),
@@ -265,6 +275,10 @@ impl Error {
             | LabelsWithoutGrid
             | DetachWithoutGrid
             | CommandWithoutPlaceholder(_)
+            | SetupPartsWithoutSetup
+            | SetupOutputWithoutKey
+            | SetupPath { .. }
+            | BadSetup(_)
             | NeedsGrid(_)
             | BadFrameworkArgs { .. }
             | ArgsWithCommand

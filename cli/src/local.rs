@@ -57,6 +57,8 @@ pub async fn start(
         node: grid.node.clone(),
         coverage_dir: Some(coverage.path().to_path_buf()),
         prestart: Some(prestart),
+        // A setup run in the laptop's tree is skipped next time its key files are the same.
+        setup_stamps: crate::settings::user_cache().map(|c| c.join("setup")),
         ..testgrid_worker::Config::new(url.clone(), root.clone())
     };
     let stop = testgrid_worker::Stop { drain: CancellationToken::new(), now: shutdown.clone() };

@@ -73,6 +73,9 @@ pub struct Settings {
     /// Send the workspace to a grid (not `--no-upload`, not local mode).
     pub upload: bool,
     pub bundle_limits: crate::bundle::Limits,
+    /// `--setup` with its key files and outputs, relative to the workspace root; its folder is
+    /// the session's project folder, known once the tests are found.
+    pub setup: Option<testgrid_proto::setup::Setup>,
     /// Rust tests: what `cargo test` builds (`--features`, `-p`, ...).
     pub cargo: CargoArgs,
     /// Whether a Rust option was given as a flag or in the environment (not only in
@@ -95,6 +98,15 @@ impl Settings {
         args.extend(self.framework_args.iter().cloned());
         args
     }
+}
+
+/// This user's testgrid cache folder: `$XDG_CACHE_HOME/testgrid`, else `~/.cache/testgrid`.
+pub fn user_cache() -> Option<PathBuf> {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(cache.join("testgrid"))
 }
 
 /// The grid address, treating an empty one (`TESTGRID_GRID=`) as unset.
@@ -143,6 +155,7 @@ pub fn resolve(args: RunArgs, layers: Layers) -> Result<Settings, Error> {
     if let Some(path) = &args.output.junit {
         report::check_writable(path)?;
     }
+    let setup = setup_of(&args, &cwd, &root)?;
     let place = match grid {
         Some(url) => Place::Grid(url),
         None => Place::Local(LocalGrid {
@@ -178,6 +191,7 @@ pub fn resolve(args: RunArgs, layers: Layers) -> Result<Settings, Error> {
         cancel_on_disconnect: args.cancel_on_disconnect,
         detach: args.detach,
         upload: !args.no_upload,
+        setup,
         bundle_limits: crate::bundle::Limits {
             max_files: args.bundle_max_files,
             max_bytes: args.bundle_max_bytes,
@@ -189,4 +203,60 @@ pub fn resolve(args: RunArgs, layers: Layers) -> Result<Settings, Error> {
         layers,
         output: args.output,
     })
+}
+
+/// `--setup` and its parts, checked: key files that exist, outputs that are folders of the
+/// workspace (or will be), every path relative to the root.
+fn setup_of(
+    args: &RunArgs,
+    cwd: &std::path::Path,
+    root: &std::path::Path,
+) -> Result<Option<testgrid_proto::setup::Setup>, Error> {
+    let Some(command) = args.setup.as_ref().filter(|c| !c.trim().is_empty()) else {
+        if !args.setup_keys.is_empty() || !args.setup_outputs.is_empty() {
+            return Err(Error::SetupPartsWithoutSetup);
+        }
+        return Ok(None);
+    };
+    if !args.setup_outputs.is_empty() && args.setup_keys.is_empty() {
+        return Err(Error::SetupOutputWithoutKey);
+    }
+    let inside = |flag: &'static str, path: &PathBuf| -> Result<String, Error> {
+        let bad = |problem: String| Error::SetupPath { flag, path: path.clone(), problem };
+        let absolute = cwd.join(path);
+        // The folder above may not exist yet for an output; a key file must.
+        let resolved = match absolute.canonicalize() {
+            Ok(resolved) => resolved,
+            Err(_) if flag == "setup-output" => {
+                match (absolute.parent().map(|p| p.canonicalize()), absolute.file_name()) {
+                    (Some(Ok(parent)), Some(name)) => parent.join(name),
+                    _ => return Err(bad("its folder does not exist".into())),
+                }
+            }
+            Err(e) => return Err(bad(format!("{e}; name a file of the workspace"))),
+        };
+        let relative = resolved
+            .strip_prefix(root)
+            .map_err(|_| bad(format!("it is outside the workspace root {}", root.display())))?;
+        if relative.as_os_str().is_empty() {
+            return Err(bad("it is the workspace root itself; name a folder inside it".into()));
+        }
+        let relative = relative.to_str().ok_or_else(|| bad("it is not valid UTF-8".into()))?;
+        if flag == "setup-key" && !resolved.is_file() {
+            return Err(bad("not a file; a key is a file whose contents decide what the setup makes".into()));
+        }
+        Ok(relative.to_string())
+    };
+    let key_files = args.setup_keys.iter().map(|p| inside("setup-key", p)).collect::<Result<Vec<_>, _>>()?;
+    let outputs = args.setup_outputs.iter().map(|p| inside("setup-output", p)).collect::<Result<Vec<_>, _>>()?;
+    let setup = testgrid_proto::setup::Setup {
+        command: command.clone(),
+        dir: String::new(),
+        key_files,
+        outputs,
+        timeout_ms: args.setup_timeout.as_millis().min(u128::from(u64::MAX)) as u64,
+    };
+    // The same checks the grid makes, so that a bad one is refused here with its flag's name.
+    testgrid_proto::setup::Setup::try_from(&testgrid_proto::Setup::from(&setup)).map_err(Error::BadSetup)?;
+    Ok(Some(setup))
 }

@@ -57,6 +57,19 @@ fn age(dir: &Path) {
 
 /// `testgrid run --json` in `dir`: its exit code, the `workspace` event, and each test's outcome.
 fn run(dir: &Path, url: &str, extra: &[&str]) -> (Option<i32>, serde_json::Value, Vec<(String, String)>, String) {
+    let (code, events, stderr) = run_events(dir, url, extra);
+    let workspace = events.iter().find(|e| e["event"] == "created").map(|e| e["workspace"].clone()).unwrap_or_default();
+    let outcomes = events
+        .iter()
+        .filter(|e| e["event"] == "test_finished")
+        .map(|e| (e["test"].as_str().unwrap_or("").to_string(), e["outcome"].as_str().unwrap_or("").to_string()))
+        .collect();
+    (code, workspace, outcomes, stderr)
+}
+
+/// `testgrid run --json` of the shell tests under `tests/` in `dir`: its exit code, its events
+/// and its stderr.
+fn run_events(dir: &Path, url: &str, extra: &[&str]) -> (Option<i32>, Vec<serde_json::Value>, String) {
     let real = dir.canonicalize().expect("canonical");
     let cli_dir = format!("TESTGRID_CLI_DIR={}", real.display());
     let out = testgrid(dir)
@@ -67,13 +80,126 @@ fn run(dir: &Path, url: &str, extra: &[&str]) -> (Option<i32>, serde_json::Value
         .expect("testgrid runs");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let events: Vec<serde_json::Value> = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    let workspace = events.iter().find(|e| e["event"] == "created").map(|e| e["workspace"].clone()).unwrap_or_default();
-    let outcomes = events
+    (out.status.code(), events, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The finished tests' `(outcome, message, output)`.
+fn finished(events: &[serde_json::Value]) -> Vec<(String, String, String)> {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+    events
         .iter()
         .filter(|e| e["event"] == "test_finished")
-        .map(|e| (e["test"].as_str().unwrap_or("").to_string(), e["outcome"].as_str().unwrap_or("").to_string()))
-        .collect();
-    (out.status.code(), workspace, outcomes, String::from_utf8_lossy(&out.stderr).into_owned())
+        .map(|e| (text(&e["outcome"]), text(&e["message"]), text(&e["output"])))
+        .collect()
+}
+
+/// A workspace whose tests need what a setup makes: `deps/made.txt` (ignored, so it never
+/// travels) holding `made from` and the key file's contents.
+fn setup_workspace() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    std::fs::create_dir(root.join(".git")).expect(".git");
+    write(root, ".gitignore", "deps/\n");
+    write(root, "lock.txt", "v1\n");
+    for i in 0..4 {
+        write(root, &format!("tests/t{i}.sh"), "set -e\ngrep -q \"made from $(cat lock.txt)\" deps/made.txt\n");
+    }
+    age(root);
+    dir
+}
+
+/// The setup: counts its runs in `$SETUP_RUNS` (outside every tree) and makes `deps/`.
+const SETUP: &str = "echo run >> \"$SETUP_RUNS\"; mkdir -p deps; echo \"made from $(cat lock.txt)\" > deps/made.txt";
+
+fn runs(file: &Path) -> usize {
+    std::fs::read_to_string(file).map_or(0, |t| t.lines().count())
+}
+
+#[test]
+fn a_setup_runs_once_per_worker_is_reused_for_the_same_key_and_its_failure_fails_the_tests() {
+    let (_coordinator, grpc, _http) = spawn_coordinator("127.0.0.1:0", "127.0.0.1:0", &[]);
+    let url = format!("http://{grpc}");
+    let (place, cache) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let _worker = rootless_worker(&url, "bare", place.path(), cache.path());
+    wait_for_workers(&url, &["bare".into()]);
+    let ws = setup_workspace();
+    let counter = tempfile::tempdir().expect("tempdir");
+    let count = counter.path().join("runs");
+    let env = format!("SETUP_RUNS={}", count.display());
+    let with_setup = ["--env", &env, "--setup", SETUP, "--setup-key", "lock.txt", "--setup-output", "deps"];
+
+    // Four tests on one worker of two slots: the setup runs once, before the first.
+    let (code, events, stderr) = run_events(ws.path(), &url, &with_setup);
+    let done = finished(&events);
+    assert_eq!(code, Some(0), "{stderr}\n{done:?}");
+    assert_eq!(done.len(), 4, "{done:?}");
+    assert_eq!(runs(&count), 1, "one setup per worker and session");
+
+    // The same key: what it made is put in place, and it does not run.
+    let (code, events, stderr) = run_events(ws.path(), &url, &with_setup);
+    assert_eq!(code, Some(0), "{stderr}\n{:?}", finished(&events));
+    assert_eq!(runs(&count), 1, "the second session reused the setup's outputs");
+
+    // A changed key file: the setup runs again, and the tests see what it made this time.
+    write(ws.path(), "lock.txt", "v2\n");
+    let (code, events, stderr) = run_events(ws.path(), &url, &with_setup);
+    assert_eq!(code, Some(0), "{stderr}\n{:?}", finished(&events));
+    assert_eq!(runs(&count), 2, "a new key runs the setup");
+
+    // A failing setup: every test of the session on the worker fails with its output; it ran once.
+    let failing = format!("echo run >> \"$SETUP_RUNS\"; echo 'cannot install: no registry'; exit 7");
+    let (code, events, stderr) = run_events(ws.path(), &url, &["--env", &env, "--setup", &failing]);
+    let done = finished(&events);
+    assert_eq!(code, Some(1), "{stderr}\n{done:?}");
+    assert_eq!(done.len(), 4, "{done:?}");
+    for (outcome, message, output) in &done {
+        assert_eq!(outcome, "error", "{done:?}");
+        assert!(message.contains("setup") && message.contains("exit code 7"), "{message}");
+        assert!(output.contains("cannot install: no registry"), "{output}");
+    }
+    assert_eq!(runs(&count), 3, "a failed setup is not run again for each test");
+}
+
+#[test]
+fn a_setup_in_the_local_tree_is_skipped_while_its_key_is_unchanged() {
+    let ws = setup_workspace();
+    let (counter, xdg) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let count = counter.path().join("runs");
+    let env = format!("SETUP_RUNS={}", count.display());
+    let run_local = || {
+        let out = testgrid(ws.path())
+            .args(["run", "--local", "2", "--framework", "shell", "--env", &env, "--setup", SETUP])
+            .args(["--setup-key", "lock.txt", "--setup-output", "deps", "tests"])
+            .env("XDG_CACHE_HOME", xdg.path())
+            .output()
+            .expect("testgrid runs");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, stderr) = run_local();
+    assert_eq!((code, runs(&count)), (Some(0), 1), "{stderr}");
+    let (code, stderr) = run_local();
+    assert_eq!((code, runs(&count)), (Some(0), 1), "the same key in the same tree: {stderr}");
+    // Its output gone: it runs again, even with the same key.
+    std::fs::remove_dir_all(ws.path().join("deps")).expect("rm deps");
+    let (code, stderr) = run_local();
+    assert_eq!((code, runs(&count)), (Some(0), 2), "{stderr}");
+    write(ws.path(), "lock.txt", "v2\n");
+    let (code, stderr) = run_local();
+    assert_eq!((code, runs(&count)), (Some(0), 3), "{stderr}");
+
+    // Parts of a setup that cannot work are refused before anything runs, naming the fix.
+    for (args, says) in [
+        (&["--setup", "true", "--setup-output", "deps"][..], "--setup-key"),
+        (&["--setup-key", "lock.txt"][..], "--setup"),
+        (&["--setup", "true", "--setup-key", "../elsewhere.lock"][..], "--setup-key ../elsewhere.lock"),
+        (&["--setup", "true", "--setup-key", "tests"][..], "not a file"),
+    ] {
+        let out = testgrid(ws.path()).args(["run", "--framework", "shell"]).args(args).output().expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    assert_eq!(runs(&count), 3);
 }
 
 #[test]

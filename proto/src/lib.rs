@@ -8,6 +8,7 @@
 //! - [`cargo`]: how Rust test units are named and found in cargo's output, the contract between
 //!   the CLI that lists them and the worker that runs them.
 //! - [`outcome`]: the names of outcomes, one table for every program.
+//! - [`setup`]: a session's setup command, typed and checked, and its reuse key.
 //! - Small shared pieces: [`error_chain`], [`parse_key_value`], [`logging`], [`now_ms`].
 //!
 //! It must not hold program logic: no scheduling, no executors, no discovery.
@@ -29,6 +30,7 @@ pub mod go;
 pub mod js;
 pub mod logging;
 pub mod outcome;
+pub mod setup;
 pub mod tree;
 
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -54,6 +54,9 @@ pub struct Config {
     pub cache_dir: Option<PathBuf>,
     /// The most bytes the blob cache keeps.
     pub cache_size: u64,
+    /// Where a session's setup run in the worker's own tree leaves the stamp that lets a later
+    /// session with the same setup key skip it. `None`: under `cache_dir` when there is one.
+    pub setup_stamps: Option<PathBuf>,
 }
 
 /// The blob cache's default size.
@@ -146,6 +149,7 @@ impl Config {
             prestart: None,
             cache_dir: None,
             cache_size: DEFAULT_CACHE_SIZE,
+            setup_stamps: None,
         }
     }
 }

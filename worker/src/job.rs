@@ -37,6 +37,8 @@ pub struct Job {
     /// The session's workspace tree: [`Job::root`] becomes its folder on this worker before the
     /// job runs. `None`: the worker's own root.
     pub workspace: Option<pb::Digest>,
+    /// The session's setup, run once in [`Job::root`] before the session's first test there.
+    pub setup: Option<testgrid_proto::setup::Setup>,
 }
 
 /// An assignment the worker cannot run, and why.
@@ -63,6 +65,7 @@ impl Job {
             worker: worker.to_string(),
             list_to,
             workspace: None,
+            setup: None,
         }
     }
 
@@ -80,6 +83,11 @@ impl Job {
                 return Some(Err(Refused { assignment, path: a.test_path, why }));
             }
         };
+        let setup = match a.setup.as_ref().map(testgrid_proto::setup::Setup::try_from) {
+            Some(Ok(setup)) => Some(setup),
+            Some(Err(e)) => return Some(Err(Refused { assignment, path: a.test_path, why: e.to_string() })),
+            None => None,
+        };
         Some(Ok(Job {
             assignment,
             path: a.test_path,
@@ -91,6 +99,7 @@ impl Job {
             worker: worker.to_string(),
             list_to: None,
             workspace: a.workspace,
+            setup,
         }))
     }
 
@@ -174,6 +183,7 @@ pub(crate) mod testing {
             worker: "test-worker".into(),
             list_to: None,
             workspace: None,
+            setup: None,
         }
     }
 }

@@ -5,6 +5,8 @@
 //!   [`connection::slots`] state (held assignments, queue, drain).
 //! - [`job`]: one assignment as it runs, the [`job::Executor`] seam, a test's environment.
 //! - [`exec`]: the one process lifecycle, exit texts, output capture, unit reports, build cache.
+//! - [`workspace`]: sessions' trees materialised from the coordinator's blobs, the blob cache.
+//! - [`setup`]: a session's setup command, run once per tree, and what it produced reused.
 //! - [`frameworks`]: what differs per framework (shell, warm runners, cargo, go) and the one
 //!   place that picks an executor.
 //!
@@ -16,6 +18,7 @@ mod connection;
 mod exec;
 mod frameworks;
 mod job;
+mod setup;
 mod workspace;
 
 pub use config::{

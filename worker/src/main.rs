@@ -98,6 +98,8 @@ fn main() -> ExitCode {
         prestart: None,
         cache_dir: args.cache_dir,
         cache_size: args.cache_size,
+        // Beside the cache (`--cache-dir`), when there is one.
+        setup_stamps: None,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

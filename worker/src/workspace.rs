@@ -50,6 +50,8 @@ const PARALLEL_DOWNLOADS: usize = 8;
 struct Tree {
     /// Taken while it is materialised, so that a session's slots wait for one materialisation.
     ready: Arc<tokio::sync::Mutex<Option<PathBuf>>>,
+    /// Whether the session's setup has run in it (reset whenever the folder goes).
+    setup: crate::setup::State,
     /// Tests of the session running on it now.
     active: usize,
     last_used: Instant,
@@ -66,6 +68,9 @@ impl Tree {
             if let Ok(mut ready) = self.ready.try_lock() {
                 *ready = None;
             }
+            if let Ok(mut setup) = self.setup.try_lock() {
+                *setup = None;
+            }
             remove_tree(&self.dir);
         }
     }
@@ -76,7 +81,7 @@ pub struct Workspaces {
     cache: PathBuf,
     capacity: u64,
     trees: Mutex<HashMap<String, Arc<Mutex<Tree>>>>,
-    /// Cached blobs' sizes and when each was last used (for eviction).
+    /// Cached blobs' and kept setup outputs' sizes and when each was last used (for eviction).
     blobs: Mutex<HashMap<String, (u64, Instant)>>,
     copied_once: std::sync::Once,
 }
@@ -85,6 +90,8 @@ pub struct Workspaces {
 pub struct InUse {
     tree: Arc<Mutex<Tree>>,
     pub root: PathBuf,
+    /// Whether the session's setup has run in this folder.
+    pub setup: crate::setup::State,
 }
 
 impl Drop for InUse {
@@ -100,7 +107,7 @@ impl Workspaces {
     /// The workspaces under `cache` (created if missing); folders a previous run left are
     /// removed, cached blobs counted.
     pub fn open(cache: &Path, capacity: u64) -> std::io::Result<Workspaces> {
-        for dir in ["blobs", "sessions"] {
+        for dir in ["blobs", "sessions", "setup"] {
             std::fs::create_dir_all(cache.join(dir))?;
         }
         for entry in std::fs::read_dir(cache.join("sessions"))? {
@@ -122,6 +129,15 @@ impl Workspaces {
                 }
                 blobs.insert(name, (blob.metadata()?.len(), now));
             }
+        }
+        for kept in std::fs::read_dir(cache.join("setup"))? {
+            let kept = kept?;
+            let name = kept.file_name().to_string_lossy().into_owned();
+            if name.starts_with(crate::setup::TEMP_PREFIX) {
+                remove_tree(&kept.path());
+                continue;
+            }
+            blobs.insert(format!("{SETUP_PREFIX}{name}"), (tree_bytes(&kept.path()), now));
         }
         Ok(Workspaces {
             cache: cache.to_path_buf(),
@@ -148,6 +164,7 @@ impl Workspaces {
             let tree = trees.entry(session.to_string()).or_insert_with(|| {
                 Arc::new(Mutex::new(Tree {
                     ready: Arc::new(tokio::sync::Mutex::new(None)),
+                    setup: Default::default(),
                     active: 0,
                     last_used: Instant::now(),
                     ended: false,
@@ -158,8 +175,11 @@ impl Workspaces {
             Arc::clone(tree)
         };
         // Counted as in use from here: a folder being made is not swept.
-        let mut in_use = InUse { tree: Arc::clone(&tree), root: PathBuf::new() };
-        let ready = Arc::clone(&lock(&tree).ready);
+        let (ready, setup) = {
+            let tree = lock(&tree);
+            (Arc::clone(&tree.ready), Arc::clone(&tree.setup))
+        };
+        let mut in_use = InUse { tree: Arc::clone(&tree), root: PathBuf::new(), setup };
         let dir = self.cache.join("sessions").join(session);
         in_use.root = self.materialise_once(&ready, &dir, root, channel).await?;
         Ok(in_use)
@@ -470,12 +490,69 @@ impl Workspaces {
             if used <= self.capacity {
                 break;
             }
-            let path = self.cache.join("blobs").join(&name[..2.min(name.len())]).join(&name);
-            if std::fs::remove_file(&path).is_ok() {
+            let removed = match name.strip_prefix(SETUP_PREFIX) {
+                Some(key) => {
+                    let path = self.cache.join("setup").join(key);
+                    remove_tree(&path);
+                    !path.exists()
+                }
+                None => {
+                    std::fs::remove_file(self.cache.join("blobs").join(&name[..2.min(name.len())]).join(&name)).is_ok()
+                }
+            };
+            if removed {
                 used -= size;
                 blobs.remove(&name);
             }
         }
+    }
+
+    /// The folder of what a setup with `key` produced (`N/` for its `N`th output), if it is kept.
+    pub fn setup_output(&self, key: &str) -> Option<PathBuf> {
+        let path = self.cache.join("setup").join(key);
+        let name = format!("{SETUP_PREFIX}{key}");
+        let mut cached = lock(&self.blobs);
+        let entry = cached.get_mut(&name)?;
+        entry.1 = Instant::now();
+        path.is_dir().then_some(path)
+    }
+
+    /// Keep what a setup with `key` produced (`outputs`, the session tree's folders; one that does
+    /// not exist is not kept): linked into the cache, made read-only, counted in its size.
+    pub fn keep_setup_output(&self, key: &str, outputs: &[PathBuf]) -> Result<(), String> {
+        let started = Instant::now();
+        let setups = self.cache.join("setup");
+        let temp = tempfile::Builder::new()
+            .prefix(crate::setup::TEMP_PREFIX)
+            .tempdir_in(&setups)
+            .map_err(|e| format!("cannot write to the cache: {e}"))?;
+        let mut bytes = 0;
+        for (i, output) in outputs.iter().enumerate() {
+            if std::fs::symlink_metadata(output).is_err() {
+                continue;
+            }
+            bytes += crate::setup::link_tree(output, &temp.path().join(i.to_string()))
+                .map_err(|e| format!("cannot keep {}: {e}", output.display()))?;
+        }
+        crate::setup::make_read_only(temp.path()).map_err(|e| format!("cannot keep the outputs: {e}"))?;
+        if bytes > self.capacity {
+            return Err(format!("its {bytes} bytes do not fit in the cache (--cache-size)"));
+        }
+        let kept = temp.keep();
+        if std::fs::rename(&kept, setups.join(key)).is_err() {
+            // Another session with the same key kept it first: theirs stands.
+            remove_tree(&kept);
+            return Ok(());
+        }
+        lock(&self.blobs).insert(format!("{SETUP_PREFIX}{key}"), (bytes, Instant::now()));
+        info!(
+            key = &key[..12.min(key.len())],
+            bytes,
+            millis = started.elapsed().as_millis() as u64,
+            "setup outputs kept for reuse"
+        );
+        self.evict();
+        Ok(())
     }
 
     /// `session` is over: its folder goes now, or when its last test is done with it.
@@ -506,12 +583,36 @@ impl Workspaces {
     }
 }
 
+/// How the cache's size accounting names a kept setup output (blobs are named by their file).
+const SETUP_PREFIX: &str = "setup/";
+
+/// The bytes of the regular files under `dir`.
+fn tree_bytes(dir: &Path) -> u64 {
+    let mut bytes = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+        if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                pending.extend(entries.flatten().map(|e| e.path()));
+            }
+        } else if meta.is_file() {
+            bytes += meta.len();
+        }
+    }
+    bytes
+}
+
 fn file_name(path: &Path) -> String {
     path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// Remove a session's folder: its read-only files first made removable where needed.
-fn remove_tree(dir: &Path) {
+pub fn remove_tree(dir: &Path) {
+    if std::fs::symlink_metadata(dir).is_ok_and(|m| !m.is_dir()) {
+        let _ = std::fs::remove_file(dir);
+        return;
+    }
     if std::fs::remove_dir_all(dir).is_ok() || !dir.exists() {
         return;
     }
@@ -545,14 +646,26 @@ fn walk_dirs(dir: &Path) -> Vec<PathBuf> {
 pub struct Shared {
     dir: Option<PathBuf>,
     capacity: u64,
+    /// The setups of sessions that run in the worker's own tree.
+    pub own_setups: crate::setup::OwnTree,
+    /// Where their stamps go (see [`crate::Config::setup_stamps`]).
+    pub stamps: Option<PathBuf>,
     opened: tokio::sync::OnceCell<Result<Arc<Workspaces>, String>>,
     /// The temporary folder, removed with this.
     temp: Mutex<Option<tempfile::TempDir>>,
 }
 
 impl Shared {
-    pub fn new(dir: Option<PathBuf>, capacity: u64) -> Shared {
-        Shared { dir, capacity, opened: tokio::sync::OnceCell::new(), temp: Mutex::new(None) }
+    pub fn new(dir: Option<PathBuf>, capacity: u64, stamps: Option<PathBuf>) -> Shared {
+        let stamps = stamps.or_else(|| dir.as_ref().map(|d| d.join("setup-stamps")));
+        Shared {
+            dir,
+            capacity,
+            own_setups: Default::default(),
+            stamps,
+            opened: tokio::sync::OnceCell::new(),
+            temp: Mutex::new(None),
+        }
     }
 
     pub async fn get(&self) -> Result<Arc<Workspaces>, String> {
@@ -581,6 +694,7 @@ impl Shared {
 
     /// See [`Workspaces::ended`].
     pub fn ended(&self, session: &str) {
+        self.own_setups.ended(session);
         if let Some(Ok(workspaces)) = self.opened.get() {
             workspaces.ended(session);
         }

@@ -88,12 +88,8 @@ impl Index {
 /// (`$XDG_CACHE_HOME/testgrid/index/`, else `~/.cache/testgrid/index/`), one file per workspace
 /// path; `None` without a home.
 pub fn path_for(root: &Path) -> Option<std::path::PathBuf> {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| Path::new(&h).join(".cache")))?;
     let key = tree::digest_of(root.as_os_str().as_encoded_bytes()).hash;
-    Some(cache.join("testgrid").join("index").join(format!("{}.json", &key[..32])))
+    Some(crate::settings::user_cache()?.join("index").join(format!("{}.json", &key[..32])))
 }
 
 #[cfg(test)]

@@ -56,6 +56,10 @@ pub async fn run(args: RunArgs, layers: Layers) -> Result<u8, Error> {
                             runner: runner.clone(),
                             list,
                         };
+                        // A runner must start after the setup, which may replace what it loads.
+                        if settings.setup.is_some() {
+                            return None;
+                        }
                         // Nobody listening: the worker is gone, and the session will say so (and
                         // the list, never answered, is asked of the framework).
                         let _ = tell.send(Some(prestart));
@@ -168,6 +172,13 @@ fn session_spec(settings: &Settings, found: &Discovered) -> pb::SessionSpec {
         cancel_on_disconnect: settings.cancel_on_disconnect,
         runner: Some(pb::Runner::from(&found.runner)),
         workspace: None,
+        // The setup runs where the framework's configuration is (the root for commands).
+        setup: settings
+            .setup
+            .clone()
+            .map(|setup| testgrid_proto::setup::Setup { dir: found.runner.project_dir().to_string(), ..setup })
+            .as_ref()
+            .map(pb::Setup::from),
     }
 }
 

@@ -31,6 +31,7 @@ fn request(root: &Path, paths: Vec<PathBuf>, framework: impl Into<FrameworkChoic
         cancel_on_disconnect: false,
         detach: false,
         upload: true,
+        setup: None,
         bundle_limits: crate::bundle::Limits::default(),
         cargo: Default::default(),
         cargo_asked: false,

@@ -123,6 +123,9 @@ pub struct SessionSpec {
     /// `None`: workers run them in their own root. Passed on to workers untouched.
     #[serde(default)]
     pub workspace: Option<Workspace>,
+    /// Run once on each worker before the session's first test there. Passed on untouched.
+    #[serde(default)]
+    pub setup: Option<Box<testgrid_proto::setup::Setup>>,
 }
 
 /// A workspace tree by its root manifest's digest.

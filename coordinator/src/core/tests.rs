@@ -27,6 +27,7 @@ pub(super) fn spec(tests: usize) -> SessionSpec {
         max_worker_losses: 0,
         cancel_on_disconnect: false,
         workspace: None,
+        setup: None,
     }
 }
 

@@ -195,6 +195,13 @@ impl TryFrom<pb::SessionSpec> for SessionSpec {
             }
             None => None,
         };
+        let setup = match &s.setup {
+            Some(setup) => Some(Box::new(
+                testgrid_proto::setup::Setup::try_from(setup)
+                    .map_err(|e| BadMessage::Invalid { field: e.field, problem: e.problem })?,
+            )),
+            None => None,
+        };
         Ok(SessionSpec {
             name: s.name,
             tests,
@@ -207,6 +214,7 @@ impl TryFrom<pb::SessionSpec> for SessionSpec {
             max_worker_losses: s.max_worker_losses,
             cancel_on_disconnect: s.cancel_on_disconnect,
             workspace,
+            setup,
         })
     }
 }

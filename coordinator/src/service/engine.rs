@@ -270,6 +270,7 @@ impl Engine {
                         .workspace
                         .as_ref()
                         .map(|w| pb::Digest { hash: w.hash.clone(), size_bytes: w.size_bytes }),
+                    setup: spec.setup.as_deref().map(pb::Setup::from),
                 });
                 debug!(worker_id = %worker, session_id = %assignment.key.session, test = %assignment.path,
                        attempt = assignment.key.attempt, "assign");

@@ -50,7 +50,11 @@ pub async fn run<E: Executor>(config: Config, root: &Path, executor: Arc<E>, sto
     target.keepalive_while_idle = true;
     let endpoint = target.endpoint().map_err(|e| Error::BadGrid { grid: config.grid.clone(), problem: e.problem })?;
     let mut backoff = Backoff::new();
-    let workspaces = Arc::new(crate::workspace::Shared::new(config.cache_dir.clone(), config.cache_size));
+    let workspaces = Arc::new(crate::workspace::Shared::new(
+        config.cache_dir.clone(),
+        config.cache_size,
+        config.setup_stamps.clone(),
+    ));
     // Idle sessions' folders go; all of them when the worker stops.
     let sweeper = {
         let workspaces = Arc::clone(&workspaces);
@@ -139,6 +143,8 @@ struct Link<E> {
     channel: tonic::transport::Channel,
     /// Every test runs in the worker's root ([`Config::own_tree`]).
     own_tree: bool,
+    /// How setup commands run.
+    settings: crate::exec::Settings,
 }
 
 impl<E: Executor> Link<E> {
@@ -165,10 +171,11 @@ impl<E: Executor> Link<E> {
                     let assignment = job.assignment.clone();
                     let (workspaces, channel) = (Arc::clone(&self.workspaces), self.channel.clone());
                     let tree = job.workspace.clone().filter(|_| !self.own_tree);
+                    let settings = self.settings.clone();
                     let task = self.tasks.spawn(async move {
                         let mut job = job;
                         // The session's own tree, when it sent one: the test runs there.
-                        let _in_use = match tree {
+                        let in_use = match tree {
                             Some(digest) => {
                                 let started = std::time::Instant::now();
                                 let got = tokio::select! {
@@ -192,9 +199,34 @@ impl<E: Executor> Link<E> {
                             }
                             None => None,
                         };
+                        if job.setup.is_some() {
+                            let set_up = match &in_use {
+                                Some(in_use) => match workspaces.get().await {
+                                    Ok(materialised) => {
+                                        let place = crate::setup::Place::Materialised(&materialised);
+                                        crate::setup::ensure(&in_use.setup, &job, place, &settings, &cancel).await
+                                    }
+                                    // The tree came from there: it opened.
+                                    Err(problem) => Err(crate::exec::report::simple(
+                                        pb::Outcome::Error,
+                                        problem,
+                                        std::time::Instant::now(),
+                                    )),
+                                },
+                                None => {
+                                    let state = workspaces.own_setups.state(&job.assignment.session_id);
+                                    let place = crate::setup::Place::Own(workspaces.stamps.as_deref());
+                                    crate::setup::ensure(&state, &job, place, &settings, &cancel).await
+                                }
+                            };
+                            if let Err(report) = set_up {
+                                return (slot, job.assignment, report);
+                            }
+                        }
                         // The token is a child of the connection's: a connection that goes away
                         // cancels it too. Draining does not: a running test may finish.
                         let report = executor.run(slot, &job, cancel).await;
+                        drop(in_use);
                         (slot, job.assignment, report)
                     });
                     self.running.insert(task.id(), (slot, assignment));
@@ -313,6 +345,11 @@ async fn attach<E: Executor>(
         workspaces: Arc::clone(workspaces),
         channel: blob_channel,
         own_tree: config.own_tree,
+        settings: crate::exec::Settings {
+            output_limit: config.output_limit,
+            kill_grace: config.kill_grace,
+            die_with_worker: config.die_with_worker,
+        },
     };
     let closed = || "the stream to the coordinator closed".to_string();
 
