@@ -147,8 +147,8 @@ fn a_setup_runs_once_per_worker_is_reused_for_the_same_key_and_its_failure_fails
     assert_eq!(runs(&count), 2, "a new key runs the setup");
 
     // A failing setup: every test of the session on the worker fails with its output; it ran once.
-    let failing = format!("echo run >> \"$SETUP_RUNS\"; echo 'cannot install: no registry'; exit 7");
-    let (code, events, stderr) = run_events(ws.path(), &url, &["--env", &env, "--setup", &failing]);
+    let failing = "echo run >> \"$SETUP_RUNS\"; echo 'cannot install: no registry'; exit 7";
+    let (code, events, stderr) = run_events(ws.path(), &url, &["--env", &env, "--setup", failing]);
     let done = finished(&events);
     assert_eq!(code, Some(1), "{stderr}\n{done:?}");
     assert_eq!(done.len(), 4, "{done:?}");
