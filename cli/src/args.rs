@@ -158,6 +158,11 @@ pub struct RunArgs {
     /// is sent, only the files the grid lacks.
     #[arg(long, env = "TESTGRID_NO_UPLOAD")]
     pub no_upload: bool,
+    /// Which project this is, the same for all its sessions (workers keep a build folder per
+    /// project, so that a build after an edit is incremental). Default: the git remote
+    /// `origin` without credentials, else the workspace root's folder name.
+    #[arg(long, env = "TESTGRID_PROJECT")]
+    pub project: Option<String>,
     /// A command each worker runs once, in the session's project folder (where the framework's
     /// configuration is; the workspace root for commands), before the session's first test
     /// there (`npm ci`, `pip install -e .`). Its failure fails the session's tests on that

@@ -76,6 +76,8 @@ pub struct Settings {
     /// `--setup` with its key files and outputs, relative to the workspace root; its folder is
     /// the session's project folder, known once the tests are found.
     pub setup: Option<testgrid_proto::setup::Setup>,
+    /// The project key sessions carry (`--project`, else derived from the root).
+    pub project: String,
     /// Rust tests: what `cargo test` builds (`--features`, `-p`, ...).
     pub cargo: CargoArgs,
     /// Whether a Rust option was given as a flag or in the environment (not only in
@@ -156,6 +158,10 @@ pub fn resolve(args: RunArgs, layers: Layers) -> Result<Settings, Error> {
         report::check_writable(path)?;
     }
     let setup = setup_of(&args, &cwd, &root)?;
+    let project = match args.project.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
+        Some(project) => bounded_project(project),
+        None => project_of(&root),
+    };
     let place = match grid {
         Some(url) => Place::Grid(url),
         None => Place::Local(LocalGrid {
@@ -192,6 +198,7 @@ pub fn resolve(args: RunArgs, layers: Layers) -> Result<Settings, Error> {
         detach: args.detach,
         upload: !args.no_upload,
         setup,
+        project,
         bundle_limits: crate::bundle::Limits {
             max_files: args.bundle_max_files,
             max_bytes: args.bundle_max_bytes,
@@ -259,4 +266,79 @@ fn setup_of(
     // The same checks the grid makes, so that a bad one is refused here with its flag's name.
     testgrid_proto::setup::Setup::try_from(&testgrid_proto::Setup::from(&setup)).map_err(Error::BadSetup)?;
     Ok(Some(setup))
+}
+
+/// The project key of the workspace at `root`: its git remote `origin` without credentials
+/// (`github.com/org/repo`), else the root folder's name.
+fn project_of(root: &std::path::Path) -> String {
+    let remote = std::fs::read_to_string(root.join(".git").join("config")).ok().and_then(|c| origin_url(&c));
+    match remote {
+        Some(url) => bounded_project(&remote_key(&url)),
+        None => bounded_project(&root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()),
+    }
+}
+
+/// `[remote "origin"] url = …` of a git config file.
+fn origin_url(config: &str) -> Option<String> {
+    let mut in_origin = false;
+    for line in config.lines().take(10_000) {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_origin = line.replace(' ', "") == "[remote\"origin\"]";
+        } else if in_origin
+            && let Some((key, value)) = line.split_once('=')
+            && key.trim() == "url"
+        {
+            return Some(value.trim().to_string());
+        }
+    }
+    None
+}
+
+/// A remote URL as a key: no scheme, no user or password, no `.git` (the same repository by
+/// https and by ssh gives the same key).
+fn remote_key(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    // `user:token@host/...` or `git@host:org/repo`: what is before the `@` is a credential.
+    let rest = match rest.split_once('/') {
+        Some((authority, _)) if authority.contains('@') => rest.rsplit_once('@').map_or(rest, |(_, r)| r),
+        _ => rest.rsplit_once('@').filter(|(user, _)| !user.contains('/')).map_or(rest, |(_, r)| r),
+    };
+    let rest = rest.replacen(':', "/", usize::from(!url.contains("://")));
+    rest.trim_end_matches('/').trim_end_matches(".git").to_string()
+}
+
+/// A project key the grid takes: at most 256 bytes, no control characters.
+fn bounded_project(text: &str) -> String {
+    let mut key = String::new();
+    for c in text.chars().filter(|c| !c.is_control()) {
+        if key.len() + c.len_utf8() > 256 {
+            break;
+        }
+        key.push(c);
+    }
+    key
+}
+
+#[cfg(test)]
+mod project_tests {
+    use super::*;
+
+    #[test]
+    fn a_remote_becomes_a_key_without_credentials() {
+        for (url, key) in [
+            ("https://github.com/org/repo.git", "github.com/org/repo"),
+            ("https://alice:s3cret@github.com/org/repo", "github.com/org/repo"),
+            ("git@github.com:org/repo.git", "github.com/org/repo"),
+            ("ssh://git@host:22/org/repo/", "host:22/org/repo"),
+            ("/srv/git/repo.git", "/srv/git/repo"),
+        ] {
+            assert_eq!(remote_key(url), key, "{url}");
+        }
+        let config =
+            "[core]\n\tbare = false\n[remote \"upstream\"]\n\turl = x\n[remote \"origin\"]\n\turl = git@h:o/r.git\n";
+        assert_eq!(origin_url(config).as_deref(), Some("git@h:o/r.git"));
+        assert_eq!(bounded_project(&"é".repeat(200)).len(), 256);
+        assert_eq!(bounded_project("a\u{1b}[31mb"), "a[31mb");
+    }
 }

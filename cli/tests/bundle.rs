@@ -367,3 +367,96 @@ fn a_grid_refuses_hostile_blobs_and_trees_and_keeps_serving() {
         assert!(missing.into_inner().missing.is_empty());
     });
 }
+
+/// A cargo workspace of two crates, `b` depending on `a`; `b`'s test compares what its code
+/// computes with `b/expected.txt`, read when the test runs.
+fn cargo_workspace(factor: u32) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    std::fs::create_dir(root.join(".git")).expect(".git");
+    write(root, ".gitignore", "target/\n");
+    write(root, "Cargo.toml", "[workspace]\nmembers = [\"a\", \"b\"]\nresolver = \"2\"\n");
+    write(root, "a/Cargo.toml", "[package]\nname = \"a\"\nversion = \"0.1.0\"\nedition = \"2021\"\n");
+    write(
+        root,
+        "a/src/lib.rs",
+        "pub fn base() -> u32 {\n    1\n}\n\n#[test]\nfn base_is_one() {\n    assert_eq!(base(), 1);\n}\n",
+    );
+    write(
+        root,
+        "b/Cargo.toml",
+        "[package]\nname = \"b\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\na = { path = \"../a\" }\n",
+    );
+    write_b(root, factor);
+    write(root, "b/expected.txt", "1\n");
+    age(root);
+    dir
+}
+
+fn write_b(root: &Path, factor: u32) {
+    write(
+        root,
+        "b/src/lib.rs",
+        &format!(
+            "pub fn value() -> u32 {{\n    a::base() * {factor}\n}}\n\n#[test]\nfn value_is_expected() {{\n    \
+             let expected: u32 = std::fs::read_to_string(\"expected.txt\").unwrap().trim().parse().unwrap();\n    \
+             assert_eq!(value(), expected);\n}}\n"
+        ),
+    );
+}
+
+/// When each build output under the worker's cache whose file name starts with `prefix` was
+/// last written.
+fn outputs(cache: &Path, prefix: &str) -> Vec<std::time::SystemTime> {
+    let mut found = Vec::new();
+    let Ok(builds) = std::fs::read_dir(cache.join("builds")) else { return found };
+    for build in builds.flatten() {
+        let Ok(deps) = std::fs::read_dir(build.path().join("cargo-target/debug/deps")) else { continue };
+        for f in deps.flatten() {
+            if f.file_name().to_string_lossy().starts_with(prefix) {
+                found.push(f.metadata().and_then(|m| m.modified()).expect("mtime"));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn a_cargo_workspace_runs_on_workers_with_no_checkout_and_builds_incrementally_per_project() {
+    let (_coordinator, grpc, _http) = spawn_coordinator("127.0.0.1:0", "127.0.0.1:0", &[]);
+    let url = format!("http://{grpc}");
+    let (place, cache) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let _worker = rootless_worker(&url, "bare", place.path(), cache.path());
+    wait_for_workers(&url, &["bare".into()]);
+    let ws = cargo_workspace(1);
+    let run_cargo = || {
+        let out = testgrid(ws.path())
+            .args(["run", "--grid", &url, "--framework", "cargo", "--json", "--project", "two-crates"])
+            .output()
+            .expect("testgrid runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let events: Vec<serde_json::Value> = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        (out.status.code(), finished(&events), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+
+    let (code, done, stderr) = run_cargo();
+    assert_eq!(code, Some(0), "{stderr}\n{done:?}");
+    assert_eq!(done.len(), 2, "{done:?}");
+    let a_before = outputs(cache.path(), "liba-");
+    let b_before = outputs(cache.path(), "b-");
+    assert!(!a_before.is_empty() && !b_before.is_empty(), "built in the project's build folder");
+
+    // One line of `b` edited: only `b` is built again, and its test sees the edit.
+    write_b(ws.path(), 2);
+    let (code, done, stderr) = run_cargo();
+    assert_eq!(code, Some(1), "b's value is 2 now: {stderr}\n{done:?}");
+    assert_eq!(outputs(cache.path(), "liba-"), a_before, "a, unchanged, was not built again");
+    assert_ne!(outputs(cache.path(), "b-"), b_before, "b was built again");
+
+    // Reverted: its file is the old blob again, with the old time; it must still be built again.
+    write_b(ws.path(), 1);
+    let (code, done, stderr) = run_cargo();
+    assert_eq!(code, Some(0), "the reverted b passes again: {stderr}\n{done:?}");
+    assert_eq!(outputs(cache.path(), "liba-"), a_before);
+}

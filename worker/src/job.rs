@@ -39,6 +39,11 @@ pub struct Job {
     pub workspace: Option<pb::Digest>,
     /// The session's setup, run once in [`Job::root`] before the session's first test there.
     pub setup: Option<testgrid_proto::setup::Setup>,
+    /// The session's project (empty: none).
+    pub project: String,
+    /// A folder for build output that outlives the session, kept per project (set with a
+    /// materialised tree; see `crate::builds`). `None`: builds go where the project says.
+    pub build_dir: Option<PathBuf>,
 }
 
 /// An assignment the worker cannot run, and why.
@@ -66,6 +71,8 @@ impl Job {
             list_to,
             workspace: None,
             setup: None,
+            project: String::new(),
+            build_dir: None,
         }
     }
 
@@ -100,6 +107,8 @@ impl Job {
             list_to: None,
             workspace: a.workspace,
             setup,
+            project: a.project,
+            build_dir: None,
         }))
     }
 
@@ -184,6 +193,8 @@ pub(crate) mod testing {
             list_to: None,
             workspace: None,
             setup: None,
+            project: String::new(),
+            build_dir: None,
         }
     }
 }

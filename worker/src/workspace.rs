@@ -49,7 +49,7 @@ const PARALLEL_DOWNLOADS: usize = 8;
 /// One session's folder.
 struct Tree {
     /// Taken while it is materialised, so that a session's slots wait for one materialisation.
-    ready: Arc<tokio::sync::Mutex<Option<PathBuf>>>,
+    ready: Arc<tokio::sync::Mutex<Option<Ready>>>,
     /// Whether the session's setup has run in it (reset whenever the folder goes).
     setup: crate::setup::State,
     /// Tests of the session running on it now.
@@ -76,6 +76,13 @@ impl Tree {
     }
 }
 
+/// A materialised tree: where it is, and its build folder.
+struct Ready {
+    root: PathBuf,
+    /// Held while the tree exists (see [`crate::builds`]).
+    build: Option<crate::builds::Lease>,
+}
+
 /// Every session's folder on this worker, and the blob cache they are made from.
 pub struct Workspaces {
     cache: PathBuf,
@@ -84,6 +91,7 @@ pub struct Workspaces {
     /// Cached blobs' and kept setup outputs' sizes and when each was last used (for eviction).
     blobs: Mutex<HashMap<String, (u64, Instant)>>,
     copied_once: std::sync::Once,
+    builds: Arc<crate::builds::Builds>,
 }
 
 /// A session's folder in use: dropped when the test is done with it.
@@ -92,6 +100,9 @@ pub struct InUse {
     pub root: PathBuf,
     /// Whether the session's setup has run in this folder.
     pub setup: crate::setup::State,
+    /// The session's build folder, kept for its project between sessions (see
+    /// [`crate::builds`]); `None` when the session names no project.
+    pub build_dir: Option<PathBuf>,
 }
 
 impl Drop for InUse {
@@ -107,7 +118,7 @@ impl Workspaces {
     /// The workspaces under `cache` (created if missing); folders a previous run left are
     /// removed, cached blobs counted.
     pub fn open(cache: &Path, capacity: u64) -> std::io::Result<Workspaces> {
-        for dir in ["blobs", "sessions", "setup"] {
+        for dir in ["blobs", "sessions", "setup", "builds"] {
             std::fs::create_dir_all(cache.join(dir))?;
         }
         for entry in std::fs::read_dir(cache.join("sessions"))? {
@@ -145,6 +156,7 @@ impl Workspaces {
             trees: Mutex::new(HashMap::new()),
             blobs: Mutex::new(blobs),
             copied_once: std::sync::Once::new(),
+            builds: crate::builds::Builds::open(cache.join("builds"))?,
         })
     }
 
@@ -155,6 +167,7 @@ impl Workspaces {
         session: &str,
         root: &pb::Digest,
         channel: &Channel,
+        project: &str,
     ) -> Result<InUse, String> {
         if session.is_empty() || !session.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             return Err("the assignment names no usable session".into());
@@ -179,27 +192,37 @@ impl Workspaces {
             let tree = lock(&tree);
             (Arc::clone(&tree.ready), Arc::clone(&tree.setup))
         };
-        let mut in_use = InUse { tree: Arc::clone(&tree), root: PathBuf::new(), setup };
+        let mut in_use = InUse { tree: Arc::clone(&tree), root: PathBuf::new(), setup, build_dir: None };
         let dir = self.cache.join("sessions").join(session);
-        in_use.root = self.materialise_once(&ready, &dir, root, channel).await?;
+        let ready = self.materialise_once(&ready, &dir, root, channel, session, project).await?;
+        (in_use.root, in_use.build_dir) = ready;
         Ok(in_use)
     }
 
+    /// The tree's folder and its build folder, materialised the first time.
     async fn materialise_once(
         self: &Arc<Self>,
-        ready: &tokio::sync::Mutex<Option<PathBuf>>,
+        ready: &tokio::sync::Mutex<Option<Ready>>,
         dir: &Path,
         root: &pb::Digest,
         channel: &Channel,
-    ) -> Result<PathBuf, String> {
+        session: &str,
+        project: &str,
+    ) -> Result<(PathBuf, Option<PathBuf>), String> {
         let mut ready = ready.lock().await;
-        if let Some(path) = ready.as_ref() {
-            return Ok(path.clone());
+        if let Some(ready) = ready.as_ref() {
+            return Ok((ready.root.clone(), ready.build.as_ref().map(|b| b.dir.clone())));
         }
         let started = Instant::now();
         remove_tree(dir);
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let stats = match self.materialise(dir, root, channel).await {
+        let build = match project {
+            "" => None,
+            project => {
+                Some(self.builds.lease(project, session).map_err(|e| format!("cannot make a build folder: {e}"))?)
+            }
+        };
+        let stats = match self.materialise(dir, root, channel, build.as_ref()).await {
             Ok(stats) => stats,
             Err(e) => {
                 remove_tree(dir);
@@ -213,16 +236,20 @@ impl Workspaces {
             millis = started.elapsed().as_millis() as u64,
             "workspace materialised"
         );
-        *ready = Some(dir.to_path_buf());
-        Ok(dir.to_path_buf())
+        let build_dir = build.as_ref().map(|b| b.dir.clone());
+        *ready = Some(Ready { root: dir.to_path_buf(), build });
+        Ok((dir.to_path_buf(), build_dir))
     }
 
-    /// Write the tree `root` into `dir`: (files, blobs downloaded).
+    /// Write the tree `root` into `dir`: (files, blobs downloaded). Files that differ from what
+    /// `build`'s folder last saw are copied, with a fresh modification time; the tree is then
+    /// recorded as the one it sees.
     async fn materialise(
         self: &Arc<Self>,
         dir: &Path,
         root: &pb::Digest,
         channel: &Channel,
+        build: Option<&crate::builds::Lease>,
     ) -> Result<(u64, u64), String> {
         let started = Instant::now();
         let client = testgrid_proto::client::blobs(channel.clone());
@@ -282,8 +309,19 @@ impl Workspaces {
         // Blobs first, several at once; then the links into the tree.
         let downloaded = self.ensure_all(&client, files.iter().map(|(_, d, x)| (d.clone(), *x))).await?;
         let blobs_done = Instant::now();
+        let mut record = crate::builds::Record::new();
         for (at, digest, executable) in &files {
             let blob = self.blob_path(digest, *executable);
+            if let Some(build) = build {
+                let path = at.strip_prefix(dir).unwrap_or(at).to_string_lossy().into_owned();
+                let name = file_name(&blob);
+                let changed = build.changed(&path, &name);
+                record.insert(path, name);
+                if changed {
+                    std::fs::copy(&blob, at).map_err(|e| format!("cannot write {}: {e}", at.display()))?;
+                    continue;
+                }
+            }
             if std::fs::hard_link(&blob, at).is_err() {
                 self.copied_once.call_once(|| {
                     warn!("cannot hard-link from the cache into {}: copying files instead", dir.display())
@@ -300,6 +338,9 @@ impl Workspaces {
                 let shown = link.strip_prefix(dir).unwrap_or(link).display().to_string();
                 return Err(format!("the symlink {shown} leads outside the workspace"));
             }
+        }
+        if let Some(build) = build {
+            build.record(&record);
         }
         self.evict();
         tracing::debug!(

@@ -179,6 +179,7 @@ fn session_spec(settings: &Settings, found: &Discovered) -> pb::SessionSpec {
             .map(|setup| testgrid_proto::setup::Setup { dir: found.runner.project_dir().to_string(), ..setup })
             .as_ref()
             .map(pb::Setup::from),
+        project: settings.project.clone(),
     }
 }
 

@@ -32,6 +32,7 @@ fn request(root: &Path, paths: Vec<PathBuf>, framework: impl Into<FrameworkChoic
         detach: false,
         upload: true,
         setup: None,
+        project: String::new(),
         bundle_limits: crate::bundle::Limits::default(),
         cargo: Default::default(),
         cargo_asked: false,

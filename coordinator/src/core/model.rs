@@ -126,6 +126,9 @@ pub struct SessionSpec {
     /// Run once on each worker before the session's first test there. Passed on untouched.
     #[serde(default)]
     pub setup: Option<Box<testgrid_proto::setup::Setup>>,
+    /// Which project the session tests (empty: none). Passed on untouched.
+    #[serde(default)]
+    pub project: String,
 }
 
 /// A workspace tree by its root manifest's digest.

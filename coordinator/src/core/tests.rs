@@ -28,6 +28,7 @@ pub(super) fn spec(tests: usize) -> SessionSpec {
         cancel_on_disconnect: false,
         workspace: None,
         setup: None,
+        project: String::new(),
     }
 }
 

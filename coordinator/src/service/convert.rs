@@ -158,6 +158,9 @@ impl TryFrom<pb::Register> for WorkerSpec {
     }
 }
 
+/// The longest project key a session may carry.
+const MAX_PROJECT_BYTES: usize = 256;
+
 impl TryFrom<pb::SessionSpec> for SessionSpec {
     type Error = BadMessage;
     fn try_from(s: pb::SessionSpec) -> Result<Self, BadMessage> {
@@ -202,6 +205,12 @@ impl TryFrom<pb::SessionSpec> for SessionSpec {
             )),
             None => None,
         };
+        if s.project.len() > MAX_PROJECT_BYTES || s.project.chars().any(char::is_control) {
+            return Err(BadMessage::Invalid {
+                field: "project",
+                problem: format!("at most {MAX_PROJECT_BYTES} bytes without control characters"),
+            });
+        }
         Ok(SessionSpec {
             name: s.name,
             tests,
@@ -215,6 +224,7 @@ impl TryFrom<pb::SessionSpec> for SessionSpec {
             cancel_on_disconnect: s.cancel_on_disconnect,
             workspace,
             setup,
+            project: s.project,
         })
     }
 }

@@ -271,6 +271,7 @@ impl Engine {
                         .as_ref()
                         .map(|w| pb::Digest { hash: w.hash.clone(), size_bytes: w.size_bytes }),
                     setup: spec.setup.as_deref().map(pb::Setup::from),
+                    project: spec.project.clone(),
                 });
                 debug!(worker_id = %worker, session_id = %assignment.key.session, test = %assignment.path,
                        attempt = assignment.key.attempt, "assign");

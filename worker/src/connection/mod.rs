@@ -188,6 +188,7 @@ impl<E: Executor> Link<E> {
                                 match got {
                                     Ok(in_use) => {
                                         job.root = in_use.root.clone();
+                                        job.build_dir = in_use.build_dir.clone();
                                         Some(in_use)
                                     }
                                     Err(problem) => {
@@ -282,7 +283,7 @@ async fn in_workspace(
     let why =
         |problem: String| format!("the session's workspace could not be set up on worker {}: {problem}", job.worker);
     let workspaces = workspaces.get().await.map_err(why)?;
-    workspaces.acquire(&job.assignment.session_id, digest, channel).await.map_err(why)
+    workspaces.acquire(&job.assignment.session_id, digest, channel, &job.project).await.map_err(why)
 }
 
 /// One connection's life. `Ok` when the worker is shutting down; `Err` when the connection was

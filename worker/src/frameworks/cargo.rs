@@ -175,7 +175,15 @@ impl CargoExecutor {
                     Options::Cargo { cargo_args, .. } => cargo_args.clone(),
                     _ => Vec::new(),
                 };
-                let build = build(&job.root, &job.project_dir(), &args, &job.env, guard).await?;
+                // A tree materialised from a workspace builds in its project's build folder, kept
+                // between sessions, unless the session chose a target folder itself.
+                let mut env = job.env.clone();
+                if let Some(dir) = &job.build_dir
+                    && !env.contains_key("CARGO_TARGET_DIR")
+                {
+                    env.insert("CARGO_TARGET_DIR".into(), dir.join("cargo-target").display().to_string());
+                }
+                let build = build(&job.root, &job.project_dir(), &args, &env, guard).await?;
                 let lists = build.binaries.iter().map(|_| OnceCell::new()).collect();
                 Ok(Arc::new(SessionBuild { build, lists }))
             })
