@@ -85,6 +85,10 @@ pub struct OutputArgs {
     /// Print the output of tests that pass too (by default only that of tests that do not).
     #[arg(long)]
     pub show_output: bool,
+    /// Where the files tests send back (--artifacts) go: a folder per test under it (default
+    /// `testgrid-artifacts/SESSION`).
+    #[arg(long, env = "TESTGRID_ARTIFACTS_DIR", value_hint = ValueHint::DirPath)]
+    pub artifacts_dir: Option<PathBuf>,
     /// Colours: `auto` on a terminal unless NO_COLOR is set, `always`, or `never`.
     #[arg(long, value_enum, default_value = "auto", env = "TESTGRID_COLOR", value_name = "WHEN")]
     pub color: ColorChoice,
@@ -158,6 +162,15 @@ pub struct RunArgs {
     /// is sent, only the files the grid lacks.
     #[arg(long, env = "TESTGRID_NO_UPLOAD")]
     pub no_upload: bool,
+    /// Bring back the files each test writes that match this glob, relative to the workspace
+    /// root (`out/**`, `**/*.png`; `*` stays in one folder), into --artifacts-dir; repeat for
+    /// more. Only files written while the test ran come back.
+    #[arg(long = "artifacts", value_name = "GLOB")]
+    pub artifacts: Vec<String>,
+    /// The most bytes of files one test attempt sends back (`100MiB`); a file that does not fit
+    /// is named in the summary, not sent.
+    #[arg(long, env = "TESTGRID_ARTIFACTS_MAX_SIZE", default_value = "100MiB", value_parser = testgrid_proto::parse_bytes)]
+    pub artifacts_max_size: u64,
     /// Which project this is, the same for all its sessions (workers keep a build folder per
     /// project, so that a build after an edit is incremental). Default: the git remote
     /// `origin` without credentials, else the workspace root's folder name.

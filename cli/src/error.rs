@@ -45,6 +45,8 @@ pub enum Error {
     SetupPath { flag: &'static str, path: PathBuf, problem: String },
     #[error("--setup: {0}")]
     BadSetup(testgrid_proto::setup::BadSetup),
+    #[error("bad --artifacts `{glob}`: {source}")]
+    BadArtifacts { glob: String, source: globset::Error },
     /// `watch`, `cancel`, `sessions` and `workers` have no local mode.
     #[error("`testgrid {0}` needs a grid: set --grid or TESTGRID_GRID")]
     NeedsGrid(&'static str),
@@ -235,6 +237,8 @@ pub enum Error {
     LocalAddr(std::io::Error),
     #[error("cannot create a folder for the local grid's coverage (is the temporary folder writable? set TMPDIR): {0}")]
     LocalCoverage(std::io::Error),
+    #[error("cannot create a folder for the local grid's state (is the temporary folder writable? set TMPDIR): {0}")]
+    LocalState(std::io::Error),
     #[error("cannot walk the workspace to send it to the grid: {problem}")]
     BundleWalk { problem: String },
     #[error("cannot read {} to send it to the grid: {source}", path.display())]
@@ -279,6 +283,7 @@ impl Error {
             | SetupOutputWithoutKey
             | SetupPath { .. }
             | BadSetup(_)
+            | BadArtifacts { .. }
             | NeedsGrid(_)
             | BadFrameworkArgs { .. }
             | ArgsWithCommand
@@ -347,6 +352,7 @@ impl Error {
             | LocalPort(_)
             | LocalAddr(_)
             | LocalCoverage(_)
+            | LocalState(_)
             | BundleWalk { .. }
             | BundleRead { .. }
             | BundleRefused { .. } => exit::INFRA,

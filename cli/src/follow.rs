@@ -23,17 +23,37 @@ pub async fn follow(
     let mode = view.mode;
     let mut live = Live::new(view, session);
     live.tracker.expect(submitted);
-    let watched = grid.watch(session, 1, !submitted.is_empty(), |event| live.on_event(event)).await;
+    let dir = output.artifacts_dir.clone().unwrap_or_else(|| crate::artifacts::default_dir(session));
+    crate::json::set_artifacts_dir(&dir);
+    let fetcher = crate::artifacts::Fetcher::start(grid.channel(), dir);
+    let watched = grid
+        .watch(session, 1, !submitted.is_empty(), |event| {
+            fetcher.on_event(&event, &live.tracker);
+            live.on_event(event)
+        })
+        .await;
     live.clear();
+    let dir = fetcher.dir().to_path_buf();
+    let fetched = fetcher.finish().await;
     let tracker = &live.tracker;
+    let artifacts = report::artifacts(tracker, &dir, &fetched, 20);
+    if mode == Mode::Json && !fetched.failed.is_empty() {
+        err!("testgrid: {} artifacts were not brought back: {}", fetched.failed.len(), fetched.failed[0]);
+    }
+    let list_artifacts = || {
+        if mode != Mode::Json && !artifacts.is_empty() {
+            out!("{}", artifacts.trim_end());
+        }
+    };
     if let Err(e) = watched {
         // What did finish is still worth a summary and a report; the rest are named as unknown.
         if !tracker.tests.is_empty() {
             if mode != Mode::Json {
                 out!("{}", report::summary(tracker, 15).trim_end());
             }
+            list_artifacts();
             if let Some(path) = &output.junit {
-                report::write_junit(tracker, path)?;
+                report::write_junit(tracker, path, &dir)?;
             }
         }
         return Err(e);
@@ -43,9 +63,10 @@ pub async fn follow(
     } else {
         out!("{}", report::summary(tracker, 15).trim_end());
     }
+    list_artifacts();
     // After the summary, so that a report that cannot be written never hides the results.
     if let Some(path) = &output.junit {
-        report::write_junit(tracker, path)?;
+        report::write_junit(tracker, path, &dir)?;
         if mode != Mode::Json {
             out!("  JUnit report: {}", path.display());
         }

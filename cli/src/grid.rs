@@ -36,6 +36,11 @@ impl Grid {
     }
 
     /// Send the grid what it lacks of `bundle` (see [`crate::bundle::upload`]).
+    /// The connection, for the blob service.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
     pub async fn upload(&self, bundle: &crate::bundle::Bundle) -> Result<crate::bundle::upload::Uploaded, Error> {
         crate::bundle::upload::upload(self.channel.clone(), &self.url, bundle).await
     }

@@ -11,6 +11,13 @@ use crate::report::Tracker;
 /// What sending the workspace took, when this CLI sent one: the session's `created` event
 /// carries it under `workspace` (set once, before the session is followed).
 static WORKSPACE: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+/// Where artifacts go (set once by `follow`), for their local paths in `test_finished`.
+static ARTIFACTS_DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Where this session's artifacts are downloaded.
+pub fn set_artifacts_dir(dir: &std::path::Path) {
+    let _ = ARTIFACTS_DIR.set(dir.to_path_buf());
+}
 
 /// Record what sending the workspace took, for the `created` event.
 pub fn set_workspace(stats: Value) {
@@ -42,6 +49,17 @@ pub fn event(tracker: &Tracker, event: &pb::SessionEvent) -> Value {
                 "attempt_outcome": key(r.outcome), "exit_code": r.exit_code, "signal": r.signal,
                 "duration_ms": r.duration_ms, "message": r.message,
                 "output": String::from_utf8_lossy(&r.output), "output_dropped_bytes": r.output_dropped_bytes,
+                "artifacts": r.artifacts.iter().map(|a| {
+                    let local = ARTIFACTS_DIR.get().and_then(|dir| {
+                        crate::artifacts::local_path(dir, tracker.path(f.test_index), f.attempt, &a.path)
+                    });
+                    json!({
+                        "path": a.path,
+                        "bytes": a.digest.as_ref().map(|d| d.size_bytes),
+                        "local": a.digest.as_ref().and(local).map(|p| p.display().to_string()),
+                        "refused": (!a.refused.is_empty()).then_some(&a.refused),
+                    })
+                }).collect::<Vec<_>>(),
                 "cases": r.cases.iter().map(|c| json!({
                     "name": c.name, "classname": c.classname, "outcome": key(c.outcome),
                     "duration_ms": c.duration_ms, "message": c.message,

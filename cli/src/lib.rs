@@ -30,6 +30,7 @@ macro_rules! err {
 }
 
 pub mod args;
+pub mod artifacts;
 pub mod bundle;
 pub mod commands;
 pub mod config;

@@ -19,6 +19,9 @@ pub struct Local {
     tasks: JoinSet<()>,
     /// Where the workers' warm runners leave each session's coverage, merged after the session.
     coverage: tempfile::TempDir,
+    /// The embedded coordinator's data folder (its blob store: files tests send back come through
+    /// it, as on a grid), removed when the grid stops.
+    _state: tempfile::TempDir,
 }
 
 /// Start a coordinator on an OS-chosen loopback port and a worker of `grid.slots` slots rooted at
@@ -38,9 +41,12 @@ pub async fn start(
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let coverage = tempfile::Builder::new().prefix("testgrid-coverage-").tempdir().map_err(Error::LocalCoverage)?;
+    let state = tempfile::Builder::new().prefix("testgrid-local-").tempdir().map_err(Error::LocalState)?;
+    let coordinator =
+        testgrid_coordinator::service::Config { data_dir: Some(state.path().to_path_buf()), ..Default::default() };
     let stop = shutdown.clone();
     tasks.spawn(async move {
-        if let Err(e) = testgrid_coordinator::service::serve(listener, None, Default::default(), stop).await {
+        if let Err(e) = testgrid_coordinator::service::serve(listener, None, coordinator, stop).await {
             tracing::error!("local coordinator stopped: {e}");
         }
     });
@@ -67,7 +73,7 @@ pub async fn start(
             tracing::error!("local worker stopped: {e}");
         }
     });
-    Ok(Local { url, shutdown, tasks, coverage })
+    Ok(Local { url, shutdown, tasks, coverage, _state: state })
 }
 
 impl Local {

@@ -78,6 +78,9 @@ pub struct Settings {
     pub setup: Option<testgrid_proto::setup::Setup>,
     /// The project key sessions carry (`--project`, else derived from the root).
     pub project: String,
+    /// `--artifacts` (checked globs) and `--artifacts-max-size`.
+    pub artifacts: Vec<String>,
+    pub artifacts_max_size: u64,
     /// Rust tests: what `cargo test` builds (`--features`, `-p`, ...).
     pub cargo: CargoArgs,
     /// Whether a Rust option was given as a flag or in the environment (not only in
@@ -158,6 +161,12 @@ pub fn resolve(args: RunArgs, layers: Layers) -> Result<Settings, Error> {
         report::check_writable(path)?;
     }
     let setup = setup_of(&args, &cwd, &root)?;
+    for glob in &args.artifacts {
+        globset::GlobBuilder::new(glob)
+            .literal_separator(true)
+            .build()
+            .map_err(|source| Error::BadArtifacts { glob: glob.clone(), source })?;
+    }
     let project = match args.project.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
         Some(project) => bounded_project(project),
         None => project_of(&root),
@@ -199,6 +208,8 @@ pub fn resolve(args: RunArgs, layers: Layers) -> Result<Settings, Error> {
         upload: !args.no_upload,
         setup,
         project,
+        artifacts: args.artifacts,
+        artifacts_max_size: args.artifacts_max_size,
         bundle_limits: crate::bundle::Limits {
             max_files: args.bundle_max_files,
             max_bytes: args.bundle_max_bytes,

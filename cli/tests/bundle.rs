@@ -5,7 +5,7 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use support::{Proc, rootless_worker, spawn_coordinator, testgrid, wait_for_workers};
 use testgrid_proto as pb;
 
@@ -459,4 +459,81 @@ fn a_cargo_workspace_runs_on_workers_with_no_checkout_and_builds_incrementally_p
     let (code, done, stderr) = run_cargo();
     assert_eq!(code, Some(0), "the reverted b passes again: {stderr}\n{done:?}");
     assert_eq!(outputs(cache.path(), "liba-"), a_before);
+}
+
+/// A test that writes a small report, a 5 MB file and one that no longer fits the limit, and a
+/// file that was there before it ran (not its own, never sent).
+fn artifacts_workspace() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    std::fs::create_dir(root.join(".git")).expect(".git");
+    write(root, "out/old.txt", "written before the test\n");
+    write(
+        root,
+        "tests/writes.sh",
+        "set -e\nmkdir -p out\necho \"report of $TESTGRID_TEST\" > out/report.txt\n\
+         yes 0123456789abcdef | head -c 5000000 > out/big.bin\nhead -c 2000000 /dev/zero > out/zz-over.bin\n",
+    );
+    age(root);
+    dir
+}
+
+/// Check what `artifacts_workspace`'s test sent back, seen through `--json` and on disk.
+fn check_artifacts(ws: &Path, events: &[serde_json::Value], junit: &Path) {
+    let finished = events.iter().find(|e| e["event"] == "test_finished").expect("a test finished");
+    let artifacts = finished["artifacts"].as_array().expect("artifacts named");
+    let named: Vec<&str> = artifacts.iter().filter_map(|a| a["path"].as_str()).collect();
+    assert_eq!(named, ["out/big.bin", "out/report.txt", "out/zz-over.bin"], "{finished}");
+    let local = |i: usize| PathBuf::from(artifacts[i]["local"].as_str().expect("a local path"));
+    assert_eq!(std::fs::read_to_string(ws.join(local(1))).expect("report"), "report of tests/writes.sh\n");
+    let big = std::fs::read(ws.join(local(0))).expect("big");
+    assert_eq!(big.len(), 5_000_000);
+    assert!(big.starts_with(b"0123456789abcdef\n0123"), "the right bytes");
+    assert!(local(0).starts_with("testgrid-artifacts"), "under the default folder: {:?}", local(0));
+    let refused = artifacts[2]["refused"].as_str().expect("refused");
+    assert!(refused.contains("--artifacts-max-size") && refused.contains("2.0 MB"), "{refused}");
+    assert!(artifacts[2]["local"].is_null());
+    let xml = std::fs::read_to_string(junit).expect("junit");
+    assert!(xml.contains("[[ATTACHMENT|") && xml.contains("out/report.txt]]"), "{xml}");
+}
+
+#[test]
+fn files_a_test_writes_come_back_from_a_remote_worker_and_from_local_mode() {
+    let (_coordinator, grpc, _http) = spawn_coordinator("127.0.0.1:0", "127.0.0.1:0", &[]);
+    let url = format!("http://{grpc}");
+    let (place, cache) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let _worker = rootless_worker(&url, "bare", place.path(), cache.path());
+    wait_for_workers(&url, &["bare".into()]);
+    let ws = artifacts_workspace();
+    let junit = ws.path().join("junit.xml");
+    let asked = ["--artifacts", "out/**", "--artifacts-max-size", "6MB", "--junit", "junit.xml"];
+
+    let (code, events, stderr) = run_events(ws.path(), &url, &asked);
+    assert_eq!(code, Some(0), "{stderr}");
+    check_artifacts(ws.path(), &events, &junit);
+    let sent = |events: &[serde_json::Value]| {
+        events.iter().find(|e| e["event"] == "created").map(|e| e["workspace"].clone()).unwrap_or_default()
+    };
+    let first = sent(&events);
+
+    // Again: the artifacts now in the workspace are not sent with it.
+    assert!(ws.path().join("testgrid-artifacts").is_dir());
+    let (code, events, stderr) = run_events(ws.path(), &url, &asked);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(sent(&events)["files"], first["files"], "{first}");
+
+    // Local mode: the same files, the same way.
+    std::fs::remove_dir_all(ws.path().join("testgrid-artifacts")).expect("rm");
+    write(ws.path(), "out/old.txt", "written before the test\n");
+    age(ws.path());
+    let out = testgrid(ws.path())
+        .args(["run", "--local", "1", "--framework", "shell", "--json"])
+        .args(asked)
+        .arg("tests")
+        .output()
+        .expect("testgrid runs");
+    let events: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    check_artifacts(ws.path(), &events, &junit);
 }

@@ -44,6 +44,11 @@ pub struct Job {
     /// A folder for build output that outlives the session, kept per project (set with a
     /// materialised tree; see `crate::builds`). `None`: builds go where the project says.
     pub build_dir: Option<PathBuf>,
+    /// Which files the test writes come back (see `crate::artifacts`).
+    pub artifacts: Option<pb::ArtifactSpec>,
+    /// The files of a materialised tree as they arrived (path → blob name): a file still the
+    /// same is not one the test wrote.
+    pub tree_files: Option<std::sync::Arc<crate::builds::Record>>,
 }
 
 /// An assignment the worker cannot run, and why.
@@ -73,6 +78,8 @@ impl Job {
             setup: None,
             project: String::new(),
             build_dir: None,
+            artifacts: None,
+            tree_files: None,
         }
     }
 
@@ -109,6 +116,8 @@ impl Job {
             setup,
             project: a.project,
             build_dir: None,
+            artifacts: a.artifacts.filter(|a| !a.globs.is_empty()),
+            tree_files: None,
         }))
     }
 
@@ -195,6 +204,8 @@ pub(crate) mod testing {
             setup: None,
             project: String::new(),
             build_dir: None,
+            artifacts: None,
+            tree_files: None,
         }
     }
 }

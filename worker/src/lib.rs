@@ -8,12 +8,14 @@
 //! - [`workspace`]: sessions' trees materialised from the coordinator's blobs, the blob cache.
 //! - [`setup`]: a session's setup command, run once per tree, and what it produced reused.
 //! - [`builds`]: build folders kept per project between sessions (cargo's target folder).
+//! - [`artifacts`]: the files a test wrote that its session wants back, sent to the blob service.
 //! - [`frameworks`]: what differs per framework (shell, warm runners, cargo, go) and the one
 //!   place that picks an executor.
 //!
 //! Layers only look down: `connection` → `job`; `frameworks` → `exec`, `job`; `exec` → nothing
 //! of this crate but itself.
 
+mod artifacts;
 mod builds;
 mod config;
 mod connection;

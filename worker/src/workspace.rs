@@ -79,6 +79,8 @@ impl Tree {
 /// A materialised tree: where it is, and its build folder.
 struct Ready {
     root: PathBuf,
+    /// Its files as materialised (path → blob).
+    files: Arc<crate::builds::Record>,
     /// Held while the tree exists (see [`crate::builds`]).
     build: Option<crate::builds::Lease>,
 }
@@ -103,6 +105,8 @@ pub struct InUse {
     /// The session's build folder, kept for its project between sessions (see
     /// [`crate::builds`]); `None` when the session names no project.
     pub build_dir: Option<PathBuf>,
+    /// The tree's files as materialised (path → blob name, see [`crate::builds::Record`]).
+    pub files: Arc<crate::builds::Record>,
 }
 
 impl Drop for InUse {
@@ -192,10 +196,11 @@ impl Workspaces {
             let tree = lock(&tree);
             (Arc::clone(&tree.ready), Arc::clone(&tree.setup))
         };
-        let mut in_use = InUse { tree: Arc::clone(&tree), root: PathBuf::new(), setup, build_dir: None };
+        let mut in_use =
+            InUse { tree: Arc::clone(&tree), root: PathBuf::new(), setup, build_dir: None, files: Default::default() };
         let dir = self.cache.join("sessions").join(session);
         let ready = self.materialise_once(&ready, &dir, root, channel, session, project).await?;
-        (in_use.root, in_use.build_dir) = ready;
+        (in_use.root, in_use.build_dir, in_use.files) = ready;
         Ok(in_use)
     }
 
@@ -208,10 +213,10 @@ impl Workspaces {
         channel: &Channel,
         session: &str,
         project: &str,
-    ) -> Result<(PathBuf, Option<PathBuf>), String> {
+    ) -> Result<(PathBuf, Option<PathBuf>, Arc<crate::builds::Record>), String> {
         let mut ready = ready.lock().await;
         if let Some(ready) = ready.as_ref() {
-            return Ok((ready.root.clone(), ready.build.as_ref().map(|b| b.dir.clone())));
+            return Ok((ready.root.clone(), ready.build.as_ref().map(|b| b.dir.clone()), Arc::clone(&ready.files)));
         }
         let started = Instant::now();
         remove_tree(dir);
@@ -222,7 +227,7 @@ impl Workspaces {
                 Some(self.builds.lease(project, session).map_err(|e| format!("cannot make a build folder: {e}"))?)
             }
         };
-        let stats = match self.materialise(dir, root, channel, build.as_ref()).await {
+        let (stats, files) = match self.materialise(dir, root, channel, build.as_ref()).await {
             Ok(stats) => stats,
             Err(e) => {
                 remove_tree(dir);
@@ -237,11 +242,13 @@ impl Workspaces {
             "workspace materialised"
         );
         let build_dir = build.as_ref().map(|b| b.dir.clone());
-        *ready = Some(Ready { root: dir.to_path_buf(), build });
-        Ok((dir.to_path_buf(), build_dir))
+        let files = Arc::new(files);
+        *ready = Some(Ready { root: dir.to_path_buf(), files: Arc::clone(&files), build });
+        Ok((dir.to_path_buf(), build_dir, files))
     }
 
-    /// Write the tree `root` into `dir`: (files, blobs downloaded). Files that differ from what
+    /// Write the tree `root` into `dir`: (files, blobs downloaded) and each file's blob. Files
+    /// that differ from what
     /// `build`'s folder last saw are copied, with a fresh modification time; the tree is then
     /// recorded as the one it sees.
     async fn materialise(
@@ -250,7 +257,7 @@ impl Workspaces {
         root: &pb::Digest,
         channel: &Channel,
         build: Option<&crate::builds::Lease>,
-    ) -> Result<(u64, u64), String> {
+    ) -> Result<((u64, u64), crate::builds::Record), String> {
         let started = Instant::now();
         let client = testgrid_proto::client::blobs(channel.clone());
         let mut pending = vec![(root.clone(), dir.to_path_buf(), 0usize)];
@@ -312,15 +319,14 @@ impl Workspaces {
         let mut record = crate::builds::Record::new();
         for (at, digest, executable) in &files {
             let blob = self.blob_path(digest, *executable);
-            if let Some(build) = build {
-                let path = at.strip_prefix(dir).unwrap_or(at).to_string_lossy().into_owned();
-                let name = file_name(&blob);
-                let changed = build.changed(&path, &name);
-                record.insert(path, name);
-                if changed {
-                    std::fs::copy(&blob, at).map_err(|e| format!("cannot write {}: {e}", at.display()))?;
-                    continue;
-                }
+            let path = at.strip_prefix(dir).unwrap_or(at).to_string_lossy().into_owned();
+            let name = file_name(&blob);
+            let changed = build.is_some_and(|b| b.changed(&path, &name));
+            record.insert(path, name);
+            if changed {
+                // A fresh copy, with a fresh time, for the build folder to see it changed.
+                std::fs::copy(&blob, at).map_err(|e| format!("cannot write {}: {e}", at.display()))?;
+                continue;
             }
             if std::fs::hard_link(&blob, at).is_err() {
                 self.copied_once.call_once(|| {
@@ -349,7 +355,7 @@ impl Workspaces {
             links_ms = blobs_done.elapsed().as_millis() as u64,
             "materialised"
         );
-        Ok((files.len() as u64 + links.len() as u64, downloaded))
+        Ok(((files.len() as u64 + links.len() as u64, downloaded), record))
     }
 
     fn blob_path(&self, digest: &pb::Digest, executable: bool) -> PathBuf {

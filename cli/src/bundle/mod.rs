@@ -110,8 +110,9 @@ impl LeftOut {
 }
 
 /// Build the tree of the workspace at `root`, reusing and then updating the digests in
-/// `index` (when given).
-pub fn build(root: &Path, limits: &Limits, index: Option<&Path>) -> Result<Bundle, Error> {
+/// `index` (when given). The folders `leave_out` (testgrid's own output, such as the artifacts
+/// folder) are not sent.
+pub fn build(root: &Path, limits: &Limits, index: Option<&Path>, leave_out: Vec<PathBuf>) -> Result<Bundle, Error> {
     let started = Instant::now();
     let known = index.map(index::Index::load).unwrap_or_default();
     let found: Mutex<Vec<(String, Found)>> = Mutex::new(Vec::new());
@@ -133,7 +134,7 @@ pub fn build(root: &Path, limits: &Limits, index: Option<&Path>) -> Result<Bundl
         .require_git(false)
         .add_custom_ignore_filename(IGNORE_FILE)
         .follow_links(false)
-        .filter_entry(|e| e.file_name() != ".git")
+        .filter_entry(move |e| e.file_name() != ".git" && !leave_out.iter().any(|p| p == e.path()))
         .threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
         .build_parallel();
     walker.run(|| {
@@ -359,7 +360,7 @@ mod tests {
         std::os::unix::fs::symlink("src/a b.txt", root.join("link")).expect("symlink");
         std::os::unix::fs::symlink("/etc/passwd", root.join("outside")).expect("symlink");
 
-        let bundle = build(root, &Limits::default(), None).expect("a bundle");
+        let bundle = build(root, &Limits::default(), None, Vec::new()).expect("a bundle");
         let top = manifest(&bundle, &bundle.root);
         let names = |d: &pb::Directory| {
             let mut n: Vec<String> = d.files.iter().map(|f| f.name.clone()).collect();
@@ -379,12 +380,12 @@ mod tests {
         // Built again, through an index, the digest is the same; an edit changes it.
         let index_dir = tempfile::tempdir().expect("tempdir");
         let index = index_dir.path().join("index.json");
-        let again = build(root, &Limits::default(), Some(&index)).expect("a bundle");
+        let again = build(root, &Limits::default(), Some(&index), Vec::new()).expect("a bundle");
         assert_eq!(again.root, bundle.root);
-        let third = build(root, &Limits::default(), Some(&index)).expect("a bundle");
+        let third = build(root, &Limits::default(), Some(&index), Vec::new()).expect("a bundle");
         assert_eq!(third.root, bundle.root);
         write(root, "src/a b.txt", "edited");
-        let edited = build(root, &Limits::default(), Some(&index)).expect("a bundle");
+        let edited = build(root, &Limits::default(), Some(&index), Vec::new()).expect("a bundle");
         assert_ne!(edited.root, bundle.root);
     }
 
@@ -395,10 +396,10 @@ mod tests {
             write(dir.path(), &format!("f{i}"), "12345");
         }
         let files = Limits { max_files: 4, ..Limits::default() };
-        assert!(matches!(build(dir.path(), &files, None), Err(Error::BundleTooManyFiles { limit: 4 })));
+        assert!(matches!(build(dir.path(), &files, None, Vec::new()), Err(Error::BundleTooManyFiles { limit: 4 })));
         let bytes = Limits { max_bytes: 20, ..Limits::default() };
-        assert!(matches!(build(dir.path(), &bytes, None), Err(Error::BundleTooLarge { limit: 20 })));
+        assert!(matches!(build(dir.path(), &bytes, None, Vec::new()), Err(Error::BundleTooLarge { limit: 20 })));
         let one = Limits { max_file_bytes: 4, ..Limits::default() };
-        assert!(matches!(build(dir.path(), &one, None), Err(Error::BundleFileTooLarge { size: 5, .. })));
+        assert!(matches!(build(dir.path(), &one, None, Vec::new()), Err(Error::BundleFileTooLarge { size: 5, .. })));
     }
 }

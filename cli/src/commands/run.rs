@@ -180,6 +180,8 @@ fn session_spec(settings: &Settings, found: &Discovered) -> pb::SessionSpec {
             .as_ref()
             .map(pb::Setup::from),
         project: settings.project.clone(),
+        artifacts: (!settings.artifacts.is_empty())
+            .then(|| pb::ArtifactSpec { globs: settings.artifacts.clone(), max_bytes: settings.artifacts_max_size }),
     }
 }
 
@@ -187,7 +189,12 @@ fn session_spec(settings: &Settings, found: &Discovered) -> pb::SessionSpec {
 async fn send_workspace(settings: &Settings, grid: &Grid) -> Result<pb::Digest, Error> {
     let (root, limits) = (settings.root.clone(), settings.bundle_limits);
     let index = crate::bundle::index::path_for(&root);
-    let bundle = tokio::task::spawn_blocking(move || crate::bundle::build(&root, &limits, index.as_deref()))
+    // The artifacts tests send back land in the workspace by default: they never travel.
+    let cwd = &settings.cwd;
+    let artifacts =
+        settings.output.artifacts_dir.as_ref().map_or_else(|| cwd.join("testgrid-artifacts"), |d| cwd.join(d));
+    let leave_out = vec![artifacts.canonicalize().unwrap_or(artifacts)];
+    let bundle = tokio::task::spawn_blocking(move || crate::bundle::build(&root, &limits, index.as_deref(), leave_out))
         .await
         // Building does not panic; if it did, this CLI goes down the same way.
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;

@@ -33,6 +33,8 @@ fn request(root: &Path, paths: Vec<PathBuf>, framework: impl Into<FrameworkChoic
         upload: true,
         setup: None,
         project: String::new(),
+        artifacts: Vec::new(),
+        artifacts_max_size: 0,
         bundle_limits: crate::bundle::Limits::default(),
         cargo: Default::default(),
         cargo_asked: false,

@@ -34,8 +34,11 @@ pub fn check_writable(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// Write the JUnit XML report: one testsuite for the session, one testcase per test.
-pub fn write_junit(tracker: &Tracker, path: &Path) -> Result<(), Error> {
+/// Write the JUnit XML report: one testsuite for the session, one testcase per test. The files
+/// tests sent back (under `artifacts`) are attached as Jenkins reads them (`[[ATTACHMENT|path]]`
+/// in the testcase's output).
+pub fn write_junit(tracker: &Tracker, path: &Path, artifacts: &Path) -> Result<(), Error> {
+    let artifacts = std::path::absolute(artifacts).unwrap_or_else(|_| artifacts.to_path_buf());
     let mut report = quick_junit::Report::new("testgrid");
     let mut suite = TestSuite::new(if tracker.name.is_empty() { "testgrid" } else { tracker.name.as_str() });
     suite.add_property(Property::new("session_id", tracker.session_id.as_str()));
@@ -53,8 +56,12 @@ pub fn write_junit(tracker: &Tracker, path: &Path) -> Result<(), Error> {
         match test.attempts.last().filter(|a| !a.report.cases.is_empty()) {
             // A test unit that reported its cases (a warm runner) becomes one testcase per case.
             Some(last) => {
+                let mut attachments = attachments_of(test, &artifacts);
                 for case in &last.report.cases {
-                    suite.add_test_case(testcase(case_entry(test, &last.worker, case)));
+                    let mut entry = case_entry(test, &last.worker, case);
+                    // The unit's files go with its first case.
+                    entry.attachments = std::mem::take(&mut attachments);
+                    suite.add_test_case(testcase(entry));
                 }
                 // A file that failed outside its cases (a hook, an import error after
                 // collection, an unhandled rejection: its outcome is `error`), or failed while
@@ -71,7 +78,9 @@ pub fn write_junit(tracker: &Tracker, path: &Path) -> Result<(), Error> {
                 }
             }
             None => {
-                suite.add_test_case(testcase(unit_entry(test)));
+                let mut entry = unit_entry(test);
+                entry.attachments = attachments_of(test, &artifacts);
+                suite.add_test_case(testcase(entry));
             }
         }
     }
@@ -99,6 +108,19 @@ struct Entry<'a> {
     attempts: usize,
     /// The earlier runs that did not pass, oldest first.
     reruns: Vec<Run<'a>>,
+    /// Files the test sent back, where they are on this machine.
+    attachments: Vec<std::path::PathBuf>,
+}
+
+/// Where the files of `test`'s last attempt are on this machine.
+fn attachments_of(test: &TestRecord, dir: &Path) -> Vec<std::path::PathBuf> {
+    let Some(last) = test.attempts.last() else { return Vec::new() };
+    last.report
+        .artifacts
+        .iter()
+        .filter(|a| a.digest.is_some())
+        .filter_map(|a| crate::artifacts::local_path(dir, &test.path, last.attempt, &a.path))
+        .collect()
 }
 
 /// What a testcase stands for. Their reports differ where a unit's output can be long (a whole
@@ -140,6 +162,7 @@ fn unit_entry(test: &TestRecord) -> Entry<'_> {
         duration_ms: last.map_or(0, |a| a.report.duration_ms),
         worker: last.map_or("", |a| a.worker.as_str()),
         attempts: test.attempts.len(),
+        attachments: Vec::new(),
         reruns: earlier
             .iter()
             .filter(|a| !a.outcome.is_success())
@@ -174,6 +197,7 @@ fn case_entry<'a>(test: &'a TestRecord, worker: &'a str, case: &'a pb::CaseResul
         worker,
         attempts: reruns.len() + 1,
         reruns,
+        attachments: Vec::new(),
     }
 }
 
@@ -218,7 +242,16 @@ fn testcase(entry: Entry) -> TestCase {
     let mut case = TestCase::new(entry.name.as_str(), status);
     case.set_classname(entry.classname);
     case.set_time(Duration::from_millis(entry.duration_ms));
-    if entry.of == Of::Unit || (outcome == pb::Outcome::Passed && !entry.output.is_empty()) {
+    if !entry.attachments.is_empty() {
+        let mut out = String::from_utf8_lossy(entry.output).into_owned();
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        for path in &entry.attachments {
+            out.push_str(&format!("[[ATTACHMENT|{}]]\n", path.display()));
+        }
+        case.set_system_out(out);
+    } else if entry.of == Of::Unit || (outcome == pb::Outcome::Passed && !entry.output.is_empty()) {
         case.set_system_out_lossy(entry.output);
     }
     if entry.of == Of::Case && entry.message.starts_with("xfail") {

@@ -111,3 +111,64 @@ fn format_time(ms: u64) -> String {
         None => ms.to_string(),
     }
 }
+
+/// The artifacts tests sent back, as the summary lists them: where they are, each test's files
+/// (at most `max` tests), and what was refused or could not be brought back. Empty when no test
+/// sent any.
+pub fn artifacts(tracker: &Tracker, dir: &std::path::Path, fetched: &crate::artifacts::Fetched, max: usize) -> String {
+    use std::fmt::Write as _;
+    let mut lines = Vec::new();
+    let mut refused = Vec::new();
+    for test in &tracker.tests {
+        for attempt in &test.attempts {
+            let sent: Vec<&str> =
+                attempt.report.artifacts.iter().filter(|a| a.digest.is_some()).map(|a| a.path.as_str()).collect();
+            let label = match attempt.attempt {
+                1 => super::display_path(&test.path).to_string(),
+                n => format!("{} (attempt {n})", super::display_path(&test.path)),
+            };
+            if !sent.is_empty() {
+                lines.push(format!("  {label}: {}", sent.join(", ")));
+            }
+            for a in attempt.report.artifacts.iter().filter(|a| a.digest.is_none()) {
+                refused.push(format!("  not sent: {label}: {} ({})", a.path, a.refused));
+            }
+        }
+    }
+    if lines.is_empty() && refused.is_empty() {
+        return String::new();
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nArtifacts: {} file{} ({}) in {}",
+        fetched.files,
+        if fetched.files == 1 { "" } else { "s" },
+        human_bytes(fetched.bytes),
+        dir.display()
+    );
+    let more = lines.len().saturating_sub(max);
+    for line in lines.into_iter().take(max) {
+        let _ = writeln!(out, "{line}");
+    }
+    if more > 0 {
+        let _ = writeln!(out, "  … and {more} more");
+    }
+    for line in refused.iter().take(max) {
+        let _ = writeln!(out, "{line}");
+    }
+    for failed in fetched.failed.iter().take(max) {
+        let _ = writeln!(out, "  not brought back: {failed}");
+    }
+    out
+}
+
+/// `12.3 MB`.
+fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1_000_000_000 => format!("{:.1} GB", b as f64 / 1e9),
+        b if b >= 1_000_000 => format!("{:.1} MB", b as f64 / 1e6),
+        b if b >= 1_000 => format!("{:.1} kB", b as f64 / 1e3),
+        b => format!("{b} B"),
+    }
+}

@@ -1,5 +1,7 @@
 //! The tracker, summary and JUnit report on made-up sessions.
 
+use std::path::Path;
+
 use testgrid_proto as pb;
 use testgrid_proto::session_event::Kind;
 
@@ -67,7 +69,7 @@ fn a_session_lost_before_its_first_event_still_names_its_tests() {
     t.expect(&["a.sh".to_string(), "b.sh".to_string()]);
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("r.xml");
-    write_junit(&t, &path).expect("written");
+    write_junit(&t, &path, Path::new("artifacts")).expect("written");
     let xml = std::fs::read_to_string(path).expect("read");
     assert!(xml.contains(r#"name="a.sh""#) && xml.contains(r#"name="b.sh""#), "{xml}");
     assert!(xml.contains("the session was lost"), "{xml}");
@@ -95,7 +97,7 @@ fn junit_keeps_a_retried_case_flaky() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("r.xml");
-    write_junit(&t, &path).expect("written");
+    write_junit(&t, &path, Path::new("artifacts")).expect("written");
     let xml = std::fs::read_to_string(path).expect("read");
     assert!(xml.contains(r#"name="t/test_x.py::test_once""#), "{xml}");
     assert!(xml.contains("<flakyFailure"), "{xml}");
@@ -106,7 +108,7 @@ fn junit_keeps_a_retried_case_flaky() {
 fn junit_has_failure_and_flaky_elements() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("out/report.xml");
-    write_junit(&tracker(), &path).expect("written");
+    write_junit(&tracker(), &path, Path::new("artifacts")).expect("written");
     let xml = std::fs::read_to_string(path).expect("read");
     assert!(xml.contains(r#"tests="3""#), "{xml}");
     assert!(xml.contains(r#"failures="1""#), "{xml}");
@@ -142,7 +144,7 @@ fn junit_files_a_case_as_an_error_only_when_its_framework_said_error() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("r.xml");
-    write_junit(&t, &path).expect("written");
+    write_junit(&t, &path, Path::new("artifacts")).expect("written");
     let xml = std::fs::read_to_string(path).expect("read");
     assert!(xml.contains(r#"<failure message="Cancelled" type="cancelled">"#), "a cancelled case is a failure: {xml}");
     assert!(xml.contains(r#"<failure message="Failed" type="failed">"#), "{xml}");
@@ -175,7 +177,7 @@ fn junit_names_a_file_that_failed_outside_its_cases() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("r.xml");
-    write_junit(&t, &path).expect("written");
+    write_junit(&t, &path, Path::new("artifacts")).expect("written");
     let xml = std::fs::read_to_string(path).expect("read");
     assert!(xml.contains(r#"<testcase name="src/hooks.test.js" classname="src/hooks.test.js""#), "{xml}");
     assert!(xml.contains("afterAll broke"), "the error's text is in the file's entry: {xml}");

@@ -229,10 +229,14 @@ pub fn reachable(store: &dyn BlobStore, roots: &[pb::Digest]) -> std::collection
 #[derive(Default)]
 pub struct Roots {
     recent: std::sync::Mutex<std::collections::VecDeque<(std::time::Instant, pb::Digest)>>,
+    /// Blobs kept for themselves, not as trees: files tests sent back (artifacts).
+    leaves: std::sync::Mutex<std::collections::VecDeque<(std::time::Instant, pb::Digest)>>,
 }
 
 /// Roots remembered at most (older ones are forgotten first).
 const MAX_ROOTS: usize = 10_000;
+/// Sent-back blobs remembered at most.
+const MAX_LEAVES: usize = 1_000_000;
 
 impl Roots {
     /// A session was submitted with the workspace `root`.
@@ -243,6 +247,26 @@ impl Roots {
         while recent.len() > MAX_ROOTS {
             recent.pop_front();
         }
+    }
+
+    /// A test sent back these files: kept as long as a workspace would be.
+    pub fn sent_back(&self, blobs: impl IntoIterator<Item = pb::Digest>) {
+        let mut leaves = self.leaves.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for blob in blobs {
+            leaves.push_back((std::time::Instant::now(), blob));
+        }
+        while leaves.len() > MAX_LEAVES {
+            leaves.pop_front();
+        }
+    }
+
+    /// The blobs sent back within `retention`.
+    pub fn leaves_within(&self, retention: std::time::Duration) -> Vec<pb::Digest> {
+        let mut leaves = self.leaves.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while leaves.front().is_some_and(|(at, _)| at.elapsed() > retention) {
+            leaves.pop_front();
+        }
+        leaves.iter().map(|(_, d)| d.clone()).collect()
     }
 
     /// The roots submitted within `retention`.
@@ -263,7 +287,8 @@ pub fn collect_garbage(
     retention: std::time::Duration,
     grace: std::time::Duration,
 ) -> (u64, u64) {
-    let keep = reachable(store, &roots.within(retention));
+    let mut keep = reachable(store, &roots.within(retention));
+    keep.extend(roots.leaves_within(retention).into_iter().map(|d| d.hash));
     store.retain(&keep, grace)
 }
 

@@ -84,6 +84,25 @@ pub struct Report {
     pub output_dropped_bytes: u64,
     pub message: String,
     pub cases: Vec<CaseResult>,
+    /// Files the attempt sent back (checked at the service edge). Passed on untouched.
+    #[serde(default)]
+    pub artifacts: Vec<Artifact>,
+}
+
+/// A file a test sent back (`pb::Artifact`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Artifact {
+    pub path: String,
+    /// Its blob, `None` when it was refused.
+    pub blob: Option<Workspace>,
+    pub refused: String,
+}
+
+/// Which files of each test's tree come back (`pb::ArtifactSpec`, checked).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactSpec {
+    pub globs: Vec<String>,
+    pub max_bytes: u64,
 }
 
 impl Report {
@@ -98,6 +117,7 @@ impl Report {
             output_dropped_bytes: 0,
             message: message.into(),
             cases: Vec::new(),
+            artifacts: Vec::new(),
         }
     }
 }
@@ -129,6 +149,9 @@ pub struct SessionSpec {
     /// Which project the session tests (empty: none). Passed on untouched.
     #[serde(default)]
     pub project: String,
+    /// Files each test writes that come back to the client. Passed on untouched.
+    #[serde(default)]
+    pub artifacts: Option<ArtifactSpec>,
 }
 
 /// A workspace tree by its root manifest's digest.

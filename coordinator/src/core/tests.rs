@@ -29,6 +29,7 @@ pub(super) fn spec(tests: usize) -> SessionSpec {
         workspace: None,
         setup: None,
         project: String::new(),
+        artifacts: None,
     }
 }
 

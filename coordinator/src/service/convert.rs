@@ -7,8 +7,8 @@ use testgrid_proto as pb;
 use uuid::Uuid;
 
 use crate::core::{
-    AssignmentKey, CaseResult, Event, Outcome, Report, Runner, SessionId, SessionSpec, SessionView, Totals, WorkerSpec,
-    WorkerView, Workspace,
+    Artifact, ArtifactSpec, AssignmentKey, CaseResult, Event, Outcome, Report, Runner, SessionId, SessionSpec,
+    SessionView, Totals, WorkerSpec, WorkerView, Workspace,
 };
 
 /// A message from a client or worker that cannot be used as it is.
@@ -110,6 +110,38 @@ impl TryFrom<pb::TestReport> for Report {
                 })
             })
             .collect::<Result<_, BadMessage>>()?;
+        if r.artifacts.len() > MAX_ARTIFACTS {
+            return Err(BadMessage::Invalid {
+                field: "report.artifacts",
+                problem: format!("{} artifacts is more than the limit of {MAX_ARTIFACTS}", r.artifacts.len()),
+            });
+        }
+        let artifacts = r
+            .artifacts
+            .into_iter()
+            .map(|a| {
+                let bad = |problem: String| BadMessage::Invalid { field: "report.artifacts", problem };
+                if a.path.len() > 4096 || a.path.split('/').any(|p| testgrid_proto::tree::check_name(p).is_err()) {
+                    return Err(bad("an artifact path that is not a relative path inside the tree".into()));
+                }
+                let blob = match a.digest {
+                    Some(d) => {
+                        testgrid_proto::tree::check_digest(&d).map_err(bad)?;
+                        Some(Workspace { hash: d.hash, size_bytes: d.size_bytes })
+                    }
+                    None => None,
+                };
+                let mut refused = a.refused;
+                if refused.len() > 1024 {
+                    let mut end = 1024;
+                    while !refused.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    refused.truncate(end);
+                }
+                Ok(Artifact { path: a.path, blob, refused })
+            })
+            .collect::<Result<_, BadMessage>>()?;
         Ok(Report {
             outcome: outcome_from_pb(r.outcome)?,
             exit_code: r.exit_code,
@@ -119,6 +151,7 @@ impl TryFrom<pb::TestReport> for Report {
             output_dropped_bytes: r.output_dropped_bytes,
             message: r.message,
             cases,
+            artifacts,
         })
     }
 }
@@ -144,8 +177,23 @@ pub fn report_to_pb(r: &Report) -> pb::TestReport {
                 output: c.output.clone(),
             })
             .collect(),
+        artifacts: r
+            .artifacts
+            .iter()
+            .map(|a| pb::Artifact {
+                path: a.path.clone(),
+                digest: a.blob.as_ref().map(|b| pb::Digest { hash: b.hash.clone(), size_bytes: b.size_bytes }),
+                refused: a.refused.clone(),
+            })
+            .collect(),
     }
 }
+
+/// The most artifacts one report may name.
+pub const MAX_ARTIFACTS: usize = 1000;
+/// The most artifact globs a session may have, and the most bytes of each.
+const MAX_ARTIFACT_GLOBS: usize = 64;
+const MAX_GLOB_BYTES: usize = 4096;
 
 impl TryFrom<pb::Register> for WorkerSpec {
     type Error = BadMessage;
@@ -211,6 +259,22 @@ impl TryFrom<pb::SessionSpec> for SessionSpec {
                 problem: format!("at most {MAX_PROJECT_BYTES} bytes without control characters"),
             });
         }
+        let artifacts = match s.artifacts {
+            Some(a) if !a.globs.is_empty() => {
+                if a.globs.len() > MAX_ARTIFACT_GLOBS
+                    || a.globs.iter().any(|g| g.is_empty() || g.len() > MAX_GLOB_BYTES || g.contains('\0'))
+                {
+                    return Err(BadMessage::Invalid {
+                        field: "artifacts.globs",
+                        problem: format!(
+                            "at most {MAX_ARTIFACT_GLOBS} globs, each not empty, at most {MAX_GLOB_BYTES} bytes, without NUL"
+                        ),
+                    });
+                }
+                Some(ArtifactSpec { globs: a.globs, max_bytes: a.max_bytes })
+            }
+            _ => None,
+        };
         Ok(SessionSpec {
             name: s.name,
             tests,
@@ -225,6 +289,7 @@ impl TryFrom<pb::SessionSpec> for SessionSpec {
             workspace,
             setup,
             project: s.project,
+            artifacts,
         })
     }
 }

@@ -272,6 +272,10 @@ impl Engine {
                         .map(|w| pb::Digest { hash: w.hash.clone(), size_bytes: w.size_bytes }),
                     setup: spec.setup.as_deref().map(pb::Setup::from),
                     project: spec.project.clone(),
+                    artifacts: spec
+                        .artifacts
+                        .as_ref()
+                        .map(|a| pb::ArtifactSpec { globs: a.globs.clone(), max_bytes: a.max_bytes }),
                 });
                 debug!(worker_id = %worker, session_id = %assignment.key.session, test = %assignment.path,
                        attempt = assignment.key.attempt, "assign");

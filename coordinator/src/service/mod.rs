@@ -161,13 +161,14 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(pb::v1::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
+    let roots = Arc::new(crate::blobs::Roots::default());
     let worker_svc = worker::WorkerSvc {
         engine: engine.clone(),
         heartbeat_interval: config.heartbeat_interval,
         liveness_timeout,
         prefetch_per_slot,
+        roots: Arc::clone(&roots),
     };
-    let roots = Arc::new(crate::blobs::Roots::default());
     let gc_task = blob_store.clone().map(|store| {
         let (roots, retention, stop) = (Arc::clone(&roots), config.blob_retention, shutdown.clone());
         tokio::spawn(collect_blobs(store, roots, retention, stop))

@@ -90,6 +90,12 @@ impl pb::session_service_server::SessionService for SessionSvc {
         };
         let spec = request.spec.ok_or_else(|| Status::invalid_argument("missing field `spec`"))?;
         let spec = SessionSpec::try_from(spec)?;
+        if spec.artifacts.is_some() && self.blobs.is_none() {
+            return Err(Status::failed_precondition(
+                "this coordinator keeps no blobs (it runs without a --data-dir), so tests cannot send files back: \
+                 drop --artifacts, or give the coordinator a --data-dir",
+            ));
+        }
         if let Some(workspace) = &spec.workspace {
             let store = self.blobs.clone().ok_or_else(|| {
                 Status::failed_precondition(

@@ -29,6 +29,8 @@ pub struct WorkerSvc {
     pub heartbeat_interval: Duration,
     pub liveness_timeout: Duration,
     pub prefetch_per_slot: u32,
+    /// What garbage collection keeps: the files tests send back are added.
+    pub roots: std::sync::Arc<crate::blobs::Roots>,
 }
 
 type AttachStream = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorMessage, Status>> + Send>>;
@@ -64,9 +66,9 @@ impl pb::worker_service_server::WorkerService for WorkerSvc {
         };
         tx.try_send(Ok(welcome)).map_err(|_| Status::internal("cannot queue Welcome"))?;
         self.engine.send(Command::Attach { id, spec: spec.clone(), tx }).await?;
-        let engine = self.engine.clone();
+        let (engine, roots) = (self.engine.clone(), std::sync::Arc::clone(&self.roots));
         tokio::spawn(async move {
-            let reason = read_worker(id, &spec.name, &mut inbound, &engine).await;
+            let reason = read_worker(id, &spec.name, &mut inbound, &engine, &roots).await;
             // If the engine is gone the coordinator is stopping and nobody needs to know.
             let _ = engine.send(Command::Detach { id, reason }).await;
         });
@@ -80,6 +82,7 @@ async fn read_worker(
     name: &str,
     inbound: &mut Streaming<pb::WorkerMessage>,
     engine: &EngineHandle,
+    roots: &crate::blobs::Roots,
 ) -> String {
     loop {
         let message = match inbound.next().await {
@@ -96,6 +99,17 @@ async fn read_worker(
                 continue;
             }
         };
+        if let Input::Finished { report, .. } = &input
+            && !report.artifacts.is_empty()
+        {
+            roots.sent_back(
+                report
+                    .artifacts
+                    .iter()
+                    .filter_map(|a| a.blob.as_ref())
+                    .map(|b| pb::Digest { hash: b.hash.clone(), size_bytes: b.size_bytes }),
+            );
+        }
         if engine.send(Command::Input(input)).await.is_err() {
             return "coordinator shutting down".to_string();
         }

@@ -68,5 +68,6 @@ pub async fn test_process(
         output_dropped_bytes: output.dropped,
         message,
         cases: Vec::new(),
+        artifacts: Vec::new(),
     }
 }
