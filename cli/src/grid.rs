@@ -41,8 +41,12 @@ impl Grid {
         self.channel.clone()
     }
 
-    pub async fn upload(&self, bundle: &crate::bundle::Bundle) -> Result<crate::bundle::upload::Uploaded, Error> {
-        crate::bundle::upload::upload(self.channel.clone(), &self.url, bundle).await
+    pub async fn upload(
+        &self,
+        bundle: &crate::bundle::Bundle,
+        progress: &std::sync::Arc<crate::bundle::Progress>,
+    ) -> Result<crate::bundle::upload::Uploaded, Error> {
+        crate::bundle::upload::upload(self.channel.clone(), &self.url, bundle, progress).await
     }
 
     fn sessions(&self) -> pb::session_service_client::SessionServiceClient<Channel> {

@@ -52,7 +52,7 @@ fn semver_crate() -> &'static Path {
         if dir.join("Cargo.toml").is_file() {
             return dir;
         }
-        let fetcher = base.join("fetcher");
+        let fetcher = base.join(format!("fetcher-{}", std::process::id()));
         std::fs::create_dir_all(fetcher.join("src")).expect("mkdir");
         std::fs::write(
             fetcher.join("Cargo.toml"),
@@ -75,7 +75,8 @@ fn semver_crate() -> &'static Path {
             .and_then(|p| p["manifest_path"].as_str())
             .expect("semver is a dependency");
         let source = Path::new(manifest).parent().expect("a manifest has a folder");
-        let staging = base.join("staging");
+        // One staging folder per test process: nextest runs this file's tests in several at once.
+        let staging = base.join(format!("staging-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&staging);
         copy_tree(source, &staging);
         let toml = std::fs::read_to_string(staging.join("Cargo.toml")).expect("read");
@@ -86,7 +87,11 @@ fn semver_crate() -> &'static Path {
         let toml = format!("{}{}\n[workspace]\n", &toml[..bench], &toml[end..cut]);
         std::fs::write(staging.join("Cargo.toml"), toml).expect("write");
         std::fs::create_dir(staging.join(".git")).expect("mkdir .git");
-        std::fs::rename(&staging, &dir).expect("rename");
+        if std::fs::rename(&staging, &dir).is_err() {
+            // Another process put its copy there first.
+            assert!(dir.join("Cargo.toml").is_file(), "semver's copy is in place");
+            let _ = std::fs::remove_dir_all(&staging);
+        }
         dir
     })
 }

@@ -15,6 +15,7 @@ use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use testgrid_proto as pb;
@@ -66,6 +67,19 @@ pub struct Bundle {
     pub stats: Stats,
 }
 
+/// How far building and sending a bundle has gone, for a progress line.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Entries seen and their bytes.
+    pub files: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Bytes hashed (files the index did not know).
+    pub hashed_bytes: AtomicU64,
+    /// Bytes the grid lacks, and those sent so far.
+    pub to_send: AtomicU64,
+    pub sent: AtomicU64,
+}
+
 /// What building a bundle took.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
@@ -112,7 +126,13 @@ impl LeftOut {
 /// Build the tree of the workspace at `root`, reusing and then updating the digests in
 /// `index` (when given). The folders `leave_out` (testgrid's own output, such as the artifacts
 /// folder) are not sent.
-pub fn build(root: &Path, limits: &Limits, index: Option<&Path>, leave_out: Vec<PathBuf>) -> Result<Bundle, Error> {
+pub fn build(
+    root: &Path,
+    limits: &Limits,
+    index: Option<&Path>,
+    leave_out: Vec<PathBuf>,
+    progress: &Progress,
+) -> Result<Bundle, Error> {
     let started = Instant::now();
     let known = index.map(index::Index::load).unwrap_or_default();
     let found: Mutex<Vec<(String, Found)>> = Mutex::new(Vec::new());
@@ -121,9 +141,7 @@ pub fn build(root: &Path, limits: &Limits, index: Option<&Path>, leave_out: Vec<
     let problem: Mutex<Option<Error>> = Mutex::new(None);
     let next_index = index::Index::default().shared();
     let hashed = std::sync::atomic::AtomicU64::new(0);
-    let hashed_bytes = std::sync::atomic::AtomicU64::new(0);
-    let counted = std::sync::atomic::AtomicU64::new(0);
-    let total = std::sync::atomic::AtomicU64::new(0);
+    let (counted, total, hashed_bytes) = (&progress.files, &progress.bytes, &progress.hashed_bytes);
 
     let walker = ignore::WalkBuilder::new(root)
         .hidden(false)
@@ -220,7 +238,7 @@ pub fn build(root: &Path, limits: &Limits, index: Option<&Path>, leave_out: Vec<
     let found = found.into_inner().unwrap_or_else(|p| p.into_inner());
     let mut bundle = assemble(root, found)?;
     bundle.stats.hashed = hashed.into_inner();
-    bundle.stats.hashed_bytes = hashed_bytes.into_inner();
+    bundle.stats.hashed_bytes = hashed_bytes.load(Ordering::Relaxed);
     if let Some(path) = index {
         let next = next_index.into_inner().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = next.save(path) {
@@ -360,7 +378,7 @@ mod tests {
         std::os::unix::fs::symlink("src/a b.txt", root.join("link")).expect("symlink");
         std::os::unix::fs::symlink("/etc/passwd", root.join("outside")).expect("symlink");
 
-        let bundle = build(root, &Limits::default(), None, Vec::new()).expect("a bundle");
+        let bundle = build(root, &Limits::default(), None, Vec::new(), &Progress::default()).expect("a bundle");
         let top = manifest(&bundle, &bundle.root);
         let names = |d: &pb::Directory| {
             let mut n: Vec<String> = d.files.iter().map(|f| f.name.clone()).collect();
@@ -380,12 +398,12 @@ mod tests {
         // Built again, through an index, the digest is the same; an edit changes it.
         let index_dir = tempfile::tempdir().expect("tempdir");
         let index = index_dir.path().join("index.json");
-        let again = build(root, &Limits::default(), Some(&index), Vec::new()).expect("a bundle");
+        let again = build(root, &Limits::default(), Some(&index), Vec::new(), &Progress::default()).expect("a bundle");
         assert_eq!(again.root, bundle.root);
-        let third = build(root, &Limits::default(), Some(&index), Vec::new()).expect("a bundle");
+        let third = build(root, &Limits::default(), Some(&index), Vec::new(), &Progress::default()).expect("a bundle");
         assert_eq!(third.root, bundle.root);
         write(root, "src/a b.txt", "edited");
-        let edited = build(root, &Limits::default(), Some(&index), Vec::new()).expect("a bundle");
+        let edited = build(root, &Limits::default(), Some(&index), Vec::new(), &Progress::default()).expect("a bundle");
         assert_ne!(edited.root, bundle.root);
     }
 
@@ -396,10 +414,19 @@ mod tests {
             write(dir.path(), &format!("f{i}"), "12345");
         }
         let files = Limits { max_files: 4, ..Limits::default() };
-        assert!(matches!(build(dir.path(), &files, None, Vec::new()), Err(Error::BundleTooManyFiles { limit: 4 })));
+        assert!(matches!(
+            build(dir.path(), &files, None, Vec::new(), &Progress::default()),
+            Err(Error::BundleTooManyFiles { limit: 4 })
+        ));
         let bytes = Limits { max_bytes: 20, ..Limits::default() };
-        assert!(matches!(build(dir.path(), &bytes, None, Vec::new()), Err(Error::BundleTooLarge { limit: 20 })));
+        assert!(matches!(
+            build(dir.path(), &bytes, None, Vec::new(), &Progress::default()),
+            Err(Error::BundleTooLarge { limit: 20 })
+        ));
         let one = Limits { max_file_bytes: 4, ..Limits::default() };
-        assert!(matches!(build(dir.path(), &one, None, Vec::new()), Err(Error::BundleFileTooLarge { size: 5, .. })));
+        assert!(matches!(
+            build(dir.path(), &one, None, Vec::new(), &Progress::default()),
+            Err(Error::BundleFileTooLarge { size: 5, .. })
+        ));
     }
 }

@@ -30,7 +30,12 @@ pub struct Uploaded {
 }
 
 /// Upload what the grid at `url` (on `channel`) lacks of `bundle`.
-pub async fn upload(channel: Channel, url: &str, bundle: &Bundle) -> Result<Uploaded, Error> {
+pub async fn upload(
+    channel: Channel,
+    url: &str,
+    bundle: &Bundle,
+    progress: &Arc<super::Progress>,
+) -> Result<Uploaded, Error> {
     let started = Instant::now();
     let refused = |status: tonic::Status| Error::from_status(url, "take the workspace", &status);
     let mut blobs = client::blobs(channel);
@@ -69,20 +74,24 @@ pub async fn upload(channel: Channel, url: &str, bundle: &Bundle) -> Result<Uplo
     if !batch.is_empty() {
         jobs.push(batch);
     }
+    progress.to_send.store(stats.bytes, std::sync::atomic::Ordering::Relaxed);
     let bundle_blobs = Arc::clone(&bundle.blobs);
     let permits = Arc::new(tokio::sync::Semaphore::new(PARALLEL_UPLOADS));
     let mut calls = tokio::task::JoinSet::new();
     for job in jobs {
-        let (mut client, blobs, permits, url) =
-            (blobs.clone(), Arc::clone(&bundle_blobs), Arc::clone(&permits), url.to_string());
+        let (mut client, blobs, permits, url, progress) =
+            (blobs.clone(), Arc::clone(&bundle_blobs), Arc::clone(&permits), url.to_string(), Arc::clone(progress));
         calls.spawn(async move {
             // The semaphore is never closed: a permit always comes.
             let _permit = permits.acquire_owned().await.ok();
-            if job.len() == 1 && job[0].size_bytes > BATCH_BLOB_BYTES {
+            let bytes: u64 = job.iter().map(|d| d.size_bytes).sum();
+            let done = if job.len() == 1 && job[0].size_bytes > BATCH_BLOB_BYTES {
                 stream_one(&mut client, &url, &job[0], &blobs[&job[0].hash].1).await
             } else {
                 batch_upload(&mut client, &url, &job, &blobs).await
-            }
+            };
+            progress.sent.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+            done
         });
     }
     while let Some(done) = calls.join_next().await {

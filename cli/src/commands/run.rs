@@ -194,11 +194,25 @@ async fn send_workspace(settings: &Settings, grid: &Grid) -> Result<pb::Digest, 
     let artifacts =
         settings.output.artifacts_dir.as_ref().map_or_else(|| cwd.join("testgrid-artifacts"), |d| cwd.join(d));
     let leave_out = vec![artifacts.canonicalize().unwrap_or(artifacts)];
-    let bundle = tokio::task::spawn_blocking(move || crate::bundle::build(&root, &limits, index.as_deref(), leave_out))
-        .await
-        // Building does not panic; if it did, this CLI goes down the same way.
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
-    let sent = grid.upload(&bundle).await?;
+    let progress = Arc::new(crate::bundle::Progress::default());
+    let shown = show_progress(settings, Arc::clone(&progress));
+    let building = Arc::clone(&progress);
+    let bundle = tokio::task::spawn_blocking(move || {
+        crate::bundle::build(&root, &limits, index.as_deref(), leave_out, &building)
+    })
+    .await
+    // Building does not panic; if it did, this CLI goes down the same way.
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    let sent = match bundle {
+        Ok(bundle) => grid.upload(&bundle, &progress).await.map(|sent| (bundle, sent)),
+        Err(e) => Err(e),
+    };
+    if let Some(shown) = shown {
+        shown.abort();
+        // The progress line goes; the summary of what was sent follows.
+        eprint!("\r\x1b[2K");
+    }
+    let (bundle, sent) = sent?;
     let stats = &bundle.stats;
     if settings.output.json {
         crate::json::set_workspace(serde_json::json!({
@@ -226,6 +240,43 @@ async fn send_workspace(settings: &Settings, grid: &Grid) -> Result<pb::Digest, 
         );
     }
     Ok(bundle.root)
+}
+
+/// On a terminal, a line that says how far hashing and uploading the workspace has gone, drawn
+/// once it takes longer than a moment; the task to abort when it is done.
+fn show_progress(settings: &Settings, progress: Arc<crate::bundle::Progress>) -> Option<tokio::task::JoinHandle<()>> {
+    use std::io::IsTerminal;
+    use std::sync::atomic::Ordering::Relaxed;
+    if settings.output.json || settings.output.quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut sending: Option<std::time::Instant> = None;
+        let mut every = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            every.tick().await;
+            let (to_send, sent) = (progress.to_send.load(Relaxed), progress.sent.load(Relaxed));
+            let line = if to_send == 0 {
+                format!(
+                    "workspace: {} files, {} (hashed {})",
+                    progress.files.load(Relaxed),
+                    human_bytes(progress.bytes.load(Relaxed)),
+                    human_bytes(progress.hashed_bytes.load(Relaxed)),
+                )
+            } else {
+                let since = *sending.get_or_insert_with(std::time::Instant::now);
+                let rate = sent as f64 / since.elapsed().as_secs_f64().max(0.001);
+                format!(
+                    "workspace: sending {} of {} ({}/s)",
+                    human_bytes(sent),
+                    human_bytes(to_send),
+                    human_bytes(rate as u64)
+                )
+            };
+            eprint!("\r\x1b[2K{line}");
+        }
+    }))
 }
 
 /// `12.3 MB`.
