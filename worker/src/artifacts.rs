@@ -114,7 +114,12 @@ fn find(root: &Path, globs: &[String], since: SystemTime) -> Result<Vec<Found>, 
     starts.dedup_by(|b, a| b.starts_with(&*a));
     let mut found = Vec::new();
     let mut walked = 0;
+    let real_root = root.canonicalize().map_err(|e| format!("cannot look at the tree: {e}"))?;
     for start in starts {
+        // A folder on the way that is a symlink out of the tree is not followed.
+        if !start.canonicalize().is_ok_and(|real| real.starts_with(&real_root)) {
+            continue;
+        }
         let mut pending = vec![start];
         while let Some(path) = pending.pop() {
             walked += 1;
