@@ -43,11 +43,12 @@ pub type Done = Result<(), pb::TestReport>;
 pub type State = Arc<tokio::sync::Mutex<Option<Done>>>;
 
 /// Where the tree the setup runs in comes from.
-pub enum Place<'a> {
+#[derive(Clone)]
+pub enum Place {
     /// Materialised from the session's workspace: outputs are kept in this cache.
-    Materialised(&'a Workspaces),
+    Materialised(Arc<Workspaces>),
     /// The worker's own root: stamps are kept in this folder (`None`: none are kept).
-    Own(Option<&'a Path>),
+    Own(Option<PathBuf>),
 }
 
 /// The setup states of sessions running in the worker's own tree (a materialised tree keeps
@@ -80,7 +81,7 @@ impl OwnTree {
 pub async fn ensure(
     state: &State,
     job: &Job,
-    place: Place<'_>,
+    place: Place,
     settings: &exec::Settings,
     cancel: &CancellationToken,
 ) -> Result<(), pb::TestReport> {
@@ -119,7 +120,7 @@ fn failed(setup: &Setup, report: pb::TestReport) -> pb::TestReport {
 async fn set_up(
     job: &Job,
     setup: &Setup,
-    place: Place<'_>,
+    place: Place,
     settings: &exec::Settings,
     cancel: &CancellationToken,
 ) -> Option<Done> {
@@ -129,13 +130,23 @@ async fn set_up(
         let message = format!("its folder `{}` is not a folder of the workspace", shorten(&setup.dir));
         return Some(Err(exec::report::simple(pb::Outcome::Error, message, started)));
     }
-    let key = setup.reusable().then(|| {
-        let digests: Vec<Option<pb::Digest>> =
-            setup.key_files.iter().map(|f| digest_of_file(&job.root.join(f))).collect();
-        setup.reuse_key(&job.env, &digests)
-    });
+    // Reading key files and linking kept outputs (a `node_modules` of 200 MB: half a second)
+    // is file work, done off the async threads.
+    let (j, s, p) = (job.clone(), setup.clone(), place.clone());
+    let looked = tokio::task::spawn_blocking(move || {
+        let key = s.reusable().then(|| {
+            let digests: Vec<Option<pb::Digest>> =
+                s.key_files.iter().map(|f| digest_of_file(&j.root.join(f))).collect();
+            s.reuse_key(&j.env, &digests)
+        });
+        let reused = key.as_ref().is_some_and(|key| reuse(&j, &s, key, &p));
+        (key, reused)
+    })
+    .await;
+    // The closure does not panic; if it did, the setup runs.
+    let (key, reused) = looked.unwrap_or((None, false));
     if let Some(key) = &key
-        && reuse(job, setup, key, &place)
+        && reused
     {
         info!(session = %job.assignment.session_id, key = &key[..12], millis = started.elapsed().as_millis() as u64,
               "setup reused");
@@ -159,8 +170,9 @@ async fn set_up(
     match pb::Outcome::try_from(report.outcome) {
         Ok(pb::Outcome::Passed) => {
             info!(session = %job.assignment.session_id, millis, "setup passed");
-            if let Some(key) = &key {
-                keep(job, setup, key, &place);
+            if let Some(key) = key {
+                let (job, setup) = (job.clone(), setup.clone());
+                let _ = tokio::task::spawn_blocking(move || keep(&job, &setup, &key, &place)).await;
             }
             Some(Ok(()))
         }
@@ -174,7 +186,7 @@ async fn set_up(
 
 /// Put in place what an earlier setup with `key` produced; `false` when there is nothing to reuse
 /// (the setup runs).
-fn reuse(job: &Job, setup: &Setup, key: &str, place: &Place<'_>) -> bool {
+fn reuse(job: &Job, setup: &Setup, key: &str, place: &Place) -> bool {
     match place {
         Place::Own(None) => false,
         Place::Own(Some(stamps)) => {
@@ -205,7 +217,7 @@ fn reuse(job: &Job, setup: &Setup, key: &str, place: &Place<'_>) -> bool {
 }
 
 /// Remember what a setup with `key` produced.
-fn keep(job: &Job, setup: &Setup, key: &str, place: &Place<'_>) {
+fn keep(job: &Job, setup: &Setup, key: &str, place: &Place) {
     match place {
         Place::Own(None) => {}
         Place::Own(Some(stamps)) => {

@@ -167,75 +167,17 @@ impl<E: Executor> Link<E> {
                         started_at_ms: testgrid_proto::now_ms(),
                     };
                     self.send(ToCoordinator::TestStarted(started)).await?;
-                    let executor = Arc::clone(&self.executor);
                     let assignment = job.assignment.clone();
-                    let (workspaces, channel) = (Arc::clone(&self.workspaces), self.channel.clone());
-                    let tree = job.workspace.clone().filter(|_| !self.own_tree);
-                    let settings = self.settings.clone();
+                    let tree = Tree {
+                        workspaces: Arc::clone(&self.workspaces),
+                        channel: self.channel.clone(),
+                        own: self.own_tree,
+                        settings: self.settings.clone(),
+                    };
+                    let executor = Arc::clone(&self.executor);
                     let task = self.tasks.spawn(async move {
-                        let mut job = job;
-                        // The session's own tree, when it sent one: the test runs there.
-                        let in_use = match tree {
-                            Some(digest) => {
-                                let started = std::time::Instant::now();
-                                let got = tokio::select! {
-                                    got = in_workspace(&workspaces, &job, &digest, &channel) => got,
-                                    () = cancel.cancelled() => {
-                                        let report = crate::exec::report::simple(pb::Outcome::Cancelled, "cancelled", started);
-                                        return (slot, job.assignment, report);
-                                    }
-                                };
-                                match got {
-                                    Ok(in_use) => {
-                                        job.root = in_use.root.clone();
-                                        job.build_dir = in_use.build_dir.clone();
-                                        job.tree_files = Some(Arc::clone(&in_use.files));
-                                        Some(in_use)
-                                    }
-                                    Err(problem) => {
-                                        warn!(test = %job.path, "{problem}");
-                                        let report = crate::exec::report::simple(pb::Outcome::Error, problem, started);
-                                        return (slot, job.assignment, report);
-                                    }
-                                }
-                            }
-                            None => None,
-                        };
-                        if job.setup.is_some() {
-                            let set_up = match &in_use {
-                                Some(in_use) => match workspaces.get().await {
-                                    Ok(materialised) => {
-                                        let place = crate::setup::Place::Materialised(&materialised);
-                                        crate::setup::ensure(&in_use.setup, &job, place, &settings, &cancel).await
-                                    }
-                                    // The tree came from there: it opened.
-                                    Err(problem) => Err(crate::exec::report::simple(
-                                        pb::Outcome::Error,
-                                        problem,
-                                        std::time::Instant::now(),
-                                    )),
-                                },
-                                None => {
-                                    let state = workspaces.own_setups.state(&job.assignment.session_id);
-                                    let place = crate::setup::Place::Own(workspaces.stamps.as_deref());
-                                    crate::setup::ensure(&state, &job, place, &settings, &cancel).await
-                                }
-                            };
-                            if let Err(report) = set_up {
-                                return (slot, job.assignment, report);
-                            }
-                        }
-                        // The token is a child of the connection's: a connection that goes away
-                        // cancels it too. Draining does not: a running test may finish.
-                        // Kernel file times lag the clock by up to a tick: a file the test writes
-                        // at once may look a little older than this.
-                        let since = std::time::SystemTime::now() - std::time::Duration::from_millis(50);
-                        let mut report = executor.run(slot, &job, cancel).await;
-                        if let Some(spec) = &job.artifacts {
-                            report.artifacts = crate::artifacts::send_back(&job.root, spec, since, job.tree_files.as_deref(), &channel).await;
-                        }
-                        drop(in_use);
-                        (slot, job.assignment, report)
+                        let (assignment, report) = run_job(*job, slot, cancel, executor.as_ref(), &tree).await;
+                        (slot, assignment, report)
                     });
                     self.running.insert(task.id(), (slot, assignment));
                 }
@@ -278,6 +220,84 @@ impl<E: Executor> Link<E> {
             }
         }
     }
+}
+
+/// Where a job's tree comes from and how its setup runs.
+struct Tree {
+    workspaces: Arc<crate::workspace::Shared>,
+    channel: tonic::transport::Channel,
+    /// Every test runs in the worker's root ([`Config::own_tree`]).
+    own: bool,
+    settings: crate::exec::Settings,
+}
+
+/// Run `job` in `slot`: in its session's tree (materialised the first time), after its
+/// session's setup there, and send back the files it wrote that the session asked for.
+async fn run_job<E: Executor>(
+    mut job: Job,
+    slot: u32,
+    cancel: tokio_util::sync::CancellationToken,
+    executor: &E,
+    tree: &Tree,
+) -> (pb::AssignmentRef, pb::TestReport) {
+    let started = std::time::Instant::now();
+    // The session's own tree, when it sent one: the test runs there.
+    let in_use = match job.workspace.clone().filter(|_| !tree.own) {
+        Some(digest) => {
+            let got = tokio::select! {
+                got = in_workspace(&tree.workspaces, &job, &digest, &tree.channel) => got,
+                () = cancel.cancelled() => {
+                    return (job.assignment, crate::exec::report::simple(pb::Outcome::Cancelled, "cancelled", started));
+                }
+            };
+            match got {
+                Ok(in_use) => {
+                    job.root = in_use.root.clone();
+                    job.build_dir = in_use.build_dir.clone();
+                    job.tree_files = Some(Arc::clone(&in_use.files));
+                    Some(in_use)
+                }
+                Err(problem) => {
+                    warn!(test = %job.path, "{problem}");
+                    return (job.assignment, crate::exec::report::simple(pb::Outcome::Error, problem, started));
+                }
+            }
+        }
+        None => None,
+    };
+    if job.setup.is_some() {
+        let set_up = match &in_use {
+            Some(in_use) => match tree.workspaces.get().await {
+                Ok(materialised) => {
+                    let place = crate::setup::Place::Materialised(materialised);
+                    crate::setup::ensure(&in_use.setup, &job, place, &tree.settings, &cancel).await
+                }
+                // The tree came from there: it opened.
+                Err(problem) => Err(crate::exec::report::simple(pb::Outcome::Error, problem, started)),
+            },
+            None => {
+                let state = tree.workspaces.own_setups.state(&job.assignment.session_id);
+                let place = crate::setup::Place::Own(tree.workspaces.stamps.clone());
+                crate::setup::ensure(&state, &job, place, &tree.settings, &cancel).await
+            }
+        };
+        if let Err(report) = set_up {
+            return (job.assignment, report);
+        }
+    }
+    // Kernel file times lag the clock by up to a tick: a file the test writes at once may look
+    // a little older than this.
+    let since = std::time::SystemTime::now() - std::time::Duration::from_millis(50);
+    // The token is a child of the connection's: a connection that goes away cancels it too.
+    // Draining does not: a running test may finish.
+    let mut report = executor.run(slot, &job, cancel).await;
+    if let Some(spec) = &job.artifacts {
+        let tree_files = job.tree_files.as_deref();
+        report.artifacts = crate::artifacts::send_back(&job.root, spec, since, tree_files, &tree.channel).await;
+    }
+    // The tree stays in use until its files are sent.
+    drop(in_use);
+    (job.assignment, report)
 }
 
 /// The folder of `job`'s session tree on this worker, or why there is none.
