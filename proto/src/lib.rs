@@ -9,7 +9,8 @@
 //!   the CLI that lists them and the worker that runs them.
 //! - [`outcome`]: the names of outcomes, one table for every program.
 //! - [`setup`]: a session's setup command, typed and checked, and its reuse key.
-//! - Small shared pieces: [`error_chain`], [`parse_key_value`], [`logging`], [`now_ms`].
+//! - Small shared pieces: [`error_chain`], [`parse_key_value`], [`parse_bytes`], [`human_bytes`],
+//!   [`logging`], [`now_ms`].
 //!
 //! It must not hold program logic: no scheduling, no executors, no discovery.
 
@@ -79,6 +80,16 @@ pub fn parse_env_var(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
         _ => Err(format!("`{s}` is not key=value (the key must not be empty)")),
+    }
+}
+
+/// A size for people, in powers of 1000: `512 B`, `12.3 kB`, `4.5 MB`, `1.2 GB`.
+pub fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1_000_000_000 => format!("{:.1} GB", b as f64 / 1e9),
+        b if b >= 1_000_000 => format!("{:.1} MB", b as f64 / 1e6),
+        b if b >= 1_000 => format!("{:.1} kB", b as f64 / 1e3),
+        b => format!("{b} B"),
     }
 }
 

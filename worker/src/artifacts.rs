@@ -56,9 +56,9 @@ pub async fn send_back(
         if used + f.size > limit {
             let why = format!(
                 "{} does not fit in the {} left of the limit of {} per test (--artifacts-max-size)",
-                human(f.size),
-                human(limit - used),
-                human(limit)
+                testgrid_proto::human_bytes(f.size),
+                testgrid_proto::human_bytes(limit - used),
+                testgrid_proto::human_bytes(limit)
             );
             named.push(refused(f.path, why));
             continue;
@@ -223,16 +223,6 @@ fn hash(path: &Path, size: u64) -> Result<pb::Digest, String> {
         hasher.update(&buf[..n]);
     }
     Ok(hasher.finish())
-}
-
-/// `12.3 MB`.
-fn human(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1_000_000_000 => format!("{:.1} GB", b as f64 / 1e9),
-        b if b >= 1_000_000 => format!("{:.1} MB", b as f64 / 1e6),
-        b if b >= 1_000 => format!("{:.1} kB", b as f64 / 1e3),
-        b => format!("{b} B"),
-    }
 }
 
 #[cfg(test)]

@@ -232,10 +232,10 @@ async fn send_workspace(settings: &Settings, grid: &Grid) -> Result<pb::Digest, 
         err!(
             "testgrid: workspace of {} files ({}) sent: {} of {} blobs were new ({}) in {:.1} s",
             stats.files,
-            human_bytes(stats.bytes),
+            testgrid_proto::human_bytes(stats.bytes),
             sent.missing,
             sent.blobs,
-            human_bytes(sent.bytes),
+            testgrid_proto::human_bytes(sent.bytes),
             (stats.millis + sent.millis) as f64 / 1000.0
         );
     }
@@ -261,32 +261,22 @@ fn show_progress(settings: &Settings, progress: Arc<crate::bundle::Progress>) ->
                 format!(
                     "workspace: {} files, {} (hashed {})",
                     progress.files.load(Relaxed),
-                    human_bytes(progress.bytes.load(Relaxed)),
-                    human_bytes(progress.hashed_bytes.load(Relaxed)),
+                    testgrid_proto::human_bytes(progress.bytes.load(Relaxed)),
+                    testgrid_proto::human_bytes(progress.hashed_bytes.load(Relaxed)),
                 )
             } else {
                 let since = *sending.get_or_insert_with(std::time::Instant::now);
                 let rate = sent as f64 / since.elapsed().as_secs_f64().max(0.001);
                 format!(
                     "workspace: sending {} of {} ({}/s)",
-                    human_bytes(sent),
-                    human_bytes(to_send),
-                    human_bytes(rate as u64)
+                    testgrid_proto::human_bytes(sent),
+                    testgrid_proto::human_bytes(to_send),
+                    testgrid_proto::human_bytes(rate as u64)
                 )
             };
             eprint!("\r\x1b[2K{line}");
         }
     }))
-}
-
-/// `12.3 MB`.
-fn human_bytes(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1_000_000_000 => format!("{:.1} GB", b as f64 / 1e9),
-        b if b >= 1_000_000 => format!("{:.1} MB", b as f64 / 1e6),
-        b if b >= 1_000 => format!("{:.1} kB", b as f64 / 1e3),
-        b => format!("{b} B"),
-    }
 }
 
 /// `--detach`: say how to follow the session, and leave it running.

@@ -144,7 +144,7 @@ pub fn artifacts(tracker: &Tracker, dir: &std::path::Path, fetched: &crate::arti
         "\nArtifacts: {} file{} ({}) in {}",
         fetched.files,
         if fetched.files == 1 { "" } else { "s" },
-        human_bytes(fetched.bytes),
+        testgrid_proto::human_bytes(fetched.bytes),
         dir.display()
     );
     let more = lines.len().saturating_sub(max);
@@ -161,14 +161,4 @@ pub fn artifacts(tracker: &Tracker, dir: &std::path::Path, fetched: &crate::arti
         let _ = writeln!(out, "  not brought back: {failed}");
     }
     out
-}
-
-/// `12.3 MB`.
-fn human_bytes(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1_000_000_000 => format!("{:.1} GB", b as f64 / 1e9),
-        b if b >= 1_000_000 => format!("{:.1} MB", b as f64 / 1e6),
-        b if b >= 1_000 => format!("{:.1} kB", b as f64 / 1e3),
-        b => format!("{b} B"),
-    }
 }
