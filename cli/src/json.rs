@@ -67,6 +67,14 @@ pub fn event(tracker: &Tracker, event: &pb::SessionEvent) -> Value {
                 })).collect::<Vec<_>>(),
             })
         }
+        Some(Kind::SetupFinished(s)) => {
+            let r = s.report.clone().unwrap_or_default();
+            json!({
+                "event": "setup_finished", "worker": s.worker, "reused": s.reused, "outcome": key(r.outcome),
+                "exit_code": r.exit_code, "duration_ms": r.duration_ms, "message": r.message,
+                "output": String::from_utf8_lossy(&r.output),
+            })
+        }
         Some(Kind::TestRequeued(r)) => json!({
             "event": "test_requeued", "test": tracker.path(r.test_index), "index": r.test_index,
             "attempt": r.attempt, "reason": r.reason,

@@ -152,6 +152,22 @@ impl Live {
                 r.reason
             )),
             Kind::Cancelled(c) => Some(format!("{} {}", paint(self.view.color, "33", "CANCEL "), c.reason)),
+            Kind::SetupFinished(s) => {
+                let report = s.report.clone().unwrap_or_default();
+                let outcome = pb::Outcome::of(report.outcome);
+                let what = match (s.reused, outcome.is_success()) {
+                    (true, _) => "reused what an earlier setup with the same key made".to_string(),
+                    (false, true) => "passed".to_string(),
+                    (false, false) => format!("failed ({}); the session's tests there fail", report.message),
+                };
+                let color = if outcome.is_success() { "36" } else { "31" };
+                Some(format!(
+                    "{} [{:>7}] setup on {}: {what}",
+                    paint(self.view.color, color, "  SETUP"),
+                    format_duration(report.duration_ms),
+                    s.worker
+                ))
+            }
             Kind::Finished(_) => {
                 if let Some(bar) = self.bar.take() {
                     bar.finish_and_clear();

@@ -134,11 +134,13 @@ fn a_setup_runs_once_per_worker_is_reused_for_the_same_key_and_its_failure_fails
     assert_eq!(code, Some(0), "{stderr}\n{done:?}");
     assert_eq!(done.len(), 4, "{done:?}");
     assert_eq!(runs(&count), 1, "one setup per worker and session");
+    assert_eq!(setups(&events), [("passed".to_string(), false)], "the setup is told once");
 
     // The same key: what it made is put in place, and it does not run.
     let (code, events, stderr) = run_events(ws.path(), &url, &with_setup);
     assert_eq!(code, Some(0), "{stderr}\n{:?}", finished(&events));
     assert_eq!(runs(&count), 1, "the second session reused the setup's outputs");
+    assert_eq!(setups(&events), [("passed".to_string(), true)]);
 
     // A changed key file: the setup runs again, and the tests see what it made this time.
     write(ws.path(), "lock.txt", "v2\n");
@@ -158,6 +160,19 @@ fn a_setup_runs_once_per_worker_is_reused_for_the_same_key_and_its_failure_fails
         assert!(output.contains("cannot install: no registry"), "{output}");
     }
     assert_eq!(runs(&count), 3, "a failed setup is not run again for each test");
+    assert_eq!(setups(&events), [("failed".to_string(), false)]);
+    let told = events.iter().find(|e| e["event"] == "setup_finished").expect("told");
+    assert!(told["output"].as_str().unwrap_or("").contains("cannot install: no registry"), "{told}");
+    assert_eq!(told["exit_code"], 7, "{told}");
+}
+
+/// The `setup_finished` events: (outcome, reused).
+fn setups(events: &[serde_json::Value]) -> Vec<(String, bool)> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "setup_finished")
+        .map(|e| (e["outcome"].as_str().unwrap_or("").to_string(), e["reused"].as_bool().unwrap_or(false)))
+        .collect()
 }
 
 #[test]

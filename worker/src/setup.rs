@@ -78,12 +78,14 @@ impl OwnTree {
 
 /// Make sure `job`'s session setup has passed in `job.root` on this worker: run it, reuse what an
 /// earlier one produced, or find it done. `Err`: the report `job` ends with instead of running.
+/// `tell` hears how it ended (its report, and whether it was reused) when this call did it.
 pub async fn ensure(
     state: &State,
     job: &Job,
     place: Place,
     settings: &exec::Settings,
     cancel: &CancellationToken,
+    tell: impl FnOnce(pb::TestReport, bool),
 ) -> Result<(), pb::TestReport> {
     let Some(setup) = &job.setup else { return Ok(()) };
     let started = Instant::now();
@@ -95,7 +97,8 @@ pub async fn ensure(
         return done.clone().map_err(|report| failed(setup, report));
     }
     match set_up(job, setup, place, settings, cancel).await {
-        Some(result) => {
+        Some((result, report, reused)) => {
+            tell(report, reused);
             *done = Some(result.clone());
             result.map_err(|report| failed(setup, report))
         }
@@ -116,19 +119,21 @@ fn failed(setup: &Setup, report: pb::TestReport) -> pb::TestReport {
     }
 }
 
-/// Run the setup, or reuse what an earlier run produced. `None`: cancelled.
+/// Run the setup, or reuse what an earlier run produced: how it ended, its report, and whether
+/// it was reused. `None`: cancelled.
 async fn set_up(
     job: &Job,
     setup: &Setup,
     place: Place,
     settings: &exec::Settings,
     cancel: &CancellationToken,
-) -> Option<Done> {
+) -> Option<(Done, pb::TestReport, bool)> {
     let started = Instant::now();
     let dir = job.root.join(&setup.dir);
     if !dir.is_dir() {
         let message = format!("its folder `{}` is not a folder of the workspace", shorten(&setup.dir));
-        return Some(Err(exec::report::simple(pb::Outcome::Error, message, started)));
+        let report = exec::report::simple(pb::Outcome::Error, message, started);
+        return Some((Err(report.clone()), report, false));
     }
     // Reading key files and linking kept outputs (a `node_modules` of 200 MB: half a second)
     // is file work, done off the async threads.
@@ -150,7 +155,7 @@ async fn set_up(
     {
         info!(session = %job.assignment.session_id, key = &key[..12], millis = started.elapsed().as_millis() as u64,
               "setup reused");
-        return Some(Ok(()));
+        return Some((Ok(()), exec::report::simple(pb::Outcome::Passed, "reused", started), true));
     }
     info!(session = %job.assignment.session_id, command = %shorten(&setup.command), "setup starts");
     let process = Process::new("sh", &dir, settings.die_with_worker)
@@ -174,12 +179,12 @@ async fn set_up(
                 let (job, setup) = (job.clone(), setup.clone());
                 let _ = tokio::task::spawn_blocking(move || keep(&job, &setup, &key, &place)).await;
             }
-            Some(Ok(()))
+            Some((Ok(()), report, false))
         }
         Ok(pb::Outcome::Cancelled) => None,
         _ => {
             warn!(session = %job.assignment.session_id, millis, "setup failed: {}", report.message);
-            Some(Err(report))
+            Some((Err(report.clone()), report, false))
         }
     }
 }

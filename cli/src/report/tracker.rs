@@ -104,6 +104,8 @@ impl Tracker {
             }
             Kind::ResultDiscarded(_) => {}
             Kind::Cancelled(c) => self.cancel_reason = Some(c.reason.clone()),
+            // A failed setup shows in every test it failed.
+            Kind::SetupFinished(_) => {}
             Kind::Finished(f) => {
                 self.finished_ms = Some(event.time_ms);
                 self.totals = f.totals;

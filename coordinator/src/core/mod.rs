@@ -131,6 +131,9 @@ impl Scheduler {
                 }
             }
             Input::Started { worker, key } => self.started(now, worker, key, &mut out),
+            Input::SetupFinished { worker, session, report, reused } => {
+                self.setup_finished(now, worker, session, report, reused, &mut out);
+            }
             Input::Finished { worker, key, report } => {
                 self.finished(now, worker, key, report, &mut out);
                 self.dispatch_all(&mut out);
@@ -207,6 +210,34 @@ impl Scheduler {
                 event: Event::TestStarted { test: key.test, attempt: key.attempt, worker: name },
             });
         }
+    }
+
+    /// A worker's setup of a session is done: told once per worker, by a worker that holds one
+    /// of the session's tests, while the session runs (anything else is ignored).
+    fn setup_finished(
+        &mut self,
+        now: Millis,
+        worker: WorkerId,
+        session: SessionId,
+        mut report: Report,
+        reused: bool,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(w) = self.workers.get_mut(&worker) else { return };
+        w.last_seen = now;
+        if !w.held.keys().any(|k| k.session == session) {
+            return;
+        }
+        let name = w.spec.name.clone();
+        let Some(s) = self.sessions.get_mut(&session) else { return };
+        if s.finished_at.is_some() || !s.set_up.insert(worker) {
+            return;
+        }
+        // Only what the log shows: no cases or artifacts, the output against the session's budget.
+        report.cases.clear();
+        report.artifacts.clear();
+        s.output.keep(false, report.outcome, &mut report);
+        out.push(Action::Emit { session, event: Event::SetupFinished { worker: name, report, reused } });
     }
 
     fn finished(&mut self, now: Millis, worker: WorkerId, key: AssignmentKey, report: Report, out: &mut Vec<Action>) {

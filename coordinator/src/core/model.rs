@@ -193,6 +193,8 @@ pub enum Input {
     WatchStarted { session: SessionId },
     /// A client stopped following a session's events.
     WatchEnded { session: SessionId },
+    /// A worker's setup of a session is done.
+    SetupFinished { worker: WorkerId, session: SessionId, report: Report, reused: bool },
     /// Time passed: check deadlines and liveness.
     Tick,
 }
@@ -264,6 +266,7 @@ pub enum Event {
     ResultDiscarded { test: u32, attempt: u32, reason: String },
     Cancelled { reason: String },
     Finished { totals: Totals, cancel_reason: Option<String> },
+    SetupFinished { worker: String, report: Report, reused: bool },
 }
 
 /// A session as the service shows it (`Get`, `List`).

@@ -53,6 +53,8 @@ pub(super) struct Session {
     pub watchers: u32,
     /// Since when no client has followed it (`None` while one does).
     pub unwatched_since: Option<Millis>,
+    /// The workers whose setup of it was told (each is told once).
+    pub set_up: std::collections::BTreeSet<WorkerId>,
 }
 
 impl Session {
@@ -79,6 +81,7 @@ impl Session {
             cancel_reason: None,
             watchers: 0,
             unwatched_since: Some(now),
+            set_up: Default::default(),
             spec,
         }
     }

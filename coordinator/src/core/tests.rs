@@ -132,6 +132,27 @@ fn finished_result_frees_the_slot_and_pulls_the_next_test() {
 }
 
 #[test]
+fn a_setup_is_told_once_per_worker_and_only_by_a_worker_holding_the_session() {
+    let mut s = no_prefetch();
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(2) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(2), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(3), spec: worker(1) });
+    let setup =
+        |worker, session| Input::SetupFinished { worker, session, report: report(Outcome::Passed), reused: true };
+    let told = |out: &[Action]| {
+        out.iter()
+            .filter(|a| matches!(a, Action::Emit { event: Event::SetupFinished { reused: true, .. }, .. }))
+            .count()
+    };
+    assert_eq!(told(&s.handle(1, setup(wid(1), sid(1)))), 1, "a worker holding a test of it");
+    assert_eq!(told(&s.handle(1, setup(wid(1), sid(1)))), 0, "once per worker");
+    assert_eq!(told(&s.handle(1, setup(wid(3), sid(1)))), 0, "a worker holding none of its tests");
+    assert_eq!(told(&s.handle(1, setup(wid(2), sid(9)))), 0, "an unknown session");
+    assert_eq!(told(&s.handle(1, setup(wid(2), sid(1)))), 1);
+}
+
+#[test]
 fn started_emits_once_and_counts_running() {
     let mut s = no_prefetch();
     s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });

@@ -368,6 +368,11 @@ pub fn event_to_pb(event: &Event) -> pb::session_event::Kind {
             totals: Some(totals_to_pb(totals)),
             cancel_reason: cancel_reason.clone().unwrap_or_default(),
         }),
+        Event::SetupFinished { worker, report, reused } => Kind::SetupFinished(pb::SetupFinishedEvent {
+            worker: worker.clone(),
+            report: Some(report_to_pb(report)),
+            reused: *reused,
+        }),
     }
 }
 

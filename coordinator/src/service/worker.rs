@@ -127,6 +127,17 @@ fn to_input(worker: WorkerId, kind: Kind) -> Result<Input, BadMessage> {
             let key = AssignmentKey::try_from(s.assignment.as_ref().ok_or(BadMessage::Missing("assignment"))?)?;
             Input::Started { worker, key }
         }
+        Kind::SetupFinished(s) => {
+            let session = crate::service::convert::parse_session_id(&s.session_id)?;
+            let report = match s.report.map(Report::try_from) {
+                Some(Ok(report)) => report,
+                Some(Err(e)) => {
+                    Report::synthetic(Outcome::Error, format!("the worker sent an unreadable setup report: {e}"))
+                }
+                None => return Err(BadMessage::Missing("report")),
+            };
+            Input::SetupFinished { worker, session, report, reused: s.reused }
+        }
         Kind::TestFinished(f) => {
             let key = AssignmentKey::try_from(f.assignment.as_ref().ok_or(BadMessage::Missing("assignment"))?)?;
             // A result we cannot read still ends the attempt: better an `error` outcome naming

@@ -173,6 +173,7 @@ impl<E: Executor> Link<E> {
                         channel: self.channel.clone(),
                         own: self.own_tree,
                         settings: self.settings.clone(),
+                        out: self.out.clone(),
                     };
                     let executor = Arc::clone(&self.executor);
                     let task = self.tasks.spawn(async move {
@@ -229,6 +230,8 @@ struct Tree {
     /// Every test runs in the worker's root ([`Config::own_tree`]).
     own: bool,
     settings: crate::exec::Settings,
+    /// Where the coordinator hears how a session's setup went.
+    out: mpsc::Sender<pb::WorkerMessage>,
 }
 
 /// Run `job` in `slot`: in its session's tree (materialised the first time), after its
@@ -266,11 +269,17 @@ async fn run_job<E: Executor>(
         None => None,
     };
     if job.setup.is_some() {
+        let session_id = job.assignment.session_id.clone();
+        let tell = |report: pb::TestReport, reused: bool| {
+            let finished = pb::SetupFinished { session_id, report: Some(report), reused };
+            // Only news for the user: a full queue (a stream going away) drops it.
+            let _ = tree.out.try_send(pb::WorkerMessage { kind: Some(ToCoordinator::SetupFinished(finished)) });
+        };
         let set_up = match &in_use {
             Some(in_use) => match tree.workspaces.get().await {
                 Ok(materialised) => {
                     let place = crate::setup::Place::Materialised(materialised);
-                    crate::setup::ensure(&in_use.setup, &job, place, &tree.settings, &cancel).await
+                    crate::setup::ensure(&in_use.setup, &job, place, &tree.settings, &cancel, tell).await
                 }
                 // The tree came from there: it opened.
                 Err(problem) => Err(crate::exec::report::simple(pb::Outcome::Error, problem, started)),
@@ -278,7 +287,7 @@ async fn run_job<E: Executor>(
             None => {
                 let state = tree.workspaces.own_setups.state(&job.assignment.session_id);
                 let place = crate::setup::Place::Own(tree.workspaces.stamps.clone());
-                crate::setup::ensure(&state, &job, place, &tree.settings, &cancel).await
+                crate::setup::ensure(&state, &job, place, &tree.settings, &cancel, tell).await
             }
         };
         if let Err(report) = set_up {
