@@ -248,9 +248,8 @@ impl Workspaces {
     }
 
     /// Write the tree `root` into `dir`: (files, blobs downloaded) and each file's blob. Files
-    /// that differ from what
-    /// `build`'s folder last saw are copied, with a fresh modification time; the tree is then
-    /// recorded as the one it sees.
+    /// that differ from what `build`'s folder last saw are copied, with a fresh modification
+    /// time; the tree is then recorded as the one it sees.
     async fn materialise(
         self: &Arc<Self>,
         dir: &Path,
