@@ -99,8 +99,9 @@ fn setup_workspace() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
     std::fs::create_dir(root.join(".git")).expect(".git");
-    write(root, ".gitignore", "deps/\n");
+    write(root, ".gitignore", "deps/\nlocal.lock\n");
     write(root, "lock.txt", "v1\n");
+    write(root, "local.lock", "ignored\n");
     for i in 0..4 {
         write(root, &format!("tests/t{i}.sh"), "set -e\ngrep -q \"made from $(cat lock.txt)\" deps/made.txt\n");
     }
@@ -164,6 +165,15 @@ fn a_setup_runs_once_per_worker_is_reused_for_the_same_key_and_its_failure_fails
     let told = events.iter().find(|e| e["event"] == "setup_finished").expect("told");
     assert!(told["output"].as_str().unwrap_or("").contains("cannot install: no registry"), "{told}");
     assert_eq!(told["exit_code"], 7, "{told}");
+
+    // A key file that does not travel: said, since the workers cannot see it change.
+    let (code, _, stderr) = run_events(
+        ws.path(),
+        &url,
+        &["--setup", "mkdir -p deps; echo made from v2 > deps/made.txt", "--setup-key", "local.lock"],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("--setup-key local.lock is not sent with the workspace"), "{stderr}");
 }
 
 /// The `setup_finished` events: (outcome, reused).

@@ -65,6 +65,8 @@ pub struct Bundle {
     /// upload's tasks).
     pub blobs: std::sync::Arc<HashMap<String, (pb::Digest, Source)>>,
     pub stats: Stats,
+    /// Those of the files asked after ([`build`]'s `expected`) that the tree does not hold.
+    pub left_out: Vec<String>,
 }
 
 /// How far building and sending a bundle has gone, for a progress line.
@@ -125,12 +127,14 @@ impl LeftOut {
 
 /// Build the tree of the workspace at `root`, reusing and then updating the digests in
 /// `index` (when given). The folders `leave_out` (testgrid's own output, such as the artifacts
-/// folder) are not sent.
+/// folder) are not sent. Of the files `expected` (relative paths), those the tree does not hold
+/// (ignored) are named in [`Bundle::left_out`].
 pub fn build(
     root: &Path,
     limits: &Limits,
     index: Option<&Path>,
     leave_out: Vec<PathBuf>,
+    expected: &[String],
     progress: &Progress,
 ) -> Result<Bundle, Error> {
     let started = Instant::now();
@@ -236,7 +240,9 @@ pub fn build(
     into(special).warn("special file (socket, FIFO, device)", "special files (sockets, FIFOs, devices)");
     into(outside_links).warn("symlink leading outside the workspace", "symlinks leading outside the workspace");
     let found = found.into_inner().unwrap_or_else(|p| p.into_inner());
+    let left_out: Vec<String> = expected.iter().filter(|e| !found.iter().any(|(rel, _)| rel == *e)).cloned().collect();
     let mut bundle = assemble(root, found)?;
+    bundle.left_out = left_out;
     bundle.stats.hashed = hashed.into_inner();
     bundle.stats.hashed_bytes = hashed_bytes.load(Ordering::Relaxed);
     if let Some(path) = index {
@@ -340,7 +346,7 @@ fn assemble(root: &Path, found: Vec<(String, Found)>) -> Result<Bundle, Error> {
         digests.insert(path, digest);
     }
     let root = digests.remove("").unwrap_or_else(|| tree::digest_of(&[]));
-    Ok(Bundle { root, blobs: std::sync::Arc::new(blobs), stats })
+    Ok(Bundle { root, blobs: std::sync::Arc::new(blobs), stats, left_out: Vec::new() })
 }
 
 #[cfg(test)]
@@ -378,7 +384,7 @@ mod tests {
         std::os::unix::fs::symlink("src/a b.txt", root.join("link")).expect("symlink");
         std::os::unix::fs::symlink("/etc/passwd", root.join("outside")).expect("symlink");
 
-        let bundle = build(root, &Limits::default(), None, Vec::new(), &Progress::default()).expect("a bundle");
+        let bundle = build(root, &Limits::default(), None, Vec::new(), &[], &Progress::default()).expect("a bundle");
         let top = manifest(&bundle, &bundle.root);
         let names = |d: &pb::Directory| {
             let mut n: Vec<String> = d.files.iter().map(|f| f.name.clone()).collect();
@@ -398,12 +404,15 @@ mod tests {
         // Built again, through an index, the digest is the same; an edit changes it.
         let index_dir = tempfile::tempdir().expect("tempdir");
         let index = index_dir.path().join("index.json");
-        let again = build(root, &Limits::default(), Some(&index), Vec::new(), &Progress::default()).expect("a bundle");
+        let again =
+            build(root, &Limits::default(), Some(&index), Vec::new(), &[], &Progress::default()).expect("a bundle");
         assert_eq!(again.root, bundle.root);
-        let third = build(root, &Limits::default(), Some(&index), Vec::new(), &Progress::default()).expect("a bundle");
+        let third =
+            build(root, &Limits::default(), Some(&index), Vec::new(), &[], &Progress::default()).expect("a bundle");
         assert_eq!(third.root, bundle.root);
         write(root, "src/a b.txt", "edited");
-        let edited = build(root, &Limits::default(), Some(&index), Vec::new(), &Progress::default()).expect("a bundle");
+        let edited =
+            build(root, &Limits::default(), Some(&index), Vec::new(), &[], &Progress::default()).expect("a bundle");
         assert_ne!(edited.root, bundle.root);
     }
 
@@ -415,17 +424,17 @@ mod tests {
         }
         let files = Limits { max_files: 4, ..Limits::default() };
         assert!(matches!(
-            build(dir.path(), &files, None, Vec::new(), &Progress::default()),
+            build(dir.path(), &files, None, Vec::new(), &[], &Progress::default()),
             Err(Error::BundleTooManyFiles { limit: 4 })
         ));
         let bytes = Limits { max_bytes: 20, ..Limits::default() };
         assert!(matches!(
-            build(dir.path(), &bytes, None, Vec::new(), &Progress::default()),
+            build(dir.path(), &bytes, None, Vec::new(), &[], &Progress::default()),
             Err(Error::BundleTooLarge { limit: 20 })
         ));
         let one = Limits { max_file_bytes: 4, ..Limits::default() };
         assert!(matches!(
-            build(dir.path(), &one, None, Vec::new(), &Progress::default()),
+            build(dir.path(), &one, None, Vec::new(), &[], &Progress::default()),
             Err(Error::BundleFileTooLarge { size: 5, .. })
         ));
     }

@@ -197,8 +197,9 @@ async fn send_workspace(settings: &Settings, grid: &Grid) -> Result<pb::Digest, 
     let progress = Arc::new(crate::bundle::Progress::default());
     let shown = show_progress(settings, Arc::clone(&progress));
     let building = Arc::clone(&progress);
+    let keys = settings.setup.as_ref().map(|s| s.key_files.clone()).unwrap_or_default();
     let bundle = tokio::task::spawn_blocking(move || {
-        crate::bundle::build(&root, &limits, index.as_deref(), leave_out, &building)
+        crate::bundle::build(&root, &limits, index.as_deref(), leave_out, &keys, &building)
     })
     .await
     // Building does not panic; if it did, this CLI goes down the same way.
@@ -213,6 +214,12 @@ async fn send_workspace(settings: &Settings, grid: &Grid) -> Result<pb::Digest, 
         eprint!("\r\x1b[2K");
     }
     let (bundle, sent) = sent?;
+    for key in &bundle.left_out {
+        err!(
+            "testgrid: warning: --setup-key {key} is not sent with the workspace (git or .testgridignore ignores it): \
+             workers cannot see it change, so a changed one does not run the setup again"
+        );
+    }
     let stats = &bundle.stats;
     if settings.output.json {
         crate::json::set_workspace(serde_json::json!({
