@@ -303,10 +303,8 @@ fn check_template(template: &str) -> Result<(), BadRunner> {
     if template.contains("{}") {
         return Ok(());
     }
-    const SHOWN: usize = 80;
-    let shown: String = template.chars().take(SHOWN).collect();
-    let more = if template.chars().nth(SHOWN).is_some() { "…" } else { "" };
-    Err(bad("command.template", format!("`{shown}{more}` has no `{{}}` where the test path goes")))
+    let shown = crate::tree::shorten(template);
+    Err(bad("command.template", format!("`{shown}` has no `{{}}` where the test path goes")))
 }
 
 /// Bounded, and free of NUL (which no process argument can carry).

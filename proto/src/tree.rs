@@ -51,6 +51,19 @@ pub fn check_digest(digest: &Digest) -> Result<(), String> {
 /// The longest name a manifest entry may have (as Linux's `NAME_MAX`).
 pub const MAX_NAME_BYTES: usize = 255;
 
+/// The digest of everything `reader` gives, read in pieces (never whole in memory).
+pub fn digest_of_reader(mut reader: impl std::io::Read) -> std::io::Result<Digest> {
+    let mut hasher = Hasher::default();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hasher.finish());
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
 /// Whether `name` can be one path component of a tree: not empty, not `.` or `..`, no `/` or
 /// NUL, at most [`MAX_NAME_BYTES`].
 pub fn check_name(name: &str) -> Result<(), String> {
@@ -130,7 +143,9 @@ pub fn check_directory(dir: &Directory, depth: usize) -> Result<(), String> {
 }
 
 /// A hostile value, cut for a message.
-fn shorten(text: &str) -> String {
+/// The first 80 characters of `text`, with `…` when there were more: how a value that came
+/// from elsewhere is quoted in a message.
+pub fn shorten(text: &str) -> String {
     let mut cut: String = text.chars().take(80).collect();
     if cut.len() < text.len() {
         cut.push('…');

@@ -212,17 +212,8 @@ async fn send(
 
 /// The digest of the first `size` bytes of `path` (what the stat said it had).
 fn hash(path: &Path, size: u64) -> Result<pb::Digest, String> {
-    let mut f = std::fs::File::open(path).map_err(|e| format!("cannot read it: {e}"))?.take(size);
-    let mut hasher = tree::Hasher::default();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| format!("cannot read it: {e}"))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher.finish())
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read it: {e}"))?;
+    tree::digest_of_reader(file.take(size)).map_err(|e| format!("cannot read it: {e}"))
 }
 
 #[cfg(test)]

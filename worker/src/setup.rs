@@ -14,7 +14,6 @@
 //! next test runs it again.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -22,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use testgrid_proto as pb;
 use testgrid_proto::setup::Setup;
+use testgrid_proto::tree::shorten;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -252,19 +252,11 @@ fn stamp_name(root: &Path) -> String {
 
 /// A regular file's digest, read in pieces; `None` when it is not one.
 fn digest_of_file(path: &Path) -> Option<pb::Digest> {
-    let mut file = std::fs::File::open(path).ok()?;
+    let file = std::fs::File::open(path).ok()?;
     if !file.metadata().ok()?.is_file() {
         return None;
     }
-    let mut hasher = testgrid_proto::tree::Hasher::default();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => return Some(hasher.finish()),
-            Ok(n) => hasher.update(&buf[..n]),
-            Err(_) => return None,
-        }
-    }
+    testgrid_proto::tree::digest_of_reader(file).ok()
 }
 
 /// Recreate the tree `from` at `to`: folders made, files hard-linked (copied where linking
@@ -313,11 +305,4 @@ pub fn make_read_only(dir: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The start of a command or path, for messages.
-fn shorten(text: &str) -> String {
-    const SHOWN: usize = 80;
-    let shown: String = text.chars().take(SHOWN).collect();
-    if text.chars().nth(SHOWN).is_some() { format!("{shown}…") } else { shown }
 }

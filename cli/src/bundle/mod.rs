@@ -11,7 +11,6 @@ pub mod index;
 pub mod upload;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -257,17 +256,7 @@ pub fn build(
 
 /// A file's digest, read in chunks.
 pub fn hash_file(path: &Path) -> std::io::Result<pb::Digest> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = tree::Hasher::default();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher.finish())
+    tree::digest_of_reader(std::fs::File::open(path)?)
 }
 
 /// The tree of the walk's entries (paths relative to `root`, `/`-separated): a manifest per
