@@ -8,8 +8,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::v1 as pb;
 
-/// The most bytes of the command and of each path.
+/// The most bytes of the command.
 pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+/// The most bytes of one path (Linux's `PATH_MAX`).
+pub const MAX_PATH_BYTES: usize = 4096;
+/// The most bytes of the whole setup: it travels in every assignment of its session.
+pub const MAX_TOTAL_BYTES: usize = 128 * 1024;
 /// The most key files, and the most output folders.
 pub const MAX_PATHS: usize = 64;
 
@@ -100,6 +104,10 @@ impl TryFrom<&pb::Setup> for Setup {
                 check_path(field, path)?;
             }
         }
+        let total = s.command.len() + dir.len() + s.key_files.iter().chain(&s.outputs).map(String::len).sum::<usize>();
+        if total > MAX_TOTAL_BYTES {
+            return Err(bad("setup", format!("{total} bytes in all is more than the limit of {MAX_TOTAL_BYTES}")));
+        }
         Ok(Setup {
             command: s.command.clone(),
             dir,
@@ -135,16 +143,17 @@ fn check_text(field: &'static str, text: &str) -> Result<(), BadSetup> {
 /// A path inside the workspace: relative, forward slashes, every part a usable name (no `.`,
 /// `..` or empty part). Never echoed whole: it came from a client.
 fn check_path(field: &'static str, path: &str) -> Result<(), BadSetup> {
+    if path.len() > MAX_PATH_BYTES {
+        return Err(bad(field, format!("a path of {} bytes is more than the limit of {MAX_PATH_BYTES}", path.len())));
+    }
     check_text(field, path)?;
     for part in path.split('/') {
         if crate::tree::check_name(part).is_err() {
-            const SHOWN: usize = 80;
-            let shown: String = path.chars().take(SHOWN).collect();
-            let more = if path.chars().nth(SHOWN).is_some() { "…" } else { "" };
             return Err(bad(
                 field,
                 format!(
-                    "`{shown}{more}` is not a path inside the workspace (relative, `/` between parts, no `.`, `..` or empty part)"
+                    "`{}` is not a path inside the workspace (relative, `/` between parts, no `.`, `..` or empty part)",
+                    crate::tree::shorten(path)
                 ),
             ));
         }
@@ -186,6 +195,13 @@ mod tests {
         let many: Vec<String> = (0..=MAX_PATHS).map(|i| format!("f{i}")).collect();
         let refs: Vec<&str> = many.iter().map(String::as_str).collect();
         assert!(Setup::try_from(&setup("x", "", &refs, &[])).is_err());
+        let long = "a/".repeat(MAX_PATH_BYTES / 2) + "b";
+        assert_eq!(Setup::try_from(&setup("x", "", &[&long], &[])).map_err(|e| e.field), Err("setup.key_files"));
+        // Each path within its limit, the whole over: it would travel in every assignment.
+        let deep = vec!["p".repeat(200); 19].join("/");
+        let many: Vec<String> = (0..MAX_PATHS).map(|i| format!("{i}/{deep}")).collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(Setup::try_from(&setup("x", "", &refs, &refs)).map_err(|e| e.field), Err("setup"));
     }
 
     #[test]

@@ -194,6 +194,8 @@ pub const MAX_ARTIFACTS: usize = 1000;
 /// The most artifact globs a session may have, and the most bytes of each.
 const MAX_ARTIFACT_GLOBS: usize = 64;
 const MAX_GLOB_BYTES: usize = 4096;
+/// The most bytes of all of a session's globs (they travel in every assignment).
+const MAX_GLOBS_BYTES: usize = 16 * 1024;
 
 impl TryFrom<pb::Register> for WorkerSpec {
     type Error = BadMessage;
@@ -263,11 +265,13 @@ impl TryFrom<pb::SessionSpec> for SessionSpec {
             Some(a) if !a.globs.is_empty() => {
                 if a.globs.len() > MAX_ARTIFACT_GLOBS
                     || a.globs.iter().any(|g| g.is_empty() || g.len() > MAX_GLOB_BYTES || g.contains('\0'))
+                    || a.globs.iter().map(String::len).sum::<usize>() > MAX_GLOBS_BYTES
                 {
                     return Err(BadMessage::Invalid {
                         field: "artifacts.globs",
                         problem: format!(
-                            "at most {MAX_ARTIFACT_GLOBS} globs, each not empty, at most {MAX_GLOB_BYTES} bytes, without NUL"
+                            "at most {MAX_ARTIFACT_GLOBS} globs, each not empty, at most {MAX_GLOB_BYTES} bytes, without NUL, \
+                             {MAX_GLOBS_BYTES} bytes in all"
                         ),
                     });
                 }
