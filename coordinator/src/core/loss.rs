@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::session::{TestState, requeue};
-use super::{Action, AssignmentKey, Millis, Outcome, Report, Scheduler, Worker, WorkerId};
+use super::{Action, AssignmentKey, Millis, Outcome, Report, Requeue, Scheduler, Worker, WorkerId};
 
 /// How a worker was lost, which decides which of its tests may have caused it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,7 +62,8 @@ impl Scheduler {
                 session.running = session.running.saturating_sub(1);
             }
             // Only a test that was (or may have been) running can have taken its worker down.
-            if maybe_running.contains(&key) {
+            let charged = maybe_running.contains(&key);
+            if charged {
                 test.losses += 1;
             }
             if test.losses > max_losses {
@@ -77,7 +78,7 @@ impl Scheduler {
                 touched.insert(key.session);
             } else {
                 let reason = format!("worker {} lost: {reason}", w.spec.name);
-                out.push(requeue(test, &mut session.queue, key, reason));
+                out.push(requeue(test, &mut session.queue, key, reason, Requeue::WorkerLost { charged }));
             }
         }
         for session in touched {

@@ -20,13 +20,14 @@
 mod dispatch;
 mod loss;
 mod model;
+mod restore;
 mod session;
 mod views;
 
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -87,6 +88,8 @@ pub struct Scheduler {
     next_seq: u64,
     /// When the last `Tick` came: a long gap means the coordinator itself stalled.
     last_tick: Option<Millis>,
+    /// After a restart, until when workers may claim the attempts they hold ([`restore`]).
+    adopt_until: Option<Millis>,
 }
 
 impl Scheduler {
@@ -99,6 +102,7 @@ impl Scheduler {
             workers: BTreeMap::new(),
             next_seq: 0,
             last_tick: None,
+            adopt_until: None,
         }
     }
 
@@ -258,7 +262,7 @@ impl Scheduler {
                 TestState::Assigned { worker: holder, .. } | TestState::Cancelling { worker: holder } => {
                     holder == worker
                 }
-                TestState::Queued | TestState::Done(_) => false,
+                TestState::Queued | TestState::Orphaned | TestState::Done(_) => false,
             };
         if !live {
             let reason = if !held {
@@ -300,7 +304,7 @@ impl Scheduler {
                 // worker gets no more work.
                 test.handbacks += 1;
                 let reason = format!("worker {worker_name} handed it back");
-                out.push(requeue(test, &mut session.queue, key, reason));
+                out.push(requeue(test, &mut session.queue, key, reason, Requeue::HandedBack));
                 if let Some(w) = self.workers.get_mut(&worker) {
                     w.draining = true;
                 }
@@ -365,7 +369,8 @@ impl Scheduler {
             let key = AssignmentKey { session: id, test: index as u32, attempt: test.attempt };
             match test.state {
                 TestState::Done(_) | TestState::Cancelling { .. } => continue,
-                TestState::Queued => {}
+                // An orphan's worker, if it comes back, is told its claim is void.
+                TestState::Queued | TestState::Orphaned => {}
                 TestState::Assigned { worker, started } => {
                     // The worker keeps the slot until it reports the kill.
                     out.push(Action::CancelAssignment { worker, key, reason: reason.clone() });
@@ -384,6 +389,10 @@ impl Scheduler {
     }
 
     fn tick(&mut self, now: Millis, out: &mut Vec<Action>) {
+        if self.adopt_until.is_some_and(|until| now >= until) {
+            self.adopt_until = None;
+            self.requeue_unclaimed(now, out);
+        }
         let expired: Vec<(SessionId, u64)> = self
             .active
             .iter()

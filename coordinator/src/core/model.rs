@@ -70,6 +70,7 @@ pub struct CaseResult {
     pub outcome: Outcome,
     pub duration_ms: u64,
     pub message: String,
+    #[serde(with = "serde_bytes")]
     pub output: Vec<u8>,
 }
 
@@ -80,6 +81,7 @@ pub struct Report {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub duration_ms: u64,
+    #[serde(with = "serde_bytes")]
     pub output: Vec<u8>,
     pub output_dropped_bytes: u64,
     pub message: String,
@@ -224,6 +226,7 @@ pub enum Action {
 
 /// Per-outcome counts of a session's tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Totals {
     pub total: u32,
     pub passed: u32,
@@ -262,11 +265,43 @@ pub enum Event {
     Created { name: String, paths: Vec<String> },
     TestStarted { test: u32, attempt: u32, worker: String },
     TestFinished { test: u32, attempt: u32, worker: String, is_final: bool, outcome: Outcome, report: Report },
-    TestRequeued { test: u32, attempt: u32, reason: String },
+    TestRequeued { test: u32, attempt: u32, reason: String, cause: Requeue },
     ResultDiscarded { test: u32, attempt: u32, reason: String },
     Cancelled { reason: String },
     Finished { totals: Totals, cancel_reason: Option<String> },
     SetupFinished { worker: String, report: Report, reused: bool },
+}
+
+/// Why a test went back to its queue with a new attempt (neither a failure nor a retry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Requeue {
+    /// Its worker was lost. `charged`: the loss counts against the test, which may have caused
+    /// it (see `max_worker_losses`).
+    WorkerLost { charged: bool },
+    /// Its worker handed it back (shutting down).
+    HandedBack,
+    /// The coordinator restarted and no worker claimed the attempt in time.
+    Unclaimed,
+}
+
+/// A session as a store kept it, for a coordinator that restarts ([`Scheduler::restore`]).
+///
+/// [`Scheduler::restore`]: super::Scheduler::restore
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoredSession {
+    pub id: SessionId,
+    pub spec: SessionSpec,
+    pub created_at: Millis,
+    pub state: Restored,
+}
+
+/// How far a restored session had come.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Restored {
+    /// It had finished: only its summary is needed.
+    Finished { finished_at: Millis, totals: Totals, cancel_reason: Option<String> },
+    /// It was running: its whole event log, from which its tests' states are rebuilt.
+    Unfinished { events: Vec<Event> },
 }
 
 /// A session as the service shows it (`Get`, `List`).

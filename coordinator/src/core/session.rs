@@ -5,7 +5,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::model::{
-    Action, AssignmentKey, Event, Millis, Outcome, Report, SessionId, SessionSpec, SessionView, Totals, WorkerId,
+    Action, AssignmentKey, Event, Millis, Outcome, Report, Requeue, SessionId, SessionSpec, SessionView, Totals,
+    WorkerId,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +21,10 @@ pub(super) enum TestState {
     Cancelling {
         worker: WorkerId,
     },
+    /// The coordinator restarted while the test's live attempt was out (queued on, or running
+    /// on, a worker it no longer knows): it waits for a worker to claim that attempt, or until
+    /// the adoption window closes (then it is requeued).
+    Orphaned,
     Done(Outcome),
 }
 
@@ -123,11 +128,20 @@ impl Session {
 
 /// Send a test back to the front of its queue with a new attempt (its worker was lost or handed
 /// it back): neither a failure nor a retry.
-pub(super) fn requeue(test: &mut TestEntry, queue: &mut VecDeque<u32>, key: AssignmentKey, reason: String) -> Action {
+pub(super) fn requeue(
+    test: &mut TestEntry,
+    queue: &mut VecDeque<u32>,
+    key: AssignmentKey,
+    reason: String,
+    cause: Requeue,
+) -> Action {
     test.attempt += 1;
     test.state = TestState::Queued;
     queue.push_front(key.test);
-    Action::Emit { session: key.session, event: Event::TestRequeued { test: key.test, attempt: test.attempt, reason } }
+    Action::Emit {
+        session: key.session,
+        event: Event::TestRequeued { test: key.test, attempt: test.attempt, reason, cause },
+    }
 }
 
 /// Output kept in the event log for a test that passed: the tail, enough to see how it ended.
@@ -157,6 +171,11 @@ impl OutputBudget {
             usize::MAX
         };
         keep_tail(report, keep);
+        self.count(report);
+    }
+
+    /// Count a report the log holds already (a restored log).
+    pub fn count(&mut self, report: &Report) {
         self.stored += report.output.len() as u64;
     }
 }

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::*;
 
-pub(super) fn sid(n: u128) -> SessionId {
+pub(crate) fn sid(n: u128) -> SessionId {
     SessionId(Uuid::from_u128(n))
 }
 
@@ -14,7 +14,7 @@ pub(super) fn wid(n: u128) -> WorkerId {
     WorkerId(Uuid::from_u128(1 << 64 | n))
 }
 
-pub(super) fn spec(tests: usize) -> SessionSpec {
+pub(crate) fn spec(tests: usize) -> SessionSpec {
     SessionSpec {
         name: "t".into(),
         tests: (0..tests).map(|i| format!("t{i}.sh")).collect(),
@@ -37,7 +37,7 @@ pub(super) fn worker(slots: u32) -> WorkerSpec {
     WorkerSpec { name: format!("w{slots}"), slots, labels: BTreeMap::new(), version: "0".into() }
 }
 
-pub(super) fn report(outcome: Outcome) -> Report {
+pub(crate) fn report(outcome: Outcome) -> Report {
     Report::synthetic(outcome, "")
 }
 
@@ -653,4 +653,129 @@ fn the_log_gets_a_passed_tests_tail_and_a_failures_whole_output() {
     failed.output = vec![b'y'; 100_000];
     let out = s.handle(2, Input::Finished { worker: wid(1), key: key(sid(1), 1, 1), report: failed });
     assert_eq!(emitted(&out).output.len(), 100_000, "a failure keeps all of its output");
+}
+
+/// The events a batch of actions emits for `session`.
+fn events_of(session: SessionId, actions: &[Action]) -> Vec<Event> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Emit { session: s, event } if *s == session => Some(event.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A scheduler restarted from `log`, the events a first one emitted for session 1.
+fn restarted(config: Config, spec: SessionSpec, log: Vec<Event>, now: Millis) -> Scheduler {
+    let mut s = Scheduler::new(config);
+    s.restore(
+        now,
+        vec![RestoredSession { id: sid(1), spec, created_at: 0, state: Restored::Unfinished { events: log } }],
+    );
+    s
+}
+
+fn requeued(actions: &[Action]) -> Vec<(u32, u32, Requeue)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Emit { event: Event::TestRequeued { test, attempt, cause, .. }, .. } => {
+                Some((*test, *attempt, *cause))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_restarted_scheduler_keeps_outcomes_and_requeues_what_nobody_claimed_without_a_loss() {
+    let config = Config { prefetch_per_slot: 0, liveness_timeout_ms: 1_000, ..Config::default() };
+    let mut first = Scheduler::new(config.clone());
+    let mut log = events_of(sid(1), &first.handle(0, Input::Submit { id: sid(1), spec: spec(3) }));
+    log.extend(events_of(sid(1), &first.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(3) })));
+    for test in 0..2 {
+        log.extend(events_of(sid(1), &first.handle(1, Input::Started { worker: wid(1), key: key(sid(1), test, 1) })));
+    }
+    let done = Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Passed) };
+    log.extend(events_of(sid(1), &first.handle(2, done)));
+
+    let mut s = restarted(config, spec(3), log, 10_000);
+    let view = s.session(sid(1)).expect("restored");
+    assert_eq!((view.totals.passed, view.finished), (1, false));
+    // Inside the adoption window the orphans are nobody's to run again.
+    assert!(assigned(&s.handle(10_000, Input::WorkerJoined { id: wid(2), spec: worker(3) })).is_empty());
+    assert!(requeued(&s.handle(10_999, Input::Tick)).is_empty());
+    let out = s.handle(11_000, Input::Tick);
+    assert_eq!(requeued(&out), vec![(1, 2, Requeue::Unclaimed), (2, 2, Requeue::Unclaimed)]);
+    assert_eq!(assigned(&out), vec![(wid(2), key(sid(1), 1, 2)), (wid(2), key(sid(1), 2, 2))], "in their order");
+    // A result of the attempt nobody claimed does not count.
+    let stale = Input::Finished { worker: wid(2), key: key(sid(1), 1, 1), report: report(Outcome::Passed) };
+    assert!(finals(&s.handle(11_001, stale)).is_empty());
+    for test in 1..3 {
+        let done = Input::Finished { worker: wid(2), key: key(sid(1), test, 2), report: report(Outcome::Passed) };
+        s.handle(11_002, done);
+    }
+    let view = s.session(sid(1)).expect("kept");
+    assert_eq!((view.totals.passed, view.totals.lost, view.finished), (3, 0, true));
+}
+
+#[test]
+fn a_restarted_scheduler_remembers_retries_and_losses_spent() {
+    let config = Config { prefetch_per_slot: 0, liveness_timeout_ms: 1_000, max_worker_losses: 1, ..Config::default() };
+    let mut sp = spec(2);
+    sp.retries = 1;
+    let mut first = Scheduler::new(config.clone());
+    let mut log = events_of(sid(1), &first.handle(0, Input::Submit { id: sid(1), spec: sp.clone() }));
+    log.extend(events_of(sid(1), &first.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(2) })));
+    let failed = Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Failed) };
+    log.extend(events_of(sid(1), &first.handle(1, failed)));
+    log.extend(events_of(sid(1), &first.handle(1, Input::Started { worker: wid(1), key: key(sid(1), 1, 1) })));
+    log.extend(events_of(sid(1), &first.handle(2, Input::WorkerLost { id: wid(1), reason: "gone".into() })));
+    assert!(
+        log.iter()
+            .any(|e| matches!(e, Event::TestRequeued { test: 1, cause: Requeue::WorkerLost { charged: true }, .. }))
+    );
+
+    // Test 0 has had attempts 1 (failed, its one retry) and 2 (its worker lost); test 1 has
+    // had attempt 1, whose loss was charged to it (its one loss).
+    let mut s = restarted(config, sp, log, 5_000);
+    s.handle(5_000, Input::WorkerJoined { id: wid(2), spec: worker(1) });
+    let out = s.handle(6_000, Input::Tick);
+    assert_eq!(assigned(&out), vec![(wid(2), key(sid(1), 0, 4))], "a new attempt after the ones the log spent");
+    let failed = Input::Finished { worker: wid(2), key: key(sid(1), 0, 4), report: report(Outcome::Failed) };
+    let out = s.handle(6_001, failed);
+    assert_eq!(finals(&out), vec![(0, Outcome::Failed)], "its one retry was used before");
+    assert_eq!(assigned(&out), vec![(wid(2), key(sid(1), 1, 3))]);
+    let out = s.handle(6_002, Input::WorkerLost { id: wid(2), reason: "gone".into() });
+    assert_eq!(finals(&out), vec![(1, Outcome::Lost)], "its one loss was spent before");
+}
+
+#[test]
+fn a_restarted_cancelled_session_ends_its_orphans_cancelled() {
+    let config = Config { prefetch_per_slot: 0, liveness_timeout_ms: 1_000, ..Config::default() };
+    let mut first = Scheduler::new(config.clone());
+    let mut log = events_of(sid(1), &first.handle(0, Input::Submit { id: sid(1), spec: spec(2) }));
+    log.extend(events_of(sid(1), &first.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(2) })));
+    for test in 0..2 {
+        log.extend(events_of(sid(1), &first.handle(1, Input::Started { worker: wid(1), key: key(sid(1), test, 1) })));
+    }
+    log.extend(events_of(sid(1), &first.handle(1, Input::Cancel { session: sid(1), reason: "stop".into() })));
+    assert!(!log.iter().any(|e| matches!(e, Event::Finished { .. })), "the running tests had not reported yet");
+
+    let mut s = restarted(config, spec(2), log, 5_000);
+    let out = s.handle(6_000, Input::Tick);
+    assert_eq!(finals(&out), vec![(0, Outcome::Cancelled), (1, Outcome::Cancelled)]);
+    assert_eq!(finished_totals(&out).map(|t| t.cancelled), Some(2));
+}
+
+#[test]
+fn a_restored_finished_session_is_shown_as_it_ended() {
+    let mut s = Scheduler::new(Config::default());
+    let totals = Totals { total: 2, passed: 1, failed: 1, ..Totals::default() };
+    let state = Restored::Finished { finished_at: 9, totals, cancel_reason: None };
+    s.restore(10, vec![RestoredSession { id: sid(1), spec: spec(2), created_at: 1, state }]);
+    let view = s.session(sid(1)).expect("restored");
+    assert_eq!((view.totals, view.finished, view.finished_at), (totals, true, Some(9)));
+    assert!(assigned(&s.handle(10, Input::WorkerJoined { id: wid(1), spec: worker(2) })).is_empty());
 }

@@ -361,7 +361,7 @@ pub fn event_to_pb(event: &Event) -> pb::session_event::Kind {
                 report: Some(report_to_pb(report)),
             })
         }
-        Event::TestRequeued { test, attempt, reason } => {
+        Event::TestRequeued { test, attempt, reason, .. } => {
             Kind::TestRequeued(pb::TestRequeued { test_index: *test, attempt: *attempt, reason: reason.clone() })
         }
         Event::ResultDiscarded { test, attempt, reason } => {

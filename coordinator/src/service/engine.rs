@@ -16,7 +16,8 @@ use tracing::{debug, error, info, warn};
 use super::convert::key_to_pb;
 use super::metrics::Metrics;
 use crate::core::{
-    Action, Event, Input, Millis, Scheduler, SessionId, SessionSpec, SessionView, WorkerId, WorkerSpec, WorkerView,
+    Action, Event, Input, Millis, RestoredSession, Scheduler, SessionId, SessionSpec, SessionView, WorkerId,
+    WorkerSpec, WorkerView,
 };
 use crate::store::{SessionStore, StoreError};
 use testgrid_proto::frameworks::expand_command;
@@ -116,20 +117,26 @@ const TICK: Duration = Duration::from_millis(200);
 
 /// Start the engine task; it runs until `shutdown` is cancelled.
 pub fn spawn(
-    scheduler: Scheduler,
+    mut scheduler: Scheduler,
+    restored: Vec<RestoredSession>,
     store: Arc<dyn SessionStore>,
     metrics: Arc<Metrics>,
     ping_every: Duration,
     shutdown: CancellationToken,
 ) -> (EngineHandle, tokio::task::JoinHandle<Result<(), StoreError>>) {
     let (tx, rx) = mpsc::channel(4096);
+    let clock = Clock::new();
+    if !restored.is_empty() {
+        info!(sessions = restored.len(), "sessions restored from the store");
+    }
+    scheduler.restore(clock.now(), restored);
     let engine = Engine {
         scheduler,
         store,
         metrics,
         workers: HashMap::new(),
         ping_every,
-        clock: Clock::new(),
+        clock,
         stop: shutdown.clone(),
         failed: None,
     };
@@ -170,7 +177,12 @@ impl Engine {
                     None => break,
                 },
                 _ = ping.tick() => self.ping_all(),
-                _ = tick.tick() => self.input(Input::Tick),
+                _ = tick.tick() => {
+                    if let Some(e) = self.store.failed() {
+                        self.store_failed(e);
+                    }
+                    self.input(Input::Tick);
+                }
             }
         }
         // Dropping the worker channels ends their streams; workers reconnect to the next coordinator.
@@ -193,10 +205,17 @@ impl Engine {
                 info!(session_id = %id, tests = spec.tests.len(), name = %spec.name, "session submitted");
                 self.metrics.sessions_submitted.inc();
                 // Create the log before anyone can learn the id, so `Watch` always finds it.
-                self.store.create(id);
+                if let Err(e) = self.store.create(id, &spec, self.clock.now()) {
+                    // The reply is dropped: the submitter hears that the coordinator stopped.
+                    self.store_failed(e);
+                    return;
+                }
                 self.input(Input::Submit { id, spec });
-                // The submitter may have gone away; the session runs regardless.
-                let _ = reply.send(Ok(id));
+                // Answered once the session and its first events are durable. The submitter
+                // may have gone away; the session runs regardless.
+                self.store.when_durable(Box::new(move || {
+                    let _ = reply.send(Ok(id));
+                }));
             }
             Command::Cancel { session, reason, reply } => {
                 let answer = self.scheduler.session(session).map(|view| !view.finished);
@@ -227,6 +246,15 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// The store cannot keep what it is given: stop, rather than make promises it cannot keep.
+    fn store_failed(&mut self, e: StoreError) {
+        if self.failed.is_none() {
+            error!(error = %e, "stopping: the session store failed");
+            self.failed = Some(e);
+        }
+        self.stop.cancel();
     }
 
     fn ping_all(&mut self) {
@@ -299,11 +327,14 @@ impl Engine {
                         self.send_worker(worker, kind, pending);
                     }
                 }
-                let log = self.store.log(session).unwrap_or_else(|| self.store.create(session));
-                if let Err(e) = log.append(now, event) {
-                    error!(session_id = %session, error = %e, "stopping: the session store cannot keep events");
-                    self.failed.get_or_insert(e);
-                    self.stop.cancel();
+                match self.store.log(session) {
+                    Some(log) => {
+                        if let Err(e) = log.append(now, event) {
+                            self.store_failed(e);
+                        }
+                    }
+                    // Every session's log is created before the core hears of it.
+                    None => error!(session_id = %session, "an event for a session the store does not have was dropped"),
                 }
             }
             Action::Forget { session } => self.store.forget(session),

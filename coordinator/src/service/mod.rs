@@ -34,8 +34,8 @@ pub struct Config {
     pub core: core::Config,
     /// How often workers must heartbeat.
     pub heartbeat_interval: Duration,
-    /// Where state lives (created if missing): the blob store (`blobs/`). Sessions are in memory
-    /// for now. `None` (local mode): no blobs are kept.
+    /// Where state lives (created if missing): the sessions' database (`testgrid.db`) and the
+    /// blob store (`blobs/`). `None` (local mode): sessions are kept in memory, no blobs are kept.
     pub data_dir: Option<PathBuf>,
     /// The most bytes the blob store holds.
     pub blob_store_bytes: u64,
@@ -142,12 +142,21 @@ pub async fn serve(
         }
         None => None,
     };
-    let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+    let store: Arc<dyn SessionStore> = match &config.data_dir {
+        Some(dir) => {
+            let store = crate::store::sqlite::SqliteStore::open(dir)?;
+            info!(path = %dir.join(crate::store::sqlite::FILE).display(), "sessions kept in");
+            Arc::new(store)
+        }
+        None => Arc::new(MemoryStore::new()),
+    };
+    let restored = store.load()?;
     let metrics = Arc::new(metrics::Metrics::default());
     let liveness_timeout = Duration::from_millis(config.core.liveness_timeout_ms);
     let prefetch_per_slot = config.core.prefetch_per_slot;
     let (engine, engine_task) = engine::spawn(
         Scheduler::new(config.core),
+        restored,
         Arc::clone(&store),
         Arc::clone(&metrics),
         config.heartbeat_interval,

@@ -48,7 +48,14 @@ async fn follow_log(
 ) {
     let mut changed = log.subscribe();
     loop {
-        let (batch, finished) = log.read_from(next, WATCH_BATCH);
+        let (batch, finished) = match log.read_from(next, WATCH_BATCH) {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::error!(error = %e, "a watcher's events cannot be read");
+                let _ = tx.send(Err(Status::internal("the coordinator cannot read this session's events"))).await;
+                return;
+            }
+        };
         if batch.is_empty() {
             if finished {
                 return;

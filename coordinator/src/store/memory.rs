@@ -1,13 +1,14 @@
-//! The in-memory [`SessionStore`]: a map of logs, each a vector of events behind a mutex with a
-//! `watch` channel that wakes its watchers. Gone when the coordinator stops.
+//! The in-memory [`SessionStore`] (local mode): a map of logs, each a vector of events behind a
+//! mutex with a `watch` channel that wakes its watchers. Everything is "durable" at once, and
+//! gone when the coordinator stops.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
-use super::{SessionLog, SessionStore, StoreError, StoredEvent};
-use crate::core::{Event, Millis, SessionId};
+use super::{Durable, SessionLog, SessionStore, StoreError, StoredEvent};
+use crate::core::{Event, Millis, RestoredSession, SessionId, SessionSpec};
 
 /// Every session's log, in memory.
 #[derive(Default)]
@@ -27,23 +28,25 @@ impl MemoryStore {
 }
 
 impl SessionStore for MemoryStore {
-    fn create(&self, id: SessionId) -> Arc<dyn SessionLog> {
+    fn create(&self, id: SessionId, _: &SessionSpec, _: Millis) -> Result<Arc<dyn SessionLog>, StoreError> {
         let log: Arc<MemoryLog> = Arc::clone(self.logs().entry(id).or_insert_with(|| Arc::new(MemoryLog::new())));
-        log
+        Ok(log)
     }
 
     fn log(&self, id: SessionId) -> Option<Arc<dyn SessionLog>> {
         self.logs().get(&id).map(|log| Arc::clone(log) as Arc<dyn SessionLog>)
     }
 
-    fn list(&self) -> Vec<SessionId> {
-        let mut ids: Vec<SessionId> = self.logs().keys().copied().collect();
-        ids.sort();
-        ids
-    }
-
     fn forget(&self, id: SessionId) {
         self.logs().remove(&id);
+    }
+
+    fn when_durable(&self, done: Durable) {
+        done();
+    }
+
+    fn load(&self) -> Result<Vec<RestoredSession>, StoreError> {
+        Ok(Vec::new())
     }
 }
 
@@ -88,11 +91,11 @@ impl SessionLog for MemoryLog {
         Ok(seq)
     }
 
-    fn read_from(&self, from: u64, max: usize) -> (Vec<Arc<StoredEvent>>, bool) {
+    fn read_from(&self, from: u64, max: usize) -> Result<(Vec<Arc<StoredEvent>>, bool), StoreError> {
         let inner = self.lock();
         let start = from.saturating_sub(1).min(inner.events.len() as u64) as usize;
         let batch: Vec<_> = inner.events[start..].iter().take(max).cloned().collect();
-        (batch, inner.finished)
+        Ok((batch, inner.finished))
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {
@@ -105,51 +108,56 @@ mod tests {
     use super::*;
     use crate::core::Totals;
 
+    use crate::core::tests::{sid as id, spec};
+
     fn cancelled() -> Event {
         Event::Cancelled { reason: "x".into() }
     }
 
-    fn id(n: u128) -> SessionId {
-        SessionId(uuid::Uuid::from_u128(n))
+    fn create(store: &MemoryStore, n: u128) -> Arc<dyn SessionLog> {
+        store.create(id(n), &spec(1), 0).expect("in memory")
+    }
+
+    fn read(log: &dyn SessionLog, from: u64, max: usize) -> (Vec<Arc<StoredEvent>>, bool) {
+        log.read_from(from, max).expect("in memory")
     }
 
     #[test]
     fn numbers_from_one_and_resumes_anywhere() {
         let store = MemoryStore::new();
-        let log = store.create(id(1));
+        let log = create(&store, 1);
         for _ in 0..5 {
             log.append(0, cancelled()).expect("in memory");
         }
-        let (all, finished) = log.read_from(0, 100);
+        let (all, finished) = read(log.as_ref(), 0, 100);
         assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
         assert!(!finished);
-        let (tail, _) = log.read_from(4, 100);
+        let (tail, _) = read(log.as_ref(), 4, 100);
         assert_eq!(tail.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4, 5]);
-        assert!(log.read_from(9, 100).0.is_empty());
-        assert_eq!(log.read_from(1, 2).0.len(), 2);
+        assert!(read(log.as_ref(), 9, 100).0.is_empty());
+        assert_eq!(read(log.as_ref(), 1, 2).0.len(), 2);
         assert_eq!(all[0].event, cancelled(), "stored as the core emitted it");
     }
 
     #[test]
     fn finished_event_closes_the_log() {
         let store = MemoryStore::new();
-        let log = store.create(id(1));
+        let log = create(&store, 1);
         let rx = log.subscribe();
         log.append(0, Event::Finished { totals: Totals::default(), cancel_reason: None }).expect("in memory");
         assert!(rx.has_changed().expect("sender alive"));
-        assert!(log.read_from(1, 10).1);
+        assert!(read(log.as_ref(), 1, 10).1);
     }
 
     #[test]
     fn forgotten_logs_are_gone_but_readers_keep_theirs() {
         let store = MemoryStore::new();
-        let kept = store.create(id(1));
-        store.create(id(2));
-        assert_eq!(store.list(), vec![id(1), id(2)]);
+        let kept = create(&store, 1);
+        create(&store, 2);
         kept.append(0, cancelled()).expect("in memory");
         store.forget(id(1));
         assert!(store.log(id(1)).is_none());
-        assert_eq!(store.list(), vec![id(2)]);
-        assert_eq!(kept.read_from(1, 10).0.len(), 1, "a watcher reading it finishes with what it has");
+        assert!(store.log(id(2)).is_some());
+        assert_eq!(read(kept.as_ref(), 1, 10).0.len(), 1, "a watcher reading it finishes with what it has");
     }
 }
