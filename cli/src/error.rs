@@ -217,7 +217,9 @@ pub enum Error {
     Refused { what: &'static str, url: String, message: String },
     #[error("{what}: the grid at {url} answered {code:?}: {message}")]
     GridFailed { what: &'static str, url: String, code: tonic::Code, message: String },
-    #[error("session {session} lost: the grid at {url} no longer knows it (was the coordinator restarted?)")]
+    #[error(
+        "session {session} lost: the grid at {url} no longer knows it (was the coordinator restarted without its --data-dir, or the session forgotten?)"
+    )]
     SessionLost { session: String, url: String },
     #[error(
         "lost the grid at {url} while watching session {session}: {detail}; resume with `testgrid watch {session}`"

@@ -42,8 +42,12 @@ pub async fn start(
     let mut tasks = JoinSet::new();
     let coverage = tempfile::Builder::new().prefix("testgrid-coverage-").tempdir().map_err(Error::LocalCoverage)?;
     let state = tempfile::Builder::new().prefix("testgrid-local-").tempdir().map_err(Error::LocalState)?;
-    let coordinator =
-        testgrid_coordinator::service::Config { data_dir: Some(state.path().to_path_buf()), ..Default::default() };
+    // The data directory holds the blobs of artifacts; sessions live as long as this process.
+    let coordinator = testgrid_coordinator::service::Config {
+        data_dir: Some(state.path().to_path_buf()),
+        durable_sessions: false,
+        ..Default::default()
+    };
     let stop = shutdown.clone();
     tasks.spawn(async move {
         if let Err(e) = testgrid_coordinator::service::serve(listener, None, coordinator, stop).await {

@@ -227,6 +227,54 @@ fn coordinator_restart_workers_reconnect_and_the_watcher_says_what_was_lost() {
 }
 
 #[test]
+fn a_coordinator_killed_and_restarted_on_its_data_dir_finishes_the_session_it_had() {
+    let ws = Workspace::new();
+    for i in 0..8 {
+        ws.test(&format!("t{i}.sh"), "sleep 0.5");
+    }
+    let mut grid = Grid::start_with(&ws.root(), 2, FAST_LIVENESS);
+    let run = grid.spawn_run(&[]);
+    wait_for("a few tests to have run", || (ws.runs().values().sum::<usize>() >= 4).then_some(()));
+    let killed_at = now_ms();
+    grid.restart_coordinator_keeping_data();
+    let events = finish(run, 0);
+    let outcomes = final_outcomes(&events);
+    assert_eq!(outcomes.len(), 8);
+    assert!(outcomes.values().all(|o| o == "passed"), "{outcomes:?}");
+    // What had ended before the kill stays ended: those tests ran once.
+    let runs = ws.runs();
+    let ended_before: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "test_finished" && e["time_ms"].as_u64().is_some_and(|t| t < killed_at))
+        .filter_map(|e| e["test"].as_str())
+        .collect();
+    assert!(!ended_before.is_empty(), "some tests ended before the kill: {events:?}");
+    for test in &ended_before {
+        assert_eq!(runs[*test], 1, "{test} ended before the restart and did not run again: {runs:?}");
+    }
+    // What was out when it died is requeued by the new coordinator, and no worker is blamed.
+    for requeued in events.iter().filter(|e| e["event"] == "test_requeued") {
+        let reason = requeued["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("coordinator restarted"), "{requeued}");
+    }
+    assert!(!events.iter().any(|e| e["outcome"] == "lost"));
+    // The session is still known to the restarted grid, finished.
+    let out = grid.cli(&["sessions", "--json"]);
+    let session: Value = serde_json::from_str(stdout(&out).lines().next().expect("a session")).expect("json");
+    assert_eq!((session["state"].as_str(), session["passed"].as_u64()), (Some("finished"), Some(8)), "{session}");
+    // And after another restart, with nothing running, it is still there as it ended.
+    grid.restart_coordinator_keeping_data();
+    let out = grid.cli(&["sessions", "--json"]);
+    let again: Value = serde_json::from_str(stdout(&out).lines().next().expect("a session")).expect("json");
+    assert_eq!(again, session);
+    let id = session["session"].as_str().expect("id");
+    let watched = grid.cli(&["watch", id, "--json"]);
+    let replayed: Vec<u64> = support::events(&watched).iter().filter_map(|e| e["seq"].as_u64()).collect();
+    let original: Vec<u64> = events.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    assert_eq!(replayed, original, "the whole log, from the database");
+}
+
+#[test]
 fn watch_resumes_after_the_connection_drops_without_missing_an_event() {
     let ws = Workspace::new();
     for i in 0..10 {

@@ -21,7 +21,8 @@ struct Args {
     /// Address for HTTP (/healthz, /metrics).
     #[arg(long, env = "TESTGRID_HTTP", default_value = "0.0.0.0:7701")]
     http: SocketAddr,
-    /// Directory for the coordinator's state (created if missing).
+    /// Directory for the coordinator's state (created if missing): its sessions (testgrid.db)
+    /// and uploaded workspaces (blobs/). A restarted coordinator picks its sessions up from here.
     #[arg(long, env = "TESTGRID_DATA_DIR", default_value = "./testgrid-data")]
     data_dir: PathBuf,
     /// How often workers heartbeat.
@@ -39,6 +40,9 @@ struct Args {
     /// Finished sessions kept for `testgrid sessions` and `testgrid watch`; older ones are forgotten.
     #[arg(long, env = "TESTGRID_KEEP_SESSIONS", default_value_t = 1000)]
     keep_sessions: usize,
+    /// Finished sessions are forgotten this long after they finished (with their event logs).
+    #[arg(long, env = "TESTGRID_KEEP_SESSIONS_FOR", default_value = "7d", value_parser = humantime::parse_duration)]
+    keep_sessions_for: Duration,
     /// The most bytes the blob store (workspace files uploaded by CLIs, under --data-dir) holds.
     #[arg(long, env = "TESTGRID_BLOB_STORE_SIZE", default_value = "20GiB", value_parser = testgrid_proto::parse_bytes)]
     blob_store_size: u64,
@@ -97,9 +101,11 @@ async fn run(args: Args) -> Result<(), Error> {
             liveness_timeout_ms: args.liveness_timeout.as_millis() as u64,
             max_worker_losses: args.max_worker_losses,
             keep_finished_sessions: args.keep_sessions,
+            keep_finished_for_ms: u64::try_from(args.keep_sessions_for.as_millis()).unwrap_or(u64::MAX),
         },
         heartbeat_interval: args.heartbeat_interval,
         data_dir: Some(args.data_dir),
+        durable_sessions: true,
         blob_store_bytes: args.blob_store_size,
         max_blob_bytes: args.max_blob_size,
         blob_retention: args.blob_retention,

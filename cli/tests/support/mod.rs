@@ -77,14 +77,24 @@ pub struct Grid {
     pub coordinator: Proc,
     pub workers: Vec<Proc>,
     pub root: PathBuf,
+    /// The coordinator's `--data-dir`.
+    pub data: PathBuf,
+    /// The flags it was started with.
+    pub coordinator_args: Vec<String>,
 }
 
-/// Start a coordinator; wait until it is healthy; return it with its gRPC and HTTP addresses.
+/// Start a coordinator on a new data directory; wait until it is healthy; return it with its
+/// gRPC and HTTP addresses.
 pub fn spawn_coordinator(grpc: &str, http: &str, args: &[&str]) -> (Proc, String, String) {
     let data = tempfile::tempdir().expect("tempdir").keep();
+    spawn_coordinator_in(&data, grpc, http, args)
+}
+
+/// Start a coordinator on the data directory `data`.
+pub fn spawn_coordinator_in(data: &Path, grpc: &str, http: &str, args: &[&str]) -> (Proc, String, String) {
     let mut child = Command::new(bin("testgrid-coordinator"))
         .args(["--listen", grpc, "--http", http, "--data-dir"])
-        .arg(&data)
+        .arg(data)
         .args(args)
         .env("TESTGRID_LOG", "warn")
         .stdout(Stdio::piped())
@@ -181,9 +191,17 @@ impl Grid {
     }
 
     pub fn start_with(root: &Path, workers: usize, coordinator_args: &[&str]) -> Grid {
-        let (coordinator, grpc, http) = spawn_coordinator("127.0.0.1:0", "127.0.0.1:0", coordinator_args);
-        let mut grid =
-            Grid { url: format!("http://{grpc}"), http, coordinator, workers: Vec::new(), root: root.to_path_buf() };
+        let data = tempfile::tempdir().expect("tempdir").keep();
+        let (coordinator, grpc, http) = spawn_coordinator_in(&data, "127.0.0.1:0", "127.0.0.1:0", coordinator_args);
+        let mut grid = Grid {
+            url: format!("http://{grpc}"),
+            http,
+            coordinator,
+            workers: Vec::new(),
+            root: root.to_path_buf(),
+            data,
+            coordinator_args: coordinator_args.iter().map(|a| a.to_string()).collect(),
+        };
         for i in 0..workers {
             grid.add_worker(&format!("w{}", i + 1), 1);
         }
@@ -303,12 +321,31 @@ impl Grid {
         self.workers.push(worker);
     }
 
-    /// Kill the coordinator and start a new one on the same ports (all state is lost).
+    /// Kill the coordinator and start a new one on the same ports and a new data directory (all
+    /// state is lost).
     pub fn restart_coordinator(&mut self) {
+        self.data = tempfile::tempdir().expect("tempdir").keep();
+        self.restart_coordinator_keeping_data();
+    }
+
+    /// Kill the coordinator (SIGKILL: nothing is flushed) and start a new one on the same ports,
+    /// data directory and flags.
+    pub fn restart_coordinator_keeping_data(&mut self) {
+        self.kill_coordinator();
+        self.start_coordinator_again();
+    }
+
+    /// SIGKILL the coordinator and wait until it is gone.
+    pub fn kill_coordinator(&mut self) {
         self.coordinator.signal("KILL");
         let _ = self.coordinator.child.wait();
+    }
+
+    /// Start a coordinator on the same ports, data directory and flags as the last one.
+    pub fn start_coordinator_again(&mut self) {
         let grpc = self.url.trim_start_matches("http://").to_string();
-        let (coordinator, grpc_bound, http) = spawn_coordinator(&grpc, &self.http, &[]);
+        let args: Vec<&str> = self.coordinator_args.iter().map(String::as_str).collect();
+        let (coordinator, grpc_bound, http) = spawn_coordinator_in(&self.data, &grpc, &self.http, &args);
         assert_eq!(grpc_bound, grpc);
         self.coordinator = coordinator;
         self.http = http;

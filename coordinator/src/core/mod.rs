@@ -51,11 +51,19 @@ pub struct Config {
     pub max_worker_losses: u32,
     /// Finished sessions kept for `Get`, `List` and `Watch`; older ones are forgotten.
     pub keep_finished_sessions: usize,
+    /// A finished session is forgotten this long after it finished, however few there are.
+    pub keep_finished_for_ms: u64,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { prefetch_per_slot: 1, liveness_timeout_ms: 5_000, max_worker_losses: 2, keep_finished_sessions: 1_000 }
+        Config {
+            prefetch_per_slot: 1,
+            liveness_timeout_ms: 5_000,
+            max_worker_losses: 2,
+            keep_finished_sessions: 1_000,
+            keep_finished_for_ms: 7 * 24 * 3600 * 1000,
+        }
     }
 }
 
@@ -169,7 +177,7 @@ impl Scheduler {
             Input::Tick => {
                 self.tick(now, &mut out);
                 self.dispatch_all(&mut out);
-                out.extend(self.forget_old_sessions().into_iter().map(|session| Action::Forget { session }));
+                out.extend(self.forget_old_sessions(now).into_iter().map(|session| Action::Forget { session }));
             }
         }
         out

@@ -106,6 +106,7 @@ impl Harness {
                 liveness_timeout_ms: 5_000,
                 max_worker_losses: 2,
                 keep_finished_sessions: usize::MAX,
+                keep_finished_for_ms: u64::MAX,
             }),
             now: 0,
             sessions: Vec::new(),

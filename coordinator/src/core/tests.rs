@@ -370,10 +370,22 @@ fn oldest_finished_sessions_are_forgotten_beyond_the_limit() {
         s.handle(0, Input::Submit { id: sid(n), spec: spec(0) });
     }
     s.handle(0, Input::Submit { id: sid(5), spec: spec(1) });
-    assert_eq!(s.forget_old_sessions(), vec![sid(1), sid(2)]);
+    assert_eq!(s.forget_old_sessions(0), vec![sid(1), sid(2)]);
     let ids: Vec<SessionId> = s.sessions().iter().map(|v| v.id).collect();
     assert_eq!(ids, vec![sid(5), sid(4), sid(3)], "the running session is never forgotten");
-    assert!(s.forget_old_sessions().is_empty());
+    assert!(s.forget_old_sessions(0).is_empty());
+}
+
+#[test]
+fn finished_sessions_are_forgotten_once_old_enough() {
+    let config = Config { keep_finished_for_ms: 100, prefetch_per_slot: 0, ..Config::default() };
+    let mut s = Scheduler::new(config);
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(0) });
+    s.handle(50, Input::Submit { id: sid(2), spec: spec(0) });
+    s.handle(50, Input::Submit { id: sid(3), spec: spec(1) });
+    assert!(s.forget_old_sessions(99).is_empty());
+    assert_eq!(s.forget_old_sessions(100), vec![sid(1)]);
+    assert_eq!(s.forget_old_sessions(10_000), vec![sid(2)], "the running session is never forgotten");
 }
 
 #[test]
@@ -382,7 +394,7 @@ fn report_for_a_forgotten_session_frees_the_slot() {
     s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
     s.handle(1, Input::Cancel { session: sid(1), reason: "user".into() });
-    assert_eq!(s.forget_old_sessions(), vec![sid(1)]);
+    assert_eq!(s.forget_old_sessions(0), vec![sid(1)]);
     s.handle(2, Input::Submit { id: sid(2), spec: spec(1) });
     let out =
         s.handle(3, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Cancelled) });

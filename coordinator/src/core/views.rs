@@ -2,27 +2,33 @@
 //! forgetting of old finished sessions. Read-only but for `forget_old_sessions`.
 
 use super::session::{Session, TestState};
-use super::{Scheduler, SessionId, SessionView, WorkerView};
+use super::{Millis, Scheduler, SessionId, SessionView, WorkerView};
 
 impl Scheduler {
-    /// Forget the oldest finished sessions beyond `keep_finished_sessions` (on every `Tick`,
-    /// announced as `Action::Forget` so that the service drops their logs). A worker may still
-    /// hold a cancelled test of a forgotten session: its report then finds no session and only
-    /// frees the slot.
-    pub(super) fn forget_old_sessions(&mut self) -> Vec<SessionId> {
+    /// Forget the finished sessions beyond `keep_finished_sessions` (oldest first) and those
+    /// that finished more than `keep_finished_for_ms` ago (on every `Tick`, announced as
+    /// `Action::Forget` so that the store drops them). A worker may still hold a cancelled test
+    /// of a forgotten session: its report then finds no session and only frees the slot.
+    pub(super) fn forget_old_sessions(&mut self, now: Millis) -> Vec<SessionId> {
         let finished = self.order.len() - self.active.len();
-        let excess = finished.saturating_sub(self.config.keep_finished_sessions);
-        if excess == 0 {
-            return Vec::new();
-        }
-        let mut forgotten = Vec::with_capacity(excess);
+        let mut excess = finished.saturating_sub(self.config.keep_finished_sessions);
+        let expired =
+            |s: &Session| s.finished_at.is_some_and(|at| now.saturating_sub(at) >= self.config.keep_finished_for_ms);
+        let mut forgotten = Vec::new();
         for id in &self.order {
-            if forgotten.len() == excess {
-                break;
+            let Some(session) = self.sessions.get(id) else { continue };
+            if session.finished_at.is_none() {
+                continue;
             }
-            if self.sessions.get(id).is_some_and(|s| s.finished_at.is_some()) {
+            if excess > 0 {
+                excess -= 1;
+                forgotten.push(*id);
+            } else if expired(session) {
                 forgotten.push(*id);
             }
+        }
+        if forgotten.is_empty() {
+            return forgotten;
         }
         for id in &forgotten {
             self.sessions.remove(id);

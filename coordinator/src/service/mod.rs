@@ -35,8 +35,11 @@ pub struct Config {
     /// How often workers must heartbeat.
     pub heartbeat_interval: Duration,
     /// Where state lives (created if missing): the sessions' database (`testgrid.db`) and the
-    /// blob store (`blobs/`). `None` (local mode): sessions are kept in memory, no blobs are kept.
+    /// blob store (`blobs/`). `None`: sessions are kept in memory, no blobs are kept.
     pub data_dir: Option<PathBuf>,
+    /// Keep sessions in the data directory's database (`false`: in memory, as an embedded
+    /// grid whose data directory is temporary does).
+    pub durable_sessions: bool,
     /// The most bytes the blob store holds.
     pub blob_store_bytes: u64,
     /// The most bytes of one blob.
@@ -69,6 +72,7 @@ impl Default for Config {
             core: core::Config::default(),
             heartbeat_interval: Duration::from_secs(1),
             data_dir: None,
+            durable_sessions: true,
             blob_store_bytes: DEFAULT_BLOB_STORE_BYTES,
             max_blob_bytes: DEFAULT_MAX_BLOB_BYTES,
             blob_retention: DEFAULT_BLOB_RETENTION,
@@ -143,12 +147,12 @@ pub async fn serve(
         None => None,
     };
     let store: Arc<dyn SessionStore> = match &config.data_dir {
-        Some(dir) => {
+        Some(dir) if config.durable_sessions => {
             let store = crate::store::sqlite::SqliteStore::open(dir)?;
             info!(path = %dir.join(crate::store::sqlite::FILE).display(), "sessions kept in");
             Arc::new(store)
         }
-        None => Arc::new(MemoryStore::new()),
+        _ => Arc::new(MemoryStore::new()),
     };
     let restored = store.load()?;
     let metrics = Arc::new(metrics::Metrics::default());
