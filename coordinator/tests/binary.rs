@@ -5,7 +5,9 @@ use std::process::{Command, Stdio};
 
 fn coordinator() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_testgrid-coordinator"));
-    cmd.env("TESTGRID_LOG", "warn").stdin(Stdio::null());
+    // A data directory of its own unless a test names one: sessions outlive the process now.
+    let data = tempfile::tempdir().expect("tempdir").keep();
+    cmd.env("TESTGRID_LOG", "warn").env("TESTGRID_DATA_DIR", data).stdin(Stdio::null());
     cmd
 }
 

@@ -117,7 +117,8 @@ impl Shared {
 /// Sessions in a SQLite database.
 pub struct SqliteStore {
     shared: Arc<Shared>,
-    /// Logs of the sessions this process has created, loaded or read.
+    /// Logs of the unfinished sessions this process created or loaded (and of those that finished
+    /// since, until forgotten).
     logs: Mutex<HashMap<SessionId, Arc<SqliteLog>>>,
     writer: Option<JoinHandle<()>>,
     /// Locked while this store is open: a second coordinator on the same data directory is
@@ -246,9 +247,9 @@ impl SessionStore for SqliteStore {
                 return None;
             }
         }
-        let log = self.new_log(id, LogState::closed());
-        let log = Arc::clone(self.logs().entry(id).or_insert(log));
-        Some(log)
+        // Not kept in the map: it holds nothing but its id, and a session being forgotten must
+        // not come back into it.
+        Some(self.new_log(id, LogState::closed()))
     }
 
     fn forget(&self, id: SessionId) {
