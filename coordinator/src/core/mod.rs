@@ -98,6 +98,9 @@ pub struct Scheduler {
     last_tick: Option<Millis>,
     /// After a restart, until when workers may claim the attempts they hold ([`restore`]).
     adopt_until: Option<Millis>,
+    /// Sessions were restored unfinished: on the first tick, finish those whose every test had
+    /// an outcome already (the coordinator stopped before their `Finished` was kept).
+    restored_unfinished: bool,
 }
 
 impl Scheduler {
@@ -111,6 +114,7 @@ impl Scheduler {
             next_seq: 0,
             last_tick: None,
             adopt_until: None,
+            restored_unfinished: false,
         }
     }
 
@@ -397,6 +401,11 @@ impl Scheduler {
     }
 
     fn tick(&mut self, now: Millis, out: &mut Vec<Action>) {
+        if std::mem::take(&mut self.restored_unfinished) {
+            for id in self.active.clone() {
+                self.finish_session_if_done(now, id, out);
+            }
+        }
         if self.adopt_until.is_some_and(|until| now >= until) {
             self.adopt_until = None;
             self.requeue_unclaimed(now, out);

@@ -1,6 +1,7 @@
 //! Property tests: for any interleaving of submit, worker join and leave, start, result (live or
-//! stale), cancel and time passing, the scheduler keeps its invariants, and once workers drain
-//! the queues every test has ended with exactly one outcome.
+//! stale), cancel, time passing and coordinator restarts (a scheduler restored from the events
+//! emitted so far), the scheduler keeps its invariants, and once workers drain the queues every
+//! test has ended with exactly one outcome, across restarts.
 
 use std::collections::HashMap;
 
@@ -54,6 +55,9 @@ enum Op {
         session: usize,
         start: bool,
     },
+    /// The coordinator restarts: a new scheduler restored from the events emitted so far, with
+    /// no workers (the old ones' results arrive late).
+    Restart,
 }
 
 fn outcome() -> impl Strategy<Value = Outcome> {
@@ -81,6 +85,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(|worker| Op::Drain { worker }),
         2 => (any::<usize>(), outcome()).prop_map(|(pick, outcome)| Op::Late { pick, outcome }),
         1 => (any::<usize>(), any::<bool>()).prop_map(|(session, start)| Op::Watch { session, start }),
+        1 => Just(Op::Restart),
     ]
 }
 
@@ -96,18 +101,24 @@ struct Harness {
     finished_sessions: HashMap<SessionId, Totals>,
     /// Assignments that workers held when they were lost, for late results.
     lost_keys: Vec<(WorkerId, AssignmentKey)>,
+    /// Every session's events, as a store would keep them.
+    logs: HashMap<SessionId, Vec<Event>>,
 }
 
 impl Harness {
+    fn config() -> Config {
+        Config {
+            prefetch_per_slot: 1,
+            liveness_timeout_ms: 5_000,
+            max_worker_losses: 2,
+            keep_finished_sessions: usize::MAX,
+            keep_finished_for_ms: u64::MAX,
+        }
+    }
+
     fn new() -> Self {
         Harness {
-            s: Scheduler::new(Config {
-                prefetch_per_slot: 1,
-                liveness_timeout_ms: 5_000,
-                max_worker_losses: 2,
-                keep_finished_sessions: usize::MAX,
-                keep_finished_for_ms: u64::MAX,
-            }),
+            s: Scheduler::new(Self::config()),
             now: 0,
             sessions: Vec::new(),
             workers: Vec::new(),
@@ -115,7 +126,34 @@ impl Harness {
             finals: HashMap::new(),
             finished_sessions: HashMap::new(),
             lost_keys: Vec::new(),
+            logs: HashMap::new(),
         }
+    }
+
+    /// Replace the scheduler with one restored from the logs, as a restarted coordinator is.
+    fn restart(&mut self) {
+        self.lost_keys.extend(self.held_keys());
+        self.workers.clear();
+        let restored = self
+            .s
+            .order
+            .iter()
+            .map(|id| {
+                let session = &self.s.sessions[id];
+                let state = match (session.finished_at, self.finished_sessions.get(id)) {
+                    (Some(finished_at), Some(totals)) => Restored::Finished {
+                        finished_at,
+                        totals: *totals,
+                        cancel_reason: session.cancel_reason.clone(),
+                    },
+                    _ => Restored::Unfinished { events: self.logs.get(id).cloned().unwrap_or_default() },
+                };
+                RestoredSession { id: *id, spec: (*session.spec).clone(), created_at: session.created_at, state }
+            })
+            .collect();
+        self.s = Scheduler::new(Self::config());
+        self.s.restore(self.now, restored);
+        self.check_invariants();
     }
 
     fn held_keys(&self) -> Vec<(WorkerId, AssignmentKey)> {
@@ -138,6 +176,9 @@ impl Harness {
         };
         let actions = self.s.handle(self.now, input);
         for action in &actions {
+            if let Action::Emit { session, event } = action {
+                self.logs.entry(*session).or_default().push(event.clone());
+            }
             match action {
                 Action::Emit { session, event: Event::TestFinished { test, is_final, outcome, .. } } => {
                     if let Some(key) = stale_result {
@@ -265,6 +306,7 @@ impl Harness {
                     self.apply(if start { Input::WatchStarted { session } } else { Input::WatchEnded { session } });
                 }
             }
+            Op::Restart => self.restart(),
             Op::Tick { advance } => {
                 self.now += advance;
                 // Keep the workers the harness believes in alive; silence is tested separately.
@@ -278,6 +320,8 @@ impl Harness {
 
     /// Add a fresh worker and pass everything it (or anyone) holds until all sessions end.
     fn drain(&mut self) {
+        // Past any adoption window: what nobody claimed after a restart is queued again.
+        self.step(Op::Tick { advance: 5_000 });
         self.step(Op::Join { slots: 4 });
         for _ in 0..1_000 {
             let held = self.held_keys();
@@ -305,8 +349,10 @@ proptest! {
             let session = &h.s.sessions[id];
             let totals = h.finished_sessions.get(id).copied();
             prop_assert!(totals.is_some(), "session {id} never finished");
-            let mut counted = Totals { total: session.tests.len() as u32, ..Totals::default() };
-            for test in 0..session.tests.len() as u32 {
+            // A session restored finished keeps no tests, only its spec.
+            let tests = session.spec.tests.len() as u32;
+            let mut counted = Totals { total: tests, ..Totals::default() };
+            for test in 0..tests {
                 let outcomes = h.finals.get(&(*id, test)).cloned().unwrap_or_default();
                 prop_assert_eq!(outcomes.len(), 1, "test {} of {} has outcomes {:?}", test, id, outcomes);
                 counted.count(outcomes[0]);

@@ -47,6 +47,7 @@ impl Scheduler {
             }
             if session.finished_at.is_none() {
                 self.active.push(id);
+                self.restored_unfinished = true;
             }
             self.order.push(id);
             self.sessions.insert(id, session);

@@ -791,3 +791,17 @@ fn a_restored_finished_session_is_shown_as_it_ended() {
     assert_eq!((view.totals, view.finished, view.finished_at), (totals, true, Some(9)));
     assert!(assigned(&s.handle(10, Input::WorkerJoined { id: wid(1), spec: worker(2) })).is_empty());
 }
+
+#[test]
+fn a_restored_session_whose_tests_all_ended_finishes_on_the_first_tick() {
+    let mut first = Scheduler::new(Config { prefetch_per_slot: 0, ..Config::default() });
+    let mut log = events_of(sid(1), &first.handle(0, Input::Submit { id: sid(1), spec: spec(1) }));
+    log.extend(events_of(sid(1), &first.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) })));
+    let done = Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Passed) };
+    // The coordinator died after keeping the test's outcome but before its `Finished`.
+    log.extend(events_of(sid(1), &first.handle(1, done)).into_iter().filter(|e| !matches!(e, Event::Finished { .. })));
+    let mut s = restarted(Config::default(), spec(1), log, 10);
+    let out = s.handle(10, Input::Tick);
+    assert_eq!(finished_totals(&out).map(|t| t.passed), Some(1));
+    assert!(finished_totals(&s.handle(11, Input::Tick)).is_none(), "once");
+}
