@@ -208,8 +208,9 @@ impl SqliteStore {
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {
-        // Whatever was queued is written before the thread ends.
-        let _ = self.shared.send(Job::Stop);
+        // Whatever was queued is written before the thread ends (sent even after a failure, or
+        // the thread would wait for jobs forever: the logs keep the channel open).
+        let _ = self.shared.jobs.send(Job::Stop);
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
@@ -307,6 +308,9 @@ impl SessionStore for SqliteStore {
                 }
                 None => {
                     let events = read_events(&self.shared.reader(), id, 1, usize::MAX).map_err(|e| damaged(&e))?;
+                    if events.iter().enumerate().any(|(i, stored)| stored.seq != i as u64 + 1) {
+                        return Err(damaged(&format!("session {id}'s events are not numbered 1, 2, 3…")));
+                    }
                     let restored = events.iter().map(|stored| stored.event.clone()).collect();
                     self.logs().insert(id, self.new_log(id, LogState::open(events)));
                     Restored::Unfinished { events: restored }
