@@ -667,15 +667,34 @@ fn the_log_gets_a_passed_tests_tail_and_a_failures_whole_output() {
     assert_eq!(emitted(&out).output.len(), 100_000, "a failure keeps all of its output");
 }
 
-/// The events a batch of actions emits for `session`.
-fn events_of(session: SessionId, actions: &[Action]) -> Vec<Event> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Emit { session: s, event } if *s == session => Some(event.clone()),
-            _ => None,
-        })
-        .collect()
+/// A scheduler whose session 1's events are kept, as a store would keep them.
+struct Recorded {
+    s: Scheduler,
+    log: Vec<Event>,
+}
+
+impl Recorded {
+    /// Session 1 of `spec` submitted, a worker of `slots` slots joined, tests `0..started`
+    /// started on it.
+    fn started(config: Config, spec: SessionSpec, slots: u32, started: u32) -> Recorded {
+        let mut r = Recorded { s: Scheduler::new(config), log: Vec::new() };
+        r.feed(0, Input::Submit { id: sid(1), spec });
+        r.feed(0, Input::WorkerJoined { id: wid(1), spec: worker(slots) });
+        for test in 0..started {
+            r.feed(1, Input::Started { worker: wid(1), key: key(sid(1), test, 1) });
+        }
+        r
+    }
+
+    fn feed(&mut self, now: Millis, input: Input) {
+        for action in self.s.handle(now, input) {
+            if let Action::Emit { session, event } = action
+                && session == sid(1)
+            {
+                self.log.push(event);
+            }
+        }
+    }
 }
 
 /// A scheduler restarted from `log`, the events a first one emitted for session 1.
@@ -703,16 +722,10 @@ fn requeued(actions: &[Action]) -> Vec<(u32, u32, Requeue)> {
 #[test]
 fn a_restarted_scheduler_keeps_outcomes_and_requeues_what_nobody_claimed_without_a_loss() {
     let config = Config { prefetch_per_slot: 0, liveness_timeout_ms: 1_000, ..Config::default() };
-    let mut first = Scheduler::new(config.clone());
-    let mut log = events_of(sid(1), &first.handle(0, Input::Submit { id: sid(1), spec: spec(3) }));
-    log.extend(events_of(sid(1), &first.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(3) })));
-    for test in 0..2 {
-        log.extend(events_of(sid(1), &first.handle(1, Input::Started { worker: wid(1), key: key(sid(1), test, 1) })));
-    }
-    let done = Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Passed) };
-    log.extend(events_of(sid(1), &first.handle(2, done)));
+    let mut first = Recorded::started(config.clone(), spec(3), 3, 2);
+    first.feed(2, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Passed) });
 
-    let mut s = restarted(config, spec(3), log, 10_000);
+    let mut s = restarted(config, spec(3), first.log, 10_000);
     let view = s.session(sid(1)).expect("restored");
     assert_eq!((view.totals.passed, view.finished), (1, false));
     // Inside the adoption window the orphans are nobody's to run again.
@@ -737,13 +750,11 @@ fn a_restarted_scheduler_remembers_retries_and_losses_spent() {
     let config = Config { prefetch_per_slot: 0, liveness_timeout_ms: 1_000, max_worker_losses: 1, ..Config::default() };
     let mut sp = spec(2);
     sp.retries = 1;
-    let mut first = Scheduler::new(config.clone());
-    let mut log = events_of(sid(1), &first.handle(0, Input::Submit { id: sid(1), spec: sp.clone() }));
-    log.extend(events_of(sid(1), &first.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(2) })));
-    let failed = Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Failed) };
-    log.extend(events_of(sid(1), &first.handle(1, failed)));
-    log.extend(events_of(sid(1), &first.handle(1, Input::Started { worker: wid(1), key: key(sid(1), 1, 1) })));
-    log.extend(events_of(sid(1), &first.handle(2, Input::WorkerLost { id: wid(1), reason: "gone".into() })));
+    let mut first = Recorded::started(config.clone(), sp.clone(), 2, 0);
+    first.feed(1, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Failed) });
+    first.feed(1, Input::Started { worker: wid(1), key: key(sid(1), 1, 1) });
+    first.feed(2, Input::WorkerLost { id: wid(1), reason: "gone".into() });
+    let log = first.log;
     assert!(
         log.iter()
             .any(|e| matches!(e, Event::TestRequeued { test: 1, cause: Requeue::WorkerLost { charged: true }, .. }))
@@ -766,13 +777,9 @@ fn a_restarted_scheduler_remembers_retries_and_losses_spent() {
 #[test]
 fn a_restarted_cancelled_session_ends_its_orphans_cancelled() {
     let config = Config { prefetch_per_slot: 0, liveness_timeout_ms: 1_000, ..Config::default() };
-    let mut first = Scheduler::new(config.clone());
-    let mut log = events_of(sid(1), &first.handle(0, Input::Submit { id: sid(1), spec: spec(2) }));
-    log.extend(events_of(sid(1), &first.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(2) })));
-    for test in 0..2 {
-        log.extend(events_of(sid(1), &first.handle(1, Input::Started { worker: wid(1), key: key(sid(1), test, 1) })));
-    }
-    log.extend(events_of(sid(1), &first.handle(1, Input::Cancel { session: sid(1), reason: "stop".into() })));
+    let mut first = Recorded::started(config.clone(), spec(2), 2, 2);
+    first.feed(1, Input::Cancel { session: sid(1), reason: "stop".into() });
+    let log = first.log;
     assert!(!log.iter().any(|e| matches!(e, Event::Finished { .. })), "the running tests had not reported yet");
 
     let mut s = restarted(config, spec(2), log, 5_000);
@@ -794,13 +801,11 @@ fn a_restored_finished_session_is_shown_as_it_ended() {
 
 #[test]
 fn a_restored_session_whose_tests_all_ended_finishes_on_the_first_tick() {
-    let mut first = Scheduler::new(Config { prefetch_per_slot: 0, ..Config::default() });
-    let mut log = events_of(sid(1), &first.handle(0, Input::Submit { id: sid(1), spec: spec(1) }));
-    log.extend(events_of(sid(1), &first.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) })));
-    let done = Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Passed) };
+    let mut first = Recorded::started(Config { prefetch_per_slot: 0, ..Config::default() }, spec(1), 1, 0);
+    first.feed(1, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Passed) });
     // The coordinator died after keeping the test's outcome but before its `Finished`.
-    log.extend(events_of(sid(1), &first.handle(1, done)).into_iter().filter(|e| !matches!(e, Event::Finished { .. })));
-    let mut s = restarted(Config::default(), spec(1), log, 10);
+    assert!(matches!(first.log.pop(), Some(Event::Finished { .. })));
+    let mut s = restarted(Config::default(), spec(1), first.log, 10);
     let out = s.handle(10, Input::Tick);
     assert_eq!(finished_totals(&out).map(|t| t.passed), Some(1));
     assert!(finished_totals(&s.handle(11, Input::Tick)).is_none(), "once");
