@@ -331,8 +331,18 @@ impl Grid {
     /// Kill the coordinator (SIGKILL: nothing is flushed) and start a new one on the same ports,
     /// data directory and flags.
     pub fn restart_coordinator_keeping_data(&mut self) {
+        self.kill_coordinator();
+        self.start_coordinator_keeping_data();
+    }
+
+    /// Kill the coordinator with SIGKILL: nothing is flushed.
+    pub fn kill_coordinator(&mut self) {
         self.coordinator.signal("KILL");
         let _ = self.coordinator.child.wait();
+    }
+
+    /// Start a coordinator on the killed one's ports, data directory and flags.
+    pub fn start_coordinator_keeping_data(&mut self) {
         let grpc = self.url.trim_start_matches("http://").to_string();
         let args: Vec<&str> = self.coordinator_args.iter().map(String::as_str).collect();
         let (coordinator, grpc_bound, http) = spawn_coordinator_in(&self.data, &grpc, &self.http, &args);

@@ -29,7 +29,7 @@ mod proptests;
 #[cfg(test)]
 pub(crate) mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 pub use model::*;
@@ -75,6 +75,9 @@ struct Worker {
     last_seen: Millis,
     connected_at: Millis,
     draining: bool,
+    /// Claims it made on joining that were refused: it was told to cancel them, and the report
+    /// of that cancel says nothing anyone needs.
+    void: BTreeSet<AssignmentKey>,
 }
 
 impl Worker {
@@ -130,11 +133,17 @@ impl Scheduler {
                 self.submit(now, id, spec, &mut out);
                 self.dispatch_all(&mut out);
             }
-            Input::WorkerJoined { id, spec } => {
-                self.workers.insert(
-                    id,
-                    Worker { spec, held: BTreeMap::new(), last_seen: now, connected_at: now, draining: false },
-                );
+            Input::WorkerJoined { id, spec, claims } => {
+                let worker = Worker {
+                    spec,
+                    held: BTreeMap::new(),
+                    last_seen: now,
+                    connected_at: now,
+                    draining: false,
+                    void: BTreeSet::new(),
+                };
+                self.workers.insert(id, worker);
+                self.adopt(now, id, claims, &mut out);
                 self.dispatch_all(&mut out);
             }
             Input::WorkerLost { id, reason } => {
@@ -152,6 +161,10 @@ impl Scheduler {
             }
             Input::Finished { worker, key, report } => {
                 self.finished(now, worker, key, report, &mut out);
+                self.dispatch_all(&mut out);
+            }
+            Input::Resent { worker, key, report } => {
+                self.resent(now, worker, key, report, &mut out);
                 self.dispatch_all(&mut out);
             }
             Input::Cancel { session, reason } => {
@@ -263,6 +276,9 @@ impl Scheduler {
             return;
         };
         w.last_seen = now;
+        if w.void.remove(&key) {
+            return;
+        }
         let held = w.held.remove(&key).is_some();
         let worker_name = w.spec.name.clone();
         let Some(session) = self.sessions.get_mut(&key.session) else { return };
@@ -274,7 +290,7 @@ impl Scheduler {
                 TestState::Assigned { worker: holder, .. } | TestState::Cancelling { worker: holder } => {
                     holder == worker
                 }
-                TestState::Queued | TestState::Orphaned | TestState::Done(_) => false,
+                TestState::Queued | TestState::Orphaned { .. } | TestState::Done(_) => false,
             };
         if !live {
             let reason = if !held {
@@ -382,7 +398,7 @@ impl Scheduler {
             match test.state {
                 TestState::Done(_) | TestState::Cancelling { .. } => continue,
                 // An orphan's worker, if it comes back, is told its claim is void.
-                TestState::Queued | TestState::Orphaned => {}
+                TestState::Queued | TestState::Orphaned { .. } => {}
                 TestState::Assigned { worker, started } => {
                     // The worker keeps the slot until it reports the kill.
                     out.push(Action::CancelAssignment { worker, key, reason: reason.clone() });

@@ -177,8 +177,8 @@ pub struct WorkerSpec {
 pub enum Input {
     /// A new session. The id is chosen by the caller so that inputs replay deterministically.
     Submit { id: SessionId, spec: SessionSpec },
-    /// A worker registered on a new stream.
-    WorkerJoined { id: WorkerId, spec: WorkerSpec },
+    /// A worker registered on a new stream, claiming what it still holds from an earlier one.
+    WorkerJoined { id: WorkerId, spec: WorkerSpec, claims: Vec<Claim> },
     /// A worker's stream ended or errored.
     WorkerLost { id: WorkerId, reason: String },
     /// A worker proved it is alive.
@@ -187,6 +187,8 @@ pub enum Input {
     Started { worker: WorkerId, key: AssignmentKey },
     /// A worker finished an assignment.
     Finished { worker: WorkerId, key: AssignmentKey, report: Report },
+    /// A worker sent again, on a new stream, a report it was never told was kept.
+    Resent { worker: WorkerId, key: AssignmentKey, report: Report },
     /// Cancel a session.
     Cancel { session: SessionId, reason: String },
     /// A worker is shutting down: no new work for it; it hands back what it has not started.
@@ -199,6 +201,14 @@ pub enum Input {
     SetupFinished { worker: WorkerId, session: SessionId, report: Report, reused: bool },
     /// Time passed: check deadlines and liveness.
     Tick,
+}
+
+/// An assignment a reconnecting worker says it still holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    pub key: AssignmentKey,
+    /// A slot runs it (otherwise it waits in the worker's queue).
+    pub started: bool,
 }
 
 /// One test attempt handed to a worker.

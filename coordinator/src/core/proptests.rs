@@ -1,7 +1,9 @@
 //! Property tests: for any interleaving of submit, worker join and leave, start, result (live or
 //! stale), cancel, time passing and coordinator restarts (a scheduler restored from the events
-//! emitted so far), the scheduler keeps its invariants, and once workers drain the queues every
-//! test has ended with exactly one outcome, across restarts.
+//! emitted so far, which the old workers rejoin claiming what they held, or forged attempts, and
+//! to which they resend reports), the scheduler keeps its invariants, never adopts a claim or
+//! counts a resent report that is not a test's live attempt, and once workers drain the queues
+//! every test has ended with exactly one outcome, across restarts.
 
 use std::collections::HashMap;
 
@@ -56,8 +58,21 @@ enum Op {
         start: bool,
     },
     /// The coordinator restarts: a new scheduler restored from the events emitted so far, with
-    /// no workers (the old ones' results arrive late).
+    /// no workers (the old ones' results arrive late, or they rejoin).
     Restart,
+    /// A worker of a coordinator that restarted rejoins, claiming some of what it held then
+    /// (`keep`: which, as bits) and perhaps a forged attempt.
+    Rejoin {
+        pick: usize,
+        keep: u64,
+        forge: Option<(usize, u32, u32)>,
+    },
+    /// A report sent again on a new stream, by any worker, for an attempt once held somewhere.
+    Resend {
+        pick: usize,
+        worker: usize,
+        outcome: Outcome,
+    },
 }
 
 fn outcome() -> impl Strategy<Value = Outcome> {
@@ -86,6 +101,9 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (any::<usize>(), outcome()).prop_map(|(pick, outcome)| Op::Late { pick, outcome }),
         1 => (any::<usize>(), any::<bool>()).prop_map(|(session, start)| Op::Watch { session, start }),
         1 => Just(Op::Restart),
+        2 => (any::<usize>(), any::<u64>(), proptest::option::of((any::<usize>(), 0u32..6, 0u32..4)))
+            .prop_map(|(pick, keep, forge)| Op::Rejoin { pick, keep, forge }),
+        1 => (any::<usize>(), any::<usize>(), outcome()).prop_map(|(pick, worker, outcome)| Op::Resend { pick, worker, outcome }),
     ]
 }
 
@@ -103,6 +121,8 @@ struct Harness {
     lost_keys: Vec<(WorkerId, AssignmentKey)>,
     /// Every session's events, as a store would keep them.
     logs: HashMap<SessionId, Vec<Event>>,
+    /// Workers of coordinators that restarted, with their slots and what they held then.
+    survivors: Vec<(u32, Vec<Claim>)>,
 }
 
 impl Harness {
@@ -127,12 +147,27 @@ impl Harness {
             finished_sessions: HashMap::new(),
             lost_keys: Vec::new(),
             logs: HashMap::new(),
+            survivors: Vec::new(),
         }
     }
 
     /// Replace the scheduler with one restored from the logs, as a restarted coordinator is.
     fn restart(&mut self) {
         self.lost_keys.extend(self.held_keys());
+        for w in self.s.workers.values() {
+            let claims = w
+                .held
+                .keys()
+                .map(|key| {
+                    let test = self.s.sessions.get(&key.session).and_then(|s| s.tests.get(key.test as usize));
+                    let started = test.is_some_and(|t| {
+                        matches!(t.state, TestState::Assigned { started: true, .. } | TestState::Cancelling { .. })
+                    });
+                    Claim { key: *key, started }
+                })
+                .collect();
+            self.survivors.push((w.spec.slots, claims));
+        }
         self.workers.clear();
         let restored = self
             .s
@@ -169,12 +204,39 @@ impl Harness {
         })
     }
 
+    /// Whether `key` is the live attempt of a test orphaned by a restart.
+    fn is_orphan(&self, key: AssignmentKey) -> bool {
+        let test = self.s.sessions.get(&key.session).and_then(|s| s.tests.get(key.test as usize));
+        test.is_some_and(|t| t.attempt == key.attempt && matches!(t.state, TestState::Orphaned { .. }))
+    }
+
     fn apply(&mut self, input: Input) {
         let stale_result = match &input {
             Input::Finished { worker, key, .. } => (!self.is_live(*worker, *key)).then_some(*key),
+            Input::Resent { worker, key, .. } => {
+                let counts =
+                    self.is_live(*worker, *key) || (self.s.workers.contains_key(worker) && self.is_orphan(*key));
+                (!counts).then_some(*key)
+            }
+            _ => None,
+        };
+        let adoptable: Option<(WorkerId, Vec<AssignmentKey>)> = match &input {
+            Input::WorkerJoined { id, claims, .. } => {
+                Some((*id, claims.iter().map(|c| c.key).filter(|k| self.is_orphan(*k)).collect()))
+            }
             _ => None,
         };
         let actions = self.s.handle(self.now, input);
+        if let Some((id, adoptable)) = adoptable
+            && let Some(w) = self.s.workers.get(&id)
+        {
+            for key in w.held.keys() {
+                // It may also have been handed a queued test since; that is no adoption.
+                let handed =
+                    actions.iter().any(|a| matches!(a, Action::Assign { assignment, .. } if assignment.key == *key));
+                assert!(handed || adoptable.contains(key), "adopted {key:?}, which was no orphan's live attempt");
+            }
+        }
         for action in &actions {
             if let Action::Emit { session, event } = action {
                 self.logs.entry(*session).or_default().push(event.clone());
@@ -250,7 +312,32 @@ impl Harness {
                 let id = wid(self.next_id);
                 self.next_id += 1;
                 self.workers.push(id);
-                self.apply(Input::WorkerJoined { id, spec: worker(slots) });
+                self.apply(Input::WorkerJoined { id, spec: worker(slots), claims: Vec::new() });
+            }
+            Op::Rejoin { pick, keep, forge } => {
+                if self.survivors.is_empty() {
+                    return;
+                }
+                let (slots, held) = self.survivors.remove(pick % self.survivors.len());
+                let mut claims: Vec<Claim> =
+                    held.into_iter().enumerate().filter(|(i, _)| keep & (1 << (i % 64)) != 0).map(|(_, c)| c).collect();
+                if let Some((session, test, attempt)) = forge
+                    && !self.sessions.is_empty()
+                {
+                    let key = AssignmentKey { session: self.sessions[session % self.sessions.len()], test, attempt };
+                    claims.push(Claim { key, started: attempt % 2 == 0 });
+                }
+                let id = wid(self.next_id);
+                self.next_id += 1;
+                self.workers.push(id);
+                self.apply(Input::WorkerJoined { id, spec: worker(slots), claims });
+            }
+            Op::Resend { pick, worker, outcome } => {
+                if !self.lost_keys.is_empty() && !self.workers.is_empty() {
+                    let (_, key) = self.lost_keys[pick % self.lost_keys.len()];
+                    let worker = self.workers[worker % self.workers.len()];
+                    self.apply(Input::Resent { worker, key, report: report(outcome) });
+                }
             }
             Op::Leave { worker } => {
                 if !self.workers.is_empty() {

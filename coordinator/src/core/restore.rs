@@ -6,12 +6,21 @@
 //! again (a second run of the same attempt) nor given a new attempt (a second run of the test)
 //! until the adoption window, one liveness timeout, has passed. Then what nobody claimed is
 //! requeued with a new attempt; that is no worker's loss.
+//!
+//! A worker that reconnects claims what it still holds ([`Claim`]s in `WorkerJoined`): a claim
+//! of an orphan's live attempt is adopted (the worker goes on with it, as if it had been handed
+//! out now); any other claim is cancelled on the worker. Reports it sends again
+//! ([`Input::Resent`](super::Input::Resent)) count when they are an orphan's live attempt, or
+//! one it holds now; any other is dropped without a word (it was counted before, or is void).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::session::{Session, TestState, requeue};
-use super::{Action, AssignmentKey, Event, Millis, Outcome, Report, Requeue, Restored, RestoredSession, Scheduler};
+use super::{
+    Action, AssignmentKey, Claim, Event, Millis, Outcome, Report, Requeue, Restored, RestoredSession, Scheduler,
+    WorkerId,
+};
 
 impl Scheduler {
     /// Take over the sessions a store kept, before any other input. Emits nothing: their events
@@ -35,11 +44,11 @@ impl Scheduler {
                     session.cancel_reason = cancel_reason;
                 }
                 Restored::Unfinished { events } => {
-                    replay(&mut session, &events);
+                    let started = replay(&mut session, &events);
                     session.queue.clear();
-                    for test in &mut session.tests {
+                    for (test, started) in session.tests.iter_mut().zip(started) {
                         if !matches!(test.state, TestState::Done(_)) {
-                            test.state = TestState::Orphaned;
+                            test.state = TestState::Orphaned { started: started == Some(test.attempt) };
                             orphans = true;
                         }
                     }
@@ -57,6 +66,90 @@ impl Scheduler {
         }
     }
 
+    /// A worker that joined claims what it still holds: adopt each claim of an orphan's live
+    /// attempt (up to the worker's capacity), and cancel every other one on the worker.
+    pub(super) fn adopt(&mut self, now: Millis, worker: WorkerId, claims: Vec<Claim>, out: &mut Vec<Action>) {
+        let Some(capacity) = self.workers.get(&worker).map(|w| w.capacity(self.config.prefetch_per_slot)) else {
+            return;
+        };
+        for claim in claims {
+            let held = self.workers.get(&worker).map_or(0, |w| w.held.len());
+            if held < capacity && self.adopt_orphan(now, worker, claim.key, claim.started, out) {
+                continue;
+            }
+            let Some(w) = self.workers.get_mut(&worker) else { return };
+            if w.held.contains_key(&claim.key) || !w.void.insert(claim.key) {
+                // Claimed twice: the first claim stands.
+                continue;
+            }
+            let reason = "the coordinator no longer counts this attempt".to_string();
+            out.push(Action::CancelAssignment { worker, key: claim.key, reason });
+        }
+    }
+
+    /// A report sent again on a new stream: it counts if `worker` holds the attempt now, or if
+    /// it is an orphan's live attempt; otherwise it was counted before (the acknowledgement was
+    /// lost) or is void, and is dropped.
+    pub(super) fn resent(
+        &mut self,
+        now: Millis,
+        worker: WorkerId,
+        key: AssignmentKey,
+        report: Report,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(w) = self.workers.get(&worker) else { return };
+        if w.held.contains_key(&key) || self.adopt_orphan(now, worker, key, true, out) {
+            self.finished(now, worker, key, report, out);
+        }
+    }
+
+    /// Give `worker` the orphaned live attempt `key` it claims (`started`: running there); false
+    /// if `key` is no orphan's live attempt. In a cancelled session, a running claim is adopted
+    /// to be stopped (its report carries the output up to the kill), and a queued one just ends
+    /// the test `cancelled`.
+    fn adopt_orphan(
+        &mut self,
+        now: Millis,
+        worker: WorkerId,
+        key: AssignmentKey,
+        started: bool,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let Some(w) = self.workers.get_mut(&worker) else { return false };
+        let Some(session) = self.sessions.get_mut(&key.session) else { return false };
+        let Some(test) = session.tests.get_mut(key.test as usize) else { return false };
+        let TestState::Orphaned { started: logged } = test.state else { return false };
+        if test.attempt != key.attempt {
+            return false;
+        }
+        if let Some(reason) = session.cancel_reason.clone() {
+            if !started {
+                let report = Report::synthetic(Outcome::Cancelled, reason);
+                out.push(session.conclude(key, String::new(), Outcome::Cancelled, report));
+                self.finish_session_if_done(now, key.session, out);
+                return false;
+            }
+            test.state = TestState::Cancelling { worker };
+            out.push(Action::CancelAssignment { worker, key, reason });
+        } else {
+            let started = started || logged;
+            test.state = TestState::Assigned { worker, started };
+            if started {
+                session.running += 1;
+            }
+            if started && !logged {
+                out.push(Action::Emit {
+                    session: key.session,
+                    event: Event::TestStarted { test: key.test, attempt: key.attempt, worker: w.spec.name.clone() },
+                });
+            }
+        }
+        self.next_seq += 1;
+        w.held.insert(key, self.next_seq);
+        true
+    }
+
     /// The adoption window closed: every orphan still unclaimed gets a new attempt (or, in a
     /// cancelled session, its outcome).
     pub(super) fn requeue_unclaimed(&mut self, now: Millis, out: &mut Vec<Action>) {
@@ -67,7 +160,7 @@ impl Scheduler {
             let mut front = VecDeque::new();
             for index in 0..session.tests.len() {
                 let test = &mut session.tests[index];
-                if test.state != TestState::Orphaned {
+                if !matches!(test.state, TestState::Orphaned { .. }) {
                     continue;
                 }
                 let key = AssignmentKey { session: id, test: index as u32, attempt: test.attempt };
@@ -93,8 +186,10 @@ impl Scheduler {
 }
 
 /// Rebuild a session's tests from its event log: attempts, retries used, losses, hand-backs,
-/// outcomes, cancellation and the output its log holds.
-fn replay(session: &mut Session, events: &[Event]) {
+/// outcomes, cancellation and the output its log holds. Returns, per test, the last attempt the
+/// log shows starting.
+fn replay(session: &mut Session, events: &[Event]) -> Vec<Option<u32>> {
+    let mut started = vec![None; session.tests.len()];
     for event in events {
         match event {
             Event::TestFinished { test, attempt, is_final, outcome, report, .. } => {
@@ -119,12 +214,15 @@ fn replay(session: &mut Session, events: &[Event]) {
                     Requeue::WorkerLost { charged: false } | Requeue::Unclaimed => {}
                 }
             }
+            Event::TestStarted { test, attempt, .. } => {
+                if let Some(entry) = started.get_mut(*test as usize) {
+                    *entry = Some(*attempt);
+                }
+            }
             Event::SetupFinished { report, .. } => session.output.count(report),
             Event::Cancelled { reason } => session.cancel_reason = Some(reason.clone()),
-            Event::Created { .. }
-            | Event::TestStarted { .. }
-            | Event::ResultDiscarded { .. }
-            | Event::Finished { .. } => {}
+            Event::Created { .. } | Event::ResultDiscarded { .. } | Event::Finished { .. } => {}
         }
     }
+    started
 }

@@ -23,8 +23,11 @@ pub(super) enum TestState {
     },
     /// The coordinator restarted while the test's live attempt was out (queued on, or running
     /// on, a worker it no longer knows): it waits for a worker to claim that attempt, or until
-    /// the adoption window closes (then it is requeued).
-    Orphaned,
+    /// the adoption window closes (then it is requeued). `started`: the log shows that attempt
+    /// started.
+    Orphaned {
+        started: bool,
+    },
     Done(Outcome),
 }
 

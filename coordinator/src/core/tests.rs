@@ -99,7 +99,7 @@ fn empty_session_finishes_at_once() {
 fn joining_worker_gets_one_per_slot_plus_prefetch() {
     let mut s = Scheduler::new(Config { prefetch_per_slot: 1, ..Config::default() });
     s.handle(0, Input::Submit { id: sid(1), spec: spec(10) });
-    let out = s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(2) });
+    let out = s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(2), claims: Vec::new() });
     let keys = assigned(&out);
     assert_eq!(keys.len(), 4, "2 slots + 2 prefetched");
     assert_eq!(keys.iter().map(|(_, k)| k.test).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
@@ -109,8 +109,8 @@ fn joining_worker_gets_one_per_slot_plus_prefetch() {
 #[test]
 fn work_spreads_over_workers_before_prefetch() {
     let mut s = Scheduler::new(Config { prefetch_per_slot: 1, ..Config::default() });
-    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
-    s.handle(0, Input::WorkerJoined { id: wid(2), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
+    s.handle(0, Input::WorkerJoined { id: wid(2), spec: worker(1), claims: Vec::new() });
     let out = s.handle(0, Input::Submit { id: sid(1), spec: spec(2) });
     let workers: BTreeSet<WorkerId> = assigned(&out).iter().map(|(w, _)| *w).collect();
     assert_eq!(workers.len(), 2, "each worker runs one rather than one running and one queued");
@@ -120,7 +120,7 @@ fn work_spreads_over_workers_before_prefetch() {
 fn finished_result_frees_the_slot_and_pulls_the_next_test() {
     let mut s = no_prefetch();
     s.handle(0, Input::Submit { id: sid(1), spec: spec(2) });
-    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     s.handle(1, Input::Started { worker: wid(1), key: key(sid(1), 0, 1) });
     let out = s.handle(2, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Passed) });
     assert_eq!(finals(&out), vec![(0, Outcome::Passed)]);
@@ -135,9 +135,9 @@ fn finished_result_frees_the_slot_and_pulls_the_next_test() {
 fn a_setup_is_told_once_per_worker_and_only_by_a_worker_holding_the_session() {
     let mut s = no_prefetch();
     s.handle(0, Input::Submit { id: sid(1), spec: spec(2) });
-    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
-    s.handle(0, Input::WorkerJoined { id: wid(2), spec: worker(1) });
-    s.handle(0, Input::WorkerJoined { id: wid(3), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
+    s.handle(0, Input::WorkerJoined { id: wid(2), spec: worker(1), claims: Vec::new() });
+    s.handle(0, Input::WorkerJoined { id: wid(3), spec: worker(1), claims: Vec::new() });
     let setup =
         |worker, session| Input::SetupFinished { worker, session, report: report(Outcome::Passed), reused: true };
     let told = |out: &[Action]| {
@@ -156,7 +156,7 @@ fn a_setup_is_told_once_per_worker_and_only_by_a_worker_holding_the_session() {
 fn started_emits_once_and_counts_running() {
     let mut s = no_prefetch();
     s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
-    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     let out = s.handle(1, Input::Started { worker: wid(1), key: key(sid(1), 0, 1) });
     assert_eq!(out.len(), 1);
     assert_eq!(s.session(sid(1)).map(|v| v.running), Some(1));
@@ -171,7 +171,7 @@ fn failed_test_is_retried_and_becomes_flaky_when_it_passes() {
     let mut sp = spec(1);
     sp.retries = 2;
     s.handle(0, Input::Submit { id: sid(1), spec: sp });
-    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     let out = s.handle(1, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Failed) });
     assert!(finals(&out).is_empty());
     assert_eq!(assigned(&out), vec![(wid(1), key(sid(1), 0, 2))]);
@@ -185,7 +185,7 @@ fn retries_run_out() {
     let mut sp = spec(1);
     sp.retries = 1;
     s.handle(0, Input::Submit { id: sid(1), spec: sp });
-    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     s.handle(1, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::TimedOut) });
     let out =
         s.handle(2, Input::Finished { worker: wid(1), key: key(sid(1), 0, 2), report: report(Outcome::TimedOut) });
@@ -198,7 +198,7 @@ fn error_is_final_without_retry() {
     let mut sp = spec(1);
     sp.retries = 3;
     s.handle(0, Input::Submit { id: sid(1), spec: sp });
-    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     let out = s.handle(1, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Error) });
     assert_eq!(finals(&out), vec![(0, Outcome::Error)]);
 }
@@ -207,12 +207,12 @@ fn error_is_final_without_retry() {
 fn lost_worker_requeues_at_front_with_new_attempt() {
     let mut s = no_prefetch();
     s.handle(0, Input::Submit { id: sid(1), spec: spec(3) });
-    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     let out = s.handle(1, Input::WorkerLost { id: wid(1), reason: "stream ended".into() });
     assert!(
         out.iter().any(|a| matches!(a, Action::Emit { event: Event::TestRequeued { test: 0, attempt: 2, .. }, .. }))
     );
-    let out = s.handle(2, Input::WorkerJoined { id: wid(2), spec: worker(1) });
+    let out = s.handle(2, Input::WorkerJoined { id: wid(2), spec: worker(1), claims: Vec::new() });
     assert_eq!(assigned(&out), vec![(wid(2), key(sid(1), 0, 2))], "requeued test goes first");
 }
 
@@ -220,9 +220,9 @@ fn lost_worker_requeues_at_front_with_new_attempt() {
 fn late_result_from_superseded_attempt_is_discarded() {
     let mut s = no_prefetch();
     s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
-    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     s.handle(1, Input::WorkerLost { id: wid(1), reason: "silent".into() });
-    s.handle(2, Input::WorkerJoined { id: wid(2), spec: worker(1) });
+    s.handle(2, Input::WorkerJoined { id: wid(2), spec: worker(1), claims: Vec::new() });
     // wid(1) is gone: its result is ignored entirely.
     let out = s.handle(3, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Passed) });
     assert!(finals(&out).is_empty());
@@ -238,8 +238,8 @@ fn late_result_from_superseded_attempt_is_discarded() {
 fn result_for_a_test_another_worker_holds_is_discarded() {
     let mut s = no_prefetch();
     s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
-    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
-    s.handle(0, Input::WorkerJoined { id: wid(2), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
+    s.handle(0, Input::WorkerJoined { id: wid(2), spec: worker(1), claims: Vec::new() });
     let out = s.handle(1, Input::Finished { worker: wid(2), key: key(sid(1), 0, 1), report: report(Outcome::Passed) });
     assert!(finals(&out).is_empty());
     let out = s.handle(1, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Passed) });
@@ -251,7 +251,7 @@ fn test_ends_lost_after_too_many_worker_losses() {
     let mut s = no_prefetch();
     s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
     for n in 1..=3 {
-        s.handle(n, Input::WorkerJoined { id: wid(n as u128), spec: worker(1) });
+        s.handle(n, Input::WorkerJoined { id: wid(n as u128), spec: worker(1), claims: Vec::new() });
         s.handle(n, Input::Started { worker: wid(n as u128), key: key(sid(1), 0, n as u32) });
         let out = s.handle(n, Input::WorkerLost { id: wid(n as u128), reason: "crash".into() });
         if n == 3 {
@@ -267,7 +267,7 @@ fn test_ends_lost_after_too_many_worker_losses() {
 fn cancel_ends_every_unfinished_test_and_cancels_running_ones() {
     let mut s = no_prefetch();
     s.handle(0, Input::Submit { id: sid(1), spec: spec(3) });
-    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     let out = s.handle(1, Input::Cancel { session: sid(1), reason: "user".into() });
     assert_eq!(finals(&out).len(), 3);
     assert!(out.iter().any(|a| matches!(a, Action::CancelAssignment { worker, .. } if *worker == wid(1))));
@@ -285,7 +285,7 @@ fn cancel_ends_every_unfinished_test_and_cancels_running_ones() {
 fn cancelled_slot_is_not_reused_before_the_worker_reports() {
     let mut s = no_prefetch();
     s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
-    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     s.handle(1, Input::Cancel { session: sid(1), reason: "user".into() });
     let out = s.handle(2, Input::Submit { id: sid(2), spec: spec(1) });
     assert!(assigned(&out).is_empty(), "the slot still runs the cancelled test");
@@ -298,7 +298,7 @@ fn cancelled_slot_is_not_reused_before_the_worker_reports() {
 fn worker_handing_a_test_back_requeues_it_without_a_loss() {
     let mut s = no_prefetch();
     s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
-    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     let out =
         s.handle(1, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Cancelled) });
     assert!(finals(&out).is_empty());
@@ -322,7 +322,7 @@ fn session_timeout_cancels_on_tick() {
 fn silent_worker_is_disconnected_and_lost_on_tick() {
     let mut s = Scheduler::new(Config { liveness_timeout_ms: 5_000, prefetch_per_slot: 0, ..Config::default() });
     s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
-    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     s.handle(4_000, Input::Heartbeat { worker: wid(1) });
     assert!(s.handle(9_000, Input::Tick).is_empty());
     let out = s.handle(9_001, Input::Tick);
@@ -336,10 +336,10 @@ fn required_labels_pick_the_worker() {
     let mut s = no_prefetch();
     let mut sp = spec(1);
     sp.required_labels.insert("os".into(), "mac".into());
-    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     let mut mac = worker(1);
     mac.labels.insert("os".into(), "mac".into());
-    s.handle(0, Input::WorkerJoined { id: wid(2), spec: mac });
+    s.handle(0, Input::WorkerJoined { id: wid(2), spec: mac, claims: Vec::new() });
     let out = s.handle(0, Input::Submit { id: sid(1), spec: sp });
     assert_eq!(assigned(&out), vec![(wid(2), key(sid(1), 0, 1))]);
 }
@@ -349,7 +349,7 @@ fn sessions_are_served_in_submission_order_and_listed_newest_first() {
     let mut s = no_prefetch();
     s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
     s.handle(0, Input::Submit { id: sid(2), spec: spec(1) });
-    let out = s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    let out = s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     assert_eq!(assigned(&out), vec![(wid(1), key(sid(1), 0, 1))]);
     let ids: Vec<SessionId> = s.sessions().iter().map(|v| v.id).collect();
     assert_eq!(ids, vec![sid(2), sid(1)]);
@@ -392,7 +392,7 @@ fn finished_sessions_are_forgotten_once_old_enough() {
 fn report_for_a_forgotten_session_frees_the_slot() {
     let mut s = Scheduler::new(Config { keep_finished_sessions: 0, prefetch_per_slot: 0, ..Config::default() });
     s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
-    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     s.handle(1, Input::Cancel { session: sid(1), reason: "user".into() });
     assert_eq!(s.forget_old_sessions(0), vec![sid(1)]);
     s.handle(2, Input::Submit { id: sid(2), spec: spec(1) });
@@ -407,17 +407,17 @@ fn every_test_a_lost_worker_held_counts_a_loss_and_on_its_last_chance_runs_alone
     s.handle(0, Input::Submit { id: sid(1), spec: spec(3) });
     // A one-slot worker holds test 0 and test 1 (prefetched). Either may have been running: test
     // 0 may have finished with its report lost in the crash, and test 1 started and crashed it.
-    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     let out = s.handle(0, Input::WorkerLost { id: wid(1), reason: "crash".into() });
     assert!(finals(&out).is_empty());
     // Both are on their last chance: the next worker runs test 0 alone, nothing prefetched.
-    let out = s.handle(1, Input::WorkerJoined { id: wid(2), spec: worker(1) });
+    let out = s.handle(1, Input::WorkerJoined { id: wid(2), spec: worker(1), claims: Vec::new() });
     assert_eq!(assigned(&out), vec![(wid(2), key(sid(1), 0, 2))]);
     // It crashes that worker too: it ends lost, and only it.
     let out = s.handle(2, Input::WorkerLost { id: wid(2), reason: "crash".into() });
     assert_eq!(finals(&out), vec![(0, Outcome::Lost)]);
     // Test 1 runs alone as well, passes, and then normal dispatch (with prefetch) resumes.
-    let out = s.handle(3, Input::WorkerJoined { id: wid(3), spec: worker(1) });
+    let out = s.handle(3, Input::WorkerJoined { id: wid(3), spec: worker(1), claims: Vec::new() });
     assert_eq!(assigned(&out), vec![(wid(3), key(sid(1), 1, 2))]);
     let out = s.handle(4, Input::Finished { worker: wid(3), key: key(sid(1), 1, 2), report: report(Outcome::Passed) });
     assert_eq!(finals(&out), vec![(1, Outcome::Passed)]);
@@ -429,7 +429,7 @@ fn a_worker_gone_silent_charges_only_the_next_test_of_each_slot() {
     let config = Config { prefetch_per_slot: 1, max_worker_losses: 1, liveness_timeout_ms: 1_000, ..Config::default() };
     let mut s = Scheduler::new(config);
     s.handle(0, Input::Submit { id: sid(1), spec: spec(3) });
-    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     // Frozen or cut off: no word, and no broken stream either, until the liveness timeout.
     let mut lost = false;
     for now in (200..=2_000).step_by(200) {
@@ -437,7 +437,7 @@ fn a_worker_gone_silent_charges_only_the_next_test_of_each_slot() {
     }
     assert!(lost);
     // Test 0 (next in line) is on its last chance and runs alone...
-    let out = s.handle(2_100, Input::WorkerJoined { id: wid(2), spec: worker(1) });
+    let out = s.handle(2_100, Input::WorkerJoined { id: wid(2), spec: worker(1), claims: Vec::new() });
     assert_eq!(assigned(&out), vec![(wid(2), key(sid(1), 0, 2))]);
     // ...test 1, only prefetched there, was not charged: it goes with a prefetch beside it.
     let out =
@@ -449,12 +449,12 @@ fn a_worker_gone_silent_charges_only_the_next_test_of_each_slot() {
 fn a_draining_worker_lost_counts_only_what_it_started() {
     let mut s = Scheduler::new(Config { prefetch_per_slot: 1, max_worker_losses: 1, ..Config::default() });
     s.handle(0, Input::Submit { id: sid(1), spec: spec(3) });
-    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     s.handle(1, Input::Started { worker: wid(1), key: key(sid(1), 0, 1) });
     s.handle(2, Input::Draining { worker: wid(1) });
     s.handle(3, Input::WorkerLost { id: wid(1), reason: "crash".into() });
     // Test 0 had started: it is on its last chance and runs alone.
-    let out = s.handle(4, Input::WorkerJoined { id: wid(2), spec: worker(1) });
+    let out = s.handle(4, Input::WorkerJoined { id: wid(2), spec: worker(1), claims: Vec::new() });
     assert_eq!(assigned(&out), vec![(wid(2), key(sid(1), 0, 2))]);
     // Test 1 was never started by the draining worker: no loss, so it is dispatched with a
     // prefetch beside it.
@@ -466,8 +466,8 @@ fn a_draining_worker_lost_counts_only_what_it_started() {
 fn a_last_chance_test_gets_an_emptied_worker_while_others_keep_working() {
     let mut s = Scheduler::new(Config { prefetch_per_slot: 0, max_worker_losses: 1, ..Config::default() });
     s.handle(0, Input::Submit { id: sid(1), spec: spec(6) });
-    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
-    s.handle(0, Input::WorkerJoined { id: wid(2), spec: worker(2) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
+    s.handle(0, Input::WorkerJoined { id: wid(2), spec: worker(2), claims: Vec::new() });
     // wid(1) runs test 0 and dies: test 0 is on its last chance; wid(2) is busy with 1 and 2.
     s.handle(1, Input::Started { worker: wid(1), key: key(sid(1), 0, 1) });
     s.handle(1, Input::WorkerLost { id: wid(1), reason: "crash".into() });
@@ -482,7 +482,7 @@ fn a_last_chance_test_gets_an_emptied_worker_while_others_keep_working() {
 #[test]
 fn a_coordinator_stall_does_not_make_every_worker_lost() {
     let mut s = no_prefetch();
-    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     s.handle(100, Input::Tick);
     // The coordinator was paused for 30 s: the worker's heartbeats wait unread in its socket.
     let out = s.handle(30_100, Input::Tick);
@@ -505,8 +505,8 @@ fn a_retry_prefers_another_worker() {
     let mut sp = spec(1);
     sp.retries = 1;
     s.handle(0, Input::Submit { id: sid(1), spec: sp });
-    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
-    s.handle(0, Input::WorkerJoined { id: wid(2), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
+    s.handle(0, Input::WorkerJoined { id: wid(2), spec: worker(1), claims: Vec::new() });
     // wid(1) got the test (first in order) and fails it; the idle wid(2) must get the retry.
     let out = s.handle(1, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Failed) });
     assert_eq!(assigned(&out), vec![(wid(2), key(sid(1), 0, 2))]);
@@ -518,8 +518,8 @@ fn a_retry_waits_for_another_worker_while_one_exists_and_runs_where_it_can_when_
     let mut sp = spec(2);
     sp.retries = 1;
     s.handle(0, Input::Submit { id: sid(1), spec: sp });
-    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
-    s.handle(0, Input::WorkerJoined { id: wid(2), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
+    s.handle(0, Input::WorkerJoined { id: wid(2), spec: worker(1), claims: Vec::new() });
     let out = s.handle(1, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Failed) });
     assert!(assigned(&out).is_empty(), "wid(2) is busy with test 1; wid(1) does not take its own retry");
     let out = s.handle(2, Input::WorkerLost { id: wid(2), reason: "gone".into() });
@@ -531,7 +531,7 @@ fn a_retry_waits_for_another_worker_while_one_exists_and_runs_where_it_can_when_
 fn a_draining_worker_gets_no_new_work() {
     let mut s = no_prefetch();
     s.handle(0, Input::Submit { id: sid(1), spec: spec(2) });
-    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     s.handle(1, Input::Draining { worker: wid(1) });
     let out = s.handle(2, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Passed) });
     assert_eq!(finals(&out), vec![(0, Outcome::Passed)]);
@@ -543,7 +543,7 @@ fn a_draining_worker_gets_no_new_work() {
 fn a_late_result_from_a_lost_worker_is_recorded_as_discarded() {
     let mut s = no_prefetch();
     s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
-    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     s.handle(1, Input::WorkerLost { id: wid(1), reason: "silent".into() });
     let out = s.handle(2, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Passed) });
     assert!(finals(&out).is_empty());
@@ -575,7 +575,7 @@ fn cancel_on_disconnect_waits_for_the_grace_and_only_when_asked() {
 fn a_running_test_of_a_cancelled_session_ends_with_the_output_up_to_the_kill() {
     let mut s = no_prefetch();
     s.handle(0, Input::Submit { id: sid(1), spec: spec(2) });
-    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     s.handle(1, Input::Started { worker: wid(1), key: key(sid(1), 0, 1) });
     let out = s.handle(2, Input::Cancel { session: sid(1), reason: "user".into() });
     assert_eq!(finals(&out), vec![(1, Outcome::Cancelled)], "the queued test ends at once");
@@ -603,7 +603,7 @@ fn a_running_test_of_a_cancelled_session_ends_with_the_output_up_to_the_kill() {
 fn a_cancelled_running_test_whose_worker_dies_still_ends() {
     let mut s = no_prefetch();
     s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
-    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     s.handle(1, Input::Started { worker: wid(1), key: key(sid(1), 0, 1) });
     s.handle(2, Input::Cancel { session: sid(1), reason: "user".into() });
     let out = s.handle(3, Input::WorkerLost { id: wid(1), reason: "crash".into() });
@@ -615,11 +615,11 @@ fn a_cancelled_running_test_whose_worker_dies_still_ends() {
 fn a_worker_that_hands_work_back_gets_no_more() {
     let mut s = no_prefetch();
     s.handle(0, Input::Submit { id: sid(1), spec: spec(2) });
-    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     let out =
         s.handle(1, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Cancelled) });
     assert!(assigned(&out).is_empty(), "{out:?}");
-    let out = s.handle(2, Input::WorkerJoined { id: wid(2), spec: worker(1) });
+    let out = s.handle(2, Input::WorkerJoined { id: wid(2), spec: worker(1), claims: Vec::new() });
     assert_eq!(assigned(&out), vec![(wid(2), key(sid(1), 0, 2))]);
 }
 
@@ -646,7 +646,7 @@ fn a_tick_forgets_old_finished_sessions_through_actions() {
 fn the_log_gets_a_passed_tests_tail_and_a_failures_whole_output() {
     let mut s = no_prefetch();
     s.handle(0, Input::Submit { id: sid(1), spec: spec(2) });
-    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(2) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(2), claims: Vec::new() });
     let emitted = |out: &[Action]| {
         out.iter()
             .find_map(|a| match a {
@@ -679,7 +679,7 @@ impl Recorded {
     fn started(config: Config, spec: SessionSpec, slots: u32, started: u32) -> Recorded {
         let mut r = Recorded { s: Scheduler::new(config), log: Vec::new() };
         r.feed(0, Input::Submit { id: sid(1), spec });
-        r.feed(0, Input::WorkerJoined { id: wid(1), spec: worker(slots) });
+        r.feed(0, Input::WorkerJoined { id: wid(1), spec: worker(slots), claims: Vec::new() });
         for test in 0..started {
             r.feed(1, Input::Started { worker: wid(1), key: key(sid(1), test, 1) });
         }
@@ -729,7 +729,9 @@ fn a_restarted_scheduler_keeps_outcomes_and_requeues_what_nobody_claimed_without
     let view = s.session(sid(1)).expect("restored");
     assert_eq!((view.totals.passed, view.finished), (1, false));
     // Inside the adoption window the orphans are nobody's to run again.
-    assert!(assigned(&s.handle(10_000, Input::WorkerJoined { id: wid(2), spec: worker(3) })).is_empty());
+    assert!(
+        assigned(&s.handle(10_000, Input::WorkerJoined { id: wid(2), spec: worker(3), claims: Vec::new() })).is_empty()
+    );
     assert!(requeued(&s.handle(10_999, Input::Tick)).is_empty());
     let out = s.handle(11_000, Input::Tick);
     assert_eq!(requeued(&out), vec![(1, 2, Requeue::Unclaimed), (2, 2, Requeue::Unclaimed)]);
@@ -763,7 +765,7 @@ fn a_restarted_scheduler_remembers_retries_and_losses_spent() {
     // Test 0 has had attempts 1 (failed, its one retry) and 2 (its worker lost); test 1 has
     // had attempt 1, whose loss was charged to it (its one loss).
     let mut s = restarted(config, sp, log, 5_000);
-    s.handle(5_000, Input::WorkerJoined { id: wid(2), spec: worker(1) });
+    s.handle(5_000, Input::WorkerJoined { id: wid(2), spec: worker(1), claims: Vec::new() });
     let out = s.handle(6_000, Input::Tick);
     assert_eq!(assigned(&out), vec![(wid(2), key(sid(1), 0, 4))], "a new attempt after the ones the log spent");
     let failed = Input::Finished { worker: wid(2), key: key(sid(1), 0, 4), report: report(Outcome::Failed) };
@@ -796,7 +798,9 @@ fn a_restored_finished_session_is_shown_as_it_ended() {
     s.restore(10, vec![RestoredSession { id: sid(1), spec: spec(2), created_at: 1, state }]);
     let view = s.session(sid(1)).expect("restored");
     assert_eq!((view.totals, view.finished, view.finished_at), (totals, true, Some(9)));
-    assert!(assigned(&s.handle(10, Input::WorkerJoined { id: wid(1), spec: worker(2) })).is_empty());
+    assert!(
+        assigned(&s.handle(10, Input::WorkerJoined { id: wid(1), spec: worker(2), claims: Vec::new() })).is_empty()
+    );
 }
 
 #[test]
@@ -809,4 +813,111 @@ fn a_restored_session_whose_tests_all_ended_finishes_on_the_first_tick() {
     let out = s.handle(10, Input::Tick);
     assert_eq!(finished_totals(&out).map(|t| t.passed), Some(1));
     assert!(finished_totals(&s.handle(11, Input::Tick)).is_none(), "once");
+}
+
+fn claim(test: u32, attempt: u32, started: bool) -> Claim {
+    Claim { key: key(sid(1), test, attempt), started }
+}
+
+fn cancels(actions: &[Action]) -> Vec<(WorkerId, AssignmentKey)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::CancelAssignment { worker, key, .. } => Some((*worker, *key)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn started_events(actions: &[Action]) -> Vec<(u32, u32)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Emit { event: Event::TestStarted { test, attempt, .. }, .. } => Some((*test, *attempt)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_worker_that_rejoins_a_restarted_scheduler_keeps_its_live_attempts_and_their_results_count() {
+    let config = Config { prefetch_per_slot: 0, liveness_timeout_ms: 1_000, ..Config::default() };
+    // Tests 0 and 1 started on worker 1; test 1's start was not kept before the crash.
+    let mut first = Recorded::started(config.clone(), spec(3), 3, 1);
+    let mut s = restarted(config, spec(3), first.log.clone(), 10_000);
+    first.feed(1, Input::Started { worker: wid(1), key: key(sid(1), 1, 1) });
+
+    let claims = vec![claim(0, 1, true), claim(1, 1, true), claim(2, 1, false)];
+    let out = s.handle(10_100, Input::WorkerJoined { id: wid(2), spec: worker(3), claims });
+    assert!(cancels(&out).is_empty() && assigned(&out).is_empty(), "{out:?}");
+    assert_eq!(started_events(&out), vec![(1, 1)], "the start the log missed, once");
+    assert_eq!(s.session(sid(1)).map(|v| v.running), Some(2));
+    // The window closes: nothing adopted is run again.
+    assert!(requeued(&s.handle(11_000, Input::Tick)).is_empty());
+    let out = s.handle(11_001, Input::Started { worker: wid(2), key: key(sid(1), 2, 1) });
+    assert_eq!(started_events(&out), vec![(2, 1)]);
+    for test in 0..3 {
+        let done = Input::Finished { worker: wid(2), key: key(sid(1), test, 1), report: report(Outcome::Passed) };
+        assert_eq!(finals(&s.handle(11_002, done)), vec![(test, Outcome::Passed)]);
+    }
+    assert!(s.session(sid(1)).is_some_and(|v| v.finished && v.totals.passed == 3));
+}
+
+#[test]
+fn claims_that_are_no_live_attempt_are_cancelled_and_their_reports_ignored() {
+    let config = Config { prefetch_per_slot: 0, liveness_timeout_ms: 1_000, ..Config::default() };
+    let mut first = Recorded::started(config.clone(), spec(2), 2, 2);
+    first.feed(2, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Passed) });
+    let mut s = restarted(config, spec(2), first.log, 10_000);
+
+    // Test 0 has its outcome; attempt 2 of test 1 was never handed out; and the same live
+    // attempt claimed by two workers goes to the first.
+    let claims = vec![claim(0, 1, true), claim(1, 2, true), claim(1, 1, true)];
+    let out = s.handle(10_100, Input::WorkerJoined { id: wid(2), spec: worker(2), claims });
+    assert_eq!(cancels(&out), vec![(wid(2), key(sid(1), 0, 1)), (wid(2), key(sid(1), 1, 2))]);
+    let out = s.handle(10_100, Input::WorkerJoined { id: wid(3), spec: worker(2), claims: vec![claim(1, 1, true)] });
+    assert_eq!(cancels(&out), vec![(wid(3), key(sid(1), 1, 1))]);
+    // The reports of those cancels say nothing: no event at all.
+    for (worker, test, attempt) in [(wid(2), 0, 1), (wid(2), 1, 2), (wid(3), 1, 1)] {
+        let cancelled = Input::Finished { worker, key: key(sid(1), test, attempt), report: report(Outcome::Cancelled) };
+        assert!(s.handle(10_200, cancelled).is_empty());
+    }
+    let done = Input::Finished { worker: wid(2), key: key(sid(1), 1, 1), report: report(Outcome::Failed) };
+    assert_eq!(finals(&s.handle(10_300, done)), vec![(1, Outcome::Failed)]);
+}
+
+#[test]
+fn a_resent_report_counts_once_for_an_orphan_and_never_for_a_counted_or_stale_attempt() {
+    let config = Config { prefetch_per_slot: 0, liveness_timeout_ms: 1_000, ..Config::default() };
+    let first = Recorded::started(config.clone(), spec(2), 2, 2);
+    let mut s = restarted(config, spec(2), first.log, 10_000);
+    s.handle(10_100, Input::WorkerJoined { id: wid(2), spec: worker(2), claims: Vec::new() });
+
+    // Test 0 finished while the coordinator was away; its worker resends the report.
+    let resent = Input::Resent { worker: wid(2), key: key(sid(1), 0, 1), report: report(Outcome::Passed) };
+    assert_eq!(finals(&s.handle(10_200, resent.clone())), vec![(0, Outcome::Passed)]);
+    assert!(s.handle(10_201, resent).is_empty(), "sent again after it counted: dropped without a word");
+    let stale = Input::Resent { worker: wid(2), key: key(sid(1), 1, 7), report: report(Outcome::Passed) };
+    assert!(s.handle(10_202, stale).is_empty());
+    // Test 1 is requeued once the window closes; its old attempt's report no longer counts.
+    let out = s.handle(11_000, Input::Tick);
+    assert_eq!(assigned(&out), vec![(wid(2), key(sid(1), 1, 2))]);
+    let late = Input::Resent { worker: wid(2), key: key(sid(1), 1, 1), report: report(Outcome::Passed) };
+    assert!(finals(&s.handle(11_001, late)).is_empty());
+}
+
+#[test]
+fn a_running_claim_in_a_session_cancelled_before_the_restart_is_stopped_and_ends_cancelled() {
+    let config = Config { prefetch_per_slot: 0, liveness_timeout_ms: 1_000, ..Config::default() };
+    let mut first = Recorded::started(config.clone(), spec(2), 2, 1);
+    first.feed(1, Input::Cancel { session: sid(1), reason: "stop".into() });
+    let mut s = restarted(config, spec(2), first.log, 10_000);
+    // Test 1 was never started: it was cancelled with the session; test 0 was still stopping.
+    let out = s.handle(10_100, Input::WorkerJoined { id: wid(2), spec: worker(2), claims: vec![claim(0, 1, true)] });
+    assert_eq!(cancels(&out), vec![(wid(2), key(sid(1), 0, 1))]);
+    let mut killed = report(Outcome::Failed);
+    killed.output = b"up to the kill".to_vec();
+    let out = s.handle(10_200, Input::Finished { worker: wid(2), key: key(sid(1), 0, 1), report: killed });
+    assert_eq!(finals(&out), vec![(0, Outcome::Cancelled)]);
+    assert_eq!(finished_totals(&out).map(|t| t.cancelled), Some(2));
 }

@@ -7,7 +7,7 @@ use testgrid_proto as pb;
 use uuid::Uuid;
 
 use crate::core::{
-    Artifact, ArtifactSpec, AssignmentKey, CaseResult, Event, Outcome, Report, Runner, SessionId, SessionSpec,
+    Artifact, ArtifactSpec, AssignmentKey, CaseResult, Claim, Event, Outcome, Report, Runner, SessionId, SessionSpec,
     SessionView, Totals, WorkerSpec, WorkerView, Workspace,
 };
 
@@ -206,6 +206,27 @@ impl TryFrom<pb::Register> for WorkerSpec {
         let name = if r.name.trim().is_empty() { "worker".to_string() } else { r.name };
         Ok(WorkerSpec { name, slots: r.slots, labels: r.labels.into_iter().collect(), version: r.version })
     }
+}
+
+/// Assignments per slot a reconnecting worker may claim (the worker's own queue bound).
+const MAX_CLAIMS_PER_SLOT: usize = 64;
+
+/// What a reconnecting worker claims to hold, checked: at most [`MAX_CLAIMS_PER_SLOT`] per slot,
+/// each a well-formed assignment.
+pub fn claims(held: &[pb::HeldAssignment], slots: u32) -> Result<Vec<Claim>, BadMessage> {
+    let limit = (slots as usize).saturating_mul(MAX_CLAIMS_PER_SLOT);
+    if held.len() > limit {
+        return Err(BadMessage::Invalid {
+            field: "held",
+            problem: format!("{} held assignments is more than {MAX_CLAIMS_PER_SLOT} per slot", held.len()),
+        });
+    }
+    held.iter()
+        .map(|h| {
+            let key = AssignmentKey::try_from(h.assignment.as_ref().ok_or(BadMessage::Missing("held.assignment"))?)?;
+            Ok(Claim { key, started: h.started })
+        })
+        .collect()
 }
 
 /// The longest project key a session may carry.

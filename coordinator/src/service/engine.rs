@@ -16,7 +16,7 @@ use tracing::{debug, error, info, warn};
 use super::convert::key_to_pb;
 use super::metrics::Metrics;
 use crate::core::{
-    Action, Event, Input, Millis, RestoredSession, Scheduler, SessionId, SessionSpec, SessionView, WorkerId,
+    Action, Claim, Event, Input, Millis, RestoredSession, Scheduler, SessionId, SessionSpec, SessionView, WorkerId,
     WorkerSpec, WorkerView,
 };
 use crate::store::{SessionStore, StoreError};
@@ -51,10 +51,11 @@ pub enum Command {
     Workers {
         reply: oneshot::Sender<Vec<WorkerView>>,
     },
-    /// A worker registered: keep its channel and tell the core.
+    /// A worker registered: keep its channel and tell the core (with what it claims to hold).
     Attach {
         id: WorkerId,
         spec: WorkerSpec,
+        claims: Vec<Claim>,
         tx: WorkerTx,
     },
     /// A worker's stream ended.
@@ -192,7 +193,16 @@ impl Engine {
 
     fn command(&mut self, command: Command) {
         match command {
-            Command::Input(input) => self.input(input),
+            Command::Input(input) => {
+                let report = match &input {
+                    Input::Finished { worker, key, .. } | Input::Resent { worker, key, .. } => Some((*worker, *key)),
+                    _ => None,
+                };
+                self.input(input);
+                if let Some((worker, key)) = report {
+                    self.ack_when_durable(worker, key);
+                }
+            }
             Command::Submit { spec, id, reply } => {
                 let id = match id {
                     Some(id) if self.store.log(id).is_some() || self.scheduler.session(id).is_some() => {
@@ -234,10 +244,10 @@ impl Engine {
             Command::Workers { reply } => {
                 let _ = reply.send(self.scheduler.workers());
             }
-            Command::Attach { id, spec, tx } => {
-                info!(worker = %spec.name, worker_id = %id, slots = spec.slots, "worker joined");
+            Command::Attach { id, spec, claims, tx } => {
+                info!(worker = %spec.name, worker_id = %id, slots = spec.slots, claims = claims.len(), "worker joined");
                 self.workers.insert(id, tx);
-                self.input(Input::WorkerJoined { id, spec });
+                self.input(Input::WorkerJoined { id, spec, claims });
             }
             Command::Detach { id, reason } => {
                 if self.workers.remove(&id).is_some() {
@@ -246,6 +256,18 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Tell `worker` its report of `key` is kept, once what it caused is durable: until then the
+    /// worker keeps the report, to send again if we restart. A worker gone, or not reading, is
+    /// not waited for: it sends the report again, which is then dropped as counted.
+    fn ack_when_durable(&self, worker: WorkerId, key: crate::core::AssignmentKey) {
+        let Some(tx) = self.workers.get(&worker).cloned() else { return };
+        self.store.when_durable(Box::new(move || {
+            let acked = pb::ReportsAcked { assignments: vec![key_to_pb(&key)] };
+            let kind = pb::coordinator_message::Kind::ReportsAcked(acked);
+            let _ = tx.try_send(Ok(pb::CoordinatorMessage { kind: Some(kind) }));
+        }));
     }
 
     /// The store cannot keep what it is given: stop, rather than make promises it cannot keep.

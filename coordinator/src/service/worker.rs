@@ -50,22 +50,27 @@ impl pb::worker_service_server::WorkerService for WorkerSvc {
             Some(Err(status)) => return Err(status),
             None => return Err(Status::cancelled("stream closed before Register")),
         };
+        let mut register = register;
+        let held = std::mem::take(&mut register.held);
         let spec = WorkerSpec::try_from(register)?;
+        let claims = super::convert::claims(&held, spec.slots)?;
+        drop(held);
         let id = WorkerId(uuid::Uuid::new_v4());
         // The core never lets a worker hold more than slots * (1 + prefetch) assignments, and sends
-        // at most one cancel per held assignment, so this bound is only reached by a worker that
-        // stopped reading.
-        let capacity = (spec.slots as usize) * (1 + self.prefetch_per_slot as usize) * 2 + PING_ROOM;
+        // at most one cancel and one acknowledgement per held assignment, plus one cancel per
+        // refused claim, so this bound is only reached by a worker that stopped reading.
+        let capacity = (spec.slots as usize) * (1 + self.prefetch_per_slot as usize) * 3 + claims.len() + PING_ROOM;
         let (tx, rx) = mpsc::channel(capacity);
         let welcome = pb::CoordinatorMessage {
             kind: Some(pb::coordinator_message::Kind::Welcome(pb::Welcome {
                 worker_id: id.to_string(),
                 heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u64,
                 liveness_timeout_ms: self.liveness_timeout.as_millis() as u64,
+                acks_reports: true,
             })),
         };
         tx.try_send(Ok(welcome)).map_err(|_| Status::internal("cannot queue Welcome"))?;
-        self.engine.send(Command::Attach { id, spec: spec.clone(), tx }).await?;
+        self.engine.send(Command::Attach { id, spec: spec.clone(), claims, tx }).await?;
         let (engine, roots) = (self.engine.clone(), std::sync::Arc::clone(&self.roots));
         tokio::spawn(async move {
             let reason = read_worker(id, &spec.name, &mut inbound, &engine, &roots).await;
@@ -99,7 +104,7 @@ async fn read_worker(
                 continue;
             }
         };
-        if let Input::Finished { report, .. } = &input
+        if let Input::Finished { report, .. } | Input::Resent { report, .. } = &input
             && !report.artifacts.is_empty()
         {
             roots.sent_back(
@@ -147,7 +152,7 @@ fn to_input(worker: WorkerId, kind: Kind) -> Result<Input, BadMessage> {
                 Some(Err(e)) => Report::synthetic(Outcome::Error, format!("the worker sent an unreadable result: {e}")),
                 None => Report::synthetic(Outcome::Error, "the worker sent a result without a report"),
             };
-            Input::Finished { worker, key, report }
+            if f.resent { Input::Resent { worker, key, report } } else { Input::Finished { worker, key, report } }
         }
     })
 }

@@ -6,9 +6,14 @@
 //! effects that come out are performed here (send a report, start a job). A send that fails
 //! means the stream is gone: the connection ends and the worker reconnects.
 //!
-//! When a stream breaks, everything the worker held is killed: the coordinator has already
-//! requeued it with a new attempt number, so a late result could never count. It must not know
-//! how a job runs (that is the [`Executor`]'s business).
+//! When a stream breaks, the worker holds on ([`Holding`]): what runs goes on, nothing new
+//! starts, and reports are kept, for up to the coordinator's liveness timeout, retrying every
+//! [`HOLDING_RETRY`] meanwhile. A new stream claims what is held in its `Register` and sends the
+//! kept reports again: a coordinator that restarted adopts what is still live (no test runs
+//! twice because of a restart); one that did not has requeued it all and cancels the claims.
+//! Past the bound everything held is killed and forgotten. Every report is kept until the
+//! coordinator says it is durable (`ReportsAcked`), so that a crash between the two loses none.
+//! It must not know how a job runs (that is the [`Executor`]'s business).
 
 pub mod backoff;
 pub mod slots;
@@ -49,7 +54,6 @@ pub async fn run<E: Executor>(config: Config, root: &Path, executor: Arc<E>, sto
     let mut target = testgrid_proto::client::Target::new(&config.grid, KEEPALIVE);
     target.keepalive_while_idle = true;
     let endpoint = target.endpoint().map_err(|e| Error::BadGrid { grid: config.grid.clone(), problem: e.problem })?;
-    let mut backoff = Backoff::new();
     let workspaces = Arc::new(crate::workspace::Shared::new(
         config.cache_dir.clone(),
         config.cache_size,
@@ -66,48 +70,92 @@ pub async fn run<E: Executor>(config: Config, root: &Path, executor: Arc<E>, sto
             }
         })
     };
-    let result = serve(&config, root, executor, &stop, &endpoint, &mut backoff, &workspaces).await;
+    let mut holding = Holding {
+        state: Slots::new(config.slots, stop.now.child_token()),
+        executor,
+        tasks: JoinSet::new(),
+        running: HashMap::new(),
+        workspaces: Arc::clone(&workspaces),
+        own_tree: config.own_tree,
+        settings: crate::exec::Settings {
+            output_limit: config.output_limit,
+            kill_grace: config.kill_grace,
+            die_with_worker: config.die_with_worker,
+        },
+        current: Current::default(),
+        unacked: Unacked::default(),
+        acks: false,
+        adrift: None,
+        hold_for: Duration::ZERO,
+    };
+    let result = serve(&config, root, &stop, &endpoint, &mut holding).await;
+    if !holding.tasks.is_empty() {
+        // Stopped with no stream open: nobody to hand anything back to.
+        holding.stop_offline().await;
+    }
     sweeper.abort();
     workspaces.sweep(true);
     result
 }
 
-/// [`run`]'s loop of connections.
+/// [`run`]'s loop of streams.
 async fn serve<E: Executor>(
     config: &Config,
     root: &Path,
-    executor: Arc<E>,
     stop: &Stop,
     endpoint: &tonic::transport::Endpoint,
-    backoff: &mut Backoff,
-    workspaces: &Arc<crate::workspace::Shared>,
+    holding: &mut Holding<E>,
 ) -> Result<(), Error> {
+    let mut backoff = Backoff::new();
     loop {
         if stop.requested() {
             return Ok(());
         }
-        let outcome = tokio::select! {
+        let claims = holding.state.claims();
+        let opening = async {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, endpoint.connect()).await {
+                Ok(Ok(channel)) => handshake(config, channel, claims).await,
+                Ok(Err(e)) => Err(Problem::Retry(format!(
+                    "cannot reach the coordinator at {}: {}",
+                    config.grid,
+                    testgrid_proto::error_chain(&e)
+                ))),
+                Err(_) => Err(Problem::Retry(format!(
+                    "cannot reach the coordinator at {}: no answer within {}s",
+                    config.grid,
+                    HANDSHAKE_TIMEOUT.as_secs()
+                ))),
+            }
+        };
+        let opened = tokio::select! {
             () = stop.drain.cancelled() => return Ok(()),
             () = stop.now.cancelled() => return Ok(()),
-            channel = tokio::time::timeout(HANDSHAKE_TIMEOUT, endpoint.connect()) => match channel {
-                Ok(Ok(channel)) => attach(config, root, channel, Arc::clone(&executor), stop, backoff, workspaces).await,
-                Ok(Err(e)) => Err(Problem::Retry(format!("cannot reach the coordinator at {}: {}", config.grid, testgrid_proto::error_chain(&e)))),
-                Err(_) => Err(Problem::Retry(format!("cannot reach the coordinator at {}: no answer within {}s", config.grid, HANDSHAKE_TIMEOUT.as_secs()))),
-            },
+            opened = holding.offline(opening, false) => opened,
+        };
+        let outcome = match opened {
+            Ok(stream) => {
+                backoff.reset();
+                attached(config, root, stream, stop, holding).await
+            }
+            Err(problem) => Err(problem),
         };
         match outcome {
             Ok(()) => return Ok(()),
             Err(Problem::Refused(why)) => return Err(Error::Refused { grid: config.grid.clone(), why }),
             Err(Problem::Retry(problem)) => {
+                holding.stream_lost();
                 if stop.requested() {
                     return Ok(());
                 }
-                let delay = backoff.next_delay();
+                let mut delay = backoff.next_delay();
+                if holding.holds_anything() {
+                    delay = delay.min(HOLDING_RETRY);
+                }
                 warn!("{problem}; retrying in {}", humantime::format_duration(round_ms(delay)));
                 tokio::select! {
                     () = stop.drain.cancelled() => return Ok(()),
                     () = stop.now.cancelled() => return Ok(()),
-                    () = tokio::time::sleep(delay) => {}
+                    () = holding.offline(tokio::time::sleep(delay), true) => {}
                 }
             }
         }
@@ -130,50 +178,134 @@ enum Problem {
 #[derive(Debug)]
 struct Gone;
 
-/// The sending half of the stream, and the jobs it runs.
-struct Link<E> {
+/// The stream open now: where messages go, and the channel blobs come through.
+#[derive(Clone)]
+struct Link {
     out: mpsc::Sender<pb::WorkerMessage>,
+    channel: tonic::transport::Channel,
+}
+
+impl Link {
+    async fn send(&self, kind: ToCoordinator) -> Result<(), Gone> {
+        self.out.send(pb::WorkerMessage { kind: Some(kind) }).await.map_err(|_| Gone)
+    }
+}
+
+/// The last stream opened, for jobs that outlive the stream they started on.
+type Current = Arc<std::sync::RwLock<Option<Link>>>;
+
+fn current(current: &Current) -> Option<Link> {
+    // A writer that panicked left a whole `Option<Link>` behind: still usable.
+    current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+}
+
+/// How long a worker whose stream broke waits between tries while it holds work: the
+/// coordinator is usually restarting, and what runs should be claimed as soon as it is back.
+const HOLDING_RETRY: Duration = Duration::from_millis(250);
+
+/// Reports kept until the coordinator acknowledges them, at most.
+const UNACKED_COUNT: usize = 4096;
+const UNACKED_BYTES: usize = 256 * 1024 * 1024;
+
+/// Reports the coordinator has not yet said it kept, oldest first, bounded in count and bytes
+/// (beyond that the oldest go: their tests are run again, nothing is lost).
+#[derive(Default)]
+struct Unacked {
+    reports: std::collections::VecDeque<pb::TestFinished>,
+    bytes: usize,
+}
+
+impl Unacked {
+    fn push(&mut self, finished: pb::TestFinished) {
+        use prost::Message as _;
+        self.bytes += finished.encoded_len();
+        self.reports.push_back(finished);
+        while self.reports.len() > UNACKED_COUNT || (self.bytes > UNACKED_BYTES && self.reports.len() > 1) {
+            if let Some(old) = self.reports.pop_front() {
+                self.bytes = self.bytes.saturating_sub(old.encoded_len());
+                warn!("too many unacknowledged reports kept; forgetting the oldest (its test may run again)");
+            }
+        }
+    }
+
+    fn ack(&mut self, acked: &[pb::AssignmentRef]) {
+        use prost::Message as _;
+        for done in acked {
+            if let Some(at) = self.reports.iter().position(|r| r.assignment.as_ref() == Some(done))
+                && let Some(r) = self.reports.remove(at)
+            {
+                self.bytes = self.bytes.saturating_sub(r.encoded_len());
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.reports.clear();
+        self.bytes = 0;
+    }
+}
+
+/// What the worker holds across streams: the slots state, the jobs running in them, and the
+/// reports the coordinator has not acknowledged. A stream that breaks pauses it (what runs goes
+/// on, nothing new starts) for up to the coordinator's liveness timeout; a new stream claims it
+/// all and resumes it.
+struct Holding<E> {
+    state: Slots,
     executor: Arc<E>,
     /// Running jobs; each ends with its slot, assignment and report.
     tasks: JoinSet<(u32, pb::AssignmentRef, pb::TestReport)>,
     /// What each task runs, for a task that panicked.
     running: HashMap<tokio::task::Id, (u32, pb::AssignmentRef)>,
-    /// Sessions' workspace folders, and the channel their blobs come through.
+    /// Sessions' workspace folders.
     workspaces: Arc<crate::workspace::Shared>,
-    channel: tonic::transport::Channel,
     /// Every test runs in the worker's root ([`Config::own_tree`]).
     own_tree: bool,
     /// How setup commands run.
     settings: crate::exec::Settings,
+    current: Current,
+    unacked: Unacked,
+    /// Whether the coordinator of the current stream acknowledges reports.
+    acks: bool,
+    /// Since when no stream is open while something is held.
+    adrift: Option<Instant>,
+    /// How long to hold on without a stream (the coordinator's liveness timeout).
+    hold_for: Duration,
 }
 
-impl<E: Executor> Link<E> {
-    async fn send(&self, kind: ToCoordinator) -> Result<(), Gone> {
-        self.out.send(pb::WorkerMessage { kind: Some(kind) }).await.map_err(|_| Gone)
-    }
-
-    /// Do what the slots state asks.
-    async fn perform(&mut self, effects: Vec<Effect>) -> Result<(), Gone> {
+impl<E: Executor> Holding<E> {
+    /// Do what the slots state asks; reports go to `link` (and are kept until acknowledged), or
+    /// are kept for the next stream when there is none.
+    async fn perform(&mut self, effects: Vec<Effect>, link: Option<&Link>) -> Result<(), Gone> {
         for effect in effects {
             match effect {
                 Effect::Report { assignment, report } => {
-                    let finished = pb::TestFinished { assignment: Some(assignment), report: Some(report) };
-                    self.send(ToCoordinator::TestFinished(finished)).await?;
+                    let finished =
+                        pb::TestFinished { assignment: Some(assignment), report: Some(report), resent: false };
+                    match link {
+                        Some(link) => {
+                            if self.acks {
+                                self.unacked.push(finished.clone());
+                            }
+                            link.send(ToCoordinator::TestFinished(finished)).await?;
+                        }
+                        None => self.unacked.push(finished),
+                    }
                 }
                 Effect::Start { slot, job, cancel } => {
                     debug!(slot, test = %job.path, "start");
-                    let started = pb::TestStarted {
-                        assignment: Some(job.assignment.clone()),
-                        started_at_ms: testgrid_proto::now_ms(),
-                    };
-                    self.send(ToCoordinator::TestStarted(started)).await?;
+                    if let Some(link) = link {
+                        let started = pb::TestStarted {
+                            assignment: Some(job.assignment.clone()),
+                            started_at_ms: testgrid_proto::now_ms(),
+                        };
+                        link.send(ToCoordinator::TestStarted(started)).await?;
+                    }
                     let assignment = job.assignment.clone();
                     let tree = Tree {
                         workspaces: Arc::clone(&self.workspaces),
-                        channel: self.channel.clone(),
+                        current: Arc::clone(&self.current),
                         own: self.own_tree,
                         settings: self.settings.clone(),
-                        out: self.out.clone(),
                     };
                     let executor = Arc::clone(&self.executor);
                     let task = self.tasks.spawn(async move {
@@ -221,17 +353,75 @@ impl<E: Executor> Link<E> {
             }
         }
     }
+
+    /// The stream broke: hold on to what runs, start nothing, until a new stream or the bound.
+    fn stream_lost(&mut self) {
+        self.state.pause();
+        if self.adrift.is_none() && self.state.held() > 0 {
+            info!(
+                held = self.state.held(),
+                "holding on to running tests for up to {} while the coordinator is away",
+                humantime::format_duration(self.hold_for)
+            );
+            self.adrift = Some(Instant::now());
+        }
+    }
+
+    /// Whether a broken stream left anything to claim or report.
+    fn holds_anything(&self) -> bool {
+        self.state.held() > 0 || !self.unacked.reports.is_empty()
+    }
+
+    /// Wait for `until` while no stream is open: jobs that end keep their reports for the next
+    /// stream, and once the holding bound passes (and `may_abandon`: not while a new stream is
+    /// being opened, whose `Register` claims what is held) everything held is given up.
+    async fn offline<T>(&mut self, until: impl std::future::Future<Output = T>, may_abandon: bool) -> T {
+        tokio::pin!(until);
+        loop {
+            let deadline = self.adrift.map(|since| since + self.hold_for);
+            tokio::select! {
+                out = &mut until => return out,
+                Some((slot, assignment, report)) = self.next_done(), if !self.tasks.is_empty() => {
+                    let effects = self.state.finished(slot, assignment, report);
+                    // With no stream, performing only keeps reports: it cannot fail.
+                    let _ = self.perform(effects, None).await;
+                }
+                () = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if may_abandon && deadline.is_some() => {
+                    warn!(
+                        held = self.state.held(),
+                        "the coordinator stayed away for {}; giving up the tests held for it (it runs them again elsewhere)",
+                        humantime::format_duration(self.hold_for)
+                    );
+                    self.state.abandon();
+                    self.adrift = None;
+                }
+            }
+        }
+    }
+
+    /// The worker stops with no stream open: kill everything and wait for it to end.
+    async fn stop_offline(&mut self) {
+        let _ = self.state.close();
+        let all_stopped = async { while self.next_done().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(30), all_stopped).await.is_err() {
+            warn!("some tests did not stop within 30s of being killed");
+        }
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400)
 }
 
 /// Where a job's tree comes from and how its setup runs.
 struct Tree {
     workspaces: Arc<crate::workspace::Shared>,
-    channel: tonic::transport::Channel,
+    /// The stream open now (or the last one): blobs come through its channel, and the
+    /// coordinator hears how a session's setup went on it.
+    current: Current,
     /// Every test runs in the worker's root ([`Config::own_tree`]).
     own: bool,
     settings: crate::exec::Settings,
-    /// Where the coordinator hears how a session's setup went.
-    out: mpsc::Sender<pb::WorkerMessage>,
 }
 
 /// Run `job` in `slot`: in its session's tree (materialised the first time), after its
@@ -244,11 +434,18 @@ async fn run_job<E: Executor>(
     tree: &Tree,
 ) -> (pb::AssignmentRef, pb::TestReport) {
     let started = std::time::Instant::now();
+    // A job starts only while a stream is open, so there is one.
+    let Some(link) = current(&tree.current) else {
+        return (
+            job.assignment,
+            crate::exec::report::simple(pb::Outcome::Error, "no stream to the coordinator", started),
+        );
+    };
     // The session's own tree, when it sent one: the test runs there.
     let in_use = match job.workspace.clone().filter(|_| !tree.own) {
         Some(digest) => {
             let got = tokio::select! {
-                got = in_workspace(&tree.workspaces, &job, &digest, &tree.channel) => got,
+                got = in_workspace(&tree.workspaces, &job, &digest, &link.channel) => got,
                 () = cancel.cancelled() => {
                     return (job.assignment, crate::exec::report::simple(pb::Outcome::Cancelled, "cancelled", started));
                 }
@@ -273,7 +470,7 @@ async fn run_job<E: Executor>(
         let tell = |report: pb::TestReport, reused: bool| {
             let finished = pb::SetupFinished { session_id, report: Some(report), reused };
             // Only news for the user: a full queue (a stream going away) drops it.
-            let _ = tree.out.try_send(pb::WorkerMessage { kind: Some(ToCoordinator::SetupFinished(finished)) });
+            let _ = link.out.try_send(pb::WorkerMessage { kind: Some(ToCoordinator::SetupFinished(finished)) });
         };
         let set_up = match &in_use {
             Some(in_use) => match tree.workspaces.get().await {
@@ -297,12 +494,14 @@ async fn run_job<E: Executor>(
     // Kernel file times lag the clock by up to a tick: a file the test writes at once may look
     // a little older than this.
     let since = std::time::SystemTime::now() - std::time::Duration::from_millis(50);
-    // The token is a child of the connection's: a connection that goes away cancels it too.
-    // Draining does not: a running test may finish.
+    // The token is a child of the worker's: stopping the worker cancels it too. Neither
+    // draining nor the stream breaking does: a running test may finish.
     let mut report = executor.run(slot, &job, cancel).await;
     if let Some(spec) = &job.artifacts {
         let tree_files = job.tree_files.as_deref();
-        report.artifacts = crate::artifacts::send_back(&job.root, spec, since, tree_files, &tree.channel).await;
+        // The stream open now, which may not be the one the test started on.
+        let channel = current(&tree.current).map_or(link.channel, |now| now.channel);
+        report.artifacts = crate::artifacts::send_back(&job.root, spec, since, tree_files, &channel).await;
     }
     // The tree stays in use until its files are sent.
     drop(in_use);
@@ -322,25 +521,27 @@ async fn in_workspace(
     workspaces.acquire(&job.assignment.session_id, digest, channel, &job.project).await.map_err(why)
 }
 
-/// One connection's life. `Ok` when the worker is shutting down; `Err` when the connection was
-/// lost (reconnect) or refused (give up).
-async fn attach<E: Executor>(
+/// A stream that has been welcomed.
+struct Opened {
+    link: Link,
+    inbound: tonic::Streaming<pb::CoordinatorMessage>,
+    welcome: pb::Welcome,
+}
+
+/// Open `Attach` on `channel`, register (claiming `held`) and wait for `Welcome`.
+async fn handshake(
     config: &Config,
-    root: &Path,
     channel: tonic::transport::Channel,
-    executor: Arc<E>,
-    stop: &Stop,
-    backoff: &mut Backoff,
-    workspaces: &Arc<crate::workspace::Shared>,
-) -> Result<(), Problem> {
-    let blob_channel = channel.clone();
-    let mut client = testgrid_proto::client::workers(channel);
+    held: Vec<pb::HeldAssignment>,
+) -> Result<Opened, Problem> {
+    let mut client = testgrid_proto::client::workers(channel.clone());
     let (out_tx, out_rx) = mpsc::channel::<pb::WorkerMessage>(OUTBOUND_QUEUE);
     let register = pb::Register {
         name: config.name.clone(),
         slots: config.slots,
         labels: config.labels.clone().into_iter().collect(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        held,
     };
     out_tx
         .send(pb::WorkerMessage { kind: Some(ToCoordinator::Register(register)) })
@@ -352,7 +553,7 @@ async fn attach<E: Executor>(
         }
         _ => Problem::Retry(format!("the coordinator at {} did not take the worker: {}", config.grid, s.message())),
     };
-    let handshake = async {
+    let welcomed = async {
         let mut inbound = client.attach(ReceiverStream::new(out_rx)).await.map_err(refused)?.into_inner();
         match inbound.next().await {
             Some(Ok(pb::CoordinatorMessage { kind: Some(FromCoordinator::Welcome(w)) })) => Ok((inbound, w)),
@@ -361,44 +562,54 @@ async fn attach<E: Executor>(
             None => Err(Problem::Retry("the coordinator closed the stream before Welcome".to_string())),
         }
     };
-    let (mut inbound, welcome) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await.map_err(|_| {
+    let (inbound, welcome) = tokio::time::timeout(HANDSHAKE_TIMEOUT, welcomed).await.map_err(|_| {
         Problem::Retry(format!(
             "no Welcome from the coordinator at {} within {}s",
             config.grid,
             HANDSHAKE_TIMEOUT.as_secs()
         ))
     })??;
-    backoff.reset();
-    info!(grid = %config.grid, worker_id = %welcome.worker_id, slots = config.slots, "registered");
+    Ok(Opened { link: Link { out: out_tx, channel }, inbound, welcome })
+}
 
-    // `conn` ends with this connection and kills what runs.
-    let conn = stop.now.child_token();
-    let mut state = Slots::new(config.slots, conn.clone());
-    let mut link = Link {
-        out: out_tx,
-        executor,
-        tasks: JoinSet::new(),
-        running: HashMap::new(),
-        workspaces: Arc::clone(workspaces),
-        channel: blob_channel,
-        own_tree: config.own_tree,
-        settings: crate::exec::Settings {
-            output_limit: config.output_limit,
-            kill_grace: config.kill_grace,
-            die_with_worker: config.die_with_worker,
-        },
-    };
-    let closed = || "the stream to the coordinator closed".to_string();
+/// One stream's life after `Welcome`. `Ok` when the worker is shutting down; `Err` when the
+/// stream was lost (reconnect; what runs goes on meanwhile).
+async fn attached<E: Executor>(
+    config: &Config,
+    root: &Path,
+    opened: Opened,
+    stop: &Stop,
+    holding: &mut Holding<E>,
+) -> Result<(), Problem> {
+    let Opened { link, mut inbound, welcome } = opened;
+    info!(grid = %config.grid, worker_id = %welcome.worker_id, slots = config.slots, "registered");
+    let closed = || Problem::Retry("the stream to the coordinator closed".to_string());
 
     let heartbeat_every = Duration::from_millis(welcome.heartbeat_interval_ms.max(50));
     let liveness = Duration::from_millis(welcome.liveness_timeout_ms.max(heartbeat_every.as_millis() as u64 * 2));
+    *holding.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(link.clone());
+    holding.hold_for = liveness;
+    holding.acks = welcome.acks_reports;
+    holding.adrift = None;
+    // What ended while no stream was open (or was never acknowledged) goes again; the
+    // coordinator drops what it had already counted.
+    for report in &holding.unacked.reports {
+        let resent = pb::TestFinished { resent: true, ..report.clone() };
+        link.send(ToCoordinator::TestFinished(resent)).await.map_err(|_| closed())?;
+    }
+    if !holding.acks {
+        holding.unacked.clear();
+    }
+    let resumed = holding.state.resume();
+    holding.perform(resumed, Some(&link)).await.map_err(|_| closed())?;
+
     let mut heartbeat = tokio::time::interval(heartbeat_every);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
     let mut drain_deadline: Option<Instant> = None;
 
     let result: Result<(), String> = loop {
-        let deadline = drain_deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let deadline = drain_deadline.unwrap_or_else(far_future);
         tokio::select! {
             () = stop.now.cancelled() => break Ok(()),
             () = stop.drain.cancelled(), if drain_deadline.is_none() => {
@@ -407,31 +618,32 @@ async fn attach<E: Executor>(
                 if link.send(ToCoordinator::Drain(drain)).await.is_err() {
                     break Ok(());
                 }
-                let handed = state.drain();
+                let handed = holding.state.drain();
                 let count = handed.len();
-                if link.perform(handed).await.is_err() {
+                if holding.perform(handed, Some(&link)).await.is_err() {
                     break Ok(());
                 }
                 info!(
-                    running = state.running(),
+                    running = holding.state.running(),
                     handed_back = count,
                     "draining: no new work; running tests have {} to finish",
                     humantime::format_duration(config.drain_timeout)
                 );
-                if state.running() == 0 {
+                if holding.state.running() == 0 {
                     info!("drained: every running test finished");
                     break Ok(());
                 }
             }
             () = tokio::time::sleep_until(deadline), if drain_deadline.is_some() => {
-                warn!(running = state.running(), "drain timeout passed; killing what still runs and handing it back");
+                warn!(running = holding.state.running(), "drain timeout passed; killing what still runs and handing it back");
                 break Ok(());
             }
-            Some((slot, assignment, report)) = link.next_done(), if !link.tasks.is_empty() => {
-                if link.perform(state.finished(slot, assignment, report)).await.is_err() {
-                    break Err(closed());
+            Some((slot, assignment, report)) = holding.next_done(), if !holding.tasks.is_empty() => {
+                let effects = holding.state.finished(slot, assignment, report);
+                if holding.perform(effects, Some(&link)).await.is_err() {
+                    break Err("the stream to the coordinator closed".to_string());
                 }
-                if state.is_draining() && state.running() == 0 {
+                if holding.state.is_draining() && holding.state.running() == 0 {
                     info!("drained: every running test finished");
                     break Ok(());
                 }
@@ -440,9 +652,9 @@ async fn attach<E: Executor>(
                 if last_heard.elapsed() > liveness {
                     break Err(format!("no word from the coordinator for {}s", liveness.as_secs()));
                 }
-                let held = pb::Heartbeat { held: state.held() as u32 };
+                let held = pb::Heartbeat { held: holding.state.held() as u32 };
                 if link.send(ToCoordinator::Heartbeat(held)).await.is_err() {
-                    break Err(closed());
+                    break Err("the stream to the coordinator closed".to_string());
                 }
             }
             message = inbound.next() => match message {
@@ -450,45 +662,57 @@ async fn attach<E: Executor>(
                 Some(Err(s)) => break Err(format!("lost the coordinator: {}", s.message())),
                 Some(Ok(pb::CoordinatorMessage { kind })) => {
                     last_heard = Instant::now();
-                    if let Some(FromCoordinator::SessionEnded(ended)) = &kind {
-                        link.session_ended(&ended.session_id);
+                    match &kind {
+                        Some(FromCoordinator::SessionEnded(ended)) => holding.session_ended(&ended.session_id),
+                        Some(FromCoordinator::ReportsAcked(acked)) => holding.unacked.ack(&acked.assignments),
+                        _ => {}
                     }
                     let effects = match kind {
-                        Some(kind) => on_message(kind, &mut state, link.executor.as_ref(), root, &config.name),
+                        Some(kind) => on_message(kind, &mut holding.state, holding.executor.as_ref(), root, &config.name),
                         None => Vec::new(),
                     };
-                    if link.perform(effects).await.is_err() {
-                        break Err(closed());
+                    if holding.perform(effects, Some(&link)).await.is_err() {
+                        break Err("the stream to the coordinator closed".to_string());
                     }
                 }
             },
         }
     };
+    let Err(problem) = result else {
+        shut_down(holding, link, &mut inbound).await;
+        return Ok(());
+    };
+    Err(Problem::Retry(problem))
+}
 
-    // Stop everything: running tests are killed, and what has not started is handed back. On
-    // shutdown the reports still go out, so that the coordinator requeues at once instead of
-    // waiting for the stream to end; once a send fails, nobody is listening any more.
-    conn.cancel();
-    let mut gone = link.perform(state.close()).await.is_err();
+/// The worker stops with a stream open: running tests are killed, and what has not started is
+/// handed back. The reports still go out, so that the coordinator requeues at once instead of
+/// waiting for the stream to end; once a send fails, nobody is listening any more.
+async fn shut_down<E: Executor>(
+    holding: &mut Holding<E>,
+    link: Link,
+    inbound: &mut tonic::Streaming<pb::CoordinatorMessage>,
+) {
+    let closing = holding.state.close();
+    let mut gone = holding.perform(closing, Some(&link)).await.is_err();
     let all_stopped = async {
-        while let Some((slot, assignment, report)) = link.next_done().await {
-            let effects = state.finished(slot, assignment, report);
+        while let Some((slot, assignment, report)) = holding.next_done().await {
+            let effects = holding.state.finished(slot, assignment, report);
             if !gone {
-                gone = link.perform(effects).await.is_err();
+                gone = holding.perform(effects, Some(&link)).await.is_err();
             }
         }
     };
     if tokio::time::timeout(Duration::from_secs(30), all_stopped).await.is_err() {
         warn!("some tests did not stop within 30s of being killed");
     }
+    // Every sender of this stream goes, so that our half of it closes; the coordinator ends its
+    // half once it has read everything we sent (the hand-backs above): wait for that before the
+    // process exits.
+    *holding.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     drop(link);
-    if result.is_ok() {
-        // Our half of the stream is closed; the coordinator ends its half once it has read
-        // everything we sent (the hand-backs above), so wait for that before the process exits.
-        let flushed = async { while let Some(Ok(_)) = inbound.next().await {} };
-        let _ = tokio::time::timeout(Duration::from_secs(3), flushed).await;
-    }
-    result.map_err(Problem::Retry)
+    let flushed = async { while let Some(Ok(_)) = inbound.next().await {} };
+    let _ = tokio::time::timeout(Duration::from_secs(3), flushed).await;
 }
 
 /// A message from the coordinator, turned into events of the slots state.
@@ -504,7 +728,7 @@ fn on_message<E: Executor>(
             warn!("ignoring a second Welcome");
             Vec::new()
         }
-        FromCoordinator::Ping(_) | FromCoordinator::SessionEnded(_) => Vec::new(),
+        FromCoordinator::Ping(_) | FromCoordinator::SessionEnded(_) | FromCoordinator::ReportsAcked(_) => Vec::new(),
         FromCoordinator::Assign(a) => {
             let Some(incoming) = Job::from_assign(a, root, worker) else {
                 warn!("ignoring an Assign without an assignment");

@@ -1,10 +1,12 @@
-//! What a connection holds, as a pure state machine: the assignments the worker holds (keyed by
-//! [`AssignmentKey`]), the local queue of those not started, which slot runs what, draining and
-//! closing. A slot runs one job at a time, except that a job whose executor pipelines (a warm
+//! What the worker holds, as a pure state machine: the assignments (keyed by [`AssignmentKey`]),
+//! the local queue of those not started, which slot runs what, draining and closing, and, when
+//! the stream to the coordinator breaks, holding on (nothing new starts, what runs goes on) until
+//! a new stream resumes it or the holding is given up. A slot runs one job at a time, except that a job whose executor pipelines (a warm
 //! vitest runner, which keeps its pool worker only while a next file is queued in it) may be
 //! started beside a running job of the same session, up to the job's depth: the executor runs
 //! them one after the other. Events in ([`Slots::assign`], [`Slots::cancel`], [`Slots::finished`],
-//! [`Slots::drain`], [`Slots::close`]), [`Effect`]s out, which the connection performs.
+//! [`Slots::drain`], [`Slots::close`], [`Slots::pause`], [`Slots::resume`], [`Slots::abandon`]),
+//! [`Effect`]s out, which the connection performs.
 //!
 //! No tokio, no clocks, no I/O: it must not send, spawn or wait. (A running test's
 //! `CancellationToken` is held here and fired by [`Slots::cancel`]; firing it is all it does.)
@@ -72,7 +74,7 @@ struct Queued {
     depth: usize,
 }
 
-/// One connection's slots, held assignments and queue.
+/// The worker's slots, held assignments and queue.
 #[derive(Debug)]
 pub struct Slots {
     /// Slots not running anything, lowest first.
@@ -87,9 +89,11 @@ pub struct Slots {
     draining: bool,
     /// Cleared by draining or closing: no queued job starts any more.
     taking: bool,
-    /// The connection's token: each assignment's is a child, so that a connection that goes
-    /// away cancels everything it ran.
-    conn: CancellationToken,
+    /// Cleared while no stream is open: nothing starts until one is.
+    connected: bool,
+    /// The worker's token: each assignment's is a child, so that stopping the worker cancels
+    /// everything it runs.
+    life: CancellationToken,
 }
 
 /// A report without cases, for what never ran.
@@ -99,7 +103,7 @@ fn handed_back(outcome: pb::Outcome, message: String) -> pb::TestReport {
 
 impl Slots {
     /// `slots` slots (`0..slots`), at most `slots * QUEUE_PER_SLOT` queued.
-    pub fn new(slots: u32, conn: CancellationToken) -> Self {
+    pub fn new(slots: u32, life: CancellationToken) -> Self {
         Slots {
             free: (0..slots).collect(),
             busy: HashMap::new(),
@@ -108,7 +112,8 @@ impl Slots {
             queue_limit: (slots as usize).max(1) * QUEUE_PER_SLOT,
             draining: false,
             taking: true,
-            conn,
+            connected: true,
+            life,
         }
     }
 
@@ -156,6 +161,7 @@ impl Slots {
             return Vec::new();
         }
         if self.taking
+            && self.connected
             && let Some(slot) = self.slot_for(&job, depth)
         {
             return vec![self.start(key, job, slot, depth)];
@@ -167,7 +173,7 @@ impl Slots {
                 report: handed_back(pb::Outcome::Cancelled, message),
             }];
         }
-        self.held.insert(key, Held { cancel: self.conn.child_token(), place: Place::Queued });
+        self.held.insert(key, Held { cancel: self.life.child_token(), place: Place::Queued });
         self.queue.push_back(Queued { job, depth });
         Vec::new()
     }
@@ -197,7 +203,7 @@ impl Slots {
         });
         busy.running += 1;
         let held =
-            self.held.entry(key).or_insert_with(|| Held { cancel: self.conn.child_token(), place: Place::Queued });
+            self.held.entry(key).or_insert_with(|| Held { cancel: self.life.child_token(), place: Place::Queued });
         held.place = Place::Running(slot);
         Effect::Start { slot, job: Box::new(job), cancel: held.cancel.clone() }
     }
@@ -251,7 +257,7 @@ impl Slots {
     fn start_queued(&mut self) -> Vec<Effect> {
         let mut effects = Vec::new();
         let mut position = 0;
-        while self.taking && position < self.queue.len() {
+        while self.taking && self.connected && position < self.queue.len() {
             let Some(slot) = self.slot_for(&self.queue[position].job, self.queue[position].depth) else {
                 position += 1;
                 continue;
@@ -270,9 +276,50 @@ impl Slots {
         self.hand_back_queued("worker draining")
     }
 
-    /// The connection ends: nothing more starts, and what has not started is handed back.
+    /// The worker stops: nothing more starts, what has not started is handed back, and what
+    /// runs is killed (each reports when it ends).
     pub fn close(&mut self) -> Vec<Effect> {
+        for held in self.held.values() {
+            held.cancel.cancel();
+        }
         self.hand_back_queued("worker shutting down")
+    }
+
+    /// The stream broke: nothing starts until [`Slots::resume`]; what runs goes on.
+    pub fn pause(&mut self) {
+        self.connected = false;
+    }
+
+    /// A new stream is open: queued jobs start again where slots are free.
+    pub fn resume(&mut self) -> Vec<Effect> {
+        self.connected = true;
+        self.start_queued()
+    }
+
+    /// Give up everything held (no stream came back in time: the coordinator has given it to
+    /// others): kill what runs and forget it all, so that nothing is reported.
+    pub fn abandon(&mut self) {
+        for held in self.held.values() {
+            held.cancel.cancel();
+        }
+        self.held.clear();
+        self.queue.clear();
+    }
+
+    /// What the worker holds, for a new stream's `Register`: what runs, then the queue in order.
+    pub fn claims(&self) -> Vec<pb::HeldAssignment> {
+        let claim = |key: &AssignmentKey, started: bool| pb::HeldAssignment {
+            assignment: Some(pb::AssignmentRef {
+                session_id: key.session.clone(),
+                test_index: key.test,
+                attempt: key.attempt,
+            }),
+            started,
+        };
+        let running =
+            self.held.iter().filter(|(_, h)| matches!(h.place, Place::Running(_))).map(|(k, _)| claim(k, true));
+        let queued = self.queue.iter().map(|q| claim(&AssignmentKey::from(&q.job.assignment), false));
+        running.chain(queued).collect()
     }
 
     /// Report every queued assignment as cancelled, so that the coordinator requeues it elsewhere

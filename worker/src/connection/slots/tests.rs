@@ -166,12 +166,52 @@ fn the_queue_is_bounded() {
 }
 
 #[test]
-fn the_connection_going_away_cancels_what_runs() {
-    let conn = CancellationToken::new();
-    let mut slots = Slots::new(1, conn.clone());
+fn the_worker_stopping_cancels_what_runs() {
+    let life = CancellationToken::new();
+    let mut slots = Slots::new(1, life.clone());
     let cancel = token(&slots.assign(Ok(job(1)), 1));
-    conn.cancel();
+    life.cancel();
     assert!(cancel.is_cancelled());
+}
+
+#[test]
+fn close_kills_what_runs_and_its_report_still_goes_out() {
+    let mut slots = Slots::new(1, CancellationToken::new());
+    let cancel = token(&slots.assign(Ok(job(1)), 1));
+    assert!(slots.close().is_empty());
+    assert!(cancel.is_cancelled());
+    assert_eq!(reported(&slots.finished(0, reference(1), done())).len(), 1);
+}
+
+#[test]
+fn a_paused_worker_runs_on_starts_nothing_and_claims_what_it_holds_in_order() {
+    let mut slots = Slots::new(1, CancellationToken::new());
+    let cancel = token(&slots.assign(Ok(job(1)), 1));
+    slots.assign(Ok(job(2)), 1);
+    slots.assign(Ok(job(3)), 1);
+    slots.pause();
+    assert!(!cancel.is_cancelled(), "the stream breaking kills nothing");
+    let claims: Vec<(u32, bool)> =
+        slots.claims().iter().map(|c| (c.assignment.as_ref().map_or(0, |a| a.test_index), c.started)).collect();
+    assert_eq!(claims, vec![(1, true), (2, false), (3, false)]);
+    // The running one ends while no stream is open: reported (kept for later), nothing starts.
+    let effects = slots.finished(0, reference(1), done());
+    assert_eq!((reported(&effects).len(), started(&effects)), (1, vec![]));
+    assert_eq!(started(&slots.resume()), vec![(0, 2)]);
+}
+
+#[test]
+fn abandoning_kills_what_runs_and_forgets_everything() {
+    let mut slots = Slots::new(1, CancellationToken::new());
+    let cancel = token(&slots.assign(Ok(job(1)), 1));
+    slots.assign(Ok(job(2)), 1);
+    slots.pause();
+    slots.abandon();
+    assert!(cancel.is_cancelled());
+    assert_eq!((slots.held(), slots.claims().len()), (0, 0));
+    assert!(slots.finished(0, reference(1), done()).is_empty(), "nothing to report: it is someone else's now");
+    assert!(started(&slots.resume()).is_empty());
+    assert_eq!(started(&slots.assign(Ok(job(3)), 1)), vec![(0, 3)], "the slot is free again");
 }
 
 fn job_of(session: &str, test: u32) -> Job {
