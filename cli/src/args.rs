@@ -32,6 +32,10 @@ pub enum Command {
     Sessions(GridArgs),
     /// List the grid's workers and what they run.
     Workers(GridArgs),
+    /// Discover tests as `run` would and print, without running anything, each one's estimate
+    /// from the duration history (and where it comes from), in the order a session would serve
+    /// them, and the predicted time for N slots, test by test per slot.
+    Plan(PlanArgs),
     /// Print `run`'s settings as this folder, the environment and `testgrid.toml` make them, and
     /// where each came from. Takes `run`'s options, to show what they change.
     Config(RunArgs),
@@ -40,6 +44,15 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// The slots to predict for (default: the connected workers' slots; local mode: --local).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub slots: Option<u32>,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 #[derive(Args, Debug)]
@@ -220,6 +233,26 @@ pub struct RunArgs {
     /// A test whose worker is lost more than this many times ends `lost` (default: the grid's, 2).
     #[arg(long, env = "TESTGRID_MAX_WORKER_LOSSES")]
     pub max_worker_losses: Option<u32>,
+    /// The order tests are served in. `history`: those that did not pass in the project's last
+    /// run first, then those never run before, then the rest longest first, from the grid's
+    /// duration history (largest file first with no history). `given`: as found or named.
+    #[arg(long, value_enum, default_value = "history", env = "TESTGRID_ORDER")]
+    pub order: Order,
+    /// Stop the session once this many tests have failed anywhere on the grid: the rest end
+    /// `cancelled`, the summary says why, and the exit code is 1.
+    #[arg(long, value_name = "N", env = "TESTGRID_MAX_FAIL", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_fail: Option<u32>,
+    /// Run only the tests that did not pass in the project's last run (as pytest's `--lf`);
+    /// all of them when none failed.
+    #[arg(long, env = "TESTGRID_LAST_FAILED")]
+    pub last_failed: bool,
+    /// This session's weight in the grid's fair share of slots between sessions running at
+    /// once: 2 gets twice the slots of a session of the default 1.
+    #[arg(long, env = "TESTGRID_PRIORITY", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub priority: u32,
+    /// The most tests this session runs at once on the grid (prefetched ones included).
+    #[arg(long, value_name = "N", env = "TESTGRID_MAX_SLOTS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_slots: Option<u32>,
     /// Local mode: replace a warm runner (pytest, vitest, jest) by a fresh one after it has run
     /// this many test files (as `testgrid-worker --recycle-after-files`).
     #[arg(long, hide = true, env = "TESTGRID_RECYCLE_AFTER_FILES", default_value_t = testgrid_worker::Recycle::default().after_files, value_parser = clap::value_parser!(u64).range(1..))]
@@ -380,6 +413,13 @@ impl clap::ValueEnum for FrameworkChoice {
         };
         Some(clap::builder::PossibleValue::new(name).help(help))
     }
+}
+
+/// The order a session's tests are served in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Order {
+    History,
+    Given,
 }
 
 /// How tests are kept apart from each other.

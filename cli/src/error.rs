@@ -241,6 +241,8 @@ pub enum Error {
     LocalCoverage(std::io::Error),
     #[error("cannot create a folder for the local grid's state (is the temporary folder writable? set TMPDIR): {0}")]
     LocalState(std::io::Error),
+    #[error("{0}; move the user's cache folder's testgrid/history.db away to start a new history")]
+    History(String),
     #[error("cannot walk the workspace to send it to the grid: {problem}")]
     BundleWalk { problem: String },
     #[error("cannot read {} to send it to the grid: {source}", path.display())]
@@ -355,6 +357,7 @@ impl Error {
             | LocalAddr(_)
             | LocalCoverage(_)
             | LocalState(_)
+            | History(_)
             | BundleWalk { .. }
             | BundleRead { .. }
             | BundleRefused { .. } => exit::INFRA,

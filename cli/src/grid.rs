@@ -64,6 +64,19 @@ impl Grid {
         Ok(response.into_inner().session_id)
     }
 
+    /// What the grid's duration history knows of `tests` of `project`, in the order a session
+    /// of them would be served.
+    pub async fn plan(
+        &self,
+        project: &str,
+        tests: Vec<pb::TestSpec>,
+        keep_order: bool,
+    ) -> Result<Vec<pb::PlannedTest>, Error> {
+        let request = pb::PlanRequest { project: project.to_string(), tests, keep_order };
+        let response = self.sessions().plan(request).await.map_err(self.refused("plan"))?;
+        Ok(response.into_inner().tests)
+    }
+
     pub async fn cancel(&self, session: &str, reason: &str) -> Result<bool, Error> {
         let request = pb::CancelRequest { session_id: session.to_string(), reason: reason.to_string() };
         let response = self.sessions().cancel(request).await.map_err(self.refused("cancel"))?;

@@ -72,6 +72,7 @@ fn run_command(invocation: Invocation) -> Result<u8, Error> {
             Command::Run(args) => commands::run::run(args, layers).await,
             Command::Config(args) => commands::config::config(args, &layers),
             Command::List(args) => commands::list::list(args, layers),
+            Command::Plan(args) => commands::plan::plan(args, layers).await,
             Command::Completions { shell } => commands::completions::completions(shell),
             Command::Watch(args) => commands::watch::watch(args).await,
             Command::Cancel(args) => commands::cancel::cancel(args).await,

@@ -46,6 +46,8 @@ pub async fn start(
     let coordinator = testgrid_coordinator::service::Config {
         data_dir: Some(state.path().to_path_buf()),
         durable_sessions: false,
+        // A laptop's own duration history, shared by its runs.
+        history_dir: crate::settings::user_cache(),
         ..Default::default()
     };
     let stop = shutdown.clone();

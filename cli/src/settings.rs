@@ -69,6 +69,14 @@ pub struct Settings {
     pub retries: u32,
     pub max_worker_losses: Option<u32>,
     pub cancel_on_disconnect: bool,
+    /// `--order given`: keep the order tests were found or named in.
+    pub keep_order: bool,
+    /// `--max-fail`, 0 for none.
+    pub max_fail: u32,
+    pub last_failed: bool,
+    /// `--priority` (1 by default) and `--max-slots` (0: none).
+    pub priority: u32,
+    pub max_slots: u32,
     pub detach: bool,
     /// Send the workspace to a grid (not `--no-upload`, not local mode).
     pub upload: bool,
@@ -204,6 +212,11 @@ pub fn resolve(args: RunArgs, layers: Layers) -> Result<Settings, Error> {
         retries: args.retries,
         max_worker_losses: args.max_worker_losses,
         cancel_on_disconnect: args.cancel_on_disconnect,
+        keep_order: args.order == crate::args::Order::Given,
+        max_fail: args.max_fail.unwrap_or(0),
+        last_failed: args.last_failed,
+        priority: args.priority,
+        max_slots: args.max_slots.unwrap_or(0),
         detach: args.detach,
         upload: !args.no_upload,
         setup,

@@ -364,7 +364,7 @@ fn a_grid_refuses_hostile_blobs_and_trees_and_keeps_serving() {
                 .into_inner();
             assert!(stored.statuses[0].error.is_empty(), "{what}: a manifest is a blob like any other");
             let spec = pb::SessionSpec {
-                tests: vec![pb::TestSpec { path: "a.sh".into() }],
+                tests: vec![pb::TestSpec { path: "a.sh".into(), ..Default::default() }],
                 runner: Some(pb::Runner::from(&testgrid_proto::frameworks::Runner::command(
                     testgrid_proto::frameworks::Framework::Shell,
                     "sh {}",

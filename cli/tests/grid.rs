@@ -392,3 +392,23 @@ fn completions_cover_every_subcommand() {
         }
     }
 }
+
+#[test]
+fn a_small_session_behind_a_huge_one_gets_its_share_of_slots_at_once() {
+    let ws = Workspace::new();
+    for i in 0..40 {
+        ws.test(&format!("big/t{i}.sh"), "sleep 0.5");
+    }
+    ws.test("small/a.sh", "true");
+    ws.test("small/b.sh", "true");
+    let grid = Grid::start(&ws.root(), 2);
+    let big = grid.spawn_run(&["big"]);
+    wait_for("the big session to be running", || (ws.runs().values().sum::<usize>() >= 2).then_some(()));
+    let small = grid.cli(&["run", "small", "--json"]);
+    assert_eq!(small.status.code(), Some(0), "{}", stderr(&small));
+    // The small one is done while most of the big one still waits for slots.
+    let big_ran = ws.runs().keys().filter(|t| t.starts_with("big/")).count();
+    assert!(big_ran < 30, "the small session waited for the big one: {big_ran} of its tests ran first");
+    let out = big.wait(Duration::from_secs(300));
+    assert_eq!(final_outcomes(&events(&out)).len(), 40);
+}

@@ -109,6 +109,8 @@ async fn run(args: Args) -> Result<(), Error> {
         blob_store_bytes: args.blob_store_size,
         max_blob_bytes: args.max_blob_size,
         blob_retention: args.blob_retention,
+        // The data directory's own `history.db`.
+        history_dir: None,
     };
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();

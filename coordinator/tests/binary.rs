@@ -83,7 +83,7 @@ fn a_client_may_choose_its_session_id_once_and_only_a_well_formed_one() {
             .await
             .expect("connects");
         let spec = pb::SessionSpec {
-            tests: vec![pb::TestSpec { path: "a.sh".into() }],
+            tests: vec![pb::TestSpec { path: "a.sh".into(), ..Default::default() }],
             runner: Some(pb::Runner {
                 framework: pb::Framework::Shell as i32,
                 options: Some(pb::runner::Options::Command(pb::CommandOptions { template: "sh {}".into() })),

@@ -5,6 +5,7 @@ pub mod cancel;
 pub mod completions;
 pub mod config;
 pub mod list;
+pub mod plan;
 pub mod run;
 pub mod sessions;
 pub mod watch;

@@ -84,6 +84,10 @@ pub async fn run(args: RunArgs, layers: Layers) -> Result<u8, Error> {
             (found, Grid::connect(&local.url).await?, Some((local, local_grid)), Some(id), Some(early))
         }
     };
+    let mut found = found;
+    if settings.last_failed {
+        found.tests = last_failed(&settings, &grid, std::mem::take(&mut found.tests)).await?;
+    }
     let mut spec = session_spec(&settings, &found);
     if local.is_none() && settings.upload {
         spec.workspace = Some(send_workspace(&settings, &grid).await?);
@@ -162,7 +166,7 @@ pub async fn run(args: RunArgs, layers: Layers) -> Result<u8, Error> {
 fn session_spec(settings: &Settings, found: &Discovered) -> pb::SessionSpec {
     pb::SessionSpec {
         name: session_name(&settings.paths),
-        tests: found.tests.iter().map(|p| pb::TestSpec { path: p.clone() }).collect(),
+        tests: test_specs(&settings.root, &found.tests),
         env: settings.env.clone().into_iter().collect(),
         test_timeout_ms: millis(settings.timeout),
         retries: settings.retries,
@@ -182,7 +186,52 @@ fn session_spec(settings: &Settings, found: &Discovered) -> pb::SessionSpec {
         project: settings.project.clone(),
         artifacts: (!settings.artifacts.is_empty())
             .then(|| pb::ArtifactSpec { globs: settings.artifacts.clone(), max_bytes: settings.artifacts_max_size }),
+        keep_order: settings.keep_order,
+        max_failures: settings.max_fail,
+        priority: settings.priority,
+        max_slots: settings.max_slots,
     }
+}
+
+/// `--last-failed`: of `tests`, those that did not pass in the project's last run (all of them,
+/// saying so, when none failed).
+async fn last_failed(settings: &Settings, grid: &Grid, tests: Vec<String>) -> Result<Vec<String>, Error> {
+    let specs = test_specs(&settings.root, &tests);
+    let planned = grid.plan(&settings.project, specs, true).await?;
+    let failed: Vec<String> = planned
+        .iter()
+        .filter(|p| {
+            matches!(
+                pb::Outcome::try_from(p.last_outcome),
+                Ok(pb::Outcome::Failed | pb::Outcome::TimedOut | pb::Outcome::Error | pb::Outcome::Lost)
+            )
+        })
+        .filter_map(|p| tests.get(p.index as usize).cloned())
+        .collect();
+    if failed.is_empty() {
+        err!(
+            "testgrid: --last-failed: no test failed in the last run of {}; running all {}",
+            settings.project,
+            tests.len()
+        );
+        return Ok(tests);
+    }
+    let plural = if failed.len() == 1 { "" } else { "s" };
+    err!("testgrid: --last-failed: {} test{plural} that did not pass last time (of {})", failed.len(), tests.len());
+    Ok(failed)
+}
+
+/// `tests` as a session carries them: each with its file's size.
+pub fn test_specs(root: &std::path::Path, tests: &[String]) -> Vec<pb::TestSpec> {
+    tests.iter().map(|p| pb::TestSpec { path: p.clone(), size_bytes: test_file_size(root, p) }).collect()
+}
+
+/// The size of the file a test unit is in (`file::case`, a vitest project's `name|file`), 0 when
+/// it is no file (a Rust test's name): estimates a test the duration history has not seen.
+pub fn test_file_size(root: &std::path::Path, unit: &str) -> u64 {
+    let (_, file) = testgrid_proto::js::split_project(unit);
+    let file = file.split("::").next().unwrap_or(file);
+    crate::discover::files::file_size(&root.join(file))
 }
 
 /// Build the workspace's tree and send the grid the blobs it lacks: the session's workspace.

@@ -166,9 +166,9 @@ impl Layers {
 }
 
 /// The subcommands whose options the file sets.
-const LAYERED: [&str; 3] = ["run", "list", "config"];
+const LAYERED: [&str; 4] = ["run", "list", "plan", "config"];
 
-/// Parse the command line; for `run`, `list` and `config`, layer the workspace's `testgrid.toml` under it.
+/// Parse the command line; for `run`, `list`, `plan` and `config`, layer the workspace's `testgrid.toml` under it.
 pub fn parse(argv: Vec<OsString>) -> Result<Invocation, ParseError> {
     let command = Cli::command();
     let matches = command.clone().try_get_matches_from(&argv)?;

@@ -11,7 +11,7 @@
 mod ask;
 mod cargo;
 mod detect;
-mod files;
+pub(crate) mod files;
 mod go;
 mod js;
 mod js_list;

@@ -229,10 +229,17 @@ impl Grid {
     }
 }
 
-/// A `testgrid` command in `dir`, with no grid from the environment.
+/// A `testgrid` command in `dir`, with no grid from the environment, and a cache folder of the
+/// test's own (no duration history from other tests or earlier runs orders its sessions).
 pub fn testgrid(dir: &Path) -> Command {
+    static CACHE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(|| tempfile::tempdir().expect("tempdir").keep());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_testgrid"));
-    cmd.current_dir(dir).env_remove("TESTGRID_GRID").env("NO_COLOR", "1").stdin(Stdio::null());
+    cmd.current_dir(dir)
+        .env_remove("TESTGRID_GRID")
+        .env("NO_COLOR", "1")
+        .env("XDG_CACHE_HOME", cache)
+        .stdin(Stdio::null());
     cmd
 }
 

@@ -1,6 +1,6 @@
-//! Handing queued tests to workers: who gets what next (sessions in submission order, labels,
-//! retries elsewhere, a last-chance test alone on an emptied worker), within each worker's
-//! capacity. Owns no state of its own.
+//! Handing queued tests to workers: who gets what next (the session furthest below its weighted
+//! fair share of slots, labels, a session's slot cap, retries elsewhere, a last-chance test
+//! alone on an emptied worker), within each worker's capacity. Owns no state of its own.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -40,6 +40,8 @@ impl Scheduler {
         let Some((sid, position)) = self.pick(worker, w) else { return false };
         let Some(session) = self.sessions.get_mut(&sid) else { return false };
         let Some(index) = session.queue.remove(position) else { return false };
+        session.held += 1;
+        session.served_at = self.next_seq + 1;
         let test = &mut session.tests[index as usize];
         test.state = TestState::Assigned { worker, started: false };
         let key = AssignmentKey { session: sid, test: index, attempt: test.attempt };
@@ -94,51 +96,81 @@ impl Scheduler {
             .map(|(id, _)| *id)
     }
 
-    /// Which queued test `worker` should run next: the first session (in submission order) whose
-    /// labels it matches, and in it the first queued test, except that a retry skips the worker
-    /// its last attempt failed on while another connected worker could run it, and a test on its
-    /// last chance only goes to a worker that holds nothing.
+    /// Which queued test `worker` should run next: from the session furthest below its fair
+    /// share (assignments held per unit of weight; of equals, the one served longest ago, then
+    /// the first submitted) whose labels it
+    /// matches and whose `max_slots` leaves room, the first queued test it may take: a retry
+    /// skips the worker its last attempt failed on while another connected worker could run
+    /// it, and a test on its last chance only goes to a worker that holds nothing.
     pub(super) fn pick(&self, worker: WorkerId, w: &Worker) -> Option<(SessionId, usize)> {
-        /// How far into a queue to look for a test this worker may take.
-        const LOOKAHEAD: usize = 64;
-        for sid in &self.active {
-            let Some(session) = self.sessions.get(sid) else { continue };
-            if session.queue.is_empty() || !labels_match(&session.spec.required_labels, &w.spec.labels) {
-                continue;
-            }
-            let mut others: Option<bool> = None;
-            for (position, index) in session.queue.iter().take(LOOKAHEAD).enumerate() {
-                let test = &session.tests[*index as usize];
-                if self.last_chance(session, test) {
-                    if w.held.is_empty() {
-                        return Some((*sid, position));
-                    }
-                    // One worker takes nothing more until it is empty and can run it alone;
-                    // the others go on with the rest of the queue.
-                    if self.reserved_for(session) == Some(worker) {
-                        return None;
-                    }
-                    continue;
-                }
-                if test.avoid != Some(worker) {
-                    return Some((*sid, position));
-                }
-                let others = *others.get_or_insert_with(|| {
-                    self.workers.iter().any(|(id, other)| {
-                        *id != worker
-                            && !other.draining
-                            && labels_match(&session.spec.required_labels, &other.spec.labels)
-                    })
-                });
-                if !others {
-                    return Some((*sid, position));
-                }
+        let mut candidates: Vec<(u64, u64, (u64, usize), SessionId)> = self
+            .active
+            .iter()
+            .enumerate()
+            .filter_map(|(rank, sid)| {
+                let session = self.sessions.get(sid)?;
+                let capped = session.spec.max_slots > 0 && session.held >= session.spec.max_slots;
+                let fits = labels_match(&session.spec.required_labels, &w.spec.labels);
+                (!session.queue.is_empty() && !capped && fits).then(|| {
+                    // held / weight, compared as fractions: held_a * weight_b against held_b * weight_a.
+                    (u64::from(session.held), u64::from(session.spec.weight()), (session.served_at, rank), *sid)
+                })
+            })
+            .collect();
+        candidates.sort_by(|a, b| (a.0 * b.1).cmp(&(b.0 * a.1)).then(a.2.cmp(&b.2)));
+        for (_, _, _, sid) in candidates {
+            let Some(session) = self.sessions.get(&sid) else { continue };
+            match self.pick_in(worker, w, session) {
+                Pick::Test(position) => return Some((sid, position)),
+                // The worker empties for a last-chance test: it takes nothing else meanwhile.
+                Pick::Reserved => return None,
+                Pick::Nothing => continue,
             }
         }
         None
     }
+
+    /// The queued test of `session` that `worker` should take, if any.
+    fn pick_in(&self, worker: WorkerId, w: &Worker, session: &Session) -> Pick {
+        /// How far into a queue to look for a test this worker may take.
+        const LOOKAHEAD: usize = 64;
+        let mut others: Option<bool> = None;
+        for (position, index) in session.queue.iter().take(LOOKAHEAD).enumerate() {
+            let test = &session.tests[*index as usize];
+            if self.last_chance(session, test) {
+                if w.held.is_empty() {
+                    return Pick::Test(position);
+                }
+                // One worker takes nothing more until it is empty and can run it alone;
+                // the others go on with the rest of the queue.
+                if self.reserved_for(session) == Some(worker) {
+                    return Pick::Reserved;
+                }
+                continue;
+            }
+            if test.avoid != Some(worker) {
+                return Pick::Test(position);
+            }
+            let others = *others.get_or_insert_with(|| {
+                self.workers.iter().any(|(id, other)| {
+                    *id != worker && !other.draining && labels_match(&session.spec.required_labels, &other.spec.labels)
+                })
+            });
+            if !others {
+                return Pick::Test(position);
+            }
+        }
+        Pick::Nothing
+    }
 }
 
-fn labels_match(required: &BTreeMap<String, String>, have: &BTreeMap<String, String>) -> bool {
+/// What a worker may take from one session.
+enum Pick {
+    Test(usize),
+    Reserved,
+    Nothing,
+}
+
+pub(super) fn labels_match(required: &BTreeMap<String, String>, have: &BTreeMap<String, String>) -> bool {
     required.iter().all(|(k, v)| have.get(k) == Some(v))
 }

@@ -36,6 +36,7 @@ impl Scheduler {
         held.sort_by(|a, b| b.cmp(a));
         for (_, key) in held {
             let Some(session) = self.sessions.get_mut(&key.session) else { continue };
+            session.held = session.held.saturating_sub(1);
             let max_losses = match session.spec.max_worker_losses {
                 0 => default_max,
                 n => n,

@@ -20,6 +20,7 @@
 mod dispatch;
 mod loss;
 mod model;
+pub mod plan;
 mod restore;
 mod session;
 mod views;
@@ -129,8 +130,8 @@ impl Scheduler {
     pub fn handle(&mut self, now: Millis, input: Input) -> Vec<Action> {
         let mut out = Vec::new();
         match input {
-            Input::Submit { id, spec } => {
-                self.submit(now, id, spec, &mut out);
+            Input::Submit { id, spec, estimates } => {
+                self.submit(now, id, spec, &estimates, &mut out);
                 self.dispatch_all(&mut out);
             }
             Input::WorkerJoined { id, spec, claims } => {
@@ -200,14 +201,33 @@ impl Scheduler {
         out
     }
 
-    fn submit(&mut self, now: Millis, id: SessionId, spec: SessionSpec, out: &mut Vec<Action>) {
+    fn submit(
+        &mut self,
+        now: Millis,
+        id: SessionId,
+        spec: SessionSpec,
+        estimates: &[plan::Estimate],
+        out: &mut Vec<Action>,
+    ) {
         if self.sessions.contains_key(&id) {
             return;
         }
-        let session = Session::new(id, Arc::new(spec), now);
+        let order = if estimates.len() == spec.tests.len() {
+            plan::order(estimates, &spec.sizes, spec.keep_order)
+        } else {
+            // No history: largest file first, unless the order given is to be kept.
+            let none =
+                vec![plan::Estimate { ms: 0, source: plan::Source::Unknown, failed_last: false }; spec.tests.len()];
+            plan::order(&none, &spec.sizes, spec.keep_order)
+        };
+        let session = Session::new(id, Arc::new(spec), now, order);
         out.push(Action::Emit {
             session: id,
-            event: Event::Created { name: session.spec.name.clone(), paths: session.spec.tests.clone() },
+            event: Event::Created {
+                name: session.spec.name.clone(),
+                paths: session.spec.tests.clone(),
+                order: session.order.clone(),
+            },
         });
         let empty = session.tests.is_empty();
         self.sessions.insert(id, session);
@@ -282,6 +302,9 @@ impl Scheduler {
         let held = w.held.remove(&key).is_some();
         let worker_name = w.spec.name.clone();
         let Some(session) = self.sessions.get_mut(&key.session) else { return };
+        if held {
+            session.held = session.held.saturating_sub(1);
+        }
         let retries = session.spec.retries;
         let Some(test) = session.tests.get_mut(key.test as usize) else { return };
         let live = held
@@ -479,6 +502,19 @@ impl Scheduler {
     }
 
     fn finish_session_if_done(&mut self, now: Millis, id: SessionId, out: &mut Vec<Action>) {
+        let Some(session) = self.sessions.get_mut(&id) else { return };
+        let max = session.spec.max_failures;
+        if max > 0 && session.finished_at.is_none() && session.cancel_reason.is_none() {
+            let t = &session.totals;
+            let failed = t.failed + t.timed_out + t.error + t.lost;
+            if failed >= max && t.ended() < t.total {
+                let plural = if failed == 1 { "" } else { "s" };
+                let reason = format!("{failed} test{plural} failed (--max-fail {max}): the rest were not run");
+                // Cancelling finishes the session once what runs has stopped.
+                self.cancel(now, id, reason, out);
+                return;
+            }
+        }
         let Some(session) = self.sessions.get_mut(&id) else { return };
         if session.finished_at.is_some() || session.totals.ended() < session.totals.total {
             return;

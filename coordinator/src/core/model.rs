@@ -154,6 +154,29 @@ pub struct SessionSpec {
     /// Files each test writes that come back to the client. Passed on untouched.
     #[serde(default)]
     pub artifacts: Option<ArtifactSpec>,
+    /// Each test's file size in bytes (0: unknown), for estimating tests the history has not
+    /// seen. Empty: none known.
+    #[serde(default)]
+    pub sizes: Vec<u64>,
+    /// Serve the tests in the order given (`--order given`), not by history.
+    #[serde(default)]
+    pub keep_order: bool,
+    /// Stop the session once this many tests have failed (`--max-fail`); 0: never.
+    #[serde(default)]
+    pub max_failures: u32,
+    /// Its weight in the fair share of slots between sessions (`--priority`); 0 counts as 1.
+    #[serde(default)]
+    pub priority: u32,
+    /// The most assignments it may hold at once, running or prefetched (`--max-slots`); 0: no cap.
+    #[serde(default)]
+    pub max_slots: u32,
+}
+
+impl SessionSpec {
+    /// Its weight in the fair share.
+    pub fn weight(&self) -> u32 {
+        self.priority.max(1)
+    }
 }
 
 /// A workspace tree by its root manifest's digest.
@@ -173,10 +196,14 @@ pub struct WorkerSpec {
 }
 
 /// Everything that can happen to the scheduler.
+// Inputs are built and handled one at a time, never stored in bulk: a large `Submit` costs a
+// move, not memory.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Input {
-    /// A new session. The id is chosen by the caller so that inputs replay deterministically.
-    Submit { id: SessionId, spec: SessionSpec },
+    /// A new session, with each test's estimate from the project's history (empty: none). The
+    /// id is chosen by the caller so that inputs replay deterministically.
+    Submit { id: SessionId, spec: SessionSpec, estimates: Vec<super::plan::Estimate> },
     /// A worker registered on a new stream, claiming what it still holds from an earlier one.
     WorkerJoined { id: WorkerId, spec: WorkerSpec, claims: Vec<Claim> },
     /// A worker's stream ended or errored.
@@ -272,14 +299,49 @@ impl Totals {
 /// session's budget). The store numbers them; the service serves them to watchers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
-    Created { name: String, paths: Vec<String> },
-    TestStarted { test: u32, attempt: u32, worker: String },
-    TestFinished { test: u32, attempt: u32, worker: String, is_final: bool, outcome: Outcome, report: Report },
-    TestRequeued { test: u32, attempt: u32, reason: String, cause: Requeue },
-    ResultDiscarded { test: u32, attempt: u32, reason: String },
-    Cancelled { reason: String },
-    Finished { totals: Totals, cancel_reason: Option<String> },
-    SetupFinished { worker: String, report: Report, reused: bool },
+    /// `order`: the order its tests are served in (empty: as listed).
+    Created {
+        name: String,
+        paths: Vec<String>,
+        #[serde(default)]
+        order: Vec<u32>,
+    },
+    TestStarted {
+        test: u32,
+        attempt: u32,
+        worker: String,
+    },
+    TestFinished {
+        test: u32,
+        attempt: u32,
+        worker: String,
+        is_final: bool,
+        outcome: Outcome,
+        report: Report,
+    },
+    TestRequeued {
+        test: u32,
+        attempt: u32,
+        reason: String,
+        cause: Requeue,
+    },
+    ResultDiscarded {
+        test: u32,
+        attempt: u32,
+        reason: String,
+    },
+    Cancelled {
+        reason: String,
+    },
+    Finished {
+        totals: Totals,
+        cancel_reason: Option<String>,
+    },
+    SetupFinished {
+        worker: String,
+        report: Report,
+        reused: bool,
+    },
 }
 
 /// Why a test went back to its queue with a new attempt (neither a failure nor a retry).

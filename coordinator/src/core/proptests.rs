@@ -19,9 +19,13 @@ enum Op {
         retries: u32,
         timeout: bool,
         on_disconnect: bool,
+        max_fail: u32,
+        /// Only for workers labelled `os=mac` (true) or `os=linux` (false).
+        needs: Option<bool>,
     },
     Join {
         slots: u32,
+        mac: bool,
     },
     Leave {
         worker: usize,
@@ -75,6 +79,17 @@ enum Op {
     },
 }
 
+fn os(mac: bool) -> &'static str {
+    if mac { "mac" } else { "linux" }
+}
+
+/// A worker labelled `os=mac` or `os=linux`.
+fn labelled(slots: u32, mac: bool) -> WorkerSpec {
+    let mut spec = worker(slots);
+    spec.labels.insert("os".into(), os(mac).into());
+    spec
+}
+
 fn outcome() -> impl Strategy<Value = Outcome> {
     prop_oneof![
         4 => Just(Outcome::Passed),
@@ -87,9 +102,9 @@ fn outcome() -> impl Strategy<Value = Outcome> {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        2 => (0usize..6, 0u32..3, any::<bool>(), any::<bool>())
-            .prop_map(|(tests, retries, timeout, on_disconnect)| Op::Submit { tests, retries, timeout, on_disconnect }),
-        2 => (1u32..4).prop_map(|slots| Op::Join { slots }),
+        2 => (0usize..6, 0u32..3, any::<bool>(), any::<bool>(), prop_oneof![2 => Just(0u32), 1 => 1u32..4], proptest::option::of(any::<bool>()))
+            .prop_map(|(tests, retries, timeout, on_disconnect, max_fail, needs)| Op::Submit { tests, retries, timeout, on_disconnect, max_fail, needs }),
+        2 => (1u32..4, any::<bool>()).prop_map(|(slots, mac)| Op::Join { slots, mac }),
         1 => any::<usize>().prop_map(|worker| Op::Leave { worker }),
         3 => any::<usize>().prop_map(|pick| Op::Start { pick }),
         6 => (any::<usize>(), outcome()).prop_map(|(pick, outcome)| Op::Result { pick, outcome }),
@@ -121,8 +136,8 @@ struct Harness {
     lost_keys: Vec<(WorkerId, AssignmentKey)>,
     /// Every session's events, as a store would keep them.
     logs: HashMap<SessionId, Vec<Event>>,
-    /// Workers of coordinators that restarted, with their slots and what they held then.
-    survivors: Vec<(u32, Vec<Claim>)>,
+    /// Workers of coordinators that restarted, as they registered and with what they held then.
+    survivors: Vec<(WorkerSpec, Vec<Claim>)>,
 }
 
 impl Harness {
@@ -166,7 +181,7 @@ impl Harness {
                     Claim { key: *key, started }
                 })
                 .collect();
-            self.survivors.push((w.spec.slots, claims));
+            self.survivors.push((w.spec.clone(), claims));
         }
         self.workers.clear();
         let restored = self
@@ -260,6 +275,12 @@ impl Harness {
                 }
                 Action::Assign { worker, assignment } => {
                     assert!(self.s.workers.contains_key(worker), "assigned to an unknown worker");
+                    let labels = &self.s.workers[worker].spec.labels;
+                    let required = &assignment.spec.required_labels;
+                    assert!(
+                        required.iter().all(|(k, v)| labels.get(k) == Some(v)),
+                        "labels {required:?} not on {labels:?}"
+                    );
                     assert!(self.is_live(*worker, assignment.key), "assignment is not the live attempt");
                 }
                 _ => {}
@@ -298,27 +319,31 @@ impl Harness {
 
     fn step(&mut self, op: Op) {
         match op {
-            Op::Submit { tests, retries, timeout, on_disconnect } => {
+            Op::Submit { tests, retries, timeout, on_disconnect, max_fail, needs } => {
                 let id = sid(self.next_id);
                 self.next_id += 1;
                 let mut sp = spec(tests);
                 sp.retries = retries;
+                sp.max_failures = max_fail;
+                if let Some(mac) = needs {
+                    sp.required_labels.insert("os".into(), os(mac).into());
+                }
                 sp.session_timeout_ms = if timeout { 10_000 } else { 0 };
                 sp.cancel_on_disconnect = on_disconnect;
                 self.sessions.push(id);
-                self.apply(Input::Submit { id, spec: sp });
+                self.apply(Input::Submit { id, spec: sp, estimates: Vec::new() });
             }
-            Op::Join { slots } => {
+            Op::Join { slots, mac } => {
                 let id = wid(self.next_id);
                 self.next_id += 1;
                 self.workers.push(id);
-                self.apply(Input::WorkerJoined { id, spec: worker(slots), claims: Vec::new() });
+                self.apply(Input::WorkerJoined { id, spec: labelled(slots, mac), claims: Vec::new() });
             }
             Op::Rejoin { pick, keep, forge } => {
                 if self.survivors.is_empty() {
                     return;
                 }
-                let (slots, held) = self.survivors.remove(pick % self.survivors.len());
+                let (spec, held) = self.survivors.remove(pick % self.survivors.len());
                 let mut claims: Vec<Claim> =
                     held.into_iter().enumerate().filter(|(i, _)| keep & (1 << (i % 64)) != 0).map(|(_, c)| c).collect();
                 if let Some((session, test, attempt)) = forge
@@ -330,7 +355,7 @@ impl Harness {
                 let id = wid(self.next_id);
                 self.next_id += 1;
                 self.workers.push(id);
-                self.apply(Input::WorkerJoined { id, spec: worker(slots), claims });
+                self.apply(Input::WorkerJoined { id, spec, claims });
             }
             Op::Resend { pick, worker, outcome } => {
                 if !self.lost_keys.is_empty() && !self.workers.is_empty() {
@@ -409,7 +434,8 @@ impl Harness {
     fn drain(&mut self) {
         // Past any adoption window: what nobody claimed after a restart is queued again.
         self.step(Op::Tick { advance: 5_000 });
-        self.step(Op::Join { slots: 4 });
+        self.step(Op::Join { slots: 4, mac: false });
+        self.step(Op::Join { slots: 4, mac: true });
         for _ in 0..1_000 {
             let held = self.held_keys();
             if held.is_empty() {
@@ -445,6 +471,98 @@ proptest! {
                 counted.count(outcomes[0]);
             }
             prop_assert_eq!(totals, Some(counted));
+            // --max-fail N: never more than N failures, and exactly N when it stopped the session.
+            let max = session.spec.max_failures;
+            if max > 0 {
+                let failed = counted.failed + counted.timed_out + counted.error + counted.lost;
+                prop_assert!(failed <= max, "{} failures over --max-fail {}", failed, max);
+                if session.cancel_reason.as_deref().is_some_and(|r| r.contains("--max-fail")) {
+                    prop_assert_eq!(failed, max);
+                }
+            }
+        }
+    }
+}
+
+/// The sessions still competing for slots: tests queued and room under their cap.
+fn competing(s: &Scheduler) -> Vec<(SessionId, u64, u64)> {
+    s.active
+        .iter()
+        .filter_map(|id| {
+            let session = s.sessions.get(id)?;
+            let capped = session.spec.max_slots > 0 && session.held >= session.spec.max_slots;
+            (!session.queue.is_empty() && !capped)
+                .then(|| (*id, u64::from(session.held), u64::from(session.spec.weight())))
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Sessions sharing workers, tests finishing in any order: each session's share of the
+    /// slots stays within one test of its weight's (held / weight never differ by more than
+    /// 1/weight on either side), no session's cap is passed, and no competing session holding
+    /// nothing waits longer than one turn of every session (its weight's worth of assignments
+    /// each).
+    #[test]
+    fn slots_are_shared_by_weight_and_no_session_starves(
+        sessions in proptest::collection::vec((1u32..5, proptest::option::of(1u32..6)), 2..5),
+        workers in proptest::collection::vec(1u32..4, 1..4),
+        finishes in proptest::collection::vec(any::<usize>(), 0..300),
+    ) {
+        let mut s = Scheduler::new(Config { prefetch_per_slot: 1, ..Config::default() });
+        for (i, (weight, cap)) in sessions.iter().enumerate() {
+            let mut sp = spec(60);
+            sp.priority = *weight;
+            sp.max_slots = cap.unwrap_or(0);
+            s.handle(0, Input::Submit { id: sid(i as u128 + 1), spec: sp, estimates: Vec::new() });
+        }
+        let mut waited: HashMap<SessionId, usize> = HashMap::new();
+        // One turn of every session, by weight.
+        let bound = sessions.iter().map(|(w, _)| *w as usize + 1).sum::<usize>();
+        let mut turn = |s: &Scheduler, actions: &[Action]| -> Result<(), TestCaseError> {
+            // How many assignments went elsewhere while a competing session held nothing.
+            for a in actions {
+                if let Action::Assign { assignment, .. } = a {
+                    for (id, held, _) in competing(s) {
+                        if held == 0 {
+                            *waited.entry(id).or_default() += 1;
+                        }
+                    }
+                    waited.insert(assignment.key.session, 0);
+                }
+            }
+            let competing = competing(s);
+            for (id, _, _) in &competing {
+                let n = waited.get(id).copied().unwrap_or(0);
+                prop_assert!(n <= bound, "session {} waited {} assignments", id, n);
+            }
+            for (a, held_a, w_a) in &competing {
+                for (b, held_b, w_b) in &competing {
+                    // held_a / w_a - held_b / w_b <= 1 / w_a + 1 / w_b, multiplied out.
+                    prop_assert!(held_a * w_b <= held_b * w_a + w_a + w_b, "{a}: {held_a}/{w_a} against {b}: {held_b}/{w_b}");
+                }
+            }
+            for session in s.sessions.values() {
+                let cap = session.spec.max_slots;
+                prop_assert!(cap == 0 || session.held <= cap, "{} holds {} over its cap {}", session.id, session.held, cap);
+            }
+            Ok(())
+        };
+        for (i, slots) in workers.iter().enumerate() {
+            let out = s.handle(0, Input::WorkerJoined { id: wid(i as u128 + 1), spec: worker(*slots), claims: Vec::new() });
+            turn(&s, &out)?;
+        }
+        for pick in finishes {
+            let held: Vec<(WorkerId, AssignmentKey)> =
+                s.workers.iter().flat_map(|(id, w)| w.held.keys().map(move |k| (*id, *k))).collect();
+            if held.is_empty() {
+                break;
+            }
+            let (worker, key) = held[pick % held.len()];
+            let out = s.handle(1, Input::Finished { worker, key, report: report(Outcome::Passed) });
+            turn(&s, &out)?;
         }
     }
 }

@@ -32,7 +32,17 @@ impl Scheduler {
             if self.sessions.contains_key(&id) {
                 continue;
             }
-            let mut session = Session::new(id, Arc::new(restored.spec), restored.created_at);
+            let order = match &restored.state {
+                Restored::Unfinished { events } => events
+                    .iter()
+                    .find_map(|e| match e {
+                        Event::Created { order, .. } => Some(order.clone()),
+                        _ => None,
+                    })
+                    .unwrap_or_default(),
+                Restored::Finished { .. } => Vec::new(),
+            };
+            let mut session = Session::new(id, Arc::new(restored.spec), restored.created_at, order);
             session.unwatched_since = Some(now);
             match restored.state {
                 Restored::Finished { finished_at, totals, cancel_reason } => {
@@ -120,7 +130,9 @@ impl Scheduler {
         let Some(session) = self.sessions.get_mut(&key.session) else { return false };
         let Some(test) = session.tests.get_mut(key.test as usize) else { return false };
         let TestState::Orphaned { started: logged } = test.state else { return false };
-        if test.attempt != key.attempt {
+        // A worker without the session's labels was never handed its tests.
+        if test.attempt != key.attempt || !super::dispatch::labels_match(&session.spec.required_labels, &w.spec.labels)
+        {
             return false;
         }
         if let Some(reason) = session.cancel_reason.clone() {
@@ -147,6 +159,7 @@ impl Scheduler {
         }
         self.next_seq += 1;
         w.held.insert(key, self.next_seq);
+        session.held += 1;
         true
     }
 
@@ -158,7 +171,8 @@ impl Scheduler {
         for id in ids {
             let Some(session) = self.sessions.get_mut(&id) else { continue };
             let mut front = VecDeque::new();
-            for index in 0..session.tests.len() {
+            for index in session.order.clone() {
+                let index = index as usize;
                 let test = &mut session.tests[index];
                 if !matches!(test.state, TestState::Orphaned { .. }) {
                     continue;
@@ -175,8 +189,8 @@ impl Scheduler {
                     }
                 }
             }
-            // `front` is in reverse (each was pushed to its front): put them back in index
-            // order, ahead of anything queued since.
+            // `front` is in reverse (each was pushed to its front): put them back in the
+            // session's order, ahead of anything queued since.
             while let Some(index) = front.pop_front() {
                 session.queue.push_front(index);
             }

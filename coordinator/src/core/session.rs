@@ -54,6 +54,11 @@ pub(super) struct Session {
     /// Output kept in the event log so far, against the session's budget.
     pub output: OutputBudget,
     pub running: u32,
+    /// Assignments workers hold for it (running or prefetched): its share of slots.
+    pub held: u32,
+    /// When it was last handed a test (the scheduler's assignment count then; 0: never): of
+    /// two sessions as far below their share, the one served longer ago goes first.
+    pub served_at: u64,
     pub created_at: Millis,
     pub finished_at: Option<Millis>,
     pub cancel_reason: Option<String>,
@@ -63,11 +68,16 @@ pub(super) struct Session {
     pub unwatched_since: Option<Millis>,
     /// The workers whose setup of it was told (each is told once).
     pub set_up: std::collections::BTreeSet<WorkerId>,
+    /// The order its tests are served in (a permutation of their indices).
+    pub order: Vec<u32>,
 }
 
 impl Session {
-    pub fn new(id: SessionId, spec: Arc<SessionSpec>, now: Millis) -> Self {
+    /// `order`: the order its tests are served in; anything but a permutation of their indices
+    /// (an empty one included) means as listed.
+    pub fn new(id: SessionId, spec: Arc<SessionSpec>, now: Millis, order: Vec<u32>) -> Self {
         let n = spec.tests.len();
+        let order = if is_permutation(&order, n) { order } else { (0..n as u32).collect() };
         Session {
             id,
             tests: (0..n)
@@ -80,10 +90,13 @@ impl Session {
                     handbacks: 0,
                 })
                 .collect(),
-            queue: (0..n as u32).collect(),
+            queue: order.iter().copied().collect(),
+            order,
             totals: Totals { total: n as u32, ..Totals::default() },
             output: OutputBudget::default(),
             running: 0,
+            held: 0,
+            served_at: 0,
             created_at: now,
             finished_at: None,
             cancel_reason: None,
@@ -127,6 +140,14 @@ impl Session {
             cancel_reason: self.cancel_reason.clone(),
         }
     }
+}
+
+fn is_permutation(order: &[u32], n: usize) -> bool {
+    if order.len() != n {
+        return false;
+    }
+    let mut seen = vec![false; n];
+    order.iter().all(|&i| seen.get_mut(i as usize).is_some_and(|s| !std::mem::replace(s, true)))
 }
 
 /// Send a test back to the front of its queue with a new attempt (its worker was lost or handed

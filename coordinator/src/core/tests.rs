@@ -30,6 +30,11 @@ pub(crate) fn spec(tests: usize) -> SessionSpec {
         setup: None,
         project: String::new(),
         artifacts: None,
+        sizes: Vec::new(),
+        keep_order: false,
+        max_failures: 0,
+        priority: 0,
+        max_slots: 0,
     }
 }
 
@@ -81,7 +86,7 @@ fn no_prefetch() -> Scheduler {
 #[test]
 fn submit_emits_created_and_waits_for_workers() {
     let mut s = Scheduler::new(Config::default());
-    let out = s.handle(0, Input::Submit { id: sid(1), spec: spec(3) });
+    let out = s.handle(0, Input::Submit { id: sid(1), spec: spec(3), estimates: Vec::new() });
     assert!(matches!(&out[0], Action::Emit { event: Event::Created { paths, .. }, .. } if paths.len() == 3));
     assert!(assigned(&out).is_empty());
     assert_eq!(s.queued(), 3);
@@ -90,7 +95,7 @@ fn submit_emits_created_and_waits_for_workers() {
 #[test]
 fn empty_session_finishes_at_once() {
     let mut s = Scheduler::new(Config::default());
-    let out = s.handle(0, Input::Submit { id: sid(1), spec: spec(0) });
+    let out = s.handle(0, Input::Submit { id: sid(1), spec: spec(0), estimates: Vec::new() });
     assert_eq!(finished_totals(&out), Some(Totals::default()));
     assert!(s.session(sid(1)).is_some_and(|v| v.finished));
 }
@@ -98,7 +103,7 @@ fn empty_session_finishes_at_once() {
 #[test]
 fn joining_worker_gets_one_per_slot_plus_prefetch() {
     let mut s = Scheduler::new(Config { prefetch_per_slot: 1, ..Config::default() });
-    s.handle(0, Input::Submit { id: sid(1), spec: spec(10) });
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(10), estimates: Vec::new() });
     let out = s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(2), claims: Vec::new() });
     let keys = assigned(&out);
     assert_eq!(keys.len(), 4, "2 slots + 2 prefetched");
@@ -111,7 +116,7 @@ fn work_spreads_over_workers_before_prefetch() {
     let mut s = Scheduler::new(Config { prefetch_per_slot: 1, ..Config::default() });
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     s.handle(0, Input::WorkerJoined { id: wid(2), spec: worker(1), claims: Vec::new() });
-    let out = s.handle(0, Input::Submit { id: sid(1), spec: spec(2) });
+    let out = s.handle(0, Input::Submit { id: sid(1), spec: spec(2), estimates: Vec::new() });
     let workers: BTreeSet<WorkerId> = assigned(&out).iter().map(|(w, _)| *w).collect();
     assert_eq!(workers.len(), 2, "each worker runs one rather than one running and one queued");
 }
@@ -119,7 +124,7 @@ fn work_spreads_over_workers_before_prefetch() {
 #[test]
 fn finished_result_frees_the_slot_and_pulls_the_next_test() {
     let mut s = no_prefetch();
-    s.handle(0, Input::Submit { id: sid(1), spec: spec(2) });
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(2), estimates: Vec::new() });
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     s.handle(1, Input::Started { worker: wid(1), key: key(sid(1), 0, 1) });
     let out = s.handle(2, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Passed) });
@@ -134,7 +139,7 @@ fn finished_result_frees_the_slot_and_pulls_the_next_test() {
 #[test]
 fn a_setup_is_told_once_per_worker_and_only_by_a_worker_holding_the_session() {
     let mut s = no_prefetch();
-    s.handle(0, Input::Submit { id: sid(1), spec: spec(2) });
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(2), estimates: Vec::new() });
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     s.handle(0, Input::WorkerJoined { id: wid(2), spec: worker(1), claims: Vec::new() });
     s.handle(0, Input::WorkerJoined { id: wid(3), spec: worker(1), claims: Vec::new() });
@@ -155,7 +160,7 @@ fn a_setup_is_told_once_per_worker_and_only_by_a_worker_holding_the_session() {
 #[test]
 fn started_emits_once_and_counts_running() {
     let mut s = no_prefetch();
-    s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(1), estimates: Vec::new() });
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     let out = s.handle(1, Input::Started { worker: wid(1), key: key(sid(1), 0, 1) });
     assert_eq!(out.len(), 1);
@@ -170,7 +175,7 @@ fn failed_test_is_retried_and_becomes_flaky_when_it_passes() {
     let mut s = no_prefetch();
     let mut sp = spec(1);
     sp.retries = 2;
-    s.handle(0, Input::Submit { id: sid(1), spec: sp });
+    s.handle(0, Input::Submit { id: sid(1), spec: sp, estimates: Vec::new() });
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     let out = s.handle(1, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Failed) });
     assert!(finals(&out).is_empty());
@@ -184,7 +189,7 @@ fn retries_run_out() {
     let mut s = no_prefetch();
     let mut sp = spec(1);
     sp.retries = 1;
-    s.handle(0, Input::Submit { id: sid(1), spec: sp });
+    s.handle(0, Input::Submit { id: sid(1), spec: sp, estimates: Vec::new() });
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     s.handle(1, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::TimedOut) });
     let out =
@@ -197,7 +202,7 @@ fn error_is_final_without_retry() {
     let mut s = no_prefetch();
     let mut sp = spec(1);
     sp.retries = 3;
-    s.handle(0, Input::Submit { id: sid(1), spec: sp });
+    s.handle(0, Input::Submit { id: sid(1), spec: sp, estimates: Vec::new() });
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     let out = s.handle(1, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Error) });
     assert_eq!(finals(&out), vec![(0, Outcome::Error)]);
@@ -206,7 +211,7 @@ fn error_is_final_without_retry() {
 #[test]
 fn lost_worker_requeues_at_front_with_new_attempt() {
     let mut s = no_prefetch();
-    s.handle(0, Input::Submit { id: sid(1), spec: spec(3) });
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(3), estimates: Vec::new() });
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     let out = s.handle(1, Input::WorkerLost { id: wid(1), reason: "stream ended".into() });
     assert!(
@@ -219,7 +224,7 @@ fn lost_worker_requeues_at_front_with_new_attempt() {
 #[test]
 fn late_result_from_superseded_attempt_is_discarded() {
     let mut s = no_prefetch();
-    s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(1), estimates: Vec::new() });
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     s.handle(1, Input::WorkerLost { id: wid(1), reason: "silent".into() });
     s.handle(2, Input::WorkerJoined { id: wid(2), spec: worker(1), claims: Vec::new() });
@@ -237,7 +242,7 @@ fn late_result_from_superseded_attempt_is_discarded() {
 #[test]
 fn result_for_a_test_another_worker_holds_is_discarded() {
     let mut s = no_prefetch();
-    s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(1), estimates: Vec::new() });
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     s.handle(0, Input::WorkerJoined { id: wid(2), spec: worker(1), claims: Vec::new() });
     let out = s.handle(1, Input::Finished { worker: wid(2), key: key(sid(1), 0, 1), report: report(Outcome::Passed) });
@@ -249,7 +254,7 @@ fn result_for_a_test_another_worker_holds_is_discarded() {
 #[test]
 fn test_ends_lost_after_too_many_worker_losses() {
     let mut s = no_prefetch();
-    s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(1), estimates: Vec::new() });
     for n in 1..=3 {
         s.handle(n, Input::WorkerJoined { id: wid(n as u128), spec: worker(1), claims: Vec::new() });
         s.handle(n, Input::Started { worker: wid(n as u128), key: key(sid(1), 0, n as u32) });
@@ -266,7 +271,7 @@ fn test_ends_lost_after_too_many_worker_losses() {
 #[test]
 fn cancel_ends_every_unfinished_test_and_cancels_running_ones() {
     let mut s = no_prefetch();
-    s.handle(0, Input::Submit { id: sid(1), spec: spec(3) });
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(3), estimates: Vec::new() });
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     let out = s.handle(1, Input::Cancel { session: sid(1), reason: "user".into() });
     assert_eq!(finals(&out).len(), 3);
@@ -284,10 +289,10 @@ fn cancel_ends_every_unfinished_test_and_cancels_running_ones() {
 #[test]
 fn cancelled_slot_is_not_reused_before_the_worker_reports() {
     let mut s = no_prefetch();
-    s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(1), estimates: Vec::new() });
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     s.handle(1, Input::Cancel { session: sid(1), reason: "user".into() });
-    let out = s.handle(2, Input::Submit { id: sid(2), spec: spec(1) });
+    let out = s.handle(2, Input::Submit { id: sid(2), spec: spec(1), estimates: Vec::new() });
     assert!(assigned(&out).is_empty(), "the slot still runs the cancelled test");
     let out =
         s.handle(3, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Cancelled) });
@@ -297,7 +302,7 @@ fn cancelled_slot_is_not_reused_before_the_worker_reports() {
 #[test]
 fn worker_handing_a_test_back_requeues_it_without_a_loss() {
     let mut s = no_prefetch();
-    s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(1), estimates: Vec::new() });
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     let out =
         s.handle(1, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Cancelled) });
@@ -310,7 +315,7 @@ fn session_timeout_cancels_on_tick() {
     let mut s = no_prefetch();
     let mut sp = spec(2);
     sp.session_timeout_ms = 1_000;
-    s.handle(0, Input::Submit { id: sid(1), spec: sp });
+    s.handle(0, Input::Submit { id: sid(1), spec: sp, estimates: Vec::new() });
     assert!(finals(&s.handle(999, Input::Tick)).is_empty());
     let out = s.handle(1_000, Input::Tick);
     assert_eq!(finals(&out).len(), 2);
@@ -321,7 +326,7 @@ fn session_timeout_cancels_on_tick() {
 #[test]
 fn silent_worker_is_disconnected_and_lost_on_tick() {
     let mut s = Scheduler::new(Config { liveness_timeout_ms: 5_000, prefetch_per_slot: 0, ..Config::default() });
-    s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(1), estimates: Vec::new() });
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     s.handle(4_000, Input::Heartbeat { worker: wid(1) });
     assert!(s.handle(9_000, Input::Tick).is_empty());
@@ -340,15 +345,15 @@ fn required_labels_pick_the_worker() {
     let mut mac = worker(1);
     mac.labels.insert("os".into(), "mac".into());
     s.handle(0, Input::WorkerJoined { id: wid(2), spec: mac, claims: Vec::new() });
-    let out = s.handle(0, Input::Submit { id: sid(1), spec: sp });
+    let out = s.handle(0, Input::Submit { id: sid(1), spec: sp, estimates: Vec::new() });
     assert_eq!(assigned(&out), vec![(wid(2), key(sid(1), 0, 1))]);
 }
 
 #[test]
 fn sessions_are_served_in_submission_order_and_listed_newest_first() {
     let mut s = no_prefetch();
-    s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
-    s.handle(0, Input::Submit { id: sid(2), spec: spec(1) });
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(1), estimates: Vec::new() });
+    s.handle(0, Input::Submit { id: sid(2), spec: spec(1), estimates: Vec::new() });
     let out = s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     assert_eq!(assigned(&out), vec![(wid(1), key(sid(1), 0, 1))]);
     let ids: Vec<SessionId> = s.sessions().iter().map(|v| v.id).collect();
@@ -367,9 +372,9 @@ fn inputs_serialise_for_replay() {
 fn oldest_finished_sessions_are_forgotten_beyond_the_limit() {
     let mut s = Scheduler::new(Config { keep_finished_sessions: 2, prefetch_per_slot: 0, ..Config::default() });
     for n in 1..=4 {
-        s.handle(0, Input::Submit { id: sid(n), spec: spec(0) });
+        s.handle(0, Input::Submit { id: sid(n), spec: spec(0), estimates: Vec::new() });
     }
-    s.handle(0, Input::Submit { id: sid(5), spec: spec(1) });
+    s.handle(0, Input::Submit { id: sid(5), spec: spec(1), estimates: Vec::new() });
     assert_eq!(s.forget_old_sessions(0), vec![sid(1), sid(2)]);
     let ids: Vec<SessionId> = s.sessions().iter().map(|v| v.id).collect();
     assert_eq!(ids, vec![sid(5), sid(4), sid(3)], "the running session is never forgotten");
@@ -380,9 +385,9 @@ fn oldest_finished_sessions_are_forgotten_beyond_the_limit() {
 fn finished_sessions_are_forgotten_once_old_enough() {
     let config = Config { keep_finished_for_ms: 100, prefetch_per_slot: 0, ..Config::default() };
     let mut s = Scheduler::new(config);
-    s.handle(0, Input::Submit { id: sid(1), spec: spec(0) });
-    s.handle(50, Input::Submit { id: sid(2), spec: spec(0) });
-    s.handle(50, Input::Submit { id: sid(3), spec: spec(1) });
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(0), estimates: Vec::new() });
+    s.handle(50, Input::Submit { id: sid(2), spec: spec(0), estimates: Vec::new() });
+    s.handle(50, Input::Submit { id: sid(3), spec: spec(1), estimates: Vec::new() });
     assert!(s.forget_old_sessions(99).is_empty());
     assert_eq!(s.forget_old_sessions(100), vec![sid(1)]);
     assert_eq!(s.forget_old_sessions(10_000), vec![sid(2)], "the running session is never forgotten");
@@ -391,11 +396,11 @@ fn finished_sessions_are_forgotten_once_old_enough() {
 #[test]
 fn report_for_a_forgotten_session_frees_the_slot() {
     let mut s = Scheduler::new(Config { keep_finished_sessions: 0, prefetch_per_slot: 0, ..Config::default() });
-    s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(1), estimates: Vec::new() });
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     s.handle(1, Input::Cancel { session: sid(1), reason: "user".into() });
     assert_eq!(s.forget_old_sessions(0), vec![sid(1)]);
-    s.handle(2, Input::Submit { id: sid(2), spec: spec(1) });
+    s.handle(2, Input::Submit { id: sid(2), spec: spec(1), estimates: Vec::new() });
     let out =
         s.handle(3, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Cancelled) });
     assert_eq!(assigned(&out), vec![(wid(1), key(sid(2), 0, 1))]);
@@ -404,7 +409,7 @@ fn report_for_a_forgotten_session_frees_the_slot() {
 #[test]
 fn every_test_a_lost_worker_held_counts_a_loss_and_on_its_last_chance_runs_alone() {
     let mut s = Scheduler::new(Config { prefetch_per_slot: 1, max_worker_losses: 1, ..Config::default() });
-    s.handle(0, Input::Submit { id: sid(1), spec: spec(3) });
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(3), estimates: Vec::new() });
     // A one-slot worker holds test 0 and test 1 (prefetched). Either may have been running: test
     // 0 may have finished with its report lost in the crash, and test 1 started and crashed it.
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
@@ -428,7 +433,7 @@ fn every_test_a_lost_worker_held_counts_a_loss_and_on_its_last_chance_runs_alone
 fn a_worker_gone_silent_charges_only_the_next_test_of_each_slot() {
     let config = Config { prefetch_per_slot: 1, max_worker_losses: 1, liveness_timeout_ms: 1_000, ..Config::default() };
     let mut s = Scheduler::new(config);
-    s.handle(0, Input::Submit { id: sid(1), spec: spec(3) });
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(3), estimates: Vec::new() });
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     // Frozen or cut off: no word, and no broken stream either, until the liveness timeout.
     let mut lost = false;
@@ -448,7 +453,7 @@ fn a_worker_gone_silent_charges_only_the_next_test_of_each_slot() {
 #[test]
 fn a_draining_worker_lost_counts_only_what_it_started() {
     let mut s = Scheduler::new(Config { prefetch_per_slot: 1, max_worker_losses: 1, ..Config::default() });
-    s.handle(0, Input::Submit { id: sid(1), spec: spec(3) });
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(3), estimates: Vec::new() });
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     s.handle(1, Input::Started { worker: wid(1), key: key(sid(1), 0, 1) });
     s.handle(2, Input::Draining { worker: wid(1) });
@@ -465,7 +470,7 @@ fn a_draining_worker_lost_counts_only_what_it_started() {
 #[test]
 fn a_last_chance_test_gets_an_emptied_worker_while_others_keep_working() {
     let mut s = Scheduler::new(Config { prefetch_per_slot: 0, max_worker_losses: 1, ..Config::default() });
-    s.handle(0, Input::Submit { id: sid(1), spec: spec(6) });
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(6), estimates: Vec::new() });
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     s.handle(0, Input::WorkerJoined { id: wid(2), spec: worker(2), claims: Vec::new() });
     // wid(1) runs test 0 and dies: test 0 is on its last chance; wid(2) is busy with 1 and 2.
@@ -504,7 +509,7 @@ fn a_retry_prefers_another_worker() {
     let mut s = no_prefetch();
     let mut sp = spec(1);
     sp.retries = 1;
-    s.handle(0, Input::Submit { id: sid(1), spec: sp });
+    s.handle(0, Input::Submit { id: sid(1), spec: sp, estimates: Vec::new() });
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     s.handle(0, Input::WorkerJoined { id: wid(2), spec: worker(1), claims: Vec::new() });
     // wid(1) got the test (first in order) and fails it; the idle wid(2) must get the retry.
@@ -517,7 +522,7 @@ fn a_retry_waits_for_another_worker_while_one_exists_and_runs_where_it_can_when_
     let mut s = no_prefetch();
     let mut sp = spec(2);
     sp.retries = 1;
-    s.handle(0, Input::Submit { id: sid(1), spec: sp });
+    s.handle(0, Input::Submit { id: sid(1), spec: sp, estimates: Vec::new() });
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     s.handle(0, Input::WorkerJoined { id: wid(2), spec: worker(1), claims: Vec::new() });
     let out = s.handle(1, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Failed) });
@@ -530,7 +535,7 @@ fn a_retry_waits_for_another_worker_while_one_exists_and_runs_where_it_can_when_
 #[test]
 fn a_draining_worker_gets_no_new_work() {
     let mut s = no_prefetch();
-    s.handle(0, Input::Submit { id: sid(1), spec: spec(2) });
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(2), estimates: Vec::new() });
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     s.handle(1, Input::Draining { worker: wid(1) });
     let out = s.handle(2, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Passed) });
@@ -542,7 +547,7 @@ fn a_draining_worker_gets_no_new_work() {
 #[test]
 fn a_late_result_from_a_lost_worker_is_recorded_as_discarded() {
     let mut s = no_prefetch();
-    s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(1), estimates: Vec::new() });
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     s.handle(1, Input::WorkerLost { id: wid(1), reason: "silent".into() });
     let out = s.handle(2, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Passed) });
@@ -555,8 +560,8 @@ fn cancel_on_disconnect_waits_for_the_grace_and_only_when_asked() {
     let mut s = Scheduler::new(Config { liveness_timeout_ms: 1_000, ..Config::default() });
     let mut sp = spec(1);
     sp.cancel_on_disconnect = true;
-    s.handle(0, Input::Submit { id: sid(1), spec: sp });
-    s.handle(0, Input::Submit { id: sid(2), spec: spec(1) });
+    s.handle(0, Input::Submit { id: sid(1), spec: sp, estimates: Vec::new() });
+    s.handle(0, Input::Submit { id: sid(2), spec: spec(1), estimates: Vec::new() });
     s.handle(100, Input::WatchStarted { session: sid(1) });
     s.handle(100, Input::WatchStarted { session: sid(2) });
     assert!(finals(&s.handle(5_000, Input::Tick)).is_empty(), "watched: nothing happens");
@@ -574,7 +579,7 @@ fn cancel_on_disconnect_waits_for_the_grace_and_only_when_asked() {
 #[test]
 fn a_running_test_of_a_cancelled_session_ends_with_the_output_up_to_the_kill() {
     let mut s = no_prefetch();
-    s.handle(0, Input::Submit { id: sid(1), spec: spec(2) });
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(2), estimates: Vec::new() });
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     s.handle(1, Input::Started { worker: wid(1), key: key(sid(1), 0, 1) });
     let out = s.handle(2, Input::Cancel { session: sid(1), reason: "user".into() });
@@ -602,7 +607,7 @@ fn a_running_test_of_a_cancelled_session_ends_with_the_output_up_to_the_kill() {
 #[test]
 fn a_cancelled_running_test_whose_worker_dies_still_ends() {
     let mut s = no_prefetch();
-    s.handle(0, Input::Submit { id: sid(1), spec: spec(1) });
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(1), estimates: Vec::new() });
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     s.handle(1, Input::Started { worker: wid(1), key: key(sid(1), 0, 1) });
     s.handle(2, Input::Cancel { session: sid(1), reason: "user".into() });
@@ -614,7 +619,7 @@ fn a_cancelled_running_test_whose_worker_dies_still_ends() {
 #[test]
 fn a_worker_that_hands_work_back_gets_no_more() {
     let mut s = no_prefetch();
-    s.handle(0, Input::Submit { id: sid(1), spec: spec(2) });
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(2), estimates: Vec::new() });
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
     let out =
         s.handle(1, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Cancelled) });
@@ -627,7 +632,7 @@ fn a_worker_that_hands_work_back_gets_no_more() {
 fn a_tick_forgets_old_finished_sessions_through_actions() {
     let mut s = Scheduler::new(Config { keep_finished_sessions: 1, prefetch_per_slot: 0, ..Config::default() });
     for n in 1..=3 {
-        s.handle(0, Input::Submit { id: sid(n), spec: spec(0) });
+        s.handle(0, Input::Submit { id: sid(n), spec: spec(0), estimates: Vec::new() });
     }
     let forgotten = |out: &[Action]| -> Vec<SessionId> {
         out.iter()
@@ -645,7 +650,7 @@ fn a_tick_forgets_old_finished_sessions_through_actions() {
 #[test]
 fn the_log_gets_a_passed_tests_tail_and_a_failures_whole_output() {
     let mut s = no_prefetch();
-    s.handle(0, Input::Submit { id: sid(1), spec: spec(2) });
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(2), estimates: Vec::new() });
     s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(2), claims: Vec::new() });
     let emitted = |out: &[Action]| {
         out.iter()
@@ -678,7 +683,7 @@ impl Recorded {
     /// started on it.
     fn started(config: Config, spec: SessionSpec, slots: u32, started: u32) -> Recorded {
         let mut r = Recorded { s: Scheduler::new(config), log: Vec::new() };
-        r.feed(0, Input::Submit { id: sid(1), spec });
+        r.feed(0, Input::Submit { id: sid(1), spec, estimates: Vec::new() });
         r.feed(0, Input::WorkerJoined { id: wid(1), spec: worker(slots), claims: Vec::new() });
         for test in 0..started {
             r.feed(1, Input::Started { worker: wid(1), key: key(sid(1), test, 1) });
@@ -920,4 +925,46 @@ fn a_running_claim_in_a_session_cancelled_before_the_restart_is_stopped_and_ends
     let out = s.handle(10_200, Input::Finished { worker: wid(2), key: key(sid(1), 0, 1), report: killed });
     assert_eq!(finals(&out), vec![(0, Outcome::Cancelled)]);
     assert_eq!(finished_totals(&out).map(|t| t.cancelled), Some(2));
+}
+
+fn history(ms: u64, failed_last: bool) -> plan::Estimate {
+    plan::Estimate { ms, source: plan::Source::History, failed_last }
+}
+
+#[test]
+fn a_session_is_served_failed_first_then_longest_first_and_keeps_that_order_across_a_restart() {
+    let config = Config { prefetch_per_slot: 0, liveness_timeout_ms: 1_000, ..Config::default() };
+    let estimates = vec![history(10, false), history(900, false), history(5, true), history(300, false)];
+    let mut first = Recorded { s: Scheduler::new(config.clone()), log: Vec::new() };
+    first.feed(0, Input::Submit { id: sid(1), spec: spec(4), estimates: estimates.clone() });
+    let out = first.s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
+    assert_eq!(assigned(&out), vec![(wid(1), key(sid(1), 2, 1))], "the one that failed last time first");
+    // The coordinator dies before anything ends: the rest keep their order after the restart.
+    let mut s = restarted(config, spec(4), first.log, 10_000);
+    s.handle(10_000, Input::WorkerJoined { id: wid(2), spec: worker(1), claims: Vec::new() });
+    let mut served = Vec::new();
+    let mut out = s.handle(11_000, Input::Tick);
+    while let Some((worker, key)) = assigned(&out).first().copied() {
+        served.push(key.test);
+        out = s.handle(11_001, Input::Finished { worker, key, report: report(Outcome::Passed) });
+    }
+    assert_eq!(served, vec![2, 1, 3, 0]);
+}
+
+#[test]
+fn max_fail_cancels_the_rest_once_enough_tests_have_failed() {
+    let mut sp = spec(4);
+    sp.max_failures = 1;
+    let mut s = no_prefetch();
+    s.handle(0, Input::Submit { id: sid(1), spec: sp, estimates: Vec::new() });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(2), claims: Vec::new() });
+    s.handle(1, Input::Started { worker: wid(1), key: key(sid(1), 1, 1) });
+    let out = s.handle(2, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Failed) });
+    assert_eq!(finals(&out), vec![(0, Outcome::Failed), (2, Outcome::Cancelled), (3, Outcome::Cancelled)]);
+    assert_eq!(cancels(&out), vec![(wid(1), key(sid(1), 1, 1))], "what runs is stopped");
+    // The running one fails too, but it was stopped: cancelled, and the session says why.
+    let out = s.handle(3, Input::Finished { worker: wid(1), key: key(sid(1), 1, 1), report: report(Outcome::Failed) });
+    assert_eq!(finals(&out), vec![(1, Outcome::Cancelled)]);
+    let view = s.session(sid(1)).expect("kept");
+    assert!(view.finished && view.cancel_reason.is_some_and(|r| r.contains("--max-fail 1")));
 }

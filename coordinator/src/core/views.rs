@@ -37,6 +37,11 @@ impl Scheduler {
         forgotten
     }
 
+    /// A session's spec (while the scheduler knows the session).
+    pub fn spec(&self, id: SessionId) -> Option<&std::sync::Arc<super::SessionSpec>> {
+        self.sessions.get(&id).map(|s| &s.spec)
+    }
+
     /// One session's state and totals.
     pub fn session(&self, id: SessionId) -> Option<SessionView> {
         self.sessions.get(&id).map(Session::view)

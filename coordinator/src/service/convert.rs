@@ -229,6 +229,28 @@ pub fn claims(held: &[pb::HeldAssignment], slots: u32) -> Result<Vec<Claim>, Bad
         .collect()
 }
 
+/// A `Plan` request, checked as a session's tests and project are: the project, the test paths
+/// and their sizes.
+pub fn plan_request(project: String, tests: Vec<pb::TestSpec>) -> Result<(String, Vec<String>, Vec<u64>), BadMessage> {
+    if tests.len() > MAX_TESTS_PER_SESSION {
+        return Err(BadMessage::Invalid {
+            field: "tests",
+            problem: format!("{} tests is more than the limit of {MAX_TESTS_PER_SESSION}", tests.len()),
+        });
+    }
+    if project.len() > MAX_PROJECT_BYTES {
+        return Err(BadMessage::Invalid {
+            field: "project",
+            problem: format!("{} bytes is more than the limit of {MAX_PROJECT_BYTES}", project.len()),
+        });
+    }
+    let sizes = tests.iter().map(|t| t.size_bytes).collect();
+    Ok((project, tests.into_iter().map(|t| t.path).collect(), sizes))
+}
+
+/// The highest weight a session may have in the fair share.
+const MAX_PRIORITY: u32 = 1_000;
+
 /// The longest project key a session may carry.
 const MAX_PROJECT_BYTES: usize = 256;
 
@@ -246,7 +268,15 @@ impl TryFrom<pb::SessionSpec> for SessionSpec {
         }
         let runner = s.runner.as_ref().ok_or(BadMessage::Missing("runner"))?;
         let runner = Runner::try_from(runner)?;
+        if s.priority > MAX_PRIORITY {
+            return Err(BadMessage::Invalid {
+                field: "priority",
+                problem: format!("{} is more than the limit of {MAX_PRIORITY}", s.priority),
+            });
+        }
+        let priority = s.priority;
         let mut tests = Vec::with_capacity(s.tests.len());
+        let sizes: Vec<u64> = s.tests.iter().map(|t| t.size_bytes).collect();
         for t in s.tests {
             if t.path.is_empty() || t.path.contains('\0') {
                 return Err(BadMessage::Invalid {
@@ -315,6 +345,11 @@ impl TryFrom<pb::SessionSpec> for SessionSpec {
             setup,
             project: s.project,
             artifacts,
+            sizes: if sizes.iter().all(|&b| b == 0) { Vec::new() } else { sizes },
+            keep_order: s.keep_order,
+            max_failures: s.max_failures,
+            priority,
+            max_slots: s.max_slots,
         })
     }
 }
@@ -364,7 +399,7 @@ pub fn worker_view_to_pb(v: &WorkerView) -> pb::WorkerInfo {
 pub fn event_to_pb(event: &Event) -> pb::session_event::Kind {
     use pb::session_event::Kind;
     match event {
-        Event::Created { name, paths } => Kind::Created(pb::SessionCreated {
+        Event::Created { name, paths, .. } => Kind::Created(pb::SessionCreated {
             name: name.clone(),
             total: paths.len() as u32,
             test_paths: paths.clone(),
@@ -431,7 +466,7 @@ mod tests {
     #[test]
     fn spec_without_placeholder_is_rejected() {
         let spec = pb::SessionSpec {
-            tests: vec![pb::TestSpec { path: "a".into() }],
+            tests: vec![pb::TestSpec { path: "a".into(), ..Default::default() }],
             runner: Some(pb::Runner {
                 framework: pb::Framework::Custom as i32,
                 options: Some(pb::runner::Options::Command(pb::CommandOptions { template: "true".into() })),

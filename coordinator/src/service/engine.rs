@@ -19,6 +19,7 @@ use crate::core::{
     Action, Claim, Event, Input, Millis, RestoredSession, Scheduler, SessionId, SessionSpec, SessionView, WorkerId,
     WorkerSpec, WorkerView,
 };
+use crate::store::history::{HistoryStore, Sample};
 use crate::store::{SessionStore, StoreError};
 use testgrid_proto::frameworks::expand_command;
 
@@ -33,6 +34,8 @@ pub enum Command {
     Submit {
         spec: SessionSpec,
         id: Option<SessionId>,
+        /// Each test's estimate from the project's history (empty: none).
+        estimates: Vec<crate::core::plan::Estimate>,
         reply: oneshot::Sender<Result<SessionId, SessionId>>,
     },
     /// `None` in the reply: no such session; `Some(false)`: it had already finished.
@@ -121,6 +124,7 @@ pub fn spawn(
     mut scheduler: Scheduler,
     restored: Vec<RestoredSession>,
     store: Arc<dyn SessionStore>,
+    history: Arc<dyn HistoryStore>,
     metrics: Arc<Metrics>,
     ping_every: Duration,
     shutdown: CancellationToken,
@@ -134,6 +138,7 @@ pub fn spawn(
     let engine = Engine {
         scheduler,
         store,
+        history,
         metrics,
         workers: HashMap::new(),
         ping_every,
@@ -148,6 +153,8 @@ pub fn spawn(
 struct Engine {
     scheduler: Scheduler,
     store: Arc<dyn SessionStore>,
+    /// Learns every final outcome's duration.
+    history: Arc<dyn HistoryStore>,
     metrics: Arc<Metrics>,
     workers: HashMap<WorkerId, WorkerTx>,
     /// How often every worker hears from us, so that it can tell a dead coordinator.
@@ -203,7 +210,7 @@ impl Engine {
                     self.ack_when_durable(worker, key);
                 }
             }
-            Command::Submit { spec, id, reply } => {
+            Command::Submit { spec, id, estimates, reply } => {
                 let id = match id {
                     Some(id) if self.store.log(id).is_some() || self.scheduler.session(id).is_some() => {
                         let _ = reply.send(Err(id));
@@ -220,7 +227,7 @@ impl Engine {
                     self.store_failed(e);
                     return;
                 }
-                self.input(Input::Submit { id, spec });
+                self.input(Input::Submit { id, spec, estimates });
                 // Answered once the session and its first events are durable. The submitter
                 // may have gone away; the session runs regardless.
                 self.store.when_durable(Box::new(move || {
@@ -263,11 +270,37 @@ impl Engine {
     /// not waited for: it sends the report again, which is then dropped as counted.
     fn ack_when_durable(&self, worker: WorkerId, key: crate::core::AssignmentKey) {
         let Some(tx) = self.workers.get(&worker).cloned() else { return };
+        let history = Arc::clone(&self.history);
+        // The report's events first, then what the history learned from it.
         self.store.when_durable(Box::new(move || {
-            let acked = pb::ReportsAcked { assignments: vec![key_to_pb(&key)] };
-            let kind = pb::coordinator_message::Kind::ReportsAcked(acked);
-            let _ = tx.try_send(Ok(pb::CoordinatorMessage { kind: Some(kind) }));
+            history.when_durable(Box::new(move || {
+                let acked = pb::ReportsAcked { assignments: vec![key_to_pb(&key)] };
+                let kind = pb::coordinator_message::Kind::ReportsAcked(acked);
+                let _ = tx.try_send(Ok(pb::CoordinatorMessage { kind: Some(kind) }));
+            }));
         }));
+    }
+
+    /// Learn a final outcome's duration (and its cases') for the session's project.
+    fn learn(
+        &self,
+        now: Millis,
+        session: SessionId,
+        test: u32,
+        outcome: crate::core::Outcome,
+        report: &crate::core::Report,
+    ) {
+        let Some(spec) = self.scheduler.spec(session) else { return };
+        let Some(path) = spec.tests.get(test as usize) else { return };
+        let mut samples = Vec::with_capacity(1 + report.cases.len());
+        samples.push(Sample { test: path.clone(), case: String::new(), duration_ms: report.duration_ms, outcome });
+        samples.extend(report.cases.iter().filter(|c| !c.name.is_empty()).map(|c| Sample {
+            test: path.clone(),
+            case: c.name.clone(),
+            duration_ms: c.duration_ms,
+            outcome: c.outcome,
+        }));
+        self.history.record(&spec.project, now, samples);
     }
 
     /// The store cannot keep what it is given: stop, rather than make promises it cannot keep.
@@ -338,8 +371,9 @@ impl Engine {
                 self.send_worker(worker, msg, pending);
             }
             Action::Emit { session, event } => {
-                if let Event::TestFinished { is_final: true, outcome, .. } = &event {
+                if let Event::TestFinished { is_final: true, outcome, test, report, .. } = &event {
                     self.metrics.test_finished(*outcome);
+                    self.learn(now, session, *test, *outcome, report);
                 }
                 if matches!(event, Event::Finished { .. }) {
                     // Every worker hears it: a worker that ran none of its tests ignores it.

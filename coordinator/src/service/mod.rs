@@ -8,6 +8,7 @@ pub mod engine;
 mod http;
 pub mod metrics;
 mod session;
+pub use session::plan_tests;
 mod worker;
 
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ use tracing::info;
 
 use crate::core::{self, Scheduler};
 use crate::store::SessionStore;
+use crate::store::history::{HistoryStore, MemoryHistory, SqliteHistory};
 use crate::store::memory::MemoryStore;
 
 /// The largest message the coordinator accepts (a submission of very many tests, or a worker's
@@ -46,6 +48,10 @@ pub struct Config {
     pub max_blob_bytes: u64,
     /// Blobs no workspace submitted within this long names are dropped by garbage collection.
     pub blob_retention: Duration,
+    /// Where the duration history lives when sessions are not durable (local mode: the user's
+    /// cache folder). With durable sessions it is `history.db` in the data directory; with
+    /// neither, it is kept in memory.
+    pub history_dir: Option<PathBuf>,
 }
 
 /// How long a workspace's blobs are kept after its last session by default.
@@ -76,6 +82,7 @@ impl Default for Config {
             blob_store_bytes: DEFAULT_BLOB_STORE_BYTES,
             max_blob_bytes: DEFAULT_MAX_BLOB_BYTES,
             blob_retention: DEFAULT_BLOB_RETENTION,
+            history_dir: None,
         }
     }
 }
@@ -154,6 +161,28 @@ pub async fn serve(
         }
         _ => Arc::new(MemoryStore::new()),
     };
+    let history: Arc<dyn HistoryStore> = match (&config.data_dir, &config.history_dir) {
+        (Some(dir), _) if config.durable_sessions => {
+            let history = SqliteHistory::open(dir, true)?;
+            history.forget_older_than(testgrid_proto::now_ms());
+            Arc::new(history)
+        }
+        (_, Some(dir)) => match std::fs::create_dir_all(dir)
+            .map_err(|e| crate::store::StoreError(e.to_string()))
+            .and_then(|()| SqliteHistory::open(dir, false))
+        {
+            Ok(history) => {
+                history.forget_older_than(testgrid_proto::now_ms());
+                Arc::new(history)
+            }
+            Err(e) => {
+                // A cache that cannot be written costs the order, not the run.
+                tracing::warn!("durations are not remembered this time: {e}");
+                Arc::new(MemoryHistory::default())
+            }
+        },
+        _ => Arc::new(MemoryHistory::default()),
+    };
     let restored = store.load()?;
     let metrics = Arc::new(metrics::Metrics::default());
     let liveness_timeout = Duration::from_millis(config.core.liveness_timeout_ms);
@@ -162,6 +191,7 @@ pub async fn serve(
         Scheduler::new(config.core),
         restored,
         Arc::clone(&store),
+        Arc::clone(&history),
         Arc::clone(&metrics),
         config.heartbeat_interval,
         shutdown.clone(),
@@ -192,6 +222,7 @@ pub async fn serve(
         shutdown: shutdown.clone(),
         blobs: blob_store.clone(),
         roots: Arc::clone(&roots),
+        history,
     };
     let admin_svc = admin::AdminSvc { engine };
     let blob_svc = blob::BlobSvc { store: blob_store };

@@ -10,9 +10,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use super::convert::{chosen_session_id, event_to_pb, parse_session_id, session_view_to_pb};
+use super::convert::{chosen_session_id, event_to_pb, outcome_to_pb, parse_session_id, session_view_to_pb};
 use super::engine::{Command, EngineHandle};
+use crate::core::plan::Estimate;
 use crate::core::{Input, SessionId, SessionSpec};
+use crate::store::history::HistoryStore;
 use crate::store::{SessionLog, SessionStore, StoredEvent};
 
 pub struct SessionSvc {
@@ -24,6 +26,29 @@ pub struct SessionSvc {
     pub blobs: Option<Arc<dyn crate::blobs::BlobStore>>,
     /// The workspaces submitted lately, which garbage collection keeps.
     pub roots: Arc<crate::blobs::Roots>,
+    /// Every project's test durations, which order a session's queue.
+    pub history: Arc<dyn HistoryStore>,
+}
+
+impl SessionSvc {
+    /// Each test's estimate from its project's history (read off the async threads: a project
+    /// may have a hundred thousand tests). A history that cannot be read costs the order only.
+    async fn estimates(&self, spec: &SessionSpec) -> Vec<Estimate> {
+        let history = Arc::clone(&self.history);
+        let project = spec.project.clone();
+        let known = tokio::task::spawn_blocking(move || history.project(&project)).await;
+        match known {
+            Ok(Ok(known)) => crate::core::plan::estimate(&spec.tests, &spec.sizes, &known),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "ordering a session without its history");
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "ordering a session without its history");
+                Vec::new()
+            }
+        }
+    }
 }
 
 /// The most entries (files, symlinks, folders) a submitted workspace may have.
@@ -35,6 +60,36 @@ fn not_found(id: SessionId) -> Status {
 
 /// How many events a watcher reads from the log at once.
 const WATCH_BATCH: usize = 256;
+
+/// Each of `tests` (with their sizes) with its estimate and what `project`'s history knows of
+/// it, in the order a session of them would be served (`Plan`, and `testgrid plan` in local
+/// mode).
+pub fn plan_tests(
+    history: &dyn HistoryStore,
+    project: &str,
+    tests: &[String],
+    sizes: &[u64],
+    keep_order: bool,
+) -> Result<Vec<pb::PlannedTest>, crate::store::StoreError> {
+    let known = history.project(project)?;
+    let estimates = crate::core::plan::estimate(tests, sizes, &known);
+    let order = crate::core::plan::order(&estimates, sizes, keep_order);
+    Ok(order
+        .into_iter()
+        .map(|index| {
+            let e = estimates[index as usize];
+            let k = known.get(&tests[index as usize]);
+            pb::PlannedTest {
+                index,
+                estimate_ms: e.ms,
+                source: e.source.as_str().to_string(),
+                last_outcome: k.map_or(pb::Outcome::Unspecified, |k| outcome_to_pb(k.last)) as i32,
+                p90_ms: k.map_or(0, |k| k.p90_ms),
+                runs: k.map_or(0, |k| k.runs),
+            }
+        })
+        .collect())
+}
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::SessionEvent, Status>> + Send>>;
 
@@ -120,7 +175,8 @@ impl pb::session_service_server::SessionService for SessionSvc {
             .map_err(|problem| Status::failed_precondition(format!("the workspace cannot be used: {problem}")))?;
             self.roots.submitted(root);
         }
-        let id = self.engine.ask(|reply| Command::Submit { spec, id, reply }).await?.map_err(|id| {
+        let estimates = self.estimates(&spec).await;
+        let id = self.engine.ask(|reply| Command::Submit { spec, id, estimates, reply }).await?.map_err(|id| {
             Status::already_exists(format!(
                 "session {id} exists already: choose another id, or leave `session_id` empty"
             ))
@@ -165,5 +221,18 @@ impl pb::session_service_server::SessionService for SessionSvc {
     async fn list(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
         let views = self.engine.ask(|reply| Command::List { reply }).await?;
         Ok(Response::new(pb::ListResponse { sessions: views.iter().map(session_view_to_pb).collect() }))
+    }
+
+    async fn plan(&self, request: Request<pb::PlanRequest>) -> Result<Response<pb::PlanResponse>, Status> {
+        let request = request.into_inner();
+        let (project, tests, sizes) = super::convert::plan_request(request.project, request.tests)?;
+        let history = Arc::clone(&self.history);
+        let planned = tokio::task::spawn_blocking(move || {
+            plan_tests(history.as_ref(), &project, &tests, &sizes, request.keep_order)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("planning failed: {e}")))?
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(pb::PlanResponse { tests: planned }))
     }
 }

@@ -13,6 +13,7 @@
 //! once everything written before it is durable. The engine answers a `Submit` and acknowledges
 //! a worker's report only from such a callback, so nothing anyone was told is lost by a crash.
 
+pub mod history;
 pub mod memory;
 pub mod sqlite;
 
