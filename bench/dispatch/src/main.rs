@@ -55,7 +55,7 @@ impl Coordinator {
             .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--liveness-timeout", "120s"])
             .arg("--data-dir")
             .arg(data)
-            .env("TESTGRID_LOG", "warn")
+            .env("TESTGRID_LOG", "error")
             .stdout(Stdio::piped())
             .spawn()?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
@@ -92,7 +92,14 @@ impl Coordinator {
             .map_or(0, |kb| kb * 1024)
     }
 
-    fn kill(mut self) {
+    fn kill(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Coordinator {
+    /// A run that fails half-way leaves no coordinator behind.
+    fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -111,6 +118,18 @@ async fn light_worker(channel: tonic::transport::Channel, n: usize) -> Result<()
         .attach(ReceiverStream::new(rx))
         .await?
         .into_inner();
+    // Proof of life for the workers no test reaches for a while.
+    let beat = tx.clone();
+    let heartbeats = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let held = pb::WorkerMessage { kind: Some(ToCoordinator::Heartbeat(pb::Heartbeat { held: 0 })) };
+            if beat.send(held).await.is_err() {
+                return;
+            }
+        }
+    });
+    let _stop_beating = AbortOnDrop(heartbeats);
     while let Some(message) = inbound.next().await {
         let Some(kind) = message?.kind else { continue };
         if let FromCoordinator::Assign(assign) = kind {
@@ -122,6 +141,14 @@ async fn light_worker(channel: tonic::transport::Channel, n: usize) -> Result<()
         }
     }
     Ok(())
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn spec(tests: usize) -> pb::SessionSpec {
@@ -190,10 +217,22 @@ async fn main() -> Result<(), Error> {
     let elapsed = started.elapsed();
     let rss = coordinator.peak_rss();
 
-    // Fill the data directory with finished sessions, then time a restart on it.
-    for _ in 1..args.finished {
-        let session = submit(&channels[0], 100).await?;
-        finish(&channels[0], &session).await?;
+    // Fill the data directory with finished sessions (50 at a time), then time a restart on it.
+    let mut left = args.finished.saturating_sub(1);
+    while left > 0 {
+        let batch = left.min(50);
+        left -= batch;
+        let mut running = tokio::task::JoinSet::new();
+        for n in 0..batch {
+            let channel = channels[n % channels.len()].clone();
+            running.spawn(async move {
+                let session = submit(&channel, 100).await?;
+                finish(&channel, &session).await
+            });
+        }
+        while let Some(done) = running.join_next().await {
+            done??;
+        }
     }
     workers.abort_all();
     coordinator.kill();

@@ -12,10 +12,11 @@ impl Scheduler {
     /// Hand queued tests to workers with free capacity: first up to one per slot across all
     /// workers (so work spreads), then the prefetch.
     pub(super) fn dispatch_all(&mut self, out: &mut Vec<Action>) {
-        if self.active.is_empty() {
+        if self.active.iter().all(|id| self.sessions.get(id).is_none_or(|s| s.queue.is_empty())) {
             return;
         }
-        let worker_ids: Vec<WorkerId> = self.workers.keys().copied().collect();
+        // Only workers with room: a full grid costs nothing per event, however many workers.
+        let worker_ids: Vec<WorkerId> = self.hungry.iter().copied().collect();
         for prefetch in [0, self.config.prefetch_per_slot] {
             loop {
                 let mut progressed = false;
@@ -58,7 +59,21 @@ impl Scheduler {
         if let Some(w) = self.workers.get_mut(&worker) {
             w.held.insert(key, seq);
         }
+        self.note_room(worker);
         true
+    }
+
+    /// Keep `hungry` right for `worker` after its held assignments or draining changed.
+    pub(super) fn note_room(&mut self, worker: WorkerId) {
+        let room = self
+            .workers
+            .get(&worker)
+            .is_some_and(|w| !w.draining && w.held.len() < w.capacity(self.config.prefetch_per_slot));
+        if room {
+            self.hungry.insert(worker);
+        } else {
+            self.hungry.remove(&worker);
+        }
     }
 
     /// How often a session's tests may lose their worker.

@@ -28,6 +28,7 @@ impl Scheduler {
 
     fn lose_worker(&mut self, now: Millis, id: WorkerId, reason: &str, loss: Loss, out: &mut Vec<Action>) {
         let Some(w) = self.workers.remove(&id) else { return };
+        self.hungry.remove(&id);
         let default_max = self.config.max_worker_losses;
         let mut touched = BTreeSet::new();
         let maybe_running = self.maybe_running(&w, loss);

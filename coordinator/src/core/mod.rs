@@ -98,6 +98,9 @@ pub struct Scheduler {
     workers: BTreeMap<WorkerId, Worker>,
     /// Counts assignments handed out, to order each worker's held ones.
     next_seq: u64,
+    /// The workers with room for more (not draining, under capacity): the only ones dispatch
+    /// looks at.
+    hungry: BTreeSet<WorkerId>,
     /// When the last `Tick` came: a long gap means the coordinator itself stalled.
     last_tick: Option<Millis>,
     /// After a restart, until when workers may claim the attempts they hold ([`restore`]).
@@ -116,6 +119,7 @@ impl Scheduler {
             order: Vec::new(),
             workers: BTreeMap::new(),
             next_seq: 0,
+            hungry: BTreeSet::new(),
             last_tick: None,
             adopt_until: None,
             restored_unfinished: false,
@@ -145,6 +149,7 @@ impl Scheduler {
                 };
                 self.workers.insert(id, worker);
                 self.adopt(now, id, claims, &mut out);
+                self.note_room(id);
                 self.dispatch_all(&mut out);
             }
             Input::WorkerLost { id, reason } => {
@@ -162,10 +167,12 @@ impl Scheduler {
             }
             Input::Finished { worker, key, report } => {
                 self.finished(now, worker, key, report, &mut out);
+                self.note_room(worker);
                 self.dispatch_all(&mut out);
             }
             Input::Resent { worker, key, report } => {
                 self.resent(now, worker, key, report, &mut out);
+                self.note_room(worker);
                 self.dispatch_all(&mut out);
             }
             Input::Cancel { session, reason } => {
@@ -177,6 +184,7 @@ impl Scheduler {
                     w.draining = true;
                     w.last_seen = now;
                 }
+                self.note_room(worker);
             }
             Input::WatchStarted { session } => {
                 if let Some(s) = self.sessions.get_mut(&session) {

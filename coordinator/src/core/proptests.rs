@@ -291,6 +291,14 @@ impl Harness {
 
     fn check_invariants(&self) {
         let prefetch = self.s.config.prefetch_per_slot;
+        let hungry: std::collections::BTreeSet<WorkerId> = self
+            .s
+            .workers
+            .iter()
+            .filter(|(_, w)| !w.draining && w.held.len() < w.capacity(prefetch))
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(self.s.hungry, hungry, "the workers with room");
         let mut holders: HashMap<(SessionId, u32), WorkerId> = HashMap::new();
         for (id, w) in &self.s.workers {
             assert!(w.held.len() <= w.capacity(prefetch), "worker over capacity");
