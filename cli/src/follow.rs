@@ -11,11 +11,13 @@ use crate::report;
 
 /// Watch a session to its end, print the summary, write the JUnit report, and return the exit
 /// code. `submitted`: the tests of a session this client just submitted (empty for `watch`), so
-/// that even a session lost before its first event gets a report.
+/// that even a session lost before its first event gets a report; `estimates`: their estimated
+/// durations (ms, by index; empty: none), for the live view's ETA.
 pub async fn follow(
     grid: &Grid,
     session: &str,
     submitted: &[String],
+    estimates: Vec<u64>,
     view: View,
     output: &OutputArgs,
     interrupted: &AtomicBool,
@@ -23,6 +25,7 @@ pub async fn follow(
     let mode = view.mode;
     let mut live = Live::new(view, session);
     live.tracker.expect(submitted);
+    live.set_estimates(estimates);
     let dir = output.artifacts_dir.clone().unwrap_or_else(|| crate::artifacts::default_dir(session));
     crate::json::set_artifacts_dir(&dir);
     let fetcher = crate::artifacts::Fetcher::start(grid.channel(), dir);

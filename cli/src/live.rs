@@ -65,15 +65,74 @@ pub struct Live {
     pub tracker: Tracker,
     /// Cases reported by tests that have ended, for the progress bar.
     cases_done: usize,
+    /// Each test's estimated duration (ms, by index; empty: none), for the ETA.
+    estimates: Vec<u64>,
+    /// When each running test was seen to start.
+    started: std::collections::HashMap<u32, std::time::Instant>,
+    /// The most tests seen running at once: the slots the session gets.
+    peak: usize,
 }
 
 impl Live {
     pub fn new(view: View, session_id: &str) -> Self {
-        Live { view, mode: view.mode, bar: None, tracker: Tracker::new(session_id), cases_done: 0 }
+        Live {
+            view,
+            mode: view.mode,
+            bar: None,
+            tracker: Tracker::new(session_id),
+            cases_done: 0,
+            estimates: Vec::new(),
+            started: Default::default(),
+            peak: 0,
+        }
+    }
+
+    /// Each test's estimate (ms, by index), from the duration history: the live view shows an
+    /// ETA from the predicted work left.
+    pub fn set_estimates(&mut self, estimates: Vec<u64>) {
+        self.estimates = estimates;
+    }
+
+    /// The predicted time left: the estimated work of the tests without an outcome (less what
+    /// the running ones have done) over the slots the session has had, and no less than the
+    /// longest running test still needs. `None` without estimates.
+    fn eta(&self) -> Option<std::time::Duration> {
+        if self.estimates.iter().all(|&e| e == 0) {
+            return None;
+        }
+        let estimate = |i: usize| self.estimates.get(i).copied().unwrap_or(0);
+        let mut left: u64 = 0;
+        let mut longest: u64 = 0;
+        for (i, test) in self.tracker.tests.iter().enumerate() {
+            if test.outcome.is_some() {
+                continue;
+            }
+            let done = self.started.get(&(i as u32)).map_or(0, |at| at.elapsed().as_millis() as u64);
+            let rest = estimate(i).saturating_sub(done);
+            left += rest;
+            if self.started.contains_key(&(i as u32)) {
+                longest = longest.max(rest);
+            }
+        }
+        let slots = self.peak.max(1) as u64;
+        Some(std::time::Duration::from_millis((left / slots).max(longest)))
     }
 
     pub fn on_event(&mut self, event: pb::SessionEvent) {
         self.tracker.apply(&event);
+        match &event.kind {
+            Some(Kind::TestStarted(s)) => {
+                self.started.insert(s.test_index, std::time::Instant::now());
+            }
+            Some(Kind::TestFinished(f)) => {
+                self.started.remove(&f.test_index);
+            }
+            Some(Kind::TestRequeued(r)) => {
+                self.started.remove(&r.test_index);
+            }
+            _ => {}
+        }
+        self.peak = self.peak.max(self.tracker.running);
         match self.mode {
             // stdout is line-buffered: every event leaves at once.
             Mode::Json => out!("{}", crate::json::event(&self.tracker, &event)),
@@ -179,7 +238,11 @@ impl Live {
         if let Some(bar) = &self.bar {
             // Warm runners report cases: count them too (final attempts, as the summary does).
             let cases = if self.cases_done > 0 { format!(", {} cases done", self.cases_done) } else { String::new() };
-            bar.set_message(format!("{} running{cases}", self.tracker.running));
+            let eta = match self.eta() {
+                Some(left) => format!(", about {} left", format_duration(left.as_millis() as u64)),
+                None => String::new(),
+            };
+            bar.set_message(format!("{} running{cases}{eta}", self.tracker.running));
         }
         if let Some(line) = line {
             match &self.bar {
@@ -239,4 +302,44 @@ fn label(outcome: pb::Outcome, color: bool) -> String {
         pb::Outcome::Unspecified => ("31", "  ?????"),
     };
     paint(color, code, word)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: Kind) -> pb::SessionEvent {
+        pb::SessionEvent { seq: 0, time_ms: 0, kind: Some(kind) }
+    }
+
+    #[test]
+    fn the_eta_is_the_work_left_over_the_slots_and_no_less_than_the_longest_running() {
+        let view = View { mode: Mode::Plain, color: false, quiet: true, show_output: false };
+        let mut live = Live::new(view, "s");
+        let paths: Vec<String> = (0..4).map(|i| format!("t{i}")).collect();
+        live.on_event(event(Kind::Created(pb::SessionCreated { name: "s".into(), total: 4, test_paths: paths })));
+        assert_eq!(live.eta(), None, "no estimates, no ETA");
+        live.set_estimates(vec![8_000, 2_000, 2_000, 60_000]);
+        for test_index in [0, 1] {
+            live.on_event(event(Kind::TestStarted(pb::TestStartedEvent {
+                test_index,
+                attempt: 1,
+                worker: "w".into(),
+            })));
+        }
+        let finished = pb::TestFinishedEvent {
+            test_index: 1,
+            attempt: 1,
+            r#final: true,
+            outcome: pb::Outcome::Passed as i32,
+            ..Default::default()
+        };
+        live.on_event(event(Kind::TestFinished(finished)));
+        // 8 + 2 + 60 s left (less a moment) over the 2 slots seen.
+        let eta = live.eta().expect("an ETA").as_millis();
+        assert!((34_000..=35_000).contains(&eta), "{eta}");
+        // With one long test running, no sooner than it ends.
+        live.set_estimates(vec![8_000, 2_000, 0, 0]);
+        assert!(live.eta().expect("an ETA").as_millis() > 7_000);
+    }
 }

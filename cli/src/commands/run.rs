@@ -98,6 +98,8 @@ pub async fn run(args: RunArgs, layers: Layers) -> Result<u8, Error> {
         Some(signals) => signals,
         None => signals::take()?,
     };
+    // Kept for the ETA's estimates (the sizes are not looked up twice).
+    let tests = if view_wants_eta(&settings) { spec.tests.clone() } else { Vec::new() };
     let session = grid.submit(spec, chosen.as_deref()).await?;
     if settings.detach {
         return Ok(detached(&session, found.tests.len(), settings.output.json));
@@ -129,7 +131,12 @@ pub async fn run(args: RunArgs, layers: Layers) -> Result<u8, Error> {
         Arc::clone(&interrupted),
         mode,
     ));
-    let mut result = follow(&grid, &session, &found.tests, view, &settings.output, &interrupted).await;
+    // The live view's ETA: only a terminal shows it.
+    let estimates = match mode {
+        Mode::Terminal if !view.quiet && !tests.is_empty() => estimates(&settings, &grid, tests).await,
+        _ => Vec::new(),
+    };
+    let mut result = follow(&grid, &session, &found.tests, estimates, view, &settings.output, &interrupted).await;
     if let Some((local, local_grid)) = local {
         let coverage = local.stop().await;
         if !interrupted.load(std::sync::atomic::Ordering::SeqCst) {
@@ -219,6 +226,28 @@ async fn last_failed(settings: &Settings, grid: &Grid, tests: Vec<String>) -> Re
     let plural = if failed.len() == 1 { "" } else { "s" };
     err!("testgrid: --last-failed: {} test{plural} that did not pass last time (of {})", failed.len(), tests.len());
     Ok(failed)
+}
+
+/// Whether the live view will show an ETA: a terminal that is not `--quiet`.
+fn view_wants_eta(settings: &Settings) -> bool {
+    let view = View::pick(&settings.output);
+    view.mode == Mode::Terminal && !view.quiet
+}
+
+/// Each test's estimated duration (ms, by index) from the grid's duration history; none if the
+/// grid cannot say (the view then shows no ETA).
+async fn estimates(settings: &Settings, grid: &Grid, tests: Vec<pb::TestSpec>) -> Vec<u64> {
+    let count = tests.len();
+    let Ok(planned) = grid.plan(&settings.project, tests, true).await else {
+        return Vec::new();
+    };
+    let mut estimates = vec![0; count];
+    for p in planned {
+        if let Some(e) = estimates.get_mut(p.index as usize) {
+            *e = p.estimate_ms;
+        }
+    }
+    estimates
 }
 
 /// `tests` as a session carries them: each with its file's size.

@@ -16,7 +16,7 @@ pub async fn watch(args: WatchArgs) -> Result<u8, Error> {
     let mut signals = signals::take()?;
     let never = AtomicBool::new(false);
     tokio::select! {
-        result = follow(&grid, &session, &[], view, &args.output, &never) => result,
+        result = follow(&grid, &session, &[], Vec::new(), view, &args.output, &never) => result,
         _ = signals.int.recv() => {
             err!("\nstopped watching; session {session} goes on (`testgrid watch {session}` to follow it again, `testgrid cancel {session}` to stop it)");
             Ok(exit::INTERRUPTED)
