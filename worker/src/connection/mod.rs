@@ -191,12 +191,32 @@ impl Link {
     }
 }
 
-/// The last stream opened, for jobs that outlive the stream they started on.
-type Current = Arc<std::sync::RwLock<Option<Link>>>;
+/// The stream open now, for jobs that outlive the stream they started on: its sender (none
+/// while no stream is open: a job holds no sender of its own, which would keep a dead stream's
+/// request open) and the last channel, which reconnects by itself.
+#[derive(Default)]
+struct Stream {
+    out: Option<mpsc::Sender<pb::WorkerMessage>>,
+    channel: Option<tonic::transport::Channel>,
+}
 
-fn current(current: &Current) -> Option<Link> {
-    // A writer that panicked left a whole `Option<Link>` behind: still usable.
-    current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+type Current = Arc<std::sync::RwLock<Stream>>;
+
+fn current(current: &Current) -> std::sync::RwLockReadGuard<'_, Stream> {
+    // A writer that panicked left a whole `Stream` behind: still usable.
+    current.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn set_current(
+    current: &Current,
+    out: Option<mpsc::Sender<pb::WorkerMessage>>,
+    channel: Option<tonic::transport::Channel>,
+) {
+    let mut now = current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    now.out = out;
+    if channel.is_some() {
+        now.channel = channel;
+    }
 }
 
 /// How long a worker whose stream broke waits between tries while it holds work: the
@@ -293,13 +313,6 @@ impl<E: Executor> Holding<E> {
                 }
                 Effect::Start { slot, job, cancel } => {
                     debug!(slot, test = %job.path, "start");
-                    if let Some(link) = link {
-                        let started = pb::TestStarted {
-                            assignment: Some(job.assignment.clone()),
-                            started_at_ms: testgrid_proto::now_ms(),
-                        };
-                        link.send(ToCoordinator::TestStarted(started)).await?;
-                    }
                     let assignment = job.assignment.clone();
                     let tree = Tree {
                         workspaces: Arc::clone(&self.workspaces),
@@ -312,7 +325,14 @@ impl<E: Executor> Holding<E> {
                         let (assignment, report) = run_job(*job, slot, cancel, executor.as_ref(), &tree).await;
                         (slot, assignment, report)
                     });
-                    self.running.insert(task.id(), (slot, assignment));
+                    self.running.insert(task.id(), (slot, assignment.clone()));
+                    // Started first: a stream that breaks now leaves a job that runs (and is
+                    // claimed on the next stream), never one the slots think runs but none does.
+                    if let Some(link) = link {
+                        let started =
+                            pb::TestStarted { assignment: Some(assignment), started_at_ms: testgrid_proto::now_ms() };
+                        link.send(ToCoordinator::TestStarted(started)).await?;
+                    }
                 }
             }
         }
@@ -356,6 +376,7 @@ impl<E: Executor> Holding<E> {
 
     /// The stream broke: hold on to what runs, start nothing, until a new stream or the bound.
     fn stream_lost(&mut self) {
+        set_current(&self.current, None, None);
         self.state.pause();
         if self.adrift.is_none() && self.state.held() > 0 {
             info!(
@@ -434,8 +455,8 @@ async fn run_job<E: Executor>(
     tree: &Tree,
 ) -> (pb::AssignmentRef, pb::TestReport) {
     let started = std::time::Instant::now();
-    // A job starts only while a stream is open, so there is one.
-    let Some(link) = current(&tree.current) else {
+    // A job starts only while a stream is open, so there is a channel.
+    let Some(channel) = current(&tree.current).channel.clone() else {
         return (
             job.assignment,
             crate::exec::report::simple(pb::Outcome::Error, "no stream to the coordinator", started),
@@ -445,7 +466,7 @@ async fn run_job<E: Executor>(
     let in_use = match job.workspace.clone().filter(|_| !tree.own) {
         Some(digest) => {
             let got = tokio::select! {
-                got = in_workspace(&tree.workspaces, &job, &digest, &link.channel) => got,
+                got = in_workspace(&tree.workspaces, &job, &digest, &channel) => got,
                 () = cancel.cancelled() => {
                     return (job.assignment, crate::exec::report::simple(pb::Outcome::Cancelled, "cancelled", started));
                 }
@@ -469,8 +490,10 @@ async fn run_job<E: Executor>(
         let session_id = job.assignment.session_id.clone();
         let tell = |report: pb::TestReport, reused: bool| {
             let finished = pb::SetupFinished { session_id, report: Some(report), reused };
-            // Only news for the user: a full queue (a stream going away) drops it.
-            let _ = link.out.try_send(pb::WorkerMessage { kind: Some(ToCoordinator::SetupFinished(finished)) });
+            // Only news for the user: no stream now, or a full queue, drops it.
+            if let Some(out) = &current(&tree.current).out {
+                let _ = out.try_send(pb::WorkerMessage { kind: Some(ToCoordinator::SetupFinished(finished)) });
+            }
         };
         let set_up = match &in_use {
             Some(in_use) => match tree.workspaces.get().await {
@@ -500,7 +523,7 @@ async fn run_job<E: Executor>(
     if let Some(spec) = &job.artifacts {
         let tree_files = job.tree_files.as_deref();
         // The stream open now, which may not be the one the test started on.
-        let channel = current(&tree.current).map_or(link.channel, |now| now.channel);
+        let channel = current(&tree.current).channel.clone().unwrap_or(channel);
         report.artifacts = crate::artifacts::send_back(&job.root, spec, since, tree_files, &channel).await;
     }
     // The tree stays in use until its files are sent.
@@ -587,7 +610,7 @@ async fn attached<E: Executor>(
 
     let heartbeat_every = Duration::from_millis(welcome.heartbeat_interval_ms.max(50));
     let liveness = Duration::from_millis(welcome.liveness_timeout_ms.max(heartbeat_every.as_millis() as u64 * 2));
-    *holding.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(link.clone());
+    set_current(&holding.current, Some(link.out.clone()), Some(link.channel.clone()));
     holding.hold_for = liveness;
     holding.acks = welcome.acks_reports;
     holding.adrift = None;
@@ -709,7 +732,7 @@ async fn shut_down<E: Executor>(
     // Every sender of this stream goes, so that our half of it closes; the coordinator ends its
     // half once it has read everything we sent (the hand-backs above): wait for that before the
     // process exits.
-    *holding.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    set_current(&holding.current, None, None);
     drop(link);
     let flushed = async { while let Some(Ok(_)) = inbound.next().await {} };
     let _ = tokio::time::timeout(Duration::from_secs(3), flushed).await;
