@@ -101,6 +101,10 @@ fn last_failed_runs_only_what_did_not_pass_and_max_fail_stops_the_session() {
     let finished = events.last().expect("finished");
     let reason = finished["cancel_reason"].as_str().unwrap_or_default();
     assert!(reason.contains("--max-fail 1"), "{finished}");
+    // What was cancelled taught the history nothing: both failures are still the last word.
+    let again = local(&ws.root(), cache.path(), &["run", "--last-failed"]);
+    let outcomes = final_outcomes(&support::events(&again));
+    assert_eq!(outcomes.keys().map(String::as_str).collect::<Vec<_>>(), ["also_bad.sh", "bad.sh"]);
 }
 
 #[test]

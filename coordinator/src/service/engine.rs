@@ -281,7 +281,9 @@ impl Engine {
         }));
     }
 
-    /// Learn a final outcome's duration (and its cases') for the session's project.
+    /// Learn a final outcome's duration (and its cases') for the session's project. A cancelled
+    /// test teaches nothing: it may never have run, and what its last real run said (a failure)
+    /// must still put it first next time.
     fn learn(
         &self,
         now: Millis,
@@ -290,11 +292,15 @@ impl Engine {
         outcome: crate::core::Outcome,
         report: &crate::core::Report,
     ) {
+        if outcome == crate::core::Outcome::Cancelled {
+            return;
+        }
         let Some(spec) = self.scheduler.spec(session) else { return };
         let Some(path) = spec.tests.get(test as usize) else { return };
         let mut samples = Vec::with_capacity(1 + report.cases.len());
         samples.push(Sample { test: path.clone(), case: String::new(), duration_ms: report.duration_ms, outcome });
-        samples.extend(report.cases.iter().filter(|c| !c.name.is_empty()).map(|c| Sample {
+        let ran = |c: &&crate::core::CaseResult| !c.name.is_empty() && c.outcome != crate::core::Outcome::Cancelled;
+        samples.extend(report.cases.iter().filter(ran).map(|c| Sample {
             test: path.clone(),
             case: c.name.clone(),
             duration_ms: c.duration_ms,
