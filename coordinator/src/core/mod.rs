@@ -11,11 +11,16 @@
 //! - a lost worker's tests are requeued at the front with a new attempt, or end `lost` after
 //!   `max_worker_losses` losses;
 //! - how much of a test's output the event log keeps (the session's output budget);
-//! - when a finished session is forgotten (`Action::Forget`).
+//! - when a finished session is forgotten (`Action::Forget`);
+//! - the order a session's queue is served in (from its tests' estimates), sessions' weighted
+//!   fair share of slots, `--max-fail`;
+//! - after a restart, which claims of reconnecting workers are adopted.
 //!
 //! The rules are split by concern: [`dispatch`](self::dispatch) (who runs what next),
 //! [`loss`](self::loss) (a lost worker's tests), [`session`](self::session) (one session's
-//! tests, outcomes and output budget), [`views`](self::views) (what the service reads).
+//! tests, outcomes and output budget), [`plan`](self::plan) (estimates and order),
+//! [`restore`](self::restore) (restart and adoption), [`views`](self::views) (what the service
+//! reads).
 
 mod dispatch;
 mod loss;
@@ -91,7 +96,7 @@ impl Worker {
 pub struct Scheduler {
     config: Config,
     sessions: HashMap<SessionId, Session>,
-    /// Unfinished sessions in submission order: the order in which they are served.
+    /// Unfinished sessions in submission order (fair share breaks ties by it).
     active: Vec<SessionId>,
     /// All sessions in submission order (for listing).
     order: Vec<SessionId>,
