@@ -148,7 +148,8 @@ async fn serve<E: Executor>(
                     return Ok(());
                 }
                 let mut delay = backoff.next_delay();
-                if holding.holds_anything() {
+                // Within the holding bound only: past it there is nothing worth hurrying for.
+                if holding.adrift.is_some() {
                     delay = delay.min(HOLDING_RETRY);
                 }
                 warn!("{problem}; retrying in {}", humantime::format_duration(round_ms(delay)));
@@ -286,7 +287,8 @@ struct Holding<E> {
     unacked: Unacked,
     /// Whether the coordinator of the current stream acknowledges reports.
     acks: bool,
-    /// Since when no stream is open while something is held.
+    /// Since when no stream is open while something is held or unreported (`None` past the
+    /// holding bound).
     adrift: Option<Instant>,
     /// How long to hold on without a stream (the coordinator's liveness timeout).
     hold_for: Duration,
@@ -378,7 +380,7 @@ impl<E: Executor> Holding<E> {
     fn stream_lost(&mut self) {
         set_current(&self.current, None, None);
         self.state.pause();
-        if self.adrift.is_none() && self.state.held() > 0 {
+        if self.adrift.is_none() && self.holds_anything() {
             info!(
                 held = self.state.held(),
                 "holding on to running tests for up to {} while the coordinator is away",
