@@ -113,10 +113,10 @@ impl Scheduler {
 
     /// Which queued test `worker` should run next: from the session furthest below its fair
     /// share (assignments held per unit of weight; of equals, the one served longest ago, then
-    /// the first submitted) whose labels it
-    /// matches and whose `max_slots` leaves room, the first queued test it may take: a retry
-    /// skips the worker its last attempt failed on while another connected worker could run
-    /// it, and a test on its last chance only goes to a worker that holds nothing.
+    /// the first submitted) whose labels it matches and whose `max_slots` leaves room, the first
+    /// queued test it may take: a retry skips the worker its last attempt failed on while
+    /// another connected worker could run it, and a test on its last chance only goes to a
+    /// worker that holds nothing.
     pub(super) fn pick(&self, worker: WorkerId, w: &Worker) -> Option<(SessionId, usize)> {
         let mut candidates: Vec<(u64, u64, (u64, usize), SessionId)> = self
             .active

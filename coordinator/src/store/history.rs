@@ -171,7 +171,15 @@ CREATE TABLE IF NOT EXISTS durations (
 ";
 
 enum Job {
-    Record { project: String, now: Millis, samples: Vec<Sample> },
+    Record {
+        project: String,
+        now: Millis,
+        samples: Vec<Sample>,
+    },
+    /// Forget tests not seen since `now` less [`FORGET_AFTER_MS`].
+    Forget {
+        now: Millis,
+    },
     Durable(Durable),
     Stop,
 }
@@ -216,7 +224,7 @@ impl SqliteHistory {
 
     /// Forget tests not seen for [`FORGET_AFTER_MS`]: queued like any write.
     pub fn forget_older_than(&self, now: Millis) {
-        let _ = self.jobs.send(Job::Record { project: String::new(), now, samples: Vec::new() });
+        let _ = self.jobs.send(Job::Forget { now });
     }
 }
 
@@ -296,7 +304,8 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, failed: &OnceLock<S
         let mut records = Vec::new();
         for job in batch {
             match job {
-                Job::Record { project, now, samples } => records.push((project, now, samples)),
+                Job::Record { project, now, samples } => records.push(Write::Learn { project, now, samples }),
+                Job::Forget { now } => records.push(Write::Forget { before: now.saturating_sub(FORGET_AFTER_MS) }),
                 Job::Durable(d) => done.push(d),
                 Job::Stop => {}
             }
@@ -318,7 +327,13 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, failed: &OnceLock<S
     }
 }
 
-fn write(conn: &mut Connection, records: Vec<(String, Millis, Vec<Sample>)>) -> rusqlite::Result<()> {
+/// One change to the database, in the order it was asked for.
+enum Write {
+    Learn { project: String, now: Millis, samples: Vec<Sample> },
+    Forget { before: Millis },
+}
+
+fn write(conn: &mut Connection, records: Vec<Write>) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
         let mut get = tx.prepare_cached(
@@ -330,11 +345,14 @@ fn write(conn: &mut Connection, records: Vec<(String, Millis, Vec<Sample>)>) -> 
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
         let mut forget = tx.prepare_cached("DELETE FROM durations WHERE seen_ms < ?1")?;
-        for (project, now, samples) in records {
-            if project.is_empty() && samples.is_empty() {
-                forget.execute([now.saturating_sub(FORGET_AFTER_MS) as i64])?;
-                continue;
-            }
+        for record in records {
+            let (project, now, samples) = match record {
+                Write::Forget { before } => {
+                    forget.execute([before as i64])?;
+                    continue;
+                }
+                Write::Learn { project, now, samples } => (project, now, samples),
+            };
             for s in bounded(samples) {
                 let old = get.query_row(params![project, s.test, s.case], |row| entry_of(row, 0)).optional()?;
                 let e = Entry::learn(old, s.duration_ms, s.outcome, now);
