@@ -8,7 +8,7 @@ use testgrid_coordinator::store::history::{HistoryStore, MemoryHistory, SqliteHi
 use testgrid_proto as pb;
 
 use crate::args::PlanArgs;
-use crate::commands::run::test_specs;
+use crate::commands::run::{by_index, test_specs};
 use crate::config::Layers;
 use crate::discover;
 use crate::error::{Error, exit};
@@ -53,12 +53,11 @@ pub async fn plan(args: PlanArgs, layers: Layers) -> Result<u8, Error> {
         }
     };
     // The estimates by test index, and the order they would be served in.
-    let mut estimates = vec![Estimate { ms: 0, source: Source::Unknown, failed_last: false }; found.tests.len()];
-    for p in &planned {
-        if let Some(e) = estimates.get_mut(p.index as usize) {
-            e.ms = p.estimate_ms;
-        }
-    }
+    // (Only the durations matter to the prediction.)
+    let estimates: Vec<Estimate> = by_index(&planned, found.tests.len())
+        .into_iter()
+        .map(|ms| Estimate { ms, source: Source::Unknown, failed_last: false })
+        .collect();
     let order: Vec<u32> = planned.iter().map(|p| p.index).collect();
     let (makespan, per_slot) = predict(&estimates, &order, slots as usize);
     let total: u64 = estimates.iter().map(|e| e.ms).sum();

@@ -238,9 +238,14 @@ fn view_wants_eta(settings: &Settings) -> bool {
 /// grid cannot say (the view then shows no ETA).
 async fn estimates(settings: &Settings, grid: &Grid, tests: Vec<pb::TestSpec>) -> Vec<u64> {
     let count = tests.len();
-    let Ok(planned) = grid.plan(&settings.project, tests, true).await else {
-        return Vec::new();
-    };
+    match grid.plan(&settings.project, tests, true).await {
+        Ok(planned) => by_index(&planned, count),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The estimates of a `Plan` answer (which is in serving order) by test index, for `count` tests.
+pub fn by_index(planned: &[pb::PlannedTest], count: usize) -> Vec<u64> {
     let mut estimates = vec![0; count];
     for p in planned {
         if let Some(e) = estimates.get_mut(p.index as usize) {

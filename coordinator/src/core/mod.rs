@@ -225,14 +225,16 @@ impl Scheduler {
         if self.sessions.contains_key(&id) {
             return;
         }
-        let order = if estimates.len() == spec.tests.len() {
-            plan::order(estimates, &spec.sizes, spec.keep_order)
+        // Without an estimate for every test, none is known: largest file first.
+        let unknown;
+        let estimates = if estimates.len() == spec.tests.len() {
+            estimates
         } else {
-            // No history: largest file first, unless the order given is to be kept.
-            let none =
+            unknown =
                 vec![plan::Estimate { ms: 0, source: plan::Source::Unknown, failed_last: false }; spec.tests.len()];
-            plan::order(&none, &spec.sizes, spec.keep_order)
+            &unknown
         };
+        let order = plan::order(estimates, &spec.sizes, spec.keep_order);
         let session = Session::new(id, Arc::new(spec), now, order);
         out.push(Action::Emit {
             session: id,

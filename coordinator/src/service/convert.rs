@@ -232,18 +232,8 @@ pub fn claims(held: &[pb::HeldAssignment], slots: u32) -> Result<Vec<Claim>, Bad
 /// A `Plan` request, checked as a session's tests and project are: the project, the test paths
 /// and their sizes.
 pub fn plan_request(project: String, tests: Vec<pb::TestSpec>) -> Result<(String, Vec<String>, Vec<u64>), BadMessage> {
-    if tests.len() > MAX_TESTS_PER_SESSION {
-        return Err(BadMessage::Invalid {
-            field: "tests",
-            problem: format!("{} tests is more than the limit of {MAX_TESTS_PER_SESSION}", tests.len()),
-        });
-    }
-    if project.len() > MAX_PROJECT_BYTES {
-        return Err(BadMessage::Invalid {
-            field: "project",
-            problem: format!("{} bytes is more than the limit of {MAX_PROJECT_BYTES}", project.len()),
-        });
-    }
+    check_test_count(tests.len())?;
+    check_project(&project)?;
     let sizes = tests.iter().map(|t| t.size_bytes).collect();
     Ok((project, tests.into_iter().map(|t| t.path).collect(), sizes))
 }
@@ -254,18 +244,35 @@ const MAX_PRIORITY: u32 = 1_000;
 /// The longest project key a session may carry.
 const MAX_PROJECT_BYTES: usize = 256;
 
+/// At most [`MAX_TESTS_PER_SESSION`] tests.
+fn check_test_count(n: usize) -> Result<(), BadMessage> {
+    if n > MAX_TESTS_PER_SESSION {
+        return Err(BadMessage::Invalid {
+            field: "tests",
+            problem: format!("{n} tests is more than the limit of {MAX_TESTS_PER_SESSION}"),
+        });
+    }
+    Ok(())
+}
+
+/// A project key: at most [`MAX_PROJECT_BYTES`], no control characters.
+fn check_project(project: &str) -> Result<(), BadMessage> {
+    if project.len() > MAX_PROJECT_BYTES || project.chars().any(char::is_control) {
+        return Err(BadMessage::Invalid {
+            field: "project",
+            problem: format!("at most {MAX_PROJECT_BYTES} bytes without control characters"),
+        });
+    }
+    Ok(())
+}
+
 impl TryFrom<pb::SessionSpec> for SessionSpec {
     type Error = BadMessage;
     fn try_from(s: pb::SessionSpec) -> Result<Self, BadMessage> {
         if s.tests.is_empty() {
             return Err(BadMessage::Invalid { field: "tests", problem: "a session needs at least one test".into() });
         }
-        if s.tests.len() > MAX_TESTS_PER_SESSION {
-            return Err(BadMessage::Invalid {
-                field: "tests",
-                problem: format!("{} tests is more than the limit of {MAX_TESTS_PER_SESSION}", s.tests.len()),
-            });
-        }
+        check_test_count(s.tests.len())?;
         let runner = s.runner.as_ref().ok_or(BadMessage::Missing("runner"))?;
         let runner = Runner::try_from(runner)?;
         if s.priority > MAX_PRIORITY {
@@ -306,12 +313,7 @@ impl TryFrom<pb::SessionSpec> for SessionSpec {
             )),
             None => None,
         };
-        if s.project.len() > MAX_PROJECT_BYTES || s.project.chars().any(char::is_control) {
-            return Err(BadMessage::Invalid {
-                field: "project",
-                problem: format!("at most {MAX_PROJECT_BYTES} bytes without control characters"),
-            });
-        }
+        check_project(&s.project)?;
         let artifacts = match s.artifacts {
             Some(a) if !a.globs.is_empty() => {
                 if a.globs.len() > MAX_ARTIFACT_GLOBS

@@ -36,13 +36,12 @@ impl SessionSvc {
     async fn estimates(&self, spec: &SessionSpec) -> Vec<Estimate> {
         let history = Arc::clone(&self.history);
         let project = spec.project.clone();
-        let known = tokio::task::spawn_blocking(move || history.project(&project)).await;
+        let known = tokio::task::spawn_blocking(move || history.project(&project))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|read| read.map_err(|e| e.to_string()));
         match known {
-            Ok(Ok(known)) => crate::core::plan::estimate(&spec.tests, &spec.sizes, &known),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "ordering a session without its history");
-                Vec::new()
-            }
+            Ok(known) => crate::core::plan::estimate(&spec.tests, &spec.sizes, &known),
             Err(e) => {
                 tracing::warn!(error = %e, "ordering a session without its history");
                 Vec::new()
