@@ -57,11 +57,28 @@ impl Grid {
         move |status| Error::from_status(&self.url, what, &status)
     }
 
-    /// Submit `spec`, as session `id` when the caller chose one (else the grid picks it).
+    /// Submit `spec` as session `id` (a fresh random one when the caller chose none).
+    ///
+    /// The id is picked here, not by the grid, so that a submit whose connection broke under it
+    /// (the coordinator restarted between creating the session and answering) can be sent again:
+    /// "exists already" on a retry means the first attempt landed. Retried like `watch`, for as
+    /// long as it keeps trying.
     pub async fn submit(&self, spec: pb::SessionSpec, id: Option<&str>) -> Result<String, Error> {
-        let request = pb::SubmitRequest { spec: Some(spec), session_id: id.unwrap_or_default().to_string() };
-        let response = self.sessions().submit(request).await.map_err(self.refused("submit"))?;
-        Ok(response.into_inner().session_id)
+        let id = id.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
+        let request = pb::SubmitRequest { spec: Some(spec), session_id: id.clone() };
+        let mut retry = Retry::new();
+        loop {
+            let status = match self.sessions().submit(request.clone()).await {
+                Ok(response) => return Ok(response.into_inner().session_id),
+                Err(status) if status.code() == tonic::Code::AlreadyExists && retry.tried() => return Ok(id),
+                Err(status) if !broken(&status) => return Err(Error::from_status(&self.url, "submit", &status)),
+                Err(status) => status,
+            };
+            if !retry.again().await {
+                return Err(Error::from_status(&self.url, "submit", &status));
+            }
+            tracing::warn!("submitting broke off ({}); sending it again", status.message());
+        }
     }
 
     /// What the grid's duration history knows of `tests` of `project`, in the order a session
@@ -107,8 +124,7 @@ impl Grid {
         mut on_event: impl FnMut(pb::SessionEvent),
     ) -> Result<(), Error> {
         let mut next = from_seq.max(1);
-        let mut broken_since: Option<Instant> = None;
-        let mut delay = Duration::from_millis(100);
+        let mut retry = Retry::new();
         loop {
             let opened =
                 self.sessions().watch(pb::WatchRequest { session_id: session.to_string(), from_seq: next }).await;
@@ -119,8 +135,7 @@ impl Grid {
                     while let Some(item) = stream.next().await {
                         match item {
                             Ok(event) => {
-                                broken_since = None;
-                                delay = Duration::from_millis(100);
+                                retry.succeeded();
                                 let finished = matches!(event.kind, Some(pb::session_event::Kind::Finished(_)));
                                 next = event.seq + 1;
                                 on_event(event);
@@ -139,24 +154,10 @@ impl Grid {
                 Err(status) if status.code() == tonic::Code::NotFound && (submitted || next > 1) => {
                     return Err(Error::SessionLost { session: session.to_string(), url: self.url.clone() });
                 }
-                // A connection that died under the request (the coordinator restarted, the
-                // pool had not noticed yet) comes back as Cancelled or Unknown: retry those too.
-                Err(status)
-                    if !matches!(
-                        status.code(),
-                        tonic::Code::Unavailable
-                            | tonic::Code::Cancelled
-                            | tonic::Code::Unknown
-                            | tonic::Code::DeadlineExceeded
-                            | tonic::Code::Aborted
-                    ) =>
-                {
-                    return Err(Error::from_status(&self.url, "watch", &status));
-                }
+                Err(status) if !broken(&status) => return Err(Error::from_status(&self.url, "watch", &status)),
                 Err(status) => status,
             };
-            let since = *broken_since.get_or_insert_with(Instant::now);
-            if since.elapsed() > RECONNECT_FOR {
+            if !retry.again().await {
                 return Err(Error::GridLost {
                     url: self.url.clone(),
                     session: session.to_string(),
@@ -164,8 +165,54 @@ impl Grid {
                 });
             }
             tracing::warn!("event stream broke ({}); resuming from event {next}", problem.message());
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
         }
+    }
+}
+
+/// A call that failed because the connection went away under it (the coordinator restarted, or
+/// the pool had not noticed a dead connection yet), not because the grid refused it. Such a
+/// failure comes back as Unavailable, or as Cancelled or Unknown when it broke mid-request.
+fn broken(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::Cancelled
+            | tonic::Code::Unknown
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Aborted
+    )
+}
+
+/// Backoff for calls retried across a broken connection: 100 ms doubling to 2 s, for
+/// [`RECONNECT_FOR`] after the first failure since the last success.
+struct Retry {
+    broken_since: Option<Instant>,
+    delay: Duration,
+}
+
+impl Retry {
+    fn new() -> Retry {
+        Retry { broken_since: None, delay: Duration::from_millis(100) }
+    }
+
+    /// The call went through: the next failure starts a new bound.
+    fn succeeded(&mut self) {
+        *self = Retry::new();
+    }
+
+    /// Whether a failed attempt came before.
+    fn tried(&self) -> bool {
+        self.broken_since.is_some()
+    }
+
+    /// After a failure: wait, and say whether to try again (false once the bound has passed).
+    async fn again(&mut self) -> bool {
+        let since = *self.broken_since.get_or_insert_with(Instant::now);
+        if since.elapsed() > RECONNECT_FOR {
+            return false;
+        }
+        tokio::time::sleep(self.delay).await;
+        self.delay = (self.delay * 2).min(Duration::from_secs(2));
+        true
     }
 }

@@ -237,6 +237,7 @@ fn a_coordinator_killed_and_restarted_within_the_liveness_timeout_runs_no_test_t
     let liveness = ["--liveness-timeout", "20s", "--heartbeat-interval", "200ms"];
     let mut grid = Grid::start_with(&ws.root(), 2, &liveness);
     let run = grid.spawn_run(&[]);
+    run.wait_submitted();
     // The fifth start: four have run or are running, and the workers are busy.
     wait_for("a few tests to have started", || (ws.runs().values().sum::<usize>() >= 5).then_some(()));
     grid.restart_coordinator_keeping_data();
@@ -299,6 +300,8 @@ fn a_coordinator_back_after_the_liveness_timeout_requeues_what_was_out_and_blame
     ws.test("quick.sh", "true");
     let mut grid = Grid::start_with(&root, 2, FAST_LIVENESS);
     let run = grid.spawn_run(&["long0.sh", "long1.sh", "quick.sh"]);
+    // What is requeued after the restart is what the restarted grid knows of.
+    run.wait_submitted();
     let pids: Vec<String> = ["long0.sh", "long1.sh"]
         .iter()
         .map(|name| {
@@ -325,6 +328,31 @@ fn a_coordinator_back_after_the_liveness_timeout_requeues_what_was_out_and_blame
     assert!(!events.iter().any(|e| e["outcome"] == "lost"));
     let runs = ws.runs();
     assert_eq!((runs["long0.sh"], runs["long1.sh"]), (2, 2), "{runs:?}");
+}
+
+#[test]
+fn a_submit_whose_answer_was_lost_is_sent_again_and_its_session_runs_once() {
+    let ws = Workspace::new();
+    for i in 0..3 {
+        ws.test(&format!("t{i}.sh"), "true");
+    }
+    let grid = Grid::start(&ws.root(), 2);
+    // The grid hears the submit and creates the session; its answer never reaches the CLI, as
+    // when the coordinator dies between the two.
+    let proxy = Proxy::start(grid.url.trim_start_matches("http://"));
+    proxy.mute_replies(true);
+    let mut cmd = support::testgrid(&ws.root());
+    cmd.args(["run", "--json", "--no-upload", "--grid", &proxy.url()]);
+    let run = Run::spawn(cmd);
+    let listed = || stdout(&grid.cli(&["sessions", "--json"])).lines().count();
+    wait_for("the session on the grid", || (listed() == 1).then_some(()));
+    proxy.mute_replies(false);
+    proxy.reset();
+    let events = finish(run, 0);
+    assert_eq!(final_outcomes(&events).len(), 3);
+    let runs = ws.runs();
+    assert!(runs.len() == 3 && runs.values().all(|n| *n == 1), "{runs:?}");
+    assert_eq!(listed(), 1, "the submit sent again made no second session");
 }
 
 #[test]

@@ -400,6 +400,15 @@ impl Run {
         Run { child, dir }
     }
 
+    /// Wait until a `--json` run has printed its first event: the grid answered its submit, so
+    /// the session is durable.
+    pub fn wait_submitted(&self) {
+        let stdout = self.dir.path().join("stdout");
+        wait_for("the session to be submitted", || {
+            std::fs::read_to_string(&stdout).ok().filter(|out| out.contains('\n')).map(drop)
+        });
+    }
+
     /// Wait for the exit; return the status with everything it printed.
     pub fn wait(mut self, within: Duration) -> Output {
         let status = wait_exit(&mut self.child, within);
@@ -426,10 +435,12 @@ pub fn now_ms() -> u64 {
 }
 
 /// A TCP proxy on an OS-chosen loopback port that can black-hole traffic (a network cut: both
-/// sides stay connected and hear nothing) or reset every connection.
+/// sides stay connected and hear nothing), black-hole the upstream's replies on new
+/// connections, or reset every connection.
 pub struct Proxy {
     pub addr: String,
     blackhole: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    mute: std::sync::Arc<std::sync::atomic::AtomicBool>,
     conns: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
 }
 
@@ -440,9 +451,10 @@ impl Proxy {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let addr = listener.local_addr().expect("addr").to_string();
         let blackhole = Arc::new(AtomicBool::new(false));
+        let mute = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
         let upstream = upstream.to_string();
-        let (bh, cs) = (Arc::clone(&blackhole), Arc::clone(&conns));
+        let (bh, mt, cs) = (Arc::clone(&blackhole), Arc::clone(&mute), Arc::clone(&conns));
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -454,10 +466,12 @@ impl Proxy {
                     list.push(c);
                     list.push(s);
                 }
-                for (mut from, mut to) in
-                    [(client.try_clone().expect("clone"), server.try_clone().expect("clone")), (server, client)]
-                {
+                for (mut from, mut to, replies) in [
+                    (client.try_clone().expect("clone"), server.try_clone().expect("clone"), false),
+                    (server, client, true),
+                ] {
                     let bh = Arc::clone(&bh);
+                    let muted = replies && mt.load(Ordering::SeqCst);
                     std::thread::spawn(move || {
                         let mut buf = [0u8; 16 * 1024];
                         loop {
@@ -466,7 +480,7 @@ impl Proxy {
                                 Ok(n) => n,
                             };
                             // Cut: the bytes vanish, as on a dead network path.
-                            if bh.load(Ordering::SeqCst) {
+                            if bh.load(Ordering::SeqCst) || muted {
                                 continue;
                             }
                             if to.write_all(&buf[..n]).is_err() {
@@ -478,7 +492,7 @@ impl Proxy {
                 }
             }
         });
-        Proxy { addr, blackhole, conns }
+        Proxy { addr, blackhole, mute, conns }
     }
 
     pub fn url(&self) -> String {
@@ -487,6 +501,12 @@ impl Proxy {
 
     pub fn cut(&self, cut: bool) {
         self.blackhole.store(cut, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Connections made from now on while `mute` never hear from the upstream: requests reach
+    /// it, no answer comes back, until they are reset.
+    pub fn mute_replies(&self, mute: bool) {
+        self.mute.store(mute, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Close every connection made so far (both ends see a reset or EOF).
