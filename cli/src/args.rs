@@ -253,6 +253,11 @@ pub struct RunArgs {
     /// The most tests this session runs at once on the grid (prefetched ones included).
     #[arg(long, value_name = "N", env = "TESTGRID_MAX_SLOTS", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_slots: Option<u32>,
+    /// Near the end of the session, start a test running far past what the duration history
+    /// says it takes again on an idle slot: the first of the two to report decides, the other
+    /// is stopped. Only for tests the history knows; each at most once.
+    #[arg(long, env = "TESTGRID_SPECULATE")]
+    pub speculate: bool,
     /// Local mode: replace a warm runner (pytest, vitest, jest) by a fresh one after it has run
     /// this many test files (as `testgrid-worker --recycle-after-files`).
     #[arg(long, hide = true, env = "TESTGRID_RECYCLE_AFTER_FILES", default_value_t = testgrid_worker::Recycle::default().after_files, value_parser = clap::value_parser!(u64).range(1..))]

@@ -83,6 +83,10 @@ pub fn event(tracker: &Tracker, event: &pb::SessionEvent) -> Value {
             "event": "result_discarded", "test": tracker.path(r.test_index), "index": r.test_index,
             "attempt": r.attempt, "reason": r.reason,
         }),
+        Some(Kind::TestSpeculated(s)) => json!({
+            "event": "test_speculated", "test": tracker.path(s.test_index), "index": s.test_index,
+            "running_attempt": s.running_attempt, "attempt": s.attempt, "worker": s.worker, "reason": s.reason,
+        }),
         Some(Kind::Cancelled(c)) => json!({ "event": "cancelled", "reason": c.reason }),
         Some(Kind::Finished(f)) => json!({
             "event": "finished",

@@ -210,6 +210,15 @@ impl Live {
                 r.attempt,
                 r.reason
             )),
+            Kind::TestSpeculated(s) => Some(format!(
+                "{} {}  (attempt {} on {} beside attempt {}: {})",
+                paint(self.view.color, "33", "  AGAIN"),
+                display_path(self.tracker.path(s.test_index)),
+                s.attempt,
+                s.worker,
+                s.running_attempt,
+                s.reason
+            )),
             Kind::Cancelled(c) => Some(format!("{} {}", paint(self.view.color, "33", "CANCEL "), c.reason)),
             Kind::SetupFinished(s) => {
                 let report = s.report.clone().unwrap_or_default();

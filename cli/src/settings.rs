@@ -77,6 +77,7 @@ pub struct Settings {
     /// `--priority` (1 by default) and `--max-slots` (0: none).
     pub priority: u32,
     pub max_slots: u32,
+    pub speculate: bool,
     pub detach: bool,
     /// Send the workspace to a grid (not `--no-upload`, not local mode).
     pub upload: bool,
@@ -217,6 +218,7 @@ pub fn resolve(args: RunArgs, layers: Layers) -> Result<Settings, Error> {
         last_failed: args.last_failed,
         priority: args.priority,
         max_slots: args.max_slots.unwrap_or(0),
+        speculate: args.speculate,
         detach: args.detach,
         upload: !args.no_upload,
         setup,

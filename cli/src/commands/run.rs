@@ -197,6 +197,7 @@ fn session_spec(settings: &Settings, found: &Discovered) -> pb::SessionSpec {
         max_failures: settings.max_fail,
         priority: settings.priority,
         max_slots: settings.max_slots,
+        speculate: settings.speculate,
     }
 }
 

@@ -34,6 +34,7 @@ fn request(root: &Path, paths: Vec<PathBuf>, framework: impl Into<FrameworkChoic
         last_failed: false,
         priority: 1,
         max_slots: 0,
+        speculate: false,
         detach: false,
         upload: true,
         setup: None,

@@ -102,7 +102,8 @@ impl Tracker {
                     self.running = self.running.saturating_sub(1);
                 }
             }
-            Kind::ResultDiscarded(_) => {}
+            // The test stays running until one of its attempts reports.
+            Kind::ResultDiscarded(_) | Kind::TestSpeculated(_) => {}
             Kind::Cancelled(c) => self.cancel_reason = Some(c.reason.clone()),
             // A failed setup shows in every test it failed.
             Kind::SetupFinished(_) => {}

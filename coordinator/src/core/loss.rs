@@ -43,6 +43,23 @@ impl Scheduler {
                 n => n,
             };
             let Some(test) = session.tests.get_mut(key.test as usize) else { continue };
+            // `--speculate`: one of a pair lost, the other goes on alone; nothing is requeued,
+            // and no loss is charged (if the test did take its worker down, the other attempt
+            // will too, and is charged then).
+            if test.is_elder(key.attempt, id) {
+                test.elder = None;
+                session.running = session.running.saturating_sub(1);
+                continue;
+            }
+            if test.attempt == key.attempt
+                && test.elder.is_some()
+                && matches!(test.state, TestState::Assigned { worker, .. } if worker == id)
+            {
+                if test.promote_elder().is_some_and(|(_, _, started)| started) {
+                    session.running = session.running.saturating_sub(1);
+                }
+                continue;
+            }
             if test.attempt != key.attempt {
                 continue;
             }
@@ -107,6 +124,7 @@ impl Scheduler {
         let started = |key: &AssignmentKey| {
             self.sessions.get(&key.session).and_then(|s| s.tests.get(key.test as usize)).is_some_and(|t| {
                 t.attempt == key.attempt && matches!(t.state, TestState::Assigned { started: true, .. })
+                    || t.elder.is_some_and(|e| e.attempt == key.attempt)
             })
         };
         let mut running: BTreeSet<AssignmentKey> = w.held.keys().filter(|k| started(k)).copied().collect();

@@ -28,6 +28,7 @@ mod model;
 pub mod plan;
 mod restore;
 mod session;
+mod speculate;
 mod views;
 
 #[cfg(test)]
@@ -208,6 +209,7 @@ impl Scheduler {
             Input::Tick => {
                 self.tick(now, &mut out);
                 self.dispatch_all(&mut out);
+                self.speculate(now, &mut out);
                 out.extend(self.forget_old_sessions(now).into_iter().map(|session| Action::Forget { session }));
             }
         }
@@ -235,13 +237,18 @@ impl Scheduler {
             &unknown
         };
         let order = plan::order(estimates, &spec.sizes, spec.keep_order);
-        let session = Session::new(id, Arc::new(spec), now, order);
+        let speculate = spec.speculate;
+        let mut session = Session::new(id, Arc::new(spec), now, order);
+        if speculate {
+            session.estimates = speculate::known_estimates(estimates);
+        }
         out.push(Action::Emit {
             session: id,
             event: Event::Created {
                 name: session.spec.name.clone(),
                 paths: session.spec.tests.clone(),
                 order: session.order.clone(),
+                estimates: session.estimates.clone(),
             },
         });
         let empty = session.tests.is_empty();
@@ -268,6 +275,7 @@ impl Scheduler {
             && !*started
         {
             *started = true;
+            test.started_at = now;
             session.running += 1;
             out.push(Action::Emit {
                 session: key.session,
@@ -305,13 +313,20 @@ impl Scheduler {
     }
 
     fn finished(&mut self, now: Millis, worker: WorkerId, key: AssignmentKey, report: Report, out: &mut Vec<Action>) {
+        let handed_out = self.sessions.get(&key.session).and_then(|s| s.tests.get(key.test as usize)).is_some_and(|t| {
+            t.attempt == key.attempt
+                && matches!(t.state, TestState::Assigned { worker: h, .. } | TestState::Cancelling { worker: h } if h == worker)
+        });
         let Some(w) = self.workers.get_mut(&worker) else {
             // A worker declared lost (frozen, cut off) reporting late, on its old stream.
             self.discard(key, "from a worker that had been declared lost".to_string(), out);
             return;
         };
         w.last_seen = now;
-        if w.void.remove(&key) {
+        let void = w.void.remove(&key);
+        if void && handed_out {
+            // A claim refused after a restart whose attempt was then handed to the same worker
+            // (only a forged claim can be both): this reports the refusal, the next one the run.
             return;
         }
         let held = w.held.remove(&key).is_some();
@@ -320,16 +335,23 @@ impl Scheduler {
         if held {
             session.held = session.held.saturating_sub(1);
         }
+        if void {
+            // A claim refused after a restart, or the loser of a speculated pair: its report
+            // (of the cancel) says nothing anyone needs.
+            return;
+        }
         let retries = session.spec.retries;
         let Some(test) = session.tests.get_mut(key.test as usize) else { return };
-        let live = held
-            && test.attempt == key.attempt
-            && match test.state {
-                TestState::Assigned { worker: holder, .. } | TestState::Cancelling { worker: holder } => {
-                    holder == worker
-                }
-                TestState::Queued | TestState::Orphaned { .. } | TestState::Done(_) => false,
-            };
+        let elder = held && test.is_elder(key.attempt, worker);
+        let live = elder
+            || held
+                && test.attempt == key.attempt
+                && match test.state {
+                    TestState::Assigned { worker: holder, .. } | TestState::Cancelling { worker: holder } => {
+                        holder == worker
+                    }
+                    TestState::Queued | TestState::Orphaned { .. } | TestState::Done(_) => false,
+                };
         if !live {
             let reason = if !held {
                 format!("worker {worker_name} does not hold attempt {}", key.attempt)
@@ -338,6 +360,31 @@ impl Scheduler {
             };
             self.discard(key, reason, out);
             return;
+        }
+        match speculate::settle(test, elder, report.outcome) {
+            // `--speculate`: one of two live attempts reports, and the other goes.
+            Some(speculate::Settled::Goes(loser)) => {
+                if loser.started {
+                    session.running = session.running.saturating_sub(1);
+                }
+                let loser_key = AssignmentKey { attempt: loser.attempt, ..key };
+                if let Some(w) = self.workers.get_mut(&loser.worker) {
+                    w.void.insert(loser_key);
+                }
+                let reason = format!("attempt {} of it reported first", key.attempt);
+                out.push(Action::CancelAssignment { worker: loser.worker, key: loser_key, reason });
+            }
+            // One of the two handed back by a worker shutting down: the other goes on alone.
+            Some(speculate::Settled::HandedBack { started }) => {
+                if started {
+                    session.running = session.running.saturating_sub(1);
+                }
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    w.draining = true;
+                }
+                return;
+            }
+            None => {}
         }
         if let TestState::Cancelling { .. } = test.state {
             // The kill we asked for, with the output up to it.
@@ -386,7 +433,7 @@ impl Scheduler {
             None => {
                 test.failures += 1;
                 test.avoid = Some(worker);
-                test.attempt += 1;
+                test.next_attempt();
                 test.state = TestState::Queued;
                 session.queue.push_back(key.test);
                 let mut report = report;
@@ -432,6 +479,15 @@ impl Scheduler {
         out.push(Action::Emit { session: id, event: Event::Cancelled { reason: reason.clone() } });
         for index in 0..session.tests.len() {
             let test = &mut session.tests[index];
+            if let Some(other) = speculate::keep_one(test) {
+                // Of a speculated pair, the one that has run longest is stopped with its output
+                // kept; the other's report is void.
+                let other_key = AssignmentKey { session: id, test: index as u32, attempt: other.attempt };
+                if let Some(w) = self.workers.get_mut(&other.worker) {
+                    w.void.insert(other_key);
+                }
+                out.push(Action::CancelAssignment { worker: other.worker, key: other_key, reason: reason.clone() });
+            }
             let key = AssignmentKey { session: id, test: index as u32, attempt: test.attempt };
             match test.state {
                 TestState::Done(_) | TestState::Cancelling { .. } => continue,

@@ -170,6 +170,10 @@ pub struct SessionSpec {
     /// The most assignments it may hold at once, running or prefetched (`--max-slots`); 0: no cap.
     #[serde(default)]
     pub max_slots: u32,
+    /// Near the end, start a straggling test again on an idle slot; the first result wins
+    /// (`--speculate`).
+    #[serde(default)]
+    pub speculate: bool,
 }
 
 impl SessionSpec {
@@ -299,12 +303,16 @@ impl Totals {
 /// session's budget). The store numbers them; the service serves them to watchers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
-    /// `order`: the order its tests are served in (empty: as listed).
+    /// `order`: the order its tests are served in (empty: as listed). `estimates`: what each
+    /// test's own history says it takes, in ms (0: the history does not know it), kept for
+    /// `--speculate` (empty otherwise).
     Created {
         name: String,
         paths: Vec<String>,
         #[serde(default)]
         order: Vec<u32>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        estimates: Vec<u64>,
     },
     TestStarted {
         test: u32,
@@ -341,6 +349,14 @@ pub enum Event {
         worker: String,
         report: Report,
         reused: bool,
+    },
+    /// A second attempt of a straggling test went to `worker` while `running` goes on.
+    TestSpeculated {
+        test: u32,
+        running: u32,
+        attempt: u32,
+        worker: String,
+        reason: String,
     },
 }
 

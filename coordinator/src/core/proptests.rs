@@ -22,6 +22,8 @@ enum Op {
         max_fail: u32,
         /// Only for workers labelled `os=mac` (true) or `os=linux` (false).
         needs: Option<bool>,
+        /// `--speculate`, with every test known from history to take this many ms.
+        speculate: Option<u64>,
     },
     Join {
         slots: u32,
@@ -100,10 +102,14 @@ fn outcome() -> impl Strategy<Value = Outcome> {
     ]
 }
 
-fn op() -> impl Strategy<Value = Op> {
+/// Any op; `speculative`: every session speculates, and time passes more often.
+fn op(speculative: bool) -> impl Strategy<Value = Op> {
+    let speculate =
+        if speculative { (1u64..500).prop_map(Some).boxed() } else { proptest::option::of(1u64..500).boxed() };
+    let ticks = if speculative { 4 } else { 1 };
     prop_oneof![
-        2 => (0usize..6, 0u32..3, any::<bool>(), any::<bool>(), prop_oneof![2 => Just(0u32), 1 => 1u32..4], proptest::option::of(any::<bool>()))
-            .prop_map(|(tests, retries, timeout, on_disconnect, max_fail, needs)| Op::Submit { tests, retries, timeout, on_disconnect, max_fail, needs }),
+        2 => (0usize..6, 0u32..3, any::<bool>(), any::<bool>(), prop_oneof![2 => Just(0u32), 1 => 1u32..4], proptest::option::of(any::<bool>()), speculate)
+            .prop_map(|(tests, retries, timeout, on_disconnect, max_fail, needs, speculate)| Op::Submit { tests, retries, timeout, on_disconnect, max_fail, needs, speculate }),
         2 => (1u32..4, any::<bool>()).prop_map(|(slots, mac)| Op::Join { slots, mac }),
         1 => any::<usize>().prop_map(|worker| Op::Leave { worker }),
         3 => any::<usize>().prop_map(|pick| Op::Start { pick }),
@@ -111,7 +117,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (any::<usize>(), 0u32..6, 0u32..4, any::<usize>())
             .prop_map(|(session, test, attempt, worker)| Op::Stale { session, test, attempt, worker }),
         1 => any::<usize>().prop_map(|session| Op::Cancel { session }),
-        1 => (0u64..4_000).prop_map(|advance| Op::Tick { advance }),
+        ticks => (0u64..4_000).prop_map(|advance| Op::Tick { advance }),
         1 => any::<usize>().prop_map(|worker| Op::Drain { worker }),
         2 => (any::<usize>(), outcome()).prop_map(|(pick, outcome)| Op::Late { pick, outcome }),
         1 => (any::<usize>(), any::<bool>()).prop_map(|(session, start)| Op::Watch { session, start }),
@@ -138,6 +144,8 @@ struct Harness {
     logs: HashMap<SessionId, Vec<Event>>,
     /// Workers of coordinators that restarted, as they registered and with what they held then.
     survivors: Vec<(WorkerSpec, Vec<Claim>)>,
+    /// Workers that rejoined claiming what they held.
+    rejoined: std::collections::BTreeSet<WorkerId>,
 }
 
 impl Harness {
@@ -163,13 +171,14 @@ impl Harness {
             lost_keys: Vec::new(),
             logs: HashMap::new(),
             survivors: Vec::new(),
+            rejoined: std::collections::BTreeSet::new(),
         }
     }
 
     /// Replace the scheduler with one restored from the logs, as a restarted coordinator is.
     fn restart(&mut self) {
         self.lost_keys.extend(self.held_keys());
-        for w in self.s.workers.values() {
+        for (id, w) in &self.s.workers {
             let claims = w
                 .held
                 .keys()
@@ -177,6 +186,7 @@ impl Harness {
                     let test = self.s.sessions.get(&key.session).and_then(|s| s.tests.get(key.test as usize));
                     let started = test.is_some_and(|t| {
                         matches!(t.state, TestState::Assigned { started: true, .. } | TestState::Cancelling { .. })
+                            || t.is_elder(key.attempt, *id)
                     });
                     Claim { key: *key, started }
                 })
@@ -216,6 +226,7 @@ impl Harness {
         held && test.is_some_and(|t| {
             t.attempt == key.attempt
                 && matches!(t.state, TestState::Assigned { worker: h, .. } | TestState::Cancelling { worker: h } if h == worker)
+                || t.is_elder(key.attempt, worker)
         })
     }
 
@@ -302,17 +313,31 @@ impl Harness {
         let mut holders: HashMap<(SessionId, u32), WorkerId> = HashMap::new();
         for (id, w) in &self.s.workers {
             assert!(w.held.len() <= w.capacity(prefetch), "worker over capacity");
-            if w.held.keys().any(|k| self.s.is_suspect(k)) {
+            // (A worker that rejoined goes on with what it was running: it may adopt one beside others.)
+            if !self.rejoined.contains(id) && w.held.keys().any(|k| self.s.is_suspect(k)) {
                 assert_eq!(w.held.len(), 1, "a test with a worker loss on record runs alone");
             }
             for key in w.held.keys() {
-                if self.is_live(*id, *key) {
+                let test = &self.s.sessions[&key.session].tests[key.test as usize];
+                // Of a speculated pair, the elder runs beside the live attempt.
+                if self.is_live(*id, *key) && !test.is_elder(key.attempt, *id) {
                     let prev = holders.insert((key.session, key.test), *id);
                     assert!(prev.is_none(), "test {key:?} live on two workers");
                 }
             }
         }
         for session in self.s.sessions.values() {
+            if session.cancel_reason.is_none() && session.finished_at.is_none() {
+                let running = session
+                    .tests
+                    .iter()
+                    .map(|t| {
+                        u32::from(matches!(t.state, TestState::Assigned { started: true, .. }))
+                            + u32::from(t.elder.is_some())
+                    })
+                    .sum::<u32>();
+                assert_eq!(session.running, running, "running attempts of {}", session.id);
+            }
             let queued = session.queue.len();
             let states = session.tests.iter().filter(|t| t.state == TestState::Queued).count();
             assert_eq!(queued, states, "queue and queued states disagree");
@@ -321,13 +346,19 @@ impl Harness {
                     let key = AssignmentKey { session: session.id, test: i as u32, attempt: t.attempt };
                     assert!(self.is_live(worker, key), "assigned test not held by its worker");
                 }
+                if let Some(elder) = t.elder {
+                    let key = AssignmentKey { session: session.id, test: i as u32, attempt: elder.attempt };
+                    assert!(self.is_live(elder.worker, key), "an elder not held by its worker");
+                    assert!(matches!(t.state, TestState::Assigned { .. }), "an elder beside {:?}", t.state);
+                    assert!(elder.attempt < t.attempt && t.attempt <= t.issued, "attempts out of order");
+                }
             }
         }
     }
 
     fn step(&mut self, op: Op) {
         match op {
-            Op::Submit { tests, retries, timeout, on_disconnect, max_fail, needs } => {
+            Op::Submit { tests, retries, timeout, on_disconnect, max_fail, needs, speculate } => {
                 let id = sid(self.next_id);
                 self.next_id += 1;
                 let mut sp = spec(tests);
@@ -338,8 +369,11 @@ impl Harness {
                 }
                 sp.session_timeout_ms = if timeout { 10_000 } else { 0 };
                 sp.cancel_on_disconnect = on_disconnect;
+                sp.speculate = speculate.is_some();
+                let known = |ms| plan::Estimate { ms, source: plan::Source::History, failed_last: false };
+                let estimates = speculate.map(|ms| vec![known(ms); tests]).unwrap_or_default();
                 self.sessions.push(id);
-                self.apply(Input::Submit { id, spec: sp, estimates: Vec::new() });
+                self.apply(Input::Submit { id, spec: sp, estimates });
             }
             Op::Join { slots, mac } => {
                 let id = wid(self.next_id);
@@ -363,6 +397,7 @@ impl Harness {
                 let id = wid(self.next_id);
                 self.next_id += 1;
                 self.workers.push(id);
+                self.rejoined.insert(id);
                 self.apply(Input::WorkerJoined { id, spec, claims });
             }
             Op::Resend { pick, worker, outcome } => {
@@ -460,36 +495,48 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
-    fn every_test_ends_with_exactly_one_outcome(ops in proptest::collection::vec(op(), 0..80)) {
-        let mut h = Harness::new();
-        for op in ops {
-            h.step(op);
+    fn every_test_ends_with_exactly_one_outcome(ops in proptest::collection::vec(op(false), 0..80)) {
+        check_outcomes(ops)?;
+    }
+
+    /// The same with `--speculate` on every session, and time passing often enough for tests
+    /// to be late.
+    #[test]
+    fn every_speculated_test_ends_with_exactly_one_outcome(ops in proptest::collection::vec(op(true), 0..80)) {
+        check_outcomes(ops)?;
+    }
+}
+
+fn check_outcomes(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let mut h = Harness::new();
+    for op in ops {
+        h.step(op);
+    }
+    h.drain();
+    for id in &h.sessions {
+        let session = &h.s.sessions[id];
+        let totals = h.finished_sessions.get(id).copied();
+        prop_assert!(totals.is_some(), "session {id} never finished");
+        // A session restored finished keeps no tests, only its spec.
+        let tests = session.spec.tests.len() as u32;
+        let mut counted = Totals { total: tests, ..Totals::default() };
+        for test in 0..tests {
+            let outcomes = h.finals.get(&(*id, test)).cloned().unwrap_or_default();
+            prop_assert_eq!(outcomes.len(), 1, "test {} of {} has outcomes {:?}", test, id, outcomes);
+            counted.count(outcomes[0]);
         }
-        h.drain();
-        for id in &h.sessions {
-            let session = &h.s.sessions[id];
-            let totals = h.finished_sessions.get(id).copied();
-            prop_assert!(totals.is_some(), "session {id} never finished");
-            // A session restored finished keeps no tests, only its spec.
-            let tests = session.spec.tests.len() as u32;
-            let mut counted = Totals { total: tests, ..Totals::default() };
-            for test in 0..tests {
-                let outcomes = h.finals.get(&(*id, test)).cloned().unwrap_or_default();
-                prop_assert_eq!(outcomes.len(), 1, "test {} of {} has outcomes {:?}", test, id, outcomes);
-                counted.count(outcomes[0]);
-            }
-            prop_assert_eq!(totals, Some(counted));
-            // --max-fail N: never more than N failures, and exactly N when it stopped the session.
-            let max = session.spec.max_failures;
-            if max > 0 {
-                let failed = counted.failed + counted.timed_out + counted.error + counted.lost;
-                prop_assert!(failed <= max, "{} failures over --max-fail {}", failed, max);
-                if session.cancel_reason.as_deref().is_some_and(|r| r.contains("--max-fail")) {
-                    prop_assert_eq!(failed, max);
-                }
+        prop_assert_eq!(totals, Some(counted));
+        // --max-fail N: never more than N failures, and exactly N when it stopped the session.
+        let max = session.spec.max_failures;
+        if max > 0 {
+            let failed = counted.failed + counted.timed_out + counted.error + counted.lost;
+            prop_assert!(failed <= max, "{} failures over --max-fail {}", failed, max);
+            if session.cancel_reason.as_deref().is_some_and(|r| r.contains("--max-fail")) {
+                prop_assert_eq!(failed, max);
             }
         }
     }
+    Ok(())
 }
 
 /// The sessions still competing for slots: tests queued and room under their cap.

@@ -32,17 +32,20 @@ impl Scheduler {
             if self.sessions.contains_key(&id) {
                 continue;
             }
-            let order = match &restored.state {
+            let (order, estimates) = match &restored.state {
                 Restored::Unfinished { events } => events
                     .iter()
                     .find_map(|e| match e {
-                        Event::Created { order, .. } => Some(order.clone()),
+                        Event::Created { order, estimates, .. } => Some((order.clone(), estimates.clone())),
                         _ => None,
                     })
                     .unwrap_or_default(),
-                Restored::Finished { .. } => Vec::new(),
+                Restored::Finished { .. } => Default::default(),
             };
             let mut session = Session::new(id, Arc::new(restored.spec), restored.created_at, order);
+            if estimates.len() == session.tests.len() {
+                session.estimates = estimates;
+            }
             session.unwatched_since = Some(now);
             match restored.state {
                 Restored::Finished { finished_at, totals, cancel_reason } => {
@@ -149,6 +152,9 @@ impl Scheduler {
             test.state = TestState::Assigned { worker, started };
             if started {
                 session.running += 1;
+                // It has run for a while already; counting from now keeps `--speculate` from
+                // calling it late too soon.
+                test.started_at = now;
             }
             if started && !logged {
                 out.push(Action::Emit {
@@ -215,13 +221,17 @@ fn replay(session: &mut Session, events: &[Event]) -> Vec<Option<u32>> {
                         session.totals.count(*outcome);
                     }
                 } else {
+                    // The retry is numbered above every attempt handed out, which with
+                    // `--speculate` can be above this one.
                     entry.failures += 1;
-                    entry.attempt = entry.attempt.max(attempt.saturating_add(1));
+                    entry.issued = entry.issued.max(*attempt);
+                    entry.next_attempt();
                 }
             }
             Event::TestRequeued { test, attempt, cause, .. } => {
                 let Some(entry) = session.tests.get_mut(*test as usize) else { continue };
                 entry.attempt = entry.attempt.max(*attempt);
+                entry.issued = entry.issued.max(*attempt);
                 match cause {
                     Requeue::WorkerLost { charged: true } => entry.losses += 1,
                     Requeue::HandedBack => entry.handbacks += 1,
@@ -232,6 +242,13 @@ fn replay(session: &mut Session, events: &[Event]) -> Vec<Option<u32>> {
                 if let Some(entry) = started.get_mut(*test as usize) {
                     *entry = Some(*attempt);
                 }
+            }
+            Event::TestSpeculated { test, attempt, .. } => {
+                // The pair is not rebuilt: only the newer attempt can be adopted.
+                let Some(entry) = session.tests.get_mut(*test as usize) else { continue };
+                entry.attempt = entry.attempt.max(*attempt);
+                entry.issued = entry.issued.max(*attempt);
+                entry.speculated = true;
             }
             Event::SetupFinished { report, .. } => session.output.count(report),
             Event::Cancelled { reason } => session.cancel_reason = Some(reason.clone()),

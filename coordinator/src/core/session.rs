@@ -34,7 +34,17 @@ pub(super) enum TestState {
 pub(super) struct TestEntry {
     /// The live attempt number (starts at 1).
     pub attempt: u32,
+    /// The highest attempt number handed out: a new attempt is always numbered above it (the
+    /// live one can be lower, after an elder took over).
+    pub issued: u32,
     pub state: TestState,
+    /// `--speculate`: the earlier attempt still running beside the live one, which was started
+    /// again because this one ran far past its estimate. Only while `state` is `Assigned`.
+    pub elder: Option<Elder>,
+    /// It has been speculated (a test is, at most once).
+    pub speculated: bool,
+    /// When its live attempt started (how long it has run, for `--speculate`).
+    pub started_at: Millis,
     /// How often its worker was lost while holding it.
     pub losses: u32,
     /// How many attempts failed or timed out (retries used).
@@ -43,6 +53,38 @@ pub(super) struct TestEntry {
     pub avoid: Option<WorkerId>,
     /// How often a worker handed it back unstarted or unfinished (shutting down).
     pub handbacks: u32,
+}
+
+/// The first attempt of a speculated test, running on `worker` (it had started).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Elder {
+    pub attempt: u32,
+    pub worker: WorkerId,
+}
+
+impl TestEntry {
+    /// Give it a new attempt, numbered above every one handed out so far.
+    pub fn next_attempt(&mut self) -> u32 {
+        self.issued = self.issued.max(self.attempt) + 1;
+        self.attempt = self.issued;
+        self.attempt
+    }
+
+    /// Whether `attempt` on `worker` is its elder (`--speculate`).
+    pub fn is_elder(&self, attempt: u32, worker: WorkerId) -> bool {
+        self.elder.is_some_and(|e| e.attempt == attempt && e.worker == worker)
+    }
+
+    /// The elder becomes the live attempt again (the newer one is gone, or lost the race).
+    /// Returns the newer attempt's key fields: its worker, attempt, and whether it had started.
+    pub fn promote_elder(&mut self) -> Option<(WorkerId, u32, bool)> {
+        let elder = self.elder.take()?;
+        let TestState::Assigned { worker, started } = self.state else { return None };
+        let newer = (worker, self.attempt, started);
+        self.attempt = elder.attempt;
+        self.state = TestState::Assigned { worker: elder.worker, started: true };
+        Some(newer)
+    }
 }
 
 pub(super) struct Session {
@@ -70,6 +112,9 @@ pub(super) struct Session {
     pub set_up: std::collections::BTreeSet<WorkerId>,
     /// The order its tests are served in (a permutation of their indices).
     pub order: Vec<u32>,
+    /// What each test's own history says it takes, in ms (0: not known); only with
+    /// `--speculate` (empty otherwise).
+    pub estimates: Vec<u64>,
 }
 
 impl Session {
@@ -83,7 +128,11 @@ impl Session {
             tests: (0..n)
                 .map(|_| TestEntry {
                     attempt: 1,
+                    issued: 1,
                     state: TestState::Queued,
+                    elder: None,
+                    speculated: false,
+                    started_at: 0,
                     losses: 0,
                     failures: 0,
                     avoid: None,
@@ -92,6 +141,7 @@ impl Session {
                 .collect(),
             queue: order.iter().copied().collect(),
             order,
+            estimates: Vec::new(),
             totals: Totals { total: n as u32, ..Totals::default() },
             output: OutputBudget::default(),
             running: 0,
@@ -159,7 +209,7 @@ pub(super) fn requeue(
     reason: String,
     cause: Requeue,
 ) -> Action {
-    test.attempt += 1;
+    test.next_attempt();
     test.state = TestState::Queued;
     queue.push_front(key.test);
     Action::Emit {

@@ -35,6 +35,7 @@ pub(crate) fn spec(tests: usize) -> SessionSpec {
         max_failures: 0,
         priority: 0,
         max_slots: 0,
+        speculate: false,
     }
 }
 
@@ -967,4 +968,222 @@ fn max_fail_cancels_the_rest_once_enough_tests_have_failed() {
     assert_eq!(finals(&out), vec![(1, Outcome::Cancelled)]);
     let view = s.session(sid(1)).expect("kept");
     assert!(view.finished && view.cancel_reason.is_some_and(|r| r.contains("--max-fail 1")));
+}
+
+/// `--speculate`: session 1 of `tests` tests, each known from history to take 1 s, on two
+/// one-slot workers; test 0 started on worker 1 at 0, and every other test passed at once, so
+/// worker 2 is idle from 1 on.
+fn speculating(tests: u32, change: impl FnOnce(&mut SessionSpec)) -> Scheduler {
+    speculating_recorded(tests, change).s
+}
+
+fn speculating_recorded(tests: u32, change: impl FnOnce(&mut SessionSpec)) -> Recorded {
+    let mut r = Recorded { s: no_prefetch(), log: Vec::new() };
+    r.feed(0, Input::Submit { id: sid(1), spec: speculated_spec(tests, change), estimates: known(tests) });
+    r.feed(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
+    r.feed(0, Input::WorkerJoined { id: wid(2), spec: worker(1), claims: Vec::new() });
+    r.feed(0, Input::Started { worker: wid(1), key: key(sid(1), 0, 1) });
+    for test in 1..tests {
+        r.feed(1, Input::Started { worker: wid(2), key: key(sid(1), test, 1) });
+        let passed = Input::Finished { worker: wid(2), key: key(sid(1), test, 1), report: report(Outcome::Passed) };
+        r.feed(1, passed);
+    }
+    r
+}
+
+fn speculated_spec(tests: u32, change: impl FnOnce(&mut SessionSpec)) -> SessionSpec {
+    let mut sp = spec(tests as usize);
+    sp.speculate = true;
+    change(&mut sp);
+    sp
+}
+
+/// Estimates of 1 s from history for `tests` tests.
+fn known(tests: u32) -> Vec<plan::Estimate> {
+    vec![plan::Estimate { ms: 1_000, source: plan::Source::History, failed_last: false }; tests as usize]
+}
+
+/// Heartbeats from both workers and a tick at `now`.
+fn tick_at(s: &mut Scheduler, now: Millis) -> Vec<Action> {
+    for w in [wid(1), wid(2)] {
+        s.handle(now, Input::Heartbeat { worker: w });
+    }
+    s.handle(now, Input::Tick)
+}
+
+fn speculated(actions: &[Action]) -> Vec<(u32, u32, u32)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Emit { event: Event::TestSpeculated { test, running, attempt, .. }, .. } => {
+                Some((*test, *running, *attempt))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_late_test_runs_again_on_an_idle_slot_once_and_the_first_to_pass_wins() {
+    let mut s = speculating(2, |_| {});
+    assert!(assigned(&tick_at(&mut s, 1_999)).is_empty(), "not yet twice its estimate");
+    let out = tick_at(&mut s, 2_000);
+    assert_eq!(speculated(&out), vec![(0, 1, 2)]);
+    assert_eq!(assigned(&out), vec![(wid(2), key(sid(1), 0, 2))]);
+    assert!(assigned(&tick_at(&mut s, 9_000)).is_empty(), "a test is speculated once");
+    assert_eq!(s.workers()[1].running_tests.len(), 0, "the spare has not started");
+    s.handle(9_001, Input::Started { worker: wid(2), key: key(sid(1), 0, 2) });
+    assert_eq!(s.session(sid(1)).map(|v| v.running), Some(2), "both attempts run");
+    assert!(s.workers().iter().all(|w| w.running_tests == vec!["t0.sh".to_string()]));
+
+    let out =
+        s.handle(9_500, Input::Finished { worker: wid(2), key: key(sid(1), 0, 2), report: report(Outcome::Passed) });
+    assert_eq!(finals(&out), vec![(0, Outcome::Passed)]);
+    assert_eq!(cancels(&out), vec![(wid(1), key(sid(1), 0, 1))]);
+    assert_eq!(finished_totals(&out).map(|t| (t.passed, t.total)), Some((2, 2)));
+    // The elder's report of the kill is void: no event, and its slot frees.
+    let late = Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Cancelled) };
+    assert!(s.handle(9_600, late).is_empty());
+    assert!(s.workers().iter().all(|w| w.held.is_empty()));
+}
+
+#[test]
+fn the_elder_reporting_first_wins_and_the_spare_is_stopped() {
+    let mut s = speculating(2, |_| {});
+    tick_at(&mut s, 2_000);
+    let out =
+        s.handle(2_100, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Passed) });
+    assert_eq!(finals(&out), vec![(0, Outcome::Passed)]);
+    assert_eq!(cancels(&out), vec![(wid(2), key(sid(1), 0, 2))]);
+    let void = Input::Finished { worker: wid(2), key: key(sid(1), 0, 2), report: report(Outcome::Cancelled) };
+    assert!(s.handle(2_200, void).is_empty());
+    assert!(s.session(sid(1)).is_some_and(|v| v.finished && v.totals.passed == 2 && v.running == 0));
+}
+
+#[test]
+fn a_failure_of_either_with_retries_left_is_retried_above_both_attempts() {
+    for (worker, attempt) in [(wid(1), 1), (wid(2), 2)] {
+        let mut s = speculating(2, |sp| sp.retries = 1);
+        tick_at(&mut s, 2_000);
+        s.handle(2_001, Input::Started { worker: wid(2), key: key(sid(1), 0, 2) });
+        let failed = Input::Finished { worker, key: key(sid(1), 0, attempt), report: report(Outcome::Failed) };
+        let out = s.handle(2_100, failed);
+        assert!(finals(&out).is_empty(), "a retry is left");
+        let other = if worker == wid(1) { (wid(2), key(sid(1), 0, 2)) } else { (wid(1), key(sid(1), 0, 1)) };
+        assert_eq!(cancels(&out), vec![other]);
+        // The retry, numbered above both, avoids the worker it failed on: it waits for the
+        // other one to be done stopping its attempt.
+        assert!(assigned(&out).is_empty());
+        let void = Input::Finished { worker: other.0, key: other.1, report: report(Outcome::Cancelled) };
+        assert_eq!(assigned(&s.handle(2_150, void)), vec![(other.0, key(sid(1), 0, 3))]);
+        let passed = Input::Finished { worker: other.0, key: key(sid(1), 0, 3), report: report(Outcome::Passed) };
+        assert_eq!(finals(&s.handle(2_200, passed)), vec![(0, Outcome::Flaky)]);
+    }
+}
+
+#[test]
+fn a_lost_worker_takes_only_its_own_attempt_of_a_pair_and_nothing_is_requeued() {
+    for (gone, stays, attempt) in [(wid(1), wid(2), 2), (wid(2), wid(1), 1)] {
+        let mut s = speculating(2, |_| {});
+        tick_at(&mut s, 2_000);
+        s.handle(2_001, Input::Started { worker: wid(2), key: key(sid(1), 0, 2) });
+        let out = s.handle(2_100, Input::WorkerLost { id: gone, reason: "killed".into() });
+        assert!(requeued(&out).is_empty() && assigned(&out).is_empty(), "{out:?}");
+        assert_eq!(s.session(sid(1)).map(|v| v.running), Some(1));
+        let passed = Input::Finished { worker: stays, key: key(sid(1), 0, attempt), report: report(Outcome::Passed) };
+        let out = s.handle(2_200, passed);
+        assert_eq!(finals(&out), vec![(0, Outcome::Passed)]);
+        assert!(cancels(&out).is_empty(), "nothing left to stop");
+    }
+}
+
+#[test]
+fn a_handed_back_attempt_of_a_pair_leaves_the_other_running() {
+    let mut s = speculating(2, |_| {});
+    tick_at(&mut s, 2_000);
+    let back = Input::Finished { worker: wid(2), key: key(sid(1), 0, 2), report: report(Outcome::Cancelled) };
+    let out = s.handle(2_100, back);
+    assert!(out.is_empty(), "{out:?}");
+    assert!(s.workers()[1].draining);
+    let passed = Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Passed) };
+    assert_eq!(finals(&s.handle(2_200, passed)), vec![(0, Outcome::Passed)]);
+}
+
+#[test]
+fn cancelling_a_session_keeps_the_elders_output_and_voids_the_spare() {
+    let mut s = speculating(2, |_| {});
+    tick_at(&mut s, 2_000);
+    let out = s.handle(2_100, Input::Cancel { session: sid(1), reason: "user".into() });
+    let mut stopped = cancels(&out);
+    stopped.sort();
+    assert_eq!(stopped, vec![(wid(1), key(sid(1), 0, 1)), (wid(2), key(sid(1), 0, 2))]);
+    let spare = Input::Finished { worker: wid(2), key: key(sid(1), 0, 2), report: report(Outcome::Cancelled) };
+    assert!(s.handle(2_200, spare).is_empty());
+    let mut elder = report(Outcome::Cancelled);
+    elder.output = b"what it printed".to_vec();
+    let out = s.handle(2_300, Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: elder });
+    let kept = out.iter().any(|a| {
+        matches!(a, Action::Emit { event: Event::TestFinished { attempt: 1, is_final: true, report, .. }, .. }
+            if report.output == b"what it printed")
+    });
+    assert!(kept, "{out:?}");
+    assert_eq!(finished_totals(&out).map(|t| t.cancelled), Some(1));
+}
+
+#[test]
+fn nothing_is_speculated_without_the_flag_history_an_empty_queue_or_room_under_the_cap() {
+    let quiet = |mut s: Scheduler| speculated(&tick_at(&mut s, 20_000)).is_empty();
+    assert!(quiet(speculating(2, |sp| sp.speculate = false)), "off by default");
+    assert!(quiet(speculating(2, |sp| sp.max_slots = 1)), "the session's slot cap");
+    assert!(quiet(speculating(2, |sp| sp.required_labels = BTreeMap::from([("gpu".into(), "1".into())]))));
+    // A guess from file size is no grounds to call a test late.
+    let mut s = no_prefetch();
+    let guess = plan::Estimate { ms: 1_000, source: plan::Source::Size, failed_last: false };
+    s.handle(0, Input::Submit { id: sid(1), spec: speculated_spec(1, |_| {}), estimates: vec![guess] });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
+    s.handle(0, Input::WorkerJoined { id: wid(2), spec: worker(1), claims: Vec::new() });
+    s.handle(0, Input::Started { worker: wid(1), key: key(sid(1), 0, 1) });
+    assert!(quiet(s));
+    // While tests wait to start, idle slots are theirs.
+    let mut s = no_prefetch();
+    s.handle(0, Input::Submit { id: sid(1), spec: speculated_spec(3, |_| {}), estimates: known(3) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
+    s.handle(0, Input::Started { worker: wid(1), key: key(sid(1), 0, 1) });
+    s.handle(0, Input::WorkerJoined { id: wid(2), spec: worker(1), claims: Vec::new() });
+    s.handle(0, Input::Started { worker: wid(2), key: key(sid(1), 1, 1) });
+    assert!(quiet(s));
+}
+
+#[test]
+fn one_worker_with_a_free_slot_runs_both_attempts() {
+    let mut s = no_prefetch();
+    s.handle(0, Input::Submit { id: sid(1), spec: speculated_spec(1, |_| {}), estimates: known(1) });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(2), claims: Vec::new() });
+    s.handle(0, Input::Started { worker: wid(1), key: key(sid(1), 0, 1) });
+    s.handle(3_000, Input::Heartbeat { worker: wid(1) });
+    let out = s.handle(3_000, Input::Tick);
+    assert_eq!(assigned(&out), vec![(wid(1), key(sid(1), 0, 2))]);
+    // Lost with both: the test is requeued once, with an attempt above both.
+    let out = s.handle(3_100, Input::WorkerLost { id: wid(1), reason: "killed".into() });
+    assert_eq!(requeued(&out).iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(), vec![(0, 3)]);
+}
+
+#[test]
+fn a_restarted_scheduler_can_adopt_the_spare_of_a_pair_only() {
+    let config = Config { prefetch_per_slot: 0, liveness_timeout_ms: 1_000, ..Config::default() };
+    let mut first = speculating_recorded(2, |_| {});
+    first.feed(2_000, Input::Heartbeat { worker: wid(1) });
+    first.feed(2_000, Input::Heartbeat { worker: wid(2) });
+    first.feed(2_000, Input::Tick);
+    assert!(first.log.iter().any(|e| matches!(e, Event::TestSpeculated { .. })));
+
+    let mut s = restarted(config, speculated_spec(2, |_| {}), first.log, 10_000);
+    let out = s.handle(10_100, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: vec![claim(0, 1, true)] });
+    assert_eq!(cancels(&out), vec![(wid(1), key(sid(1), 0, 1))], "the elder is not adopted");
+    let out = s.handle(10_100, Input::WorkerJoined { id: wid(2), spec: worker(1), claims: vec![claim(0, 2, true)] });
+    assert!(cancels(&out).is_empty() && assigned(&out).is_empty());
+    // Adopted, it is not speculated again however long it runs.
+    assert!(speculated(&tick_at(&mut s, 60_000)).is_empty());
+    let passed = Input::Finished { worker: wid(2), key: key(sid(1), 0, 2), report: report(Outcome::Passed) };
+    assert_eq!(finals(&s.handle(60_001, passed)), vec![(0, Outcome::Passed)]);
 }

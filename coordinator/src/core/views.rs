@@ -71,7 +71,7 @@ impl Scheduler {
                                 worker == *id && test.attempt == key.attempt
                             }
                             _ => false,
-                        };
+                        } || test.is_elder(key.attempt, *id);
                         running.then(|| session.spec.tests[key.test as usize].clone())
                     })
                     .collect(),

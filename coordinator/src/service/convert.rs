@@ -352,6 +352,7 @@ impl TryFrom<pb::SessionSpec> for SessionSpec {
             max_failures: s.max_failures,
             priority,
             max_slots: s.max_slots,
+            speculate: s.speculate,
         })
     }
 }
@@ -434,6 +435,13 @@ pub fn event_to_pb(event: &Event) -> pb::session_event::Kind {
             worker: worker.clone(),
             report: Some(report_to_pb(report)),
             reused: *reused,
+        }),
+        Event::TestSpeculated { test, running, attempt, worker, reason } => Kind::TestSpeculated(pb::TestSpeculated {
+            test_index: *test,
+            running_attempt: *running,
+            attempt: *attempt,
+            worker: worker.clone(),
+            reason: reason.clone(),
         }),
     }
 }

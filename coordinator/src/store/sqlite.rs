@@ -587,7 +587,15 @@ mod tests {
             let store = SqliteStore::open(dir.path()).expect("open");
             let running = store.create(sid(1), &spec, 10).expect("create");
             running
-                .append(11, Event::Created { name: "t".into(), paths: spec.tests.clone(), order: Vec::new() })
+                .append(
+                    11,
+                    Event::Created {
+                        name: "t".into(),
+                        paths: spec.tests.clone(),
+                        order: Vec::new(),
+                        estimates: Vec::new(),
+                    },
+                )
                 .expect("append");
             running.append(12, test_finished(0, b"out\0put")).expect("append");
             let done = store.create(sid(2), &spec, 20).expect("create");
