@@ -124,3 +124,54 @@ fn a_grids_history_survives_a_coordinator_restart() {
     let after = grid.cli(&["run", "--framework", "shell", "--json"]);
     assert_eq!(started(&after)[0], "bad.sh", "{}", stdout(&after));
 }
+
+#[test]
+fn a_test_hung_far_past_its_history_runs_again_on_an_idle_slot_and_the_first_to_finish_wins() {
+    let ws = Workspace::new();
+    let cache = tempfile::tempdir().expect("tempdir");
+    let root = ws.root();
+    let hang = root.join("hang-next");
+    let pids = root.join("pids");
+    // Quick, unless asked to hang: then this run (only) hangs, and says which process it is.
+    ws.test(
+        "sometimes_hangs.sh",
+        &format!(
+            "if rm \"{hang}\" 2>/dev/null; then echo $$ >> \"{pids}\"; sleep 120; fi\nsleep 0.2",
+            hang = hang.display(),
+            pids = pids.display()
+        ),
+    );
+    ws.test("quick.sh", "true");
+    let two = |args: &[&str]| {
+        testgrid(&root)
+            .args(args)
+            .args(["--local", "2", "--framework", "shell", "--json"])
+            .env("XDG_CACHE_HOME", cache.path())
+            .output()
+            .expect("testgrid runs")
+    };
+    let first = two(&["run"]);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+
+    // The history now says it takes about 0.2 s; its next run hangs.
+    std::fs::write(&hang, "").expect("write marker");
+    let began = std::time::Instant::now();
+    let second = two(&["run", "--speculate"]);
+    let took = began.elapsed();
+    assert_eq!(second.status.code(), Some(0), "{}\n{}", stdout(&second), stderr(&second));
+    assert!(took < std::time::Duration::from_secs(60), "finished long before the hung run would: {took:?}");
+    let lines = events(&second);
+    let speculated: Vec<&Value> = lines.iter().filter(|e| e["event"] == "test_speculated").collect();
+    assert_eq!(speculated.len(), 1, "{}", stdout(&second));
+    assert_eq!(speculated[0]["test"], "sometimes_hangs.sh");
+    assert_eq!((speculated[0]["running_attempt"].as_u64(), speculated[0]["attempt"].as_u64()), (Some(1), Some(2)));
+    let finals: Vec<&Value> =
+        lines.iter().filter(|e| e["event"] == "test_finished" && e["test"] == "sometimes_hangs.sh").collect();
+    assert_eq!(finals.len(), 1, "one result, the winner's: {}", stdout(&second));
+    assert_eq!((finals[0]["attempt"].as_u64(), finals[0]["outcome"].as_str()), (Some(2), Some("passed")));
+    assert_eq!(final_outcomes(&lines).get("quick.sh").map(String::as_str), Some("passed"));
+    // The hung attempt was stopped, not left behind.
+    let pid = std::fs::read_to_string(&pids).expect("the hung run wrote its pid");
+    assert!(!Path::new(&format!("/proc/{}", pid.trim())).exists(), "the loser {pid} still runs");
+    assert_eq!(ws.runs().get("sometimes_hangs.sh"), Some(&3), "once in the first run, twice in the second");
+}
