@@ -15,6 +15,20 @@ use testgrid_proto::{parse_env_var, parse_key_value};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
+}
+
+/// What every call to a grid presents.
+#[derive(Args, Debug, Default)]
+pub struct CredentialArgs {
+    /// The token to present to the grid (from `testgrid-coordinator token create`), if it
+    /// needs one.
+    #[arg(long, global = true, env = "TESTGRID_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A file whose first line is the token (--token wins).
+    #[arg(long, global = true, env = "TESTGRID_TOKEN_FILE", value_hint = ValueHint::FilePath)]
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

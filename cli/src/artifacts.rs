@@ -10,10 +10,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use testgrid_proto as pb;
+use testgrid_proto::client::GridChannel;
 use testgrid_proto::session_event::Kind;
 use testgrid_proto::tree;
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 
 /// Where an artifact of `test`'s attempt `attempt` goes under `dir`; `None` for a path that could
 /// leave it (the grid's mistake).
@@ -66,7 +66,7 @@ pub struct Fetcher {
 const PARALLEL: usize = 4;
 
 impl Fetcher {
-    pub fn start(channel: Channel, dir: PathBuf) -> Fetcher {
+    pub fn start(channel: GridChannel, dir: PathBuf) -> Fetcher {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Wanted>();
         let root = dir.clone();
         let task = tokio::spawn(async move {
@@ -143,7 +143,7 @@ fn collect(done: Option<Result<Result<u64, String>, tokio::task::JoinError>>, fe
 
 /// Stream one blob into `to`: a temporary file beside it, checked against the digest, renamed.
 async fn download(
-    mut client: pb::blob_service_client::BlobServiceClient<Channel>,
+    mut client: pb::blob_service_client::BlobServiceClient<GridChannel>,
     digest: &pb::Digest,
     to: &Path,
 ) -> Result<(), String> {

@@ -213,8 +213,12 @@ pub enum Error {
     /// The grid said the request was wrong (an unknown session, a bad spec).
     #[error("{what}: {message}")]
     Rejected { what: &'static str, message: String },
-    #[error("{what}: the grid at {url} refused us: {message}; check TESTGRID_TOKEN")]
+    /// The grid's own message says what is wrong with the token (missing, unknown, expired,
+    /// the wrong role) and how to get one.
+    #[error("{what}: the grid at {url} refused the call: {message}")]
     Refused { what: &'static str, url: String, message: String },
+    #[error(transparent)]
+    BadToken(#[from] testgrid_proto::client::BadToken),
     #[error("{what}: the grid at {url} answered {code:?}: {message}")]
     GridFailed { what: &'static str, url: String, code: tonic::Code, message: String },
     #[error(
@@ -342,6 +346,7 @@ impl Error {
             | BundleName { .. }
             | BundleChanged { .. }
             | BadGridAddress { .. }
+            | BadToken(_)
             | Rejected { .. } => exit::USAGE,
             NoTests { .. } | NoListedTests { .. } | NothingMatchesFilter { .. } => exit::NO_TESTS,
             GridUnreachable { .. }

@@ -5,9 +5,9 @@
 use std::time::{Duration, Instant};
 
 use testgrid_proto as pb;
+use testgrid_proto::client::GridChannel;
 use testgrid_proto::client::{self, Target};
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 
 use crate::error::Error;
 
@@ -17,27 +17,41 @@ const RECONNECT_FOR: Duration = Duration::from_secs(60);
 /// HTTP/2 keepalive of the CLI's connection: a dead grid is noticed within twice this.
 const KEEPALIVE: Duration = Duration::from_secs(10);
 
+/// What every connection presents (the token), set once by [`present`] before any connects.
+static CREDENTIALS: std::sync::OnceLock<client::Credentials> = std::sync::OnceLock::new();
+
+/// Present `credentials` on every call to a grid from now on (`--token`, `TESTGRID_TOKEN`).
+pub fn present(credentials: client::Credentials) {
+    // Set once, at start; a second call (tests calling `run` twice in a process) keeps the first.
+    let _ = CREDENTIALS.set(credentials);
+}
+
 /// A connection to a coordinator.
 #[derive(Clone)]
 pub struct Grid {
     pub url: String,
-    channel: Channel,
+    channel: GridChannel,
 }
 
 impl Grid {
     pub async fn connect(url: &str) -> Result<Grid, Error> {
-        let target = Target::new(url, KEEPALIVE);
+        let mut target = Target::new(url, KEEPALIVE);
+        target.credentials = CREDENTIALS.get().cloned().unwrap_or_default();
+        if let Some(warning) = target.plaintext_warning() {
+            err!("{warning}");
+        }
         let endpoint = target.endpoint().map_err(|e| Error::BadGridAddress { url: e.url, problem: e.problem })?;
         let channel = endpoint
             .connect()
             .await
             .map_err(|e| Error::GridUnreachable { url: target.url.clone(), detail: testgrid_proto::error_chain(&e) })?;
+        let channel = target.authorized(channel);
         Ok(Grid { url: target.url, channel })
     }
 
     /// Send the grid what it lacks of `bundle` (see [`crate::bundle::upload`]).
     /// The connection, for the blob service.
-    pub fn channel(&self) -> Channel {
+    pub fn channel(&self) -> GridChannel {
         self.channel.clone()
     }
 
@@ -49,7 +63,7 @@ impl Grid {
         crate::bundle::upload::upload(self.channel.clone(), &self.url, bundle, progress).await
     }
 
-    fn sessions(&self) -> pb::session_service_client::SessionServiceClient<Channel> {
+    fn sessions(&self) -> pb::session_service_client::SessionServiceClient<GridChannel> {
         client::sessions(self.channel.clone())
     }
 

@@ -66,6 +66,9 @@ pub fn run(invocation: Invocation) -> ExitCode {
 
 fn run_command(invocation: Invocation) -> Result<u8, Error> {
     let Invocation { cli, layers } = invocation;
+    let token =
+        testgrid_proto::client::read_token(cli.credentials.token.as_deref(), cli.credentials.token_file.as_deref())?;
+    grid::present(testgrid_proto::client::Credentials::new(token.as_deref())?);
     let runtime = tokio::runtime::Runtime::new().map_err(Error::Runtime)?;
     let result = runtime.block_on(async {
         match cli.command {

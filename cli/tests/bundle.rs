@@ -284,6 +284,7 @@ fn a_grid_refuses_hostile_blobs_and_trees_and_keeps_serving() {
     runtime.block_on(async {
         let channel =
             tonic::transport::Endpoint::from_shared(url.clone()).expect("url").connect().await.expect("connects");
+        let channel = testgrid_proto::client::Target::new(&url, std::time::Duration::from_secs(10)).authorized(channel);
         let mut blobs = testgrid_proto::client::blobs(channel.clone());
         let mut sessions = testgrid_proto::client::sessions(channel);
         let digest = testgrid_proto::tree::digest_of;

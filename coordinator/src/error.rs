@@ -23,6 +23,16 @@ pub enum Error {
     Runtime(std::io::Error),
     #[error(transparent)]
     Serve(#[from] service::Error),
+    #[error(transparent)]
+    Tokens(#[from] crate::auth::tokens::TokenError),
+    /// A non-loopback address with no tokens and no `--insecure`.
+    #[error(
+        "refusing to serve {addr} with no tokens: anyone who can reach it could run commands on every worker. \
+         Make one with `testgrid-coordinator token create --data-dir {} --role admin NAME` (or pass --tokens-file), \
+         listen on a loopback address (--listen 127.0.0.1:7700), or pass --insecure on a network where that is wanted",
+        data_dir.display()
+    )]
+    Unprotected { addr: SocketAddr, data_dir: PathBuf },
 }
 
 impl Error {
@@ -30,7 +40,14 @@ impl Error {
     /// the coordinator down (the documented exit codes).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Liveness { .. } => 2,
+            Error::Liveness { .. } | Error::Unprotected { .. } => 2,
+            Error::Tokens(
+                crate::auth::tokens::TokenError::Exists(_)
+                | crate::auth::tokens::TokenError::Unknown(_)
+                | crate::auth::tokens::TokenError::BadName(_)
+                | crate::auth::tokens::TokenError::BadLine { .. },
+            ) => 2,
+            Error::Tokens(_) => 3,
             Error::DataDir { .. }
             | Error::Listen { .. }
             | Error::LocalAddr { .. }

@@ -6,6 +6,7 @@
 
 //! - [`error`]: why it could not run, and its exit codes.
 
+pub mod auth;
 pub mod blobs;
 pub mod core;
 pub mod error;

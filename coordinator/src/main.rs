@@ -7,13 +7,57 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use testgrid_coordinator::auth::{self, Role, Token, tokens::TokenDb};
 use testgrid_coordinator::{Error, core, service};
 use testgrid_proto::logging::LogFormat;
 use tokio_util::sync::CancellationToken;
 
 /// The testgrid coordinator: schedules sessions' tests onto workers.
 #[derive(Parser, Debug)]
-#[command(version)]
+#[command(version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: Args,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Make, list and revoke the tokens callers present (kept as hashes in --data-dir/tokens.db).
+    Token {
+        /// The coordinator's data directory.
+        #[arg(long, env = "TESTGRID_DATA_DIR", default_value = "./testgrid-data", global = true)]
+        data_dir: PathBuf,
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum TokenAction {
+    /// Make a token and print it, once (it is not kept, only its hash).
+    Create {
+        /// What it may do: worker (attach and report), user (its own sessions), admin (everything).
+        #[arg(long)]
+        role: testgrid_coordinator::auth::Role,
+        /// Its name: each session records the name of the token that submitted it.
+        name: String,
+        /// Refused after this long (e.g. 30d, 12h); never by default.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires: Option<Duration>,
+    },
+    /// The tokens kept: name, role, when made, when they expire.
+    List,
+    /// Delete a token: calls with it are refused at once, and the streams it opened end.
+    Revoke {
+        /// The token's name.
+        name: String,
+    },
+}
+
+/// Serving (no subcommand).
+#[derive(clap::Args, Debug)]
 struct Args {
     /// Address for gRPC (workers and clients).
     #[arg(long, env = "TESTGRID_LISTEN", default_value = "0.0.0.0:7700")]
@@ -56,10 +100,28 @@ struct Args {
     /// Log format.
     #[arg(long, env = "TESTGRID_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Tokens from a file of `ROLE NAME TOKEN` lines (e.g. a mounted Secret), beside those of
+    /// `token create`; read again when it changes.
+    #[arg(long, env = "TESTGRID_TOKENS_FILE")]
+    tokens_file: Option<PathBuf>,
+    /// Serve a non-loopback address with no tokens: anyone who reaches it may run commands on
+    /// every worker. Only for a network where that is wanted.
+    #[arg(long, env = "TESTGRID_INSECURE")]
+    insecure: bool,
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let cli = Cli::parse();
+    if let Some(Command::Token { data_dir, action }) = cli.command {
+        return match token(&data_dir, action) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        };
+    }
+    let args = cli.serve;
     testgrid_proto::logging::init("info", args.log_format, true);
     let result = tokio::runtime::Runtime::new().map_err(Error::Runtime).and_then(|rt| rt.block_on(run(args)));
     match result {
@@ -79,6 +141,11 @@ async fn run(args: Args) -> Result<(), Error> {
         });
     }
     std::fs::create_dir_all(&args.data_dir).map_err(|source| Error::DataDir { path: args.data_dir.clone(), source })?;
+    let sources = auth::Sources { data_dir: Some(args.data_dir.clone()), file: args.tokens_file.clone() };
+    let authority = auth::Authority::load(sources)?;
+    if !authority.is_closed() && !args.listen.ip().is_loopback() && !args.insecure {
+        return Err(Error::Unprotected { addr: args.listen, data_dir: args.data_dir.clone() });
+    }
     let grpc = tokio::net::TcpListener::bind(args.listen).await.map_err(|source| Error::Listen {
         what: "gRPC",
         addr: args.listen,
@@ -111,6 +178,7 @@ async fn run(args: Args) -> Result<(), Error> {
         blob_retention: args.blob_retention,
         // The data directory's own `history.db`.
         history_dir: None,
+        authority,
     };
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
@@ -133,6 +201,45 @@ async fn run(args: Args) -> Result<(), Error> {
             Ok(())
         }
     }
+}
+
+/// `token create | list | revoke`.
+fn token(data_dir: &std::path::Path, action: TokenAction) -> Result<(), Error> {
+    std::fs::create_dir_all(data_dir).map_err(|source| Error::DataDir { path: data_dir.to_path_buf(), source })?;
+    let db = TokenDb::open(data_dir)?;
+    match action {
+        TokenAction::Create { role, name, expires } => {
+            let now = testgrid_proto::now_ms();
+            let expires_ms = expires.map(|d| now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
+            let (token, secret) = Token::generate(&name, role, now, expires_ms);
+            db.create(&token)?;
+            eprintln!(
+                "token `{name}` ({role}) made; it is shown once, here. Give it as TESTGRID_TOKEN (or --token){}",
+                if role == Role::Worker { " to the workers" } else { "" }
+            );
+            println!("{secret}");
+        }
+        TokenAction::List => {
+            let when = |ms: u64| {
+                humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+            };
+            println!("{:<32} {:<7} {:<21} EXPIRES", "NAME", "ROLE", "CREATED");
+            let now = testgrid_proto::now_ms();
+            for t in db.all()? {
+                let expires = match t.expires_ms {
+                    None => "never".to_string(),
+                    Some(ms) if ms <= now => format!("{} (expired)", when(ms)),
+                    Some(ms) => when(ms),
+                };
+                println!("{:<32} {:<7} {:<21} {expires}", t.name, t.role.as_str(), when(t.created_ms));
+            }
+        }
+        TokenAction::Revoke { name } => {
+            db.revoke(&name)?;
+            eprintln!("token `{name}` revoked: a running coordinator refuses it within a second");
+        }
+    }
+    Ok(())
 }
 
 async fn wait_for_signal() {

@@ -4,6 +4,9 @@
 
 use std::time::Duration;
 
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::v1::admin_service_client::AdminServiceClient;
@@ -50,6 +53,89 @@ pub fn normalize_url(grid: &str) -> String {
     if grid.contains("://") { grid.to_string() } else { format!("http://{grid}") }
 }
 
+/// A connection to a coordinator that sends the caller's token on every call.
+pub type GridChannel = InterceptedService<Channel, Credentials>;
+
+/// What every call carries: the token as an `authorization: Bearer` header, if there is one.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    header: Option<AsciiMetadataValue>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.header.is_some() { "Credentials(token)" } else { "Credentials(none)" })
+    }
+}
+
+impl Credentials {
+    /// Credentials presenting `token` (none: no header).
+    pub fn new(token: Option<&str>) -> Result<Credentials, BadToken> {
+        let Some(token) = token.map(str::trim).filter(|t| !t.is_empty()) else { return Ok(Credentials::default()) };
+        if token.len() > MAX_TOKEN_BYTES || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(BadToken(format!(
+                "it must be up to {MAX_TOKEN_BYTES} printable characters without spaces ({} bytes given)",
+                token.len()
+            )));
+        }
+        let mut header: AsciiMetadataValue = MetadataValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| BadToken("it is not a valid header value".into()))?;
+        header.set_sensitive(true);
+        Ok(Credentials { header: Some(header) })
+    }
+
+    pub fn has_token(&self) -> bool {
+        self.header.is_some()
+    }
+}
+
+impl Interceptor for Credentials {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(header) = &self.header {
+            request.metadata_mut().insert("authorization", header.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The longest token sent.
+const MAX_TOKEN_BYTES: usize = 512;
+
+/// A token that cannot be sent.
+#[derive(Debug, thiserror::Error)]
+#[error("bad token (from --token, TESTGRID_TOKEN or the token file): {0}")]
+pub struct BadToken(pub String);
+
+/// The token to send: `token` (`--token` / `TESTGRID_TOKEN`) if given, else the first line of
+/// `file` (`--token-file` / `TESTGRID_TOKEN_FILE`, e.g. a mounted Secret).
+pub fn read_token(token: Option<&str>, file: Option<&std::path::Path>) -> Result<Option<String>, BadToken> {
+    if let Some(token) = token.map(str::trim).filter(|t| !t.is_empty()) {
+        return Ok(Some(token.to_string()));
+    }
+    let Some(file) = file else { return Ok(None) };
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(MAX_TOKEN_BYTES as u64 * 2).read_to_string(&mut text))
+        .map_err(|e| BadToken(format!("cannot read the token file {}: {e}", file.display())))?;
+    let token = text.lines().next().unwrap_or_default().trim();
+    if token.is_empty() {
+        return Err(BadToken(format!("the token file {} is empty", file.display())));
+    }
+    Ok(Some(token.to_string()))
+}
+
+/// Whether `url` names this machine (a token sent there in plaintext stays on it).
+pub fn is_loopback(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(host, _)| host),
+    };
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// How to reach a coordinator.
 #[derive(Clone, Debug)]
 pub struct Target {
@@ -59,12 +145,25 @@ pub struct Target {
     pub keepalive: Duration,
     /// Ping even when no call is open (a worker between streams must notice a dead peer).
     pub keepalive_while_idle: bool,
+    /// What every call carries.
+    pub credentials: Credentials,
 }
 
 impl Target {
     /// A target with keepalive every `keepalive`, only while calls are open.
     pub fn new(url: &str, keepalive: Duration) -> Self {
-        Target { url: normalize_url(url), keepalive, keepalive_while_idle: false }
+        Target { url: normalize_url(url), keepalive, keepalive_while_idle: false, credentials: Credentials::default() }
+    }
+
+    /// `channel`, sending this target's credentials on every call.
+    pub fn authorized(&self, channel: Channel) -> GridChannel {
+        InterceptedService::new(channel, self.credentials.clone())
+    }
+
+    /// A warning to print, if the token would travel in plaintext off this machine.
+    pub fn plaintext_warning(&self) -> Option<String> {
+        (self.credentials.has_token() && self.url.starts_with("http://") && !is_loopback(&self.url))
+            .then(|| format!("warning: the token is sent in plaintext to {}; use an https:// grid address", self.url))
     }
 
     /// The endpoint to connect (lazily or at once) with every setting applied.
@@ -85,28 +184,28 @@ impl Target {
 }
 
 /// The session service on `channel`, with the protocol's message limits.
-pub fn sessions(channel: Channel) -> SessionServiceClient<Channel> {
+pub fn sessions(channel: GridChannel) -> SessionServiceClient<GridChannel> {
     SessionServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
 /// The worker service on `channel`, with the protocol's message limits.
-pub fn workers(channel: Channel) -> WorkerServiceClient<Channel> {
+pub fn workers(channel: GridChannel) -> WorkerServiceClient<GridChannel> {
     WorkerServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
 /// The admin service on `channel`, with the protocol's message limits.
-pub fn admin(channel: Channel) -> AdminServiceClient<Channel> {
+pub fn admin(channel: GridChannel) -> AdminServiceClient<GridChannel> {
     AdminServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
 /// The blob service on `channel`, with the protocol's message limits.
-pub fn blobs(channel: Channel) -> BlobServiceClient<Channel> {
+pub fn blobs(channel: GridChannel) -> BlobServiceClient<GridChannel> {
     BlobServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
@@ -121,5 +220,27 @@ mod tests {
         assert_eq!(normalize_url(" localhost:7700 "), "http://localhost:7700");
         assert_eq!(normalize_url("https://grid:7700"), "https://grid:7700");
         assert!(Target::new("http://[::1", Duration::from_secs(1)).endpoint().is_err());
+    }
+
+    #[test]
+    fn loopback_addresses_are_recognised() {
+        for url in ["http://127.0.0.1:7700", "http://localhost:1", "http://[::1]:7700", "127.0.0.2:9"] {
+            assert!(is_loopback(url), "{url}");
+        }
+        for url in ["http://10.0.0.1:7700", "http://grid:7700", "http://[2001:db8::1]:1", "http://localhost.evil:1"] {
+            assert!(!is_loopback(url), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_token_is_sent_as_a_bearer_header_and_checked_first() {
+        let mut creds = Credentials::new(Some(" tg_abc ")).expect("fine");
+        let request = creds.call(tonic::Request::new(())).expect("intercepted");
+        assert_eq!(request.metadata().get("authorization").and_then(|v| v.to_str().ok()), Some("Bearer tg_abc"));
+        assert!(!Credentials::new(None).expect("none").has_token());
+        assert!(Credentials::new(Some("has space")).is_err());
+        let long = "x".repeat(MAX_TOKEN_BYTES + 1);
+        let e = Credentials::new(Some(&long)).expect_err("too long").to_string();
+        assert!(!e.contains(&long), "not echoed");
     }
 }

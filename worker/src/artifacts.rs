@@ -11,8 +11,8 @@ use std::time::SystemTime;
 
 use testgrid_proto as pb;
 use testgrid_proto::client::BLOB_CHUNK_BYTES;
+use testgrid_proto::client::GridChannel;
 use testgrid_proto::tree;
-use tonic::transport::Channel;
 use tracing::warn;
 
 /// The most bytes one attempt sends back when the session names no limit.
@@ -40,7 +40,7 @@ pub async fn send_back(
     spec: &pb::ArtifactSpec,
     since: SystemTime,
     tree: Option<&crate::builds::Record>,
-    channel: &Channel,
+    channel: &GridChannel,
 ) -> Vec<pb::Artifact> {
     let (root, globs) = (root.to_path_buf(), spec.globs.clone());
     let found = match tokio::task::spawn_blocking(move || find(&root, &globs, since)).await {
@@ -165,7 +165,7 @@ fn literal_prefix(glob: &str) -> PathBuf {
 
 /// Upload `file` (of `digest`) unless the coordinator has it.
 async fn send(
-    client: &mut pb::blob_service_client::BlobServiceClient<Channel>,
+    client: &mut pb::blob_service_client::BlobServiceClient<GridChannel>,
     file: &Path,
     size: u64,
     digest: pb::Digest,

@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Config {
     /// The coordinator's gRPC address (`http://host:7700`).
     pub grid: String,
+    /// The token sent on every call (a `worker` token), if the grid needs one.
+    pub token: Option<String>,
     /// Tests run at once.
     pub slots: u32,
     /// The worker's name as the grid shows it.
@@ -133,6 +135,7 @@ impl Config {
     pub fn new(grid: impl Into<String>, root: impl Into<PathBuf>) -> Self {
         Config {
             grid: grid.into(),
+            token: None,
             slots: default_slots(),
             name: default_name(),
             labels: BTreeMap::new(),
@@ -207,6 +210,8 @@ pub const MAX_SLOTS: u32 = 4096;
 pub enum Error {
     #[error("bad grid address `{grid}`: {problem}; expected something like http://host:7700")]
     BadGrid { grid: String, problem: String },
+    #[error(transparent)]
+    BadToken(#[from] testgrid_proto::client::BadToken),
     #[error("the coordinator at {grid} refused this worker: {why}")]
     Refused { grid: String, why: String },
     #[error("workspace root {path}: {source}; set --root to the checkout the tests live in")]

@@ -15,6 +15,13 @@ struct Args {
     /// The coordinator's gRPC address.
     #[arg(long, env = "TESTGRID_GRID")]
     grid: String,
+    /// The token to present (a `worker` token from `testgrid-coordinator token create`), if the
+    /// grid needs one.
+    #[arg(long, env = "TESTGRID_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A file whose first line is the token (e.g. a mounted Secret); --token wins.
+    #[arg(long, env = "TESTGRID_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     /// Tests to run at once (default: the number of CPUs).
     #[arg(long, env = "TESTGRID_SLOTS")]
     slots: Option<u32>,
@@ -77,8 +84,16 @@ fn main() -> ExitCode {
         eprintln!("error: --slots {slots} is not in 1..={}", testgrid_worker::MAX_SLOTS);
         return ExitCode::from(2);
     }
+    let token = match testgrid_proto::client::read_token(args.token.as_deref(), args.token_file.as_deref()) {
+        Ok(token) => token,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let config = testgrid_worker::Config {
         grid: args.grid,
+        token,
         slots: args.slots.unwrap_or_else(testgrid_worker::default_slots),
         name: args.name.unwrap_or_else(testgrid_worker::default_name),
         labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),

@@ -20,9 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use testgrid_proto as pb;
+use testgrid_proto::client::GridChannel;
 use testgrid_proto::tree;
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 use tracing::{info, warn};
 
 use testgrid_proto::client::{BATCH_BLOB_BYTES, BATCH_BYTES, FIND_MISSING_DIGESTS};
@@ -170,7 +170,7 @@ impl Workspaces {
         self: &Arc<Self>,
         session: &str,
         root: &pb::Digest,
-        channel: &Channel,
+        channel: &GridChannel,
         project: &str,
     ) -> Result<InUse, String> {
         if session.is_empty() || !session.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
@@ -210,7 +210,7 @@ impl Workspaces {
         ready: &tokio::sync::Mutex<Option<Ready>>,
         dir: &Path,
         root: &pb::Digest,
-        channel: &Channel,
+        channel: &GridChannel,
         session: &str,
         project: &str,
     ) -> Result<(PathBuf, Option<PathBuf>, Arc<crate::builds::Record>), String> {
@@ -254,7 +254,7 @@ impl Workspaces {
         self: &Arc<Self>,
         dir: &Path,
         root: &pb::Digest,
-        channel: &Channel,
+        channel: &GridChannel,
         build: Option<&crate::builds::Lease>,
     ) -> Result<((u64, u64), crate::builds::Record), String> {
         let started = Instant::now();
@@ -365,7 +365,7 @@ impl Workspaces {
     /// Make sure every blob is cached: how many were downloaded.
     async fn ensure_all(
         self: &Arc<Self>,
-        client: &pb::blob_service_client::BlobServiceClient<Channel>,
+        client: &pb::blob_service_client::BlobServiceClient<GridChannel>,
         wanted: impl Iterator<Item = (pb::Digest, bool)>,
     ) -> Result<u64, String> {
         let mut missing: Vec<(pb::Digest, bool)> = Vec::new();
@@ -430,7 +430,7 @@ impl Workspaces {
     /// Download small blobs in one call into the cache (see [`Workspaces::download`]).
     async fn download_batch(
         &self,
-        client: &mut pb::blob_service_client::BlobServiceClient<Channel>,
+        client: &mut pb::blob_service_client::BlobServiceClient<GridChannel>,
         job: &[(pb::Digest, bool)],
     ) -> Result<(), String> {
         let digests: Vec<pb::Digest> = job.iter().map(|(d, _)| d.clone()).collect();
@@ -490,7 +490,7 @@ impl Workspaces {
     /// digest, made read-only, renamed into place.
     async fn download(
         &self,
-        client: &mut pb::blob_service_client::BlobServiceClient<Channel>,
+        client: &mut pb::blob_service_client::BlobServiceClient<GridChannel>,
         digest: &pb::Digest,
         executable: bool,
     ) -> Result<(), String> {

@@ -12,6 +12,7 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use testgrid_proto::client::GridChannel;
 
 use clap::Parser;
 use testgrid_proto as pb;
@@ -105,12 +106,13 @@ impl Drop for Coordinator {
     }
 }
 
-async fn channel(url: &str) -> Result<tonic::transport::Channel, Error> {
-    Ok(tonic::transport::Endpoint::from_shared(url.to_string())?.connect().await?)
+async fn channel(url: &str) -> Result<GridChannel, Error> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())?.connect().await?;
+    Ok(testgrid_proto::client::Target::new(url, std::time::Duration::from_secs(10)).authorized(channel))
 }
 
 /// One light worker: register, then answer every assignment at once, until the stream ends.
-async fn light_worker(channel: tonic::transport::Channel, n: usize) -> Result<(), Error> {
+async fn light_worker(channel: GridChannel, n: usize) -> Result<(), Error> {
     let (tx, rx) = mpsc::channel(64);
     let register = pb::Register { name: format!("light-{n}"), slots: 1, version: "bench".into(), ..Default::default() };
     tx.send(pb::WorkerMessage { kind: Some(ToCoordinator::Register(register)) }).await?;
@@ -161,14 +163,14 @@ fn spec(tests: usize) -> pb::SessionSpec {
     }
 }
 
-async fn submit(channel: &tonic::transport::Channel, tests: usize) -> Result<String, Error> {
+async fn submit(channel: &GridChannel, tests: usize) -> Result<String, Error> {
     let request = pb::SubmitRequest { spec: Some(spec(tests)), session_id: String::new() };
     let mut client = testgrid_proto::client::sessions(channel.clone());
     Ok(client.submit(request).await?.into_inner().session_id)
 }
 
 /// Follow a session's events until it finishes.
-async fn finish(channel: &tonic::transport::Channel, session: &str) -> Result<(), Error> {
+async fn finish(channel: &GridChannel, session: &str) -> Result<(), Error> {
     let mut client = testgrid_proto::client::sessions(channel.clone());
     let mut from_seq = 1;
     loop {
@@ -184,7 +186,7 @@ async fn finish(channel: &tonic::transport::Channel, session: &str) -> Result<()
     }
 }
 
-async fn wait_for_workers(channel: &tonic::transport::Channel, n: usize) -> Result<(), Error> {
+async fn wait_for_workers(channel: &GridChannel, n: usize) -> Result<(), Error> {
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut admin = testgrid_proto::client::admin(channel.clone());
     while admin.list_workers(pb::ListWorkersRequest {}).await?.into_inner().workers.len() < n {

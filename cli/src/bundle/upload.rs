@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use testgrid_proto as pb;
+use testgrid_proto::client::GridChannel;
 use testgrid_proto::client::{self, BATCH_BLOB_BYTES, BATCH_BYTES, BLOB_CHUNK_BYTES, FIND_MISSING_DIGESTS};
 use testgrid_proto::tree;
-use tonic::transport::Channel;
 
 use super::{Bundle, Source};
 use crate::error::Error;
@@ -31,7 +31,7 @@ pub struct Uploaded {
 
 /// Upload what the grid at `url` (on `channel`) lacks of `bundle`.
 pub async fn upload(
-    channel: Channel,
+    channel: GridChannel,
     url: &str,
     bundle: &Bundle,
     progress: &Arc<super::Progress>,
@@ -128,7 +128,7 @@ fn read_whole(digest: &pb::Digest, source: &Source) -> Result<Vec<u8>, Error> {
 }
 
 async fn batch_upload(
-    client: &mut pb::blob_service_client::BlobServiceClient<Channel>,
+    client: &mut pb::blob_service_client::BlobServiceClient<GridChannel>,
     url: &str,
     job: &[pb::Digest],
     blobs: &Blobs,
@@ -152,7 +152,7 @@ async fn batch_upload(
 /// Stream one big blob in chunks, read as it goes (never whole in memory), its digest checked
 /// as it is read: a file that changed fails the upload before the last chunk leaves.
 async fn stream_one(
-    client: &mut pb::blob_service_client::BlobServiceClient<Channel>,
+    client: &mut pb::blob_service_client::BlobServiceClient<GridChannel>,
     url: &str,
     digest: &pb::Digest,
     source: &Source,

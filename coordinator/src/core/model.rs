@@ -174,6 +174,10 @@ pub struct SessionSpec {
     /// (`--speculate`).
     #[serde(default)]
     pub speculate: bool,
+    /// The name of the token that submitted it (empty on an open grid): who may see and cancel
+    /// it besides admins. Set by the coordinator, never by the client.
+    #[serde(default)]
+    pub owner: String,
 }
 
 impl SessionSpec {
@@ -403,6 +407,7 @@ pub struct SessionView {
     pub created_at: Millis,
     pub finished_at: Option<Millis>,
     pub cancel_reason: Option<String>,
+    pub owner: String,
 }
 
 /// A worker as the service shows it (`ListWorkers`).

@@ -188,6 +188,7 @@ impl Session {
             created_at: self.created_at,
             finished_at: self.finished_at,
             cancel_reason: self.cancel_reason.clone(),
+            owner: self.spec.owner.clone(),
         }
     }
 }

@@ -36,6 +36,7 @@ pub(crate) fn spec(tests: usize) -> SessionSpec {
         priority: 0,
         max_slots: 0,
         speculate: false,
+        owner: String::new(),
     }
 }
 

@@ -353,6 +353,7 @@ impl TryFrom<pb::SessionSpec> for SessionSpec {
             priority,
             max_slots: s.max_slots,
             speculate: s.speculate,
+            owner: String::new(),
         })
     }
 }
@@ -380,6 +381,7 @@ pub fn session_view_to_pb(v: &SessionView) -> pb::SessionInfo {
         finished_at_ms: v.finished_at.unwrap_or(0),
         cancel_reason: v.cancel_reason.clone().unwrap_or_default(),
         running: v.running,
+        owner: v.owner.clone(),
     }
 }
 

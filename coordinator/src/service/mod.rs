@@ -52,6 +52,8 @@ pub struct Config {
     /// cache folder). With durable sessions it is `history.db` in the data directory; with
     /// neither, it is kept in memory.
     pub history_dir: Option<PathBuf>,
+    /// Who may call what (open by default: anyone is an admin).
+    pub authority: Arc<crate::auth::Authority>,
 }
 
 /// How long a workspace's blobs are kept after its last session by default.
@@ -83,6 +85,7 @@ impl Default for Config {
             max_blob_bytes: DEFAULT_MAX_BLOB_BYTES,
             blob_retention: DEFAULT_BLOB_RETENTION,
             history_dir: None,
+            authority: crate::auth::Authority::open(),
         }
     }
 }
@@ -184,6 +187,7 @@ pub async fn serve(
         _ => Arc::new(MemoryHistory::default()),
     };
     let restored = store.load()?;
+    let auth_task = tokio::spawn(Arc::clone(&config.authority).keep_current(shutdown.clone()));
     let metrics = Arc::new(metrics::Metrics::default());
     let liveness_timeout = Duration::from_millis(config.core.liveness_timeout_ms);
     let prefetch_per_slot = config.core.prefetch_per_slot;
@@ -243,6 +247,7 @@ pub async fn serve(
         info!(%addr, "gRPC listening");
     }
     tonic::transport::Server::builder()
+        .layer(crate::auth::AuthLayer::new(Arc::clone(&config.authority)))
         .http2_keepalive_interval(Some(liveness_timeout))
         .http2_keepalive_timeout(Some(liveness_timeout))
         .tcp_nodelay(true)
@@ -276,6 +281,7 @@ pub async fn serve(
     if let Some(task) = gc_task {
         task.abort();
     }
+    auth_task.abort();
     if let Some(task) = http_task
         && let Ok(Err(e)) = task.await
     {

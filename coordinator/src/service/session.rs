@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{chosen_session_id, event_to_pb, outcome_to_pb, parse_session_id, session_view_to_pb};
 use super::engine::{Command, EngineHandle};
+use crate::auth::Identity;
 use crate::core::plan::Estimate;
 use crate::core::{Input, SessionId, SessionSpec};
 use crate::store::history::HistoryStore;
@@ -31,6 +32,15 @@ pub struct SessionSvc {
 }
 
 impl SessionSvc {
+    /// The session `id` if `caller` may see it: its owner, or an admin. Another user's session
+    /// is "not found", as one that does not exist (its id says nothing to them).
+    async fn visible(&self, caller: &Identity, id: SessionId) -> Result<crate::core::SessionView, Status> {
+        match self.engine.ask(|reply| Command::Get { session: id, reply }).await? {
+            Some(view) if caller.owns(&view.owner) => Ok(view),
+            _ => Err(not_found(id)),
+        }
+    }
+
     /// Each test's estimate from its project's history (read off the async threads: a project
     /// may have a hundred thousand tests). A history that cannot be read costs the order only.
     async fn estimates(&self, spec: &SessionSpec) -> Vec<Estimate> {
@@ -144,13 +154,15 @@ impl pb::session_service_server::SessionService for SessionSvc {
     type WatchStream = WatchStream;
 
     async fn submit(&self, request: Request<pb::SubmitRequest>) -> Result<Response<pb::SubmitResponse>, Status> {
+        let caller = Identity::of(&request)?;
         let request = request.into_inner();
         let id = match request.session_id.as_str() {
             "" => None,
             chosen => Some(chosen_session_id(chosen)?),
         };
         let spec = request.spec.ok_or_else(|| Status::invalid_argument("missing field `spec`"))?;
-        let spec = SessionSpec::try_from(spec)?;
+        let mut spec = SessionSpec::try_from(spec)?;
+        spec.owner = caller.name;
         if spec.artifacts.is_some() && self.blobs.is_none() {
             return Err(Status::failed_precondition(
                 "this coordinator keeps no blobs (it runs without a --data-dir), so tests cannot send files back: \
@@ -184,15 +196,22 @@ impl pb::session_service_server::SessionService for SessionSvc {
     }
 
     async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<WatchStream>, Status> {
+        let caller = Identity::of(&request)?;
         let request = request.into_inner();
         let id = parse_session_id(&request.session_id)?;
+        self.visible(&caller, id).await?;
         let log = self.store.log(id).ok_or_else(|| not_found(id))?;
         let (tx, rx) = mpsc::channel(WATCH_BATCH);
         let shutdown = self.shutdown.clone();
         let engine = self.engine.clone();
         engine.send(Command::Input(Input::WatchStarted { session: id })).await?;
         tokio::spawn(async move {
-            follow_log(log.as_ref(), request.from_seq.max(1), &tx, &shutdown).await;
+            tokio::select! {
+                () = follow_log(log.as_ref(), request.from_seq.max(1), &tx, &shutdown) => {}
+                () = caller.revoked.cancelled() => {
+                    let _ = tx.send(Err(Status::unauthenticated("the token of this call was revoked or expired"))).await;
+                }
+            }
             // Counted for --cancel-on-disconnect; if the engine is gone nobody needs to know.
             let _ = engine.send(Command::Input(Input::WatchEnded { session: id })).await;
         });
@@ -200,9 +219,15 @@ impl pb::session_service_server::SessionService for SessionSvc {
     }
 
     async fn cancel(&self, request: Request<pb::CancelRequest>) -> Result<Response<pb::CancelResponse>, Status> {
+        let caller = Identity::of(&request)?;
         let request = request.into_inner();
         let session = parse_session_id(&request.session_id)?;
-        let reason = if request.reason.trim().is_empty() { "cancelled by request".to_string() } else { request.reason };
+        self.visible(&caller, session).await?;
+        let mut reason =
+            if request.reason.trim().is_empty() { "cancelled by request".to_string() } else { request.reason };
+        if !caller.name.is_empty() {
+            reason = format!("{reason} (by {})", caller.name);
+        }
         match self.engine.ask(|reply| Command::Cancel { session, reason, reply }).await? {
             None => Err(not_found(session)),
             Some(cancelled) => Ok(Response::new(pb::CancelResponse { cancelled })),
@@ -210,16 +235,17 @@ impl pb::session_service_server::SessionService for SessionSvc {
     }
 
     async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::SessionInfo>, Status> {
+        let caller = Identity::of(&request)?;
         let session = parse_session_id(&request.into_inner().session_id)?;
-        match self.engine.ask(|reply| Command::Get { session, reply }).await? {
-            None => Err(not_found(session)),
-            Some(view) => Ok(Response::new(session_view_to_pb(&view))),
-        }
+        let view = self.visible(&caller, session).await?;
+        Ok(Response::new(session_view_to_pb(&view)))
     }
 
-    async fn list(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+    async fn list(&self, request: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+        let caller = Identity::of(&request)?;
         let views = self.engine.ask(|reply| Command::List { reply }).await?;
-        Ok(Response::new(pb::ListResponse { sessions: views.iter().map(session_view_to_pb).collect() }))
+        let sessions = views.iter().filter(|v| caller.owns(&v.owner)).map(session_view_to_pb).collect();
+        Ok(Response::new(pb::ListResponse { sessions }))
     }
 
     async fn plan(&self, request: Request<pb::PlanRequest>) -> Result<Response<pb::PlanResponse>, Status> {

@@ -40,6 +40,7 @@ impl pb::worker_service_server::WorkerService for WorkerSvc {
     type AttachStream = AttachStream;
 
     async fn attach(&self, request: Request<Streaming<pb::WorkerMessage>>) -> Result<Response<AttachStream>, Status> {
+        let caller = crate::auth::Identity::of(&request)?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.next())
             .await
@@ -70,10 +71,20 @@ impl pb::worker_service_server::WorkerService for WorkerSvc {
             })),
         };
         tx.try_send(Ok(welcome)).map_err(|_| Status::internal("cannot queue Welcome"))?;
+        // Weak: the stream must still end when the engine drops the worker.
+        let refuse = tx.downgrade();
         self.engine.send(Command::Attach { id, spec: spec.clone(), claims, tx }).await?;
         let (engine, roots) = (self.engine.clone(), std::sync::Arc::clone(&self.roots));
         tokio::spawn(async move {
-            let reason = read_worker(id, &spec.name, &mut inbound, &engine, &roots).await;
+            let reason = tokio::select! {
+                reason = read_worker(id, &spec.name, &mut inbound, &engine, &roots) => reason,
+                () = caller.revoked.cancelled() => {
+                    if let Some(tx) = refuse.upgrade() {
+                        let _ = tx.try_send(Err(Status::unauthenticated("this worker's token was revoked or expired")));
+                    }
+                    "its token was revoked or expired".to_string()
+                }
+            };
             // If the engine is gone the coordinator is stopping and nobody needs to know.
             let _ = engine.send(Command::Detach { id, reason }).await;
         });

@@ -53,6 +53,10 @@ const OUTBOUND_QUEUE: usize = 1024;
 pub async fn run<E: Executor>(config: Config, root: &Path, executor: Arc<E>, stop: Stop) -> Result<(), Error> {
     let mut target = testgrid_proto::client::Target::new(&config.grid, KEEPALIVE);
     target.keepalive_while_idle = true;
+    target.credentials = testgrid_proto::client::Credentials::new(config.token.as_deref())?;
+    if let Some(warning) = target.plaintext_warning() {
+        tracing::warn!("{warning}");
+    }
     let endpoint = target.endpoint().map_err(|e| Error::BadGrid { grid: config.grid.clone(), problem: e.problem })?;
     let workspaces = Arc::new(crate::workspace::Shared::new(
         config.cache_dir.clone(),
@@ -88,7 +92,7 @@ pub async fn run<E: Executor>(config: Config, root: &Path, executor: Arc<E>, sto
         adrift: None,
         hold_for: Duration::ZERO,
     };
-    let result = serve(&config, root, &stop, &endpoint, &mut holding).await;
+    let result = serve(&config, root, &stop, (&target, &endpoint), &mut holding).await;
     if !holding.tasks.is_empty() {
         // Stopped with no stream open: nobody to hand anything back to.
         holding.stop_offline().await;
@@ -103,7 +107,7 @@ async fn serve<E: Executor>(
     config: &Config,
     root: &Path,
     stop: &Stop,
-    endpoint: &tonic::transport::Endpoint,
+    (target, endpoint): (&testgrid_proto::client::Target, &tonic::transport::Endpoint),
     holding: &mut Holding<E>,
 ) -> Result<(), Error> {
     let mut backoff = Backoff::new();
@@ -114,7 +118,7 @@ async fn serve<E: Executor>(
         let claims = holding.state.claims();
         let opening = async {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, endpoint.connect()).await {
-                Ok(Ok(channel)) => handshake(config, channel, claims).await,
+                Ok(Ok(channel)) => handshake(config, target.authorized(channel), claims).await,
                 Ok(Err(e)) => Err(Problem::Retry(format!(
                     "cannot reach the coordinator at {}: {}",
                     config.grid,
@@ -183,7 +187,7 @@ struct Gone;
 #[derive(Clone)]
 struct Link {
     out: mpsc::Sender<pb::WorkerMessage>,
-    channel: tonic::transport::Channel,
+    channel: testgrid_proto::client::GridChannel,
 }
 
 impl Link {
@@ -198,7 +202,7 @@ impl Link {
 #[derive(Default)]
 struct Stream {
     out: Option<mpsc::Sender<pb::WorkerMessage>>,
-    channel: Option<tonic::transport::Channel>,
+    channel: Option<testgrid_proto::client::GridChannel>,
 }
 
 type Current = Arc<std::sync::RwLock<Stream>>;
@@ -211,7 +215,7 @@ fn current(current: &Current) -> std::sync::RwLockReadGuard<'_, Stream> {
 fn set_current(
     current: &Current,
     out: Option<mpsc::Sender<pb::WorkerMessage>>,
-    channel: Option<tonic::transport::Channel>,
+    channel: Option<testgrid_proto::client::GridChannel>,
 ) {
     let mut now = current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
     now.out = out;
@@ -538,7 +542,7 @@ async fn in_workspace(
     workspaces: &crate::workspace::Shared,
     job: &Job,
     digest: &pb::Digest,
-    channel: &tonic::transport::Channel,
+    channel: &testgrid_proto::client::GridChannel,
 ) -> Result<crate::workspace::InUse, String> {
     let why =
         |problem: String| format!("the session's workspace could not be set up on worker {}: {problem}", job.worker);
@@ -556,7 +560,7 @@ struct Opened {
 /// Open `Attach` on `channel`, register (claiming `held`) and wait for `Welcome`.
 async fn handshake(
     config: &Config,
-    channel: tonic::transport::Channel,
+    channel: testgrid_proto::client::GridChannel,
     held: Vec<pb::HeldAssignment>,
 ) -> Result<Opened, Problem> {
     let mut client = testgrid_proto::client::workers(channel.clone());
