@@ -108,7 +108,7 @@ pub fn totals(t: &pb::Totals) -> Value {
 /// A line of `testgrid sessions --json`: the session and its totals, side by side.
 pub fn session(s: &pb::SessionInfo) -> Value {
     let fields = json!({
-        "session": s.session_id, "name": s.name,
+        "session": s.session_id, "name": s.name, "owner": s.owner,
         "state": if s.state == pb::SessionState::Finished as i32 { "finished" } else { "running" },
         "running": s.running, "created_at_ms": s.created_at_ms, "finished_at_ms": s.finished_at_ms,
         "cancel_reason": s.cancel_reason,

@@ -4,6 +4,7 @@ use testgrid_proto as pb;
 
 use crate::args::GridArgs;
 use crate::error::{Error, exit};
+use crate::report::printable;
 
 pub async fn sessions(args: GridArgs) -> Result<u8, Error> {
     let grid = super::connect(args.grid.as_deref(), "sessions").await?;
@@ -17,13 +18,14 @@ pub async fn sessions(args: GridArgs) -> Result<u8, Error> {
         return Ok(exit::PASSED);
     }
     out!(
-        "{:<36}  {:<9}  {:>5}  {:>6}  {:>8}  {:>7}  NAME",
+        "{:<36}  {:<9}  {:>5}  {:>6}  {:>8}  {:>7}  {:<16}  NAME",
         "SESSION",
         "STATE",
         "TESTS",
         "PASSED",
         "NOT PASS",
-        "RUNNING"
+        "RUNNING",
+        "OWNER"
     );
     for s in &sessions {
         let t = s.totals.unwrap_or_default();
@@ -34,14 +36,15 @@ pub async fn sessions(args: GridArgs) -> Result<u8, Error> {
         };
         let not_passed = t.failed + t.timed_out + t.lost + t.cancelled + t.error;
         out!(
-            "{:<36}  {:<9}  {:>5}  {:>6}  {:>8}  {:>7}  {}",
+            "{:<36}  {:<9}  {:>5}  {:>6}  {:>8}  {:>7}  {:<16}  {}",
             s.session_id,
             state,
             t.total,
             t.passed + t.flaky,
             not_passed,
             s.running,
-            s.name
+            if s.owner.is_empty() { "-".to_string() } else { printable(&s.owner, 32) },
+            printable(&s.name, 200)
         );
     }
     Ok(exit::PASSED)

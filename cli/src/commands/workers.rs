@@ -3,7 +3,7 @@
 
 use crate::args::GridArgs;
 use crate::error::{Error, exit};
-use crate::report::format_duration;
+use crate::report::{format_duration, printable};
 
 pub async fn workers(args: GridArgs) -> Result<u8, Error> {
     let grid = super::connect(args.grid.as_deref(), "workers").await?;
@@ -27,17 +27,18 @@ pub async fn workers(args: GridArgs) -> Result<u8, Error> {
         "LABELS"
     );
     for w in &workers {
-        let mut labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut labels: Vec<String> =
+            w.labels.iter().map(|(k, v)| format!("{}={}", printable(k, 64), printable(v, 64))).collect();
         labels.sort();
         out!(
             "{:<20}  {:<8}  {:>5}  {:>7}  {:>6}  {:<20}  {}",
-            w.name,
+            printable(&w.name, 64),
             if w.draining { "draining" } else { "ready" },
             w.slots,
             w.running_tests.len(),
             format_duration(now.saturating_sub(w.last_heartbeat_ms)),
             if labels.is_empty() { "-".to_string() } else { labels.join(",") },
-            w.running_tests.join(" ")
+            w.running_tests.iter().map(|t| printable(t, 200)).collect::<Vec<_>>().join(" ")
         );
     }
     Ok(exit::PASSED)

@@ -11,5 +11,5 @@ mod tracker;
 
 pub use junit::{check_writable, write_junit};
 pub use summary::{CaseCounts, artifacts, case_counts, summary};
-pub use text::{case_outcome, display_path, format_duration, output_tail, why};
+pub use text::{case_outcome, display_path, format_duration, output_tail, printable, why};
 pub use tracker::{Attempt, TestRecord, Tracker};

@@ -21,6 +21,17 @@ pub fn display_path(path: &str) -> String {
     path.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
+/// A name from the grid as a terminal may show it: control characters (escape sequences that
+/// would move the cursor, retitle the window or hide text) become `?`, and it is cut to `max`
+/// characters.
+pub fn printable(text: &str, max: usize) -> String {
+    let mut out: String = text.chars().take(max).map(|c| if c.is_control() { '?' } else { c }).collect();
+    if text.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// Seconds with two decimals under a minute, humantime-like above.
 pub fn format_duration(ms: u64) -> String {
     if ms < 60_000 {

@@ -1,0 +1,214 @@
+//! Tokens with roles, with the real binaries: every RPC against every kind of caller (no token,
+//! a wrong, an expired and a revoked one, each role's), owners, a revoked token ending the
+//! streams it opened, and a coordinator that will not serve a network address unprotected.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use support::{Workspace, bin, spawn_coordinator_in, spawn_worker, stderr, stdout, testgrid, wait_for};
+use testgrid_proto as pb;
+use tonic::Code;
+
+/// `testgrid-coordinator token ARGS --data-dir DATA`.
+fn token(data: &Path, args: &[&str]) -> Output {
+    Command::new(bin("testgrid-coordinator"))
+        .arg("token")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .expect("runs")
+}
+
+fn create(data: &Path, role: &str, name: &str, extra: &[&str]) -> String {
+    let out = token(data, &[&["create", "--role", role, name], extra].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    stdout(&out).trim().to_string()
+}
+
+/// What a call ended with: `None` for an answer, else the status code.
+type Result = Option<Code>;
+
+/// Call every RPC once with `token` (nothing: no header) and say how each ended.
+async fn every_call(url: &str, token: Option<&str>) -> Vec<(&'static str, Result)> {
+    let mut target = testgrid_proto::client::Target::new(url, std::time::Duration::from_secs(10));
+    target.credentials = testgrid_proto::client::Credentials::new(token).expect("a sendable token");
+    let raw = target.endpoint().expect("url").connect().await.expect("connects");
+    let channel = target.authorized(raw.clone());
+    let code = |r: std::result::Result<(), tonic::Status>| r.err().map(|s| s.code());
+    let mut sessions = testgrid_proto::client::sessions(channel.clone());
+    let mut blobs = testgrid_proto::client::blobs(channel.clone());
+    let mut admin = testgrid_proto::client::admin(channel.clone());
+    let mut workers = testgrid_proto::client::workers(channel.clone());
+    let nobody = "00000000-0000-4000-8000-000000000000".to_string();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(raw);
+    vec![
+        // An empty spec is refused as invalid, past the check of who calls.
+        ("Submit", code(sessions.submit(pb::SubmitRequest::default()).await.map(drop))),
+        ("Watch", code(sessions.watch(pb::WatchRequest { session_id: nobody.clone(), from_seq: 0 }).await.map(drop))),
+        (
+            "Cancel",
+            code(
+                sessions.cancel(pb::CancelRequest { session_id: nobody.clone(), ..Default::default() }).await.map(drop),
+            ),
+        ),
+        ("Get", code(sessions.get(pb::GetRequest { session_id: nobody.clone() }).await.map(drop))),
+        ("List", code(sessions.list(pb::ListRequest {}).await.map(drop))),
+        ("Plan", code(sessions.plan(pb::PlanRequest::default()).await.map(drop))),
+        ("ListWorkers", code(admin.list_workers(pb::ListWorkersRequest {}).await.map(drop))),
+        ("FindMissing", code(blobs.find_missing(pb::FindMissingRequest::default()).await.map(drop))),
+        ("BatchUpload", code(blobs.batch_upload(pb::BatchUploadRequest::default()).await.map(drop))),
+        ("BatchDownload", code(blobs.batch_download(pb::BatchDownloadRequest::default()).await.map(drop))),
+        ("Download", code(blobs.download(pb::DownloadRequest::default()).await.map(drop))),
+        // A first message that is no Register is refused as invalid, past the check of who calls.
+        ("Attach", {
+            let first = pb::WorkerMessage { kind: Some(pb::worker_message::Kind::Heartbeat(pb::Heartbeat::default())) };
+            code(workers.attach(tokio_stream::iter(vec![first])).await.map(drop))
+        }),
+        ("Health", code(health.check(tonic_health::pb::HealthCheckRequest::default()).await.map(drop))),
+    ]
+}
+
+fn refused(result: Result) -> bool {
+    matches!(result, Some(Code::Unauthenticated | Code::PermissionDenied))
+}
+
+#[test]
+fn every_call_is_allowed_or_refused_as_the_role_table_says() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let worker = create(data.path(), "worker", "pool-1", &[]);
+    let user = create(data.path(), "user", "alice", &[]);
+    let admin = create(data.path(), "admin", "root", &[]);
+    let revoked = create(data.path(), "user", "gone", &[]);
+    let expired = create(data.path(), "user", "old", &["--expires", "1ms"]);
+    assert_eq!(token(data.path(), &["revoke", "gone"]).status.code(), Some(0));
+    let listed = stdout(&token(data.path(), &["list"]));
+    assert!(listed.contains("alice") && listed.contains("(expired)") && !listed.contains("gone"), "{listed}");
+    assert!(!listed.contains(&user), "no token is shown again");
+
+    let (_coordinator, grpc, _http) = spawn_coordinator_in(data.path(), "127.0.0.1:0", "127.0.0.1:0", &[]);
+    let url = format!("http://{grpc}");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let users = ["Submit", "Watch", "Cancel", "Get", "List", "Plan", "ListWorkers"];
+    let blob_calls = ["FindMissing", "BatchUpload", "BatchDownload", "Download"];
+    let callers = [
+        ("no token", None),
+        ("a wrong token", Some("tg_notatokenanyonemade0000000000000000000000")),
+        ("an expired token", Some(expired.as_str())),
+        ("a revoked token", Some(revoked.as_str())),
+        ("worker", Some(worker.as_str())),
+        ("user", Some(user.as_str())),
+        ("admin", Some(admin.as_str())),
+    ];
+    for (who, token) in callers {
+        for (call, result) in runtime.block_on(every_call(&url, token)) {
+            let allowed = match who {
+                _ if call == "Health" => true,
+                "worker" => call == "Attach" || blob_calls.contains(&call),
+                "user" => users.contains(&call) || blob_calls.contains(&call),
+                "admin" => true,
+                _ => false,
+            };
+            assert_eq!(!refused(result), allowed, "{call} with {who}: {result:?}");
+            if let (false, Some(Code::Unauthenticated)) = (allowed, result) {
+                assert!(who != "worker" && who != "user", "a role refused is denied, not unauthenticated");
+            }
+        }
+    }
+}
+
+#[test]
+fn users_see_only_their_sessions_and_a_revoked_token_ends_its_streams() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let worker = create(data.path(), "worker", "pool-1", &[]);
+    let alice = create(data.path(), "user", "alice", &[]);
+    let bob = create(data.path(), "user", "bob", &[]);
+    let root = create(data.path(), "admin", "root", &[]);
+    let (_coordinator, grpc, _http) = spawn_coordinator_in(data.path(), "127.0.0.1:0", "127.0.0.1:0", &[]);
+    let url = format!("http://{grpc}");
+    let ws = Workspace::new();
+    ws.test("quick.sh", "true");
+    ws.test("slow.sh", &format!("touch '{}/slow-started'; sleep 120", ws.root().display()));
+
+    // A worker with no token is refused, and says how to get one.
+    let mut anonymous = spawn_worker(&url, "anonymous", &ws.root(), &[]);
+    let status = wait_for("the anonymous worker to give up", || anonymous.child.try_wait().expect("wait"));
+    assert!(!status.success());
+    let mut pool = spawn_worker(&url, "pool-1", &ws.root(), &["--slots", "2", "--token", &worker]);
+
+    let run = |token: &str, args: &[&str]| {
+        testgrid(&ws.root()).args(args).args(["--grid", &url]).env("TESTGRID_TOKEN", token).output().expect("runs")
+    };
+    let ran = run(&alice, &["run", "--framework", "shell", "--no-upload", "quick.sh"]);
+    assert_eq!(ran.status.code(), Some(0), "{}", stderr(&ran));
+    let sessions = |token: &str| stdout(&run(token, &["sessions"]));
+    assert!(sessions(&alice).contains("alice"), "{}", sessions(&alice));
+    assert!(sessions(&bob).contains("no sessions"), "{}", sessions(&bob));
+    assert!(sessions(&root).contains("alice"), "an admin sees everyone's");
+
+    // Without a token the CLI says which variable to set, and exits 3.
+    let bare =
+        testgrid(&ws.root()).args(["sessions", "--grid", &url]).env_remove("TESTGRID_TOKEN").output().expect("runs");
+    assert_eq!(bare.status.code(), Some(3), "{}", stderr(&bare));
+    assert!(stderr(&bare).contains("TESTGRID_TOKEN"), "{}", stderr(&bare));
+    // A worker's token may not submit.
+    let denied = run(&worker, &["run", "--framework", "shell", "--no-upload", "quick.sh"]);
+    assert_eq!(denied.status.code(), Some(3), "{}", stderr(&denied));
+    assert!(stderr(&denied).contains("user or admin"), "{}", stderr(&denied));
+
+    // Bob cannot cancel Alice's session; an admin can, and the log says who.
+    let detached = run(&alice, &["run", "--framework", "shell", "--no-upload", "--detach", "slow.sh"]);
+    assert_eq!(detached.status.code(), Some(0), "{}", stderr(&detached));
+    let id = stdout(&detached).split_whitespace().find(|w| w.len() == 36).expect("a session id").to_string();
+    wait_for("slow.sh to start", || ws.root().join("slow-started").exists().then_some(()));
+    let other = run(&bob, &["cancel", &id]);
+    assert_ne!(other.status.code(), Some(0), "{}", stderr(&other));
+    assert!(stderr(&other).contains("no session"), "not even told it exists: {}", stderr(&other));
+
+    // Alice follows it; her token is revoked: her stream ends, refused.
+    let mut watcher = testgrid(&ws.root())
+        .args(["watch", &id, "--json", "--grid", &url])
+        .env("TESTGRID_TOKEN", &alice)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("watch starts");
+    // Kept open to the end: the watch must not die of a closed pipe.
+    let mut events = std::io::BufReader::new(watcher.stdout.take().expect("piped"));
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut events, &mut first).expect("reads");
+    assert!(first.contains("\"created\""), "the stream is open: {first}");
+    let mut watcher = support::Proc { child: watcher };
+    assert_eq!(token(data.path(), &["revoke", "alice"]).status.code(), Some(0));
+    let status = wait_for("the watch to end", || watcher.child.try_wait().expect("wait"));
+    assert_eq!(status.code(), Some(3));
+
+    let cancelled = run(&root, &["cancel", &id]);
+    assert_eq!(cancelled.status.code(), Some(0), "{}", stderr(&cancelled));
+    let log = stdout(&run(&root, &["watch", &id, "--json"]));
+    assert!(log.contains("(by root)"), "{log}");
+
+    // The worker's token revoked: its stream ends and it cannot come back.
+    assert!(pool.child.try_wait().expect("wait").is_none(), "the worker serves until then");
+    assert_eq!(token(data.path(), &["revoke", "pool-1"]).status.code(), Some(0));
+    let status = wait_for("the worker to be turned away", || pool.child.try_wait().expect("wait"));
+    assert!(!status.success());
+}
+
+#[test]
+fn a_coordinator_on_a_network_address_needs_a_token_or_insecure() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(bin("testgrid-coordinator"))
+        .args(["--listen", "0.0.0.0:0", "--http", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("token create") && stderr(&out).contains("--insecure"), "{}", stderr(&out));
+    // With a token it serves (and with --insecure it would too, unprotected).
+    create(data.path(), "admin", "root", &[]);
+    let (_coordinator, grpc, _http) = spawn_coordinator_in(data.path(), "0.0.0.0:0", "127.0.0.1:0", &[]);
+    assert!(grpc.ends_with(|c: char| c.is_ascii_digit()));
+}
