@@ -212,3 +212,52 @@ fn a_coordinator_on_a_network_address_needs_a_token_or_insecure() {
     let (_coordinator, grpc, _http) = spawn_coordinator_in(data.path(), "0.0.0.0:0", "127.0.0.1:0", &[]);
     assert!(grpc.ends_with(|c: char| c.is_ascii_digit()));
 }
+
+#[test]
+fn hostile_submissions_and_registrations_are_refused_briefly_and_the_grid_keeps_serving() {
+    let (_coordinator, grpc, _http) = support::spawn_coordinator("127.0.0.1:0", "127.0.0.1:0", &[]);
+    let url = format!("http://{grpc}");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let target = testgrid_proto::client::Target::new(&url, std::time::Duration::from_secs(10));
+        let channel = target.authorized(target.endpoint().expect("url").connect().await.expect("connects"));
+        let mut sessions = testgrid_proto::client::sessions(channel.clone());
+        let runner = |template: String| pb::Runner {
+            framework: pb::Framework::Custom as i32,
+            options: Some(pb::runner::Options::Command(pb::CommandOptions { template })),
+            ..Default::default()
+        };
+        let spec = |name: String, path: String, template: String| pb::SubmitRequest {
+            spec: Some(pb::SessionSpec {
+                name,
+                tests: vec![pb::TestSpec { path, size_bytes: 0 }],
+                runner: Some(runner(template)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        // A template bomb: 20,000 `{}` and a 4 KiB path would expand to hundreds of MB.
+        let bomb = spec("bomb".into(), "p".repeat(4096), "{}".repeat(20_000));
+        let refused = sessions.submit(bomb).await.expect_err("refused");
+        assert_eq!(refused.code(), Code::InvalidArgument);
+        assert!(refused.message().contains("template") && refused.message().len() < 1024, "{}", refused.message());
+        for (request, field) in [
+            (spec("n".repeat(2_000_000), "a.sh".into(), "sh {}".into()), "name"),
+            (spec("ok".into(), "p".repeat(200_000), "sh {}".into()), "path"),
+            (spec("esc\u{1b}]0;owned\u{7}".into(), "a.sh".into(), "sh {}".into()), "control"),
+        ] {
+            let refused = sessions.submit(request).await.expect_err("refused");
+            assert_eq!(refused.code(), Code::InvalidArgument, "{field}");
+            assert!(refused.message().len() < 1024, "{field}: not echoed whole ({} bytes)", refused.message().len());
+        }
+        // A worker with a 1 MB name is turned away at Register.
+        let register = pb::Register { name: "w".repeat(1 << 20), slots: 1, version: "x".into(), ..Default::default() };
+        let first = pb::WorkerMessage { kind: Some(pb::worker_message::Kind::Register(register)) };
+        let mut workers = testgrid_proto::client::workers(channel.clone());
+        let refused = workers.attach(tokio_stream::iter(vec![first])).await.expect_err("refused");
+        assert_eq!(refused.code(), Code::InvalidArgument);
+        assert!(refused.message().len() < 1024);
+        // And a normal session still runs.
+        sessions.list(pb::ListRequest {}).await.expect("still serving");
+    });
+}

@@ -395,16 +395,40 @@ async fn warn_if_no_worker_matches(grid: &Grid, labels: &[(String, String)]) {
     }
 }
 
-/// `user@host: paths`, as `testgrid sessions` lists it.
+/// `user@host: paths`, as `testgrid sessions` lists it (the paths cut short: a grid takes
+/// names of up to 1 KiB).
 fn session_name(paths: &[PathBuf]) -> String {
+    /// The most characters of paths in a name.
+    const MAX_WHAT: usize = 200;
     let user = std::env::var("USER").unwrap_or_else(|_| "someone".into());
     let host = testgrid_worker::default_name();
-    let what = if paths.is_empty() {
-        ".".to_string()
-    } else {
-        paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ")
-    };
-    format!("{user}@{host}: {what}")
+    let mut what = String::new();
+    for (i, path) in paths.iter().enumerate() {
+        let path = path.display().to_string();
+        if what.chars().count() + path.chars().count() > MAX_WHAT {
+            what = if what.is_empty() {
+                format!("{} paths", paths.len())
+            } else {
+                format!("{what} and {} more", paths.len() - i)
+            };
+            break;
+        }
+        if !what.is_empty() {
+            what.push(' ');
+        }
+        what.push_str(&path);
+    }
+    if what.is_empty() {
+        what.push('.');
+    }
+    let mut name = String::new();
+    for c in format!("{user}@{host}: {what}").chars().filter(|c| !c.is_control()) {
+        if name.len() + c.len_utf8() > 1000 {
+            break;
+        }
+        name.push(c);
+    }
+    name
 }
 
 /// A duration in whole milliseconds for the protocol, where anything non-zero stays non-zero

@@ -203,9 +203,70 @@ impl TryFrom<pb::Register> for WorkerSpec {
         if r.slots == 0 || r.slots > 4096 {
             return Err(BadMessage::Invalid { field: "slots", problem: format!("{} is not in 1..=4096", r.slots) });
         }
+        // The name is copied into every event and log line about the worker: short and plain.
+        check_name("name", &r.name, MAX_WORKER_NAME_BYTES)?;
+        check_name("version", &r.version, MAX_WORKER_NAME_BYTES)?;
+        check_labels("labels", &r.labels)?;
         let name = if r.name.trim().is_empty() { "worker".to_string() } else { r.name };
         Ok(WorkerSpec { name, slots: r.slots, labels: r.labels.into_iter().collect(), version: r.version })
     }
+}
+
+/// The longest worker name (and version) a worker may register with.
+pub const MAX_WORKER_NAME_BYTES: usize = 256;
+/// The longest session name.
+pub const MAX_SESSION_NAME_BYTES: usize = 1024;
+/// The longest test path (as a file system's PATH_MAX).
+pub const MAX_TEST_PATH_BYTES: usize = 4096;
+/// Labels a worker offers or a session requires: how many, and how long each key and value.
+pub const MAX_LABELS: usize = 64;
+pub const MAX_LABEL_BYTES: usize = 256;
+/// A session's `--env`: how many variables, and their bytes in all.
+pub const MAX_ENV_VARS: usize = 1024;
+pub const MAX_ENV_BYTES: usize = 256 * 1024;
+/// The longest command a test's template may expand to (the path quoted, once per `{}`),
+/// checked before anything is expanded.
+pub const MAX_COMMAND_BYTES: usize = 128 * 1024;
+
+/// A name that is shown and logged: at most `max` bytes, no control characters. The error
+/// says how long it is, never what it is.
+fn check_name(field: &'static str, name: &str, max: usize) -> Result<(), BadMessage> {
+    if name.len() > max {
+        return Err(BadMessage::Invalid {
+            field,
+            problem: format!("{} bytes is more than the limit of {max}", name.len()),
+        });
+    }
+    if name.chars().any(char::is_control) {
+        return Err(BadMessage::Invalid { field, problem: "contains control characters".into() });
+    }
+    Ok(())
+}
+
+fn check_labels<'a>(
+    field: &'static str,
+    labels: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<(), BadMessage> {
+    let mut n = 0;
+    for (key, value) in labels {
+        n += 1;
+        if n > MAX_LABELS {
+            return Err(BadMessage::Invalid { field, problem: format!("more than {MAX_LABELS} labels") });
+        }
+        if key.is_empty() {
+            return Err(BadMessage::Invalid { field, problem: "a label with an empty key".into() });
+        }
+        check_name(field, key, MAX_LABEL_BYTES)?;
+        check_name(field, value, MAX_LABEL_BYTES)?;
+    }
+    Ok(())
+}
+
+/// The longest command `template` can expand to for a path of `path_bytes` bytes: the template,
+/// plus per `{}` the path quoted (at worst every byte escaped, and the quotes and `./`).
+fn expanded_bound(template: &str, path_bytes: usize) -> usize {
+    let slots = template.matches("{}").count();
+    template.len().saturating_add(slots.saturating_mul(path_bytes.saturating_mul(4).saturating_add(4)))
 }
 
 /// Assignments per slot a reconnecting worker may claim (the worker's own queue bound).
@@ -284,20 +345,48 @@ impl TryFrom<pb::SessionSpec> for SessionSpec {
         let priority = s.priority;
         let mut tests = Vec::with_capacity(s.tests.len());
         let sizes: Vec<u64> = s.tests.iter().map(|t| t.size_bytes).collect();
+        check_name("name", &s.name, MAX_SESSION_NAME_BYTES)?;
+        let mut longest = 0;
         for t in s.tests {
-            if t.path.is_empty() || t.path.contains('\0') {
+            if t.path.is_empty() || t.path.contains('\0') || t.path.len() > MAX_TEST_PATH_BYTES {
                 return Err(BadMessage::Invalid {
                     field: "tests.path",
-                    problem: format!("bad test path {:?}", t.path),
+                    problem: format!(
+                        "bad test path `{}` ({} bytes): not empty, at most {MAX_TEST_PATH_BYTES} bytes, without NUL",
+                        testgrid_proto::tree::shorten(&t.path),
+                        t.path.len()
+                    ),
                 });
             }
+            longest = longest.max(t.path.len());
             tests.push(t.path);
+        }
+        if let Some(template) = runner.template()
+            && expanded_bound(template, longest) > MAX_COMMAND_BYTES
+        {
+            return Err(BadMessage::Invalid {
+                field: "runner.command.template",
+                problem: format!(
+                    "with {} `{{}}` and test paths of up to {longest} bytes it expands to more than {MAX_COMMAND_BYTES} bytes",
+                    template.matches("{}").count()
+                ),
+            });
+        }
+        if s.env.len() > MAX_ENV_VARS || s.env.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > MAX_ENV_BYTES {
+            return Err(BadMessage::Invalid {
+                field: "env",
+                problem: format!("at most {MAX_ENV_VARS} variables and {MAX_ENV_BYTES} bytes in all"),
+            });
         }
         for key in s.env.keys() {
             if key.is_empty() || key.contains('=') || key.contains('\0') {
-                return Err(BadMessage::Invalid { field: "env", problem: format!("bad variable name {key:?}") });
+                return Err(BadMessage::Invalid {
+                    field: "env",
+                    problem: format!("bad variable name `{}`", testgrid_proto::tree::shorten(key)),
+                });
             }
         }
+        check_labels("required_labels", &s.required_labels)?;
         let workspace = match s.workspace {
             Some(digest) => {
                 testgrid_proto::tree::check_digest(&digest)
