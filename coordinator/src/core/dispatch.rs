@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::session::{self, Session, TestState};
-use super::{Action, Assignment, AssignmentKey, Scheduler, SessionId, Worker, WorkerId};
+use super::{Action, Assignment, AssignmentKey, Millis, Scheduler, SessionId, Worker, WorkerId};
 
 impl Scheduler {
     /// Hand queued tests to workers with free capacity: first up to one per slot across all
     /// workers (so work spreads), then the prefetch.
-    pub(super) fn dispatch_all(&mut self, out: &mut Vec<Action>) {
+    pub(super) fn dispatch_all(&mut self, now: Millis, out: &mut Vec<Action>) {
         if self.active.iter().all(|id| self.sessions.get(id).is_none_or(|s| s.queue.is_empty())) {
             return;
         }
@@ -21,7 +21,7 @@ impl Scheduler {
             loop {
                 let mut progressed = false;
                 for id in &worker_ids {
-                    if self.dispatch_one(*id, prefetch, out) {
+                    if self.dispatch_one(now, *id, prefetch, out) {
                         progressed = true;
                     }
                 }
@@ -33,7 +33,7 @@ impl Scheduler {
     }
 
     /// Give one queued test to `worker` if it has room under `prefetch`; true if it did.
-    pub(super) fn dispatch_one(&mut self, worker: WorkerId, prefetch: u32, out: &mut Vec<Action>) -> bool {
+    pub(super) fn dispatch_one(&mut self, now: Millis, worker: WorkerId, prefetch: u32, out: &mut Vec<Action>) -> bool {
         let Some(w) = self.workers.get(&worker) else { return false };
         if w.draining || w.held.len() >= w.capacity(prefetch) || w.held.keys().any(|k| self.is_suspect(k)) {
             return false;
@@ -45,6 +45,7 @@ impl Scheduler {
         session.served_at = self.next_seq + 1;
         let test = &mut session.tests[index as usize];
         test.state = TestState::Assigned { worker, started: false };
+        test.since = now;
         let key = AssignmentKey { session: sid, test: index, attempt: test.attempt };
         out.push(Action::Assign {
             worker,

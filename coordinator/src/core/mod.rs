@@ -25,6 +25,7 @@
 mod dispatch;
 mod loss;
 mod model;
+mod overdue;
 pub mod plan;
 mod restore;
 mod session;
@@ -142,7 +143,7 @@ impl Scheduler {
         match input {
             Input::Submit { id, spec, estimates } => {
                 self.submit(now, id, spec, &estimates, &mut out);
-                self.dispatch_all(&mut out);
+                self.dispatch_all(now, &mut out);
             }
             Input::WorkerJoined { id, spec, claims } => {
                 let worker = Worker {
@@ -156,11 +157,11 @@ impl Scheduler {
                 self.workers.insert(id, worker);
                 self.adopt(now, id, claims, &mut out);
                 self.note_room(id);
-                self.dispatch_all(&mut out);
+                self.dispatch_all(now, &mut out);
             }
             Input::WorkerLost { id, reason } => {
                 self.worker_died(now, id, &reason, &mut out);
-                self.dispatch_all(&mut out);
+                self.dispatch_all(now, &mut out);
             }
             Input::Heartbeat { worker } => {
                 if let Some(w) = self.workers.get_mut(&worker) {
@@ -174,16 +175,16 @@ impl Scheduler {
             Input::Finished { worker, key, report } => {
                 self.finished(now, worker, key, report, &mut out);
                 self.note_room(worker);
-                self.dispatch_all(&mut out);
+                self.dispatch_all(now, &mut out);
             }
             Input::Resent { worker, key, report } => {
                 self.resent(now, worker, key, report, &mut out);
                 self.note_room(worker);
-                self.dispatch_all(&mut out);
+                self.dispatch_all(now, &mut out);
             }
             Input::Cancel { session, reason } => {
                 self.cancel(now, session, reason, &mut out);
-                self.dispatch_all(&mut out);
+                self.dispatch_all(now, &mut out);
             }
             Input::Draining { worker } => {
                 if let Some(w) = self.workers.get_mut(&worker) {
@@ -208,7 +209,8 @@ impl Scheduler {
             }
             Input::Tick => {
                 self.tick(now, &mut out);
-                self.dispatch_all(&mut out);
+                self.take_back_hoarded(now, &mut out);
+                self.dispatch_all(now, &mut out);
                 self.speculate(now, &mut out);
                 out.extend(self.forget_old_sessions(now).into_iter().map(|session| Action::Forget { session }));
             }
@@ -275,7 +277,7 @@ impl Scheduler {
             && !*started
         {
             *started = true;
-            test.started_at = now;
+            test.since = now;
             session.running += 1;
             out.push(Action::Emit {
                 session: key.session,
@@ -316,6 +318,7 @@ impl Scheduler {
         let handed_out = self.sessions.get(&key.session).and_then(|s| s.tests.get(key.test as usize)).is_some_and(|t| {
             t.attempt == key.attempt
                 && matches!(t.state, TestState::Assigned { worker: h, .. } | TestState::Cancelling { worker: h } if h == worker)
+                || t.is_elder(key.attempt, worker)
         });
         let Some(w) = self.workers.get_mut(&worker) else {
             // A worker declared lost (frozen, cut off) reporting late, on its old stream.

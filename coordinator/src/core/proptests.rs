@@ -107,6 +107,12 @@ fn op(speculative: bool) -> impl Strategy<Value = Op> {
     let speculate =
         if speculative { (1u64..500).prop_map(Some).boxed() } else { proptest::option::of(1u64..500).boxed() };
     let ticks = if speculative { 4 } else { 1 };
+    // Long enough, now and then, for a test to be held unstarted or run past its timeout.
+    let advance = if speculative {
+        prop_oneof![4 => 0u64..4_000, 1 => 50_000u64..700_000].boxed()
+    } else {
+        (0u64..4_000).boxed()
+    };
     prop_oneof![
         2 => (0usize..6, 0u32..3, any::<bool>(), any::<bool>(), prop_oneof![2 => Just(0u32), 1 => 1u32..4], proptest::option::of(any::<bool>()), speculate)
             .prop_map(|(tests, retries, timeout, on_disconnect, max_fail, needs, speculate)| Op::Submit { tests, retries, timeout, on_disconnect, max_fail, needs, speculate }),
@@ -117,7 +123,7 @@ fn op(speculative: bool) -> impl Strategy<Value = Op> {
         1 => (any::<usize>(), 0u32..6, 0u32..4, any::<usize>())
             .prop_map(|(session, test, attempt, worker)| Op::Stale { session, test, attempt, worker }),
         1 => any::<usize>().prop_map(|session| Op::Cancel { session }),
-        ticks => (0u64..4_000).prop_map(|advance| Op::Tick { advance }),
+        ticks => advance.prop_map(|advance| Op::Tick { advance }),
         1 => any::<usize>().prop_map(|worker| Op::Drain { worker }),
         2 => (any::<usize>(), outcome()).prop_map(|(pick, outcome)| Op::Late { pick, outcome }),
         1 => (any::<usize>(), any::<bool>()).prop_map(|(session, start)| Op::Watch { session, start }),
@@ -370,6 +376,8 @@ impl Harness {
                 sp.session_timeout_ms = if timeout { 10_000 } else { 0 };
                 sp.cancel_on_disconnect = on_disconnect;
                 sp.speculate = speculate.is_some();
+                // Sessions that speculate also have a test timeout, which the coordinator enforces.
+                sp.test_timeout_ms = if speculate.is_some() { 1_000 } else { 0 };
                 let known = |ms| plan::Estimate { ms, source: plan::Source::History, failed_last: false };
                 let estimates = speculate.map(|ms| vec![known(ms); tests]).unwrap_or_default();
                 self.sessions.push(id);

@@ -150,11 +150,10 @@ impl Scheduler {
         } else {
             let started = started || logged;
             test.state = TestState::Assigned { worker, started };
+            // It has run (or waited) for a while already; counting from now errs on its side.
+            test.since = now;
             if started {
                 session.running += 1;
-                // It has run for a while already; counting from now keeps `--speculate` from
-                // calling it late too soon.
-                test.started_at = now;
             }
             if started && !logged {
                 out.push(Action::Emit {

@@ -43,8 +43,9 @@ pub(super) struct TestEntry {
     pub elder: Option<Elder>,
     /// It has been speculated (a test is, at most once).
     pub speculated: bool,
-    /// When its live attempt started (how long it has run, for `--speculate`).
-    pub started_at: Millis,
+    /// When its live attempt started, or, until it starts, was handed out: how long it has run
+    /// (`--speculate`, a test's timeout) or waited to start on its worker.
+    pub since: Millis,
     /// How often its worker was lost while holding it.
     pub losses: u32,
     /// How many attempts failed or timed out (retries used).
@@ -132,7 +133,7 @@ impl Session {
                     state: TestState::Queued,
                     elder: None,
                     speculated: false,
-                    started_at: 0,
+                    since: 0,
                     losses: 0,
                     failures: 0,
                     avoid: None,

@@ -104,7 +104,7 @@ impl Scheduler {
                 .enumerate()
                 .filter_map(|(index, (test, &estimate))| {
                     let TestState::Assigned { started: true, .. } = test.state else { return None };
-                    let ran = now.saturating_sub(test.started_at);
+                    let ran = now.saturating_sub(test.since);
                     let candidate = !test.speculated
                         && test.elder.is_none()
                         && !self.last_chance(session, test)
@@ -142,7 +142,8 @@ impl Scheduler {
         test.speculated = true;
         let attempt = test.next_attempt();
         test.state = TestState::Assigned { worker: spare, started: false };
-        let ran = now.saturating_sub(test.started_at);
+        let ran = now.saturating_sub(test.since);
+        test.since = now;
         session.held += 1;
         session.served_at = self.next_seq + 1;
         let key = AssignmentKey { session: sid, test: index, attempt };

@@ -1188,3 +1188,46 @@ fn a_restarted_scheduler_can_adopt_the_spare_of_a_pair_only() {
     let passed = Input::Finished { worker: wid(2), key: key(sid(1), 0, 2), report: report(Outcome::Passed) };
     assert_eq!(finals(&s.handle(60_001, passed)), vec![(0, Outcome::Passed)]);
 }
+
+#[test]
+fn a_worker_that_leaves_a_test_unstarted_with_a_slot_free_loses_it_and_gets_no_more() {
+    let mut s = Scheduler::new(Config { prefetch_per_slot: 1, liveness_timeout_ms: 1_000_000, ..Config::default() });
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(3), estimates: Vec::new() });
+    // A one-slot worker runs test 0 with test 1 prefetched: waiting on a busy slot is fine.
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
+    s.handle(0, Input::Started { worker: wid(1), key: key(sid(1), 0, 1) });
+    // A two-slot worker is given test 2 and never starts it.
+    s.handle(0, Input::WorkerJoined { id: wid(2), spec: worker(2), claims: Vec::new() });
+    assert!(cancels(&s.handle(overdue::START_WITHIN_MS, Input::Tick)).is_empty(), "not yet");
+    let out = s.handle(overdue::START_WITHIN_MS + 1, Input::Tick);
+    assert_eq!(cancels(&out), vec![(wid(2), key(sid(1), 2, 1))], "{out:?}");
+    assert_eq!(requeued(&out), vec![(2, 2, Requeue::WorkerLost { charged: false })]);
+    let draining = s.workers().into_iter().find(|w| w.id == wid(2)).is_some_and(|w| w.draining);
+    assert!(draining, "it gets no more work");
+    // Its late word on the test is void; the test runs where it is started.
+    let late = Input::Finished { worker: wid(2), key: key(sid(1), 2, 1), report: report(Outcome::Passed) };
+    assert!(finals(&s.handle(70_000, late)).is_empty());
+    let first = Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Passed) };
+    let out = s.handle(70_001, first);
+    assert!(assigned(&out).iter().all(|(w, _)| *w == wid(1)));
+}
+
+#[test]
+fn a_test_run_far_past_its_timeout_without_a_result_ends_timed_out_there() {
+    let mut s = Scheduler::new(Config { prefetch_per_slot: 0, liveness_timeout_ms: u64::MAX / 4, ..Config::default() });
+    let mut sp = spec(1);
+    sp.test_timeout_ms = 1_000;
+    s.handle(0, Input::Submit { id: sid(1), spec: sp, estimates: Vec::new() });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
+    s.handle(5, Input::Started { worker: wid(1), key: key(sid(1), 0, 1) });
+    let limit = 5 + 1_000 + overdue::RUN_GRACE_MS;
+    assert!(finals(&s.handle(limit, Input::Tick)).is_empty(), "within the grace for setup and workspace");
+    let out = s.handle(limit + 1, Input::Tick);
+    assert_eq!(finals(&out), vec![(0, Outcome::TimedOut)]);
+    assert_eq!(cancels(&out), vec![(wid(1), key(sid(1), 0, 1))]);
+    let said = out.iter().any(|a| {
+        matches!(a, Action::Emit { event: Event::TestFinished { report, .. }, .. }
+            if report.message.contains("worker w1 ran it for") && report.message.contains("no more work"))
+    });
+    assert!(said, "{out:?}");
+}
