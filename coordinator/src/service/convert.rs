@@ -579,3 +579,108 @@ mod tests {
         assert!(e.to_string().contains("command.template"), "{e}");
     }
 }
+
+/// Every conversion at the proto edge, fed arbitrary bytes (decoded as the message it expects)
+/// and arbitrary well-formed messages: none panics, and every refusal names the field.
+#[cfg(test)]
+mod edge {
+    use proptest::prelude::*;
+    use prost::Message;
+
+    use super::*;
+
+    /// A refusal that says which field is wrong.
+    fn names_a_field(e: &BadMessage) -> bool {
+        let text = e.to_string();
+        text.starts_with("field `") || text.starts_with("missing field `")
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => "[a-z{}./ -]{0,12}",
+            1 => any::<String>(),
+            1 => (0usize..3, 1usize..5000).prop_map(|(c, n)| ["x", "{}", "\u{1b}"][c].repeat(n)),
+        ]
+    }
+
+    fn spec() -> impl Strategy<Value = pb::SessionSpec> {
+        (
+            text(),
+            proptest::collection::vec((text(), any::<u64>()), 0..4),
+            (0i32..10, 0i32..5, text()),
+            proptest::collection::btree_map(text(), text(), 0..3),
+            (any::<u32>(), any::<u32>(), any::<u64>()),
+            proptest::collection::btree_map(text(), text(), 0..3),
+        )
+            .prop_map(
+                |(name, tests, (framework, isolation, template), env, (priority, max_slots, timeout), labels)| {
+                    pb::SessionSpec {
+                        name,
+                        tests: tests.into_iter().map(|(path, size_bytes)| pb::TestSpec { path, size_bytes }).collect(),
+                        runner: Some(pb::Runner {
+                            framework,
+                            isolation,
+                            options: Some(pb::runner::Options::Command(pb::CommandOptions { template })),
+                            ..Default::default()
+                        }),
+                        env: env.into_iter().collect(),
+                        priority,
+                        max_slots,
+                        test_timeout_ms: timeout,
+                        required_labels: labels.into_iter().collect(),
+                        ..Default::default()
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(spec) = pb::SessionSpec::decode(bytes.as_slice()) {
+                if let Err(e) = SessionSpec::try_from(spec) {
+                    prop_assert!(names_a_field(&e), "{e}");
+                }
+            }
+            if let Ok(register) = pb::Register::decode(bytes.as_slice()) {
+                let slots = register.slots;
+                let held = register.held.clone();
+                if let Err(e) = WorkerSpec::try_from(register) {
+                    prop_assert!(names_a_field(&e), "{e}");
+                }
+                let _ = claims(&held, slots.clamp(1, 4096));
+            }
+            if let Ok(report) = pb::TestReport::decode(bytes.as_slice()) {
+                let _ = Report::try_from(report);
+            }
+            if let Ok(assignment) = pb::AssignmentRef::decode(bytes.as_slice()) {
+                let _ = AssignmentKey::try_from(&assignment);
+            }
+            if let Ok(plan) = pb::PlanRequest::decode(bytes.as_slice()) {
+                let _ = plan_request(plan.project, plan.tests);
+            }
+            let _ = chosen_session_id(&String::from_utf8_lossy(&bytes));
+        }
+
+        #[test]
+        fn arbitrary_session_specs_are_taken_or_refused_by_field(spec in spec()) {
+            match SessionSpec::try_from(spec) {
+                Ok(spec) => {
+                    // What is taken is within the limits.
+                    prop_assert!(spec.name.len() <= MAX_SESSION_NAME_BYTES);
+                    prop_assert!(spec.tests.iter().all(|p| p.len() <= MAX_TEST_PATH_BYTES));
+                    if let Some(template) = spec.runner.template() {
+                        let longest = spec.tests.iter().map(String::len).max().unwrap_or(0);
+                        prop_assert!(expanded_bound(template, longest) <= MAX_COMMAND_BYTES);
+                        for path in &spec.tests {
+                            prop_assert!(testgrid_proto::frameworks::expand_command(template, path).len() <= MAX_COMMAND_BYTES);
+                        }
+                    }
+                }
+                Err(e) => prop_assert!(names_a_field(&e), "{e}"),
+            }
+        }
+    }
+}
