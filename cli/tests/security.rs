@@ -261,3 +261,37 @@ fn hostile_submissions_and_registrations_are_refused_briefly_and_the_grid_keeps_
         sessions.list(pb::ListRequest {}).await.expect("still serving");
     });
 }
+
+#[test]
+fn a_worker_token_limits_labels_and_slots_and_a_tokens_file_is_read_again() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let pool = create(data.path(), "worker", "linux-pool", &["--label", "os=linux", "--max-slots", "2"]);
+    let listed = stdout(&token(data.path(), &["list"]));
+    assert!(listed.contains("labels os=linux; at most 2 slots"), "{listed}");
+    let refused = token(data.path(), &["create", "--role", "user", "u", "--max-slots", "2"]);
+    assert_eq!(refused.status.code(), Some(2), "limits are for worker tokens");
+    let file = data.path().join("tokens.txt");
+    let ci = "ci-token-0123456789abcdefghij";
+    std::fs::write(&file, format!("admin ops {ci}-ops\n")).expect("write");
+    let tokens_file = file.to_str().expect("utf-8 path");
+    let (_coordinator, grpc, _http) =
+        spawn_coordinator_in(data.path(), "127.0.0.1:0", "127.0.0.1:0", &["--tokens-file", tokens_file]);
+    let url = format!("http://{grpc}");
+    let ws = Workspace::new();
+    let turned_away = |extra: &[&str]| {
+        let mut worker = spawn_worker(&url, "w", &ws.root(), &[&["--token", &pool], extra].concat());
+        wait_for("the worker to be turned away", || worker.child.try_wait().expect("wait"))
+    };
+    assert!(!turned_away(&["--label", "os=mac"]).success(), "a label the token does not allow");
+    assert!(!turned_away(&["--slots", "4", "--label", "os=linux"]).success(), "more slots than allowed");
+    let _fits = spawn_worker(&url, "fits", &ws.root(), &["--token", &pool, "--slots", "2", "--label", "os=linux"]);
+    support::wait_for_workers_with(&url, &["fits".to_string()], &format!("{ci}-ops"));
+
+    // A token added to the file works within a second or so, without a restart.
+    let sessions = |token: &str| {
+        testgrid(&ws.root()).args(["sessions", "--grid", &url]).env("TESTGRID_TOKEN", token).output().expect("runs")
+    };
+    assert_eq!(sessions(ci).status.code(), Some(3));
+    std::fs::write(&file, format!("admin ops {ci}-ops\nuser ci {ci}\n")).expect("write");
+    wait_for("the new token to be read", || (sessions(ci).status.code() == Some(0)).then_some(()));
+}

@@ -13,6 +13,9 @@ pub enum Error {
         "--heartbeat-interval ({heartbeat}) must be above zero and below --liveness-timeout ({liveness}), or every worker looks silent"
     )]
     Liveness { heartbeat: String, liveness: String },
+    /// A command line that cannot work, with the fix.
+    #[error("{0}")]
+    Usage(String),
     #[error("cannot create --data-dir {}: {source}", path.display())]
     DataDir { path: PathBuf, source: std::io::Error },
     #[error("cannot listen on {addr} ({what}); {hint}: {source}")]
@@ -40,7 +43,7 @@ impl Error {
     /// the coordinator down (the documented exit codes).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Liveness { .. } | Error::Unprotected { .. } => 2,
+            Error::Liveness { .. } | Error::Unprotected { .. } | Error::Usage(_) => 2,
             Error::Tokens(
                 crate::auth::tokens::TokenError::Exists(_)
                 | crate::auth::tokens::TokenError::Unknown(_)

@@ -46,6 +46,13 @@ enum TokenAction {
         /// Refused after this long (e.g. 30d, 12h); never by default.
         #[arg(long, value_parser = humantime::parse_duration)]
         expires: Option<Duration>,
+        /// A worker token: the only labels a worker presenting it may register with, `key=value`
+        /// (repeat, or separate with commas).
+        #[arg(long = "label", value_delimiter = ',', value_parser = testgrid_proto::parse_key_value)]
+        labels: Vec<(String, String)>,
+        /// A worker token: the most slots a worker presenting it may register with.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        max_slots: Option<u32>,
     },
     /// The tokens kept: name, role, when made, when they expire.
     List,
@@ -208,10 +215,14 @@ fn token(data_dir: &std::path::Path, action: TokenAction) -> Result<(), Error> {
     std::fs::create_dir_all(data_dir).map_err(|source| Error::DataDir { path: data_dir.to_path_buf(), source })?;
     let db = TokenDb::open(data_dir)?;
     match action {
-        TokenAction::Create { role, name, expires } => {
+        TokenAction::Create { role, name, expires, labels, max_slots } => {
+            if role != Role::Worker && (!labels.is_empty() || max_slots.is_some()) {
+                return Err(Error::Usage("--label and --max-slots restrict worker tokens: add --role worker".into()));
+            }
             let now = testgrid_proto::now_ms();
             let expires_ms = expires.map(|d| now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
-            let (token, secret) = Token::generate(&name, role, now, expires_ms);
+            let (mut token, secret) = Token::generate(&name, role, now, expires_ms);
+            token.limits = auth::WorkerLimits { labels: labels.into_iter().collect(), max_slots };
             db.create(&token)?;
             eprintln!(
                 "token `{name}` ({role}) made; it is shown once, here. Give it as TESTGRID_TOKEN (or --token){}",
@@ -223,7 +234,7 @@ fn token(data_dir: &std::path::Path, action: TokenAction) -> Result<(), Error> {
             let when = |ms: u64| {
                 humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
             };
-            println!("{:<32} {:<7} {:<21} EXPIRES", "NAME", "ROLE", "CREATED");
+            println!("{:<32} {:<7} {:<21} {:<32} LIMITS", "NAME", "ROLE", "CREATED", "EXPIRES");
             let now = testgrid_proto::now_ms();
             for t in db.all()? {
                 let expires = match t.expires_ms {
@@ -231,7 +242,15 @@ fn token(data_dir: &std::path::Path, action: TokenAction) -> Result<(), Error> {
                     Some(ms) if ms <= now => format!("{} (expired)", when(ms)),
                     Some(ms) => when(ms),
                 };
-                println!("{:<32} {:<7} {:<21} {expires}", t.name, t.role.as_str(), when(t.created_ms));
+                let mut limits = Vec::new();
+                if !t.limits.labels.is_empty() {
+                    limits.push(format!("labels {}", t.limits.labels_text()));
+                }
+                if let Some(n) = t.limits.max_slots {
+                    limits.push(format!("at most {n} slots"));
+                }
+                let limits = if limits.is_empty() { "-".to_string() } else { limits.join("; ") };
+                println!("{:<32} {:<7} {:<21} {expires:<32} {limits}", t.name, t.role.as_str(), when(t.created_ms));
             }
         }
         TokenAction::Revoke { name } => {

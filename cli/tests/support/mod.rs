@@ -158,10 +158,16 @@ pub fn rootless_worker(url: &str, name: &str, dir: &Path, cache: &Path) -> Proc 
 
 /// Wait until the grid at `url` lists a connected worker by each of `names`.
 pub fn wait_for_workers(url: &str, names: &[String]) {
+    wait_for_workers_with(url, names, "");
+}
+
+/// The same, asking with `token` (empty: none).
+pub fn wait_for_workers_with(url: &str, names: &[String], token: &str) {
     wait_for(&format!("workers {names:?}"), || {
         let out = Command::new(env!("CARGO_BIN_EXE_testgrid"))
             .args(["workers", "--json", "--grid", url])
             .env("NO_COLOR", "1")
+            .env("TESTGRID_TOKEN", token)
             .output()
             .ok()?;
         let listed: Vec<String> = String::from_utf8_lossy(&out.stdout)

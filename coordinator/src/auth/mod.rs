@@ -71,6 +71,51 @@ pub struct Token {
     pub created_ms: u64,
     /// When it stops being accepted (ms since the UNIX epoch); `None`: never.
     pub expires_ms: Option<u64>,
+    /// What a worker presenting it may register with (nothing: anything).
+    pub limits: WorkerLimits,
+}
+
+/// What a worker token lets a worker claim: labels it may carry (with these values) and how
+/// many slots. Empty labels and no slot count: no restriction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkerLimits {
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub max_slots: Option<u32>,
+}
+
+impl WorkerLimits {
+    /// Why a worker registering with `slots` and `labels` is refused under these limits, if it is.
+    pub fn refuse(
+        &self,
+        token: &str,
+        slots: u32,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Option<String> {
+        if let Some(max) = self.max_slots
+            && slots > max
+        {
+            return Some(format!("token `{token}` may register at most {max} slots, not {slots}"));
+        }
+        if self.labels.is_empty() {
+            return None;
+        }
+        labels.iter().find(|(k, v)| self.labels.get(*k) != Some(*v)).map(|(k, v)| {
+            format!(
+                "token `{token}` may not carry the label `{}`; it may carry {}",
+                testgrid_proto::tree::shorten(&format!("{k}={v}")),
+                self.labels_text()
+            )
+        })
+    }
+
+    /// `k=v,k2=v2` (labels) as stored and given on the command line.
+    pub fn labels_text(&self) -> String {
+        self.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    }
+
+    pub fn parse_labels(text: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+        text.split(',').map(str::trim).filter(|l| !l.is_empty()).map(testgrid_proto::parse_key_value).collect()
+    }
 }
 
 /// What every token starts with, so that one pasted in the wrong place is recognisable.
@@ -94,7 +139,14 @@ impl Token {
         let mut bytes = [0u8; 32];
         rand::fill(&mut bytes);
         let secret = format!("{PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
-        let token = Token { name: name.to_string(), role, hash: hash(&secret), created_ms: now_ms, expires_ms };
+        let token = Token {
+            name: name.to_string(),
+            role,
+            hash: hash(&secret),
+            created_ms: now_ms,
+            expires_ms,
+            limits: WorkerLimits::default(),
+        };
         (token, secret)
     }
 
@@ -111,6 +163,8 @@ pub struct Identity {
     pub name: String,
     pub role: Role,
     pub revoked: CancellationToken,
+    /// What a worker presenting this token may register with.
+    pub limits: WorkerLimits,
 }
 
 impl Identity {
@@ -231,7 +285,12 @@ impl Authority {
     pub fn admit(&self, path: &str, header: Option<&[u8]>) -> Result<Identity, Status> {
         let needed = needs(path);
         if !self.is_closed() {
-            return Ok(Identity { name: String::new(), role: Role::Admin, revoked: CancellationToken::new() });
+            return Ok(Identity {
+                name: String::new(),
+                role: Role::Admin,
+                revoked: CancellationToken::new(),
+                limits: WorkerLimits::default(),
+            });
         }
         let presented = match header {
             None => None,
@@ -246,7 +305,12 @@ impl Authority {
         };
         let Some(presented) = presented.filter(|t| !t.is_empty()) else {
             return match needed {
-                None => Ok(Identity { name: String::new(), role: Role::Worker, revoked: CancellationToken::new() }),
+                None => Ok(Identity {
+                    name: String::new(),
+                    role: Role::Worker,
+                    revoked: CancellationToken::new(),
+                    limits: WorkerLimits::default(),
+                }),
                 Some(_) => Err(Status::unauthenticated(
                     "this grid needs a token: pass --token, or set TESTGRID_TOKEN (or TESTGRID_TOKEN_FILE); \
                      an admin makes one with `testgrid-coordinator token create`",
@@ -296,7 +360,7 @@ impl Authority {
             fired.cancel();
             fired
         });
-        Ok(Identity { name: token.name.clone(), role: token.role, revoked })
+        Ok(Identity { name: token.name.clone(), role: token.role, revoked, limits: token.limits.clone() })
     }
 
     /// Read the sources again every second until `stop`: changes take effect at once, on open

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Role, Token};
+use super::{Role, Token, WorkerLimits};
 
 /// The tokens database in the data directory.
 pub const FILE: &str = "tokens.db";
@@ -26,7 +26,9 @@ CREATE TABLE IF NOT EXISTS tokens (
     role TEXT NOT NULL,
     hash BLOB NOT NULL,
     created_ms INTEGER NOT NULL,
-    expires_ms INTEGER
+    expires_ms INTEGER,
+    labels TEXT NOT NULL DEFAULT '',
+    max_slots INTEGER
 );
 ";
 
@@ -103,13 +105,16 @@ impl TokenDb {
         }
         self.conn
             .execute(
-                "INSERT INTO tokens (name, role, hash, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO tokens (name, role, hash, created_ms, expires_ms, labels, max_slots) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     token.name,
                     token.role.as_str(),
                     token.hash.as_bytes().as_slice(),
                     token.created_ms as i64,
-                    token.expires_ms.map(|ms| ms as i64)
+                    token.expires_ms.map(|ms| ms as i64),
+                    token.limits.labels_text(),
+                    token.limits.max_slots
                 ],
             )
             .map_err(|e| self.failed(e))?;
@@ -128,21 +133,26 @@ impl TokenDb {
     pub fn all(&self) -> Result<Vec<Token>, TokenError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT name, role, hash, created_ms, expires_ms FROM tokens ORDER BY name")
+            .prepare_cached(
+                "SELECT name, role, hash, created_ms, expires_ms, labels, max_slots FROM tokens ORDER BY name",
+            )
             .map_err(|e| self.failed(e))?;
         let rows = stmt
             .query_map([], |row| {
                 let role: String = row.get(1)?;
                 let hash: Vec<u8> = row.get(2)?;
                 let expires: Option<i64> = row.get(4)?;
-                Ok((row.get::<_, String>(0)?, role, hash, row.get::<_, i64>(3)?, expires))
+                let limits: (String, Option<u32>) = (row.get(5)?, row.get(6)?);
+                Ok((row.get::<_, String>(0)?, role, hash, row.get::<_, i64>(3)?, expires, limits))
             })
             .map_err(|e| self.failed(e))?;
         let mut tokens = Vec::new();
         for row in rows {
-            let (name, role, hash, created, expires) = row.map_err(|e| self.failed(e))?;
+            let (name, role, hash, created, expires, (labels, max_slots)) = row.map_err(|e| self.failed(e))?;
             // A row this version cannot read (a role it does not know) grants nothing.
-            let (Ok(role), Ok(hash)) = (role.parse::<Role>(), <[u8; 32]>::try_from(hash.as_slice())) else {
+            let (Ok(role), Ok(hash), Ok(labels)) =
+                (role.parse::<Role>(), <[u8; 32]>::try_from(hash.as_slice()), WorkerLimits::parse_labels(&labels))
+            else {
                 tracing::warn!(token = %name, "ignoring a token this coordinator cannot read");
                 continue;
             };
@@ -152,6 +162,7 @@ impl TokenDb {
                 hash: blake3::Hash::from_bytes(hash),
                 created_ms: created.max(0) as u64,
                 expires_ms: expires.map(|ms| ms.max(0) as u64),
+                limits: WorkerLimits { labels, max_slots },
             });
         }
         Ok(tokens)
@@ -185,9 +196,22 @@ pub fn read_file(path: &Path) -> Result<Vec<Token>, TokenError> {
             continue;
         }
         let fields: Vec<&str> = line.split_whitespace().collect();
-        let [role, name, secret] = fields[..] else {
-            return Err(bad(format!("expected `ROLE NAME TOKEN`, found {} fields", fields.len())));
+        let [role, name, secret, ref options @ ..] = fields[..] else {
+            return Err(bad(format!(
+                "expected `ROLE NAME TOKEN [labels=K=V,...] [slots=N]`, found {} fields",
+                fields.len()
+            )));
         };
+        let mut limits = WorkerLimits::default();
+        for option in options {
+            if let Some(labels) = option.strip_prefix("labels=") {
+                limits.labels = WorkerLimits::parse_labels(labels).map_err(|e| bad(format!("labels: {e}")))?;
+            } else if let Some(slots) = option.strip_prefix("slots=") {
+                limits.max_slots = Some(slots.parse().map_err(|_| bad("slots= takes a number".to_string()))?);
+            } else {
+                return Err(bad("after the token only `labels=K=V,...` and `slots=N` may follow".to_string()));
+            }
+        }
         let role = role.parse::<Role>().map_err(bad)?;
         check_name(name).map_err(|e| bad(e.to_string()))?;
         if secret.len() < MIN_FILE_TOKEN_BYTES {
@@ -199,7 +223,14 @@ pub fn read_file(path: &Path) -> Result<Vec<Token>, TokenError> {
         if tokens.iter().any(|t| t.name == name) {
             return Err(bad(format!("`{name}` is named twice")));
         }
-        tokens.push(Token { name: name.to_string(), role, hash: super::hash(secret), created_ms: 0, expires_ms: None });
+        tokens.push(Token {
+            name: name.to_string(),
+            role,
+            hash: super::hash(secret),
+            created_ms: 0,
+            expires_ms: None,
+            limits,
+        });
     }
     Ok(tokens)
 }
@@ -249,7 +280,7 @@ mod tests {
         );
         for (text, problem) in [
             (format!("root alice {good}"), "unknown role"),
-            (format!("user alice {good} extra"), "fields"),
+            (format!("user alice {good} extra"), "may follow"),
             ("user alice short".to_string(), "too short"),
             (format!("user alice {good}\nadmin alice {good}1"), "twice"),
         ] {

@@ -639,10 +639,10 @@ mod edge {
 
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-            if let Ok(spec) = pb::SessionSpec::decode(bytes.as_slice()) {
-                if let Err(e) = SessionSpec::try_from(spec) {
-                    prop_assert!(names_a_field(&e), "{e}");
-                }
+            if let Ok(spec) = pb::SessionSpec::decode(bytes.as_slice())
+                && let Err(e) = SessionSpec::try_from(spec)
+            {
+                prop_assert!(names_a_field(&e), "{e}");
             }
             if let Ok(register) = pb::Register::decode(bytes.as_slice()) {
                 let slots = register.slots;

@@ -54,6 +54,9 @@ impl pb::worker_service_server::WorkerService for WorkerSvc {
         let mut register = register;
         let held = std::mem::take(&mut register.held);
         let spec = WorkerSpec::try_from(register)?;
+        if let Some(why) = caller.limits.refuse(&caller.name, spec.slots, &spec.labels) {
+            return Err(Status::permission_denied(why));
+        }
         let claims = super::convert::claims(&held, spec.slots)?;
         drop(held);
         let id = WorkerId(uuid::Uuid::new_v4());
