@@ -114,9 +114,21 @@ impl Grid {
         Ok(response.into_inner().cancelled)
     }
 
+    /// Every session the grid shows us, newest first, a page at a time.
     pub async fn list(&self) -> Result<Vec<pb::SessionInfo>, Error> {
-        let response = self.sessions().list(pb::ListRequest {}).await.map_err(self.refused("list sessions"))?;
-        Ok(response.into_inner().sessions)
+        let mut all = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = pb::ListRequest { page_size: 0, page_token: std::mem::take(&mut page_token) };
+            let page = self.sessions().list(request).await.map_err(self.refused("list sessions"))?.into_inner();
+            let went_on = !page.sessions.is_empty();
+            all.extend(page.sessions);
+            // An empty page that says there is more would never end.
+            if page.next_page_token.is_empty() || !went_on {
+                return Ok(all);
+            }
+            page_token = page.next_page_token;
+        }
     }
 
     pub async fn workers(&self) -> Result<Vec<pb::WorkerInfo>, Error> {

@@ -55,7 +55,7 @@ async fn every_call(url: &str, token: Option<&str>) -> Vec<(&'static str, Result
             ),
         ),
         ("Get", code(sessions.get(pb::GetRequest { session_id: nobody.clone() }).await.map(drop))),
-        ("List", code(sessions.list(pb::ListRequest {}).await.map(drop))),
+        ("List", code(sessions.list(pb::ListRequest::default()).await.map(drop))),
         ("Plan", code(sessions.plan(pb::PlanRequest::default()).await.map(drop))),
         ("ListWorkers", code(admin.list_workers(pb::ListWorkersRequest {}).await.map(drop))),
         ("FindMissing", code(blobs.find_missing(pb::FindMissingRequest::default()).await.map(drop))),
@@ -258,7 +258,7 @@ fn hostile_submissions_and_registrations_are_refused_briefly_and_the_grid_keeps_
         assert_eq!(refused.code(), Code::InvalidArgument);
         assert!(refused.message().len() < 1024);
         // And a normal session still runs.
-        sessions.list(pb::ListRequest {}).await.expect("still serving");
+        sessions.list(pb::ListRequest::default()).await.expect("still serving");
     });
 }
 

@@ -71,7 +71,7 @@ impl Coordinator {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Ok(channel) = channel(&url).await
-                && testgrid_proto::client::sessions(channel).list(pb::ListRequest {}).await.is_ok()
+                && testgrid_proto::client::sessions(channel).list(pb::ListRequest::default()).await.is_ok()
             {
                 break;
             }

@@ -67,6 +67,63 @@ fn not_found(id: SessionId) -> Status {
     Status::not_found(format!("no session {id} on this coordinator; `testgrid sessions` lists the sessions it knows"))
 }
 
+/// Sessions in a `List` answer by default, and at most.
+const LIST_PAGE: usize = 100;
+const MAX_LIST_PAGE: usize = 1_000;
+/// A `List` answer stops before this many bytes, whatever the page size (names can be long).
+const LIST_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// A page token: the last session of the page and when it was created, `ID@MS`.
+fn page_token(view: &crate::core::SessionView) -> String {
+    format!("{}@{}", view.id, view.created_at)
+}
+
+fn parse_page_token(token: &str) -> Option<(SessionId, u64)> {
+    let (id, ms) = token.split_once('@')?;
+    Some((parse_session_id(id).ok()?, ms.parse().ok()?))
+}
+
+/// One page of the sessions `caller` may see, newest first, after the session `after` (the last
+/// of the previous page; if it was forgotten since, after the sessions created no later).
+fn list_page(
+    views: &[crate::core::SessionView],
+    caller: &Identity,
+    after: Option<(SessionId, u64)>,
+    page_size: u32,
+) -> pb::ListResponse {
+    use prost::Message;
+    let size = match page_size as usize {
+        0 => LIST_PAGE,
+        n => n.min(MAX_LIST_PAGE),
+    };
+    let visible: Vec<&crate::core::SessionView> = views.iter().filter(|v| caller.owns(&v.owner)).collect();
+    let start = match after {
+        None => 0,
+        Some((id, created)) => match visible.iter().position(|v| v.id == id) {
+            Some(i) => i + 1,
+            None => visible.iter().position(|v| v.created_at < created).unwrap_or(visible.len()),
+        },
+    };
+    let mut sessions = Vec::new();
+    let mut last = None;
+    let mut bytes = 0;
+    for view in &visible[start.min(visible.len())..] {
+        let info = session_view_to_pb(view);
+        bytes += info.encoded_len() + 8;
+        if sessions.len() == size || (bytes > LIST_PAGE_BYTES && !sessions.is_empty()) {
+            break;
+        }
+        sessions.push(info);
+        last = Some(*view);
+    }
+    let more = start + sessions.len() < visible.len();
+    let next_page_token = match last {
+        Some(view) if more => page_token(view),
+        _ => String::new(),
+    };
+    pb::ListResponse { sessions, next_page_token }
+}
+
 /// How many events a watcher reads from the log at once.
 const WATCH_BATCH: usize = 256;
 
@@ -243,9 +300,17 @@ impl pb::session_service_server::SessionService for SessionSvc {
 
     async fn list(&self, request: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
         let caller = Identity::of(&request)?;
+        let request = request.into_inner();
+        let after = match request.page_token.as_str() {
+            "" => None,
+            token => Some(parse_page_token(token).ok_or_else(|| {
+                Status::invalid_argument(
+                    "field `page_token`: not a token this coordinator gave; start from an empty one",
+                )
+            })?),
+        };
         let views = self.engine.ask(|reply| Command::List { reply }).await?;
-        let sessions = views.iter().filter(|v| caller.owns(&v.owner)).map(session_view_to_pb).collect();
-        Ok(Response::new(pb::ListResponse { sessions }))
+        Ok(Response::new(list_page(&views, &caller, after, request.page_size)))
     }
 
     async fn plan(&self, request: Request<pb::PlanRequest>) -> Result<Response<pb::PlanResponse>, Status> {
@@ -259,5 +324,74 @@ impl pb::session_service_server::SessionService for SessionSvc {
         .map_err(|e| Status::internal(format!("planning failed: {e}")))?
         .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(pb::PlanResponse { tests: planned }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{Role, WorkerLimits};
+    use crate::core::{SessionView, Totals};
+
+    fn view(n: u128, owner: &str, name: String) -> SessionView {
+        SessionView {
+            id: SessionId(uuid::Uuid::from_u128(n)),
+            name,
+            finished: true,
+            totals: Totals::default(),
+            running: 0,
+            created_at: 10_000 - n as u64,
+            finished_at: None,
+            cancel_reason: None,
+            owner: owner.to_string(),
+        }
+    }
+
+    fn who(name: &str, role: Role) -> Identity {
+        Identity { name: name.into(), role, revoked: CancellationToken::new(), limits: WorkerLimits::default() }
+    }
+
+    /// Every session `caller` may see, page after page.
+    fn all_pages(views: &[SessionView], caller: &Identity, page_size: u32) -> (Vec<String>, usize) {
+        let (mut seen, mut pages, mut after) = (Vec::new(), 0, None);
+        loop {
+            let page = list_page(views, caller, after, page_size);
+            pages += 1;
+            seen.extend(page.sessions.into_iter().map(|s| s.session_id));
+            if page.next_page_token.is_empty() {
+                return (seen, pages);
+            }
+            after = parse_page_token(&page.next_page_token);
+        }
+    }
+
+    #[test]
+    fn sessions_come_a_page_at_a_time_each_once_and_only_the_callers() {
+        let views: Vec<SessionView> =
+            (1..=250).map(|n| view(n, if n % 2 == 1 { "alice" } else { "bob" }, format!("s{n}"))).collect();
+        let (seen, pages) = all_pages(&views, &who("root", Role::Admin), 0);
+        assert_eq!((seen.len(), pages), (250, 3));
+        assert_eq!(seen.iter().collect::<std::collections::BTreeSet<_>>().len(), 250, "each once");
+        let (seen, _) = all_pages(&views, &who("alice", Role::User), 1_000_000);
+        assert_eq!(seen.len(), 125);
+        assert!(views.iter().filter(|v| v.owner == "bob").all(|v| !seen.contains(&v.id.to_string())));
+        // Huge names: the page stops short of 4 MiB however many were asked for.
+        let big: Vec<SessionView> = (1..=10).map(|n| view(n, "", "n".repeat(1 << 20))).collect();
+        let page = list_page(&big, &who("", Role::Admin), None, 1_000);
+        assert!((1..=4).contains(&page.sessions.len()) && !page.next_page_token.is_empty());
+        let (seen, _) = all_pages(&big, &who("", Role::Admin), 1_000);
+        assert_eq!(seen.len(), 10);
+    }
+
+    #[test]
+    fn a_page_token_whose_session_was_forgotten_goes_on_after_its_time() {
+        let views: Vec<SessionView> = (1..=5).map(|n| view(n, "", format!("s{n}"))).collect();
+        let page = list_page(&views, &who("", Role::Admin), None, 2);
+        let (id, created) = parse_page_token(&page.next_page_token).expect("a token");
+        let rest: Vec<SessionView> = views.into_iter().filter(|v| v.id != id).collect();
+        let next = list_page(&rest, &who("", Role::Admin), Some((id, created)), 10);
+        let names: Vec<&str> = next.sessions.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["s3", "s4", "s5"]);
+        assert!(parse_page_token("not-a-token").is_none());
     }
 }
