@@ -63,6 +63,9 @@ pub struct Config {
     pub keep_finished_for_ms: u64,
 }
 
+/// The most `result_discarded` events one session's log records.
+const MAX_DISCARDED_EVENTS: u32 = 100;
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -458,13 +461,24 @@ impl Scheduler {
 
     /// Record that a result was not counted (unless the test was cancelled: then a late report
     /// is expected and says nothing new).
+    /// At most [`MAX_DISCARDED_EVENTS`] per session: a worker flooding forged results must not
+    /// grow the log without bound.
     fn discard(&mut self, key: AssignmentKey, reason: String, out: &mut Vec<Action>) {
-        let Some(session) = self.sessions.get(&key.session) else { return };
+        let Some(session) = self.sessions.get_mut(&key.session) else { return };
         let Some(test) = session.tests.get(key.test as usize) else { return };
         // `Finished` is always a session's last event; after it nothing can change anyway.
-        if session.finished_at.is_some() || matches!(test.state, TestState::Done(Outcome::Cancelled)) {
+        if session.finished_at.is_some()
+            || matches!(test.state, TestState::Done(Outcome::Cancelled))
+            || session.discarded >= MAX_DISCARDED_EVENTS
+        {
             return;
         }
+        session.discarded += 1;
+        let reason = if session.discarded == MAX_DISCARDED_EVENTS {
+            format!("{reason} (the {MAX_DISCARDED_EVENTS}th result not counted: later ones are not recorded)")
+        } else {
+            reason
+        };
         out.push(Action::Emit {
             session: key.session,
             event: Event::ResultDiscarded { test: key.test, attempt: key.attempt, reason },

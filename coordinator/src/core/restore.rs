@@ -251,7 +251,8 @@ fn replay(session: &mut Session, events: &[Event]) -> Vec<Option<u32>> {
             }
             Event::SetupFinished { report, .. } => session.output.count(report),
             Event::Cancelled { reason } => session.cancel_reason = Some(reason.clone()),
-            Event::Created { .. } | Event::ResultDiscarded { .. } | Event::Finished { .. } => {}
+            Event::ResultDiscarded { .. } => session.discarded += 1,
+            Event::Created { .. } | Event::Finished { .. } => {}
         }
     }
     started

@@ -97,6 +97,8 @@ pub(super) struct Session {
     /// Output kept in the event log so far, against the session's budget.
     pub output: OutputBudget,
     pub running: u32,
+    /// `result_discarded` events it has recorded (they are bounded).
+    pub discarded: u32,
     /// Assignments workers hold for it (running or prefetched): its share of slots.
     pub held: u32,
     /// When it was last handed a test (the scheduler's assignment count then; 0: never): of
@@ -146,6 +148,7 @@ impl Session {
             totals: Totals { total: n as u32, ..Totals::default() },
             output: OutputBudget::default(),
             running: 0,
+            discarded: 0,
             held: 0,
             served_at: 0,
             created_at: now,

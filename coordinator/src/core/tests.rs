@@ -1231,3 +1231,27 @@ fn a_test_run_far_past_its_timeout_without_a_result_ends_timed_out_there() {
     });
     assert!(said, "{out:?}");
 }
+
+#[test]
+fn a_flood_of_forged_results_records_a_bounded_number_of_events() {
+    let mut s = no_prefetch();
+    s.handle(0, Input::Submit { id: sid(1), spec: spec(2), estimates: Vec::new() });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
+    s.handle(0, Input::WorkerJoined { id: wid(2), spec: worker(1), claims: Vec::new() });
+    let mut recorded = Vec::new();
+    for n in 0..1_000 {
+        // Worker 2 claims results for test 0, which worker 1 holds.
+        let forged =
+            Input::Finished { worker: wid(2), key: key(sid(1), 0, 1 + n % 3), report: report(Outcome::Passed) };
+        for action in s.handle(1, forged) {
+            if let Action::Emit { event: Event::ResultDiscarded { reason, .. }, .. } = action {
+                recorded.push(reason);
+            }
+        }
+    }
+    assert_eq!(recorded.len(), MAX_DISCARDED_EVENTS as usize);
+    assert!(recorded.last().is_some_and(|r| r.contains("later ones are not recorded")));
+    // The real result still counts.
+    let real = Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Passed) };
+    assert_eq!(finals(&s.handle(2, real)), vec![(0, Outcome::Passed)]);
+}
