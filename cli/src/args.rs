@@ -177,6 +177,10 @@ pub struct RunArgs {
     /// An environment variable for every test, `NAME=value`; repeat for more.
     #[arg(long = "env", value_parser = parse_env_var)]
     pub env: Vec<(String, String)>,
+    /// Pass this variable from your environment to every test as a secret: its value is
+    /// masked (`***`) in all output, messages, events and reports, on the worker; repeat for more.
+    #[arg(long = "secret", value_name = "NAME")]
+    pub secrets: Vec<String>,
     /// The workspace root: test paths are relative to it and commands run in it (default: the
     /// enclosing git checkout, else the current folder).
     #[arg(long, env = "TESTGRID_ROOT", value_hint = ValueHint::DirPath)]

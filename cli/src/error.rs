@@ -219,6 +219,8 @@ pub enum Error {
     Refused { what: &'static str, url: String, message: String },
     #[error(transparent)]
     BadToken(#[from] testgrid_proto::client::BadToken),
+    #[error("--secret {name}: there is no such variable in this environment (or it is not UTF-8); export it first")]
+    SecretUnset { name: String },
     #[error("{what}: the grid at {url} answered {code:?}: {message}")]
     GridFailed { what: &'static str, url: String, code: tonic::Code, message: String },
     #[error(
@@ -347,6 +349,7 @@ impl Error {
             | BundleChanged { .. }
             | BadGridAddress { .. }
             | BadToken(_)
+            | SecretUnset { .. }
             | Rejected { .. } => exit::USAGE,
             NoTests { .. } | NoListedTests { .. } | NothingMatchesFilter { .. } => exit::NO_TESTS,
             GridUnreachable { .. }

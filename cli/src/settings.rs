@@ -61,6 +61,8 @@ pub struct Settings {
     pub isolation: Isolation,
     /// `--env`, for the tests and for discovery's own runs of the framework.
     pub env: BTreeMap<String, String>,
+    /// `--secret`: names of `env` variables whose values workers mask.
+    pub secrets: Vec<String>,
     pub place: Place,
     /// `--label`s, as given.
     pub labels: Vec<(String, String)>,
@@ -205,7 +207,15 @@ pub fn resolve(args: RunArgs, layers: Layers) -> Result<Settings, Error> {
         worker_python: args.worker_python,
         worker_node: args.worker_node,
         isolation: args.isolation,
-        env: args.env.into_iter().collect(),
+        env: {
+            let mut env: BTreeMap<String, String> = args.env.into_iter().collect();
+            for name in &args.secrets {
+                let value = std::env::var(name).map_err(|_| Error::SecretUnset { name: name.clone() })?;
+                env.insert(name.clone(), value);
+            }
+            env
+        },
+        secrets: args.secrets,
         place,
         labels: args.labels,
         timeout: args.timeout,

@@ -295,3 +295,31 @@ fn a_worker_token_limits_labels_and_slots_and_a_tokens_file_is_read_again() {
     std::fs::write(&file, format!("admin ops {ci}-ops\nuser ci {ci}\n")).expect("write");
     wait_for("the new token to be read", || (sessions(ci).status.code() == Some(0)).then_some(()));
 }
+
+#[test]
+fn a_secret_reaches_the_tests_and_never_their_reports() {
+    let ws = Workspace::new();
+    ws.test("leaks.sh", "echo \"the key is $CLOUD_KEY\"; echo \"$CLOUD_KEY\" >&2; exit 1");
+    let junit = ws.root().join("report.xml");
+    let value = "s3cr3t-Value-0123";
+    let out = testgrid(&ws.root())
+        .args(["run", "--local", "1", "--framework", "shell", "--json", "--secret", "CLOUD_KEY", "--junit"])
+        .arg(&junit)
+        .env("CLOUD_KEY", value)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let (json, report) = (stdout(&out), std::fs::read_to_string(&junit).expect("junit written"));
+    assert!(json.contains("the key is ***"), "the test saw it, the report masks it: {json}");
+    for text in [&json, &report, &stderr(&out)] {
+        assert!(!text.contains(value), "leaked: {text}");
+    }
+    // A secret that is not set is a usage error, before anything runs.
+    let unset = testgrid(&ws.root())
+        .args(["run", "--local", "1", "--secret", "NOT_SET_ANYWHERE"])
+        .env_remove("NOT_SET_ANYWHERE")
+        .output()
+        .expect("runs");
+    assert_eq!(unset.status.code(), Some(2), "{}", stderr(&unset));
+    assert!(stderr(&unset).contains("NOT_SET_ANYWHERE"));
+}

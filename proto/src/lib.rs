@@ -31,6 +31,7 @@ pub mod go;
 pub mod js;
 pub mod logging;
 pub mod outcome;
+pub mod secrets;
 pub mod setup;
 pub mod tree;
 

@@ -49,6 +49,8 @@ pub struct Job {
     /// The files of a materialised tree as they arrived (path → blob name): a file still the
     /// same is not one the test wrote.
     pub tree_files: Option<std::sync::Arc<crate::builds::Record>>,
+    /// The values of the session's secrets (`--secret`), masked in every report it sends.
+    pub secrets: Vec<String>,
 }
 
 /// An assignment the worker cannot run, and why.
@@ -80,6 +82,8 @@ impl Job {
             build_dir: None,
             artifacts: None,
             tree_files: None,
+            // Its jobs' reports are masked as they are made.
+            secrets: Vec::new(),
         }
     }
 
@@ -102,11 +106,13 @@ impl Job {
             Some(Err(e)) => return Some(Err(Refused { assignment, path: a.test_path, why: e.to_string() })),
             None => None,
         };
+        let env: BTreeMap<String, String> = a.env.into_iter().collect();
+        let secrets = testgrid_proto::secrets::values(&a.secret_env, |name| env.get(name).map(String::as_str));
         Some(Ok(Job {
             assignment,
             path: a.test_path,
             command: a.command,
-            env: a.env.into_iter().collect(),
+            env,
             timeout: (a.timeout_ms > 0).then(|| Duration::from_millis(a.timeout_ms)),
             runner,
             root: root.to_path_buf(),
@@ -118,6 +124,7 @@ impl Job {
             build_dir: None,
             artifacts: a.artifacts.filter(|a| !a.globs.is_empty()),
             tree_files: None,
+            secrets,
         }))
     }
 
@@ -206,6 +213,7 @@ pub(crate) mod testing {
             build_dir: None,
             artifacts: None,
             tree_files: None,
+            secrets: Vec::new(),
         }
     }
 }

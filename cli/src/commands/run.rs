@@ -198,6 +198,7 @@ fn session_spec(settings: &Settings, found: &Discovered) -> pb::SessionSpec {
         priority: settings.priority,
         max_slots: settings.max_slots,
         speculate: settings.speculate,
+        secret_env: settings.secrets.clone(),
     }
 }
 

@@ -22,6 +22,7 @@ fn request(root: &Path, paths: Vec<PathBuf>, framework: impl Into<FrameworkChoic
         worker_node: "node".into(),
         isolation: Isolation::Warm,
         env: Default::default(),
+        secrets: Vec::new(),
         place: Where::Grid("http://unused".into()),
         labels: Vec::new(),
         timeout: std::time::Duration::ZERO,

@@ -178,6 +178,9 @@ pub struct SessionSpec {
     /// it besides admins. Set by the coordinator, never by the client.
     #[serde(default)]
     pub owner: String,
+    /// Names of `env` variables that are secrets: workers mask their values in reports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_env: Vec<String>,
 }
 
 impl SessionSpec {

@@ -37,6 +37,7 @@ pub(crate) fn spec(tests: usize) -> SessionSpec {
         max_slots: 0,
         speculate: false,
         owner: String::new(),
+        secret_env: Vec::new(),
     }
 }
 

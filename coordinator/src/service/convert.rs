@@ -387,6 +387,12 @@ impl TryFrom<pb::SessionSpec> for SessionSpec {
             }
         }
         check_labels("required_labels", &s.required_labels)?;
+        if let Some(name) = s.secret_env.iter().find(|name| !s.env.contains_key(*name)) {
+            return Err(BadMessage::Invalid {
+                field: "secret_env",
+                problem: format!("`{}` is not among the session's env", testgrid_proto::tree::shorten(name)),
+            });
+        }
         let workspace = match s.workspace {
             Some(digest) => {
                 testgrid_proto::tree::check_digest(&digest)
@@ -443,6 +449,7 @@ impl TryFrom<pb::SessionSpec> for SessionSpec {
             max_slots: s.max_slots,
             speculate: s.speculate,
             owner: String::new(),
+            secret_env: s.secret_env,
         })
     }
 }

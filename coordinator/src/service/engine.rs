@@ -365,6 +365,7 @@ impl Engine {
                         .artifacts
                         .as_ref()
                         .map(|a| pb::ArtifactSpec { globs: a.globs.clone(), max_bytes: a.max_bytes }),
+                    secret_env: spec.secret_env.clone(),
                 });
                 debug!(worker_id = %worker, session_id = %assignment.key.session, test = %assignment.path,
                        attempt = assignment.key.attempt, "assign");

@@ -454,6 +454,20 @@ struct Tree {
 /// Run `job` in `slot`: in its session's tree (materialised the first time), after its
 /// session's setup there, and send back the files it wrote that the session asked for.
 async fn run_job<E: Executor>(
+    job: Job,
+    slot: u32,
+    cancel: tokio_util::sync::CancellationToken,
+    executor: &E,
+    tree: &Tree,
+) -> (pb::AssignmentRef, pb::TestReport) {
+    let secrets = job.secrets.clone();
+    let (assignment, mut report) = run_job_unmasked(job, slot, cancel, executor, tree).await;
+    testgrid_proto::secrets::mask_report(&mut report, &secrets);
+    (assignment, report)
+}
+
+/// [`run_job`] before the session's secrets are masked in its report.
+async fn run_job_unmasked<E: Executor>(
     mut job: Job,
     slot: u32,
     cancel: tokio_util::sync::CancellationToken,
@@ -494,7 +508,9 @@ async fn run_job<E: Executor>(
     };
     if job.setup.is_some() {
         let session_id = job.assignment.session_id.clone();
-        let tell = |report: pb::TestReport, reused: bool| {
+        let secrets = job.secrets.clone();
+        let tell = |mut report: pb::TestReport, reused: bool| {
+            testgrid_proto::secrets::mask_report(&mut report, &secrets);
             let finished = pb::SetupFinished { session_id, report: Some(report), reused };
             // Only news for the user: no stream now, or a full queue, drops it.
             if let Some(out) = &current(&tree.current).out {
