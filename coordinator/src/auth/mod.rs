@@ -283,7 +283,15 @@ impl Authority {
 
     /// Who presents `header` (the `authorization` header's value, if any) on a call of `path`.
     pub fn admit(&self, path: &str, header: Option<&[u8]>) -> Result<Identity, Status> {
-        let needed = needs(path);
+        let Some(needed) = needs(path) else {
+            // Open to all (health): whatever token comes with it is not looked at.
+            return Ok(Identity {
+                name: String::new(),
+                role: Role::Worker,
+                revoked: CancellationToken::new(),
+                limits: WorkerLimits::default(),
+            });
+        };
         if !self.is_closed() {
             return Ok(Identity {
                 name: String::new(),
@@ -304,18 +312,10 @@ impl Authority {
             }
         };
         let Some(presented) = presented.filter(|t| !t.is_empty()) else {
-            return match needed {
-                None => Ok(Identity {
-                    name: String::new(),
-                    role: Role::Worker,
-                    revoked: CancellationToken::new(),
-                    limits: WorkerLimits::default(),
-                }),
-                Some(_) => Err(Status::unauthenticated(
-                    "this grid needs a token: pass --token, or set TESTGRID_TOKEN (or TESTGRID_TOKEN_FILE); \
-                     an admin makes one with `testgrid-coordinator token create`",
-                )),
-            };
+            return Err(Status::unauthenticated(
+                "this grid needs a token: pass --token, or set TESTGRID_TOKEN (or TESTGRID_TOKEN_FILE); \
+                 an admin makes one with `testgrid-coordinator token create`",
+            ));
         };
         let presented = hash(&presented);
         let now = testgrid_proto::now_ms();
@@ -340,11 +340,9 @@ impl Authority {
                 token.name
             )));
         }
-        if let Some(roles) = needed
-            && !roles.contains(&token.role)
-        {
+        if !needed.contains(&token.role) {
             let method = path.rsplit('/').next().unwrap_or(path);
-            let allowed: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+            let allowed: Vec<&str> = needed.iter().map(|r| r.as_str()).collect();
             return Err(Status::permission_denied(format!(
                 "token `{}` has the {} role, which may not call {}: it needs {}",
                 token.name,
@@ -443,6 +441,7 @@ mod tests {
         assert!((0..3).all(|who| may("/testgrid.v1.WorkerService/Attach", who) || who == 1));
         // Probes need no token; a wrong one is refused without saying more.
         assert!(authority.admit("/grpc.health.v1.Health/Check", None).is_ok());
+        assert!(authority.admit("/grpc.health.v1.Health/Check", Some(b"Bearer tg_wrong")).is_ok(), "not looked at");
         let wrong = authority.admit("/testgrid.v1.SessionService/List", Some(b"Bearer tg_nope")).expect_err("refused");
         assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
         let denied =
