@@ -41,17 +41,25 @@ impl Scheduler {
         let Some((sid, position)) = self.pick(worker, w) else { return false };
         let Some(session) = self.sessions.get_mut(&sid) else { return false };
         let Some(index) = session.queue.remove(position) else { return false };
-        session.held += 1;
-        session.served_at = self.next_seq + 1;
-        let test = &mut session.tests[index as usize];
+        let attempt = session.tests[index as usize].attempt;
+        self.hand_out(now, worker, AssignmentKey { session: sid, test: index, attempt }, out);
+        true
+    }
+
+    /// Give `worker` the attempt `key` (the test's live one from now on): the test is assigned
+    /// there, counted against its session's share, held by the worker in the order handed out.
+    pub(super) fn hand_out(&mut self, now: Millis, worker: WorkerId, key: AssignmentKey, out: &mut Vec<Action>) {
+        let Some(session) = self.sessions.get_mut(&key.session) else { return };
+        let Some(test) = session.tests.get_mut(key.test as usize) else { return };
         test.state = TestState::Assigned { worker, started: false };
         test.since = now;
-        let key = AssignmentKey { session: sid, test: index, attempt: test.attempt };
+        session.held += 1;
+        session.served_at = self.next_seq + 1;
         out.push(Action::Assign {
             worker,
             assignment: Assignment {
                 key,
-                path: session.spec.tests[index as usize].clone(),
+                path: session.spec.tests[key.test as usize].clone(),
                 spec: Arc::clone(&session.spec),
             },
         });
@@ -61,7 +69,6 @@ impl Scheduler {
             w.held.insert(key, seq);
         }
         self.note_room(worker);
-        true
     }
 
     /// Keep `hungry` right for `worker` after its held assignments or draining changed.

@@ -318,11 +318,6 @@ impl Scheduler {
     }
 
     fn finished(&mut self, now: Millis, worker: WorkerId, key: AssignmentKey, report: Report, out: &mut Vec<Action>) {
-        let handed_out = self.sessions.get(&key.session).and_then(|s| s.tests.get(key.test as usize)).is_some_and(|t| {
-            t.attempt == key.attempt
-                && matches!(t.state, TestState::Assigned { worker: h, .. } | TestState::Cancelling { worker: h } if h == worker)
-                || t.is_elder(key.attempt, worker)
-        });
         let Some(w) = self.workers.get_mut(&worker) else {
             // A worker declared lost (frozen, cut off) reporting late, on its old stream.
             self.discard(key, "from a worker that had been declared lost".to_string(), out);
@@ -330,7 +325,14 @@ impl Scheduler {
         };
         w.last_seen = now;
         let void = w.void.remove(&key);
-        if void && handed_out {
+        let handed_out = || {
+            self.sessions.get(&key.session).and_then(|s| s.tests.get(key.test as usize)).is_some_and(|t| {
+                t.attempt == key.attempt
+                    && matches!(t.state, TestState::Assigned { worker: h, .. } | TestState::Cancelling { worker: h } if h == worker)
+                    || t.is_elder(key.attempt, worker)
+            })
+        };
+        if void && handed_out() {
             // A claim refused after a restart whose attempt was then handed to the same worker
             // (only a forged claim can be both): this reports the refusal, the next one the run.
             return;

@@ -15,11 +15,9 @@
 //! keeps the elder (it has run longest: its output is what a user looks for). A coordinator that
 //! restarts forgets the pair: only the live attempt can be adopted.
 
-use std::sync::Arc;
-
 use super::plan::{Estimate, Source};
 use super::session::{Elder, TestEntry, TestState};
-use super::{Action, Assignment, AssignmentKey, Event, Millis, Outcome, Scheduler, SessionId, WorkerId};
+use super::{Action, AssignmentKey, Event, Millis, Outcome, Scheduler, SessionId, WorkerId};
 
 /// A test is late once it has run this many times its estimate...
 const LATE_FACTOR: u64 = 2;
@@ -141,11 +139,7 @@ impl Scheduler {
         test.elder = Some(Elder { attempt: running, worker: holder });
         test.speculated = true;
         let attempt = test.next_attempt();
-        test.state = TestState::Assigned { worker: spare, started: false };
         let ran = now.saturating_sub(test.since);
-        test.since = now;
-        session.held += 1;
-        session.served_at = self.next_seq + 1;
         let key = AssignmentKey { session: sid, test: index, attempt };
         let fmt = |ms: u64| humantime::format_duration(std::time::Duration::from_millis(ms / 100 * 100)).to_string();
         let worker = self.workers.get(&spare).map(|w| w.spec.name.clone()).unwrap_or_default();
@@ -159,20 +153,7 @@ impl Scheduler {
                 reason: format!("running for {}, its estimate is {}", fmt(ran), fmt(estimate)),
             },
         });
-        out.push(Action::Assign {
-            worker: spare,
-            assignment: Assignment {
-                key,
-                path: session.spec.tests[index as usize].clone(),
-                spec: Arc::clone(&session.spec),
-            },
-        });
-        self.next_seq += 1;
-        let seq = self.next_seq;
-        if let Some(w) = self.workers.get_mut(&spare) {
-            w.held.insert(key, seq);
-        }
-        self.note_room(spare);
+        self.hand_out(now, spare, key, out);
         true
     }
 

@@ -318,13 +318,7 @@ fn check_test_count(n: usize) -> Result<(), BadMessage> {
 
 /// A project key: at most [`MAX_PROJECT_BYTES`], no control characters.
 fn check_project(project: &str) -> Result<(), BadMessage> {
-    if project.len() > MAX_PROJECT_BYTES || project.chars().any(char::is_control) {
-        return Err(BadMessage::Invalid {
-            field: "project",
-            problem: format!("at most {MAX_PROJECT_BYTES} bytes without control characters"),
-        });
-    }
-    Ok(())
+    check_name("project", project, MAX_PROJECT_BYTES)
 }
 
 impl TryFrom<pb::SessionSpec> for SessionSpec {
