@@ -381,6 +381,13 @@ impl TryFrom<pb::SessionSpec> for SessionSpec {
             }
         }
         check_labels("required_labels", &s.required_labels)?;
+        // Each names an env variable, and there are no more than those (it goes in every Assign).
+        if s.secret_env.len() > s.env.len() {
+            return Err(BadMessage::Invalid {
+                field: "secret_env",
+                problem: format!("{} names for {} env variables", s.secret_env.len(), s.env.len()),
+            });
+        }
         if let Some(name) = s.secret_env.iter().find(|name| !s.env.contains_key(*name)) {
             return Err(BadMessage::Invalid {
                 field: "secret_env",
@@ -546,6 +553,28 @@ mod tests {
     fn bad_session_ids_name_the_field() {
         let e = parse_session_id("nope").expect_err("not a uuid");
         assert!(e.to_string().contains("session_id"));
+    }
+
+    #[test]
+    fn secret_names_are_the_sessions_env_variables_and_no_more() {
+        let spec = |env: &[&str], secrets: &[&str]| pb::SessionSpec {
+            name: "s".into(),
+            tests: vec![pb::TestSpec { path: "a.sh".into(), size_bytes: 0 }],
+            runner: Some(pb::Runner {
+                framework: pb::Framework::Shell as i32,
+                options: Some(pb::runner::Options::Command(pb::CommandOptions { template: "sh {}".into() })),
+                ..Default::default()
+            }),
+            env: env.iter().map(|k| (k.to_string(), "v".to_string())).collect(),
+            secret_env: secrets.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        assert!(SessionSpec::try_from(spec(&["KEY"], &["KEY"])).is_ok());
+        let unknown = SessionSpec::try_from(spec(&["KEY"], &["OTHER"])).expect_err("not in env");
+        assert!(unknown.to_string().contains("secret_env"));
+        let repeated = vec!["KEY"; 100_000];
+        let flood = SessionSpec::try_from(spec(&["KEY"], &repeated)).expect_err("bounded");
+        assert!(flood.to_string().contains("secret_env") && flood.to_string().len() < 200);
     }
 
     #[test]
