@@ -29,6 +29,16 @@ pub struct CredentialArgs {
     /// A file whose first line is the token (--token wins).
     #[arg(long, global = true, env = "TESTGRID_TOKEN_FILE", value_hint = ValueHint::FilePath)]
     pub token_file: Option<PathBuf>,
+    /// PEM certificates of the authorities that may sign an https:// grid's certificate (the
+    /// system's roots otherwise).
+    #[arg(long, global = true, env = "TESTGRID_CA", value_hint = ValueHint::FilePath)]
+    pub ca: Option<PathBuf>,
+    /// A PEM client certificate to present to an https:// grid (mTLS), with --tls-key.
+    #[arg(long, global = true, env = "TESTGRID_CLIENT_CERT", requires = "tls_key", value_hint = ValueHint::FilePath)]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, global = true, env = "TESTGRID_CLIENT_KEY", requires = "tls_cert", value_hint = ValueHint::FilePath)]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -210,6 +210,13 @@ pub enum Error {
     BadGridAddress { url: String, problem: String },
     #[error("cannot reach grid at {url}: {detail}; is testgrid-coordinator running? set --grid or TESTGRID_GRID")]
     GridUnreachable { url: String, detail: String },
+    /// An https:// address whose port speaks plaintext.
+    #[error("{0}")]
+    WrongScheme(String),
+    #[error(
+        "the grid at {url} presented a certificate this machine does not trust ({detail}); pass --ca FILE (or set TESTGRID_CA) naming the authority that signed it"
+    )]
+    Untrusted { url: String, detail: String },
     /// The grid said the request was wrong (an unknown session, a bad spec).
     #[error("{what}: {message}")]
     Rejected { what: &'static str, message: String },
@@ -348,6 +355,8 @@ impl Error {
             | BundleName { .. }
             | BundleChanged { .. }
             | BadGridAddress { .. }
+            | WrongScheme(_)
+            | Untrusted { .. }
             | BadToken(_)
             | SecretUnset { .. }
             | Rejected { .. } => exit::USAGE,

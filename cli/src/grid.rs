@@ -17,13 +17,15 @@ const RECONNECT_FOR: Duration = Duration::from_secs(60);
 /// HTTP/2 keepalive of the CLI's connection: a dead grid is noticed within twice this.
 const KEEPALIVE: Duration = Duration::from_secs(10);
 
-/// What every connection presents (the token), set once by [`present`] before any connects.
-static CREDENTIALS: std::sync::OnceLock<client::Credentials> = std::sync::OnceLock::new();
+/// What every connection presents (the token, TLS files), set once by [`present`] before any
+/// connects.
+static CREDENTIALS: std::sync::OnceLock<(client::Credentials, client::TlsFiles)> = std::sync::OnceLock::new();
 
-/// Present `credentials` on every call to a grid from now on (`--token`, `TESTGRID_TOKEN`).
-pub fn present(credentials: client::Credentials) {
+/// Present `credentials` on every call to a grid from now on (`--token`, `TESTGRID_TOKEN`), and
+/// use `tls` for `https://` grids (`--ca`, `--tls-cert`, `--tls-key`).
+pub fn present(credentials: client::Credentials, tls: client::TlsFiles) {
     // Set once, at start; a second call (tests calling `run` twice in a process) keeps the first.
-    let _ = CREDENTIALS.set(credentials);
+    let _ = CREDENTIALS.set((credentials, tls));
 }
 
 /// A connection to a coordinator.
@@ -36,15 +38,24 @@ pub struct Grid {
 impl Grid {
     pub async fn connect(url: &str) -> Result<Grid, Error> {
         let mut target = Target::new(url, KEEPALIVE);
-        target.credentials = CREDENTIALS.get().cloned().unwrap_or_default();
+        (target.credentials, target.tls) = CREDENTIALS.get().cloned().unwrap_or_default();
         if let Some(warning) = target.plaintext_warning() {
             err!("{warning}");
         }
         let endpoint = target.endpoint().map_err(|e| Error::BadGridAddress { url: e.url, problem: e.problem })?;
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| Error::GridUnreachable { url: target.url.clone(), detail: testgrid_proto::error_chain(&e) })?;
+        let channel = match endpoint.connect().await {
+            Ok(channel) => channel,
+            Err(e) => {
+                if let Some(message) = client::wrong_scheme(&target).await {
+                    return Err(Error::WrongScheme(message));
+                }
+                let detail = testgrid_proto::error_chain(&e);
+                if detail.contains("invalid peer certificate") {
+                    return Err(Error::Untrusted { url: target.url.clone(), detail });
+                }
+                return Err(Error::GridUnreachable { url: target.url.clone(), detail });
+            }
+        };
         let channel = target.authorized(channel);
         Ok(Grid { url: target.url, channel })
     }

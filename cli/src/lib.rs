@@ -68,7 +68,14 @@ fn run_command(invocation: Invocation) -> Result<u8, Error> {
     let Invocation { cli, layers } = invocation;
     let token =
         testgrid_proto::client::read_token(cli.credentials.token.as_deref(), cli.credentials.token_file.as_deref())?;
-    grid::present(testgrid_proto::client::Credentials::new(token.as_deref())?);
+    grid::present(
+        testgrid_proto::client::Credentials::new(token.as_deref())?,
+        testgrid_proto::client::TlsFiles {
+            ca: cli.credentials.ca.clone(),
+            cert: cli.credentials.tls_cert.clone(),
+            key: cli.credentials.tls_key.clone(),
+        },
+    );
     let runtime = tokio::runtime::Runtime::new().map_err(Error::Runtime)?;
     let result = runtime.block_on(async {
         match cli.command {

@@ -36,6 +36,8 @@ pub enum Error {
         data_dir.display()
     )]
     Unprotected { addr: SocketAddr, data_dir: PathBuf },
+    #[error(transparent)]
+    Tls(#[from] service::listen::TlsError),
 }
 
 impl Error {
@@ -43,7 +45,7 @@ impl Error {
     /// the coordinator down (the documented exit codes).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Liveness { .. } | Error::Unprotected { .. } | Error::Usage(_) => 2,
+            Error::Liveness { .. } | Error::Unprotected { .. } | Error::Usage(_) | Error::Tls(_) => 2,
             Error::Tokens(
                 crate::auth::tokens::TokenError::Exists(_)
                 | crate::auth::tokens::TokenError::Unknown(_)

@@ -115,6 +115,27 @@ struct Args {
     /// every worker. Only for a network where that is wanted.
     #[arg(long, env = "TESTGRID_INSECURE")]
     insecure: bool,
+    /// Serve TLS on both ports with this PEM certificate chain (with --tls-key); the files are
+    /// read again when they change (a renewed certificate needs no restart).
+    #[arg(long, env = "TESTGRID_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "TESTGRID_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PEM certificates of the authorities that sign client certificates (mTLS): workers must
+    /// present one; CLIs may.
+    #[arg(long, env = "TESTGRID_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// The most gRPC connections open at once (default: from the descriptor limit, keeping room
+    /// for files and the HTTP port).
+    #[arg(long, env = "TESTGRID_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: Option<u32>,
+    /// The most HTTP connections open at once; when full, the oldest is closed for the newest.
+    #[arg(long, env = "TESTGRID_MAX_HTTP_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    max_http_connections: Option<u32>,
+    /// A new connection must send its first bytes and finish its TLS handshake within this.
+    #[arg(long, env = "TESTGRID_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    handshake_timeout: Duration,
 }
 
 fn main() -> ExitCode {
@@ -153,6 +174,20 @@ async fn run(args: Args) -> Result<(), Error> {
     if !authority.is_closed() && !args.listen.ip().is_loopback() && !args.insecure {
         return Err(Error::Unprotected { addr: args.listen, data_dir: args.data_dir.clone() });
     }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(service::listen::Tls::load(service::listen::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.tls_client_ca.clone(),
+        })?),
+        _ => None,
+    };
+    let (grpc_room, http_room, fds) = service::listen::connection_budget();
+    let max_connections = (
+        args.max_connections.map_or(grpc_room, |n| n as usize),
+        args.max_http_connections.map_or(http_room, |n| n as usize),
+    );
+    tracing::info!(grpc = max_connections.0, http = max_connections.1, descriptors = fds, "connections held at most");
     let grpc = tokio::net::TcpListener::bind(args.listen).await.map_err(|source| Error::Listen {
         what: "gRPC",
         addr: args.listen,
@@ -186,6 +221,9 @@ async fn run(args: Args) -> Result<(), Error> {
         // The data directory's own `history.db`.
         history_dir: None,
         authority,
+        tls,
+        max_connections,
+        handshake_timeout: args.handshake_timeout,
     };
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();

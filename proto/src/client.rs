@@ -7,7 +7,7 @@ use std::time::Duration;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::v1::admin_service_client::AdminServiceClient;
 use crate::v1::blob_service_client::BlobServiceClient;
@@ -136,6 +136,66 @@ pub fn is_loopback(url: &str) -> bool {
     host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// TLS towards a grid (`https://` addresses): the roots to trust and, for mTLS, the certificate
+/// to present. Ignored for `http://` addresses (local mode, a loopback grid).
+#[derive(Clone, Debug, Default)]
+pub struct TlsFiles {
+    /// PEM certificates of the authorities that may sign the grid's certificate (`--ca`,
+    /// `TESTGRID_CA`); the system's roots when not given.
+    pub ca: Option<std::path::PathBuf>,
+    /// PEM certificate chain and private key presented to the grid (`--tls-cert`, `--tls-key`).
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+}
+
+/// TLS settings that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("TLS: {0}")]
+pub struct BadTls(pub String);
+
+/// The most bytes read from a PEM file (a chain of a few certificates is a few KiB).
+const MAX_PEM_BYTES: u64 = 1024 * 1024;
+
+fn read_pem(path: &std::path::Path, what: &str) -> Result<Vec<u8>, BadTls> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_PEM_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| BadTls(format!("cannot read the {what} {}: {e}", path.display())))?;
+    if bytes.len() as u64 > MAX_PEM_BYTES {
+        return Err(BadTls(format!("the {what} {} is over {MAX_PEM_BYTES} bytes", path.display())));
+    }
+    if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(BadTls(format!("the {what} {} holds no PEM block (-----BEGIN ...)", path.display())));
+    }
+    Ok(bytes)
+}
+
+impl TlsFiles {
+    /// The client TLS configuration these files describe.
+    pub fn client_config(&self) -> Result<ClientTlsConfig, BadTls> {
+        let mut config = ClientTlsConfig::new();
+        config = match &self.ca {
+            Some(ca) => config.ca_certificate(Certificate::from_pem(read_pem(ca, "CA file (--ca, TESTGRID_CA)")?)),
+            None => config.with_native_roots(),
+        };
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                let cert = read_pem(cert, "client certificate (--tls-cert)")?;
+                let key = read_pem(key, "client key (--tls-key)")?;
+                config = config.identity(Identity::from_pem(cert, key));
+            }
+            (None, None) => {}
+            (Some(_), None) => return Err(BadTls("--tls-cert needs --tls-key (the certificate's private key)".into())),
+            (None, Some(_)) => return Err(BadTls("--tls-key needs --tls-cert (the certificate it belongs to)".into())),
+        }
+        Ok(config)
+    }
+}
+
+/// The message a coordinator's TLS port answers a plaintext call with; clients recognise it.
+pub const TLS_ONLY: &str = "this grid port takes TLS only: use an https:// grid address (with --ca FILE if its certificate is not from a public authority)";
+
 /// How to reach a coordinator.
 #[derive(Clone, Debug)]
 pub struct Target {
@@ -147,12 +207,20 @@ pub struct Target {
     pub keepalive_while_idle: bool,
     /// What every call carries.
     pub credentials: Credentials,
+    /// TLS for an `https://` address.
+    pub tls: TlsFiles,
 }
 
 impl Target {
     /// A target with keepalive every `keepalive`, only while calls are open.
     pub fn new(url: &str, keepalive: Duration) -> Self {
-        Target { url: normalize_url(url), keepalive, keepalive_while_idle: false, credentials: Credentials::default() }
+        Target {
+            url: normalize_url(url),
+            keepalive,
+            keepalive_while_idle: false,
+            credentials: Credentials::default(),
+            tls: TlsFiles::default(),
+        }
     }
 
     /// `channel`, sending this target's credentials on every call.
@@ -166,10 +234,22 @@ impl Target {
             .then(|| format!("warning: the token is sent in plaintext to {}; use an https:// grid address", self.url))
     }
 
+    /// Whether the address asks for TLS.
+    pub fn is_tls(&self) -> bool {
+        self.url.starts_with("https://")
+    }
+
     /// The endpoint to connect (lazily or at once) with every setting applied.
     pub fn endpoint(&self) -> Result<Endpoint, BadAddress> {
-        let endpoint = Endpoint::from_shared(self.url.clone())
-            .map_err(|e| BadAddress { url: self.url.clone(), problem: e.to_string() })?;
+        let bad = |problem: String| BadAddress { url: self.url.clone(), problem };
+        if !self.url.starts_with("http://") && !self.is_tls() {
+            return Err(bad("the scheme must be http:// or https://".into()));
+        }
+        let mut endpoint = Endpoint::from_shared(self.url.clone()).map_err(|e| bad(e.to_string()))?;
+        if self.is_tls() {
+            let config = self.tls.client_config().map_err(|e| bad(e.to_string()))?;
+            endpoint = endpoint.tls_config(config).map_err(|e| bad(crate::error_chain(&e)))?;
+        }
         Ok(endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
@@ -180,6 +260,25 @@ impl Target {
             .http2_keep_alive_interval(self.keepalive)
             .keep_alive_timeout(self.keepalive)
             .keep_alive_while_idle(self.keepalive_while_idle))
+    }
+}
+
+/// Why connecting to `target` failed, when the cause is the scheme: an `https://` address whose
+/// port speaks plaintext (the grid answers a plaintext call there). `None` when that is not it.
+/// (The reverse, `http://` to a TLS port, needs no probe: the port answers with [`TLS_ONLY`].)
+pub async fn wrong_scheme(target: &Target) -> Option<String> {
+    let plain_url = target.url.strip_prefix("https://").map(|rest| format!("http://{rest}"))?;
+    let plain = Target { url: plain_url.clone(), tls: TlsFiles::default(), ..target.clone() };
+    let endpoint = plain.endpoint().ok()?.connect_timeout(Duration::from_secs(3));
+    let channel = tokio::time::timeout(Duration::from_secs(5), endpoint.connect()).await.ok()?.ok()?;
+    let request = crate::v1::ListRequest { page_size: 1, page_token: String::new() };
+    let answer =
+        tokio::time::timeout(Duration::from_secs(5), sessions(plain.authorized(channel)).list(request)).await.ok()?;
+    match answer {
+        // A TLS port answering plaintext: the https:// failure was something else (a certificate).
+        Err(status) if status.message() == TLS_ONLY => None,
+        Err(status) if status.code() == tonic::Code::Unavailable => None,
+        _ => Some(format!("the grid at {} does not speak TLS: use {plain_url}", target.url)),
     }
 }
 

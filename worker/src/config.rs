@@ -18,6 +18,8 @@ pub struct Config {
     pub grid: String,
     /// The token sent on every call (a `worker` token), if the grid needs one.
     pub token: Option<String>,
+    /// TLS towards an `https://` grid: roots to trust, and a client certificate for mTLS.
+    pub tls: testgrid_proto::client::TlsFiles,
     /// Tests run at once.
     pub slots: u32,
     /// The worker's name as the grid shows it.
@@ -136,6 +138,7 @@ impl Config {
         Config {
             grid: grid.into(),
             token: None,
+            tls: testgrid_proto::client::TlsFiles::default(),
             slots: default_slots(),
             name: default_name(),
             labels: BTreeMap::new(),

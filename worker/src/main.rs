@@ -22,6 +22,17 @@ struct Args {
     /// A file whose first line is the token (e.g. a mounted Secret); --token wins.
     #[arg(long, env = "TESTGRID_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// PEM certificates of the authorities that may sign an https:// grid's certificate (the
+    /// system's roots otherwise).
+    #[arg(long, env = "TESTGRID_CA")]
+    ca: Option<PathBuf>,
+    /// A PEM client certificate to present (mTLS: required by a grid started with
+    /// --tls-client-ca), with --tls-key.
+    #[arg(long, env = "TESTGRID_CLIENT_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "TESTGRID_CLIENT_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Tests to run at once (default: the number of CPUs).
     #[arg(long, env = "TESTGRID_SLOTS")]
     slots: Option<u32>,
@@ -94,6 +105,7 @@ fn main() -> ExitCode {
     let config = testgrid_worker::Config {
         grid: args.grid,
         token,
+        tls: testgrid_proto::client::TlsFiles { ca: args.ca, cert: args.tls_cert, key: args.tls_key },
         slots: args.slots.unwrap_or_else(testgrid_worker::default_slots),
         name: args.name.unwrap_or_else(testgrid_worker::default_name),
         labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),

@@ -7,16 +7,19 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use super::{Authority, Identity};
+use super::{Authority, Identity, Role, needs};
+use crate::service::listen::{Peer, Transport};
 
 #[derive(Clone)]
 pub struct AuthLayer {
     authority: Arc<Authority>,
+    worker_certs: bool,
 }
 
 impl AuthLayer {
-    pub fn new(authority: Arc<Authority>) -> Self {
-        AuthLayer { authority }
+    /// `worker_certs`: workers must present a verified client certificate (`--tls-client-ca`).
+    pub fn new(authority: Arc<Authority>, worker_certs: bool) -> Self {
+        AuthLayer { authority, worker_certs }
     }
 }
 
@@ -24,7 +27,7 @@ impl<S> tower::Layer<S> for AuthLayer {
     type Service = Auth<S>;
 
     fn layer(&self, inner: S) -> Auth<S> {
-        Auth { inner, authority: Arc::clone(&self.authority) }
+        Auth { inner, authority: Arc::clone(&self.authority), worker_certs: self.worker_certs }
     }
 }
 
@@ -32,6 +35,7 @@ impl<S> tower::Layer<S> for AuthLayer {
 pub struct Auth<S> {
     inner: S,
     authority: Arc<Authority>,
+    worker_certs: bool,
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
@@ -51,8 +55,24 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let transport = request.extensions().get::<Peer>().map(|p| p.transport);
         let header = request.headers().get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
-        match self.authority.admit(request.uri().path(), header) {
+        let path = request.uri().path();
+        let admitted = if transport == Some(Transport::PlainOnTlsPort) && needs(path).is_some() {
+            Err(tonic::Status::failed_precondition(testgrid_proto::client::TLS_ONLY))
+        } else {
+            self.authority.admit(path, header).and_then(|identity| {
+                let worker = path.starts_with("/testgrid.v1.WorkerService/") || identity.role == Role::Worker;
+                if self.worker_certs && worker && transport != Some(Transport::Tls { client_cert: true }) {
+                    return Err(tonic::Status::unauthenticated(
+                        "this grid requires workers to present a client certificate signed by its client CA: \
+                         give the worker --tls-cert and --tls-key",
+                    ));
+                }
+                Ok(identity)
+            })
+        };
+        match admitted {
             Ok(identity) => {
                 request.extensions_mut().insert::<Identity>(identity);
                 Box::pin(self.inner.call(request))

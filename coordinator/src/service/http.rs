@@ -17,6 +17,20 @@ pub fn router(metrics: Arc<Metrics>) -> Router {
         .with_state(metrics)
 }
 
+/// `router` for a plaintext connection to a TLS port: `/healthz` answers (probes), everything
+/// else is refused with the fix.
+pub fn plaintext_on_tls(router: Router) -> Router {
+    router.layer(axum::middleware::from_fn(
+        |request: axum::extract::Request, next: axum::middleware::Next| async move {
+            if request.uri().path() == "/healthz" {
+                next.run(request).await
+            } else {
+                (axum::http::StatusCode::BAD_REQUEST, "this port takes TLS only: use https://\n").into_response()
+            }
+        },
+    ))
+}
+
 async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.encode())
 }

@@ -6,6 +6,7 @@ mod blob;
 pub mod convert;
 pub mod engine;
 mod http;
+pub mod listen;
 pub mod metrics;
 mod session;
 pub use session::plan_tests;
@@ -17,7 +18,6 @@ use std::time::Duration;
 
 use testgrid_proto as pb;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -54,7 +54,16 @@ pub struct Config {
     pub history_dir: Option<PathBuf>,
     /// Who may call what (open by default: anyone is an admin).
     pub authority: Arc<crate::auth::Authority>,
+    /// TLS on both ports (none: plaintext).
+    pub tls: Option<Arc<listen::Tls>>,
+    /// How many connections each port holds at once: `(gRPC, HTTP)`.
+    pub max_connections: (usize, usize),
+    /// A connection must send its first bytes and finish its TLS handshake within this.
+    pub handshake_timeout: Duration,
 }
+
+/// How long a new connection has to say something and finish its TLS handshake by default.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a workspace's blobs are kept after its last session by default.
 pub const DEFAULT_BLOB_RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -86,6 +95,9 @@ impl Default for Config {
             blob_retention: DEFAULT_BLOB_RETENTION,
             history_dir: None,
             authority: crate::auth::Authority::open(),
+            tls: None,
+            max_connections: (4096, 64),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -188,6 +200,9 @@ pub async fn serve(
     };
     let restored = store.load()?;
     let auth_task = tokio::spawn(Arc::clone(&config.authority).keep_current(shutdown.clone()));
+    let tls_task = config.tls.clone().map(|tls| tokio::spawn(tls.keep_current(shutdown.clone())));
+    let limits = |max_connections| listen::Limits { max_connections, handshake_timeout: config.handshake_timeout };
+    let (grpc_limits, http_limits) = (limits(config.max_connections.0), limits(config.max_connections.1));
     let metrics = Arc::new(metrics::Metrics::default());
     let liveness_timeout = Duration::from_millis(config.core.liveness_timeout_ms);
     let prefetch_per_slot = config.core.prefetch_per_slot;
@@ -235,10 +250,7 @@ pub async fn serve(
         Some(listener) => {
             info!(addr = %listener.local_addr().map_err(Error::Http)?, "HTTP listening (/healthz, /metrics)");
             let router = http::router(metrics);
-            let stop = shutdown.clone();
-            Some(tokio::spawn(async move {
-                axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await
-            }))
+            Some(tokio::spawn(listen::serve_http(listener, config.tls.clone(), http_limits, router, shutdown.clone())))
         }
         None => None,
     };
@@ -247,7 +259,10 @@ pub async fn serve(
         info!(%addr, "gRPC listening");
     }
     tonic::transport::Server::builder()
-        .layer(crate::auth::AuthLayer::new(Arc::clone(&config.authority)))
+        .layer(crate::auth::AuthLayer::new(
+            Arc::clone(&config.authority),
+            config.tls.as_ref().is_some_and(|tls| tls.requires_worker_certs()),
+        ))
         .http2_keepalive_interval(Some(liveness_timeout))
         .http2_keepalive_timeout(Some(liveness_timeout))
         .tcp_nodelay(true)
@@ -270,7 +285,10 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown.clone().cancelled_owned())
+        .serve_with_incoming_shutdown(
+            listen::incoming(grpc, config.tls.clone(), grpc_limits, shutdown.clone()),
+            shutdown.clone().cancelled_owned(),
+        )
         .await?;
     shutdown.cancel();
     match engine_task.await {
@@ -282,10 +300,11 @@ pub async fn serve(
         task.abort();
     }
     auth_task.abort();
-    if let Some(task) = http_task
-        && let Ok(Err(e)) = task.await
-    {
-        return Err(Error::Http(e));
+    if let Some(task) = tls_task {
+        task.abort();
+    }
+    if let Some(task) = http_task {
+        let _ = task.await;
     }
     Ok(())
 }

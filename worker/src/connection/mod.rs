@@ -54,6 +54,7 @@ pub async fn run<E: Executor>(config: Config, root: &Path, executor: Arc<E>, sto
     let mut target = testgrid_proto::client::Target::new(&config.grid, KEEPALIVE);
     target.keepalive_while_idle = true;
     target.credentials = testgrid_proto::client::Credentials::new(config.token.as_deref())?;
+    target.tls = config.tls.clone();
     if let Some(warning) = target.plaintext_warning() {
         tracing::warn!("{warning}");
     }
@@ -119,11 +120,20 @@ async fn serve<E: Executor>(
         let opening = async {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, endpoint.connect()).await {
                 Ok(Ok(channel)) => handshake(config, target.authorized(channel), claims).await,
-                Ok(Err(e)) => Err(Problem::Retry(format!(
-                    "cannot reach the coordinator at {}: {}",
-                    config.grid,
-                    testgrid_proto::error_chain(&e)
-                ))),
+                Ok(Err(e)) => match testgrid_proto::client::wrong_scheme(target).await {
+                    Some(message) => Err(Problem::Refused(message)),
+                    None if testgrid_proto::error_chain(&e).contains("invalid peer certificate") => {
+                        Err(Problem::Refused(format!(
+                            "its certificate is not trusted ({}); give the worker --ca FILE (or TESTGRID_CA) naming the authority that signed it",
+                            testgrid_proto::error_chain(&e)
+                        )))
+                    }
+                    None => Err(Problem::Retry(format!(
+                        "cannot reach the coordinator at {}: {}",
+                        config.grid,
+                        testgrid_proto::error_chain(&e)
+                    ))),
+                },
                 Err(_) => Err(Problem::Retry(format!(
                     "cannot reach the coordinator at {}: no answer within {}s",
                     config.grid,
@@ -594,6 +604,9 @@ async fn handshake(
         .map_err(|_| Problem::Retry("internal: outbound queue closed".to_string()))?;
     let refused = |s: tonic::Status| match s.code() {
         tonic::Code::InvalidArgument | tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => {
+            Problem::Refused(s.message().to_string())
+        }
+        tonic::Code::FailedPrecondition if s.message() == testgrid_proto::client::TLS_ONLY => {
             Problem::Refused(s.message().to_string())
         }
         _ => Problem::Retry(format!("the coordinator at {} did not take the worker: {}", config.grid, s.message())),
