@@ -104,6 +104,16 @@ struct Args {
     /// (blobs no workspace of that time names are dropped).
     #[arg(long, env = "TESTGRID_BLOB_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
     blob_retention: Duration,
+    /// One test report's output kept beyond this: only its last this-many bytes.
+    #[arg(long, env = "TESTGRID_MAX_TEST_OUTPUT", default_value = "16MiB", value_parser = testgrid_proto::parse_bytes)]
+    max_test_output: u64,
+    /// A session keeps its failures' output in full up to this; later failures keep their tail.
+    #[arg(long, env = "TESTGRID_MAX_SESSION_OUTPUT", default_value = "256MiB", value_parser = testgrid_proto::parse_bytes)]
+    max_session_output: u64,
+    /// All sessions' output together: over it, the oldest finished sessions' output is dropped
+    /// first (their outcomes stay), and running sessions keep only failures' tails.
+    #[arg(long, env = "TESTGRID_MAX_OUTPUT_TOTAL", default_value = "2GiB", value_parser = testgrid_proto::parse_bytes)]
+    max_output_total: u64,
     /// Log format.
     #[arg(long, env = "TESTGRID_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -211,6 +221,11 @@ async fn run(args: Args) -> Result<(), Error> {
             max_worker_losses: args.max_worker_losses,
             keep_finished_sessions: args.keep_sessions,
             keep_finished_for_ms: u64::try_from(args.keep_sessions_for.as_millis()).unwrap_or(u64::MAX),
+            output: core::OutputLimits {
+                per_test: args.max_test_output,
+                per_session: args.max_session_output,
+                total: args.max_output_total,
+            },
         },
         heartbeat_interval: args.heartbeat_interval,
         data_dir: Some(args.data_dir),

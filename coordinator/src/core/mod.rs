@@ -41,6 +41,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 pub use model::*;
+pub use session::OutputLimits;
 use session::{Session, TestState, requeue};
 
 /// How often workers may hand a test back (shutting down) before it ends `error`: a guard
@@ -61,6 +62,8 @@ pub struct Config {
     pub keep_finished_sessions: usize,
     /// A finished session is forgotten this long after it finished, however few there are.
     pub keep_finished_for_ms: u64,
+    /// How much test output the event logs keep.
+    pub output: OutputLimits,
 }
 
 /// The most `result_discarded` events one session's log records.
@@ -74,6 +77,7 @@ impl Default for Config {
             max_worker_losses: 2,
             keep_finished_sessions: 1_000,
             keep_finished_for_ms: 7 * 24 * 3600 * 1000,
+            output: OutputLimits::default(),
         }
     }
 }
@@ -216,6 +220,7 @@ impl Scheduler {
                 self.dispatch_all(now, &mut out);
                 self.speculate(now, &mut out);
                 out.extend(self.forget_old_sessions(now).into_iter().map(|session| Action::Forget { session }));
+                out.extend(self.keep_total_output().into_iter().map(|session| Action::DropOutput { session }));
             }
         }
         out
@@ -243,7 +248,7 @@ impl Scheduler {
         };
         let order = plan::order(estimates, &spec.sizes, spec.keep_order);
         let speculate = spec.speculate;
-        let mut session = Session::new(id, Arc::new(spec), now, order);
+        let mut session = Session::new(id, Arc::new(spec), now, order, self.config.output);
         if speculate {
             session.estimates = speculate::known_estimates(estimates);
         }

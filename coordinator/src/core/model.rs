@@ -270,6 +270,8 @@ pub enum Action {
     DisconnectWorker { worker: WorkerId, reason: String },
     /// The scheduler forgot a finished session (beyond `keep_finished_sessions`): drop its log.
     Forget { session: SessionId },
+    /// Drop a finished session's report output from its log (the grid is over its total).
+    DropOutput { session: SessionId },
 }
 
 /// Per-outcome counts of a session's tests.
@@ -394,7 +396,8 @@ pub struct RestoredSession {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Restored {
     /// It had finished: only its summary is needed.
-    Finished { finished_at: Millis, totals: Totals, cancel_reason: Option<String> },
+    /// `output_bytes`: the report output its log holds.
+    Finished { finished_at: Millis, totals: Totals, cancel_reason: Option<String>, output_bytes: u64 },
     /// It was running: its whole event log, from which its tests' states are rebuilt.
     Unfinished { events: Vec<Event> },
 }

@@ -162,6 +162,7 @@ impl Harness {
             max_worker_losses: 2,
             keep_finished_sessions: usize::MAX,
             keep_finished_for_ms: u64::MAX,
+            output: Default::default(),
         }
     }
 
@@ -211,6 +212,7 @@ impl Harness {
                         finished_at,
                         totals: *totals,
                         cancel_reason: session.cancel_reason.clone(),
+                        output_bytes: 0,
                     },
                     _ => Restored::Unfinished { events: self.logs.get(id).cloned().unwrap_or_default() },
                 };

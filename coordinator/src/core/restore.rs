@@ -42,13 +42,14 @@ impl Scheduler {
                     .unwrap_or_default(),
                 Restored::Finished { .. } => Default::default(),
             };
-            let mut session = Session::new(id, Arc::new(restored.spec), restored.created_at, order);
+            let mut session = Session::new(id, Arc::new(restored.spec), restored.created_at, order, self.config.output);
             if estimates.len() == session.tests.len() {
                 session.estimates = estimates;
             }
             session.unwatched_since = Some(now);
             match restored.state {
-                Restored::Finished { finished_at, totals, cancel_reason } => {
+                Restored::Finished { finished_at, totals, cancel_reason, output_bytes } => {
+                    session.output.stored = output_bytes;
                     // Nothing about its tests is needed any more: a late result finds no test.
                     session.tests.clear();
                     session.queue.clear();

@@ -123,7 +123,7 @@ pub(super) struct Session {
 impl Session {
     /// `order`: the order its tests are served in; anything but a permutation of their indices
     /// (an empty one included) means as listed.
-    pub fn new(id: SessionId, spec: Arc<SessionSpec>, now: Millis, order: Vec<u32>) -> Self {
+    pub fn new(id: SessionId, spec: Arc<SessionSpec>, now: Millis, order: Vec<u32>, limits: OutputLimits) -> Self {
         let n = spec.tests.len();
         let order = if is_permutation(&order, n) { order } else { (0..n as u32).collect() };
         Session {
@@ -146,7 +146,7 @@ impl Session {
             order,
             estimates: Vec::new(),
             totals: Totals { total: n as u32, ..Totals::default() },
-            output: OutputBudget::default(),
+            output: OutputBudget::new(limits),
             running: 0,
             discarded: 0,
             held: 0,
@@ -225,31 +225,58 @@ pub(super) fn requeue(
 
 /// Output kept in the event log for a test that passed: the tail, enough to see how it ended.
 const KEEP_PASSED_OUTPUT: usize = 16 * 1024;
-/// Output a session may keep in full (failures first come, first kept) before later failures
-/// keep only their tail: the log lives in the coordinator's memory.
-const SESSION_OUTPUT_BUDGET: u64 = 256 * 1024 * 1024;
-/// What a failure keeps once the session's budget is spent.
+/// What a failure keeps once the session's budget (or the grid's) is spent.
 const KEEP_OUTPUT_OVER_BUDGET: usize = 64 * 1024;
+
+/// How much output the event logs keep: per test, per session, on the whole grid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutputLimits {
+    /// One report's output beyond this keeps only its last this-many bytes.
+    pub per_test: u64,
+    /// A session keeps failures' output in full (first come, first kept) up to this; later ones
+    /// keep their tail only.
+    pub per_session: u64,
+    /// All sessions together: over it, the oldest finished sessions' output is dropped first,
+    /// and while running sessions alone are over it their later failures keep their tail only.
+    pub total: u64,
+}
+
+impl Default for OutputLimits {
+    fn default() -> Self {
+        OutputLimits { per_test: 16 << 20, per_session: 256 << 20, total: 2 << 30 }
+    }
+}
 
 /// How much output a session's event log holds; decides what each attempt's report keeps, so
 /// that the log is exactly what the core emitted.
 #[derive(Debug, Default)]
 pub(super) struct OutputBudget {
-    stored: u64,
+    pub stored: u64,
+    /// The limits it keeps to (set by the scheduler as the session is made).
+    pub limits: OutputLimits,
+    /// The grid is over its total: failures keep their tail only (set on every tick).
+    pub squeezed: bool,
+    /// Its output was dropped from the log to keep the grid under its total.
+    pub dropped: bool,
 }
 
 impl OutputBudget {
+    pub fn new(limits: OutputLimits) -> Self {
+        OutputBudget { limits, ..OutputBudget::default() }
+    }
+
     /// Trim `report`'s output for the log: a passed test keeps its tail, a failure keeps all of
-    /// it while the session's budget lasts and its tail after that.
+    /// it (up to the per-test limit) while the session's budget lasts and its tail after that.
     pub fn keep(&mut self, is_final: bool, outcome: Outcome, report: &mut Report) {
+        let per_test = usize::try_from(self.limits.per_test).unwrap_or(usize::MAX);
         let keep = if is_final && outcome.is_success() {
             KEEP_PASSED_OUTPUT
-        } else if self.stored > SESSION_OUTPUT_BUDGET {
+        } else if self.squeezed || self.stored > self.limits.per_session {
             KEEP_OUTPUT_OVER_BUDGET
         } else {
             usize::MAX
         };
-        keep_tail(report, keep);
+        keep_tail(report, keep.min(per_test));
         self.count(report);
     }
 
@@ -302,7 +329,7 @@ mod tests {
         failed.output = vec![b'f'; KEEP_PASSED_OUTPUT * 2];
         budget.keep(true, Outcome::Failed, &mut failed);
         assert_eq!(failed.output_dropped_bytes, 0, "a failure keeps all of its output");
-        budget.stored = SESSION_OUTPUT_BUDGET + 1;
+        budget.stored = budget.limits.per_session + 1;
         let mut late = Report::synthetic(Outcome::Failed, "");
         late.output = vec![b'l'; KEEP_OUTPUT_OVER_BUDGET * 2];
         budget.keep(false, Outcome::Failed, &mut late);

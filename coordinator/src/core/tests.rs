@@ -802,7 +802,7 @@ fn a_restarted_cancelled_session_ends_its_orphans_cancelled() {
 fn a_restored_finished_session_is_shown_as_it_ended() {
     let mut s = Scheduler::new(Config::default());
     let totals = Totals { total: 2, passed: 1, failed: 1, ..Totals::default() };
-    let state = Restored::Finished { finished_at: 9, totals, cancel_reason: None };
+    let state = Restored::Finished { finished_at: 9, totals, cancel_reason: None, output_bytes: 0 };
     s.restore(10, vec![RestoredSession { id: sid(1), spec: spec(2), created_at: 1, state }]);
     let view = s.session(sid(1)).expect("restored");
     assert_eq!((view.totals, view.finished, view.finished_at), (totals, true, Some(9)));
@@ -1255,4 +1255,57 @@ fn a_flood_of_forged_results_records_a_bounded_number_of_events() {
     // The real result still counts.
     let real = Input::Finished { worker: wid(1), key: key(sid(1), 0, 1), report: report(Outcome::Passed) };
     assert_eq!(finals(&s.handle(2, real)), vec![(0, Outcome::Passed)]);
+}
+
+#[test]
+fn over_the_grid_total_the_oldest_finished_sessions_output_goes_first_and_running_ones_keep_tails() {
+    let output = crate::core::OutputLimits { per_test: 150_000, per_session: u64::MAX, total: 250_000 };
+    let mut s = Scheduler::new(Config { prefetch_per_slot: 0, output, ..Config::default() });
+    s.handle(0, Input::WorkerJoined { id: wid(1), spec: worker(1), claims: Vec::new() });
+    let kept_len = |out: &[Action]| {
+        out.iter()
+            .find_map(|a| match a {
+                Action::Emit { event: Event::TestFinished { report, .. }, .. } => Some(report.output.len()),
+                _ => None,
+            })
+            .expect("a TestFinished event")
+    };
+    let fail = |s: &mut Scheduler, now, session: u128, bytes: usize| {
+        let mut failed = report(Outcome::Error);
+        failed.output = vec![b'f'; bytes];
+        kept_len(&s.handle(now, Input::Finished { worker: wid(1), key: key(sid(session), 0, 1), report: failed }))
+    };
+    let dropped = |out: &[Action]| -> Vec<SessionId> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::DropOutput { session } => Some(*session),
+                _ => None,
+            })
+            .collect()
+    };
+    // One test each; each fails with more output than one test may keep.
+    for i in 1..=3 {
+        s.handle(i, Input::Submit { id: sid(i as u128), spec: spec(1), estimates: Vec::new() });
+    }
+    let cut = fail(&mut s, 10, 1, 200_000);
+    assert!(cut > 150_000 && cut < 150_100, "cut to the per-test limit (and a note): {cut}");
+    assert_eq!(fail(&mut s, 11, 2, 99_000), 99_000);
+    assert!(dropped(&s.handle(12, Input::Tick)).is_empty(), "under the total");
+    assert_eq!(fail(&mut s, 13, 3, 1_000), 1_000);
+    assert_eq!(dropped(&s.handle(14, Input::Tick)), vec![sid(1)], "the oldest finished session's output goes");
+    assert!(dropped(&s.handle(15, Input::Tick)).is_empty(), "once, and the rest is under the total again");
+
+    // A running session over the total with the finished ones: theirs goes first; with
+    // nothing finished left to drop, its later failures keep their tails only.
+    s.handle(16, Input::Submit { id: sid(4), spec: spec(3), estimates: Vec::new() });
+    let fail4 = |s: &mut Scheduler, now, test: u32| {
+        let mut failed = report(Outcome::Error);
+        failed.output = vec![b'g'; 140_000];
+        kept_len(&s.handle(now, Input::Finished { worker: wid(1), key: key(sid(4), test, 1), report: failed }))
+    };
+    assert_eq!(fail4(&mut s, 17, 0), 140_000);
+    assert!(dropped(&s.handle(18, Input::Tick)).is_empty());
+    assert_eq!(fail4(&mut s, 19, 1), 140_000, "not squeezed before a tick saw the grid over");
+    assert_eq!(dropped(&s.handle(20, Input::Tick)), vec![sid(2), sid(3)], "finished ones first");
+    assert!(fail4(&mut s, 21, 2) < 70_000, "squeezed: the tail only");
 }

@@ -37,6 +37,39 @@ impl Scheduler {
         forgotten
     }
 
+    /// Keep the output all sessions' logs hold under the grid's total: over it, drop the output
+    /// of the oldest finished sessions first (returned, for the store to drop), down to 90% of
+    /// the total; if running sessions alone are over it, their later failures keep only their
+    /// tail until enough of them finish and are dropped in turn.
+    pub(super) fn keep_total_output(&mut self) -> Vec<SessionId> {
+        let limit = self.config.output.total;
+        let mut total: u64 = self.sessions.values().map(|s| s.output.stored).sum();
+        let mut dropped = Vec::new();
+        if total > limit {
+            let floor = limit / 10 * 9;
+            for id in &self.order {
+                if total <= floor {
+                    break;
+                }
+                let Some(s) = self.sessions.get_mut(id) else { continue };
+                if s.finished_at.is_none() || s.output.stored == 0 {
+                    continue;
+                }
+                total -= s.output.stored;
+                s.output.stored = 0;
+                s.output.dropped = true;
+                dropped.push(*id);
+            }
+        }
+        let squeezed = total > limit;
+        for id in &self.active {
+            if let Some(s) = self.sessions.get_mut(id) {
+                s.output.squeezed = squeezed;
+            }
+        }
+        dropped
+    }
+
     /// A session's spec (while the scheduler knows the session).
     pub fn spec(&self, id: SessionId) -> Option<&std::sync::Arc<super::SessionSpec>> {
         self.sessions.get(&id).map(|s| &s.spec)

@@ -401,6 +401,10 @@ impl Engine {
                 }
             }
             Action::Forget { session } => self.store.forget(session),
+            Action::DropOutput { session } => {
+                info!(session_id = %session, "its output was dropped: the grid is over --max-output-total");
+                self.store.drop_output(session);
+            }
             Action::DisconnectWorker { worker, reason } => {
                 if let Some(tx) = self.workers.remove(&worker) {
                     warn!(worker_id = %worker, %reason, "worker lost");

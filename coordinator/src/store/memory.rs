@@ -41,6 +41,16 @@ impl SessionStore for MemoryStore {
         self.logs().remove(&id);
     }
 
+    fn drop_output(&self, id: SessionId) {
+        let Some(log) = self.logs().get(&id).cloned() else { return };
+        let mut inner = log.lock();
+        for stored in &mut inner.events {
+            if let Some(event) = super::without_output(&stored.event) {
+                *stored = Arc::new(StoredEvent { seq: stored.seq, time_ms: stored.time_ms, event });
+            }
+        }
+    }
+
     fn when_durable(&self, done: Durable) {
         done();
     }

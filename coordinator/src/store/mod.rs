@@ -50,6 +50,9 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Drop a forgotten session and its log. Watchers already reading it may finish with what
     /// they have.
     fn forget(&self, id: SessionId);
+    /// Replace the output of a finished session's reports with a note that it was dropped (the
+    /// grid is over its total output limit); its events, outcomes and cases stay.
+    fn drop_output(&self, id: SessionId);
     /// Run `done` once everything written so far is durable (never, if the store fails first).
     fn when_durable(&self, done: Durable);
     /// Why the store stopped keeping what it is given, once it has (the coordinator must stop).
@@ -59,6 +62,33 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Every session the store holds, oldest first, for a coordinator that starts: finished ones
     /// by their summary, unfinished ones with their whole log. Their logs are open afterwards.
     fn load(&self) -> Result<Vec<RestoredSession>, StoreError>;
+}
+
+/// The note a dropped report's output is replaced with.
+pub const OUTPUT_DROPPED: &[u8] =
+    b"[... testgrid dropped this output: the grid was over its total output limit (--max-output-total) ...]\n";
+
+/// `event` with its report's output replaced by [`OUTPUT_DROPPED`], if it has output.
+pub fn without_output(event: &Event) -> Option<Event> {
+    let mut event = event.clone();
+    let report = match &mut event {
+        Event::TestFinished { report, .. } | Event::SetupFinished { report, .. } => report,
+        _ => return None,
+    };
+    if report.output.is_empty() || report.output == OUTPUT_DROPPED {
+        return None;
+    }
+    report.output_dropped_bytes += report.output.len() as u64;
+    report.output = OUTPUT_DROPPED.to_vec();
+    Some(event)
+}
+
+/// The output bytes `event` holds.
+pub fn output_bytes(event: &Event) -> u64 {
+    match event {
+        Event::TestFinished { report, .. } | Event::SetupFinished { report, .. } => report.output.len() as u64,
+        _ => 0,
+    }
 }
 
 /// One session's numbered events.

@@ -81,6 +81,7 @@ enum Job {
         event: Arc<StoredEvent>,
     },
     Forget(SessionId),
+    DropOutput(SessionId),
     Durable(Durable),
     /// The store is dropped: write what came before, then end.
     Stop,
@@ -260,6 +261,12 @@ impl SessionStore for SqliteStore {
         }
     }
 
+    fn drop_output(&self, id: SessionId) {
+        if let Err(e) = self.shared.send(Job::DropOutput(id)) {
+            error!(session_id = %id, error = %e, "cannot drop a session's output");
+        }
+    }
+
     fn when_durable(&self, done: Durable) {
         // If the store failed, `done` is dropped: what it would have confirmed is not durable.
         let _ = self.shared.send(Job::Durable(done));
@@ -285,8 +292,20 @@ impl SessionStore for SqliteStore {
                 .and_then(|rows| rows.collect())
                 .map_err(|e| damaged(&e))?
         };
+        // The report output each finished session's log holds (near enough: its events' size),
+        // counted against the grid's total.
+        let sizes: HashMap<Vec<u8>, i64> = {
+            let conn = self.shared.reader();
+            let mut stmt = conn
+                .prepare("SELECT session, SUM(length(event)) FROM events GROUP BY session")
+                .map_err(|e| damaged(&e))?;
+            stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .and_then(|rows| rows.collect())
+                .map_err(|e| damaged(&e))?
+        };
         let mut sessions = Vec::with_capacity(rows.len());
         for (id, created_at, spec, finished_at, summary) in rows {
+            let output_bytes = sizes.get(&id).map_or(0, |&n| n.max(0) as u64);
             let id = <[u8; 16]>::try_from(id.as_slice())
                 .map(|bytes| SessionId(uuid::Uuid::from_bytes(bytes)))
                 .map_err(|_| damaged(&"a session id is not 16 bytes"))?;
@@ -304,6 +323,7 @@ impl SessionStore for SqliteStore {
                         finished_at: finished_at as Millis,
                         totals: summary.totals,
                         cancel_reason: summary.cancel_reason,
+                        output_bytes,
                     }
                 }
                 None => {
@@ -517,6 +537,28 @@ fn commit(conn: &mut Connection, batch: &[Job]) -> Result<bool, String> {
                     drop_session.execute([&id_bytes(*id)[..]]).map_err(sql)?;
                     forgot = true;
                 }
+                Job::DropOutput(id) => {
+                    let id = id_bytes(*id);
+                    let mut read = tx
+                        .prepare_cached("SELECT seq, event FROM events WHERE session = ?1 AND length(event) > ?2")
+                        .map_err(sql)?;
+                    let mut rewrite = tx
+                        .prepare_cached("UPDATE events SET event = ?3 WHERE session = ?1 AND seq = ?2")
+                        .map_err(sql)?;
+                    // Small events hold no output worth dropping.
+                    let rows: Vec<(i64, Vec<u8>)> = read
+                        .query_map(params![&id[..], 4096], |row| Ok((row.get(0)?, row.get(1)?)))
+                        .and_then(|rows| rows.collect())
+                        .map_err(sql)?;
+                    for (seq, bytes) in rows {
+                        let event: Event = rmp_serde::from_slice(&bytes).map_err(|e| e.to_string())?;
+                        if let Some(event) = super::without_output(&event) {
+                            let encoded = rmp_serde::to_vec_named(&event).map_err(|e| e.to_string())?;
+                            rewrite.execute(params![&id[..], seq, encoded]).map_err(sql)?;
+                        }
+                    }
+                    forgot = true;
+                }
                 Job::Durable(_) | Job::Stop => {}
             }
         }
@@ -537,7 +579,7 @@ fn tell(batch: Vec<Job>) {
                 latest.insert(log.id, (log, event.seq, finished));
             }
             Job::Durable(done) => callbacks.push(done),
-            Job::Create { .. } | Job::Forget(_) | Job::Stop => {}
+            Job::Create { .. } | Job::Forget(_) | Job::DropOutput(_) | Job::Stop => {}
         }
     }
     for (log, seq, finished) in latest.into_values() {
@@ -580,6 +622,38 @@ mod tests {
     }
 
     #[test]
+    fn a_finished_sessions_output_is_dropped_and_its_outcomes_stay() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let log = store.create(sid(1), &spec(2), 1).expect("create");
+        log.append(2, test_finished(0, &vec![b'x'; 100_000])).expect("append");
+        log.append(3, test_finished(1, b"short")).expect("append");
+        log.append(4, finished(2)).expect("append");
+        flush(&store);
+        store.drop_output(sid(1));
+        flush(&store);
+        let (events, complete) = store.log(sid(1)).expect("kept").read_from(1, 10).expect("read");
+        assert!(complete);
+        let outputs: Vec<&[u8]> = events
+            .iter()
+            .filter_map(|e| match &e.event {
+                Event::TestFinished { report, .. } => Some(report.output.as_slice()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(outputs, vec![super::super::OUTPUT_DROPPED, b"short"], "only output worth dropping goes");
+        assert!(matches!(events[2].event, Event::Finished { .. }));
+        drop(store);
+        let reopened = SqliteStore::open(dir.path()).expect("reopen");
+        let sessions = reopened.load().expect("load");
+        assert!(
+            matches!(sessions[0].state, Restored::Finished { output_bytes, .. } if output_bytes < 10_000),
+            "counted as it is now: {:?}",
+            sessions[0].state
+        );
+    }
+
+    #[test]
     fn a_reopened_store_has_every_session_as_it_was_left() {
         let dir = tempfile::tempdir().expect("temp dir");
         let spec = spec(2);
@@ -616,7 +690,12 @@ mod tests {
             other => panic!("session 1 is unfinished, not {other:?}"),
         }
         let totals = Totals { total: 1, passed: 1, ..Totals::default() };
-        assert_eq!(sessions[1].state, Restored::Finished { finished_at: 22, totals, cancel_reason: None });
+        assert!(
+            matches!(sessions[1].state, Restored::Finished { finished_at: 22, totals: t, cancel_reason: None, output_bytes }
+                if t == totals && output_bytes > 0),
+            "{:?}",
+            sessions[1].state
+        );
         // The unfinished log goes on where it stopped; the finished one is still readable.
         let running = store.log(sid(1)).expect("loaded");
         assert_eq!(running.append(30, finished(1)).expect("append"), 3);
