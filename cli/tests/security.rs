@@ -323,3 +323,104 @@ fn a_secret_reaches_the_tests_and_never_their_reports() {
     assert_eq!(unset.status.code(), Some(2), "{}", stderr(&unset));
     assert!(stderr(&unset).contains("NOT_SET_ANYWHERE"));
 }
+
+/// Raise this process's descriptor limit to `n` if it is lower (the test holds many sockets).
+fn allow_descriptors(n: u64) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    if soft < n {
+        setrlimit(Resource::RLIMIT_NOFILE, n.min(hard), hard).expect("raise the descriptor limit");
+    }
+}
+
+#[test]
+fn idle_connections_under_a_low_descriptor_limit_keep_neither_probes_nor_workers_out() {
+    allow_descriptors(4096);
+    let data = tempfile::tempdir().expect("tempdir");
+    // The coordinator under a 1,024-descriptor limit, hard and soft.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 1024 && exec \"$0\" \"$@\"")
+        .arg(bin("testgrid-coordinator"))
+        .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--handshake-timeout", "60s", "--data-dir"])
+        .arg(data.path())
+        .env("TESTGRID_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().expect("piped")), &mut line)
+        .expect("prints its addresses");
+    let _coordinator = support::Proc { child };
+    let field = |name: &str| {
+        line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{name}="))).expect("address").to_string()
+    };
+    let (grpc, http) = (field("grpc"), field("http"));
+    // 1,100 connections to each port that never say a word (the handshake timeout is a minute).
+    let mut idle = Vec::new();
+    for addr in [&http, &grpc] {
+        for _ in 0..1_100 {
+            idle.push(std::net::TcpStream::connect(addr).expect("connects"));
+        }
+    }
+    wait_for("the health probe to get through", || support::http_get(&http, "/healthz"));
+    let ws = Workspace::new();
+    ws.test("a.sh", "true").test("b.sh", "true");
+    let url = format!("http://{grpc}");
+    let _worker = spawn_worker(&url, "w", &ws.root(), &["--slots", "2"]);
+    let out = testgrid(&ws.root()).args(["run", "--grid", &url, "--framework", "shell"]).output().expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(support::http_get(&http, "/healthz").is_some(), "still answering");
+    drop(idle);
+}
+
+#[test]
+fn attach_streams_are_bounded_per_token_and_unregistered_ones_end() {
+    let (_coordinator, grpc, _http) =
+        support::spawn_coordinator("127.0.0.1:0", "127.0.0.1:0", &["--max-attach-per-token", "2"]);
+    let url = format!("http://{grpc}");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let target = testgrid_proto::client::Target::new(&url, std::time::Duration::from_secs(10));
+        let channel = target.authorized(target.endpoint().expect("url").connect().await.expect("connects"));
+        let mut workers = testgrid_proto::client::workers(channel);
+        let stream = tokio_stream::wrappers::ReceiverStream::new;
+        // Two registered workers hold the token's two places.
+        let mut held = Vec::new();
+        for name in ["a", "b"] {
+            let (tx, rx) = tokio::sync::mpsc::channel::<pb::WorkerMessage>(4);
+            let register = pb::Register { name: name.into(), slots: 1, version: "x".into(), ..Default::default() };
+            tx.send(pb::WorkerMessage { kind: Some(pb::worker_message::Kind::Register(register)) })
+                .await
+                .expect("queued");
+            let answer = workers.attach(stream(rx)).await.expect("attached");
+            held.push((tx, answer.into_inner()));
+        }
+        // A third stream, registered or not, is one too many, and says so at once.
+        let (_silent, rx) = tokio::sync::mpsc::channel::<pb::WorkerMessage>(1);
+        let refused = workers.attach(stream(rx)).await.expect_err("over the limit");
+        assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+        assert!(refused.message().contains("--max-attach-per-token"), "{}", refused.message());
+        // One worker goes: its place comes free, and a stream that never registers holds it only
+        // until the register timeout.
+        drop(held.remove(0));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let (_silent, rx) = tokio::sync::mpsc::channel::<pb::WorkerMessage>(1);
+            match workers.attach(stream(rx)).await {
+                Err(status) if status.code() == Code::ResourceExhausted && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(status) => {
+                    assert_eq!(status.code(), Code::DeadlineExceeded, "ended for want of a Register: {status:?}");
+                    break;
+                }
+                Ok(_) => panic!("a stream without Register was taken"),
+            }
+        }
+    });
+    // Their places are free again: a real worker attaches.
+    let ws = Workspace::new();
+    let _worker = spawn_worker(&url, "real", &ws.root(), &[]);
+    support::wait_for_workers(&url, &["real".to_string()]);
+}

@@ -143,6 +143,9 @@ struct Args {
     /// The most HTTP connections open at once; when full, the oldest is closed for the newest.
     #[arg(long, env = "TESTGRID_MAX_HTTP_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
     max_http_connections: Option<u32>,
+    /// The most Attach streams (workers) one token may have open at once.
+    #[arg(long, env = "TESTGRID_MAX_ATTACH_PER_TOKEN", default_value_t = service::DEFAULT_MAX_ATTACH_PER_TOKEN as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    max_attach_per_token: u32,
     /// A new connection must send its first bytes and finish its TLS handshake within this.
     #[arg(long, env = "TESTGRID_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     handshake_timeout: Duration,
@@ -239,6 +242,7 @@ async fn run(args: Args) -> Result<(), Error> {
         tls,
         max_connections,
         handshake_timeout: args.handshake_timeout,
+        max_attach_per_token: args.max_attach_per_token as usize,
     };
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();

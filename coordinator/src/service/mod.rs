@@ -60,7 +60,12 @@ pub struct Config {
     pub max_connections: (usize, usize),
     /// A connection must send its first bytes and finish its TLS handshake within this.
     pub handshake_timeout: Duration,
+    /// The most `Attach` streams one token may have open (an open grid counts as one token).
+    pub max_attach_per_token: usize,
 }
+
+/// How many `Attach` streams one token may have open by default.
+pub const DEFAULT_MAX_ATTACH_PER_TOKEN: usize = 1024;
 
 /// How long a new connection has to say something and finish its TLS handshake by default.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -98,6 +103,7 @@ impl Default for Config {
             tls: None,
             max_connections: (4096, 64),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_attach_per_token: DEFAULT_MAX_ATTACH_PER_TOKEN,
         }
     }
 }
@@ -230,6 +236,7 @@ pub async fn serve(
         liveness_timeout,
         prefetch_per_slot,
         roots: Arc::clone(&roots),
+        attaches: Arc::new(worker::Attaches::new(config.max_attach_per_token)),
     };
     let gc_task = blob_store.clone().map(|store| {
         let (roots, retention, stop) = (Arc::clone(&roots), config.blob_retention, shutdown.clone());

@@ -31,6 +31,59 @@ pub struct WorkerSvc {
     pub prefetch_per_slot: u32,
     /// What garbage collection keeps: the files tests send back are added.
     pub roots: std::sync::Arc<crate::blobs::Roots>,
+    /// `Attach` streams open per token (registered or not), against their limit.
+    pub attaches: std::sync::Arc<Attaches>,
+}
+
+/// How many `Attach` streams each token has open, and how many it may.
+#[derive(Debug)]
+pub struct Attaches {
+    open: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    limit: usize,
+}
+
+impl Attaches {
+    pub fn new(limit: usize) -> Self {
+        Attaches { open: Default::default(), limit }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, usize>> {
+        // Each change is one increment or decrement: a poisoned map is still consistent.
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A place for one more stream of `token`, held until the guard drops; none when it has
+    /// its limit open.
+    fn enter(self: &std::sync::Arc<Self>, token: &str) -> Result<AttachGuard, Status> {
+        let mut open = self.lock();
+        let count = open.entry(token.to_string()).or_insert(0);
+        if *count >= self.limit {
+            return Err(Status::resource_exhausted(format!(
+                "this token has {} Attach streams open, its limit (--max-attach-per-token); give each pool of workers its own token or raise the limit",
+                self.limit
+            )));
+        }
+        *count += 1;
+        Ok(AttachGuard { attaches: std::sync::Arc::clone(self), token: token.to_string() })
+    }
+}
+
+/// One open `Attach` stream's place under its token's limit.
+struct AttachGuard {
+    attaches: std::sync::Arc<Attaches>,
+    token: String,
+}
+
+impl Drop for AttachGuard {
+    fn drop(&mut self) {
+        let mut open = self.attaches.lock();
+        if let Some(count) = open.get_mut(&self.token) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.token);
+            }
+        }
+    }
 }
 
 type AttachStream = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorMessage, Status>> + Send>>;
@@ -41,6 +94,7 @@ impl pb::worker_service_server::WorkerService for WorkerSvc {
 
     async fn attach(&self, request: Request<Streaming<pb::WorkerMessage>>) -> Result<Response<AttachStream>, Status> {
         let caller = crate::auth::Identity::of(&request)?;
+        let place = self.attaches.enter(&caller.name)?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.next())
             .await
@@ -88,6 +142,7 @@ impl pb::worker_service_server::WorkerService for WorkerSvc {
                     "its token was revoked or expired".to_string()
                 }
             };
+            drop(place);
             // If the engine is gone the coordinator is stopping and nobody needs to know.
             let _ = engine.send(Command::Detach { id, reason }).await;
         });
