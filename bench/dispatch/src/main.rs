@@ -8,10 +8,9 @@
 //! coordinator restarted on a data directory holding `--finished` finished sessions, and on one
 //! holding a session of `--tests` queued tests. Prints one JSON object.
 
-use std::io::BufRead;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use testgrid_bench_dispatch::{AbortOnDrop, Coordinator, Error, channel, dir_size};
 use testgrid_proto::client::GridChannel;
 
 use clap::Parser;
@@ -37,78 +36,6 @@ struct Args {
     /// Finished sessions (of 100 tests each) in the data directory whose reload is timed.
     #[arg(long, default_value_t = 1000)]
     finished: usize,
-}
-
-type Error = Box<dyn std::error::Error + Send + Sync>;
-
-/// A running coordinator process and its gRPC address.
-struct Coordinator {
-    child: Child,
-    url: String,
-}
-
-impl Coordinator {
-    /// Start it on `data` and wait until it answers `List` (it serves once its store is
-    /// loaded); returns it and how long that took.
-    async fn start(binary: &Path, data: &Path) -> Result<(Coordinator, Duration), Error> {
-        let started = Instant::now();
-        let mut child = Command::new(binary)
-            .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--liveness-timeout", "120s"])
-            .arg("--data-dir")
-            .arg(data)
-            .env("TESTGRID_LOG", "error")
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let mut line = String::new();
-        std::io::BufReader::new(stdout).read_line(&mut line)?;
-        let grpc = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("grpc="))
-            .ok_or_else(|| format!("no grpc= in {line:?}"))?
-            .to_string();
-        let url = format!("http://{grpc}");
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            if let Ok(channel) = channel(&url).await
-                && testgrid_proto::client::sessions(channel).list(pb::ListRequest::default()).await.is_ok()
-            {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err("the coordinator did not answer within 2 minutes".into());
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        Ok((Coordinator { child, url }, started.elapsed()))
-    }
-
-    /// Its peak resident memory so far, in bytes.
-    fn peak_rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
-    }
-
-    fn kill(self) {
-        drop(self);
-    }
-}
-
-impl Drop for Coordinator {
-    /// A run that fails half-way leaves no coordinator behind.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn channel(url: &str) -> Result<GridChannel, Error> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())?.connect().await?;
-    Ok(testgrid_proto::client::Target::new(url, std::time::Duration::from_secs(10)).authorized(channel))
 }
 
 /// One light worker: register, then answer every assignment at once, until the stream ends.
@@ -143,14 +70,6 @@ async fn light_worker(channel: GridChannel, n: usize) -> Result<(), Error> {
         }
     }
     Ok(())
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 fn spec(tests: usize) -> pb::SessionSpec {
@@ -202,7 +121,7 @@ async fn wait_for_workers(channel: &GridChannel, n: usize) -> Result<(), Error> 
 async fn main() -> Result<(), Error> {
     let args = Args::parse();
     let data = tempfile::tempdir()?;
-    let (coordinator, _) = Coordinator::start(&args.coordinator, data.path()).await?;
+    let (coordinator, _) = Coordinator::start(&args.coordinator, data.path(), &["--liveness-timeout", "120s"]).await?;
     let mut channels = Vec::new();
     for _ in 0..args.channels.max(1) {
         channels.push(channel(&coordinator.url).await?);
@@ -238,16 +157,19 @@ async fn main() -> Result<(), Error> {
     }
     workers.abort_all();
     coordinator.kill();
-    let (coordinator, reload_finished) = Coordinator::start(&args.coordinator, data.path()).await?;
+    let (coordinator, reload_finished) =
+        Coordinator::start(&args.coordinator, data.path(), &["--liveness-timeout", "120s"]).await?;
     coordinator.kill();
 
     // A data directory holding one session of queued tests (no worker to run them).
     let queued_dir = tempfile::tempdir()?;
-    let (coordinator, _) = Coordinator::start(&args.coordinator, queued_dir.path()).await?;
+    let (coordinator, _) =
+        Coordinator::start(&args.coordinator, queued_dir.path(), &["--liveness-timeout", "120s"]).await?;
     let queued = channel(&coordinator.url).await?;
     submit(&queued, args.tests).await?;
     coordinator.kill();
-    let (coordinator, reload_queued) = Coordinator::start(&args.coordinator, queued_dir.path()).await?;
+    let (coordinator, reload_queued) =
+        Coordinator::start(&args.coordinator, queued_dir.path(), &["--liveness-timeout", "120s"]).await?;
     coordinator.kill();
 
     let report = serde_json::json!({
@@ -264,12 +186,4 @@ async fn main() -> Result<(), Error> {
     });
     println!("{report}");
     Ok(())
-}
-
-fn dir_size(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
-        })
-        .unwrap_or(0)
 }
