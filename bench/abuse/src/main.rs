@@ -162,7 +162,7 @@ async fn rogue(
         for _ in 0..per_tick {
             n += 1;
             let session_id = match known.get((n % 4) as usize) {
-                Some(id) if n % 2 == 0 => id.clone(),
+                Some(id) if n.is_multiple_of(2) => id.clone(),
                 _ => uuid::Uuid::new_v4().to_string(),
             };
             let assignment =
