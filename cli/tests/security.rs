@@ -250,6 +250,22 @@ fn hostile_submissions_and_registrations_are_refused_briefly_and_the_grid_keeps_
             assert_eq!(refused.code(), Code::InvalidArgument, "{field}");
             assert!(refused.message().len() < 1024, "{field}: not echoed whole ({} bytes)", refused.message().len());
         }
+        // Framework folders outside the workspace (an absolute path, `..`) are refused.
+        for dir in ["/etc", "../../home", "a/../../b"] {
+            let mut request = spec("ok".into(), "t.py".into(), String::new());
+            let runner = pb::Runner {
+                framework: pb::Framework::Pytest as i32,
+                options: Some(pb::runner::Options::Pytest(pb::PytestOptions {
+                    project_dir: dir.into(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            };
+            request.spec.as_mut().expect("spec").runner = Some(runner);
+            let refused = sessions.submit(request).await.expect_err("refused");
+            assert_eq!(refused.code(), Code::InvalidArgument, "{dir}: {refused:?}");
+            assert!(refused.message().contains("project_dir"), "{}", refused.message());
+        }
         // A worker with a 1 MB name is turned away at Register.
         let register = pb::Register { name: "w".repeat(1 << 20), slots: 1, version: "x".into(), ..Default::default() };
         let first = pb::WorkerMessage { kind: Some(pb::worker_message::Kind::Register(register)) };
@@ -423,4 +439,37 @@ fn attach_streams_are_bounded_per_token_and_unregistered_ones_end() {
     let ws = Workspace::new();
     let _worker = spawn_worker(&url, "real", &ws.root(), &[]);
     support::wait_for_workers(&url, &["real".to_string()]);
+}
+
+#[test]
+fn one_owner_may_have_only_so_many_sessions_unfinished() {
+    let (_coordinator, grpc, _http) =
+        support::spawn_coordinator("127.0.0.1:0", "127.0.0.1:0", &["--max-sessions-per-owner", "1"]);
+    let url = format!("http://{grpc}");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let target = testgrid_proto::client::Target::new(&url, std::time::Duration::from_secs(10));
+        let channel = target.authorized(target.endpoint().expect("url").connect().await.expect("connects"));
+        let mut sessions = testgrid_proto::client::sessions(channel);
+        let submit = || pb::SubmitRequest {
+            spec: Some(pb::SessionSpec {
+                name: "queued".into(),
+                tests: vec![pb::TestSpec { path: "a.sh".into(), size_bytes: 0 }],
+                runner: Some(pb::Runner::from(&testgrid_proto::frameworks::Runner::command(
+                    testgrid_proto::frameworks::Framework::Shell,
+                    "sh {}",
+                ))),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        // No worker: the first stays queued, and a second is one too many.
+        let first = sessions.submit(submit()).await.expect("taken").into_inner().session_id;
+        let refused = sessions.submit(submit()).await.expect_err("over the limit");
+        assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+        assert!(refused.message().contains("--max-sessions-per-owner"), "{}", refused.message());
+        let cancel = pb::CancelRequest { session_id: first, reason: "make room".into() };
+        sessions.cancel(cancel).await.expect("cancelled");
+        sessions.submit(submit()).await.expect("room again once the first finished");
+    });
 }

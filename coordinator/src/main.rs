@@ -146,6 +146,9 @@ struct Args {
     /// The most Attach streams (workers) one token may have open at once.
     #[arg(long, env = "TESTGRID_MAX_ATTACH_PER_TOKEN", default_value_t = service::DEFAULT_MAX_ATTACH_PER_TOKEN as u32, value_parser = clap::value_parser!(u32).range(1..))]
     max_attach_per_token: u32,
+    /// The most sessions one token may have unfinished (queued or running) at once.
+    #[arg(long, env = "TESTGRID_MAX_SESSIONS_PER_OWNER", default_value_t = service::DEFAULT_MAX_SESSIONS_PER_OWNER as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    max_sessions_per_owner: u32,
     /// A new connection must send its first bytes and finish its TLS handshake within this.
     #[arg(long, env = "TESTGRID_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     handshake_timeout: Duration,
@@ -243,6 +246,7 @@ async fn run(args: Args) -> Result<(), Error> {
         max_connections,
         handshake_timeout: args.handshake_timeout,
         max_attach_per_token: args.max_attach_per_token as usize,
+        max_sessions_per_owner: args.max_sessions_per_owner as usize,
     };
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();

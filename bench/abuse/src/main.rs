@@ -182,8 +182,9 @@ async fn rogue(
 async fn main() -> Result<(), Error> {
     let mut args = Args::parse();
     // Programs are found from the workspace folder the CLI runs in: make the path absolute.
-    args.bin_dir = std::fs::canonicalize(&args.bin_dir)
-        .map_err(|e| format!("--bin-dir {}: {e} (build with `cargo build --release --bins`)", args.bin_dir.display()))?;
+    args.bin_dir = std::fs::canonicalize(&args.bin_dir).map_err(|e| {
+        format!("--bin-dir {}: {e} (build with `cargo build --release --bins`)", args.bin_dir.display())
+    })?;
     let data = tempfile::tempdir()?;
     let (coordinator, _) = Coordinator::start(&args.bin_dir.join("testgrid-coordinator"), data.path(), &[]).await?;
     let url = coordinator.url.clone();

@@ -62,7 +62,12 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// The most `Attach` streams one token may have open (an open grid counts as one token).
     pub max_attach_per_token: usize,
+    /// The most unfinished sessions one owner may have (queued or running).
+    pub max_sessions_per_owner: usize,
 }
+
+/// How many unfinished sessions one owner may have by default.
+pub const DEFAULT_MAX_SESSIONS_PER_OWNER: usize = 256;
 
 /// How many `Attach` streams one token may have open by default.
 pub const DEFAULT_MAX_ATTACH_PER_TOKEN: usize = 1024;
@@ -104,6 +109,7 @@ impl Default for Config {
             max_connections: (4096, 64),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_attach_per_token: DEFAULT_MAX_ATTACH_PER_TOKEN,
+            max_sessions_per_owner: DEFAULT_MAX_SESSIONS_PER_OWNER,
         }
     }
 }
@@ -249,6 +255,7 @@ pub async fn serve(
         blobs: blob_store.clone(),
         roots: Arc::clone(&roots),
         history,
+        max_sessions_per_owner: config.max_sessions_per_owner,
     };
     let admin_svc = admin::AdminSvc { engine };
     let blob_svc = blob::BlobSvc { store: blob_store };

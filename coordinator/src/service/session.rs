@@ -29,6 +29,8 @@ pub struct SessionSvc {
     pub roots: Arc<crate::blobs::Roots>,
     /// Every project's test durations, which order a session's queue.
     pub history: Arc<dyn HistoryStore>,
+    /// The most unfinished sessions one owner (token) may have.
+    pub max_sessions_per_owner: usize,
 }
 
 impl SessionSvc {
@@ -220,6 +222,15 @@ impl pb::session_service_server::SessionService for SessionSvc {
         let spec = request.spec.ok_or_else(|| Status::invalid_argument("missing field `spec`"))?;
         let mut spec = SessionSpec::try_from(spec)?;
         spec.owner = caller.name;
+        let views = self.engine.ask(|reply| Command::List { reply }).await?;
+        let unfinished = views.iter().filter(|v| !v.finished && v.owner == spec.owner).count();
+        if unfinished >= self.max_sessions_per_owner {
+            let who = if spec.owner.is_empty() { "this grid".to_string() } else { format!("`{}`", spec.owner) };
+            return Err(Status::resource_exhausted(format!(
+                "{who} has {unfinished} sessions not finished, the limit (--max-sessions-per-owner): \
+                 wait for them, or cancel some (`testgrid sessions`, `testgrid cancel ID`)"
+            )));
+        }
         if spec.artifacts.is_some() && self.blobs.is_none() {
             return Err(Status::failed_precondition(
                 "this coordinator keeps no blobs (it runs without a --data-dir), so tests cannot send files back: \
