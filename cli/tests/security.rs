@@ -473,3 +473,117 @@ fn one_owner_may_have_only_so_many_sessions_unfinished() {
         sessions.submit(submit()).await.expect("room again once the first finished");
     });
 }
+
+/// The coordinator's resident memory now, in MiB.
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kb / 1024
+}
+
+#[test]
+fn a_rogue_worker_that_hoards_and_forges_loses_its_tests_and_the_session_finishes() {
+    use pb::coordinator_message::Kind as From;
+    use pb::worker_message::Kind as To;
+    let (coordinator, grpc, _http) =
+        support::spawn_coordinator("127.0.0.1:0", "127.0.0.1:0", &["--start-within", "2s", "--overrun-grace", "1s"]);
+    let url = format!("http://{grpc}");
+    let ws = Workspace::new();
+    for i in 0..6 {
+        ws.test(&format!("t{i}.sh"), "true");
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (out, forged) = runtime.block_on(async {
+        let target = testgrid_proto::client::Target::new(&url, std::time::Duration::from_secs(10));
+        let channel = target.authorized(target.endpoint().expect("url").connect().await.expect("connects"));
+        // The rogue: eight slots claimed, heartbeats kept up, one test started and never
+        // finished, the others never started, and a flood of results for tests it never held.
+        let (tx, rx) = tokio::sync::mpsc::channel::<pb::WorkerMessage>(8192);
+        let register = pb::Register { name: "rogue".into(), slots: 8, version: "x".into(), ..Default::default() };
+        tx.send(pb::WorkerMessage { kind: Some(To::Register(register)) }).await.expect("queued");
+        let mut inbound = testgrid_proto::client::workers(channel)
+            .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("attached")
+            .into_inner();
+        let beat = tx.clone();
+        let heartbeats = tokio::spawn(async move {
+            loop {
+                let held = pb::WorkerMessage { kind: Some(To::Heartbeat(pb::Heartbeat { held: 0 })) };
+                if beat.send(held).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
+        });
+        let mut run = testgrid(&ws.root())
+            .args(["run", "--grid", &url, "--framework", "shell", "--json", "--timeout", "2s", "--retries", "1"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("runs");
+        let mut session = String::new();
+        let mut assigned = 0;
+        while assigned < 6 {
+            let message =
+                tokio::time::timeout(std::time::Duration::from_secs(60), tokio_stream::StreamExt::next(&mut inbound))
+                    .await
+                    .expect("assignments within a minute")
+                    .expect("stream open")
+                    .expect("a message");
+            if let Some(From::Assign(assign)) = message.kind {
+                assigned += 1;
+                let assignment = assign.assignment.expect("an assignment");
+                session = assignment.session_id.clone();
+                if assigned == 1 {
+                    let started = pb::TestStarted { assignment: Some(assignment), started_at_ms: 0 };
+                    tx.send(pb::WorkerMessage { kind: Some(To::TestStarted(started)) }).await.expect("sent");
+                }
+            }
+        }
+        let mut forged = 0;
+        for n in 0..2_000u32 {
+            let session_id = if n % 2 == 0 { session.clone() } else { format!("00000000-0000-4000-8000-{n:012}") };
+            // Attempts it was never handed (its own are attempt 1): a worker's word on the tests it
+            // holds is all the grid has, on anything else it counts for nothing.
+            let assignment = pb::AssignmentRef { session_id, test_index: n % 6, attempt: n % 3 + 2 };
+            let report =
+                pb::TestReport { outcome: pb::Outcome::Passed as i32, output: vec![b'x'; 2048], ..Default::default() };
+            let finished = pb::TestFinished { assignment: Some(assignment), report: Some(report), resent: false };
+            if tx.send(pb::WorkerMessage { kind: Some(To::TestFinished(finished)) }).await.is_ok() {
+                forged += 1;
+            }
+        }
+        // An honest worker joins; the rogue's tests must come back to it.
+        let _honest = spawn_worker(&url, "honest", &ws.root(), &["--slots", "2"]);
+        let drain =
+            tokio::spawn(async move { while let Some(Ok(_)) = tokio_stream::StreamExt::next(&mut inbound).await {} });
+        let out = tokio::task::spawn_blocking(move || {
+            support::wait_exit(&mut run, std::time::Duration::from_secs(180));
+            run.wait_with_output().expect("output")
+        })
+        .await
+        .expect("joined");
+        heartbeats.abort();
+        drain.abort();
+        (out, forged)
+    });
+    assert_eq!(forged, 2_000);
+    let events = support::events(&out);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));
+    let requeued = events.iter().filter(|e| e["event"] == "test_requeued").count();
+    assert!(requeued >= 5, "the unstarted tests came back: {requeued}");
+    assert!(
+        events.iter().any(|e| e["event"] == "test_finished" && e["attempt_outcome"] == "timed_out"),
+        "the test held past its timeout ended timed_out on the rogue: {}",
+        stdout(&out)
+    );
+    let discarded = events.iter().filter(|e| e["event"] == "result_discarded").count();
+    assert!(discarded <= 100, "forged results recorded within their bound: {discarded}");
+    let final_outcomes = support::final_outcomes(&events);
+    assert_eq!(final_outcomes.len(), 6, "{final_outcomes:?}");
+    assert!(rss_mib(coordinator.child.id()) < 200, "coordinator RSS within its bound");
+}

@@ -114,6 +114,14 @@ struct Args {
     /// first (their outcomes stay), and running sessions keep only failures' tails.
     #[arg(long, env = "TESTGRID_MAX_OUTPUT_TOTAL", default_value = "2GiB", value_parser = testgrid_proto::parse_bytes)]
     max_output_total: u64,
+    /// A worker that holds a test this long past the test's timeout without a result loses it
+    /// (it ends `timed_out` there) and gets no more work.
+    #[arg(long, env = "TESTGRID_OVERRUN_GRACE", default_value = "10m", value_parser = humantime::parse_duration)]
+    overrun_grace: Duration,
+    /// A worker with an idle slot that leaves a test it was handed unstarted this long loses it
+    /// (it goes back to the queue) and gets no more work.
+    #[arg(long, env = "TESTGRID_START_WITHIN", default_value = "60s", value_parser = humantime::parse_duration)]
+    start_within: Duration,
     /// Log format.
     #[arg(long, env = "TESTGRID_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -232,6 +240,8 @@ async fn run(args: Args) -> Result<(), Error> {
                 per_session: args.max_session_output,
                 total: args.max_output_total,
             },
+            overrun_grace_ms: u64::try_from(args.overrun_grace.as_millis()).unwrap_or(u64::MAX),
+            start_within_ms: u64::try_from(args.start_within.as_millis()).unwrap_or(u64::MAX),
         },
         heartbeat_interval: args.heartbeat_interval,
         data_dir: Some(args.data_dir),

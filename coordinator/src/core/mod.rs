@@ -64,6 +64,10 @@ pub struct Config {
     pub keep_finished_for_ms: u64,
     /// How much test output the event logs keep.
     pub output: OutputLimits,
+    /// A test running past its timeout plus this, unreported, ends `timed_out` on its worker.
+    pub overrun_grace_ms: u64,
+    /// A test a worker with an idle slot leaves unstarted this long goes back to the queue.
+    pub start_within_ms: u64,
 }
 
 /// The most `result_discarded` events one session's log records.
@@ -78,6 +82,8 @@ impl Default for Config {
             keep_finished_sessions: 1_000,
             keep_finished_for_ms: 7 * 24 * 3600 * 1000,
             output: OutputLimits::default(),
+            overrun_grace_ms: overdue::RUN_GRACE_MS,
+            start_within_ms: overdue::START_WITHIN_MS,
         }
     }
 }

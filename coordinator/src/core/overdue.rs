@@ -1,11 +1,11 @@
 //! Workers that hold tests and do not run them: the coordinator does not rely on a worker to
 //! enforce a test's timeout, nor to start what it was given.
 //!
-//! - A test running on a worker past its timeout plus [`RUN_GRACE_MS`] (room for fetching the
+//! - A test running on a worker past its timeout plus `Config::overrun_grace_ms` (room for fetching the
 //!   workspace and a setup, which count from `TestStarted` but not in the worker's own clock)
 //!   ends `timed_out` on that worker, as if the worker had said so (retries apply).
 //! - A test handed to a worker that has idle slots (it runs fewer than it has) and not started
-//!   within [`START_WITHIN_MS`] goes back to the queue; an honest worker starts a test the moment
+//!   within `Config::start_within_ms` goes back to the queue; an honest worker starts a test the moment
 //!   a slot is free.
 //!
 //! Either way the worker gets no more work (as a draining one) and is told to stop the test;
@@ -15,10 +15,10 @@ use super::session::TestState;
 use super::session::requeue;
 use super::{Action, AssignmentKey, Millis, Outcome, Report, Requeue, Scheduler, WorkerId};
 
-/// How long past its timeout a running test may go unreported.
-pub(super) const RUN_GRACE_MS: u64 = 10 * 60 * 1000;
-/// How long a worker with an idle slot may leave a test it holds unstarted.
-pub(super) const START_WITHIN_MS: u64 = 60 * 1000;
+/// How long past its timeout a running test may go unreported, by default.
+pub const RUN_GRACE_MS: u64 = 10 * 60 * 1000;
+/// How long a worker with an idle slot may leave a test it holds unstarted, by default.
+pub const START_WITHIN_MS: u64 = 60 * 1000;
 
 /// What a worker did wrong with one test.
 enum Hoarded {
@@ -35,13 +35,14 @@ impl Scheduler {
         for sid in &self.active {
             let Some(session) = self.sessions.get(sid) else { continue };
             let timeout = session.spec.test_timeout_ms;
+            let (grace, start_within) = (self.config.overrun_grace_ms, self.config.start_within_ms);
             for (index, test) in session.tests.iter().enumerate() {
                 let TestState::Assigned { worker, started } = test.state else { continue };
                 let held = now.saturating_sub(test.since);
                 let key = AssignmentKey { session: *sid, test: index as u32, attempt: test.attempt };
-                if started && timeout > 0 && held > timeout.saturating_add(RUN_GRACE_MS) {
+                if started && timeout > 0 && held > timeout.saturating_add(grace) {
                     hoarded.push((worker, key, Hoarded::Overran, held));
-                } else if !started && held > START_WITHIN_MS && self.has_idle_slot(worker) {
+                } else if !started && held > start_within && self.has_idle_slot(worker) {
                     hoarded.push((worker, key, Hoarded::Unstarted, held));
                 }
             }

@@ -162,7 +162,7 @@ impl Harness {
             max_worker_losses: 2,
             keep_finished_sessions: usize::MAX,
             keep_finished_for_ms: u64::MAX,
-            output: Default::default(),
+            ..Config::default()
         }
     }
 
