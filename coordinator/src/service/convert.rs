@@ -93,20 +93,63 @@ pub fn key_to_pb(key: &AssignmentKey) -> pb::AssignmentRef {
     pb::AssignmentRef { session_id: key.session.to_string(), test_index: key.test, attempt: key.attempt }
 }
 
+/// The most cases one report may carry.
+pub const MAX_CASES: usize = 100_000;
+/// What a report's parts keep (the rest is cut, not refused: the result still counts). With
+/// the output's own limit (`--max-test-output`) they keep every event well under the message
+/// limit, so that a session stays watchable whatever a worker sends.
+const MAX_REPORT_MESSAGE_BYTES: usize = 64 * 1024;
+const MAX_CASE_NAME_BYTES: usize = 4096;
+const MAX_CASE_MESSAGE_BYTES: usize = 16 * 1024;
+const MAX_CASE_OUTPUT_BYTES: usize = 64 * 1024;
+/// All of a report's cases' messages and output together.
+const MAX_CASES_BYTES: usize = 24 * 1024 * 1024;
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn cut(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+/// The last `max` bytes of `v`.
+fn tail(mut v: Vec<u8>, max: usize) -> Vec<u8> {
+    if v.len() > max {
+        v.drain(..v.len() - max);
+    }
+    v
+}
+
 impl TryFrom<pb::TestReport> for Report {
     type Error = BadMessage;
     fn try_from(r: pb::TestReport) -> Result<Self, BadMessage> {
+        if r.cases.len() > MAX_CASES {
+            return Err(BadMessage::Invalid {
+                field: "report.cases",
+                problem: format!("{} cases is more than the limit of {MAX_CASES}", r.cases.len()),
+            });
+        }
+        let mut budget = MAX_CASES_BYTES;
         let cases = r
             .cases
             .into_iter()
             .map(|c| {
+                let message = cut(c.message, MAX_CASE_MESSAGE_BYTES.min(budget));
+                budget -= message.len();
+                let output = tail(c.output, MAX_CASE_OUTPUT_BYTES.min(budget));
+                budget -= output.len();
                 Ok(CaseResult {
                     outcome: outcome_from_pb(c.outcome)?,
-                    name: c.name,
-                    classname: c.classname,
+                    name: cut(c.name, MAX_CASE_NAME_BYTES),
+                    classname: cut(c.classname, MAX_CASE_NAME_BYTES),
                     duration_ms: c.duration_ms,
-                    message: c.message,
-                    output: c.output,
+                    message,
+                    output,
                 })
             })
             .collect::<Result<_, BadMessage>>()?;
@@ -131,15 +174,7 @@ impl TryFrom<pb::TestReport> for Report {
                     }
                     None => None,
                 };
-                let mut refused = a.refused;
-                if refused.len() > 1024 {
-                    let mut end = 1024;
-                    while !refused.is_char_boundary(end) {
-                        end -= 1;
-                    }
-                    refused.truncate(end);
-                }
-                Ok(Artifact { path: a.path, blob, refused })
+                Ok(Artifact { path: a.path, blob, refused: cut(a.refused, 1024) })
             })
             .collect::<Result<_, BadMessage>>()?;
         Ok(Report {
@@ -149,7 +184,7 @@ impl TryFrom<pb::TestReport> for Report {
             duration_ms: r.duration_ms,
             output: r.output,
             output_dropped_bytes: r.output_dropped_bytes,
-            message: r.message,
+            message: cut(r.message, MAX_REPORT_MESSAGE_BYTES),
             cases,
             artifacts,
         })
@@ -618,6 +653,32 @@ mod edge {
     use prost::Message;
 
     use super::*;
+
+    #[test]
+    fn a_huge_report_is_cut_to_fit_in_an_event_and_too_many_cases_are_refused() {
+        let case = pb::CaseResult {
+            name: "n".repeat(10_000),
+            message: "m".repeat(20_000),
+            output: vec![b'o'; 100_000],
+            outcome: pb::Outcome::Passed as i32,
+            ..Default::default()
+        };
+        let report = pb::TestReport {
+            message: "é".repeat(1 << 19),
+            cases: vec![case; 500],
+            outcome: pb::Outcome::Passed as i32,
+            ..Default::default()
+        };
+        let r = Report::try_from(report).expect("kept, cut");
+        assert_eq!(r.cases.len(), 500, "every case counts");
+        let case_bytes: usize = r.cases.iter().map(|c| c.message.len() + c.output.len()).sum();
+        assert!(case_bytes <= MAX_CASES_BYTES, "{case_bytes}");
+        assert!(r.cases.iter().all(|c| c.name.len() == MAX_CASE_NAME_BYTES));
+        assert!(r.message.len() <= MAX_REPORT_MESSAGE_BYTES && r.message.len() > MAX_REPORT_MESSAGE_BYTES - 2);
+        let many = pb::TestReport { cases: vec![pb::CaseResult::default(); MAX_CASES + 1], ..Default::default() };
+        let e = Report::try_from(many).expect_err("refused");
+        assert!(names_a_field(&e), "{e}");
+    }
 
     /// A refusal that says which field is wrong.
     fn names_a_field(e: &BadMessage) -> bool {
