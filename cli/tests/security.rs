@@ -71,6 +71,12 @@ async fn every_call(url: &str, token: Option<&str>) -> Vec<(&'static str, Result
     ]
 }
 
+/// A channel to the grid at `url` that presents no token.
+async fn connect(url: &str) -> testgrid_proto::client::GridChannel {
+    let target = testgrid_proto::client::Target::new(url, std::time::Duration::from_secs(10));
+    target.authorized(target.endpoint().expect("url").connect().await.expect("connects"))
+}
+
 fn refused(result: Result) -> bool {
     matches!(result, Some(Code::Unauthenticated | Code::PermissionDenied))
 }
@@ -219,8 +225,7 @@ fn hostile_submissions_and_registrations_are_refused_briefly_and_the_grid_keeps_
     let url = format!("http://{grpc}");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let target = testgrid_proto::client::Target::new(&url, std::time::Duration::from_secs(10));
-        let channel = target.authorized(target.endpoint().expect("url").connect().await.expect("connects"));
+        let channel = connect(&url).await;
         let mut sessions = testgrid_proto::client::sessions(channel.clone());
         let runner = |template: String| pb::Runner {
             framework: pb::Framework::Custom as i32,
@@ -397,8 +402,7 @@ fn attach_streams_are_bounded_per_token_and_unregistered_ones_end() {
     let url = format!("http://{grpc}");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let target = testgrid_proto::client::Target::new(&url, std::time::Duration::from_secs(10));
-        let channel = target.authorized(target.endpoint().expect("url").connect().await.expect("connects"));
+        let channel = connect(&url).await;
         let mut workers = testgrid_proto::client::workers(channel);
         let stream = tokio_stream::wrappers::ReceiverStream::new;
         // Two registered workers hold the token's two places.
@@ -448,8 +452,7 @@ fn one_owner_may_have_only_so_many_sessions_unfinished() {
     let url = format!("http://{grpc}");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let target = testgrid_proto::client::Target::new(&url, std::time::Duration::from_secs(10));
-        let channel = target.authorized(target.endpoint().expect("url").connect().await.expect("connects"));
+        let channel = connect(&url).await;
         let mut sessions = testgrid_proto::client::sessions(channel);
         let submit = || pb::SubmitRequest {
             spec: Some(pb::SessionSpec {
@@ -498,8 +501,7 @@ fn a_rogue_worker_that_hoards_and_forges_loses_its_tests_and_the_session_finishe
     }
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let (out, forged) = runtime.block_on(async {
-        let target = testgrid_proto::client::Target::new(&url, std::time::Duration::from_secs(10));
-        let channel = target.authorized(target.endpoint().expect("url").connect().await.expect("connects"));
+        let channel = connect(&url).await;
         // The rogue: eight slots claimed, heartbeats kept up, one test started and never
         // finished, the others never started, and a flood of results for tests it never held.
         let (tx, rx) = tokio::sync::mpsc::channel::<pb::WorkerMessage>(8192);
