@@ -224,6 +224,10 @@ pub enum Error {
     /// the wrong role) and how to get one.
     #[error("{what}: the grid at {url} refused the call: {message}")]
     Refused { what: &'static str, url: String, message: String },
+    #[error(
+        "submit: the grid at {url} no longer holds the uploaded workspace ({message}); was it restarted without its --data-dir? Run again"
+    )]
+    WorkspaceGone { url: String, message: String },
     #[error(transparent)]
     BadToken(#[from] testgrid_proto::client::BadToken),
     #[error("--secret {name}: there is no such variable in this environment (or it is not UTF-8); export it first")]
@@ -363,6 +367,7 @@ impl Error {
             NoTests { .. } | NoListedTests { .. } | NothingMatchesFilter { .. } => exit::NO_TESTS,
             GridUnreachable { .. }
             | Refused { .. }
+            | WorkspaceGone { .. }
             | GridFailed { .. }
             | SessionLost { .. }
             | GridLost { .. }

@@ -96,6 +96,12 @@ impl Grid {
             let status = match self.sessions().submit(request.clone()).await {
                 Ok(response) => return Ok(response.into_inner().session_id),
                 Err(status) if status.code() == tonic::Code::AlreadyExists && retry.tried() => return Ok(id),
+                Err(status)
+                    if status.code() == tonic::Code::FailedPrecondition
+                        && status.message().contains(testgrid_proto::client::NOT_UPLOADED) =>
+                {
+                    return Err(Error::WorkspaceGone { url: self.url.clone(), message: status.message().to_string() });
+                }
                 Err(status) if !broken(&status) => return Err(Error::from_status(&self.url, "submit", &status)),
                 Err(status) => status,
             };

@@ -212,6 +212,9 @@ fn coordinator_restart_workers_reconnect_and_the_watcher_says_what_was_lost() {
     let junit = ws.root().join("report.xml");
     std::fs::write(&junit, "<testsuites name=\"an old green run\"/>").expect("write");
     let run = grid.spawn_run(&["long.sh", "--junit", junit.to_str().expect("utf-8")]);
+    // The session is the grid's before it restarts: a Submit still unanswered would be sent
+    // again to the new coordinator, which never saw the workspace.
+    run.wait_submitted();
     grid.holder_of("long.sh");
     assert!(!junit.exists(), "the old report is gone before the new run has results");
     grid.restart_coordinator();

@@ -193,6 +193,11 @@ impl TlsFiles {
     }
 }
 
+/// What a coordinator's refusal of a Submit says when a blob of its workspace is missing (the
+/// coordinator restarted without its data, or collected the upload before the session came):
+/// the client sends the workspace again.
+pub const NOT_UPLOADED: &str = "is not uploaded";
+
 /// The message a coordinator's TLS port answers a plaintext call with; clients recognise it.
 pub const TLS_ONLY: &str = "this grid port takes TLS only: use an https:// grid address (with --ca FILE if its certificate is not from a public authority)";
 

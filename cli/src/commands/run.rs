@@ -100,7 +100,7 @@ pub async fn run(args: RunArgs, layers: Layers) -> Result<u8, Error> {
     };
     // Kept for the ETA's estimates (the sizes are not looked up twice).
     let tests = if view_wants_eta(&settings) { spec.tests.clone() } else { Vec::new() };
-    let session = grid.submit(spec, chosen.as_deref()).await?;
+    let session = submit(&settings, &grid, spec, chosen.as_deref()).await?;
     if settings.detach {
         return Ok(detached(&session, found.tests.len(), settings.output.json));
     }
@@ -268,6 +268,27 @@ pub fn test_file_size(root: &std::path::Path, unit: &str) -> u64 {
     let (_, file) = testgrid_proto::js::split_project(unit);
     let file = file.split("::").next().unwrap_or(file);
     crate::discover::files::file_size(&root.join(file))
+}
+
+/// Submit `spec`, sending the workspace again when the grid lost it between the upload and the
+/// session (a coordinator restarted without its data, a collection that came first).
+async fn submit(
+    settings: &Settings,
+    grid: &Grid,
+    mut spec: pb::SessionSpec,
+    id: Option<&str>,
+) -> Result<String, Error> {
+    let mut resent = 0;
+    loop {
+        match grid.submit(spec.clone(), id).await {
+            Err(Error::WorkspaceGone { message, .. }) if spec.workspace.is_some() && resent < 2 => {
+                resent += 1;
+                tracing::warn!("the grid lost the uploaded workspace ({message}); sending it again");
+                spec.workspace = Some(send_workspace(settings, grid).await?);
+            }
+            submitted => return submitted,
+        }
+    }
 }
 
 /// Build the workspace's tree and send the grid the blobs it lacks: the session's workspace.

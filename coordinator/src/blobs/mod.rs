@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use testgrid_proto as pb;
+use testgrid_proto::client::NOT_UPLOADED;
 use testgrid_proto::tree;
 
 /// How temporary files start.
@@ -320,7 +321,7 @@ pub fn check_tree(store: &dyn BlobStore, root: &pb::Digest, max_entries: u64) ->
         let mut bytes = Vec::new();
         match store.open(&digest).map_err(|e| e.to_string())? {
             Some(reader) => reader.take(MAX_MANIFEST_BYTES).read_to_end(&mut bytes).map_err(|e| e.to_string())?,
-            None => return Err(format!("the workspace's manifest {} is not uploaded", digest.hash)),
+            None => return Err(format!("the workspace's manifest {} {NOT_UPLOADED}", digest.hash)),
         };
         let dir: pb::Directory = prost::Message::decode(bytes.as_slice())
             .map_err(|e| format!("manifest {} is not a Directory: {e}", digest.hash))?;
@@ -334,7 +335,7 @@ pub fn check_tree(store: &dyn BlobStore, root: &pb::Digest, max_entries: u64) ->
             // check_directory made sure every file has a digest.
             let Some(d) = &file.digest else { continue };
             if !store.contains(d) {
-                return Err(format!("the workspace's file {} ({}) is not uploaded", file.name, d.hash));
+                return Err(format!("the workspace's file {} ({}) {NOT_UPLOADED}", file.name, d.hash));
             }
             stats.bytes += d.size_bytes;
         }
