@@ -160,6 +160,51 @@ struct Args {
     /// A new connection must send its first bytes and finish its TLS handshake within this.
     #[arg(long, env = "TESTGRID_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     handshake_timeout: Duration,
+    /// The demand signal (`testgrid_desired_workers`, `/api/v1/demand`): enough workers to
+    /// finish each pool's remaining predicted work within this.
+    #[arg(long, env = "TESTGRID_TARGET_DRAIN", default_value = "5m", value_parser = humantime::parse_duration)]
+    target_drain: Duration,
+    /// The fewest workers a pool's demand asks for: `N` for every pool, `POOL=N` for one
+    /// (repeat, or separate with commas). A worker's pool is its `pool` label.
+    #[arg(long, env = "TESTGRID_MIN_WORKERS", value_delimiter = ',', value_parser = per_pool)]
+    min_workers: Vec<(Option<String>, u32)>,
+    /// The most workers a pool's demand asks for (`N` or `POOL=N`, as --min-workers) [default: 100].
+    #[arg(long, env = "TESTGRID_MAX_WORKERS", value_delimiter = ',', value_parser = per_pool)]
+    max_workers: Vec<(Option<String>, u32)>,
+    /// Slots of one worker of a pool, for its demand while none is connected (`N` or `POOL=N`;
+    /// default: as its connected workers have, 1 while none is).
+    #[arg(long, env = "TESTGRID_WORKER_SLOTS", value_delimiter = ',', value_parser = per_pool)]
+    worker_slots: Vec<(Option<String>, u32)>,
+}
+
+/// `N` or `POOL=N`.
+fn per_pool(text: &str) -> Result<(Option<String>, u32), String> {
+    let (pool, n) = match text.split_once('=') {
+        Some((pool, n)) => (Some(pool.trim()), n),
+        None => (None, text),
+    };
+    let n = n.trim().parse::<u32>().map_err(|_| "expected N or POOL=N, N a whole number".to_string())?;
+    match pool {
+        Some("") => Err("a pool name before `=` (POOL=N)".into()),
+        Some(p) if p.len() > 256 || p.chars().any(char::is_control) => {
+            Err("a pool name is at most 256 bytes, without control characters".into())
+        }
+        pool => Ok((pool.map(str::to_string), n)),
+    }
+}
+
+/// Collect `N` / `POOL=N` values over `default`.
+fn pools(values: &[(Option<String>, u32)], default: u32) -> core::demand::PerPool {
+    let mut out = core::demand::PerPool::all(default);
+    for (pool, n) in values {
+        match pool {
+            Some(pool) => {
+                out.pools.insert(pool.clone(), *n);
+            }
+            None => out.default = *n,
+        }
+    }
+    out
 }
 
 fn main() -> ExitCode {
@@ -257,6 +302,12 @@ async fn run(args: Args) -> Result<(), Error> {
         handshake_timeout: args.handshake_timeout,
         max_attach_per_token: args.max_attach_per_token as usize,
         max_sessions_per_owner: args.max_sessions_per_owner as usize,
+        demand: core::demand::Policy {
+            target_drain_ms: u64::try_from(args.target_drain.as_millis()).unwrap_or(u64::MAX).max(1),
+            min_workers: pools(&args.min_workers, 0),
+            max_workers: pools(&args.max_workers, core::demand::DEFAULT_MAX_WORKERS),
+            worker_slots: pools(&args.worker_slots, 0),
+        },
     };
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();

@@ -29,6 +29,10 @@ impl Scheduler {
     fn lose_worker(&mut self, now: Millis, id: WorkerId, reason: &str, loss: Loss, out: &mut Vec<Action>) {
         let Some(w) = self.workers.remove(&id) else { return };
         self.hungry.remove(&id);
+        // A drained worker that leaves holding nothing was not lost: it was done.
+        if !(w.draining && w.held.is_empty()) {
+            self.worker_losses += 1;
+        }
         let default_max = self.config.max_worker_losses;
         let mut touched = BTreeSet::new();
         let maybe_running = self.maybe_running(&w, loss);

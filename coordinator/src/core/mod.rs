@@ -22,6 +22,7 @@
 //! [`restore`](self::restore) (restart and adoption), [`views`](self::views) (what the service
 //! reads).
 
+pub mod demand;
 mod dispatch;
 mod loss;
 mod model;
@@ -128,6 +129,8 @@ pub struct Scheduler {
     /// Sessions were restored unfinished: on the first tick, finish those whose every test had
     /// an outcome already (the coordinator stopped before their `Finished` was kept).
     restored_unfinished: bool,
+    /// Workers lost (died, or went silent) since start: a counter for the metrics.
+    worker_losses: u64,
 }
 
 impl Scheduler {
@@ -143,6 +146,7 @@ impl Scheduler {
             last_tick: None,
             adopt_until: None,
             restored_unfinished: false,
+            worker_losses: 0,
         }
     }
 
@@ -258,6 +262,7 @@ impl Scheduler {
         if speculate {
             session.estimates = speculate::known_estimates(estimates);
         }
+        session.predicted = estimates.iter().map(|e| e.ms).collect();
         out.push(Action::Emit {
             session: id,
             event: Event::Created {

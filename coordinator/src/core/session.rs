@@ -118,6 +118,9 @@ pub(super) struct Session {
     /// What each test's own history says it takes, in ms (0: not known); only with
     /// `--speculate` (empty otherwise).
     pub estimates: Vec<u64>,
+    /// What each test is expected to take, in ms, from any source (0: not known; empty after a
+    /// restart): the grid's demand ([`super::demand`]).
+    pub predicted: Vec<u64>,
 }
 
 impl Session {
@@ -145,6 +148,7 @@ impl Session {
             queue: order.iter().copied().collect(),
             order,
             estimates: Vec::new(),
+            predicted: Vec::new(),
             totals: Totals { total: n as u32, ..Totals::default() },
             output: OutputBudget::new(limits),
             running: 0,

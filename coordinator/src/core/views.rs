@@ -115,6 +115,12 @@ impl Scheduler {
             .collect()
     }
 
+    /// Workers lost (died, or went silent) since start; drained ones that left holding nothing
+    /// are not counted.
+    pub fn worker_losses(&self) -> u64 {
+        self.worker_losses
+    }
+
     /// How many tests wait in queues, over all sessions.
     pub fn queued(&self) -> usize {
         self.active.iter().filter_map(|id| self.sessions.get(id)).map(|s| s.queue.len()).sum()

@@ -20,6 +20,8 @@ const STORE_THREADS: usize = 4;
 #[derive(Clone)]
 pub struct BlobSvc {
     pub store: Option<Arc<dyn BlobStore>>,
+    /// Counts the bytes uploaded.
+    pub metrics: Arc<super::metrics::Metrics>,
 }
 
 fn status(e: BlobError) -> Status {
@@ -109,6 +111,13 @@ impl pb::blob_service_server::BlobService for BlobSvc {
             statuses
         })
         .await?;
+        let stored: u64 = statuses
+            .iter()
+            .filter(|s| s.error.is_empty())
+            .filter_map(|s| s.digest.as_ref())
+            .map(|d| d.size_bytes)
+            .sum();
+        self.metrics.upload_bytes.inc_by(stored);
         Ok(Response::new(pb::BatchUploadResponse { statuses }))
     }
 
@@ -143,6 +152,7 @@ impl pb::blob_service_server::BlobService for BlobSvc {
             }
         }
         blocking(move || writer.commit()).await?.map_err(status)?;
+        self.metrics.upload_bytes.inc_by(digest.size_bytes);
         Ok(Response::new(pb::UploadResponse { digest: Some(digest) }))
     }
 

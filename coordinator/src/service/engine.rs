@@ -15,6 +15,7 @@ use tracing::{debug, error, info, warn};
 
 use super::convert::key_to_pb;
 use super::metrics::Metrics;
+use crate::core::demand::{PerPool, Policy, PoolDemand};
 use crate::core::{
     Action, Claim, Event, Input, Millis, RestoredSession, Scheduler, SessionId, SessionSpec, SessionView, WorkerId,
     WorkerSpec, WorkerView,
@@ -22,6 +23,54 @@ use crate::core::{
 use crate::store::history::{HistoryStore, Sample};
 use crate::store::{SessionStore, StoreError};
 use testgrid_proto::frameworks::expand_command;
+
+/// The grid's state as the HTTP side shows it.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub pools: Vec<PoolDemand>,
+    pub sessions: SessionCounts,
+    pub worker_losses: u64,
+    /// Each pool's `--min-workers` (for a pool nothing names yet).
+    pub min_workers: PerPool,
+    /// Why the store can no longer be written to (the coordinator is stopping).
+    pub store_failed: Option<String>,
+}
+
+impl Snapshot {
+    /// The desired workers of a pool nothing names: its minimum.
+    pub fn minimum(&self, pool: &str) -> u32 {
+        self.min_workers.get(pool)
+    }
+}
+
+/// Sessions the grid keeps, by state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionCounts {
+    pub running: u64,
+    pub passed: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+}
+
+impl SessionCounts {
+    fn of(sessions: &[SessionView]) -> Self {
+        let mut counts = SessionCounts::default();
+        for s in sessions {
+            let t = &s.totals;
+            let slot = if !s.finished {
+                &mut counts.running
+            } else if s.cancel_reason.is_some() {
+                &mut counts.cancelled
+            } else if t.failed + t.timed_out + t.lost + t.error > 0 {
+                &mut counts.failed
+            } else {
+                &mut counts.passed
+            };
+            *slot += 1;
+        }
+        counts
+    }
+}
 
 /// What flows to a worker's `Attach` response stream.
 pub type WorkerTx = mpsc::Sender<Result<pb::CoordinatorMessage, Status>>;
@@ -53,6 +102,10 @@ pub enum Command {
     },
     Workers {
         reply: oneshot::Sender<Vec<WorkerView>>,
+    },
+    /// The grid's state for `/metrics`, `/api/v1/demand` and `/healthz`.
+    Snapshot {
+        reply: oneshot::Sender<Snapshot>,
     },
     /// A worker registered: keep its channel and tell the core (with what it claims to hold).
     Attach {
@@ -123,10 +176,10 @@ const TICK: Duration = Duration::from_millis(200);
 pub fn spawn(
     mut scheduler: Scheduler,
     restored: Vec<RestoredSession>,
-    store: Arc<dyn SessionStore>,
-    history: Arc<dyn HistoryStore>,
+    (store, history): (Arc<dyn SessionStore>, Arc<dyn HistoryStore>),
     metrics: Arc<Metrics>,
     ping_every: Duration,
+    demand: Policy,
     shutdown: CancellationToken,
 ) -> (EngineHandle, tokio::task::JoinHandle<Result<(), StoreError>>) {
     let (tx, rx) = mpsc::channel(4096);
@@ -142,6 +195,7 @@ pub fn spawn(
         metrics,
         workers: HashMap::new(),
         ping_every,
+        demand,
         clock,
         stop: shutdown.clone(),
         failed: None,
@@ -159,6 +213,8 @@ struct Engine {
     workers: HashMap<WorkerId, WorkerTx>,
     /// How often every worker hears from us, so that it can tell a dead coordinator.
     ping_every: Duration,
+    /// How desired workers are figured.
+    demand: Policy,
     clock: Clock,
     /// Stops the coordinator when the store fails: it could no longer keep its promises.
     stop: CancellationToken,
@@ -251,6 +307,15 @@ impl Engine {
             Command::Workers { reply } => {
                 let _ = reply.send(self.scheduler.workers());
             }
+            Command::Snapshot { reply } => {
+                let _ = reply.send(Snapshot {
+                    pools: self.scheduler.demand(self.clock.now(), &self.demand),
+                    sessions: SessionCounts::of(&self.scheduler.sessions()),
+                    worker_losses: self.scheduler.worker_losses(),
+                    min_workers: self.demand.min_workers.clone(),
+                    store_failed: self.store.failed().map(|e| e.to_string()),
+                });
+            }
             Command::Attach { id, spec, claims, tx } => {
                 info!(worker = %spec.name, worker_id = %id, slots = spec.slots, claims = claims.len(), "worker joined");
                 self.workers.insert(id, tx);
@@ -339,7 +404,6 @@ impl Engine {
                 self.perform(now, action, &mut pending);
             }
         }
-        self.metrics.observe(&self.scheduler, self.workers.len());
     }
 
     /// Perform one action. A worker whose channel is closed or full is lost: that becomes a new
@@ -379,8 +443,11 @@ impl Engine {
             }
             Action::Emit { session, event } => {
                 if let Event::TestFinished { is_final: true, outcome, test, report, .. } = &event {
-                    self.metrics.test_finished(*outcome);
+                    self.metrics.test_finished(*outcome, report.duration_ms);
                     self.learn(now, session, *test, *outcome, report);
+                }
+                if matches!(event, Event::TestRequeued { .. }) {
+                    self.metrics.requeues.inc();
                 }
                 if matches!(event, Event::Finished { .. }) {
                     // Every worker hears it: a worker that ran none of its tests ignores it.

@@ -64,6 +64,8 @@ pub struct Config {
     pub max_attach_per_token: usize,
     /// The most unfinished sessions one owner may have (queued or running).
     pub max_sessions_per_owner: usize,
+    /// How each pool's desired workers are figured (`/api/v1/demand`, `testgrid_desired_workers`).
+    pub demand: core::demand::Policy,
 }
 
 /// How many unfinished sessions one owner may have by default.
@@ -110,6 +112,7 @@ impl Default for Config {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_attach_per_token: DEFAULT_MAX_ATTACH_PER_TOKEN,
             max_sessions_per_owner: DEFAULT_MAX_SESSIONS_PER_OWNER,
+            demand: core::demand::Policy::default(),
         }
     }
 }
@@ -221,10 +224,10 @@ pub async fn serve(
     let (engine, engine_task) = engine::spawn(
         Scheduler::new(config.core),
         restored,
-        Arc::clone(&store),
-        Arc::clone(&history),
+        (Arc::clone(&store), Arc::clone(&history)),
         Arc::clone(&metrics),
         config.heartbeat_interval,
+        config.demand,
         shutdown.clone(),
     );
 
@@ -256,14 +259,18 @@ pub async fn serve(
         roots: Arc::clone(&roots),
         history,
         max_sessions_per_owner: config.max_sessions_per_owner,
+        metrics: Arc::clone(&metrics),
     };
+    let engine_for_http = engine.clone();
     let admin_svc = admin::AdminSvc { engine };
-    let blob_svc = blob::BlobSvc { store: blob_store };
+    let blob_store_for_http = blob_store.clone();
+    let blob_svc = blob::BlobSvc { store: blob_store, metrics: Arc::clone(&metrics) };
 
     let http_task = match http {
         Some(listener) => {
-            info!(addr = %listener.local_addr().map_err(Error::Http)?, "HTTP listening (/healthz, /metrics)");
-            let router = http::router(metrics);
+            info!(addr = %listener.local_addr().map_err(Error::Http)?, "HTTP listening (/healthz, /metrics, /api/v1/demand)");
+            let state = http::HttpState::new(metrics, engine_for_http, config.data_dir.clone(), blob_store_for_http);
+            let router = http::router(Arc::new(state));
             Some(tokio::spawn(listen::serve_http(listener, config.tls.clone(), http_limits, router, shutdown.clone())))
         }
         None => None,

@@ -31,6 +31,8 @@ pub struct SessionSvc {
     pub history: Arc<dyn HistoryStore>,
     /// The most unfinished sessions one owner (token) may have.
     pub max_sessions_per_owner: usize,
+    /// Counts the watch streams.
+    pub metrics: Arc<super::metrics::Metrics>,
 }
 
 impl SessionSvc {
@@ -273,7 +275,9 @@ impl pb::session_service_server::SessionService for SessionSvc {
         let shutdown = self.shutdown.clone();
         let engine = self.engine.clone();
         engine.send(Command::Input(Input::WatchStarted { session: id })).await?;
+        let counted = super::metrics::WatchGuard::new(Arc::clone(&self.metrics));
         tokio::spawn(async move {
+            let _counted = counted;
             tokio::select! {
                 () = follow_log(log.as_ref(), request.from_seq.max(1), &tx, &shutdown) => {}
                 () = caller.revoked.cancelled() => {

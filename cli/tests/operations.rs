@@ -1,0 +1,82 @@
+//! Operating a grid, with the real binaries: the demand signal an autoscaler reads
+//! (`/api/v1/demand`, `testgrid_desired_workers`), the metrics, and health.
+
+mod support;
+
+use serde_json::Value;
+use support::{Grid, Workspace, http_get, stderr, wait_for};
+
+fn demand(grid: &Grid, pool: &str) -> Value {
+    let body = http_get(&grid.http, &format!("/api/v1/demand?pool={pool}")).expect("/api/v1/demand answers");
+    serde_json::from_str(&body).expect("JSON")
+}
+
+/// The value of one sample line of `/metrics` (`name{labels} value`).
+fn metric(grid: &Grid, sample: &str) -> Option<f64> {
+    let body = http_get(&grid.http, "/metrics")?;
+    body.lines().find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[test]
+fn desired_workers_rise_with_queued_work_seconds_and_fall_to_the_minimum_as_the_queue_drains() {
+    let ws = Workspace::new();
+    for i in 0..12 {
+        ws.test(&format!("t{i:02}.sh"), "sleep 0.5");
+    }
+    // Two seconds to drain, one slot a worker until one connects, at least one worker kept.
+    let mut grid = Grid::start_with(&ws.root(), 0, &["--target-drain", "2s", "--min-workers", "1"]);
+    let url = grid.url.clone();
+    assert_eq!(demand(&grid, "default")["desired_workers"], 1, "idle: the minimum");
+
+    // A first run teaches the grid how long each test takes.
+    grid.add_worker_with("w1", &url, &[]);
+    grid.wait_workers(1);
+    let first = grid.cli(&["run"]);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    grid.worker("w1").signal("TERM");
+    wait_for("the worker to leave", || (demand(&grid, "default")["workers"] == 0).then_some(()));
+
+    // The same suite again with no worker to run it: all of it waits, at its known durations.
+    let out = grid.cli(&["run", "--detach"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let queued = wait_for("the session's tests to be queued", || {
+        let d = demand(&grid, "default");
+        (d["queued_tests"] == 12).then_some(d)
+    });
+    let work = queued["queued_work_seconds"].as_f64().expect("seconds");
+    assert!((6.0..30.0).contains(&work), "12 tests of about 0.5 s each are known: {queued}");
+    // ceil(work / 2 s): the work drains in the target with that many one-slot workers.
+    let desired = queued["desired_workers"].as_u64().expect("a number");
+    assert_eq!(desired, (work / 2.0).ceil() as u64, "{queued}");
+    assert!(desired >= 3, "{queued}");
+    assert_eq!(metric(&grid, "testgrid_desired_workers{pool=\"default\"}"), Some(desired as f64));
+    assert_eq!(metric(&grid, "testgrid_queued_tests{pool=\"default\"}"), Some(12.0));
+
+    // Workers come, the queue drains, and the figure falls back to the minimum.
+    grid.add_worker_with("w2", &url, &["--slots", "4"]);
+    wait_for("the queue to drain", || {
+        let d = demand(&grid, "default");
+        (d["queued_tests"] == 0 && d["running_tests"] == 0).then_some(())
+    });
+    let drained = demand(&grid, "default");
+    assert_eq!(drained["desired_workers"], 1, "{drained}");
+    assert_eq!(drained["worker_slots"], 4, "learned from the connected worker: {drained}");
+    assert_eq!(metric(&grid, "testgrid_tests_finished_total{outcome=\"passed\"}"), Some(24.0));
+    assert_eq!(metric(&grid, "testgrid_worker_losses_total"), Some(0.0), "a drained worker is no loss");
+}
+
+#[test]
+fn healthz_reports_a_data_directory_that_takes_no_write() {
+    let ws = Workspace::new();
+    let grid = Grid::start(&ws.root(), 0);
+    assert_eq!(http_get(&grid.http, "/healthz").as_deref(), Some("ok\n"));
+    // Root ignores permissions, so the directory's place is taken by a file instead.
+    let data = grid.data.clone();
+    let moved = data.with_extension("moved");
+    std::fs::rename(&data, &moved).expect("move the data directory away");
+    std::fs::write(&data, "not a directory").expect("write");
+    wait_for("/healthz to turn unhealthy", || http_get(&grid.http, "/healthz").is_none().then_some(()));
+    std::fs::remove_file(&data).expect("remove");
+    std::fs::rename(&moved, &data).expect("move it back");
+    wait_for("/healthz to recover", || http_get(&grid.http, "/healthz").filter(|b| b == "ok\n"));
+}
