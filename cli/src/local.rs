@@ -71,6 +71,7 @@ pub async fn start(
         prestart: Some(prestart),
         // A setup run in the laptop's tree is skipped next time its key files are the same.
         setup_stamps: crate::settings::user_cache().map(|c| c.join("setup")),
+        connected: None,
         ..testgrid_worker::Config::new(url.clone(), root.clone())
     };
     let stop = testgrid_worker::Stop { drain: CancellationToken::new(), now: shutdown.clone() };

@@ -61,6 +61,8 @@ pub struct Config {
     /// Where a session's setup run in the worker's own tree leaves the stamp that lets a later
     /// session with the same setup key skip it. `None`: under `cache_dir` when there is one.
     pub setup_stamps: Option<PathBuf>,
+    /// Set while the worker is registered with the grid (its health endpoint's readiness).
+    pub connected: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// The blob cache's default size.
@@ -156,6 +158,7 @@ impl Config {
             cache_dir: None,
             cache_size: DEFAULT_CACHE_SIZE,
             setup_stamps: None,
+            connected: None,
         }
     }
 }

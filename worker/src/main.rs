@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
@@ -84,6 +86,10 @@ struct Args {
     /// Log format.
     #[arg(long, env = "TESTGRID_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Serve the worker's health on this address for probes: `/healthz` (the process answers)
+    /// and `/readyz` (registered with the grid and not draining).
+    #[arg(long, env = "TESTGRID_WORKER_HEALTH")]
+    health: Option<std::net::SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -102,6 +108,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let connected = Arc::new(AtomicBool::new(false));
     let config = testgrid_worker::Config {
         grid: args.grid,
         token,
@@ -127,6 +134,7 @@ fn main() -> ExitCode {
         cache_size: args.cache_size,
         // Beside the cache (`--cache-dir`), when there is one.
         setup_stamps: None,
+        connected: Some(Arc::clone(&connected)),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -136,7 +144,26 @@ fn main() -> ExitCode {
         }
     };
     let stop = testgrid_worker::Stop::default();
+    let health = match args.health {
+        Some(addr) => match runtime.block_on(tokio::net::TcpListener::bind(addr)) {
+            Ok(listener) => {
+                // One line on stdout with the bound address, for scripts and tests on port 0.
+                if let Ok(bound) = listener.local_addr() {
+                    println!("testgrid-worker health={bound}");
+                }
+                Some(listener)
+            }
+            Err(e) => {
+                eprintln!("error: --health {addr}: cannot listen there: {e}; pick another address");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
     let result = runtime.block_on(async {
+        if let Some(listener) = health {
+            tokio::spawn(serve_health(listener, connected, stop.clone()));
+        }
         let signals = stop.clone();
         tokio::spawn(async move {
             // First SIGTERM (or Ctrl-C): drain. Second: stop now.
@@ -158,6 +185,29 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// `/healthz`: 200 while the process answers. `/readyz`: 200 while registered with the grid and
+/// not stopping, 503 saying why otherwise.
+async fn serve_health(listener: tokio::net::TcpListener, connected: Arc<AtomicBool>, stop: testgrid_worker::Stop) {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let ready = move || {
+        let (connected, stop) = (Arc::clone(&connected), stop.clone());
+        async move {
+            if stop.requested() {
+                (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            } else if connected.load(Ordering::Relaxed) {
+                (StatusCode::OK, "ok\n")
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, "not registered with the grid (yet)\n")
+            }
+        }
+    };
+    let router = axum::Router::new().route("/healthz", get(|| async { "ok\n" })).route("/readyz", get(ready));
+    if let Err(e) = axum::serve(listener, router).await {
+        tracing::warn!("the health endpoint stopped: {e}");
     }
 }
 

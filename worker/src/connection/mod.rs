@@ -222,6 +222,26 @@ fn current(current: &Current) -> std::sync::RwLockReadGuard<'_, Stream> {
     current.read().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Marks the worker registered while it lives.
+struct Connected(Option<Arc<std::sync::atomic::AtomicBool>>);
+
+impl Connected {
+    fn new(flag: Option<Arc<std::sync::atomic::AtomicBool>>) -> Self {
+        if let Some(flag) = &flag {
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Connected(flag)
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        if let Some(flag) = &self.0 {
+            flag.store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 fn set_current(
     current: &Current,
     out: Option<mpsc::Sender<pb::WorkerMessage>>,
@@ -641,6 +661,7 @@ async fn attached<E: Executor>(
 ) -> Result<(), Problem> {
     let Opened { link, mut inbound, welcome } = opened;
     info!(grid = %config.grid, worker_id = %welcome.worker_id, slots = config.slots, "registered");
+    let _connected = Connected::new(config.connected.clone());
     let closed = || Problem::Retry("the stream to the coordinator closed".to_string());
 
     let heartbeat_every = Duration::from_millis(welcome.heartbeat_interval_ms.max(50));
