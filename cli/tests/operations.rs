@@ -80,3 +80,47 @@ fn healthz_reports_a_data_directory_that_takes_no_write() {
     std::fs::rename(&moved, &data).expect("move it back");
     wait_for("/healthz to recover", || http_get(&grid.http, "/healthz").filter(|b| b == "ok\n"));
 }
+
+#[test]
+fn json_logs_say_which_session_test_attempt_and_worker_each_line_concerns() {
+    let ws = Workspace::new();
+    ws.test("bad.sh", "exit 1");
+    ws.test("good.sh", "true");
+    let log = tempfile::NamedTempFile::new().expect("tempfile");
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut coordinator = std::process::Command::new(support::bin("testgrid-coordinator"))
+        .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
+        .arg(data.path())
+        .env("TESTGRID_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(log.reopen().expect("reopen"))
+        .spawn()
+        .expect("coordinator starts");
+    let mut line = String::new();
+    let out = coordinator.stdout.take().expect("stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).expect("addresses");
+    let _coordinator = support::Proc { child: coordinator };
+    let grpc = line.split_whitespace().find_map(|w| w.strip_prefix("grpc=")).expect("grpc=").to_string();
+    let url = format!("http://{grpc}");
+    let _worker = support::spawn_worker(&url, "w1", &ws.root(), &[]);
+    let run = support::testgrid(&ws.root()).args(["run", "--grid", &url]).output().expect("testgrid runs");
+    assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+    let lines = wait_for("the session's last log line", || {
+        let text = std::fs::read_to_string(log.path()).ok()?;
+        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("every line is JSON")).collect();
+        lines.iter().any(|l| l["fields"]["message"] == "session finished").then_some(lines)
+    });
+    let failed = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "test finished" && l["fields"]["test"] == "bad.sh")
+        .expect("a line for the failed test");
+    let f = &failed["fields"];
+    assert_eq!(
+        (f["attempt"].as_u64(), f["worker"].as_str(), f["outcome"].as_str()),
+        (Some(1), Some("w1"), Some("failed"))
+    );
+    let session = f["session"].as_str().expect("a session field");
+    assert_eq!(failed["span"]["session"], session, "inside the session's span: {failed}");
+    let finished = lines.iter().find(|l| l["fields"]["message"] == "session finished").expect("finished");
+    assert_eq!(finished["fields"]["session"], session);
+}

@@ -177,7 +177,9 @@ fn main() -> ExitCode {
             }
             signals.now.cancel();
         });
-        testgrid_worker::run(config, stop).await
+        // Every line says which worker wrote it.
+        let span = tracing::info_span!("worker", worker = %config.name);
+        tracing::Instrument::instrument(testgrid_worker::run(config, stop), span).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -275,7 +275,7 @@ impl Engine {
                     Some(id) => id,
                     None => SessionId(uuid::Uuid::new_v4()),
                 };
-                info!(session_id = %id, tests = spec.tests.len(), name = %spec.name, "session submitted");
+                info!(session = %id, tests = spec.tests.len(), name = %spec.name, "session submitted");
                 self.metrics.sessions_submitted.inc();
                 // Create the log before anyone can learn the id, so `Watch` always finds it.
                 if let Err(e) = self.store.create(id, &spec, self.clock.now()) {
@@ -293,7 +293,6 @@ impl Engine {
             Command::Cancel { session, reason, reply } => {
                 let answer = self.scheduler.session(session).map(|view| !view.finished);
                 if answer == Some(true) {
-                    info!(session_id = %session, %reason, "session cancelled");
                     self.input(Input::Cancel { session, reason });
                 }
                 let _ = reply.send(answer);
@@ -431,7 +430,7 @@ impl Engine {
                         .map(|a| pb::ArtifactSpec { globs: a.globs.clone(), max_bytes: a.max_bytes }),
                     secret_env: spec.secret_env.clone(),
                 });
-                debug!(worker_id = %worker, session_id = %assignment.key.session, test = %assignment.path,
+                debug!(worker_id = %worker, session = %assignment.key.session, test = %assignment.path,
                        attempt = assignment.key.attempt, "assign");
                 self.metrics.assignments.inc();
                 self.send_worker(worker, msg, pending);
@@ -442,6 +441,8 @@ impl Engine {
                 self.send_worker(worker, msg, pending);
             }
             Action::Emit { session, event } => {
+                let _span = tracing::info_span!("session", session = %session).entered();
+                self.log_event(session, &event);
                 if let Event::TestFinished { is_final: true, outcome, test, report, .. } = &event {
                     self.metrics.test_finished(*outcome, report.duration_ms);
                     self.learn(now, session, *test, *outcome, report);
@@ -464,12 +465,12 @@ impl Engine {
                         }
                     }
                     // Every session's log is created before the core hears of it.
-                    None => error!(session_id = %session, "an event for a session the store does not have was dropped"),
+                    None => error!(session = %session, "an event for a session the store does not have was dropped"),
                 }
             }
             Action::Forget { session } => self.store.forget(session),
             Action::DropOutput { session } => {
-                info!(session_id = %session, "its output was dropped: the grid is over --max-output-total");
+                info!(session = %session, "its output was dropped: the grid is over --max-output-total");
                 self.store.drop_output(session);
             }
             Action::DisconnectWorker { worker, reason } => {
@@ -478,6 +479,41 @@ impl Engine {
                     let _ = tx.try_send(Err(Status::unavailable(format!("worker declared lost: {reason}"))));
                 }
             }
+        }
+    }
+
+    /// A log line for what a session's event says happened to one of its tests (or to it),
+    /// with the session, test, attempt and worker as fields. Starts and passes are `debug`: a
+    /// big session would otherwise log twice per test.
+    fn log_event(&self, session: SessionId, event: &Event) {
+        let path = |test: u32| {
+            self.scheduler.spec(session).and_then(|s| s.tests.get(test as usize).cloned()).unwrap_or_default()
+        };
+        match event {
+            Event::TestStarted { test, attempt, worker } => {
+                debug!(session = %session, test = %path(*test), attempt, worker = %worker, "test started");
+            }
+            Event::TestFinished { test, attempt, worker, is_final, outcome, report } => {
+                let outcome = super::convert::outcome_to_pb(*outcome).key();
+                let (test, ms) = (path(*test), report.duration_ms);
+                if matches!(outcome, "passed" | "skipped") {
+                    debug!(session = %session, test = %test, attempt, worker = %worker, outcome, duration_ms = ms, is_final, "test finished");
+                } else {
+                    info!(session = %session, test = %test, attempt, worker = %worker, outcome, duration_ms = ms, is_final, "test finished");
+                }
+            }
+            Event::TestRequeued { test, attempt, reason, .. } => {
+                info!(session = %session, test = %path(*test), attempt, %reason, "test requeued");
+            }
+            Event::Cancelled { reason } => info!(session = %session, %reason, "session cancelled"),
+            Event::Finished { totals, .. } => info!(
+                session = %session,
+                total = totals.total,
+                passed = totals.passed,
+                failed = totals.failed + totals.timed_out + totals.lost + totals.error,
+                "session finished"
+            ),
+            _ => {}
         }
     }
 

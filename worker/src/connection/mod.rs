@@ -357,10 +357,21 @@ impl<E: Executor> Holding<E> {
                         settings: self.settings.clone(),
                     };
                     let executor = Arc::clone(&self.executor);
-                    let task = self.tasks.spawn(async move {
-                        let (assignment, report) = run_job(*job, slot, cancel, executor.as_ref(), &tree).await;
-                        (slot, assignment, report)
-                    });
+                    // Every line the test's run logs says which session, test and attempt.
+                    let span = tracing::info_span!(
+                        "test",
+                        session = %assignment.session_id,
+                        test = %job.path,
+                        attempt = assignment.attempt,
+                        slot
+                    );
+                    let task = self.tasks.spawn(tracing::Instrument::instrument(
+                        async move {
+                            let (assignment, report) = run_job(*job, slot, cancel, executor.as_ref(), &tree).await;
+                            (slot, assignment, report)
+                        },
+                        span,
+                    ));
                     self.running.insert(task.id(), (slot, assignment.clone()));
                     // Started first: a stream that breaks now leaves a job that runs (and is
                     // claimed on the next stream), never one the slots think runs but none does.
