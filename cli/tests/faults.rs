@@ -4,41 +4,16 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Grid, Proxy, Run, Workspace, events, final_outcomes, now_ms, stderr, stdout, wait_exit, wait_for};
+use support::{
+    Grid, Proxy, Run, Workspace, final_outcomes, finish, now_ms, of_kind, stderr, stdout, wait_exit, wait_for,
+};
 
 /// Short liveness settings so that freezes and cuts are detected within a test's patience.
 const FAST_LIVENESS: &[&str] = &["--liveness-timeout", "2s", "--heartbeat-interval", "200ms"];
-
-/// The run's events, after checking the summary event agrees with the per-test outcomes.
-fn finish(run: Run, expect_code: i32) -> Vec<Value> {
-    let out = run.wait(Duration::from_secs(300));
-    assert_eq!(out.status.code(), Some(expect_code), "stdout: {}\nstderr: {}", stdout(&out), stderr(&out));
-    let events = events(&out);
-    let outcomes = final_outcomes(&events);
-    let finished = events.last().expect("events");
-    assert_eq!(finished["event"], "finished", "the last event is `finished`");
-    let totals = &finished["totals"];
-    assert_eq!(totals["total"].as_u64(), Some(outcomes.len() as u64), "every test has exactly one outcome");
-    let mut counted: BTreeMap<&str, u64> = BTreeMap::new();
-    for outcome in outcomes.values() {
-        *counted.entry(outcome.as_str()).or_default() += 1;
-    }
-    for (outcome, n) in counted {
-        assert_eq!(totals[outcome].as_u64(), Some(n), "totals[{outcome}] in {totals}");
-    }
-    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().expect("seq")).collect();
-    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "no event missing or repeated");
-    events
-}
-
-fn of_kind<'a>(events: &'a [Value], kind: &str, test: &str) -> Vec<&'a Value> {
-    events.iter().filter(|e| e["event"] == kind && e["test"] == test).collect()
-}
 
 #[test]
 fn killed_worker_has_its_tests_rerun_elsewhere_at_once() {

@@ -124,3 +124,50 @@ fn json_logs_say_which_session_test_attempt_and_worker_each_line_concerns() {
     let finished = lines.iter().find(|l| l["fields"]["message"] == "session finished").expect("finished");
     assert_eq!(finished["fields"]["session"], session);
 }
+
+#[test]
+fn sigterm_as_kubernetes_sends_it_hands_back_unstarted_tests_at_once_and_lets_running_ones_finish() {
+    let ws = Workspace::new();
+    // The two long ones are the largest files: they start first, and hold both slots.
+    for i in 0..2 {
+        ws.test(&format!("long{i}.sh"), &format!("sleep 2 # {}", "padding ".repeat(20)));
+    }
+    for i in 0..6 {
+        ws.test(&format!("q{i}.sh"), "true");
+    }
+    let mut grid = Grid::start(&ws.root(), 0);
+    let url = grid.url.clone();
+    grid.add_worker_with("w1", &url, &["--slots", "2", "--drain-timeout", "5m"]);
+    grid.wait_workers(1);
+    let run = grid.spawn_run(&[]);
+    run.wait_submitted();
+    wait_for("both long tests to run on w1", || {
+        let out = grid.cli(&["workers", "--json"]);
+        let w: Value = serde_json::from_str(support::stdout(&out).lines().next()?).ok()?;
+        (w["running"].as_array()?.len() == 2).then_some(())
+    });
+    let signalled = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis();
+    grid.worker("w1").signal("TERM");
+    // Its prefetched tests come back; a new worker takes them while the long ones finish.
+    grid.add_worker_with("w2", &url, &[]);
+    let status = support::wait_exit(&mut grid.worker("w1").child, std::time::Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "a drained worker exits 0");
+    let events = support::finish(run, 0);
+    let handed: Vec<&Value> = events.iter().filter(|e| e["event"] == "test_requeued").collect();
+    assert!(!handed.is_empty(), "w1 held prefetched tests to hand back: {events:?}");
+    for e in &handed {
+        assert!(e["reason"].as_str().is_some_and(|r| r.contains("handed it back")), "{e}");
+        let after = e["time_ms"].as_u64().expect("time_ms") as i128 - signalled as i128;
+        eprintln!("{} handed back {after} ms after SIGTERM", e["test"]);
+        // 100 ms on a quiet machine (docs/operations.md has the figures); room for a loaded one.
+        assert!(after < 1_000, "{e} came back {after} ms after SIGTERM");
+    }
+    for long in ["long0.sh", "long1.sh"] {
+        let done = support::of_kind(&events, "test_finished", long);
+        assert_eq!(done.len(), 1);
+        assert_eq!((done[0]["worker"].as_str(), done[0]["outcome"].as_str()), (Some("w1"), Some("passed")));
+    }
+    let runs = ws.runs();
+    assert!(runs.len() == 8 && runs.values().all(|n| *n == 1), "each test ran once: {runs:?}");
+    assert_eq!(metric(&grid, "testgrid_worker_losses_total"), Some(0.0));
+}

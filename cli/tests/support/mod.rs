@@ -535,3 +535,30 @@ pub fn listed(out: &Output) -> std::collections::BTreeMap<String, Vec<String>> {
     }
     listed
 }
+
+/// The run's events, after checking the summary event agrees with the per-test outcomes.
+pub fn finish(run: Run, expect_code: i32) -> Vec<serde_json::Value> {
+    let out = run.wait(Duration::from_secs(300));
+    assert_eq!(out.status.code(), Some(expect_code), "stdout: {}\nstderr: {}", stdout(&out), stderr(&out));
+    let events = events(&out);
+    let outcomes = final_outcomes(&events);
+    let finished = events.last().expect("events");
+    assert_eq!(finished["event"], "finished", "the last event is `finished`");
+    let totals = &finished["totals"];
+    assert_eq!(totals["total"].as_u64(), Some(outcomes.len() as u64), "every test has exactly one outcome");
+    let mut counted: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for outcome in outcomes.values() {
+        *counted.entry(outcome.as_str()).or_default() += 1;
+    }
+    for (outcome, n) in counted {
+        assert_eq!(totals[outcome].as_u64(), Some(n), "totals[{outcome}] in {totals}");
+    }
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().expect("seq")).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "no event missing or repeated");
+    events
+}
+
+/// The events of `kind` for `test`.
+pub fn of_kind<'a>(events: &'a [serde_json::Value], kind: &str, test: &str) -> Vec<&'a serde_json::Value> {
+    events.iter().filter(|e| e["event"] == kind && e["test"] == test).collect()
+}
