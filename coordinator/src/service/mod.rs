@@ -4,6 +4,7 @@
 mod admin;
 mod blob;
 pub mod convert;
+mod dashboard;
 pub mod engine;
 mod http;
 pub mod listen;
@@ -251,6 +252,12 @@ pub async fn serve(
         let (roots, retention, stop) = (Arc::clone(&roots), config.blob_retention, shutdown.clone());
         tokio::spawn(collect_blobs(store, roots, retention, stop))
     });
+    let dashboard = Arc::new(dashboard::DashboardState {
+        authority: Arc::clone(&config.authority),
+        engine: engine.clone(),
+        store: Arc::clone(&store),
+        shutdown: shutdown.clone(),
+    });
     let session_svc = session::SessionSvc {
         engine: engine.clone(),
         store,
@@ -268,9 +275,9 @@ pub async fn serve(
 
     let http_task = match http {
         Some(listener) => {
-            info!(addr = %listener.local_addr().map_err(Error::Http)?, "HTTP listening (/healthz, /metrics, /api/v1/demand)");
+            info!(addr = %listener.local_addr().map_err(Error::Http)?, "HTTP listening (the dashboard, /healthz, /metrics, /api/v1/demand)");
             let state = http::HttpState::new(metrics, engine_for_http, config.data_dir.clone(), blob_store_for_http);
-            let router = http::router(Arc::new(state));
+            let router = http::router(Arc::new(state)).merge(dashboard::router(dashboard));
             Some(tokio::spawn(listen::serve_http(listener, config.tls.clone(), http_limits, router, shutdown.clone())))
         }
         None => None,

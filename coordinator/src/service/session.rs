@@ -129,7 +129,7 @@ fn list_page(
 }
 
 /// How many events a watcher reads from the log at once.
-const WATCH_BATCH: usize = 256;
+pub(super) const WATCH_BATCH: usize = 256;
 
 /// Each of `tests` (with their sizes) with its estimate and what `project`'s history knows of
 /// it, in the order a session of them would be served (`Plan`, and `testgrid plan` in local
@@ -165,11 +165,12 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::SessionEvent, Status>> +
 
 /// Send a log's events from `next` on until the session finishes, the watcher goes away, or the
 /// coordinator stops.
-async fn follow_log(
+pub(super) async fn follow_log<T>(
     log: &dyn SessionLog,
     mut next: u64,
-    tx: &mpsc::Sender<Result<pb::SessionEvent, Status>>,
+    tx: &mpsc::Sender<Result<T, Status>>,
     shutdown: &CancellationToken,
+    convert: impl Fn(&StoredEvent) -> T,
 ) {
     let mut changed = log.subscribe();
     loop {
@@ -198,7 +199,7 @@ async fn follow_log(
         }
         for event in batch {
             next = event.seq + 1;
-            if tx.send(Ok(stored_to_pb(&event))).await.is_err() {
+            if tx.send(Ok(convert(&event))).await.is_err() {
                 return;
             }
         }
@@ -279,7 +280,7 @@ impl pb::session_service_server::SessionService for SessionSvc {
         tokio::spawn(async move {
             let _counted = counted;
             tokio::select! {
-                () = follow_log(log.as_ref(), request.from_seq.max(1), &tx, &shutdown) => {}
+                () = follow_log(log.as_ref(), request.from_seq.max(1), &tx, &shutdown, stored_to_pb) => {}
                 () = caller.revoked.cancelled() => {
                     let _ = tx.send(Err(Status::unauthenticated("the token of this call was revoked or expired"))).await;
                 }
