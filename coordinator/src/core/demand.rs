@@ -87,6 +87,8 @@ pub struct PoolDemand {
     pub queued_work_ms: u64,
     /// Tests handed to a worker and not finished (prefetched ones included).
     pub running_tests: u64,
+    /// Of those, the ones that started (prefetched ones wait on their worker).
+    pub started_tests: u64,
     /// What the running tests have left of their estimates.
     pub running_work_ms: u64,
     /// The slots of one worker the figure assumes.
@@ -149,6 +151,7 @@ impl Scheduler {
                     }
                     TestState::Assigned { started, .. } | TestState::Orphaned { started } => {
                         p.running_tests += 1;
+                        p.started_tests += u64::from(started);
                         let ran = if started { now.saturating_sub(test.since) } else { 0 };
                         p.running_work_ms = p.running_work_ms.saturating_add(predicted(i).saturating_sub(ran));
                     }
@@ -176,7 +179,7 @@ fn desired(pool: &PoolDemand, policy: &Policy) -> u32 {
     let work = pool.queued_work_ms.saturating_add(pool.running_work_ms);
     let by_work = work.div_ceil(capacity_ms);
     let by_tests = (pool.queued_tests + pool.running_tests).div_ceil(slots);
-    let holding = pool.running_tests.div_ceil(slots);
+    let holding = pool.started_tests.div_ceil(slots);
     let want = by_work.min(by_tests).max(holding);
     let (min, max) = (policy.min_workers.get(&pool.pool), policy.max_workers.get(&pool.pool));
     (want.min(u64::from(u32::MAX)) as u32).clamp(min, max.max(min))
@@ -273,6 +276,7 @@ mod tests {
 
     fn pool(queued: u64, queued_ms: u64, running: u64, running_ms: u64, slots: u32) -> PoolDemand {
         PoolDemand {
+            started_tests: running,
             pool: DEFAULT_POOL.into(),
             queued_tests: queued,
             queued_work_ms: queued_ms,
