@@ -12,16 +12,11 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
-use support::{Proc, Workspace, bin, http_get, stderr, stdout, testgrid, wait_for};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace").to_path_buf()
-}
+use support::{Proc, Workspace, bin, first_line, http_get, repo, stderr, stdout, testgrid, wait_for};
 
 /// The chart rendered with `values` (a file under helm/testgrid/ci), as JSON objects.
 fn render(values: &str) -> Vec<Value> {
@@ -189,19 +184,6 @@ impl Pod {
             cmd.env(name, value);
         }
         Proc { child: cmd.stdout(Stdio::piped()).spawn().expect("the container's command starts") }
-    }
-}
-
-/// The `name=VALUE` fields of the first line `proc` prints on stdout.
-fn first_line(proc: &mut Proc) -> impl Fn(&str) -> String {
-    let mut line = String::new();
-    let out = proc.child.stdout.take().expect("stdout");
-    BufReader::new(out).read_line(&mut line).expect("the process prints its addresses");
-    move |name: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{name}=")))
-            .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
-            .to_string()
     }
 }
 

@@ -11,11 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use support::{Workspace, events, spawn_coordinator, spawn_worker, stderr, stdout, testgrid, wait_for};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace").to_path_buf()
-}
+use support::{Workspace, events, repo, spawn_coordinator, spawn_worker, stderr, stdout, testgrid, wait_for};
 
 /// The browser driver, installed once from the npm registry into target/tools/browser.
 fn driver() -> PathBuf {

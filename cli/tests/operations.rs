@@ -88,7 +88,7 @@ fn json_logs_say_which_session_test_attempt_and_worker_each_line_concerns() {
     ws.test("good.sh", "true");
     let log = tempfile::NamedTempFile::new().expect("tempfile");
     let data = tempfile::tempdir().expect("tempdir");
-    let mut coordinator = std::process::Command::new(support::bin("testgrid-coordinator"))
+    let child = std::process::Command::new(support::bin("testgrid-coordinator"))
         .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
         .arg(data.path())
         .env("TESTGRID_LOG", "info")
@@ -96,12 +96,8 @@ fn json_logs_say_which_session_test_attempt_and_worker_each_line_concerns() {
         .stderr(log.reopen().expect("reopen"))
         .spawn()
         .expect("coordinator starts");
-    let mut line = String::new();
-    let out = coordinator.stdout.take().expect("stdout");
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).expect("addresses");
-    let _coordinator = support::Proc { child: coordinator };
-    let grpc = line.split_whitespace().find_map(|w| w.strip_prefix("grpc=")).expect("grpc=").to_string();
-    let url = format!("http://{grpc}");
+    let mut coordinator = support::Proc { child };
+    let url = format!("http://{}", support::first_line(&mut coordinator)("grpc"));
     let _worker = support::spawn_worker(&url, "w1", &ws.root(), &[]);
     let run = support::testgrid(&ws.root()).args(["run", "--grid", &url]).output().expect("testgrid runs");
     assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));

@@ -92,7 +92,7 @@ pub fn spawn_coordinator(grpc: &str, http: &str, args: &[&str]) -> (Proc, String
 
 /// Start a coordinator on the data directory `data`.
 pub fn spawn_coordinator_in(data: &Path, grpc: &str, http: &str, args: &[&str]) -> (Proc, String, String) {
-    let mut child = Command::new(bin("testgrid-coordinator"))
+    let child = Command::new(bin("testgrid-coordinator"))
         .args(["--listen", grpc, "--http", http, "--data-dir"])
         .arg(data)
         .args(args)
@@ -100,18 +100,30 @@ pub fn spawn_coordinator_in(data: &Path, grpc: &str, http: &str, args: &[&str]) 
         .stdout(Stdio::piped())
         .spawn()
         .expect("coordinator starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let coordinator = Proc { child };
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("coordinator prints its addresses");
-    let field = |name: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{name}=")).map(str::to_string))
-            .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
-    };
+    let mut coordinator = Proc { child };
+    let field = first_line(&mut coordinator);
     let (grpc, http) = (field("grpc"), field("http"));
     wait_for("coordinator health", || http_get(&http, "/healthz"));
     (coordinator, grpc, http)
+}
+
+/// The `name=VALUE` fields of the first line `proc` prints on its (piped) stdout: the addresses
+/// a coordinator or a worker bound.
+pub fn first_line(proc: &mut Proc) -> impl Fn(&str) -> String + use<> {
+    let mut line = String::new();
+    let out = proc.child.stdout.take().expect("piped stdout");
+    BufReader::new(out).read_line(&mut line).expect("the process prints its addresses");
+    move |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
+            .to_string()
+    }
+}
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace").to_path_buf()
 }
 
 /// Start a worker with `--slots 1` unless `extra` says otherwise.

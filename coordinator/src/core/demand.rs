@@ -32,6 +32,32 @@ pub const MAX_POOLS: usize = 256;
 /// The most workers a pool's demand asks for, unless told otherwise.
 pub const DEFAULT_MAX_WORKERS: u32 = 100;
 
+/// What a connected worker is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerState {
+    Idle,
+    Busy,
+    Draining,
+}
+
+impl WorkerState {
+    pub fn of(draining: bool, holds_nothing: bool) -> Self {
+        match (draining, holds_nothing) {
+            (true, _) => WorkerState::Draining,
+            (false, true) => WorkerState::Idle,
+            (false, false) => WorkerState::Busy,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Idle => "idle",
+            WorkerState::Busy => "busy",
+            WorkerState::Draining => "draining",
+        }
+    }
+}
+
 /// A setting per pool, with a value for the pools not named.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PerPool {
@@ -123,12 +149,10 @@ impl Scheduler {
             let busy = (w.held.len() as u64).min(u64::from(w.spec.slots));
             p.slots_busy += busy;
             p.slots_idle += u64::from(w.spec.slots) - busy;
-            if w.draining {
-                p.workers_draining += 1;
-            } else if w.held.is_empty() {
-                p.workers_idle += 1;
-            } else {
-                p.workers_busy += 1;
+            match WorkerState::of(w.draining, w.held.is_empty()) {
+                WorkerState::Draining => p.workers_draining += 1,
+                WorkerState::Idle => p.workers_idle += 1,
+                WorkerState::Busy => p.workers_busy += 1,
             }
             let most = seen_slots.entry(name).or_default();
             *most = (*most).max(w.spec.slots);

@@ -612,7 +612,7 @@ impl Scheduler {
         let max = session.spec.max_failures;
         if max > 0 && session.finished_at.is_none() && session.cancel_reason.is_none() {
             let t = &session.totals;
-            let failed = t.failed + t.timed_out + t.error + t.lost;
+            let failed = t.failures();
             if failed >= max && t.ended() < t.total {
                 let plural = if failed == 1 { "" } else { "s" };
                 let reason = format!("{failed} test{plural} failed (--max-fail {max}): the rest were not run");

@@ -302,6 +302,11 @@ impl Totals {
         *slot += 1;
     }
 
+    /// How many tests ended in a failure of any kind (failed, timed out, lost, error).
+    pub fn failures(&self) -> u32 {
+        self.failed + self.timed_out + self.lost + self.error
+    }
+
     /// How many tests have an outcome.
     pub fn ended(&self) -> u32 {
         self.passed + self.failed + self.flaky + self.timed_out + self.lost + self.cancelled + self.error
@@ -416,6 +421,21 @@ pub struct SessionView {
     pub owner: String,
 }
 
+impl SessionView {
+    /// `running`, or how it ended: `cancelled`, `failed` (a test failed in any way), `passed`.
+    pub fn state(&self) -> &'static str {
+        if !self.finished {
+            "running"
+        } else if self.cancel_reason.is_some() {
+            "cancelled"
+        } else if self.totals.failures() > 0 {
+            "failed"
+        } else {
+            "passed"
+        }
+    }
+}
+
 /// A worker as the service shows it (`ListWorkers`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkerView {
@@ -426,4 +446,10 @@ pub struct WorkerView {
     pub last_seen: Millis,
     pub connected_at: Millis,
     pub draining: bool,
+}
+
+impl WorkerView {
+    pub fn state(&self) -> super::demand::WorkerState {
+        super::demand::WorkerState::of(self.draining, self.held.is_empty())
+    }
 }

@@ -107,18 +107,11 @@ async fn workers(State(state): State<Arc<DashboardState>>, headers: HeaderMap) -
     let workers: Vec<Value> = views
         .iter()
         .map(|w| {
-            let state = if w.draining {
-                "draining"
-            } else if w.held.is_empty() {
-                "idle"
-            } else {
-                "busy"
-            };
             json!({
                 "name": w.spec.name,
                 "slots": w.spec.slots,
                 "labels": w.spec.labels,
-                "state": state,
+                "state": w.state().as_str(),
                 "held": w.held.len(),
                 "running": w.running_tests,
                 "last_seen_ms_ago": now.saturating_sub(w.last_seen),
@@ -141,29 +134,16 @@ async fn sessions(State(state): State<Arc<DashboardState>>, headers: HeaderMap) 
         // The newest thousand: a page, not an archive.
         .take(1_000)
         .map(|s| {
-            let t = &s.totals;
-            let state = if !s.finished {
-                "running"
-            } else if s.cancel_reason.is_some() {
-                "cancelled"
-            } else if t.failed + t.timed_out + t.lost + t.error > 0 {
-                "failed"
-            } else {
-                "passed"
-            };
             json!({
                 "id": s.id.to_string(),
                 "name": s.name,
                 "owner": s.owner,
-                "state": state,
+                "state": s.state(),
                 "running": s.running,
                 "created_ms": s.created_at,
                 "finished_ms": s.finished_at,
                 "cancel_reason": s.cancel_reason,
-                "totals": {
-                    "total": t.total, "passed": t.passed, "failed": t.failed, "flaky": t.flaky,
-                    "timed_out": t.timed_out, "lost": t.lost, "cancelled": t.cancelled, "error": t.error,
-                },
+                "totals": s.totals,
             })
         })
         .collect();
@@ -237,10 +217,7 @@ fn event_json(stored: &StoredEvent) -> (u64, String) {
             json!({ "kind": "test_speculated", "test": test, "attempt": attempt, "worker": worker })
         }
         Event::Cancelled { reason } => json!({ "kind": "cancelled", "reason": reason }),
-        Event::Finished { totals, .. } => json!({ "kind": "finished", "totals": {
-            "total": totals.total, "passed": totals.passed, "failed": totals.failed, "flaky": totals.flaky,
-            "timed_out": totals.timed_out, "lost": totals.lost, "cancelled": totals.cancelled, "error": totals.error,
-        }}),
+        Event::Finished { totals, .. } => json!({ "kind": "finished", "totals": totals }),
         Event::ResultDiscarded { .. } => json!({ "kind": "result_discarded" }),
         Event::SetupFinished { .. } => json!({ "kind": "setup_finished" }),
     };

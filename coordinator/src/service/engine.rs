@@ -56,15 +56,11 @@ impl SessionCounts {
     fn of(sessions: &[SessionView]) -> Self {
         let mut counts = SessionCounts::default();
         for s in sessions {
-            let t = &s.totals;
-            let slot = if !s.finished {
-                &mut counts.running
-            } else if s.cancel_reason.is_some() {
-                &mut counts.cancelled
-            } else if t.failed + t.timed_out + t.lost + t.error > 0 {
-                &mut counts.failed
-            } else {
-                &mut counts.passed
+            let slot = match s.state() {
+                "running" => &mut counts.running,
+                "cancelled" => &mut counts.cancelled,
+                "failed" => &mut counts.failed,
+                _ => &mut counts.passed,
             };
             *slot += 1;
         }
@@ -441,7 +437,6 @@ impl Engine {
                 self.send_worker(worker, msg, pending);
             }
             Action::Emit { session, event } => {
-                let _span = tracing::info_span!("session", session = %session).entered();
                 self.log_event(session, &event);
                 if let Event::TestFinished { is_final: true, outcome, test, report, .. } = &event {
                     self.metrics.test_finished(*outcome, report.duration_ms);
@@ -483,23 +478,38 @@ impl Engine {
     }
 
     /// A log line for what a session's event says happened to one of its tests (or to it),
-    /// with the session, test, attempt and worker as fields. Starts and passes are `debug`: a
-    /// big session would otherwise log twice per test.
+    /// with the session, test, attempt and worker as fields, in the session's span. Starts and
+    /// passes are `debug`: a big session would otherwise log twice per test (and their span is
+    /// a `debug` one, which costs nothing when it is filtered out).
     fn log_event(&self, session: SessionId, event: &Event) {
         let path = |test: u32| {
-            self.scheduler.spec(session).and_then(|s| s.tests.get(test as usize).cloned()).unwrap_or_default()
+            self.scheduler.spec(session).and_then(|s| s.tests.get(test as usize)).map_or("", String::as_str)
         };
+        let passed = |outcome: crate::core::Outcome| {
+            matches!(super::convert::outcome_to_pb(outcome).key(), "passed" | "skipped")
+        };
+        let at_info = match event {
+            Event::TestFinished { outcome, .. } => !passed(*outcome),
+            Event::TestRequeued { .. } | Event::Cancelled { .. } | Event::Finished { .. } => true,
+            _ => false,
+        };
+        let span = if at_info {
+            tracing::info_span!("session", session = %session)
+        } else {
+            tracing::debug_span!("session", session = %session)
+        };
+        let _entered = span.entered();
         match event {
             Event::TestStarted { test, attempt, worker } => {
                 debug!(session = %session, test = %path(*test), attempt, worker = %worker, "test started");
             }
             Event::TestFinished { test, attempt, worker, is_final, outcome, report } => {
-                let outcome = super::convert::outcome_to_pb(*outcome).key();
                 let (test, ms) = (path(*test), report.duration_ms);
-                if matches!(outcome, "passed" | "skipped") {
-                    debug!(session = %session, test = %test, attempt, worker = %worker, outcome, duration_ms = ms, is_final, "test finished");
+                let name = super::convert::outcome_to_pb(*outcome).key();
+                if at_info {
+                    info!(session = %session, test, attempt, worker = %worker, outcome = name, duration_ms = ms, is_final, "test finished");
                 } else {
-                    info!(session = %session, test = %test, attempt, worker = %worker, outcome, duration_ms = ms, is_final, "test finished");
+                    debug!(session = %session, test, attempt, worker = %worker, outcome = name, duration_ms = ms, is_final, "test finished");
                 }
             }
             Event::TestRequeued { test, attempt, reason, .. } => {
@@ -510,7 +520,7 @@ impl Engine {
                 session = %session,
                 total = totals.total,
                 passed = totals.passed,
-                failed = totals.failed + totals.timed_out + totals.lost + totals.error,
+                failed = totals.failures(),
                 "session finished"
             ),
             _ => {}
